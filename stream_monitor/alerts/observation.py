@@ -1,0 +1,30 @@
+"""What monitors return: an observation of one signal, judged against its thresholds."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from stream_monitor.events.schema import AlertKind
+
+__all__ = ["Observation"]
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """One value of one signal for one model (and feature), with the verdict of its rule.
+
+    ``breached`` opens an incident; ``cleared`` (a stricter, separate condition: hysteresis)
+    lets it resolve. A value between the two keeps the current state.
+    """
+
+    model_id: str
+    kind: AlertKind
+    feature: str | None
+    signal: str
+    value: float
+    threshold: float
+    breached: bool
+    cleared: bool
+    observed_at: float
+    window_events: int | None = None
+    model_version: str | None = None

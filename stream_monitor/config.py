@@ -1,0 +1,143 @@
+"""Frozen configuration models. The environment and files are read only at the entry point (CLI).
+
+Examples
+--------
+>>> cfg = MonitorConfig(bootstrap_servers="127.0.0.1:9092")
+>>> cfg.topics.predictions, cfg.drift.reference_size
+('predictions', 1000)
+>>> MonitorConfig.model_validate({"bootstrap_servers": "x:1", "drift": {"window_size": 0}})
+Traceback (most recent call last):
+...
+pydantic_core._pydantic_core.ValidationError: 1 validation error for MonitorConfig
+...
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+__all__ = [
+    "DetectorConfig",
+    "DriftConfig",
+    "KafkaSecurity",
+    "LabelJoinConfig",
+    "LimitsConfig",
+    "MonitorConfig",
+    "TopicsConfig",
+    "load_config",
+]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class TopicsConfig(_Frozen):
+    predictions: str = "predictions"
+    labels: str = "labels"
+    alerts: str = "alerts"
+    dead_letter: str = "stream-monitor-dead-letter"
+    #: Partitions and replication for the output topics the monitor creates when missing.
+    output_partitions: int = Field(default=3, ge=1)
+    output_replication_factor: int = Field(default=1, ge=1)
+
+
+class DetectorConfig(_Frozen):
+    """Incremental change detectors run on every numeric feature's raw value stream.
+
+    A raw firing never pages by itself: Page-Hinkley at default parameters fires about once per
+    1,500 stationary values. An incident opens only when ``min_agreeing`` different detectors
+    have fired on the same feature within ``agreement_events`` values of each other.
+    """
+
+    enabled: bool = True
+    adwin_delta: float = Field(default=0.002, gt=0, lt=1)
+    page_hinkley_threshold: float = Field(default=50.0, gt=0)
+    page_hinkley_delta: float = Field(default=0.005, ge=0)
+    min_agreeing: int = Field(default=2, ge=1, le=2)
+    agreement_events: int = Field(default=2000, ge=1)
+    #: Firings of one detector closer together than this are one change (river #574).
+    cooldown_events: int = Field(default=500, ge=1)
+
+
+class DriftConfig(_Frozen):
+    #: The first ``reference_size`` events of a model form its reference.
+    reference_size: int = Field(default=1000, ge=10)
+    #: Tumbling window, in events of one model, compared with the reference.
+    window_size: int = Field(default=1000, ge=10)
+    n_bins: int = Field(default=10, ge=2, le=100)
+    top_k_categories: int = Field(default=20, ge=1, le=1000)
+    psi_threshold: float = Field(default=0.25, gt=0)
+    #: Hysteresis: an incident resolves only once the score falls below this.
+    psi_resolve_threshold: float = Field(default=0.1, gt=0)
+    #: Data quality: fire when a window's missing ratio exceeds the reference's by this much.
+    missing_increase_threshold: float = Field(default=0.1, gt=0, le=1)
+    detectors: DetectorConfig = DetectorConfig()
+
+
+class LabelJoinConfig(_Frozen):
+    #: Predictions wait this long (event time) for their label, then expire.
+    ttl_seconds: float = Field(default=7 * 24 * 3600.0, gt=0)
+    #: At most this many predictions wait per partition; the oldest are evicted first.
+    capacity: int = Field(default=200_000, ge=1)
+    error_adwin_delta: float = Field(default=0.002, gt=0, lt=1)
+    #: Labelled events forming the baseline error before drift on errors is judged.
+    baseline_size: int = Field(default=500, ge=10)
+    #: An error increase must exceed the baseline by this fraction to open an incident.
+    min_relative_increase: float = Field(default=0.25, gt=0)
+
+
+class LimitsConfig(_Frozen):
+    """Bounds that keep state and metric series finite whatever the input."""
+
+    max_models_per_partition: int = Field(default=50, ge=1)
+    max_features_per_model: int = Field(default=100, ge=1)
+    max_event_bytes: int = Field(default=1_048_576, ge=1024)
+
+
+class KafkaSecurity(_Frozen):
+    security_protocol: str = "PLAINTEXT"
+    sasl_mechanism: str | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+
+    def client_config(self) -> dict[str, str]:
+        out = {"security.protocol": self.security_protocol}
+        if self.sasl_mechanism:
+            out["sasl.mechanism"] = self.sasl_mechanism
+        if self.sasl_username:
+            out["sasl.username"] = self.sasl_username
+        if self.sasl_password:
+            out["sasl.password"] = self.sasl_password.get_secret_value()
+        return out
+
+
+class MonitorConfig(_Frozen):
+    bootstrap_servers: str
+    group_id: str = "stream-monitor"
+    topics: TopicsConfig = TopicsConfig()
+    drift: DriftConfig = DriftConfig()
+    labels: LabelJoinConfig = LabelJoinConfig()
+    limits: LimitsConfig = LimitsConfig()
+    security: KafkaSecurity = KafkaSecurity()
+    batch_size: int = Field(default=2000, ge=1)
+    batch_timeout_seconds: float = Field(default=0.5, gt=0)
+    metrics_host: str = "0.0.0.0"
+    metrics_port: int = Field(default=9108, ge=0, le=65535)
+    #: Extra librdkafka settings, passed through unchanged.
+    consumer_overrides: dict[str, Any] = {}
+    producer_overrides: dict[str, Any] = {}
+
+
+def load_config(path: str | Path | None, **overrides: Any) -> MonitorConfig:
+    """Read a TOML file (optional) and apply command-line overrides that are not None."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    return MonitorConfig.model_validate(data)

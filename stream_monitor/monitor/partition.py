@@ -1,0 +1,113 @@
+"""The state of one input partition: its models, its label join and its alert incidents.
+
+Predictions and labels are keyed by model_id and co-partitioned, so everything about a model
+lives in exactly one ``PartitionState``. It takes decoded events and returns alert events; it
+does no I/O, reads no clock and is snapshot-able as plain JSON-compatible data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, TypeVar
+
+from stream_monitor.alerts.tracker import AlertTracker
+from stream_monitor.config import MonitorConfig
+from stream_monitor.events.schema import AlertEvent, LabelEvent, PredictionEvent
+from stream_monitor.monitor.join import LabelJoin
+from stream_monitor.monitor.model import ModelMonitor
+from stream_monitor.alerts.observation import Observation
+
+__all__ = ["PartitionState"]
+
+SNAPSHOT_VERSION = 1
+E = TypeVar("E", PredictionEvent, LabelEvent)
+
+
+class PartitionState:
+    """Monitors the models of one partition.
+
+    Examples
+    --------
+    >>> from stream_monitor.config import MonitorConfig
+    >>> st = PartitionState(0, MonitorConfig(bootstrap_servers="unused:9092"))
+    >>> ev = PredictionEvent(event_id="1", model_id="m", timestamp=1.0,
+    ...                      features={"x": 0.5}, prediction=0.1)
+    >>> st.process([ev], [])
+    []
+    >>> list(st.models), st.models["m"].n_events
+    (['m'], 1)
+    """
+
+    def __init__(self, partition: int, cfg: MonitorConfig) -> None:
+        self.partition = partition
+        self.cfg = cfg
+        self.models: dict[str, ModelMonitor] = {}
+        self.join = LabelJoin(cfg.labels.capacity, cfg.labels.ttl_seconds)
+        self.tracker = AlertTracker()
+        self.models_refused = 0
+        self.events_refused = 0
+
+    def process(
+        self, predictions: Sequence[PredictionEvent], labels: Sequence[LabelEvent]
+    ) -> list[AlertEvent]:
+        """Feed one batch (predictions first, then labels); return the alert events it causes."""
+        observations: list[Observation] = []
+        for model_id, events in _group(predictions).items():
+            model = self._model(model_id)
+            if model is None:
+                self.events_refused += len(events)
+                continue
+            observations.extend(model.update(events))
+            for e in events:
+                self.join.add_prediction(
+                    model_id, e.event_id, e.timestamp,
+                    label=e.prediction_label(), score=e.prediction_score(),
+                )
+        for model_id, labs in _group(labels).items():
+            model = self.models.get(model_id)
+            if model is None:
+                # No prediction of this model was ever seen here: every label is unmatched.
+                self.join.unmatched_labels += len(labs)
+                continue
+            observations.extend(model.update_labels(labs, self.join))
+        alerts: list[AlertEvent] = []
+        for o in observations:
+            alerts.extend(self.tracker.observe(o))
+        return alerts
+
+    def _model(self, model_id: str) -> ModelMonitor | None:
+        model = self.models.get(model_id)
+        if model is None:
+            if len(self.models) >= self.cfg.limits.max_models_per_partition:
+                self.models_refused += 1
+                return None
+            model = self.models[model_id] = ModelMonitor(model_id, self.cfg)
+        return model
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "v": SNAPSHOT_VERSION,
+            "partition": self.partition,
+            "models": [m.snapshot() for m in self.models.values()],
+            "join": self.join.snapshot(),
+            "tracker": self.tracker.snapshot(),
+            "counters": [self.models_refused, self.events_refused],
+        }
+
+    @classmethod
+    def from_snapshot(cls, d: dict[str, Any], cfg: MonitorConfig) -> PartitionState:
+        if d.get("v") != SNAPSHOT_VERSION:
+            raise ValueError(f"unsupported partition snapshot version {d.get('v')!r}")
+        st = cls(d["partition"], cfg)
+        st.models = {m["model_id"]: ModelMonitor.from_snapshot(m, cfg) for m in d["models"]}
+        st.join = LabelJoin.from_snapshot(d["join"])
+        st.tracker = AlertTracker.from_snapshot(d["tracker"])
+        st.models_refused, st.events_refused = d["counters"]
+        return st
+
+
+def _group(events: Sequence[E]) -> dict[str, list[E]]:
+    out: dict[str, list[E]] = {}
+    for e in events:
+        out.setdefault(e.model_id, []).append(e)
+    return out
