@@ -27,7 +27,7 @@ class StateCollector(Collector):
     """
 
     def __init__(
-        self, states: Callable[[], Mapping[tuple[str, int], PartitionState]], lock: threading.Lock
+        self, states: Callable[[], Mapping[int, PartitionState]], lock: threading.Lock
     ) -> None:
         self._states = states
         self._lock = lock
@@ -117,7 +117,7 @@ class StateCollector(Collector):
             labels=["partition"],
         )
         with self._lock:
-            for (_topic, part), st in sorted(self._states().items()):
+            for part, st in sorted(self._states().items()):
                 pl = [str(part)]
                 join_pending.add_metric(pl, len(st.join))
                 join_evicted.add_metric(pl, st.join.evicted)

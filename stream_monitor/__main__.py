@@ -1,0 +1,3 @@
+from stream_monitor.cli import main
+
+raise SystemExit(main())

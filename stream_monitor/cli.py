@@ -1,0 +1,160 @@
+"""Command line: ``stream-monitor run | simulate | alerts``. The only place that configures
+logging handlers, reads the environment and installs signal handlers."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+
+__all__ = ["main"]
+
+log = logging.getLogger("stream_monitor.cli")
+
+
+def _bootstrap_default() -> str:
+    return os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
+
+
+def _install_stop(stop: Any) -> None:
+    def handler(signum: int, _frame: Any) -> None:
+        log.info("signal %s received, stopping", signal.Signals(signum).name)
+        stop()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from stream_monitor.app import Application
+    from stream_monitor.config import load_config
+
+    overrides: dict[str, Any] = {
+        "bootstrap_servers": args.bootstrap_servers,
+        "metrics_port": args.metrics_port,
+        "group_id": args.group_id,
+    }
+    cfg = load_config(args.config, **overrides)
+    app = Application(cfg)
+    _install_stop(app.stop)
+    app.run()
+    return 0
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from confluent_kafka import Producer
+
+    from stream_monitor.kafka.clients import ensure_input_topics
+    from stream_monitor.simulate import TrafficGenerator, run_simulation
+
+    ensure_input_topics(args.bootstrap_servers, partitions=args.partitions)
+    producer = Producer({
+        "bootstrap.servers": args.bootstrap_servers, "linger.ms": 20, "acks": "all",
+        "compression.type": "lz4", "queue.buffering.max.messages": 500_000,
+    })
+    gen = TrafficGenerator(seed=args.seed, drift_at=args.drift_at, rate=args.rate or 1000.0,
+                           start_time=time.time())
+    stop = threading.Event()
+    _install_stop(stop.set)
+    log.info("simulating events=%d rate=%s drift_at=%s", args.events, args.rate, args.drift_at)
+
+    def progress(n: int) -> None:
+        if n and n % max(1, args.events // 20) == 0:
+            marker = " (drift injected)" if args.drift_at is not None and n >= args.drift_at else ""
+            log.info("produced predictions=%d%s", n, marker)
+
+    n = run_simulation(producer, gen, args.events, rate=args.rate, on_progress=progress, stop=stop)
+    log.info("done records=%d", n)
+    return 0
+
+
+def cmd_alerts(args: argparse.Namespace) -> int:
+    """Print alert events as they arrive, one line each (or raw JSON with --json)."""
+    from confluent_kafka import Consumer, KafkaError
+
+    consumer = Consumer({
+        "bootstrap.servers": args.bootstrap_servers,
+        "group.id": f"stream-monitor-alerts-tail-{os.getpid()}",
+        "auto.offset.reset": "earliest" if args.from_beginning else "latest",
+        "enable.auto.commit": False,
+        "isolation.level": "read_committed",
+    })
+    stop = threading.Event()
+    _install_stop(stop.set)
+    consumer.subscribe([args.topic])
+    try:
+        while not stop.is_set():
+            msg = consumer.poll(0.5)
+            if msg is None:
+                continue
+            if msg.error():
+                if msg.error().code() != KafkaError._PARTITION_EOF:
+                    log.warning("consume error=%s", msg.error())
+                continue
+            if args.json:
+                print(msg.value().decode(), flush=True)
+                continue
+            a = orjson.loads(msg.value())
+            mark = "FIRING  " if a["status"] == "firing" else "RESOLVED"
+            stamp = time.strftime("%H:%M:%S", time.localtime(a.get("published_at") or time.time()))
+            print(f"{stamp} {mark} [{a['severity']}] {a['dedup_key']}: {a['summary']}", flush=True)
+    finally:
+        consumer.close()
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="stream-monitor", description=__doc__)
+    p.add_argument("--log-level", default=os.environ.get("STREAM_MONITOR_LOG_LEVEL", "INFO"))
+    sub = p.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="monitor the predictions and labels topics")
+    run.add_argument("--bootstrap-servers", default=_bootstrap_default())
+    run.add_argument("--config", help="TOML configuration file")
+    run.add_argument("--metrics-port", type=int, default=None, help="default 9108")
+    run.add_argument("--group-id", default=None, help="consumer group (default stream-monitor)")
+    run.set_defaults(func=cmd_run)
+
+    sim = sub.add_parser("simulate", help="produce synthetic model traffic with a drift")
+    sim.add_argument("--bootstrap-servers", default=_bootstrap_default())
+    sim.add_argument("--rate", type=float, default=500.0,
+                     help="predictions per second (0 = as fast as possible)")
+    sim.add_argument("--events", type=int, default=60_000, help="predictions to produce")
+    sim.add_argument("--drift-at", type=int, default=20_000,
+                     help="prediction index where drift starts (-1 = never)")
+    sim.add_argument("--partitions", type=int, default=3)
+    sim.add_argument("--seed", type=int, default=0)
+    sim.set_defaults(func=cmd_simulate)
+
+    al = sub.add_parser("alerts", help="print alert events as they arrive")
+    al.add_argument("--bootstrap-servers", default=_bootstrap_default())
+    al.add_argument("--topic", default="alerts")
+    al.add_argument("--from-beginning", action="store_true")
+    al.add_argument("--json", action="store_true", help="print the raw JSON events")
+    al.set_defaults(func=cmd_alerts)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(), stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    if getattr(args, "rate", None) == 0:
+        args.rate = None
+    if getattr(args, "drift_at", None) is not None and args.drift_at < 0:
+        args.drift_at = None
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
