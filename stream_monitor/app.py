@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 import orjson
-from confluent_kafka import KafkaError, TopicPartition
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
 from prometheus_client import CollectorRegistry
 
 from stream_monitor.checkpoint import Checkpoint, OutputRecord
@@ -131,11 +131,8 @@ class Application:
         finally:
             self.health.alive = False
             self.health.reason = "stopping"
-            try:
-                if self._checkpoint.commit():
-                    consumer.commit(asynchronous=False)
-            except Exception as exc:  # noqa: BLE001 - nothing committed is safe: redelivered
-                log.warning("final commit failed error=%s", exc)
+            if self._checkpoint.commit():
+                _commit_sync(consumer)
             consumer.close()
             producer.flush(10.0)
             self._shutdown_server()
@@ -178,10 +175,7 @@ class Application:
 
     def _on_revoke(self, consumer: Any, partitions: list[TopicPartition]) -> None:
         if self._checkpoint is not None and self._checkpoint.commit():
-            try:
-                consumer.commit(asynchronous=False)
-            except Exception as exc:  # noqa: BLE001 - e.g. nothing to commit
-                log.info("commit at revocation: %s", exc)
+            _commit_sync(consumer)
         self._drop(partitions)
         log.info("revoked partitions=%s", _fmt(partitions))
 
@@ -309,6 +303,15 @@ class Application:
                     )
         except Exception as exc:  # noqa: BLE001 - lag is best effort
             log.debug("lag update failed error=%s", exc)
+
+
+def _commit_sync(consumer: Any) -> None:
+    """Commit the stored offsets now; having nothing new to commit is not an error."""
+    try:
+        consumer.commit(asynchronous=False)
+    except KafkaException as exc:
+        if exc.args[0].code() != KafkaError._NO_OFFSET:
+            log.warning("synchronous commit failed error=%s", exc)
 
 
 def _fmt(partitions: list[TopicPartition]) -> str:

@@ -14,12 +14,14 @@ A model name selects one of three archetypes (an unknown name takes the archetyp
 prefix, e.g. ``"fraud-detector-eu"``, else cycles through the three by position):
 
 ``fraud-detector``
-    Binary classifier, ``prediction = {"label": 0 | 1, "score": float}``. Features ``amount``
+    Binary classifier, ``prediction = {"label": 0 | 1, "score": P(fraud)}`` (label 1 iff
+    score >= 0.5; ~2 % positives before drift, ~12 % after). Features ``amount``
     (lognormal, median ~33), ``customer_age`` (normal 41 +/- 13, integer, 18..95),
     ``is_international`` (bool, ~12 %), ``country`` (weighted list of 10) and ``device``
     (``ios``/``android``/``web``). Segment ``region`` follows the country.
 ``churn-model``
-    Classifier with string classes, ``prediction = {"label": "stay" | "churn", "score": float}``.
+    Classifier with string classes, ``prediction = {"label": "stay" | "churn", "score": float}``
+    where the score is the probability of the predicted class (always >= 0.5).
     Features ``tenure_days`` (normal 540 +/- 180, integer, >= 0), ``monthly_spend`` (lognormal),
     ``support_tickets`` (Poisson 1.3), ``plan`` (``basic``/``standard``/``premium``),
     ``device`` and ``country``. Segment ``region`` follows the country.
@@ -238,7 +240,7 @@ def _draw_fraud(rng: np.random.Generator, n: int, drifted: np.ndarray) -> _Drawn
     country = _pick(rng, n, _COUNTRY_P)
     device = _pick(rng, n, _DEVICE_P)
     logit = (
-        -4.0
+        -3.0
         + 1.1 * (np.log(amount) - 3.5)
         + 1.2 * international
         + 0.6 * (device == 2)
@@ -622,6 +624,11 @@ def run_simulation(
         once at the end.
     stop
         When set, production stops early (also while paced or waiting for buffer space).
+
+    Notes
+    -----
+    Only predictions are paced; labels go out in event-time order between them, except the
+    labels still pending after the last prediction, which are produced right away.
 
     Returns
     -------

@@ -173,8 +173,37 @@ def _numeric_column(column: list[Any]) -> tuple[np.ndarray, int, int]:
     return out, missing, bad
 
 
+PIT_POINTS = 101
+_UNIFORM_STD = math.sqrt(1.0 / 12.0)
+
+
+def pit_standardise(values: np.ndarray, grid: np.ndarray) -> np.ndarray:
+    """Map values through the reference's empirical CDF (mid-rank, so ties are fair) and
+    standardise: under no drift the result has mean ~0 and standard deviation ~1, whatever the
+    feature's scale or tails, and it is bounded by about +/-1.73.
+
+    This is what makes one detector configuration fit every feature: Page-Hinkley's threshold
+    and ADWIN's bound are then in units of the reference's spread, and a heavy-tailed feature
+    (a lognormal amount) cannot trip them with one outlier.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> grid = np.quantile(np.arange(1000.0), np.linspace(0, 1, 101))
+    >>> np.round(pit_standardise(np.array([-5.0, 499.5, 2000.0]), grid), 2)
+    array([-1.73,  0.  ,  1.73])
+    """
+    n = len(grid)
+    lo = np.searchsorted(grid, values, side="left")
+    hi = np.searchsorted(grid, values, side="right")
+    u = (lo + hi) / (2.0 * n)
+    return (u - 0.5) / _UNIFORM_STD
+
+
 class NumericFeature(FeatureMonitor):
-    """A numeric feature: quantile bins from the reference, ADWIN and Page-Hinkley on values."""
+    """A numeric feature: quantile bins from the reference, and ADWIN and Page-Hinkley on its
+    values after the probability integral transform against the reference (see
+    :func:`pit_standardise`), from the moment the reference is frozen."""
 
     type_name = "numeric"
 
@@ -184,6 +213,8 @@ class NumericFeature(FeatureMonitor):
         self._ref_len = 0
         self.edges: np.ndarray | None = None
         self.ref_counts: np.ndarray | None = None
+        #: Reference quantiles for the probability integral transform fed to the detectors.
+        self.pit_grid: np.ndarray | None = None
         self.win_hist: NumericHistogram | None = None
         det = cfg.detectors
         self.detectors: dict[str, StreamDetector] = {}
@@ -206,15 +237,19 @@ class NumericFeature(FeatureMonitor):
         values, missing, bad = _numeric_column(column)
         self.type_errors += bad
         present = values[~np.isnan(values)]
+        if self.pit_grid is not None and self.detectors:
+            self._detect(pit_standardise(present, self.pit_grid))
+        return present, missing + bad
+
+    def _detect(self, z: np.ndarray) -> None:
         for name, det in self.detectors.items():
-            for pos in det.update_many(present):
+            for pos in det.update_many(z):
                 self.raw_firings[name] += 1
                 at = self.n_values + pos
                 if self.debouncers[name].offer(at):
                     self.detections[name] += 1
                     self.last_firing[name] = at
-        self.n_values += len(present)
-        return present, missing + bad
+        self.n_values += len(z)
 
     def observe_reference(self, column: list[Any]) -> None:
         present, missing = self._feed(column)
@@ -229,6 +264,8 @@ class NumericFeature(FeatureMonitor):
         ref = self._ref_values[: self._ref_len]
         self.edges = quantile_edges(ref, self.cfg.n_bins)
         self.ref_counts = bin_counts(ref, self.edges)
+        if len(ref):
+            self.pit_grid = np.quantile(ref, np.linspace(0.0, 1.0, PIT_POINTS))
         self.win_hist = NumericHistogram(self.edges)
         self._ref_values = np.empty(0)  # the histogram is the reference from now on
         self._ref_len = 0
@@ -277,6 +314,7 @@ class NumericFeature(FeatureMonitor):
         d.update(
             ref_values=self._ref_values[: self._ref_len].tolist(),
             edges=None if self.edges is None else self.edges.tolist(),
+            pit_grid=None if self.pit_grid is None else self.pit_grid.tolist(),
             ref_counts=None if self.ref_counts is None else self.ref_counts.tolist(),
             win_hist=None if self.win_hist is None else self.win_hist.snapshot(),
             detectors={k: v.snapshot() for k, v in self.detectors.items()},
@@ -299,6 +337,7 @@ class NumericFeature(FeatureMonitor):
         else:
             f._ref_values = np.empty(0)
         f.edges = None if d["edges"] is None else np.asarray(d["edges"], dtype=float)
+        f.pit_grid = None if d["pit_grid"] is None else np.asarray(d["pit_grid"], dtype=float)
         f.ref_counts = _counts(d["ref_counts"])
         f.win_hist = None if d["win_hist"] is None else NumericHistogram.from_snapshot(d["win_hist"])
         f.detectors = {k: StreamDetector.from_snapshot(v) for k, v in d["detectors"].items()}
