@@ -12,6 +12,7 @@ assignment and dropped on revocation (a later release checkpoints it to a change
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -50,7 +51,9 @@ class _BurstLog:
     def __call__(self, msg: str, *args: Any) -> None:
         now = self.clock()
         if now - self.last >= self.interval:
-            extra = f" (and {self.suppressed} more since the last report)" if self.suppressed else ""
+            extra = (
+                f" (and {self.suppressed} more since the last report)" if self.suppressed else ""
+            )
             log.warning(msg + extra, *args)
             self.last = now
             self.suppressed = 0
@@ -113,16 +116,24 @@ class Application:
         consumer = clients.make_consumer(cfg, error_cb=self._on_client_error)
         self._consumer = consumer
         self._checkpoint = Checkpoint(
-            producer, consumer, self.stop_event,
+            producer,
+            consumer,
+            self.stop_event,
             on_failure=lambda t: self.metrics.delivery_failures.labels(topic=t).inc(),
         )
         try:
             consumer.subscribe(
                 [cfg.topics.predictions, cfg.topics.labels],
-                on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost,
+                on_assign=self._on_assign,
+                on_revoke=self._on_revoke,
+                on_lost=self._on_lost,
             )
-            log.info("consuming group=%s topics=%s,%s", cfg.group_id, cfg.topics.predictions,
-                     cfg.topics.labels)
+            log.info(
+                "consuming group=%s topics=%s,%s",
+                cfg.group_id,
+                cfg.topics.predictions,
+                cfg.topics.labels,
+            )
             while not self.stop_event.is_set():
                 msgs = consumer.consume(cfg.batch_size, cfg.batch_timeout_seconds)
                 if msgs:
@@ -155,7 +166,7 @@ class Application:
                 log.info("waiting: %s", exc)
             except ConfigError:
                 raise
-            except Exception as exc:  # noqa: BLE001 - any client error means: retry later
+            except Exception as exc:
                 self.health.broker_reachable = False
                 self.health.reason = f"broker unreachable: {exc}"
                 log.warning("waiting for the broker error=%s", exc)
@@ -196,10 +207,8 @@ class Application:
         self._set_assignment_gauges()
         self.health.partitions_assigned = bool(self._assigned)
         for topic, part in gone:
-            try:
+            with contextlib.suppress(KeyError):  # never had a lag sample
                 self.metrics.consumer_lag.remove(topic, str(part))
-            except KeyError:
-                pass
 
     def _set_assignment_gauges(self) -> None:
         for topic in (self.cfg.topics.predictions, self.cfg.topics.labels):
@@ -257,24 +266,44 @@ class Application:
             self.metrics.events_invalid.labels(topic=dl.topic, reason=dl.reason).inc()
             self._dead_log(
                 "dead letter reason=%s topic=%s partition=%d offset=%d detail=%s",
-                dl.reason, dl.topic, dl.partition, dl.offset, dl.detail[:200],
+                dl.reason,
+                dl.topic,
+                dl.partition,
+                dl.offset,
+                dl.detail[:200],
             )
-            ckpt.add_output(OutputRecord(
-                cfg.topics.dead_letter, dl.key, dl.value or b"", dead_letter_headers(dl),
-                on_ack=self.metrics.dead_letters_published.inc,
-            ))
+            ckpt.add_output(
+                OutputRecord(
+                    cfg.topics.dead_letter,
+                    dl.key,
+                    dl.value or b"",
+                    dead_letter_headers(dl),
+                    on_ack=self.metrics.dead_letters_published.inc,
+                )
+            )
         now = self.clock()
         published = []
         for a in alerts:
             a = a.model_copy(update={"published_at": now})
             published.append(a)
-            log.info("alert status=%s kind=%s model=%s feature=%s signal=%s value=%.4g",
-                     a.status, a.kind, a.model_id, a.feature, a.signal, a.value)
-            ckpt.add_output(OutputRecord(
-                cfg.topics.alerts, a.dedup_key.encode(), orjson.dumps(a.model_dump()),
-                [("content-type", b"application/json"), ("alert-id", a.alert_id.encode())],
-                on_ack=self.metrics.alerts_published.labels(kind=a.kind, status=a.status).inc,
-            ))
+            log.info(
+                "alert status=%s kind=%s model=%s feature=%s signal=%s value=%.4g",
+                a.status,
+                a.kind,
+                a.model_id,
+                a.feature,
+                a.signal,
+                a.value,
+            )
+            ckpt.add_output(
+                OutputRecord(
+                    cfg.topics.alerts,
+                    a.dedup_key.encode(),
+                    orjson.dumps(a.model_dump()),
+                    [("content-type", b"application/json"), ("alert-id", a.alert_id.encode())],
+                    on_ack=self.metrics.alerts_published.labels(kind=a.kind, status=a.status).inc,
+                )
+            )
         ckpt.commit()
         for topic, ts in newest.items():
             self.metrics.last_event_timestamp.labels(topic=topic).set(ts)
@@ -298,10 +327,10 @@ class Application:
                     continue
                 _low, high = consumer.get_watermark_offsets(tp, cached=True)
                 if high >= 0:
-                    self.metrics.consumer_lag.labels(topic=tp.topic, partition=str(tp.partition)).set(
-                        max(0, high - tp.offset)
-                    )
-        except Exception as exc:  # noqa: BLE001 - lag is best effort
+                    self.metrics.consumer_lag.labels(
+                        topic=tp.topic, partition=str(tp.partition)
+                    ).set(max(0, high - tp.offset))
+        except Exception as exc:
             log.debug("lag update failed error=%s", exc)
 
 

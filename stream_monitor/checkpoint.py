@@ -105,7 +105,10 @@ class Checkpoint:
         while True:
             try:
                 self._producer.produce(
-                    rec.topic, value=rec.value, key=rec.key, headers=rec.headers,
+                    rec.topic,
+                    value=rec.value,
+                    key=rec.key,
+                    headers=rec.headers,
                     on_delivery=delivered,
                 )
                 return

@@ -56,12 +56,18 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     from stream_monitor.simulate import TrafficGenerator, run_simulation
 
     ensure_input_topics(args.bootstrap_servers, partitions=args.partitions)
-    producer = Producer({
-        "bootstrap.servers": args.bootstrap_servers, "linger.ms": 20, "acks": "all",
-        "compression.type": "lz4", "queue.buffering.max.messages": 500_000,
-    })
-    gen = TrafficGenerator(seed=args.seed, drift_at=args.drift_at, rate=args.rate or 1000.0,
-                           start_time=time.time())
+    producer = Producer(
+        {
+            "bootstrap.servers": args.bootstrap_servers,
+            "linger.ms": 20,
+            "acks": "all",
+            "compression.type": "lz4",
+            "queue.buffering.max.messages": 500_000,
+        }
+    )
+    gen = TrafficGenerator(
+        seed=args.seed, drift_at=args.drift_at, rate=args.rate or 1000.0, start_time=time.time()
+    )
     stop = threading.Event()
     _install_stop(stop.set)
     log.info("simulating events=%d rate=%s drift_at=%s", args.events, args.rate, args.drift_at)
@@ -80,13 +86,15 @@ def cmd_alerts(args: argparse.Namespace) -> int:
     """Print alert events as they arrive, one line each (or raw JSON with --json)."""
     from confluent_kafka import Consumer, KafkaError
 
-    consumer = Consumer({
-        "bootstrap.servers": args.bootstrap_servers,
-        "group.id": f"stream-monitor-alerts-tail-{os.getpid()}",
-        "auto.offset.reset": "earliest" if args.from_beginning else "latest",
-        "enable.auto.commit": False,
-        "isolation.level": "read_committed",
-    })
+    consumer = Consumer(
+        {
+            "bootstrap.servers": args.bootstrap_servers,
+            "group.id": f"stream-monitor-alerts-tail-{os.getpid()}",
+            "auto.offset.reset": "earliest" if args.from_beginning else "latest",
+            "enable.auto.commit": False,
+            "isolation.level": "read_committed",
+        }
+    )
     stop = threading.Event()
     _install_stop(stop.set)
     consumer.subscribe([args.topic])
@@ -95,14 +103,17 @@ def cmd_alerts(args: argparse.Namespace) -> int:
             msg = consumer.poll(0.5)
             if msg is None:
                 continue
-            if msg.error():
-                if msg.error().code() != KafkaError._PARTITION_EOF:
-                    log.warning("consume error=%s", msg.error())
+            err, value = msg.error(), msg.value()
+            if err is not None:
+                if err.code() != KafkaError._PARTITION_EOF:
+                    log.warning("consume error=%s", err)
+                continue
+            if value is None:
                 continue
             if args.json:
-                print(msg.value().decode(), flush=True)
+                print(value.decode(), flush=True)
                 continue
-            a = orjson.loads(msg.value())
+            a = orjson.loads(value)
             mark = "FIRING  " if a["status"] == "firing" else "RESOLVED"
             stamp = time.strftime("%H:%M:%S", time.localtime(a.get("published_at") or time.time()))
             print(f"{stamp} {mark} [{a['severity']}] {a['dedup_key']}: {a['summary']}", flush=True)
@@ -125,11 +136,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     sim = sub.add_parser("simulate", help="produce synthetic model traffic with a drift")
     sim.add_argument("--bootstrap-servers", default=_bootstrap_default())
-    sim.add_argument("--rate", type=float, default=500.0,
-                     help="predictions per second (0 = as fast as possible)")
+    sim.add_argument(
+        "--rate", type=float, default=500.0, help="predictions per second (0 = as fast as possible)"
+    )
     sim.add_argument("--events", type=int, default=60_000, help="predictions to produce")
-    sim.add_argument("--drift-at", type=int, default=20_000,
-                     help="prediction index where drift starts (-1 = never)")
+    sim.add_argument(
+        "--drift-at",
+        type=int,
+        default=20_000,
+        help="prediction index where drift starts (-1 = never)",
+    )
     sim.add_argument("--partitions", type=int, default=3)
     sim.add_argument("--seed", type=int, default=0)
     sim.set_defaults(func=cmd_simulate)
@@ -146,7 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
-        level=args.log_level.upper(), stream=sys.stderr,
+        level=args.log_level.upper(),
+        stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
     if getattr(args, "rate", None) == 0:

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A single-node Apache Kafka broker (KRaft) on 127.0.0.1, provisioned from Maven Central jars.
 #
-#   deploy/local/kafka.sh start|stop|status
+#   deploy/local/kafka.sh start|stop|status|fetch
 #
 # Environment:
 #   KAFKA_PORT      client (PLAINTEXT) port, default 9092; the controller uses KAFKA_PORT+1
@@ -133,5 +133,6 @@ case "${1:-}" in
     start) start ;;
     stop) stop ;;
     status) status ;;
-    *) echo "usage: $0 start|stop|status" >&2; exit 2 ;;
+    fetch) resolve_jars ;;
+    *) echo "usage: $0 start|stop|status|fetch" >&2; exit 2 ;;
 esac

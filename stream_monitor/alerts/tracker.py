@@ -20,8 +20,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from stream_monitor.events.schema import AlertEvent, Severity
 from stream_monitor.alerts.observation import Observation
+from stream_monitor.events.schema import AlertEvent, Severity
 
 __all__ = ["AlertTracker", "dedup_key"]
 
@@ -97,7 +97,12 @@ class AlertTracker:
 
     def _event(self, key: str, inc: _Incident, o: Observation, status: str) -> AlertEvent:
         what = _WHAT[o.kind].format(feature=o.feature, model=o.model_id)
-        if status == "firing":
+        if status == "firing" and o.signal == "change_detectors":
+            summary = (
+                f"{what[0].upper()}{what[1:]}: {o.value:.0f} change detectors (ADWIN, "
+                "Page-Hinkley) agree that its distribution shifted away from the reference."
+            )
+        elif status == "firing":
             summary = (
                 f"{what[0].upper()}{what[1:]}: {o.signal} is {o.value:.4g}, "
                 f"above its threshold {o.threshold:.4g}"

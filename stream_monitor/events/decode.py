@@ -35,11 +35,9 @@ from pydantic import ValidationError
 from stream_monitor.events.schema import LabelEvent, PredictionEvent
 from stream_monitor.kafka.protocols import MessageLike
 
-__all__ = ["DeadLetter", "DecodeReason", "Decoded", "decode_record", "dead_letter_headers"]
+__all__ = ["DeadLetter", "DecodeReason", "Decoded", "dead_letter_headers", "decode_record"]
 
-DecodeReason = Literal[
-    "empty", "oversized", "decode_error", "validation_error", "key_mismatch"
-]
+DecodeReason = Literal["empty", "oversized", "decode_error", "validation_error", "key_mismatch"]
 MAX_DETAIL_CHARS = 1000
 
 

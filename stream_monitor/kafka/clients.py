@@ -97,18 +97,28 @@ def ensure_topics(admin: AdminClient, wanted: list[NewTopic], timeout: float = 3
 def ensure_output_topics(admin: AdminClient, cfg: MonitorConfig, timeout: float = 30.0) -> None:
     """Create the alerts and dead-letter topics when they do not exist."""
     t = cfg.topics
-    ensure_topics(admin, [
-        NewTopic(t.alerts, t.output_partitions, t.output_replication_factor),
-        NewTopic(
-            t.dead_letter, t.output_partitions, t.output_replication_factor,
-            config={"max.message.bytes": str(DEAD_LETTER_MAX_BYTES + 65536)},
-        ),
-    ], timeout)
+    ensure_topics(
+        admin,
+        [
+            NewTopic(t.alerts, t.output_partitions, t.output_replication_factor),
+            NewTopic(
+                t.dead_letter,
+                t.output_partitions,
+                t.output_replication_factor,
+                config={"max.message.bytes": str(DEAD_LETTER_MAX_BYTES + 65536)},
+            ),
+        ],
+        timeout,
+    )
 
 
 def ensure_input_topics(
-    bootstrap_servers: str, *, partitions: int, predictions: str = "predictions",
-    labels: str = "labels", max_message_bytes: int = 4 * 1024 * 1024,
+    bootstrap_servers: str,
+    *,
+    partitions: int,
+    predictions: str = "predictions",
+    labels: str = "labels",
+    max_message_bytes: int = 4 * 1024 * 1024,
 ) -> None:
     """Create co-partitioned input topics (for the simulator, demos and tests)."""
     admin = AdminClient({"bootstrap.servers": bootstrap_servers})

@@ -44,16 +44,19 @@ class StateCollector(Collector):
             labels=[*mf, "statistic"],
         )
         missing = GaugeMetricFamily(
-            p + "feature_missing_ratio", "Share of missing values in the last closed window.",
+            p + "feature_missing_ratio",
+            "Share of missing values in the last closed window.",
             labels=mf,
         )
         type_err = CounterMetricFamily(
-            p + "feature_type_errors", "Values of the wrong type (e.g. a string for a number).",
+            p + "feature_type_errors",
+            "Values of the wrong type (e.g. a string for a number).",
             labels=mf,
         )
         unseen = CounterMetricFamily(
             p + "feature_unseen_categories",
-            "Categorical values not among the reference categories.", labels=mf,
+            "Categorical values not among the reference categories.",
+            labels=mf,
         )
         detections = CounterMetricFamily(
             p + "detector_detections",
@@ -62,13 +65,15 @@ class StateCollector(Collector):
         )
         agreeing = GaugeMetricFamily(
             p + "feature_agreeing_detectors",
-            "Detectors that fired recently on this feature.", labels=mf,
+            "Detectors that fired recently on this feature.",
+            labels=mf,
         )
         events = CounterMetricFamily(
             p + "model_events", "Predictions monitored per model.", labels=["model_id"]
         )
         ref_ready = GaugeMetricFamily(
-            p + "model_reference_ready", "1 once the model's reference is frozen.",
+            p + "model_reference_ready",
+            "1 once the model's reference is frozen.",
             labels=["model_id"],
         )
         unexpected = CounterMetricFamily(
@@ -82,19 +87,23 @@ class StateCollector(Collector):
             labels=["model_id"],
         )
         err = GaugeMetricFamily(
-            p + "model_error", "Current error-stream mean (ADWIN window) once labels arrive.",
+            p + "model_error",
+            "Current error-stream mean (ADWIN window) once labels arrive.",
             labels=["model_id", "metric"],
         )
         err_base = GaugeMetricFamily(
-            p + "model_error_baseline", "Baseline error-stream mean.",
+            p + "model_error_baseline",
+            "Baseline error-stream mean.",
             labels=["model_id", "metric"],
         )
         labelled = CounterMetricFamily(
-            p + "model_labelled_predictions", "Predictions joined with their label.",
+            p + "model_labelled_predictions",
+            "Predictions joined with their label.",
             labels=["model_id"],
         )
         firing = GaugeMetricFamily(
-            p + "alert_firing", "1 for each incident firing now.",
+            p + "alert_firing",
+            "1 for each incident firing now.",
             labels=["model_id", "kind", "feature"],
         )
         join_pending = GaugeMetricFamily(
@@ -102,18 +111,22 @@ class StateCollector(Collector):
         )
         join_evicted = CounterMetricFamily(
             p + "label_join_evicted",
-            "Predictions evicted from the full label-join buffer.", labels=["partition"],
+            "Predictions evicted from the full label-join buffer.",
+            labels=["partition"],
         )
         join_expired = CounterMetricFamily(
             p + "label_join_expired",
-            "Predictions whose label did not come within the TTL.", labels=["partition"],
+            "Predictions whose label did not come within the TTL.",
+            labels=["partition"],
         )
         unmatched = CounterMetricFamily(
-            p + "label_join_unmatched_labels", "Labels with no waiting prediction.",
+            p + "label_join_unmatched_labels",
+            "Labels with no waiting prediction.",
             labels=["partition"],
         )
         refused_m = CounterMetricFamily(
-            p + "models_refused", "Predictions of models refused by the per-partition cap.",
+            p + "models_refused",
+            "Predictions of models refused by the per-partition cap.",
             labels=["partition"],
         )
         with self._lock:
@@ -151,7 +164,23 @@ class StateCollector(Collector):
                                 detections.add_metric([*lv, det], n)
                             agreeing.add_metric(lv, f.agreeing_detectors())
         yield from (
-            drift, missing, type_err, unseen, detections, agreeing, events, ref_ready,
-            unexpected, refused_f, err, err_base, labelled, firing, join_pending, join_evicted,
-            join_expired, unmatched, refused_m,
+            drift,
+            missing,
+            type_err,
+            unseen,
+            detections,
+            agreeing,
+            events,
+            ref_ready,
+            unexpected,
+            refused_f,
+            err,
+            err_base,
+            labelled,
+            firing,
+            join_pending,
+            join_evicted,
+            join_expired,
+            unmatched,
+            refused_m,
         )

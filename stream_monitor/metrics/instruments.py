@@ -27,51 +27,83 @@ class Instruments:
         self.build_info = Info("build", "stream-monitor version", namespace=ns, registry=registry)
         self.build_info.info({"version": __version__})
         self.events_consumed = Counter(
-            "events_consumed", "Records read from the input topics.", ["topic"],
-            namespace=ns, registry=registry,
+            "events_consumed",
+            "Records read from the input topics.",
+            ["topic"],
+            namespace=ns,
+            registry=registry,
         )
         self.events_invalid = Counter(
-            "events_invalid", "Input records sent to the dead-letter topic, by reason.",
-            ["topic", "reason"], namespace=ns, registry=registry,
+            "events_invalid",
+            "Input records sent to the dead-letter topic, by reason.",
+            ["topic", "reason"],
+            namespace=ns,
+            registry=registry,
         )
         self.dead_letters_published = Counter(
-            "dead_letters_published", "Dead-letter records acknowledged by the broker.",
-            namespace=ns, registry=registry,
+            "dead_letters_published",
+            "Dead-letter records acknowledged by the broker.",
+            namespace=ns,
+            registry=registry,
         )
         self.alerts_published = Counter(
-            "alerts_published", "Alert events acknowledged by the broker.",
-            ["kind", "status"], namespace=ns, registry=registry,
+            "alerts_published",
+            "Alert events acknowledged by the broker.",
+            ["kind", "status"],
+            namespace=ns,
+            registry=registry,
         )
         self.delivery_failures = Counter(
-            "delivery_failures", "Produce attempts that failed and were retried.",
-            ["topic"], namespace=ns, registry=registry,
+            "delivery_failures",
+            "Produce attempts that failed and were retried.",
+            ["topic"],
+            namespace=ns,
+            registry=registry,
         )
         self.consumer_errors = Counter(
-            "consumer_errors", "Errors reported by the Kafka consumer.",
-            namespace=ns, registry=registry,
+            "consumer_errors",
+            "Errors reported by the Kafka consumer.",
+            namespace=ns,
+            registry=registry,
         )
         self.batch_seconds = Histogram(
-            "batch_processing_seconds", "Time to decode, monitor and publish one batch.",
-            namespace=ns, registry=registry,
+            "batch_processing_seconds",
+            "Time to decode, monitor and publish one batch.",
+            namespace=ns,
+            registry=registry,
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
         )
         self.batch_events = Histogram(
-            "batch_events", "Records per consumed batch.", namespace=ns, registry=registry,
+            "batch_events",
+            "Records per consumed batch.",
+            namespace=ns,
+            registry=registry,
             buckets=(1, 10, 50, 100, 250, 500, 1000, 2000, 5000, 10000),
         )
         self.consumer_lag = Gauge(
-            "consumer_lag", "Records behind the partition's high watermark (messages).",
-            ["topic", "partition"], namespace=ns, registry=registry,
+            "consumer_lag",
+            "Records behind the partition's high watermark (messages).",
+            ["topic", "partition"],
+            namespace=ns,
+            registry=registry,
         )
         self.last_event_timestamp = Gauge(
-            "last_event_timestamp_seconds", "Event time of the newest record processed.",
-            ["topic"], namespace=ns, registry=registry,
+            "last_event_timestamp_seconds",
+            "Event time of the newest record processed.",
+            ["topic"],
+            namespace=ns,
+            registry=registry,
         )
         self.last_batch_timestamp = Gauge(
-            "last_batch_timestamp_seconds", "Wall-clock time the last batch finished.",
-            namespace=ns, registry=registry,
+            "last_batch_timestamp_seconds",
+            "Wall-clock time the last batch finished.",
+            namespace=ns,
+            registry=registry,
         )
         self.assigned_partitions = Gauge(
-            "assigned_partitions", "Input partitions assigned to this instance.",
-            ["topic"], namespace=ns, registry=registry,
+            "assigned_partitions",
+            "Input partitions assigned to this instance.",
+            ["topic"],
+            namespace=ns,
+            registry=registry,
         )

@@ -32,7 +32,7 @@ class _ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
 
 
 class _QuietHandler(WSGIRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: Any) -> None:
         pass
 
 
@@ -52,7 +52,9 @@ class MetricsServer:
                 ok = health.alive
                 return _text(start_response, ok, "ok" if ok else "stopping")
             if path == "/readyz":
-                return _text(start_response, health.ready, "ready" if health.ready else health.reason)
+                return _text(
+                    start_response, health.ready, "ready" if health.ready else health.reason
+                )
             start_response("404 Not Found", [("Content-Type", "text/plain")])
             return [b"not found: try /metrics, /healthz or /readyz\n"]
 

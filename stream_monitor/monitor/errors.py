@@ -6,8 +6,8 @@ from typing import Any
 
 import numpy as np
 
-from stream_monitor.config import LabelJoinConfig
 from stream_monitor.alerts.observation import Observation
+from stream_monitor.config import LabelJoinConfig
 from stream_monitor.stats import StreamDetector
 
 __all__ = ["ErrorMonitor"]

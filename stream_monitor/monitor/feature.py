@@ -13,9 +13,9 @@ from typing import Any
 
 import numpy as np
 
+from stream_monitor.alerts.observation import Observation
 from stream_monitor.config import DriftConfig
 from stream_monitor.events.schema import AlertKind
-from stream_monitor.alerts.observation import Observation
 from stream_monitor.stats import (
     BoundedCounter,
     CategoricalHistogram,
@@ -100,7 +100,8 @@ class FeatureMonitor:
                     value=self.missing_ratio,
                     threshold=limit,
                     breached=self.missing_ratio > limit,
-                    cleared=self.missing_ratio <= ref_ratio + self.cfg.missing_increase_threshold / 2,
+                    cleared=self.missing_ratio
+                    <= ref_ratio + self.cfg.missing_increase_threshold / 2,
                     observed_at=observed_at,
                     window_events=n_win,
                     model_version=model_version,
@@ -146,8 +147,15 @@ class FeatureMonitor:
         if d.get("v") != SNAPSHOT_VERSION:
             raise ValueError(f"unsupported feature snapshot version {d.get('v')!r}")
         for k in (
-            "frozen", "ref_missing", "ref_n", "win_missing", "win_n", "type_errors", "psi",
-            "missing_ratio", "windows_closed",
+            "frozen",
+            "ref_missing",
+            "ref_n",
+            "win_missing",
+            "win_n",
+            "type_errors",
+            "psi",
+            "missing_ratio",
+            "windows_closed",
         ):
             setattr(self, k, d[k])
 
@@ -223,7 +231,9 @@ class NumericFeature(FeatureMonitor):
             self.detectors = {
                 "adwin": StreamDetector("adwin", delta=det.adwin_delta),
                 "page_hinkley": StreamDetector(
-                    "page_hinkley", threshold=det.page_hinkley_threshold, delta=det.page_hinkley_delta
+                    "page_hinkley",
+                    threshold=det.page_hinkley_threshold,
+                    delta=det.page_hinkley_delta,
                 ),
             }
             self.debouncers = {k: Debouncer(det.cooldown_events) for k in self.detectors}
@@ -339,7 +349,9 @@ class NumericFeature(FeatureMonitor):
         f.edges = None if d["edges"] is None else np.asarray(d["edges"], dtype=float)
         f.pit_grid = None if d["pit_grid"] is None else np.asarray(d["pit_grid"], dtype=float)
         f.ref_counts = _counts(d["ref_counts"])
-        f.win_hist = None if d["win_hist"] is None else NumericHistogram.from_snapshot(d["win_hist"])
+        f.win_hist = (
+            None if d["win_hist"] is None else NumericHistogram.from_snapshot(d["win_hist"])
+        )
         f.detectors = {k: StreamDetector.from_snapshot(v) for k, v in d["detectors"].items()}
         f.debouncers = {k: Debouncer.from_snapshot(v) for k, v in d["debouncers"].items()}
         f.last_firing = {k: int(v) for k, v in d["last_firing"].items()}

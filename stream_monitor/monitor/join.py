@@ -57,7 +57,12 @@ class LabelJoin:
         return len(self._pending)
 
     def add_prediction(
-        self, model_id: str, event_id: str, timestamp: float, *, label: str | None,
+        self,
+        model_id: str,
+        event_id: str,
+        timestamp: float,
+        *,
+        label: str | None,
         score: float | None,
     ) -> None:
         key = (model_id, event_id)
@@ -94,10 +99,15 @@ class LabelJoin:
             "v": SNAPSHOT_VERSION,
             "capacity": self.capacity,
             "ttl_seconds": self.ttl_seconds,
-            "pending": [[m, e, p.timestamp, p.label, p.score] for (m, e), p in self._pending.items()],
+            "pending": [
+                [m, e, p.timestamp, p.label, p.score] for (m, e), p in self._pending.items()
+            ],
             "watermark": self.watermark if self.watermark != float("-inf") else None,
             "counters": [
-                self.evicted, self.expired, self.matched, self.unmatched_labels,
+                self.evicted,
+                self.expired,
+                self.matched,
+                self.unmatched_labels,
                 self.duplicate_predictions,
             ],
         }

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from stream_monitor.alerts.observation import Observation
 from stream_monitor.config import MonitorConfig
 from stream_monitor.events.schema import LabelEvent, PredictionEvent, _label_str
 from stream_monitor.monitor.errors import ErrorMonitor
@@ -18,7 +19,6 @@ from stream_monitor.monitor.feature import (
     is_numeric_value,
 )
 from stream_monitor.monitor.join import LabelJoin
-from stream_monitor.alerts.observation import Observation
 
 __all__ = ["PREDICTION_LABEL", "PREDICTION_SCORE", "ModelMonitor"]
 
@@ -148,9 +148,7 @@ class ModelMonitor:
         return cols
 
     # --- labels -------------------------------------------------------------------------------
-    def update_labels(
-        self, labels: Sequence[LabelEvent], join: LabelJoin
-    ) -> list[Observation]:
+    def update_labels(self, labels: Sequence[LabelEvent], join: LabelJoin) -> list[Observation]:
         errors: list[float] = []
         metric = self.errors.metric
         for lab in labels:
@@ -185,8 +183,12 @@ class ModelMonitor:
             "outputs": [f.snapshot() for f in self.outputs.values()],
             "refused": sorted(self._refused),
             "counters": [
-                self.features_refused, self.unexpected_fields, self.n_events, self.n_reference,
-                self.n_window, self.labels_incompatible,
+                self.features_refused,
+                self.unexpected_fields,
+                self.n_events,
+                self.n_reference,
+                self.n_window,
+                self.labels_incompatible,
             ],
             "reference_frozen": self.reference_frozen,
             "last_event_time": self.last_event_time,
@@ -203,7 +205,11 @@ class ModelMonitor:
         m.outputs = {f["name"]: feature_from_snapshot(f, cfg.drift) for f in d["outputs"]}
         m._refused = set(d["refused"])
         (
-            m.features_refused, m.unexpected_fields, m.n_events, m.n_reference, m.n_window,
+            m.features_refused,
+            m.unexpected_fields,
+            m.n_events,
+            m.n_reference,
+            m.n_window,
             m.labels_incompatible,
         ) = d["counters"]
         m.reference_frozen = d["reference_frozen"]

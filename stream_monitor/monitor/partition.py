@@ -10,12 +10,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, TypeVar
 
+from stream_monitor.alerts.observation import Observation
 from stream_monitor.alerts.tracker import AlertTracker
 from stream_monitor.config import MonitorConfig
 from stream_monitor.events.schema import AlertEvent, LabelEvent, PredictionEvent
 from stream_monitor.monitor.join import LabelJoin
 from stream_monitor.monitor.model import ModelMonitor
-from stream_monitor.alerts.observation import Observation
 
 __all__ = ["PartitionState"]
 
@@ -60,8 +60,11 @@ class PartitionState:
             observations.extend(model.update(events))
             for e in events:
                 self.join.add_prediction(
-                    model_id, e.event_id, e.timestamp,
-                    label=e.prediction_label(), score=e.prediction_score(),
+                    model_id,
+                    e.event_id,
+                    e.timestamp,
+                    label=e.prediction_label(),
+                    score=e.prediction_score(),
                 )
         for model_id, labs in _group(labels).items():
             model = self.models.get(model_id)

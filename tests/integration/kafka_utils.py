@@ -24,8 +24,12 @@ def produce_all(bootstrap: str, records: Any) -> int:
     for topic, key, value in records:
         while True:
             try:
-                p.produce(topic, value=value, key=key,
-                          on_delivery=lambda err, _m: errors.append(err) if err else None)
+                p.produce(
+                    topic,
+                    value=value,
+                    key=key,
+                    on_delivery=lambda err, _m: errors.append(err) if err else None,
+                )
                 break
             except BufferError:
                 p.poll(0.1)
@@ -38,11 +42,16 @@ def produce_all(bootstrap: str, records: Any) -> int:
 
 def read_all(bootstrap: str, topic: str, *, idle: float = 3.0, timeout: float = 60.0) -> list[Any]:
     """Read a topic from the beginning (read_committed) until it stays idle for ``idle`` s."""
-    c = Consumer({
-        "bootstrap.servers": bootstrap, "group.id": f"reader-{time.monotonic_ns()}",
-        "auto.offset.reset": "earliest", "enable.auto.commit": False,
-        "isolation.level": "read_committed", "enable.partition.eof": False,
-    })
+    c = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"reader-{time.monotonic_ns()}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+            "isolation.level": "read_committed",
+            "enable.partition.eof": False,
+        }
+    )
     c.subscribe([topic])
     out: list[Any] = []
     deadline = time.monotonic() + timeout
@@ -72,8 +81,10 @@ def committed_offsets(bootstrap: str, group: str, topic: str, partitions: int) -
 def end_offsets(bootstrap: str, topic: str, partitions: int) -> list[int]:
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": "end-offsets"})
     try:
-        return [c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
-                for p in range(partitions)]
+        return [
+            c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+            for p in range(partitions)
+        ]
     finally:
         c.close()
 
@@ -106,7 +117,7 @@ def running_app(cfg: MonitorConfig) -> Iterator[Application]:
     def target() -> None:
         try:
             app.run()
-        except BaseException as exc:  # noqa: BLE001 - reported to the test
+        except BaseException as exc:
             failure.append(exc)
 
     t = threading.Thread(target=target, name="app", daemon=True)

@@ -36,36 +36,53 @@ START = 1_790_000_000.0
 
 def test_sudden_shift_alerts_on_the_shifted_feature_only(kafka_bootstrap, topic_names):
     t = topic_names
-    ensure_input_topics(kafka_bootstrap, partitions=PARTITIONS,
-                        predictions=t["predictions"], labels=t["labels"])
-    gen = TrafficGenerator(seed=11, drift_at=DRIFT_AT, rate=RATE, start_time=START,
-                           prediction_topic=t["predictions"], label_topic=t["labels"])
-    produced = produce_all(kafka_bootstrap, ((r.topic, r.key, r.value) for r in gen.events(PREDICTIONS)))
+    ensure_input_topics(
+        kafka_bootstrap, partitions=PARTITIONS, predictions=t["predictions"], labels=t["labels"]
+    )
+    gen = TrafficGenerator(
+        seed=11,
+        drift_at=DRIFT_AT,
+        rate=RATE,
+        start_time=START,
+        prediction_topic=t["predictions"],
+        label_topic=t["labels"],
+    )
+    produced = produce_all(
+        kafka_bootstrap, ((r.topic, r.key, r.value) for r in gen.events(PREDICTIONS))
+    )
 
-    cfg = MonitorConfig.model_validate({
-        "bootstrap_servers": kafka_bootstrap,
-        "group_id": t["group"],
-        "metrics_host": "127.0.0.1",
-        "metrics_port": 0,
-        "topics": {k: t[k] for k in ("predictions", "labels", "alerts", "dead_letter")},
-    })
+    cfg = MonitorConfig.model_validate(
+        {
+            "bootstrap_servers": kafka_bootstrap,
+            "group_id": t["group"],
+            "metrics_host": "127.0.0.1",
+            "metrics_port": 0,
+            "topics": {k: t[k] for k in ("predictions", "labels", "alerts", "dead_letter")},
+        }
+    )
     with running_app(cfg) as app:
         assert app.server is not None
         port = app.server.port
 
         def consumed() -> float:
             m = scrape(port)
-            return sum(v for (name, _), v in m.items()
-                       if name == "stream_monitor_events_consumed_total")
+            return sum(
+                v for (name, _), v in m.items() if name == "stream_monitor_events_consumed_total"
+            )
 
         wait_until(lambda: consumed() == produced, 120, f"{produced} records consumed")
         metrics = scrape(port)
-        ready = __import__("urllib.request").request.urlopen(
-            f"http://127.0.0.1:{port}/readyz", timeout=5).status
+        ready = (
+            __import__("urllib.request")
+            .request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5)
+            .status
+        )
     assert ready == 200
 
-    alerts = [AlertEvent.model_validate(orjson.loads(m.value()))
-              for m in read_all(kafka_bootstrap, t["alerts"])]
+    alerts = [
+        AlertEvent.model_validate(orjson.loads(m.value()))
+        for m in read_all(kafka_bootstrap, t["alerts"])
+    ]
     firing = [a for a in alerts if a.status == "firing"]
     drift_time = START + DRIFT_AT / RATE
 

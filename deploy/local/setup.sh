@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Everything stream-monitor needs on a fresh Debian machine: Java and Maven (for the local
+# Kafka broker), a Python >= 3.11 virtualenv in .venv with the package and its dev tools, and
+# the Kafka broker jars from Maven Central. Idempotent: a second run only checks.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+cd "$root"
+
+need_apt=()
+command -v java >/dev/null || need_apt+=(openjdk-17-jre-headless)
+command -v mvn >/dev/null || need_apt+=(maven)
+command -v curl >/dev/null || need_apt+=(curl)
+if ((${#need_apt[@]})); then
+    echo "setup: installing ${need_apt[*]} with apt-get" >&2
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"
+fi
+
+py="${PYTHON:-python3}"
+"$py" -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+    || { echo "setup: Python >= 3.11 is required (set PYTHON=...)" >&2; exit 1; }
+if [[ ! -x .venv/bin/python ]]; then
+    echo "setup: creating .venv" >&2
+    "$py" -m venv .venv
+fi
+stamp=".venv/.installed-$(sha1sum pyproject.toml | cut -c1-12)"
+if [[ ! -f "$stamp" ]]; then
+    .venv/bin/python -m pip install -q --upgrade pip
+    .venv/bin/python -m pip install -q -e ".[dev]"
+    touch "$stamp"
+fi
+bash deploy/local/kafka.sh fetch
+echo "setup: ready" >&2

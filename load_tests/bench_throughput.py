@@ -1,0 +1,815 @@
+"""Throughput and end-to-end lag of `stream-monitor run` against a real Kafka broker.
+
+    .venv/bin/python load_tests/bench_throughput.py [--predictions 2000000] [--models 20]
+        [--partitions 6] [--live-rate 5000] [--live-seconds 30] [--kafka-port 39092]
+        [--bootstrap-servers HOST:PORT] [--no-results]
+
+Phases (each bounded by a count and a time limit):
+
+0. broker: starts its own single-node broker with deploy/local/kafka.sh on ``--kafka-port``
+   (its own KAFKA_HOME_DIR in a temp dir, removed at the end), unless ``--bootstrap-servers``.
+1. produce: creates unique co-partitioned input topics and pre-produces ``--predictions``
+   predictions (plus the ~80 % labels the generator emits) of ``--models`` models with a drift
+   at the middle, as fast as one Python producer can (lz4, linger, big queue).
+2. drain: starts ``stream-monitor run --config <toml>`` as a subprocess, polls its /metrics every
+   ``--poll`` s until every produced record is consumed, and computes the sustained throughput
+   between 10 % and 90 % consumed, the median batch time over that window (from the
+   histogram), the CPU the monitor used and its peak RSS (VmHWM); then SIGTERM, exit code 0
+   expected within 30 s.
+3. live: a fresh monitor on fresh topics while a paced producer sends ``--live-rate``
+   predictions/s (event time = wall time) for ``--live-seconds``; samples the consumer-lag
+   gauge and wall time minus stream_monitor_last_event_timestamp_seconds every ``--poll`` s.
+
+Prints a results block and rewrites the ``bench_throughput`` section of load_tests/RESULTS.md
+(``--no-results`` to skip, e.g. for debugging runs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+
+from _results import machine_info, update_section  # noqa: E402
+
+from stream_monitor.simulate import ARCHETYPES, TrafficGenerator  # noqa: E402
+
+KAFKA_SH = ROOT / "deploy" / "local" / "kafka.sh"
+DEFAULT_JARS = ROOT / "deploy" / "local" / ".kafka" / "lib"
+VENV_BIN = Path(sys.executable).parent
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------------------------
+# broker
+# --------------------------------------------------------------------------------------------
+def port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Broker:
+    """Our own broker: deploy/local/kafka.sh with a private KAFKA_HOME_DIR and port."""
+
+    def __init__(self, port: int, jars: Path, heap: str, keep_dir: bool) -> None:
+        self.port = port
+        self.home = Path(tempfile.mkdtemp(prefix="stream-monitor-bench-kafka-"))
+        self.keep_dir = keep_dir
+        self.env = {**os.environ, "KAFKA_PORT": str(port), "KAFKA_HOME_DIR": str(self.home),
+                    "KAFKA_JARS_DIR": str(jars), "KAFKA_HEAP": heap}
+        self.started = False
+
+    @property
+    def inst(self) -> Path:
+        return self.home / f"broker-{self.port}"
+
+    def start(self) -> str:
+        for p in (self.port, self.port + 1):
+            if not port_free(p):
+                raise SystemExit(f"port {p} is in use: choose another --kafka-port "
+                                 "(the broker also takes --kafka-port + 1 for its controller)")
+        t0 = time.monotonic()
+        res = subprocess.run(["bash", str(KAFKA_SH), "start"], env=self.env, text=True,
+                             capture_output=True, timeout=200)
+        self.started = True
+        if res.returncode != 0:
+            raise SystemExit(f"broker failed to start:\n{res.stderr[-3000:]}")
+        log(f"broker up at {res.stdout.strip()} in {time.monotonic() - t0:.1f} s "
+            f"(home {self.home})")
+        return res.stdout.strip().splitlines()[-1]
+
+    def pid(self) -> int | None:
+        try:
+            return int((self.inst / "kafka.pid").read_text().strip())
+        except (OSError, ValueError):
+            return None
+
+    def stop(self) -> None:
+        if self.started:
+            try:
+                subprocess.run(["bash", str(KAFKA_SH), "stop"], env=self.env, text=True,
+                               capture_output=True, timeout=60)
+                log("broker stopped")
+            except subprocess.TimeoutExpired:
+                pid = self.pid()
+                if pid:
+                    os.kill(pid, signal.SIGKILL)
+                log("broker stop timed out; killed")
+        if self.keep_dir:
+            log(f"broker folder kept: {self.home}")
+        else:
+            shutil.rmtree(self.home, ignore_errors=True)
+
+
+def kafka_version(jars: Path) -> str:
+    for j in sorted(jars.glob("kafka_2.*-*.jar")):
+        m = re.match(r"kafka_[\d.]+-(.+)\.jar$", j.name)
+        if m:
+            return m.group(1)
+    return "?"
+
+
+# --------------------------------------------------------------------------------------------
+# /proc and /metrics
+# --------------------------------------------------------------------------------------------
+def cpu_seconds(pid: int | None) -> float | None:
+    """utime + stime of a process (all its threads), in seconds."""
+    if pid is None:
+        return None
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / CLK_TCK
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def vm_kib(pid: int, key: str) -> int | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+_LINE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)")
+_LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
+_WANTED = (
+    "stream_monitor_events_consumed_total",
+    "stream_monitor_events_invalid_total",
+    "stream_monitor_alerts_published_total",
+    "stream_monitor_batch_processing_seconds_",
+    "stream_monitor_batch_events_",
+    "stream_monitor_consumer_lag",
+    "stream_monitor_last_event_timestamp_seconds",
+)
+
+Series = dict[str, list[tuple[dict[str, str], float]]]
+
+
+def parse_metrics(text: str) -> Series:
+    """The few series the benchmark reads (fast: other lines are skipped by prefix)."""
+    out: Series = {}
+    for line in text.splitlines():
+        if not line.startswith(_WANTED):
+            continue
+        m = _LINE.match(line)
+        if not m:
+            continue
+        labels = dict(_LABEL.findall(m.group(2) or ""))
+        out.setdefault(m.group(1), []).append((labels, float(m.group(3))))
+    return out
+
+
+def total(s: Series, name: str, **match: str) -> float:
+    return sum(v for lab, v in s.get(name, []) if all(lab.get(k) == x for k, x in match.items()))
+
+
+def buckets(s: Series, base: str) -> list[tuple[float, float]]:
+    """Cumulative (upper bound, count) pairs of a histogram, sorted by bound."""
+    out = [(float(lab["le"]), v) for lab, v in s.get(base + "_bucket", [])]
+    return sorted(out)
+
+
+def hist_quantile(q: float, cum: Sequence[tuple[float, float]]) -> float | None:
+    """Prometheus histogram_quantile: linear interpolation inside the bucket."""
+    if not cum or cum[-1][1] <= 0:
+        return None
+    rank = q * cum[-1][1]
+    lower_bound, lower_count = 0.0, 0.0
+    for bound, count in cum:
+        if count >= rank:
+            if bound == float("inf"):
+                return lower_bound  # beyond the largest finite bucket
+            if count == lower_count:
+                return bound
+            return lower_bound + (bound - lower_bound) * (rank - lower_count) / (count - lower_count)
+        lower_bound, lower_count = bound, count
+    return None
+
+
+def hist_delta(a: Sequence[tuple[float, float]], b: Sequence[tuple[float, float]]
+               ) -> list[tuple[float, float]]:
+    prev = dict(a)
+    return [(bound, c - prev.get(bound, 0.0)) for bound, c in b]
+
+
+@dataclass
+class Sample:
+    t: float  # monotonic, when the response arrived
+    wall: float  # wall clock, midpoint of the request
+    scrape_s: float
+    series: Series
+    cpu_monitor: float | None
+    cpu_broker: float | None
+
+
+class Monitor:
+    """`stream-monitor run --config <toml>` as a subprocess, with a /metrics scraper."""
+
+    def __init__(self, workdir: Path, name: str, bootstrap: str, topics: dict[str, str],
+                 group: str) -> None:
+        self.port = free_port()
+        self.cfg_path = workdir / f"{name}.toml"
+        self.log_path = workdir / f"{name}.log"
+        self.cfg_path.write_text(
+            f'bootstrap_servers = "{bootstrap}"\n'
+            f'group_id = "{group}"\n'
+            'metrics_host = "127.0.0.1"\n'
+            f"metrics_port = {self.port}\n"
+            "\n[topics]\n"
+            + "".join(f'{k} = "{v}"\n' for k, v in topics.items())
+        )
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.started_at = 0.0
+
+    def start(self) -> None:
+        exe = VENV_BIN / "stream-monitor"
+        cmd = [str(exe), "--log-level", "INFO", "run", "--config", str(self.cfg_path)]
+        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
+        self.started_at = time.monotonic()
+        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT,
+                                     cwd=str(ROOT))
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def get(self, path: str, timeout: float = 5.0) -> tuple[int, str]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}",
+                                        timeout=timeout) as r:
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as e:
+            return e.code, ""
+        except OSError:
+            return 0, ""
+
+    def wait_ready(self, limit: float) -> float:
+        deadline = time.monotonic() + limit
+        while time.monotonic() < deadline:
+            if not self.alive():
+                raise RuntimeError(f"monitor exited during start-up; log:\n{self.tail()}")
+            if self.get("/readyz", 2.0)[0] == 200:
+                return time.monotonic() - self.started_at
+            time.sleep(0.2)
+        raise RuntimeError(f"monitor not ready within {limit:.0f} s; log:\n{self.tail()}")
+
+    def scrape(self, broker_pid: int | None) -> Sample | None:
+        w0, t0 = time.time(), time.monotonic()
+        status, text = self.get("/metrics")
+        t1, w1 = time.monotonic(), time.time()
+        if status != 200:
+            return None
+        return Sample(t1, (w0 + w1) / 2, t1 - t0, parse_metrics(text),
+                      cpu_seconds(self.pid), cpu_seconds(broker_pid))
+
+    def peak_rss_mib(self) -> float | None:
+        kib = vm_kib(self.pid, "VmHWM")
+        return None if kib is None else kib / 1024
+
+    def stop(self, limit: float = 30.0) -> tuple[int | None, float]:
+        """SIGTERM; returns (exit code or None if it had to be killed, seconds to exit)."""
+        assert self.proc is not None
+        t0 = time.monotonic()
+        rc: int | None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            rc = self.proc.wait(limit)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
+            rc = None
+        self._log.close()
+        return rc, time.monotonic() - t0
+
+    def kill(self) -> None:
+        if self.alive():
+            assert self.proc is not None
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def tail(self, n: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
+        except OSError:
+            return ""
+
+    def log_count(self, needle: str) -> int:
+        try:
+            return self.log_path.read_text(errors="replace").count(needle)
+        except OSError:
+            return 0
+
+
+# --------------------------------------------------------------------------------------------
+# producing
+# --------------------------------------------------------------------------------------------
+def model_names(n: int) -> list[str]:
+    """``fraud-detector-0, churn-model-1, eta-regressor-2, fraud-detector-3, ...``"""
+    return [f"{ARCHETYPES[i % len(ARCHETYPES)]}-{i}" for i in range(n)]
+
+
+def make_topics(bootstrap: str, run_id: str, phase: str, partitions: int) -> dict[str, str]:
+    from stream_monitor.kafka.clients import ensure_input_topics
+
+    t = {k: f"bench-{run_id}-{phase}-{k}" for k in ("predictions", "labels", "alerts")}
+    t["dead_letter"] = f"bench-{run_id}-{phase}-dead-letter"
+    ensure_input_topics(bootstrap, partitions=partitions, predictions=t["predictions"],
+                        labels=t["labels"])
+    return t
+
+
+def high_watermarks(bootstrap: str, topics: Sequence[str]) -> dict[str, int]:
+    """Records in each topic (sum of the partitions' high watermarks; topics start at 0)."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-wm-{uuid.uuid4().hex[:8]}",
+                  "enable.auto.commit": False})
+    try:
+        out = {}
+        for topic in topics:
+            meta = c.list_topics(topic, timeout=10).topics[topic]
+            out[topic] = sum(
+                c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+                for p in meta.partitions
+            )
+        return out
+    finally:
+        c.close()
+
+
+@dataclass
+class ProduceResult:
+    handed: int = 0
+    predictions: int = 0
+    seconds: float = 0.0
+    stopped_early: bool = False
+    lateness: list[float] = field(default_factory=list)  # paced mode: s behind schedule
+
+
+def produce(bootstrap: str, gen: TrafficGenerator, n: int, *, time_limit: float,
+            paced: bool, conf: dict[str, Any], stop: threading.Event | None = None,
+            progress_every: int = 0) -> ProduceResult:
+    """Produce ``gen.events(n)``; paced: each record at its event time (wall clock)."""
+    from confluent_kafka import Producer
+
+    errors: list[str] = []
+    p = Producer({"bootstrap.servers": bootstrap, "compression.type": "lz4",
+                  "error_cb": lambda e: errors.append(str(e)), **conf})
+    res = ProduceResult()
+    t0 = time.monotonic()
+    deadline = t0 + time_limit
+    pred_topic = gen.prediction_topic
+    send = p.produce
+    now = time.time
+    for rec in gen.events(n):
+        if paced:
+            delay = rec.timestamp - now()
+            if delay > 0.002:
+                time.sleep(delay)
+            elif delay < 0 and rec.topic == pred_topic:
+                res.lateness.append(-delay)
+        while True:
+            try:
+                send(rec.topic, value=rec.value, key=rec.key,
+                     timestamp=round(rec.timestamp * 1000))
+                break
+            except BufferError:
+                p.poll(0.05)
+        res.handed += 1
+        if rec.topic == pred_topic:
+            res.predictions += 1
+            if progress_every and res.predictions % progress_every == 0:
+                el = time.monotonic() - t0
+                log(f"  produced {res.predictions:,} predictions ({res.handed:,} records) "
+                    f"in {el:.0f} s")
+        if res.handed & 1023 == 0:
+            p.poll(0)
+            if time.monotonic() > deadline or (stop is not None and stop.is_set()):
+                res.stopped_early = True
+                break
+    left = p.flush(60)
+    res.seconds = time.monotonic() - t0
+    if left:
+        log(f"WARNING: {left} records undelivered after flush")
+    if errors:
+        log(f"producer errors ({len(errors)}): {errors[:3]}")
+    return res
+
+
+# --------------------------------------------------------------------------------------------
+# phases
+# --------------------------------------------------------------------------------------------
+def pct(values: Sequence[float], q: float) -> float | None:
+    return float(np.percentile(np.asarray(values, dtype=float), q)) if len(values) else None
+
+
+def phase_drain(args: argparse.Namespace, bootstrap: str, run_id: str, workdir: Path,
+                broker: Broker | None, names: list[str]) -> dict[str, Any]:
+    r: dict[str, Any] = {}
+    topics = make_topics(bootstrap, run_id, "drain", args.partitions)
+    n = args.predictions
+    # Event times: a past window ending now (the broker rejects records > 1 h in the future
+    # and its 24 h retention would delete older ones), at >= 1000 predictions/s of event time.
+    ev_rate = max(1000.0, n / (20 * 3600.0))
+    gen = TrafficGenerator(seed=args.seed, drift_at=n // 2, models=names, rate=ev_rate,
+                           start_time=time.time() - n / ev_rate - 60,
+                           prediction_topic=topics["predictions"], label_topic=topics["labels"])
+    log(f"phase 1: producing {n:,} predictions (+ labels), {len(names)} models, "
+        f"{args.partitions} partitions, drift at {n // 2:,}")
+    pr = produce(bootstrap, gen, n, time_limit=args.produce_timeout, paced=False, conf={
+        "linger.ms": 50, "batch.size": 1_000_000, "batch.num.messages": 10_000, "acks": "1",
+        "queue.buffering.max.messages": 2_000_000, "queue.buffering.max.kbytes": 1_048_576,
+    }, progress_every=max(1, n // 5))
+    counts = high_watermarks(bootstrap, [topics["predictions"], topics["labels"]])
+    produced = sum(counts.values())
+    r.update(
+        produced=produced, produced_predictions=counts[topics["predictions"]],
+        produced_labels=counts[topics["labels"]], handed=pr.handed,
+        produce_seconds=pr.seconds, produce_rate=produced / pr.seconds,
+        produce_pred_rate=counts[topics["predictions"]] / pr.seconds,
+        produce_stopped_early=pr.stopped_early,
+    )
+    log(f"produced {produced:,} records ({r['produced_predictions']:,} predictions, "
+        f"{r['produced_labels']:,} labels) in {pr.seconds:.1f} s = "
+        f"{r['produce_rate']:,.0f} records/s"
+        + (" (STOPPED AT THE TIME LIMIT)" if pr.stopped_early else "")
+        + ("" if produced == pr.handed else f"; WARNING {pr.handed - produced} not delivered"))
+
+    log("phase 2: draining with `stream-monitor run`")
+    mon = Monitor(workdir, "drain", bootstrap, topics, f"bench-{run_id}-drain")
+    broker_pid = broker.pid() if broker else None
+    samples: list[Sample] = []
+    try:
+        mon.start()
+        r["ready_seconds"] = mon.wait_ready(60)
+        deadline = time.monotonic() + args.consume_timeout
+        next_log = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            s = mon.scrape(broker_pid)
+            if s is not None:
+                samples.append(s)
+                done = total(s.series, "stream_monitor_events_consumed_total")
+                if done >= produced:
+                    break
+                if s.t >= next_log:
+                    log(f"  consumed {done:,.0f}/{produced:,} ({done / produced:.0%})")
+                    next_log = s.t + 15
+            if not mon.alive():
+                raise RuntimeError(f"monitor exited while draining; log:\n{mon.tail()}")
+            time.sleep(max(0.0, args.poll - (time.monotonic() - (s.t if s else 0))))
+        r["peak_rss_mib"] = mon.peak_rss_mib()
+        last = samples[-1]
+        consumed = total(last.series, "stream_monitor_events_consumed_total")
+        r["consumed"] = consumed
+        r["complete"] = consumed >= produced
+        first = next((s for s in samples if total(s.series, "stream_monitor_events_consumed_total") > 0), last)
+        r["drain_seconds"] = last.t - mon.started_at
+        r["first_record_seconds"] = first.t - mon.started_at
+        # steady window: first sample at >= 10 % consumed to first at >= 90 %
+        def at(frac: float) -> Sample:
+            return next((s for s in samples
+                         if total(s.series, "stream_monitor_events_consumed_total") >= frac * produced),
+                        last)
+        a, b = at(0.10), at(0.90)
+        if b.t - a.t < 2 * args.poll:  # too short to tell: use the whole drain
+            a, b = first, last
+        dt = b.t - a.t
+        ptopic = topics["predictions"]
+        recs = (total(b.series, "stream_monitor_events_consumed_total")
+                - total(a.series, "stream_monitor_events_consumed_total"))
+        preds = (total(b.series, "stream_monitor_events_consumed_total", topic=ptopic)
+                 - total(a.series, "stream_monitor_events_consumed_total", topic=ptopic))
+        r.update(window_seconds=dt, window_records=recs, rate_records=recs / dt,
+                 rate_predictions=preds / dt)
+        r["overall_rate_records"] = consumed / max(1e-9, last.t - first.t)
+        hb = hist_delta(buckets(a.series, "stream_monitor_batch_processing_seconds"),
+                        buckets(b.series, "stream_monitor_batch_processing_seconds"))
+        r["batch_p50_s"] = hist_quantile(0.5, hb)
+        r["batch_p95_s"] = hist_quantile(0.95, hb)
+        nb = (total(b.series, "stream_monitor_batch_processing_seconds_count")
+              - total(a.series, "stream_monitor_batch_processing_seconds_count"))
+        sb = (total(b.series, "stream_monitor_batch_processing_seconds_sum")
+              - total(a.series, "stream_monitor_batch_processing_seconds_sum"))
+        ne = (total(b.series, "stream_monitor_batch_events_sum")
+              - total(a.series, "stream_monitor_batch_events_sum"))
+        r["batches_in_window"] = nb
+        r["batch_mean_s"] = sb / nb if nb else None
+        r["batch_mean_records"] = ne / nb if nb else None
+        r["busy_fraction"] = sb / dt  # share of wall time spent inside process_batch
+        if a.cpu_monitor is not None and b.cpu_monitor is not None:
+            r["cpu_monitor_cores"] = (b.cpu_monitor - a.cpu_monitor) / dt
+        if a.cpu_broker is not None and b.cpu_broker is not None:
+            r["cpu_broker_cores"] = (b.cpu_broker - a.cpu_broker) / dt
+        r["scrape_p50_ms"] = 1000 * (pct([s.scrape_s for s in samples], 50) or 0)
+        r["alerts_published"] = total(last.series, "stream_monitor_alerts_published_total")
+        r["invalid"] = total(last.series, "stream_monitor_events_invalid_total")
+        log(f"drained {consumed:,.0f}/{produced:,} in {r['drain_seconds']:.1f} s; steady "
+            f"{r['rate_records']:,.0f} records/s ({r['rate_predictions']:,.0f} predictions/s)")
+    finally:
+        rc, secs = mon.stop(30) if mon.proc else (None, 0.0)
+    r["exit_code"], r["exit_seconds"] = rc, secs
+    log(f"monitor stopped: exit code {rc} after {secs:.1f} s")
+    return r
+
+
+def phase_live(args: argparse.Namespace, bootstrap: str, run_id: str, workdir: Path,
+               broker: Broker | None, names: list[str]) -> dict[str, Any]:
+    r: dict[str, Any] = {}
+    topics = make_topics(bootstrap, run_id, "live", args.partitions)
+    n = int(args.live_rate * args.live_seconds)
+    log(f"phase 3: live, {args.live_rate:,.0f} predictions/s for {args.live_seconds:.0f} s "
+        f"({n:,} predictions)")
+    mon = Monitor(workdir, "live", bootstrap, topics, f"bench-{run_id}-live")
+    broker_pid = broker.pid() if broker else None
+    stop = threading.Event()
+    samples: list[Sample] = []
+    holder: dict[str, ProduceResult] = {}
+    try:
+        mon.start()
+        r["ready_seconds"] = mon.wait_ready(60)
+        start = time.time() + 0.5
+        gen = TrafficGenerator(seed=args.seed + 1, drift_at=n // 2, models=names,
+                               rate=args.live_rate, start_time=start,
+                               prediction_topic=topics["predictions"],
+                               label_topic=topics["labels"])
+
+        def run() -> None:
+            holder["p"] = produce(bootstrap, gen, n, time_limit=args.live_seconds + 30,
+                                  paced=True, stop=stop, conf={
+                                      "linger.ms": 5, "acks": "all",
+                                      "queue.buffering.max.messages": 500_000})
+
+        th = threading.Thread(target=run, name="live-producer", daemon=True)
+        th.start()
+        t_start_mono = time.monotonic() + (start - time.time())
+        end_preds = t_start_mono + args.live_seconds
+        while th.is_alive() and time.monotonic() < end_preds + 60:
+            s = mon.scrape(broker_pid)
+            if s is not None:
+                samples.append(s)
+            if not mon.alive():
+                raise RuntimeError(f"monitor exited during the live phase; log:\n{mon.tail()}")
+            time.sleep(max(0.0, args.poll - (time.monotonic() - (s.t if s else 0))))
+        th.join(5)
+        pr = holder.get("p")
+        if pr is None:
+            raise RuntimeError("live producer did not finish")
+        counts = high_watermarks(bootstrap, [topics["predictions"], topics["labels"]])
+        produced = sum(counts.values())
+        # wait (bounded) for the monitor to consume the rest
+        drain_deadline = time.monotonic() + 60
+        consumed = 0.0
+        t_drain0 = time.monotonic()
+        while time.monotonic() < drain_deadline:
+            s = mon.scrape(broker_pid)
+            if s is not None:
+                consumed = total(s.series, "stream_monitor_events_consumed_total")
+                if consumed >= produced:
+                    break
+            time.sleep(args.poll)
+        r["drain_after_seconds"] = time.monotonic() - t_drain0
+        r["peak_rss_mib"] = mon.peak_rss_mib()
+        r.update(produced=produced, produced_predictions=counts[topics["predictions"]],
+                 consumed=consumed, complete=consumed >= produced,
+                 achieved_pred_rate=pr.predictions / max(1e-9, min(pr.seconds, args.live_seconds + 10)),
+                 producer_stopped_early=pr.stopped_early)
+        lat = pr.lateness
+        r["producer_late_share"] = len(lat) / max(1, pr.predictions)
+        r["producer_late_p95_s"] = pct(lat, 95) if lat else 0.0
+        r["producer_late_max_s"] = max(lat) if lat else 0.0
+        # the sampled window: warm-up excluded, prediction traffic only
+        lo, hi = t_start_mono + args.live_warmup, end_preds
+        win = [s for s in samples if lo <= s.t <= hi]
+        ptopic = topics["predictions"]
+        lags = [total(s.series, "stream_monitor_consumer_lag") for s in win
+                if s.series.get("stream_monitor_consumer_lag")]
+        ages = []
+        for s in win:
+            ts = total(s.series, "stream_monitor_last_event_timestamp_seconds", topic=ptopic)
+            if ts > 0:
+                ages.append(s.wall - ts)
+        r.update(samples=len(win), lag_p50=pct(lags, 50), lag_p95=pct(lags, 95),
+                 lag_max=max(lags) if lags else None, age_p50=pct(ages, 50),
+                 age_p95=pct(ages, 95), age_max=max(ages) if ages else None)
+        if len(win) >= 2 and win[0].cpu_monitor is not None and win[-1].cpu_monitor is not None:
+            r["cpu_monitor_cores"] = ((win[-1].cpu_monitor - win[0].cpu_monitor)
+                                      / (win[-1].t - win[0].t))
+        if len(win) >= 2:
+            a, b = win[0], win[-1]
+            nb = (total(b.series, "stream_monitor_batch_processing_seconds_count")
+                  - total(a.series, "stream_monitor_batch_processing_seconds_count"))
+            ne = (total(b.series, "stream_monitor_batch_events_sum")
+                  - total(a.series, "stream_monitor_batch_events_sum"))
+            r["batch_p50_s"] = hist_quantile(0.5, hist_delta(
+                buckets(a.series, "stream_monitor_batch_processing_seconds"),
+                buckets(b.series, "stream_monitor_batch_processing_seconds")))
+            r["batch_mean_records"] = ne / nb if nb else None
+        r["alerts_published"] = total(samples[-1].series, "stream_monitor_alerts_published_total") if samples else 0
+        log(f"live: lag p50 {r['lag_p50']} records, age p50 {r['age_p50']} s over {len(win)} samples")
+    finally:
+        stop.set()
+        rc, secs = mon.stop(30) if mon.proc else (None, 0.0)
+    r["exit_code"], r["exit_seconds"] = rc, secs
+    log(f"monitor stopped: exit code {rc} after {secs:.1f} s")
+    return r
+
+
+# --------------------------------------------------------------------------------------------
+# report
+# --------------------------------------------------------------------------------------------
+def f(v: Any, fmt: str = ",.0f", unit: str = "") -> str:
+    return "n/a" if v is None else f"{v:{fmt}}{unit}"
+
+
+def report(args: argparse.Namespace, d: dict[str, Any], lv: dict[str, Any] | None,
+           total_s: float, machine: str, cmd: str) -> tuple[str, str]:
+    ok = d.get("complete") and d.get("exit_code") == 0
+    lines = [
+        "=== stream-monitor throughput benchmark ===",
+        f"records produced     {d['produced']:,} ({d['produced_predictions']:,} predictions + "
+        f"{d['produced_labels']:,} labels), {args.models} models, {args.partitions} partitions",
+        f"produce rate         {f(d['produce_rate'])} records/s ({f(d['produce_pred_rate'])} "
+        f"predictions/s), generation included",
+        f"drain                {f(d.get('consumed'))}/{d['produced']:,} consumed in "
+        f"{f(d.get('drain_seconds'), '.1f')} s (first record after "
+        f"{f(d.get('first_record_seconds'), '.1f')} s){'' if d.get('complete') else '  INCOMPLETE'}",
+        f"sustained (10-90%)   {f(d.get('rate_records'))} records/s = "
+        f"{f(d.get('rate_predictions'))} predictions/s over {f(d.get('window_seconds'), '.1f')} s",
+        f"batch time           median {f(d.get('batch_p50_s'), '.3f')} s, p95 "
+        f"{f(d.get('batch_p95_s'), '.3f')} s, mean {f(d.get('batch_mean_s'), '.3f')} s, "
+        f"{f(d.get('batch_mean_records'))} records/batch",
+        f"CPU (steady window)  monitor {f(d.get('cpu_monitor_cores'), '.2f')} cores, broker "
+        f"{f(d.get('cpu_broker_cores'), '.2f')} cores; in process_batch "
+        f"{f(d.get('busy_fraction'), '.0%')} of wall time",
+        f"peak RSS             {f(d.get('peak_rss_mib'), '.0f')} MiB (VmHWM)",
+        f"shutdown             exit code {d.get('exit_code')} after {f(d.get('exit_seconds'), '.1f')} s",
+    ]
+    if lv:
+        lines += [
+            f"live phase           {args.live_rate:,.0f} predictions/s for {args.live_seconds:.0f} s "
+            f"(achieved {f(lv.get('achieved_pred_rate'))}/s), {lv.get('samples')} samples "
+            f"after {args.live_warmup:.0f} s warm-up",
+            f"  consumer lag       median {f(lv.get('lag_p50'))}, p95 {f(lv.get('lag_p95'))}, "
+            f"max {f(lv.get('lag_max'))} records",
+            f"  event age          median {f(lv.get('age_p50'), '.2f')} s, p95 "
+            f"{f(lv.get('age_p95'), '.2f')} s, max {f(lv.get('age_max'), '.2f')} s "
+            "(wall - last_event_timestamp)",
+            f"  monitor            {f(lv.get('cpu_monitor_cores'), '.2f')} cores, batch median "
+            f"{f(lv.get('batch_p50_s'), '.3f')} s, {f(lv.get('batch_mean_records'))} records/batch, "
+            f"caught up: {lv.get('complete')}, exit code {lv.get('exit_code')}",
+        ]
+        ok = ok and lv.get("complete") and lv.get("exit_code") == 0
+    lines.append(f"total benchmark time {total_s:.0f} s; {'OK' if ok else 'FAILED CHECKS'}")
+    text = "\n".join(lines)
+
+    md = [
+        f"Run {time.strftime('%Y-%m-%d %H:%M %Z')} — {machine}",
+        "",
+        f"Command: `{cmd}` (total {total_s:.0f} s)",
+        "",
+        "| figure | value |",
+        "|---|---:|",
+        f"| records pre-produced | {d['produced']:,} ({d['produced_predictions']:,} predictions "
+        f"+ {d['produced_labels']:,} labels; {args.models} models, {args.partitions} partitions, "
+        "drift at the middle) |",
+        f"| produce rate (one Python producer, generation included) | {f(d['produce_rate'])} "
+        f"records/s ({f(d['produce_pred_rate'])} predictions/s) |",
+        f"| **sustained throughput, 10 %→90 % consumed** | **{f(d.get('rate_records'))} "
+        f"records/s = {f(d.get('rate_predictions'))} predictions/s** |",
+        f"| whole drain | {f(d.get('consumed'))} records in {f(d.get('drain_seconds'), '.1f')} s "
+        f"from process start (first record at {f(d.get('first_record_seconds'), '.1f')} s) |",
+        f"| batch processing time, steady window | median {f(d.get('batch_p50_s'), '.3f')} s, "
+        f"p95 {f(d.get('batch_p95_s'), '.3f')} s (histogram-interpolated), mean "
+        f"{f(d.get('batch_mean_s'), '.3f')} s; {f(d.get('batch_mean_records'))} records/batch |",
+        f"| CPU, steady window | monitor {f(d.get('cpu_monitor_cores'), '.2f')} cores, broker "
+        f"{f(d.get('cpu_broker_cores'), '.2f')} cores; process_batch busy "
+        f"{f(d.get('busy_fraction'), '.0%')} of wall time |",
+        f"| peak RSS of the monitor (VmHWM) | {f(d.get('peak_rss_mib'), '.0f')} MiB |",
+        f"| alerts published / dead letters | {f(d.get('alerts_published'))} / "
+        f"{f(d.get('invalid'))} |",
+        f"| SIGTERM → exit | code {d.get('exit_code')} in {f(d.get('exit_seconds'), '.1f')} s |",
+    ]
+    if lv:
+        md += [
+            f"| live phase | {args.live_rate:,.0f} predictions/s (+ labels) for "
+            f"{args.live_seconds:.0f} s, achieved {f(lv.get('achieved_pred_rate'))}/s; "
+            f"{lv.get('samples')} samples every {args.poll} s after a {args.live_warmup:.0f} s "
+            "warm-up |",
+            f"| live consumer lag (sum over partitions) | median {f(lv.get('lag_p50'))}, p95 "
+            f"{f(lv.get('lag_p95'))}, max {f(lv.get('lag_max'))} records |",
+            f"| live event age (wall − last_event_timestamp) | median "
+            f"{f(lv.get('age_p50'), '.2f')} s, p95 {f(lv.get('age_p95'), '.2f')} s, max "
+            f"{f(lv.get('age_max'), '.2f')} s |",
+            f"| live monitor | {f(lv.get('cpu_monitor_cores'), '.2f')} cores, batch median "
+            f"{f(lv.get('batch_p50_s'), '.3f')} s, {f(lv.get('batch_mean_records'))} "
+            f"records/batch; caught up {lv.get('complete')}; exit code {lv.get('exit_code')}; "
+            f"producer late on {f(lv.get('producer_late_share'), '.1%')} of predictions "
+            f"(p95 {f(lv.get('producer_late_p95_s'), '.3f')} s) |",
+        ]
+    md.append("")
+    md.append("Overall: " + ("all checks passed (every record consumed, exit code 0)."
+                             if ok else "**some checks failed** (see the table)."))
+    return text, "\n".join(md)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--predictions", type=int, default=2_000_000)
+    ap.add_argument("--models", type=int, default=20)
+    ap.add_argument("--partitions", type=int, default=6)
+    ap.add_argument("--seed", type=int, default=11)
+    ap.add_argument("--bootstrap-servers", help="use this broker instead of starting one")
+    ap.add_argument("--kafka-port", type=int, default=39092)
+    ap.add_argument("--kafka-jars-dir", type=Path, default=DEFAULT_JARS)
+    ap.add_argument("--kafka-heap", default="1g")
+    ap.add_argument("--keep-broker-dir", action="store_true")
+    ap.add_argument("--poll", type=float, default=0.5, help="seconds between /metrics scrapes")
+    ap.add_argument("--produce-timeout", type=float, default=240.0)
+    ap.add_argument("--consume-timeout", type=float, default=420.0)
+    ap.add_argument("--live-rate", type=float, default=5000.0, help="predictions/s (0: skip)")
+    ap.add_argument("--live-seconds", type=float, default=30.0)
+    ap.add_argument("--live-warmup", type=float, default=5.0)
+    ap.add_argument("--results-file", type=Path, default=HERE / "RESULTS.md")
+    ap.add_argument("--no-results", action="store_true")
+    args = ap.parse_args(argv)
+    if args.predictions < 1000 or args.models < 1 or args.partitions < 1:
+        ap.error("need --predictions >= 1000, --models >= 1, --partitions >= 1")
+
+    t0 = time.monotonic()
+    run_id = uuid.uuid4().hex[:8]
+    workdir = Path(tempfile.mkdtemp(prefix="stream-monitor-bench-"))
+    names = model_names(args.models)
+    broker: Broker | None = None
+    kafka = "external broker"
+    if args.bootstrap_servers is None:
+        kafka = kafka_version(args.kafka_jars_dir)
+    machine = machine_info(kafka=kafka)
+    cmd = ".venv/bin/python load_tests/bench_throughput.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    try:
+        if args.bootstrap_servers:
+            bootstrap = args.bootstrap_servers
+        else:
+            broker = Broker(args.kafka_port, args.kafka_jars_dir, args.kafka_heap,
+                            args.keep_broker_dir)
+            bootstrap = broker.start()
+        d = phase_drain(args, bootstrap, run_id, workdir, broker, names)
+        lv = phase_live(args, bootstrap, run_id, workdir, broker, names) if args.live_rate > 0 else None
+    finally:
+        if broker is not None:
+            broker.stop()
+    total_s = time.monotonic() - t0
+    text, md = report(args, d, lv, total_s, machine, cmd.strip())
+    print(text, flush=True)
+    if not args.no_results:
+        update_section(args.results_file, "bench_throughput",
+                       "Throughput and lag against Kafka (load_tests/bench_throughput.py)", md)
+        log(f"updated {args.results_file}")
+    shutil.rmtree(workdir, ignore_errors=True)
+    return 0 if d.get("complete") and d.get("exit_code") == 0 else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,267 @@
+"""Profile the monitoring pipeline in-process, without Kafka.
+
+Generates TrafficGenerator records, then measures, each on its own and without a profiler:
+
+* ``generate``: TrafficGenerator.events() alone (records/s);
+* ``decode``:   stream_monitor.events.decode.decode_record on a tiny fake message per record;
+* ``monitor``:  PartitionState.process over the already decoded events, fed in batches of
+                ``--batch`` records (the Application's default batch size, 2000) split into
+                predictions and labels the way Application.process_batch does;
+* ``bookkeeping``: the per-record work the Application loop adds around those two
+                (``events_consumed.labels(topic=...).inc()`` and ``Checkpoint.add_offset``);
+
+then runs decode + monitor once more under cProfile and prints the top functions.
+
+    .venv/bin/python load_tests/profile_pipeline.py [--predictions 200000] [--models 20]
+
+No broker, no network; bounded by --predictions (and --max-seconds, checked between phases).
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import gc
+import io
+import pstats
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from _results import machine_info, update_section  # noqa: E402
+
+from stream_monitor.checkpoint import Checkpoint  # noqa: E402
+from stream_monitor.config import MonitorConfig  # noqa: E402
+from stream_monitor.events.decode import DeadLetter, decode_record  # noqa: E402
+from stream_monitor.events.schema import LabelEvent, PredictionEvent  # noqa: E402
+from stream_monitor.metrics.instruments import Instruments  # noqa: E402
+from stream_monitor.monitor.partition import PartitionState  # noqa: E402
+from stream_monitor.simulate import ARCHETYPES, Record, TrafficGenerator  # noqa: E402
+
+PRED_TOPIC, LABEL_TOPIC = "predictions", "labels"
+
+
+class FakeMessage:
+    """The part of ``confluent_kafka.Message`` that decode_record reads."""
+
+    __slots__ = ("_key", "_offset", "_topic", "_ts", "_value")
+
+    def __init__(self, rec: Record, offset: int) -> None:
+        self._topic, self._key, self._value = rec.topic, rec.key, rec.value
+        self._offset, self._ts = offset, round(rec.timestamp * 1000)
+
+    def topic(self) -> str:
+        return self._topic
+
+    def partition(self) -> int:
+        return 0
+
+    def offset(self) -> int:
+        return self._offset
+
+    def key(self) -> bytes:
+        return self._key
+
+    def value(self) -> bytes:
+        return self._value
+
+    def headers(self) -> None:
+        return None
+
+    def timestamp(self) -> tuple[int, int]:
+        return (1, self._ts)
+
+    def error(self) -> None:
+        return None
+
+
+def model_names(n: int) -> list[str]:
+    """``fraud-detector-0, churn-model-1, eta-regressor-2, fraud-detector-3, ...``"""
+    return [f"{ARCHETYPES[i % len(ARCHETYPES)]}-{i}" for i in range(n)]
+
+
+def decode_all(msgs: Sequence[FakeMessage], max_bytes: int) -> list[Any]:
+    out = []
+    for m in msgs:
+        kind = "prediction" if m.topic() == PRED_TOPIC else "label"
+        out.append(decode_record(m, kind=kind, max_bytes=max_bytes))
+    return out
+
+
+def make_batches(events: Sequence[Any], size: int) -> list[tuple[list[Any], list[Any]]]:
+    batches = []
+    for i in range(0, len(events), size):
+        chunk = events[i:i + size]
+        batches.append((
+            [e for e in chunk if isinstance(e, PredictionEvent)],
+            [e for e in chunk if isinstance(e, LabelEvent)],
+        ))
+    return batches
+
+
+def monitor_all(cfg: MonitorConfig, batches: Sequence[tuple[list[Any], list[Any]]]) -> tuple[int, int]:
+    state = PartitionState(0, cfg)
+    alerts = 0
+    for preds, labels in batches:
+        alerts += len(state.process(preds, labels))
+    return alerts, len(state.models)
+
+
+def decode_and_monitor(cfg: MonitorConfig, msgs: Sequence[FakeMessage], size: int) -> int:
+    state = PartitionState(0, cfg)
+    alerts = 0
+    for i in range(0, len(msgs), size):
+        events = decode_all(msgs[i:i + size], cfg.limits.max_event_bytes)
+        preds = [e for e in events if isinstance(e, PredictionEvent)]
+        labels = [e for e in events if isinstance(e, LabelEvent)]
+        alerts += len(state.process(preds, labels))
+    return alerts
+
+
+class _NullProducer:
+    def produce(self, *a: Any, **k: Any) -> None: ...
+    def poll(self, timeout: float = 0) -> int: return 0
+    def flush(self, timeout: float = 0) -> int: return 0
+
+
+class _NullConsumer:
+    def store_offsets(self, *, offsets: Any) -> None: ...
+
+
+def bookkeeping(msgs: Sequence[FakeMessage]) -> None:
+    from prometheus_client import CollectorRegistry
+
+    metrics = Instruments(CollectorRegistry())
+    ckpt = Checkpoint(_NullProducer(), _NullConsumer(), threading.Event())  # type: ignore[arg-type]
+    for m in msgs:
+        metrics.events_consumed.labels(topic=m.topic()).inc()
+        ckpt.add_offset(m.topic(), m.partition(), m.offset())
+
+
+def timed(fn: Any, *args: Any) -> tuple[float, Any]:
+    gc.collect()
+    t0 = time.perf_counter()
+    out = fn(*args)
+    return time.perf_counter() - t0, out
+
+
+def top_functions(prof: cProfile.Profile, key: str, n: int) -> str:
+    buf = io.StringIO()
+    st = pstats.Stats(prof, stream=buf)
+    st.strip_dirs().sort_stats(key).print_stats(n)
+    lines = buf.getvalue().splitlines()
+    # keep the table only (drop pstats' preamble up to the header line)
+    for i, line in enumerate(lines):
+        if line.lstrip().startswith("ncalls"):
+            return "\n".join(lines[i:]).rstrip()
+    return buf.getvalue().rstrip()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--predictions", type=int, default=200_000,
+                    help="predictions to generate (labels ~80%% on top)")
+    ap.add_argument("--models", type=int, default=20)
+    ap.add_argument("--batch", type=int, default=2000, help="records per process() batch")
+    ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--top", type=int, default=20, help="functions to list from the profile")
+    ap.add_argument("--max-seconds", type=float, default=600.0,
+                    help="skip the remaining phases once this much time has passed")
+    ap.add_argument("--results-file", default=str(HERE / "RESULTS.md"))
+    ap.add_argument("--no-results", action="store_true", help="do not update RESULTS.md")
+    args = ap.parse_args(argv)
+    deadline = time.monotonic() + args.max_seconds
+
+    cfg = MonitorConfig(bootstrap_servers="unused:9092")
+    names = model_names(args.models)
+    gen = TrafficGenerator(seed=args.seed, drift_at=args.predictions // 2, models=names,
+                           rate=1000.0, start_time=1_700_000_000.0,
+                           prediction_topic=PRED_TOPIC, label_topic=LABEL_TOPIC)
+    t_gen, records = timed(lambda: list(gen.events(args.predictions)))
+    n_rec = len(records)
+    n_pred = sum(1 for r in records if r.topic == PRED_TOPIC)
+    msgs = [FakeMessage(r, i) for i, r in enumerate(records)]
+    print(f"generated {n_rec:,} records ({n_pred:,} predictions, {args.models} models) "
+          f"in {t_gen:.2f} s = {n_rec / t_gen:,.0f} records/s", flush=True)
+
+    t_dec, events = timed(decode_all, msgs, cfg.limits.max_event_bytes)
+    dead = sum(isinstance(e, DeadLetter) for e in events)
+    print(f"decode:   {n_rec / t_dec:>9,.0f} records/s  ({t_dec:.2f} s, dead letters {dead})",
+          flush=True)
+
+    batches = make_batches(events, args.batch)
+    del events
+    if time.monotonic() > deadline:
+        print("time limit reached; stopping", file=sys.stderr)
+        return 1
+    t_mon, (alerts, n_models) = timed(monitor_all, cfg, batches)
+    print(f"monitor:  {n_rec / t_mon:>9,.0f} records/s  ({t_mon:.2f} s, {len(batches)} batches, "
+          f"{alerts} alert events, {n_models} models)", flush=True)
+    del batches
+
+    t_book, _ = timed(bookkeeping, msgs)
+    print(f"bookkeeping (counter.labels().inc + add_offset): {n_rec / t_book:,.0f} records/s "
+          f"({t_book:.2f} s)", flush=True)
+    t_all = t_dec + t_mon + t_book
+    print(f"=> single-core ceiling of decode+monitor+bookkeeping: {n_rec / t_all:,.0f} records/s "
+          f"({n_pred / t_all:,.0f} predictions/s); share decode {t_dec / t_all:.0%}, "
+          f"monitor {t_mon / t_all:.0%}, bookkeeping {t_book / t_all:.0%}", flush=True)
+
+    if time.monotonic() > deadline:
+        print("time limit reached; skipping the profile", file=sys.stderr)
+        return 1
+    prof = cProfile.Profile()
+    gc.collect()
+    prof.enable()
+    decode_and_monitor(cfg, msgs, args.batch)
+    prof.disable()
+    by_tottime = top_functions(prof, "tottime", args.top)
+    by_cum = top_functions(prof, "cumulative", args.top)
+    print(f"\n--- cProfile, decode + monitor, top {args.top} by own time ---\n{by_tottime}")
+    print(f"\n--- top {args.top} by cumulative time ---\n{by_cum}")
+
+    if not args.no_results:
+        cmd = " ".join(["python", "load_tests/profile_pipeline.py", *sys.argv[1:]])
+        body = [
+            f"Run {time.strftime('%Y-%m-%d %H:%M %Z')} — {machine_info(kafka=None)}",
+            "",
+            f"Command: `.venv/bin/{cmd}`",
+            "",
+            f"{n_rec:,} records ({n_pred:,} predictions + {n_rec - n_pred:,} labels), "
+            f"{args.models} models, drift at prediction {args.predictions // 2:,}, "
+            f"batches of {args.batch}, one PartitionState, no profiler:",
+            "",
+            "| stage | records/s | seconds |",
+            "|---|---:|---:|",
+            f"| generate (TrafficGenerator) | {n_rec / t_gen:,.0f} | {t_gen:.2f} |",
+            f"| decode (decode_record: orjson + pydantic) | {n_rec / t_dec:,.0f} | {t_dec:.2f} |",
+            f"| monitor (PartitionState.process) | {n_rec / t_mon:,.0f} | {t_mon:.2f} |",
+            f"| app bookkeeping (counter .labels().inc + add_offset) | {n_rec / t_book:,.0f} "
+            f"| {t_book:.2f} |",
+            f"| **decode + monitor + bookkeeping** | **{n_rec / t_all:,.0f}** "
+            f"({n_pred / t_all:,.0f} predictions/s) | {t_all:.2f} |",
+            "",
+            f"Alert events: {alerts}. Shares of the in-process time: decode {t_dec / t_all:.0%}, "
+            f"monitor {t_mon / t_all:.0%}, bookkeeping {t_book / t_all:.0%}.",
+            "",
+            f"cProfile of decode + monitor (top {args.top} by own time; profiler overhead "
+            "inflates per-call costs of small functions):",
+            "",
+            "```",
+            by_tottime,
+            "```",
+        ]
+        update_section(Path(args.results_file), "profile_pipeline",
+                       "In-process profile (load_tests/profile_pipeline.py)", "\n".join(body))
+        print(f"\nupdated {args.results_file}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
