@@ -37,6 +37,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Sequence
@@ -157,6 +158,21 @@ def cpu_seconds(pid: int | None) -> float | None:
         return None
 
 
+def machine_busy_cores_s() -> float | None:
+    """CPU-seconds all cores spent busy since boot (user+nice+system+irq+softirq+steal)."""
+    try:
+        f = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+        user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in f[:8])
+        return (user + nice + system + irq + softirq + steal) / CLK_TCK
+    except (OSError, ValueError):
+        return None
+
+
+def self_cpu_s() -> float:
+    t = os.times()
+    return t.user + t.system
+
+
 def vm_kib(pid: int, key: str) -> int | None:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -237,6 +253,8 @@ class Sample:
     series: Series
     cpu_monitor: float | None
     cpu_broker: float | None
+    cpu_machine: float | None = None
+    cpu_bench: float = 0.0
 
 
 class Monitor:
@@ -245,6 +263,7 @@ class Monitor:
     def __init__(self, workdir: Path, name: str, bootstrap: str, topics: dict[str, str],
                  group: str) -> None:
         self.port = free_port()
+        self.bootstrap = bootstrap
         self.cfg_path = workdir / f"{name}.toml"
         self.log_path = workdir / f"{name}.log"
         self.cfg_path.write_text(
@@ -260,7 +279,10 @@ class Monitor:
 
     def start(self) -> None:
         exe = VENV_BIN / "stream-monitor"
-        cmd = [str(exe), "--log-level", "INFO", "run", "--config", str(self.cfg_path)]
+        # --bootstrap-servers too: `run` lets its default (KAFKA_BOOTSTRAP_SERVERS or
+        # 127.0.0.1:9092) override the file's bootstrap_servers when the flag is absent.
+        cmd = [str(exe), "--log-level", "INFO", "run", "--config", str(self.cfg_path),
+               "--bootstrap-servers", self.bootstrap]
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.started_at = time.monotonic()
         self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT,
@@ -301,7 +323,8 @@ class Monitor:
         if status != 200:
             return None
         return Sample(t1, (w0 + w1) / 2, t1 - t0, parse_metrics(text),
-                      cpu_seconds(self.pid), cpu_seconds(broker_pid))
+                      cpu_seconds(self.pid), cpu_seconds(broker_pid), machine_busy_cores_s(),
+                      self_cpu_s())
 
     def peak_rss_mib(self) -> float | None:
         kib = vm_kib(self.pid, "VmHWM")
@@ -386,6 +409,8 @@ class ProduceResult:
     seconds: float = 0.0
     stopped_early: bool = False
     lateness: list[float] = field(default_factory=list)  # paced mode: s behind schedule
+    first_pred_wall: float = 0.0
+    last_pred_wall: float = 0.0
 
 
 def produce(bootstrap: str, gen: TrafficGenerator, n: int, *, time_limit: float,
@@ -420,6 +445,9 @@ def produce(bootstrap: str, gen: TrafficGenerator, n: int, *, time_limit: float,
         res.handed += 1
         if rec.topic == pred_topic:
             res.predictions += 1
+            res.last_pred_wall = now()
+            if res.predictions == 1:
+                res.first_pred_wall = res.last_pred_wall
             if progress_every and res.predictions % progress_every == 0:
                 el = time.monotonic() - t0
                 log(f"  produced {res.predictions:,} predictions ({res.handed:,} records) "
@@ -443,6 +471,24 @@ def produce(bootstrap: str, gen: TrafficGenerator, n: int, *, time_limit: float,
 # --------------------------------------------------------------------------------------------
 def pct(values: Sequence[float], q: float) -> float | None:
     return float(np.percentile(np.asarray(values, dtype=float), q)) if len(values) else None
+
+
+def cpu_shares(a: Sample, b: Sample) -> dict[str, float]:
+    """Cores used between two samples: monitor, broker, this script, whole machine, others."""
+    dt = b.t - a.t
+    out: dict[str, float] = {}
+    if dt <= 0:
+        return out
+    for name, x, y in (("monitor", a.cpu_monitor, b.cpu_monitor),
+                       ("broker", a.cpu_broker, b.cpu_broker),
+                       ("machine", a.cpu_machine, b.cpu_machine),
+                       ("bench", a.cpu_bench, b.cpu_bench)):
+        if x is not None and y is not None:
+            out[name] = (y - x) / dt
+    if "machine" in out:
+        out["others"] = max(0.0, out["machine"] - sum(out.get(k, 0.0)
+                                                      for k in ("monitor", "broker", "bench")))
+    return out
 
 
 def phase_drain(args: argparse.Namespace, bootstrap: str, run_id: str, workdir: Path,
@@ -486,7 +532,9 @@ def phase_drain(args: argparse.Namespace, bootstrap: str, run_id: str, workdir: 
         r["ready_seconds"] = mon.wait_ready(60)
         deadline = time.monotonic() + args.consume_timeout
         next_log = time.monotonic() + 15
+        tick = time.monotonic()
         while time.monotonic() < deadline:
+            tick += args.poll
             s = mon.scrape(broker_pid)
             if s is not None:
                 samples.append(s)
@@ -498,7 +546,7 @@ def phase_drain(args: argparse.Namespace, bootstrap: str, run_id: str, workdir: 
                     next_log = s.t + 15
             if not mon.alive():
                 raise RuntimeError(f"monitor exited while draining; log:\n{mon.tail()}")
-            time.sleep(max(0.0, args.poll - (time.monotonic() - (s.t if s else 0))))
+            time.sleep(max(0.0, tick - time.monotonic()))
         r["peak_rss_mib"] = mon.peak_rss_mib()
         last = samples[-1]
         consumed = total(last.series, "stream_monitor_events_consumed_total")
@@ -538,10 +586,7 @@ def phase_drain(args: argparse.Namespace, bootstrap: str, run_id: str, workdir: 
         r["batch_mean_s"] = sb / nb if nb else None
         r["batch_mean_records"] = ne / nb if nb else None
         r["busy_fraction"] = sb / dt  # share of wall time spent inside process_batch
-        if a.cpu_monitor is not None and b.cpu_monitor is not None:
-            r["cpu_monitor_cores"] = (b.cpu_monitor - a.cpu_monitor) / dt
-        if a.cpu_broker is not None and b.cpu_broker is not None:
-            r["cpu_broker_cores"] = (b.cpu_broker - a.cpu_broker) / dt
+        r["cpu"] = cpu_shares(a, b)
         r["scrape_p50_ms"] = 1000 * (pct([s.scrape_s for s in samples], 50) or 0)
         r["alerts_published"] = total(last.series, "stream_monitor_alerts_published_total")
         r["invalid"] = total(last.series, "stream_monitor_events_invalid_total")
@@ -585,13 +630,15 @@ def phase_live(args: argparse.Namespace, bootstrap: str, run_id: str, workdir: P
         th.start()
         t_start_mono = time.monotonic() + (start - time.time())
         end_preds = t_start_mono + args.live_seconds
+        tick = time.monotonic()
         while th.is_alive() and time.monotonic() < end_preds + 60:
+            tick += args.poll
             s = mon.scrape(broker_pid)
             if s is not None:
                 samples.append(s)
             if not mon.alive():
                 raise RuntimeError(f"monitor exited during the live phase; log:\n{mon.tail()}")
-            time.sleep(max(0.0, args.poll - (time.monotonic() - (s.t if s else 0))))
+            time.sleep(max(0.0, tick - time.monotonic()))
         th.join(5)
         pr = holder.get("p")
         if pr is None:
@@ -613,7 +660,8 @@ def phase_live(args: argparse.Namespace, bootstrap: str, run_id: str, workdir: P
         r["peak_rss_mib"] = mon.peak_rss_mib()
         r.update(produced=produced, produced_predictions=counts[topics["predictions"]],
                  consumed=consumed, complete=consumed >= produced,
-                 achieved_pred_rate=pr.predictions / max(1e-9, min(pr.seconds, args.live_seconds + 10)),
+                 achieved_pred_rate=(pr.predictions - 1)
+                 / max(1e-9, pr.last_pred_wall - pr.first_pred_wall),
                  producer_stopped_early=pr.stopped_early)
         lat = pr.lateness
         r["producer_late_share"] = len(lat) / max(1, pr.predictions)
@@ -633,10 +681,9 @@ def phase_live(args: argparse.Namespace, bootstrap: str, run_id: str, workdir: P
         r.update(samples=len(win), lag_p50=pct(lags, 50), lag_p95=pct(lags, 95),
                  lag_max=max(lags) if lags else None, age_p50=pct(ages, 50),
                  age_p95=pct(ages, 95), age_max=max(ages) if ages else None)
-        if len(win) >= 2 and win[0].cpu_monitor is not None and win[-1].cpu_monitor is not None:
-            r["cpu_monitor_cores"] = ((win[-1].cpu_monitor - win[0].cpu_monitor)
-                                      / (win[-1].t - win[0].t))
+        r["scrape_p50_ms"] = 1000 * (pct([s.scrape_s for s in win], 50) or 0)
         if len(win) >= 2:
+            r["cpu"] = cpu_shares(win[0], win[-1])
             a, b = win[0], win[-1]
             nb = (total(b.series, "stream_monitor_batch_processing_seconds_count")
                   - total(a.series, "stream_monitor_batch_processing_seconds_count"))
@@ -663,95 +710,85 @@ def f(v: Any, fmt: str = ",.0f", unit: str = "") -> str:
     return "n/a" if v is None else f"{v:{fmt}}{unit}"
 
 
+def cpu_text(c: dict[str, float] | None) -> str:
+    if not c:
+        return "n/a"
+    names = [("monitor", "monitor"), ("broker", "broker"), ("bench", "this script"),
+             ("others", "other processes"), ("machine", "machine total")]
+    return ", ".join(f"{label} {c[k]:.2f}" for k, label in names if k in c)
+
+
 def report(args: argparse.Namespace, d: dict[str, Any], lv: dict[str, Any] | None,
            total_s: float, machine: str, cmd: str) -> tuple[str, str]:
-    ok = d.get("complete") and d.get("exit_code") == 0
-    lines = [
-        "=== stream-monitor throughput benchmark ===",
-        f"records produced     {d['produced']:,} ({d['produced_predictions']:,} predictions + "
-        f"{d['produced_labels']:,} labels), {args.models} models, {args.partitions} partitions",
-        f"produce rate         {f(d['produce_rate'])} records/s ({f(d['produce_pred_rate'])} "
-        f"predictions/s), generation included",
-        f"drain                {f(d.get('consumed'))}/{d['produced']:,} consumed in "
-        f"{f(d.get('drain_seconds'), '.1f')} s (first record after "
-        f"{f(d.get('first_record_seconds'), '.1f')} s){'' if d.get('complete') else '  INCOMPLETE'}",
-        f"sustained (10-90%)   {f(d.get('rate_records'))} records/s = "
-        f"{f(d.get('rate_predictions'))} predictions/s over {f(d.get('window_seconds'), '.1f')} s",
-        f"batch time           median {f(d.get('batch_p50_s'), '.3f')} s, p95 "
-        f"{f(d.get('batch_p95_s'), '.3f')} s, mean {f(d.get('batch_mean_s'), '.3f')} s, "
-        f"{f(d.get('batch_mean_records'))} records/batch",
-        f"CPU (steady window)  monitor {f(d.get('cpu_monitor_cores'), '.2f')} cores, broker "
-        f"{f(d.get('cpu_broker_cores'), '.2f')} cores; in process_batch "
-        f"{f(d.get('busy_fraction'), '.0%')} of wall time",
-        f"peak RSS             {f(d.get('peak_rss_mib'), '.0f')} MiB (VmHWM)",
-        f"shutdown             exit code {d.get('exit_code')} after {f(d.get('exit_seconds'), '.1f')} s",
+    ok = bool(d.get("complete")) and d.get("exit_code") == 0
+    rows: list[tuple[str, str]] = [
+        ("records pre-produced",
+         f"{d['produced']:,} ({d['produced_predictions']:,} predictions + "
+         f"{d['produced_labels']:,} labels; {args.models} models, {args.partitions} partitions, "
+         "drift at the middle)"),
+        ("produce rate (one Python producer, generation included)",
+         f"{f(d['produce_rate'])} records/s ({f(d['produce_pred_rate'])} predictions/s)"
+         + (" STOPPED AT THE TIME LIMIT" if d.get("produce_stopped_early") else "")),
+        ("**sustained throughput, 10 %→90 % consumed**",
+         f"**{f(d.get('rate_records'))} records/s = {f(d.get('rate_predictions'))} "
+         f"predictions/s** (over {f(d.get('window_seconds'), '.1f')} s)"),
+        ("whole drain",
+         f"{f(d.get('consumed'))} records in {f(d.get('drain_seconds'), '.1f')} s from process "
+         f"start (first record at {f(d.get('first_record_seconds'), '.1f')} s)"
+         + ("" if d.get("complete") else " — **INCOMPLETE**")),
+        ("batch processing time, steady window",
+         f"median {f(d.get('batch_p50_s'), '.3f')} s, p95 {f(d.get('batch_p95_s'), '.3f')} s "
+         f"(histogram-interpolated), mean {f(d.get('batch_mean_s'), '.3f')} s; "
+         f"{f(d.get('batch_mean_records'))} records/batch; process_batch busy "
+         f"{f(d.get('busy_fraction'), '.0%')} of wall time"),
+        ("CPU cores used, steady window", cpu_text(d.get("cpu"))),
+        ("peak RSS of the monitor (VmHWM)", f"{f(d.get('peak_rss_mib'), '.0f')} MiB"),
+        ("alerts published / dead letters",
+         f"{f(d.get('alerts_published'))} / {f(d.get('invalid'))}"),
+        ("/metrics scrape time (median)", f"{f(d.get('scrape_p50_ms'), '.1f')} ms"),
+        ("SIGTERM → exit", f"code {d.get('exit_code')} in {f(d.get('exit_seconds'), '.1f')} s"),
     ]
     if lv:
-        lines += [
-            f"live phase           {args.live_rate:,.0f} predictions/s for {args.live_seconds:.0f} s "
-            f"(achieved {f(lv.get('achieved_pred_rate'))}/s), {lv.get('samples')} samples "
-            f"after {args.live_warmup:.0f} s warm-up",
-            f"  consumer lag       median {f(lv.get('lag_p50'))}, p95 {f(lv.get('lag_p95'))}, "
-            f"max {f(lv.get('lag_max'))} records",
-            f"  event age          median {f(lv.get('age_p50'), '.2f')} s, p95 "
-            f"{f(lv.get('age_p95'), '.2f')} s, max {f(lv.get('age_max'), '.2f')} s "
-            "(wall - last_event_timestamp)",
-            f"  monitor            {f(lv.get('cpu_monitor_cores'), '.2f')} cores, batch median "
-            f"{f(lv.get('batch_p50_s'), '.3f')} s, {f(lv.get('batch_mean_records'))} records/batch, "
-            f"caught up: {lv.get('complete')}, exit code {lv.get('exit_code')}",
+        ok = ok and bool(lv.get("complete")) and lv.get("exit_code") == 0
+        rows += [
+            ("live phase",
+             f"{args.live_rate:,.0f} predictions/s (+ labels) for {args.live_seconds:.0f} s, "
+             f"achieved {f(lv.get('achieved_pred_rate'))}/s; {lv.get('samples')} samples every "
+             f"{args.poll} s after a {args.live_warmup:.0f} s warm-up; producer behind schedule "
+             f"on {f(lv.get('producer_late_share'), '.1%')} of predictions (p95 "
+             f"{f(lv.get('producer_late_p95_s'), '.3f')} s, max "
+             f"{f(lv.get('producer_late_max_s'), '.3f')} s)"),
+            ("**live consumer lag** (sum over partitions)",
+             f"**median {f(lv.get('lag_p50'))}, p95 {f(lv.get('lag_p95'))} records** "
+             f"(max {f(lv.get('lag_max'))})"),
+            ("**live event age** (wall − last_event_timestamp)",
+             f"**median {f(lv.get('age_p50'), '.2f')} s, p95 {f(lv.get('age_p95'), '.2f')} s** "
+             f"(max {f(lv.get('age_max'), '.2f')} s)"),
+            ("live batches",
+             f"median {f(lv.get('batch_p50_s'), '.3f')} s, {f(lv.get('batch_mean_records'))} "
+             f"records/batch; scrape median {f(lv.get('scrape_p50_ms'), '.1f')} ms"),
+            ("live CPU cores", cpu_text(lv.get("cpu"))),
+            ("live end",
+             f"caught up {lv.get('complete')} ({f(lv.get('consumed'))}/{f(lv.get('produced'))} "
+             f"records); SIGTERM → exit code {lv.get('exit_code')} in "
+             f"{f(lv.get('exit_seconds'), '.1f')} s"),
         ]
-        ok = ok and lv.get("complete") and lv.get("exit_code") == 0
-    lines.append(f"total benchmark time {total_s:.0f} s; {'OK' if ok else 'FAILED CHECKS'}")
-    text = "\n".join(lines)
-
-    md = [
-        f"Run {time.strftime('%Y-%m-%d %H:%M %Z')} — {machine}",
-        "",
-        f"Command: `{cmd}` (total {total_s:.0f} s)",
-        "",
-        "| figure | value |",
-        "|---|---:|",
-        f"| records pre-produced | {d['produced']:,} ({d['produced_predictions']:,} predictions "
-        f"+ {d['produced_labels']:,} labels; {args.models} models, {args.partitions} partitions, "
-        "drift at the middle) |",
-        f"| produce rate (one Python producer, generation included) | {f(d['produce_rate'])} "
-        f"records/s ({f(d['produce_pred_rate'])} predictions/s) |",
-        f"| **sustained throughput, 10 %→90 % consumed** | **{f(d.get('rate_records'))} "
-        f"records/s = {f(d.get('rate_predictions'))} predictions/s** |",
-        f"| whole drain | {f(d.get('consumed'))} records in {f(d.get('drain_seconds'), '.1f')} s "
-        f"from process start (first record at {f(d.get('first_record_seconds'), '.1f')} s) |",
-        f"| batch processing time, steady window | median {f(d.get('batch_p50_s'), '.3f')} s, "
-        f"p95 {f(d.get('batch_p95_s'), '.3f')} s (histogram-interpolated), mean "
-        f"{f(d.get('batch_mean_s'), '.3f')} s; {f(d.get('batch_mean_records'))} records/batch |",
-        f"| CPU, steady window | monitor {f(d.get('cpu_monitor_cores'), '.2f')} cores, broker "
-        f"{f(d.get('cpu_broker_cores'), '.2f')} cores; process_batch busy "
-        f"{f(d.get('busy_fraction'), '.0%')} of wall time |",
-        f"| peak RSS of the monitor (VmHWM) | {f(d.get('peak_rss_mib'), '.0f')} MiB |",
-        f"| alerts published / dead letters | {f(d.get('alerts_published'))} / "
-        f"{f(d.get('invalid'))} |",
-        f"| SIGTERM → exit | code {d.get('exit_code')} in {f(d.get('exit_seconds'), '.1f')} s |",
-    ]
-    if lv:
-        md += [
-            f"| live phase | {args.live_rate:,.0f} predictions/s (+ labels) for "
-            f"{args.live_seconds:.0f} s, achieved {f(lv.get('achieved_pred_rate'))}/s; "
-            f"{lv.get('samples')} samples every {args.poll} s after a {args.live_warmup:.0f} s "
-            "warm-up |",
-            f"| live consumer lag (sum over partitions) | median {f(lv.get('lag_p50'))}, p95 "
-            f"{f(lv.get('lag_p95'))}, max {f(lv.get('lag_max'))} records |",
-            f"| live event age (wall − last_event_timestamp) | median "
-            f"{f(lv.get('age_p50'), '.2f')} s, p95 {f(lv.get('age_p95'), '.2f')} s, max "
-            f"{f(lv.get('age_max'), '.2f')} s |",
-            f"| live monitor | {f(lv.get('cpu_monitor_cores'), '.2f')} cores, batch median "
-            f"{f(lv.get('batch_p50_s'), '.3f')} s, {f(lv.get('batch_mean_records'))} "
-            f"records/batch; caught up {lv.get('complete')}; exit code {lv.get('exit_code')}; "
-            f"producer late on {f(lv.get('producer_late_share'), '.1%')} of predictions "
-            f"(p95 {f(lv.get('producer_late_p95_s'), '.3f')} s) |",
-        ]
-    md.append("")
-    md.append("Overall: " + ("all checks passed (every record consumed, exit code 0)."
-                             if ok else "**some checks failed** (see the table)."))
-    return text, "\n".join(md)
+    verdict = ("all checks passed (every record consumed, exit code 0 within 30 s)" if ok
+               else "SOME CHECKS FAILED")
+    width = max(len(k.replace("**", "")) for k, _ in rows)
+    text = "\n".join(
+        ["=== stream-monitor throughput benchmark ==="]
+        + [f"{k.replace('**', ''):<{width}}  {v.replace('**', '')}" for k, v in rows]
+        + [f"total benchmark time {total_s:.0f} s; {verdict}"]
+    )
+    md = "\n".join(
+        [f"Run {time.strftime('%Y-%m-%d %H:%M %Z')} — {machine}", "",
+         f"Command: `{cmd}` (total {total_s:.0f} s)", "",
+         "| figure | value |", "|---|---|"]
+        + [f"| {k} | {v} |" for k, v in rows]
+        + ["", f"Overall: {verdict}."]
+    )
+    return text, md
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -766,6 +803,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--kafka-jars-dir", type=Path, default=DEFAULT_JARS)
     ap.add_argument("--kafka-heap", default="1g")
     ap.add_argument("--keep-broker-dir", action="store_true")
+    ap.add_argument("--keep-workdir", action="store_true",
+                    help="keep the monitors' TOML files and logs (kept anyway on failure)")
     ap.add_argument("--poll", type=float, default=0.5, help="seconds between /metrics scrapes")
     ap.add_argument("--produce-timeout", type=float, default=240.0)
     ap.add_argument("--consume-timeout", type=float, default=420.0)
@@ -797,6 +836,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             bootstrap = broker.start()
         d = phase_drain(args, bootstrap, run_id, workdir, broker, names)
         lv = phase_live(args, bootstrap, run_id, workdir, broker, names) if args.live_rate > 0 else None
+    except BaseException:
+        log(f"failed; monitor configs and logs are in {workdir}")
+        raise
     finally:
         if broker is not None:
             broker.stop()
@@ -807,7 +849,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         update_section(args.results_file, "bench_throughput",
                        "Throughput and lag against Kafka (load_tests/bench_throughput.py)", md)
         log(f"updated {args.results_file}")
-    shutil.rmtree(workdir, ignore_errors=True)
+    if args.keep_workdir:
+        log(f"monitor configs and logs kept in {workdir}")
+    else:
+        shutil.rmtree(workdir, ignore_errors=True)
     return 0 if d.get("complete") and d.get("exit_code") == 0 else 1
 
 

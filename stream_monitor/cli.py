@@ -42,7 +42,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         "metrics_port": args.metrics_port,
         "group_id": args.group_id,
     }
-    cfg = load_config(args.config, **overrides)
+    cfg = load_config(
+        args.config, defaults={"bootstrap_servers": _bootstrap_default()}, **overrides
+    )
     app = Application(cfg)
     _install_stop(app.stop)
     app.run()
@@ -128,7 +130,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="monitor the predictions and labels topics")
-    run.add_argument("--bootstrap-servers", default=_bootstrap_default())
+    run.add_argument(
+        "--bootstrap-servers",
+        help="overrides the config file; default $KAFKA_BOOTSTRAP_SERVERS or 127.0.0.1:9092",
+    )
     run.add_argument("--config", help="TOML configuration file")
     run.add_argument("--metrics-port", type=int, default=None, help="default 9108")
     run.add_argument("--group-id", default=None, help="consumer group (default stream-monitor)")

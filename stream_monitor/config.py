@@ -139,11 +139,14 @@ class MonitorConfig(_Frozen):
     producer_overrides: dict[str, Any] = {}
 
 
-def load_config(path: str | Path | None, **overrides: Any) -> MonitorConfig:
-    """Read a TOML file (optional) and apply command-line overrides that are not None."""
-    data: dict[str, Any] = {}
+def load_config(
+    path: str | Path | None, *, defaults: dict[str, Any] | None = None, **overrides: Any
+) -> MonitorConfig:
+    """Read a TOML file (optional), fill top-level ``defaults`` it lacks, and apply the
+    command-line ``overrides`` that are not None."""
+    data: dict[str, Any] = dict(defaults or {})
     if path is not None:
         with open(path, "rb") as fh:
-            data = tomllib.load(fh)
+            data.update(tomllib.load(fh))
     data.update({k: v for k, v in overrides.items() if v is not None})
     return MonitorConfig.model_validate(data)

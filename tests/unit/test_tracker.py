@@ -1,0 +1,301 @@
+"""AlertTracker: hysteresis, incidents spoken about by several signals, alert ids, snapshots."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import numpy as np
+import orjson
+import pytest
+
+from stream_monitor.alerts.observation import Observation
+from stream_monitor.alerts.tracker import AlertTracker, dedup_key
+from stream_monitor.events.schema import AlertEvent
+
+FIRE, RESOLVE = 0.25, 0.1
+
+
+def psi_obs(
+    v: float, t: float = 0.0, *, model: str = "m", feature: str | None = "age",
+    kind: str = "data_drift", signal: str = "psi",
+) -> Observation:
+    return Observation(
+        model_id=model, kind=kind, feature=feature, signal=signal,  # type: ignore[arg-type]
+        value=v, threshold=FIRE, breached=v > FIRE, cleared=v < RESOLVE, observed_at=t,
+        window_events=1000,
+    )
+
+
+def det_obs(level: int, t: float = 0.0, *, model: str = "m", feature: str = "age") -> Observation:
+    """The change-detector signal: breached at 2 agreeing detectors, cleared at 0."""
+    return Observation(
+        model_id=model, kind="data_drift", feature=feature, signal="change_detectors",
+        value=float(level), threshold=2.0, breached=level >= 2, cleared=level == 0,
+        observed_at=t,
+    )
+
+
+def feed(t: AlertTracker, observations: list[Observation]) -> list[AlertEvent]:
+    return [a for o in observations for a in t.observe(o)]
+
+
+def statuses(alerts: list[AlertEvent]) -> list[str]:
+    return [a.status for a in alerts]
+
+
+# ------------------------------------------------------------------------------ hysteresis
+
+
+def test_flapping_around_fire_threshold_fires_once() -> None:
+    values = [0.24, 0.26] * 500
+    alerts = feed(AlertTracker(), [psi_obs(v, float(i)) for i, v in enumerate(values)])
+    assert statuses(alerts) == ["firing"]
+    assert alerts[0].observed_at == 1.0 and alerts[0].value == 0.26
+
+
+def test_flapping_around_resolve_threshold_resolves_once() -> None:
+    values = [0.5] + [0.09, 0.11] * 300 + [0.3] * 3
+    alerts = feed(AlertTracker(), [psi_obs(v, float(i)) for i, v in enumerate(values)])
+    # fires at 0.5, resolves at the first 0.09, fires again only at 0.3 (0.11 is not > 0.25)
+    assert statuses(alerts) == ["firing", "resolved", "firing"]
+    assert [a.observed_at for a in alerts] == [0.0, 1.0, 601.0]
+
+
+def _reference_single_signal(values: list[float]) -> list[tuple[int, str]]:
+    """Brute force hysteresis: (index, status) of every transition."""
+    out = []
+    firing = False
+    for i, v in enumerate(values):
+        if not firing and v > FIRE:
+            firing = True
+            out.append((i, "firing"))
+        elif firing and v < RESOLVE:
+            firing = False
+            out.append((i, "resolved"))
+    return out
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_single_signal_random_walk_matches_brute_force(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    # mean-reverting AR(1) around 0.17, so it keeps crossing both thresholds
+    values = []
+    x = 0.17
+    for eps in rng.normal(0.0, 0.03, 5000):
+        x = 0.17 + 0.95 * (x - 0.17) + float(eps)
+        values.append(max(x, 0.0))
+    tracker = AlertTracker()
+    got = []
+    for i, v in enumerate(values):
+        for a in tracker.observe(psi_obs(v, float(i))):
+            got.append((int(a.observed_at), a.status))
+    want = _reference_single_signal(values)
+    assert got == want
+    assert len(want) >= 4  # the walk crosses both thresholds several times
+    # every firing is followed by exactly one resolved, at the first value under RESOLVE
+    for (i, s), nxt in zip(want, [*want[1:], None], strict=True):
+        if s == "firing":
+            below = next((k for k in range(i + 1, len(values)) if values[k] < RESOLVE), None)
+            assert (nxt[0] if nxt else None) == below
+            assert nxt is None or nxt[1] == "resolved"
+
+
+def test_first_observations_below_threshold_leave_no_state() -> None:
+    t = AlertTracker()
+    assert feed(t, [psi_obs(v) for v in (0.0, 0.2, 0.05, 0.25)]) == []  # 0.25 is not > 0.25
+    assert t.snapshot()["incidents"] == {}
+    assert t.firing() == []
+
+
+# -------------------------------------------------------------------- several signals
+
+
+def test_two_signals_resolve_only_when_both_clear() -> None:
+    t = AlertTracker()
+    assert statuses(t.observe(psi_obs(0.4, 1.0))) == ["firing"]
+    assert t.observe(det_obs(2, 2.0)) == []  # the detectors breach too
+    assert t.observe(psi_obs(0.05, 3.0)) == []  # psi clears, detectors not yet
+    assert t.observe(det_obs(1, 4.0)) == []  # between the detector thresholds: still not clear
+    assert t.firing() == ["m/data_drift/age"]
+    resolved = t.observe(det_obs(0, 5.0))
+    assert statuses(resolved) == ["resolved"]
+    assert resolved[0].signal == "change_detectors" and resolved[0].observed_at == 5.0
+    assert resolved[0].started_at == 1.0
+    assert t.firing() == []
+
+
+def test_second_signal_first_seen_between_thresholds_blocks_resolution() -> None:
+    t = AlertTracker()
+    feed(t, [psi_obs(0.4, 1.0), det_obs(1, 2.0)])  # detectors speak, neither breached nor clear
+    assert t.observe(psi_obs(0.01, 3.0)) == []
+    assert statuses(t.observe(det_obs(0, 4.0))) == ["resolved"]
+
+
+def test_signal_that_breaches_again_after_clearing_blocks_resolution() -> None:
+    t = AlertTracker()
+    feed(t, [psi_obs(0.4, 1.0), det_obs(0, 2.0), det_obs(2, 3.0)])
+    assert t.observe(psi_obs(0.01, 4.0)) == []  # detectors re-breached at t=3
+    assert statuses(t.observe(det_obs(0, 5.0))) == ["resolved"]
+
+
+def test_signals_of_a_previous_incident_do_not_block_the_next() -> None:
+    t = AlertTracker()
+    feed(t, [psi_obs(0.4, 1.0), det_obs(2, 2.0), det_obs(0, 3.0), psi_obs(0.0, 4.0)])
+    # second incident opened by psi alone: psi clearing resolves it
+    assert statuses(feed(t, [psi_obs(0.5, 5.0), psi_obs(0.0, 6.0)])) == ["firing", "resolved"]
+
+
+def _reference_multi(obs: list[Observation]) -> list[tuple[int, str]]:
+    """Brute force over the history: an incident resolves at the first observation after which
+    every signal heard since the firing has, as its latest decisive verdict since the firing,
+    "cleared" (a signal heard only between its thresholds is not clear)."""
+    out: list[tuple[int, str]] = []
+    start: int | None = None
+    for i, o in enumerate(obs):
+        if start is None:
+            if o.breached:
+                start = i
+                out.append((i, "firing"))
+            continue
+        since = obs[start : i + 1]
+        all_clear = True
+        for sig in {x.signal for x in since}:
+            decisive = [x for x in since if x.signal == sig and (x.cleared or x.breached)]
+            if not decisive or not decisive[-1].cleared:
+                all_clear = False
+        if all_clear:
+            out.append((i, "resolved"))
+            start = None
+    return out
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_two_signals_random_stream_matches_brute_force(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    obs = []
+    for i in range(3000):
+        if rng.random() < 0.5:
+            obs.append(psi_obs(float(rng.choice([0.02, 0.05, 0.15, 0.2, 0.3, 0.5])), float(i)))
+        else:
+            obs.append(det_obs(int(rng.choice([0, 0, 0, 1, 2])), float(i)))
+    t = AlertTracker()
+    got = [(int(a.observed_at), a.status) for o in obs for a in t.observe(o)]
+    assert got == _reference_multi(obs)
+    assert len(got) > 50
+    assert [s for _, s in got] == ["firing", "resolved"] * (len(got) // 2) + (
+        ["firing"] if len(got) % 2 else []
+    )
+
+
+def test_incidents_are_per_model_kind_and_feature() -> None:
+    t = AlertTracker()
+    obs = [
+        psi_obs(0.4, model="m1"),
+        psi_obs(0.4, model="m2"),
+        psi_obs(0.4, feature="income"),
+        psi_obs(0.4, kind="prediction_drift", feature="prediction.score"),
+        psi_obs(0.4, kind="concept_drift", feature=None, signal="adwin_error_rate"),
+        psi_obs(0.4, model="m1"),  # same incident as the first: no new alert
+    ]
+    alerts = feed(t, obs)
+    assert [a.dedup_key for a in alerts] == [
+        "m1/data_drift/age", "m2/data_drift/age", "m/data_drift/income",
+        "m/prediction_drift/prediction.score", "m/concept_drift/-",
+    ]
+    assert [a.severity for a in alerts] == ["warning"] * 4 + ["critical"]
+    assert sorted(t.firing()) == sorted(a.dedup_key for a in alerts)
+    assert dedup_key("m", "concept_drift", None) == "m/concept_drift/-"
+
+
+def test_alert_event_fields() -> None:
+    t = AlertTracker()
+    fired = t.observe(psi_obs(0.4321, 10.0))[0]
+    t.observe(psi_obs(0.2, 11.0))
+    resolved = t.observe(psi_obs(0.05, 12.0))[0]
+    assert (fired.status, fired.kind, fired.feature, fired.signal) == (
+        "firing", "data_drift", "age", "psi",
+    )
+    assert (fired.value, fired.threshold, fired.window_events) == (0.4321, FIRE, 1000)
+    assert (fired.started_at, fired.observed_at) == (10.0, 10.0)
+    assert "0.4321" in fired.summary and "age" in fired.summary
+    assert (resolved.started_at, resolved.observed_at, resolved.value) == (10.0, 12.0, 0.05)
+    assert resolved.summary.startswith("Resolved:")
+
+
+# -------------------------------------------------------------------------- alert ids
+
+
+def _incident_cycle(t: AlertTracker, start: float) -> list[AlertEvent]:
+    return feed(t, [psi_obs(0.4, start), psi_obs(0.01, start + 1)])
+
+
+def test_alert_id_deterministic_and_distinct_per_transition() -> None:
+    a, b = AlertTracker(), AlertTracker()
+    run_a = _incident_cycle(a, 0.0) + _incident_cycle(a, 10.0)
+    # a different tracker, other values and times: same ids (ids name the transition)
+    run_b = feed(b, [psi_obs(0.9, 100.0), psi_obs(0.0, 200.0), psi_obs(0.3, 300.0),
+                     psi_obs(0.09, 400.0)])
+    assert statuses(run_a) == statuses(run_b) == ["firing", "resolved"] * 2
+    assert [x.alert_id for x in run_a] == [x.alert_id for x in run_b]
+    ids = [x.alert_id for x in run_a]
+    assert len(set(ids)) == 4  # firing != resolved, and the second incident has new ids
+    assert all(uuid.UUID(i).version == 5 for i in ids)
+
+
+def test_alert_ids_differ_between_incident_keys() -> None:
+    t = AlertTracker()
+    alerts = feed(t, [psi_obs(0.4, model="m1"), psi_obs(0.4, model="m2"),
+                      psi_obs(0.4, feature="income")])
+    assert len({a.alert_id for a in alerts}) == 3
+
+
+def test_redelivered_observations_reproduce_the_same_alert_id() -> None:
+    # at-least-once: a state restored from before the batch replays it with the same ids
+    t = AlertTracker()
+    _incident_cycle(t, 0.0)
+    snap = orjson.loads(orjson.dumps(t.snapshot()))
+    first = t.observe(psi_obs(0.4, 5.0))
+    replay = AlertTracker.from_snapshot(snap).observe(psi_obs(0.4, 5.0))
+    assert first == replay
+    assert first[0].alert_id not in {a.alert_id for a in _incident_cycle(AlertTracker(), 0)}
+
+
+# -------------------------------------------------------------------------- snapshots
+
+
+def _mixed_stream(seed: int, n: int) -> list[Observation]:
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        model = ("m1", "m2")[int(rng.integers(2))]
+        feature = ("age", "income")[int(rng.integers(2))]
+        if rng.random() < 0.5:
+            v = float(rng.choice([0.02, 0.15, 0.3, 0.6]))
+            out.append(psi_obs(v, float(i), model=model, feature=feature))
+        else:
+            out.append(det_obs(int(rng.choice([0, 0, 1, 2])), float(i), model=model,
+                               feature=feature))
+    return out
+
+
+@pytest.mark.parametrize("split", [0, 7, 500, 1999])
+def test_snapshot_round_trip_gives_identical_alerts(split: int) -> None:
+    obs = _mixed_stream(seed=9, n=2000)
+    t = AlertTracker()
+    before = feed(t, obs[:split])
+    data = orjson.dumps(t.snapshot())
+    restored = AlertTracker.from_snapshot(orjson.loads(data))
+    assert orjson.dumps(restored.snapshot()) == data
+    assert restored.firing() == t.firing()
+    rest_t = feed(t, obs[split:])
+    rest_r = feed(restored, obs[split:])
+    assert rest_t == rest_r
+    assert len(before) + len(rest_t) > 50
+    assert restored.snapshot() == t.snapshot()
+
+
+def test_snapshot_refuses_unknown_version() -> None:
+    snap: dict[str, Any] = AlertTracker().snapshot()
+    with pytest.raises(ValueError, match="version"):
+        AlertTracker.from_snapshot({**snap, "v": 99})
