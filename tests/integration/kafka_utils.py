@@ -52,12 +52,16 @@ def read_all(bootstrap: str, topic: str, *, idle: float = 3.0, timeout: float = 
             "enable.partition.eof": False,
         }
     )
-    c.subscribe([topic])
+    assigned: list[bool] = []
+    c.subscribe([topic], on_assign=lambda _c, parts: assigned.append(bool(parts)))
     out: list[Any] = []
     deadline = time.monotonic() + timeout
     last = time.monotonic()
     try:
-        while time.monotonic() < deadline and time.monotonic() - last < idle:
+        # The idle clock starts only once partitions are assigned (a group join takes seconds).
+        while time.monotonic() < deadline and (not assigned or time.monotonic() - last < idle):
+            if not assigned:
+                last = time.monotonic()
             for m in c.consume(500, 0.5):
                 if m.error() is None:
                     out.append(m)
