@@ -40,7 +40,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,7 +53,7 @@ sys.path.insert(0, str(HERE))
 
 from _results import machine_info, update_section  # noqa: E402
 
-from stream_monitor.simulate import ARCHETYPES, TrafficGenerator  # noqa: E402
+from stream_monitor.simulate import ARCHETYPES, Record, TrafficGenerator  # noqa: E402
 
 KAFKA_SH = ROOT / "deploy" / "local" / "kafka.sh"
 DEFAULT_JARS = ROOT / "deploy" / "local" / ".kafka" / "lib"
@@ -195,6 +195,21 @@ _WANTED = (
     "stream_monitor_last_event_timestamp_seconds",
 )
 
+# Only these samples are sent back (prometheus_client's `name[]` filter): a smaller response
+# to parse; the monitor still runs all of its collectors on every scrape.
+_SCRAPE_PATH = "/metrics?" + "&".join(f"name[]={n}" for n in (
+    "stream_monitor_events_consumed_total",
+    "stream_monitor_events_invalid_total",
+    "stream_monitor_alerts_published_total",
+    "stream_monitor_batch_processing_seconds_bucket",
+    "stream_monitor_batch_processing_seconds_count",
+    "stream_monitor_batch_processing_seconds_sum",
+    "stream_monitor_batch_events_count",
+    "stream_monitor_batch_events_sum",
+    "stream_monitor_consumer_lag",
+    "stream_monitor_last_event_timestamp_seconds",
+))
+
 Series = dict[str, list[tuple[dict[str, str], float]]]
 
 
@@ -318,7 +333,7 @@ class Monitor:
 
     def scrape(self, broker_pid: int | None) -> Sample | None:
         w0, t0 = time.time(), time.monotonic()
-        status, text = self.get("/metrics")
+        status, text = self.get(_SCRAPE_PATH)
         t1, w1 = time.monotonic(), time.time()
         if status != 200:
             return None
@@ -413,10 +428,10 @@ class ProduceResult:
     last_pred_wall: float = 0.0
 
 
-def produce(bootstrap: str, gen: TrafficGenerator, n: int, *, time_limit: float,
+def produce(bootstrap: str, records: Iterable[Record], pred_topic: str, *, time_limit: float,
             paced: bool, conf: dict[str, Any], stop: threading.Event | None = None,
             progress_every: int = 0) -> ProduceResult:
-    """Produce ``gen.events(n)``; paced: each record at its event time (wall clock)."""
+    """Produce ``records``; paced: each record at its event time (wall clock)."""
     from confluent_kafka import Producer
 
     errors: list[str] = []
@@ -425,10 +440,9 @@ def produce(bootstrap: str, gen: TrafficGenerator, n: int, *, time_limit: float,
     res = ProduceResult()
     t0 = time.monotonic()
     deadline = t0 + time_limit
-    pred_topic = gen.prediction_topic
     send = p.produce
     now = time.time
-    for rec in gen.events(n):
+    for rec in records:
         if paced:
             delay = rec.timestamp - now()
             if delay > 0.002:
@@ -504,7 +518,8 @@ def phase_drain(args: argparse.Namespace, bootstrap: str, run_id: str, workdir: 
                            prediction_topic=topics["predictions"], label_topic=topics["labels"])
     log(f"phase 1: producing {n:,} predictions (+ labels), {len(names)} models, "
         f"{args.partitions} partitions, drift at {n // 2:,}")
-    pr = produce(bootstrap, gen, n, time_limit=args.produce_timeout, paced=False, conf={
+    pr = produce(bootstrap, gen.events(n), topics["predictions"],
+                 time_limit=args.produce_timeout, paced=False, conf={
         "linger.ms": 50, "batch.size": 1_000_000, "batch.num.messages": 10_000, "acks": "1",
         "queue.buffering.max.messages": 2_000_000, "queue.buffering.max.kbytes": 1_048_576,
     }, progress_every=max(1, n // 5))
@@ -614,17 +629,24 @@ def phase_live(args: argparse.Namespace, bootstrap: str, run_id: str, workdir: P
     try:
         mon.start()
         r["ready_seconds"] = mon.wait_ready(60)
-        start = time.time() + 0.5
+        # Records are generated before the clock starts, so that the paced producer does not
+        # stall on the generator's blocks; event time = the wall time they are due.
+        lead = 2.0 + 1.8 * n / 40_000  # generation runs at ~40-120k records/s
+        start = time.time() + lead
         gen = TrafficGenerator(seed=args.seed + 1, drift_at=n // 2, models=names,
                                rate=args.live_rate, start_time=start,
                                prediction_topic=topics["predictions"],
                                label_topic=topics["labels"])
+        records = list(gen.events(n))
+        r["generated_ahead_s"] = start - time.time()
+        if r["generated_ahead_s"] < 0:
+            log(f"WARNING: generation ended {-r['generated_ahead_s']:.1f} s after the start")
 
         def run() -> None:
-            holder["p"] = produce(bootstrap, gen, n, time_limit=args.live_seconds + 30,
-                                  paced=True, stop=stop, conf={
-                                      "linger.ms": 5, "acks": "all",
-                                      "queue.buffering.max.messages": 500_000})
+            holder["p"] = produce(bootstrap, records, topics["predictions"],
+                                  time_limit=args.live_seconds + 30, paced=True, stop=stop,
+                                  conf={"linger.ms": args.live_linger_ms, "acks": "all",
+                                        "queue.buffering.max.messages": 500_000})
 
         th = threading.Thread(target=run, name="live-producer", daemon=True)
         th.start()
@@ -752,7 +774,8 @@ def report(args: argparse.Namespace, d: dict[str, Any], lv: dict[str, Any] | Non
         ok = ok and bool(lv.get("complete")) and lv.get("exit_code") == 0
         rows += [
             ("live phase",
-             f"{args.live_rate:,.0f} predictions/s (+ labels) for {args.live_seconds:.0f} s, "
+             f"{args.live_rate:,.0f} predictions/s (+ labels) for {args.live_seconds:.0f} s "
+             f"(producer linger.ms={args.live_linger_ms:g}, acks=all, lz4), "
              f"achieved {f(lv.get('achieved_pred_rate'))}/s; {lv.get('samples')} samples every "
              f"{args.poll} s after a {args.live_warmup:.0f} s warm-up; producer behind schedule "
              f"on {f(lv.get('producer_late_share'), '.1%')} of predictions (p95 "
@@ -811,6 +834,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--live-rate", type=float, default=5000.0, help="predictions/s (0: skip)")
     ap.add_argument("--live-seconds", type=float, default=30.0)
     ap.add_argument("--live-warmup", type=float, default=5.0)
+    ap.add_argument("--live-linger-ms", type=float, default=5.0,
+                    help="linger.ms of the live producer (acks=all)")
     ap.add_argument("--results-file", type=Path, default=HERE / "RESULTS.md")
     ap.add_argument("--no-results", action="store_true")
     args = ap.parse_args(argv)

@@ -74,10 +74,12 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 import numpy as np
 import orjson
+
+from stream_monitor.kafka.protocols import ProducerLike
 
 __all__ = [
     "ARCHETYPES",
@@ -85,7 +87,6 @@ __all__ = [
     "FEATURES",
     "NULL_RATE",
     "STABLE_FEATURES",
-    "ProducerLike",
     "Record",
     "TrafficGenerator",
     "bad_records",
@@ -182,21 +183,6 @@ class Record:
     key: bytes
     value: bytes
     timestamp: float
-
-
-class ProducerLike(Protocol):
-    """The part of ``confluent_kafka.Producer`` that :func:`run_simulation` uses."""
-
-    def produce(
-        self,
-        topic: str,
-        value: bytes | None = ...,
-        key: bytes | None = ...,
-        *,
-        timestamp: int = ...,
-    ) -> None: ...
-    def poll(self, timeout: float = ...) -> int: ...
-    def flush(self, timeout: float = ...) -> int: ...
 
 
 @dataclass(frozen=True, slots=True)

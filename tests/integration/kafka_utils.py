@@ -16,6 +16,20 @@ from stream_monitor.app import Application
 from stream_monitor.config import MonitorConfig
 
 
+def monitor_config(bootstrap: str, names: dict[str, str], **extra: Any) -> MonitorConfig:
+    """A MonitorConfig on the test's own topics and group, metrics on an ephemeral port."""
+    return MonitorConfig.model_validate(
+        {
+            "bootstrap_servers": bootstrap,
+            "group_id": names["group"],
+            "metrics_host": "127.0.0.1",
+            "metrics_port": 0,
+            "topics": {k: names[k] for k in ("predictions", "labels", "alerts", "dead_letter")},
+            **extra,
+        }
+    )
+
+
 def produce_all(bootstrap: str, records: Any) -> int:
     """Produce ``(topic, key, value)`` triples and wait until every one is acknowledged."""
     p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 10, "message.max.bytes": 4_000_000})

@@ -6,11 +6,10 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from stream_monitor.config import MonitorConfig
 from stream_monitor.kafka.clients import ensure_input_topics
 from stream_monitor.simulate import TrafficGenerator, bad_records
 
-from .kafka_utils import produce_all, read_all, running_app, scrape, wait_until
+from .kafka_utils import monitor_config, produce_all, read_all, running_app, scrape, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -47,15 +46,7 @@ def test_bad_records_go_to_the_dead_letter_topic(kafka_bootstrap, topic_names):
     n_valid_predictions = sum(1 for r in valid if r[0] == t["predictions"])
     n_valid_labels = len(valid) - n_valid_predictions
 
-    cfg = MonitorConfig.model_validate(
-        {
-            "bootstrap_servers": kafka_bootstrap,
-            "group_id": t["group"],
-            "metrics_host": "127.0.0.1",
-            "metrics_port": 0,
-            "topics": {k: t[k] for k in ("predictions", "labels", "alerts", "dead_letter")},
-        }
-    )
+    cfg = monitor_config(kafka_bootstrap, t)
     with running_app(cfg) as app:
         assert app.server is not None
         port = app.server.port

@@ -10,7 +10,6 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from stream_monitor.config import MonitorConfig
 from stream_monitor.events.schema import AlertEvent
 from stream_monitor.kafka.clients import ensure_input_topics
 from stream_monitor.simulate import TrafficGenerator
@@ -18,6 +17,7 @@ from stream_monitor.simulate import TrafficGenerator
 from .kafka_utils import (
     committed_offsets,
     end_offsets,
+    monitor_config,
     produce_all,
     read_all,
     running_app,
@@ -51,15 +51,7 @@ def test_sudden_shift_alerts_on_the_shifted_feature_only(kafka_bootstrap, topic_
         kafka_bootstrap, ((r.topic, r.key, r.value) for r in gen.events(PREDICTIONS))
     )
 
-    cfg = MonitorConfig.model_validate(
-        {
-            "bootstrap_servers": kafka_bootstrap,
-            "group_id": t["group"],
-            "metrics_host": "127.0.0.1",
-            "metrics_port": 0,
-            "topics": {k: t[k] for k in ("predictions", "labels", "alerts", "dead_letter")},
-        }
-    )
+    cfg = monitor_config(kafka_bootstrap, t)
     with running_app(cfg) as app:
         assert app.server is not None
         port = app.server.port

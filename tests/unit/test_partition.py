@@ -250,6 +250,9 @@ def test_cat_missing_stream_alerts_nothing_else(
 # ------------------------------------------------------------ (d) batch-size invariance
 
 BATCH_SIZES = (5000, 500, 7, 1)
+#: Events fed in the invariance and snapshot tests: the reference, five windows before the
+#: change and two after it (every alert of these streams happens before event 8000).
+PREFIX = 8000
 
 
 def test_batch_size_invariance_of_window_signals(cat_missing_stream: Stream) -> None:
@@ -258,7 +261,7 @@ def test_batch_size_invariance_of_window_signals(cat_missing_stream: Stream) -> 
     baseline_alerts: list[AlertEvent] | None = None
     baseline_state: bytes | None = None
     for batch in BATCH_SIZES:
-        st, alerts = _run(CFG, cat_missing_stream.events, batch)
+        st, alerts = _run(CFG, cat_missing_stream.events[:PREFIX], batch)
         state = orjson.dumps(st.snapshot())
         if baseline_alerts is None:
             baseline_alerts, baseline_state = alerts, state
@@ -277,7 +280,7 @@ def test_batch_size_invariance_of_window_signals(cat_missing_stream: Stream) -> 
 def test_batch_size_invariance_with_change_detectors(x2_stream: Stream) -> None:
     baseline: list[AlertEvent] | None = None
     for batch in BATCH_SIZES:
-        _, alerts = _run(CFG, x2_stream.events, batch)
+        _, alerts = _run(CFG, x2_stream.events[:PREFIX], batch)
         assert len(alerts) == 1
         if baseline is None:
             baseline = alerts
@@ -306,9 +309,9 @@ def test_change_detector_alert_does_not_depend_on_batch_size(x2_stream: Stream) 
 # --------------------------------------------------------------------- (e) snapshots
 
 
-@pytest.mark.parametrize("split", [500, 6030, 9000], ids=["in-reference", "after-change", "late"])
+@pytest.mark.parametrize("split", [500, 6030, 7500], ids=["in-reference", "after-change", "late"])
 def test_snapshot_round_trip_mid_stream(x2_stream: Stream, split: int) -> None:
-    events = x2_stream.events
+    events = x2_stream.events[:PREFIX]
     original, before = _run(CFG, events[:split], 250)
     data = orjson.dumps(original.snapshot())
     restored = PartitionState.from_snapshot(orjson.loads(data), CFG)
@@ -389,8 +392,8 @@ def test_models_refused_counts_distinct_models() -> None:
 
 # ------------------------------------------------------------- (g) labels / concept drift
 
-GEN_N = 30_000
-GEN_DRIFT_AT = 15_000
+GEN_N = 18_000
+GEN_DRIFT_AT = 9_000
 
 
 @pytest.fixture(scope="module")
@@ -430,6 +433,7 @@ def test_concept_drift_fires_after_the_change_and_not_before(
     assert concept, "no concept_drift alert"
     assert all(a.status == "firing" for a in concept)
     assert all(t_change < a.observed_at <= t_change + 60 for a in concept)
+    # every model of the generator drifts (its accuracy or error changes at drift_at)
     assert {a.model_id: a.signal for a in concept} == {
         "fraud-detector": "adwin_error_rate",
         "churn-model": "adwin_error_rate",
@@ -448,6 +452,25 @@ def test_concept_drift_fires_after_the_change_and_not_before(
     # every label found its prediction (the TTL and capacity are far from binding here)
     n_labels = sum(isinstance(e, LabelEvent) for e in events)
     assert st.join.matched == n_labels and st.join.unmatched_labels == 0
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: ErrorMonitor loses ADWIN's detection when fewer than MIN_SEGMENT errors of a "
+    "model follow it in the batch (see test_concept_drift_reported_whatever_the_label_batch_size)",
+)
+def test_concept_drift_of_every_model_with_small_batches(
+    generated: tuple[TrafficGenerator, list[PredictionEvent | LabelEvent]],
+) -> None:
+    gen, events = generated
+    t_change = gen.start_time + GEN_DRIFT_AT / gen.rate
+    st, alerts = _run_mixed(events, batch=50)
+    # ADWIN detects the change in every model's error stream ...
+    assert all(m.errors.detector.n_detections >= 1 for m in st.models.values())
+    concept = [a for a in alerts if a.kind == "concept_drift"]
+    assert all(a.observed_at > t_change for a in concept)
+    # ... but today only fraud-detector gets its alert with this seed and batch size
+    assert sorted(a.model_id for a in concept) == sorted(gen.models)
 
 
 def _error_stream(seed: int) -> tuple[list[PredictionEvent], list[LabelEvent]]:
