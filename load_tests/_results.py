@@ -60,7 +60,8 @@ def machine_info(kafka: str | None) -> str:
         parts.append(f"Kafka {kafka}")
     parts += [
         f"river {_version('river')}",
-        f"confluent-kafka {confluent_kafka.version()[0]} / librdkafka {confluent_kafka.libversion()[0]}",
+        f"confluent-kafka {_version('confluent-kafka')} "
+        f"(librdkafka {confluent_kafka.libversion()[0]})",
         f"pydantic {_version('pydantic')}",
         f"orjson {_version('orjson')}",
     ]

@@ -59,6 +59,7 @@ KAFKA_SH = ROOT / "deploy" / "local" / "kafka.sh"
 DEFAULT_JARS = ROOT / "deploy" / "local" / ".kafka" / "lib"
 VENV_BIN = Path(sys.executable).parent
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+SCRAPE_FAILURE_LIMIT = 20.0  # seconds of failing /metrics scrapes before giving up
 
 
 def log(msg: str) -> None:
@@ -249,7 +250,8 @@ def hist_quantile(q: float, cum: Sequence[tuple[float, float]]) -> float | None:
                 return lower_bound  # beyond the largest finite bucket
             if count == lower_count:
                 return bound
-            return lower_bound + (bound - lower_bound) * (rank - lower_count) / (count - lower_count)
+            frac = (rank - lower_count) / (count - lower_count)
+            return lower_bound + (bound - lower_bound) * frac
         lower_bound, lower_count = bound, count
     return None
 
@@ -276,7 +278,7 @@ class Monitor:
     """`stream-monitor run --config <toml>` as a subprocess, with a /metrics scraper."""
 
     def __init__(self, workdir: Path, name: str, bootstrap: str, topics: dict[str, str],
-                 group: str) -> None:
+                 group: str, consumer_overrides: dict[str, str] | None = None) -> None:
         self.port = free_port()
         self.bootstrap = bootstrap
         self.cfg_path = workdir / f"{name}.toml"
@@ -288,9 +290,12 @@ class Monitor:
             f"metrics_port = {self.port}\n"
             "\n[topics]\n"
             + "".join(f'{k} = "{v}"\n' for k, v in topics.items())
+            + ("\n[consumer_overrides]\n" if consumer_overrides else "")
+            + "".join(f'"{k}" = "{v}"\n' for k, v in (consumer_overrides or {}).items())
         )
         self.proc: subprocess.Popen[bytes] | None = None
         self.started_at = 0.0
+        self._failing_since: float | None = None
 
     def start(self) -> None:
         exe = VENV_BIN / "stream-monitor"
@@ -332,11 +337,18 @@ class Monitor:
         raise RuntimeError(f"monitor not ready within {limit:.0f} s; log:\n{self.tail()}")
 
     def scrape(self, broker_pid: int | None) -> Sample | None:
+        """One /metrics sample, or None; raises after ``SCRAPE_FAILURE_LIMIT`` s of failures."""
         w0, t0 = time.time(), time.monotonic()
         status, text = self.get(_SCRAPE_PATH)
         t1, w1 = time.monotonic(), time.time()
         if status != 200:
+            if self._failing_since is None:
+                self._failing_since = t1
+            elif t1 - self._failing_since > SCRAPE_FAILURE_LIMIT:
+                raise RuntimeError(f"/metrics failing for {SCRAPE_FAILURE_LIMIT:.0f} s "
+                                   f"(last HTTP status {status}); log:\n{self.tail()}")
             return None
+        self._failing_since = None
         return Sample(t1, (w0 + w1) / 2, t1 - t0, parse_metrics(text),
                       cpu_seconds(self.pid), cpu_seconds(broker_pid), machine_busy_cores_s(),
                       self_cpu_s())
@@ -487,6 +499,10 @@ def pct(values: Sequence[float], q: float) -> float | None:
     return float(np.percentile(np.asarray(values, dtype=float), q)) if len(values) else None
 
 
+def consumed_of(s: Sample) -> float:
+    return total(s.series, "stream_monitor_events_consumed_total")
+
+
 def cpu_shares(a: Sample, b: Sample) -> dict[str, float]:
     """Cores used between two samples: monitor, broker, this script, whole machine, others."""
     dt = b.t - a.t
@@ -539,7 +555,8 @@ def phase_drain(args: argparse.Namespace, bootstrap: str, run_id: str, workdir: 
         + ("" if produced == pr.handed else f"; WARNING {pr.handed - produced} not delivered"))
 
     log("phase 2: draining with `stream-monitor run`")
-    mon = Monitor(workdir, "drain", bootstrap, topics, f"bench-{run_id}-drain")
+    mon = Monitor(workdir, "drain", bootstrap, topics, f"bench-{run_id}-drain",
+                  args.consumer_override)
     broker_pid = broker.pid() if broker else None
     samples: list[Sample] = []
     try:
@@ -567,14 +584,12 @@ def phase_drain(args: argparse.Namespace, bootstrap: str, run_id: str, workdir: 
         consumed = total(last.series, "stream_monitor_events_consumed_total")
         r["consumed"] = consumed
         r["complete"] = consumed >= produced
-        first = next((s for s in samples if total(s.series, "stream_monitor_events_consumed_total") > 0), last)
+        first = next((s for s in samples if consumed_of(s) > 0), last)
         r["drain_seconds"] = last.t - mon.started_at
         r["first_record_seconds"] = first.t - mon.started_at
         # steady window: first sample at >= 10 % consumed to first at >= 90 %
         def at(frac: float) -> Sample:
-            return next((s for s in samples
-                         if total(s.series, "stream_monitor_events_consumed_total") >= frac * produced),
-                        last)
+            return next((s for s in samples if consumed_of(s) >= frac * produced), last)
         a, b = at(0.10), at(0.90)
         if b.t - a.t < 2 * args.poll:  # too short to tell: use the whole drain
             a, b = first, last
@@ -621,7 +636,8 @@ def phase_live(args: argparse.Namespace, bootstrap: str, run_id: str, workdir: P
     n = int(args.live_rate * args.live_seconds)
     log(f"phase 3: live, {args.live_rate:,.0f} predictions/s for {args.live_seconds:.0f} s "
         f"({n:,} predictions)")
-    mon = Monitor(workdir, "live", bootstrap, topics, f"bench-{run_id}-live")
+    mon = Monitor(workdir, "live", bootstrap, topics, f"bench-{run_id}-live",
+                  args.consumer_override)
     broker_pid = broker.pid() if broker else None
     stop = threading.Event()
     samples: list[Sample] = []
@@ -715,8 +731,13 @@ def phase_live(args: argparse.Namespace, bootstrap: str, run_id: str, workdir: P
                 buckets(a.series, "stream_monitor_batch_processing_seconds"),
                 buckets(b.series, "stream_monitor_batch_processing_seconds")))
             r["batch_mean_records"] = ne / nb if nb else None
-        r["alerts_published"] = total(samples[-1].series, "stream_monitor_alerts_published_total") if samples else 0
-        log(f"live: lag p50 {r['lag_p50']} records, age p50 {r['age_p50']} s over {len(win)} samples")
+            r["batch_mean_s"] = ((total(b.series, "stream_monitor_batch_processing_seconds_sum")
+                                  - total(a.series, "stream_monitor_batch_processing_seconds_sum"))
+                                 / nb if nb else None)
+        r["alerts_published"] = (total(samples[-1].series, "stream_monitor_alerts_published_total")
+                                 if samples else 0)
+        log(f"live: lag p50 {f(r['lag_p50'])} records, age p50 {f(r['age_p50'], '.2f')} s "
+            f"over {len(win)} samples")
     finally:
         stop.set()
         rc, secs = mon.stop(30) if mon.proc else (None, 0.0)
@@ -784,11 +805,12 @@ def report(args: argparse.Namespace, d: dict[str, Any], lv: dict[str, Any] | Non
             ("**live consumer lag** (sum over partitions)",
              f"**median {f(lv.get('lag_p50'))}, p95 {f(lv.get('lag_p95'))} records** "
              f"(max {f(lv.get('lag_max'))})"),
-            ("**live event age** (wall − last_event_timestamp)",
+            ("**live event age** (wall - last_event_timestamp)",
              f"**median {f(lv.get('age_p50'), '.2f')} s, p95 {f(lv.get('age_p95'), '.2f')} s** "
              f"(max {f(lv.get('age_max'), '.2f')} s)"),
             ("live batches",
-             f"median {f(lv.get('batch_p50_s'), '.3f')} s, {f(lv.get('batch_mean_records'))} "
+             f"median {f(lv.get('batch_p50_s'), '.3f')} s (histogram-interpolated), mean "
+             f"{f(lv.get('batch_mean_s'), '.3f')} s, {f(lv.get('batch_mean_records'))} "
              f"records/batch; scrape median {f(lv.get('scrape_p50_ms'), '.1f')} ms"),
             ("live CPU cores", cpu_text(lv.get("cpu"))),
             ("live end",
@@ -814,6 +836,15 @@ def report(args: argparse.Namespace, d: dict[str, Any], lv: dict[str, Any] | Non
     return text, md
 
 
+class _KeyValue(argparse.Action):
+    def __call__(self, parser: argparse.ArgumentParser, ns: argparse.Namespace, value: Any,
+                 option: str | None = None) -> None:
+        k, sep, v = str(value).partition("=")
+        if not sep or not k:
+            parser.error(f"{option}: expected KEY=VALUE, got {value!r}")
+        setattr(ns, self.dest, {**getattr(ns, self.dest), k: v})
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -836,6 +867,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--live-warmup", type=float, default=5.0)
     ap.add_argument("--live-linger-ms", type=float, default=5.0,
                     help="linger.ms of the live producer (acks=all)")
+    ap.add_argument("--consumer-override", action=_KeyValue, default={}, metavar="KEY=VALUE",
+                    help="librdkafka setting for the monitor's consumer (consumer_overrides in "
+                         "its TOML); repeatable")
     ap.add_argument("--results-file", type=Path, default=HERE / "RESULTS.md")
     ap.add_argument("--no-results", action="store_true")
     args = ap.parse_args(argv)
@@ -851,7 +885,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.bootstrap_servers is None:
         kafka = kafka_version(args.kafka_jars_dir)
     machine = machine_info(kafka=kafka)
-    cmd = ".venv/bin/python load_tests/bench_throughput.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    cmd = " ".join([".venv/bin/python load_tests/bench_throughput.py",
+                    *(sys.argv[1:] if argv is None else argv)])
     try:
         if args.bootstrap_servers:
             bootstrap = args.bootstrap_servers
@@ -860,7 +895,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                             args.keep_broker_dir)
             bootstrap = broker.start()
         d = phase_drain(args, bootstrap, run_id, workdir, broker, names)
-        lv = phase_live(args, bootstrap, run_id, workdir, broker, names) if args.live_rate > 0 else None
+        lv = (phase_live(args, bootstrap, run_id, workdir, broker, names)
+              if args.live_rate > 0 else None)
     except BaseException:
         log(f"failed; monitor configs and logs are in {workdir}")
         raise

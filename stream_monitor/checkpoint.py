@@ -74,7 +74,8 @@ class Checkpoint:
         while pending:
             failed: list[OutputRecord] = []
             for rec in pending:
-                self._produce(rec, failed)
+                if not self._produce(rec, failed):
+                    return False  # stopped while the local queue stayed full
             while self._producer.flush(1.0) > 0:
                 if self._stop.is_set() and self._producer.flush(10.0) > 0:
                     return False
@@ -92,7 +93,7 @@ class Checkpoint:
             self._offsets = {}
         return True
 
-    def _produce(self, rec: OutputRecord, failed: list[OutputRecord]) -> None:
+    def _produce(self, rec: OutputRecord, failed: list[OutputRecord]) -> bool:
         def delivered(err: KafkaError | None, _msg: Any) -> None:
             if err is not None:
                 failed.append(rec)
@@ -111,8 +112,10 @@ class Checkpoint:
                     headers=rec.headers,
                     on_delivery=delivered,
                 )
-                return
+                return True
             except BufferError:
+                if self._stop.is_set():
+                    return False
                 self._producer.poll(0.1)
 
     def discard(self) -> None:

@@ -52,6 +52,9 @@ def dedup_key(model_id: str, kind: str, feature: str | None) -> str:
 
 @dataclass
 class _Incident:
+    model_id: str
+    kind: str
+    feature: str | None
     seq: int = 0
     firing: bool = False
     started_at: float = 0.0
@@ -71,7 +74,7 @@ class AlertTracker:
         if inc is None:
             if not o.breached:
                 return []  # nothing to remember: keeps state to incidents that ever happened
-            inc = self._incidents[key] = _Incident()
+            inc = self._incidents[key] = _Incident(o.model_id, o.kind, o.feature)
         if not inc.firing:
             if not o.breached:
                 return []
@@ -91,9 +94,9 @@ class AlertTracker:
             return [self._event(key, inc, o, "resolved")]
         return []
 
-    def firing(self) -> list[str]:
-        """Dedup keys of the incidents firing now."""
-        return [k for k, inc in self._incidents.items() if inc.firing]
+    def firing(self) -> list[tuple[str, str, str | None]]:
+        """(model_id, kind, feature) of the incidents firing now."""
+        return [(i.model_id, i.kind, i.feature) for i in self._incidents.values() if i.firing]
 
     def _event(self, key: str, inc: _Incident, o: Observation, status: str) -> AlertEvent:
         what = _WHAT[o.kind].format(feature=o.feature, model=o.model_id)
@@ -132,7 +135,8 @@ class AlertTracker:
         return {
             "v": SNAPSHOT_VERSION,
             "incidents": {
-                k: [i.seq, i.firing, i.started_at, i.cleared] for k, i in self._incidents.items()
+                k: [i.model_id, i.kind, i.feature, i.seq, i.firing, i.started_at, i.cleared]
+                for k, i in self._incidents.items()
             },
         }
 
@@ -141,6 +145,8 @@ class AlertTracker:
         if d.get("v") != SNAPSHOT_VERSION:
             raise ValueError(f"unsupported alert-tracker snapshot version {d.get('v')!r}")
         t = cls()
-        for k, (seq, firing, started, cleared) in d["incidents"].items():
-            t._incidents[k] = _Incident(seq, firing, started, dict(cleared))
+        for k, (model_id, kind, feature, seq, firing, started, cleared) in d["incidents"].items():
+            t._incidents[k] = _Incident(
+                model_id, kind, feature, seq, firing, started, dict(cleared)
+            )
         return t

@@ -124,8 +124,13 @@ class StateCollector(Collector):
             "Labels with no waiting prediction.",
             labels=["partition"],
         )
-        refused_m = CounterMetricFamily(
+        refused_m = GaugeMetricFamily(
             p + "models_refused",
+            "Distinct models refused by the per-partition cap (counted up to a bound).",
+            labels=["partition"],
+        )
+        refused_e = CounterMetricFamily(
+            p + "predictions_refused",
             "Predictions of models refused by the per-partition cap.",
             labels=["partition"],
         )
@@ -136,10 +141,10 @@ class StateCollector(Collector):
                 join_evicted.add_metric(pl, st.join.evicted)
                 join_expired.add_metric(pl, st.join.expired)
                 unmatched.add_metric(pl, st.join.unmatched_labels)
-                refused_m.add_metric(pl, st.events_refused)
-                for key in st.tracker.firing():
-                    model_id, kind, feature = key.rsplit("/", 2)
-                    firing.add_metric([model_id, kind, feature], 1)
+                refused_m.add_metric(pl, st.models_refused)
+                refused_e.add_metric(pl, st.events_refused)
+                for model_id, kind, feature in st.tracker.firing():
+                    firing.add_metric([model_id, kind, feature or ""], 1)
                 for mid, m in st.models.items():
                     events.add_metric([mid], m.n_events)
                     ref_ready.add_metric([mid], 1 if m.reference_frozen else 0)
@@ -183,4 +188,5 @@ class StateCollector(Collector):
             join_expired,
             unmatched,
             refused_m,
+            refused_e,
         )

@@ -33,6 +33,7 @@ class ErrorMonitor:
         self.baseline_n = 0
         self.detected_since_clear = False
         self.mean: float | None = None
+        self.fresh = False
         self.metric = "error_rate"
 
     @property
@@ -51,15 +52,17 @@ class ErrorMonitor:
         if self.detector.update_many(errors) and self.baseline is not None:
             self.detected_since_clear = True
         self.n += len(errors)
-        # The mean since ADWIN's last detection: after a change, the new level only.
-        if self.detector.segment_length >= MIN_SEGMENT:
+        # The mean since ADWIN's last detection: after a change, the new level only. Until
+        # MIN_SEGMENT errors follow a detection the mean is stale and nothing is judged.
+        self.fresh = self.detector.segment_length >= MIN_SEGMENT
+        if self.fresh:
             self.mean = self.detector.segment_mean
 
     def observation(
         self, model_id: str, observed_at: float, model_version: str | None
     ) -> Observation | None:
         base = self.baseline
-        if base is None or self.mean is None:
+        if base is None or self.mean is None or not self.fresh:
             return None
         margin = max(base, 1e-9) * self.cfg.min_relative_increase
         threshold = base + margin
@@ -88,6 +91,7 @@ class ErrorMonitor:
             "baseline": [self.baseline_sum, self.baseline_n],
             "detected_since_clear": self.detected_since_clear,
             "mean": self.mean,
+            "fresh": self.fresh,
             "metric": self.metric,
         }
 
@@ -101,5 +105,6 @@ class ErrorMonitor:
         m.baseline_sum, m.baseline_n = d["baseline"]
         m.detected_since_clear = d["detected_since_clear"]
         m.mean = d["mean"]
+        m.fresh = d["fresh"]
         m.metric = d["metric"]
         return m

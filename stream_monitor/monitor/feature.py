@@ -51,6 +51,8 @@ class FeatureMonitor:
         self.psi: float | None = None
         self.missing_ratio: float | None = None
         self.windows_closed = 0
+        #: Row of the last fed column at which change detectors agreed (numeric only).
+        self.agreement_row: int | None = None
 
     # --- phases -------------------------------------------------------------------------------
     def observe_reference(self, column: list[Any]) -> None:
@@ -246,20 +248,46 @@ class NumericFeature(FeatureMonitor):
     def _feed(self, column: list[Any]) -> tuple[np.ndarray, int]:
         values, missing, bad = _numeric_column(column)
         self.type_errors += bad
-        present = values[~np.isnan(values)]
+        mask = ~np.isnan(values)
+        present = values[mask]
+        self.agreement_row = None
         if self.pit_grid is not None and self.detectors:
-            self._detect(pit_standardise(present, self.pit_grid))
+            at = self._detect(pit_standardise(present, self.pit_grid))
+            if at is not None:
+                self.agreement_row = int(np.flatnonzero(mask)[at])
         return present, missing + bad
 
-    def _detect(self, z: np.ndarray) -> None:
+    def _detect(self, z: np.ndarray) -> int | None:
+        """Feed the detectors; return the index into ``z`` of the value at which
+        ``min_agreeing`` detectors first agreed (fired within ``agreement_events`` values of
+        each other), if that happened in this chunk. Judged per value, so the answer does not
+        depend on how the stream was cut into batches."""
+        start = self.n_values
+        accepted: dict[str, list[int]] = {}
         for name, det in self.detectors.items():
             for pos in det.update_many(z):
                 self.raw_firings[name] += 1
-                at = self.n_values + pos
-                if self.debouncers[name].offer(at):
+                if self.debouncers[name].offer(start + pos):
                     self.detections[name] += 1
-                    self.last_firing[name] = at
+                    accepted.setdefault(name, []).append(start + pos)
         self.n_values += len(z)
+        agreed_at: int | None = None
+        if accepted:
+            horizon = self.cfg.detectors.agreement_events
+            need = self.cfg.detectors.min_agreeing
+            for p in sorted(at for ats in accepted.values() for at in ats):
+                agreeing = 0
+                for name in self.detectors:
+                    recent = [a for a in accepted.get(name, []) if p - horizon <= a <= p]
+                    before = self.last_firing.get(name)
+                    if recent or (before is not None and p - horizon <= before):
+                        agreeing += 1
+                if agreeing >= need:
+                    agreed_at = p - start
+                    break
+            for name, ats in accepted.items():
+                self.last_firing[name] = ats[-1]
+        return agreed_at
 
     def observe_reference(self, column: list[Any]) -> None:
         present, missing = self._feed(column)
@@ -302,10 +330,14 @@ class NumericFeature(FeatureMonitor):
     def detector_observation(
         self, model_id: str, observed_at: float, model_version: str | None
     ) -> Observation | None:
+        """The detectors' verdict after the last chunk: breached at the row where they came to
+        agree (the caller stamps it with that row's event time), else cleared once none of them
+        has fired within ``agreement_events`` values."""
         if not self.detectors:
             return None
-        level = self.agreeing_detectors()
         need = self.cfg.detectors.min_agreeing
+        agreed = self.agreement_row is not None
+        level = need if agreed else self.agreeing_detectors()
         return Observation(
             model_id=model_id,
             kind=self.kind,
@@ -313,8 +345,8 @@ class NumericFeature(FeatureMonitor):
             signal="change_detectors",
             value=float(level),
             threshold=float(need),
-            breached=level >= need,
-            cleared=level == 0,
+            breached=agreed,
+            cleared=not agreed and level == 0,
             observed_at=observed_at,
             model_version=model_version,
         )

@@ -86,7 +86,9 @@ class ModelMonitor:
             self.model_version = last.model_version
             if self.reference_frozen:
                 for f in self._all():
-                    o = f.detector_observation(self.model_id, last.timestamp, self.model_version)
+                    row = f.agreement_row
+                    at = last.timestamp if row is None else chunk[row].timestamp
+                    o = f.detector_observation(self.model_id, at, self.model_version)
                     if o is not None:
                         out.append(o)
                 if self.n_window >= dcfg.window_size:

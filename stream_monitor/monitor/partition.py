@@ -20,6 +20,7 @@ from stream_monitor.monitor.model import ModelMonitor
 __all__ = ["PartitionState"]
 
 SNAPSHOT_VERSION = 1
+REFUSED_MEMORY = 1000
 E = TypeVar("E", PredictionEvent, LabelEvent)
 
 
@@ -44,7 +45,8 @@ class PartitionState:
         self.models: dict[str, ModelMonitor] = {}
         self.join = LabelJoin(cfg.labels.capacity, cfg.labels.ttl_seconds)
         self.tracker = AlertTracker()
-        self.models_refused = 0
+        #: Distinct refused model ids, remembered up to ``REFUSED_MEMORY`` (bounded).
+        self._refused_models: set[str] = set()
         self.events_refused = 0
 
     def process(
@@ -82,10 +84,16 @@ class PartitionState:
         model = self.models.get(model_id)
         if model is None:
             if len(self.models) >= self.cfg.limits.max_models_per_partition:
-                self.models_refused += 1
+                if len(self._refused_models) < REFUSED_MEMORY:
+                    self._refused_models.add(model_id)
                 return None
             model = self.models[model_id] = ModelMonitor(model_id, self.cfg)
         return model
+
+    @property
+    def models_refused(self) -> int:
+        """How many distinct models the cap refused (exact up to ``REFUSED_MEMORY``)."""
+        return len(self._refused_models)
 
     def snapshot(self) -> dict[str, Any]:
         return {
@@ -94,7 +102,8 @@ class PartitionState:
             "models": [m.snapshot() for m in self.models.values()],
             "join": self.join.snapshot(),
             "tracker": self.tracker.snapshot(),
-            "counters": [self.models_refused, self.events_refused],
+            "refused_models": sorted(self._refused_models),
+            "events_refused": self.events_refused,
         }
 
     @classmethod
@@ -105,7 +114,8 @@ class PartitionState:
         st.models = {m["model_id"]: ModelMonitor.from_snapshot(m, cfg) for m in d["models"]}
         st.join = LabelJoin.from_snapshot(d["join"])
         st.tracker = AlertTracker.from_snapshot(d["tracker"])
-        st.models_refused, st.events_refused = d["counters"]
+        st._refused_models = set(d["refused_models"])
+        st.events_refused = d["events_refused"]
         return st
 
 

@@ -77,7 +77,12 @@ def _prediction(**changes: Any) -> dict[str, Any]:
 
 
 def _label(**changes: Any) -> dict[str, Any]:
-    base: dict[str, Any] = {"event_id": "e-1", "model_id": "m", "timestamp": 1_700_000_010, "label": 1}
+    base: dict[str, Any] = {
+        "event_id": "e-1",
+        "model_id": "m",
+        "timestamp": 1_700_000_010,
+        "label": 1,
+    }
     base.update(changes)
     return {k: v for k, v in base.items() if v is not _DROP}
 
@@ -216,7 +221,16 @@ def test_oversized_is_judged_before_parsing() -> None:
         b"42",
         b"null",
     ],
-    ids=["garbage", "truncated", "binary", "bad-utf8-in-string", "list", "string", "number", "null"],
+    ids=[
+        "garbage",
+        "truncated",
+        "binary",
+        "bad-utf8-in-string",
+        "list",
+        "string",
+        "number",
+        "null",
+    ],
 )
 def test_decode_error(value: bytes) -> None:
     assert _reason(value) == "decode_error"
@@ -255,7 +269,9 @@ _INVALID_PREDICTIONS: dict[str, dict[str, Any]] = {
 }
 
 
-@pytest.mark.parametrize("obj", _INVALID_PREDICTIONS.values(), ids=_INVALID_PREDICTIONS.keys())
+@pytest.mark.parametrize(
+    "obj", _INVALID_PREDICTIONS.values(), ids=list(_INVALID_PREDICTIONS.keys())
+)
 def test_prediction_validation_error(obj: dict[str, Any]) -> None:
     assert _reason(obj) == "validation_error"
 
@@ -321,8 +337,15 @@ def test_dead_letter_keeps_original_bytes_and_source() -> None:
     key = b"\xfe\x01key"
     headers = [("trace-id", b"\x00\x01\x02"), ("empty", None), ("dup", b"1"), ("dup", b"2")]
     out = decode_record(
-        FakeMsg(value, key=key, topic="predictions", partition=7, offset=123_456,
-                headers=headers, timestamp=(1, 1_700_000_000_999)),
+        FakeMsg(
+            value,
+            key=key,
+            topic="predictions",
+            partition=7,
+            offset=123_456,
+            headers=headers,
+            timestamp=(1, 1_700_000_000_999),
+        ),
         kind="prediction",
         max_bytes=MAX_BYTES,
     )
@@ -331,7 +354,10 @@ def test_dead_letter_keeps_original_bytes_and_source() -> None:
     assert out.key == key and out.value == value
     assert out.headers == tuple(headers)
     assert (out.topic, out.partition, out.offset, out.timestamp_ms) == (
-        "predictions", 7, 123_456, 1_700_000_000_999,
+        "predictions",
+        7,
+        123_456,
+        1_700_000_000_999,
     )
 
     hdrs = dead_letter_headers(out)
@@ -344,8 +370,7 @@ def test_dead_letter_keeps_original_bytes_and_source() -> None:
         ("x-source-timestamp-ms", b"1700000000999"),
     ]
     # the original headers follow, in order, duplicates kept, None as empty bytes
-    assert hdrs[6:] == [("trace-id", b"\x00\x01\x02"), ("empty", b""), ("dup", b"1"),
-                        ("dup", b"2")]
+    assert hdrs[6:] == [("trace-id", b"\x00\x01\x02"), ("empty", b""), ("dup", b"1"), ("dup", b"2")]
     assert all(isinstance(v, bytes) for _, v in hdrs)
 
 
@@ -370,16 +395,15 @@ def test_key_mismatch_dead_letter_keeps_valid_value() -> None:
 # ----------------------------------------------------------------- simulate.bad_records
 
 
-@pytest.mark.parametrize(
-    ("topic", "kind"), [("predictions", "prediction"), ("labels", "label")]
-)
+@pytest.mark.parametrize(("topic", "kind"), [("predictions", "prediction"), ("labels", "label")])
 def test_bad_records_get_their_expected_reason(topic: str, kind: str) -> None:
     records = bad_records(topic, kind=kind)  # type: ignore[arg-type]
     assert len(records) >= 10
     got = []
     for i, (key, value, expected) in enumerate(records):
         out = decode_record(
-            FakeMsg(value, key=key, topic=topic, offset=i), kind=kind,  # type: ignore[arg-type]
+            FakeMsg(value, key=key, topic=topic, offset=i),
+            kind=kind,  # type: ignore[arg-type]
             max_bytes=MAX_BYTES,
         )
         assert isinstance(out, DeadLetter), (i, expected)

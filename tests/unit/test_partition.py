@@ -18,7 +18,13 @@ import orjson
 import pytest
 
 from stream_monitor.config import MonitorConfig
-from stream_monitor.events.schema import AlertEvent, LabelEvent, PredictionEvent
+from stream_monitor.events.schema import (
+    AlertEvent,
+    LabelEvent,
+    PredictionEvent,
+    ScoredPrediction,
+)
+from stream_monitor.monitor.feature import CategoricalFeature
 from stream_monitor.monitor.partition import PartitionState
 from stream_monitor.simulate import TrafficGenerator
 
@@ -50,7 +56,11 @@ class Stream:
 
 
 def _build(
-    seed: int, *, x2_shift: float = 0.0, new_category: float = 0.0, x3_missing: float = 0.0,
+    seed: int,
+    *,
+    x2_shift: float = 0.0,
+    new_category: float = 0.0,
+    x3_missing: float = 0.0,
     model_id: str = "m",
 ) -> Stream:
     """x1..x4 ~ N(0, 1), c1 in a/b/c/d; from CHANGE on: x2 += x2_shift, c1 is "zz" with
@@ -77,7 +87,7 @@ def _build(
                 "x4": float(x[i, 3]),
                 "c1": str(c1[i]),
             },
-            prediction={"label": int(score[i] >= 0.5), "score": float(score[i])},
+            prediction=ScoredPrediction(label=int(score[i] >= 0.5), score=float(score[i])),
         )
         for i in range(N)
     ]
@@ -85,7 +95,9 @@ def _build(
 
 
 def _run(
-    cfg: MonitorConfig, events: Sequence[PredictionEvent], batch: int,
+    cfg: MonitorConfig,
+    events: Sequence[PredictionEvent],
+    batch: int,
     state: PartitionState | None = None,
 ) -> tuple[PartitionState, list[AlertEvent]]:
     st = state if state is not None else PartitionState(0, cfg)
@@ -102,7 +114,11 @@ def _summary(alerts: list[AlertEvent]) -> list[tuple[str, str, str | None, str]]
 # --- independent statistics (numpy and plain loops, not the package's helpers) ------------
 
 
-def _psi(p_counts: Sequence[float], q_counts: Sequence[float], eps: float = 1e-4) -> float:
+def _psi(
+    p_counts: Sequence[float] | np.ndarray,
+    q_counts: Sequence[float] | np.ndarray,
+    eps: float = 1e-4,
+) -> float:
     p = np.asarray(p_counts, float) / np.sum(p_counts)
     q = np.asarray(q_counts, float) / np.sum(q_counts)
     p, q = np.maximum(p, eps), np.maximum(q, eps)
@@ -124,9 +140,8 @@ def _categorical_psi(ref: list[Any], win: list[Any]) -> float:
     rc = Counter(v for v in ref if v is not None)
     wc = Counter(v for v in win if v is not None)
     cats = sorted(rc)  # fewer than top_k: every reference category is kept
-    return _psi(
-        [rc[c] for c in cats] + [0], [wc[c] for c in cats] + [sum(wc.values()) - sum(wc[c] for c in cats)]
-    )
+    other = sum(wc.values()) - sum(wc[c] for c in cats)
+    return _psi([rc[c] for c in cats] + [0], [wc[c] for c in cats] + [other])
 
 
 @pytest.fixture(scope="module")
@@ -164,7 +179,7 @@ def test_sudden_shift_of_x2_fires_exactly_one_data_drift_alert(
     assert alert.started_at == alert.observed_at
     assert alert.model_id == "m" and alert.model_version == "1"
     assert alert.dedup_key == "m/data_drift/x2"
-    assert st.tracker.firing() == ["m/data_drift/x2"]
+    assert st.tracker.firing() == [("m", "data_drift", "x2")]
     m = st.models["m"]
     assert m.n_events == N and m.reference_frozen
     x2 = m.features["x2"]
@@ -175,7 +190,8 @@ def test_sudden_shift_of_x2_fires_exactly_one_data_drift_alert(
 
 
 def test_psi_values_match_independent_computation(
-    x2_stream: Stream, x2_run: tuple[PartitionState, list[AlertEvent]],
+    x2_stream: Stream,
+    x2_run: tuple[PartitionState, list[AlertEvent]],
 ) -> None:
     st, _ = x2_run
     m = st.models["m"]
@@ -202,7 +218,8 @@ def test_no_drift_stream_is_silent() -> None:
 
 
 def test_categorical_shift_flags_c1_via_psi(
-    cat_missing_stream: Stream, cat_missing_run: tuple[PartitionState, list[AlertEvent]],
+    cat_missing_stream: Stream,
+    cat_missing_run: tuple[PartitionState, list[AlertEvent]],
 ) -> None:
     st, alerts = cat_missing_run
     c1 = [a for a in alerts if a.feature == "c1"]
@@ -217,12 +234,14 @@ def test_categorical_shift_flags_c1_via_psi(
     assert c1[0].value == pytest.approx(expected, rel=1e-9)
     assert c1[0].value > 1.0
     f = st.models["m"].features["c1"]
+    assert isinstance(f, CategoricalFeature)
     unseen = sum(v == "zz" for v in cat_missing_stream.column("c1", REF, N))
     assert f.unseen_total == unseen > 0.6 * (N - CHANGE)
 
 
 def test_missing_rate_jump_raises_data_quality_alert_for_x3(
-    cat_missing_stream: Stream, cat_missing_run: tuple[PartitionState, list[AlertEvent]],
+    cat_missing_stream: Stream,
+    cat_missing_run: tuple[PartitionState, list[AlertEvent]],
 ) -> None:
     st, alerts = cat_missing_run
     x3 = [a for a in alerts if a.feature == "x3"]
@@ -271,12 +290,6 @@ def test_batch_size_invariance_of_window_signals(cat_missing_stream: Stream) -> 
         assert state == baseline_state, batch
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: change-detector agreement is judged only at the end of each batch chunk "
-    "(ModelMonitor.update -> NumericFeature.detector_observation), so the alert's "
-    "observed_at (and whether it fires at all) depends on batch boundaries",
-)
 def test_batch_size_invariance_with_change_detectors(x2_stream: Stream) -> None:
     baseline: list[AlertEvent] | None = None
     for batch in BATCH_SIZES:
@@ -287,11 +300,6 @@ def test_batch_size_invariance_with_change_detectors(x2_stream: Stream) -> None:
         assert alerts == baseline, (batch, alerts[0].observed_at, baseline[0].observed_at)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: detectors that agree within agreement_events values are missed entirely when "
-    "the agreement is over before the batch chunk ends (window_size > agreement_events)",
-)
 def test_change_detector_alert_does_not_depend_on_batch_size(x2_stream: Stream) -> None:
     # PSI disabled (threshold out of reach) so only the change detectors can alert; a window of
     # 5000 events lets one chunk span more than agreement_events (1000) values.
@@ -303,7 +311,7 @@ def test_change_detector_alert_does_not_depend_on_batch_size(x2_stream: Stream) 
     ]
     assert CHANGE < small[0].observed_at <= CHANGE + 200
     _, large = _run(cfg, x2_stream.events, 5000)
-    assert _summary(large) == _summary(small)  # today: [] -- the drift is never reported
+    assert _summary(large) == _summary(small)
 
 
 # --------------------------------------------------------------------- (e) snapshots
@@ -344,8 +352,13 @@ def _capped_traffic(seed: int) -> tuple[list[PredictionEvent], list[LabelEvent]]
     rng = np.random.default_rng(seed)
     models = ["m0", "m1"] + [("m0", "m1", "m2")[int(k)] for k in rng.integers(0, 3, 2998)]
     preds = [
-        PredictionEvent(event_id=f"e{i}", model_id=m, timestamp=float(i),
-                        features={"x": float(rng.normal())}, prediction=float(rng.normal()))
+        PredictionEvent(
+            event_id=f"e{i}",
+            model_id=m,
+            timestamp=float(i),
+            features={"x": float(rng.normal())},
+            prediction=float(rng.normal()),
+        )
         for i, m in enumerate(models)
     ]
     labels = [
@@ -376,18 +389,13 @@ def test_model_cap_refuses_models_and_counts_their_events() -> None:
     assert list(other.models) == ["m2"] and other.events_refused == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (minor): PartitionState.models_refused is incremented once per batch that "
-    "contains a refused model, so it counts batches, not models",
-)
 def test_models_refused_counts_distinct_models() -> None:
     cfg = _cfg(limits={"max_models_per_partition": 2})
     preds, _ = _capped_traffic(seed=3)
     st = PartitionState(0, cfg)
     for i in range(0, len(preds), 1000):
         st.process(preds[i : i + 1000], [])
-    assert st.models_refused == 1  # one model ("m2") was refused; today: 3 (one per batch)
+    assert st.models_refused == 1  # one model ("m2") was refused, over 3 batches
 
 
 # ------------------------------------------------------------- (g) labels / concept drift
@@ -454,11 +462,6 @@ def test_concept_drift_fires_after_the_change_and_not_before(
     assert st.join.matched == n_labels and st.join.unmatched_labels == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: ErrorMonitor loses ADWIN's detection when fewer than MIN_SEGMENT errors of a "
-    "model follow it in the batch (see test_concept_drift_reported_whatever_the_label_batch_size)",
-)
 def test_concept_drift_of_every_model_with_small_batches(
     generated: tuple[TrafficGenerator, list[PredictionEvent | LabelEvent]],
 ) -> None:
@@ -469,7 +472,7 @@ def test_concept_drift_of_every_model_with_small_batches(
     assert all(m.errors.detector.n_detections >= 1 for m in st.models.values())
     concept = [a for a in alerts if a.kind == "concept_drift"]
     assert all(a.observed_at > t_change for a in concept)
-    # ... but today only fraud-detector gets its alert with this seed and batch size
+    # ... and every model gets its concept-drift alert, whatever the batch size
     assert sorted(a.model_id for a in concept) == sorted(gen.models)
 
 
@@ -483,8 +486,13 @@ def _error_stream(seed: int) -> tuple[list[PredictionEvent], list[LabelEvent]]:
     truth = np.where(agrees, predicted, ~predicted)
     word = {True: "yes", False: "no"}
     preds = [
-        PredictionEvent(event_id=f"e{i}", model_id="m", timestamp=float(i),
-                        features={"c": "a"}, prediction=word[bool(predicted[i])])
+        PredictionEvent(
+            event_id=f"e{i}",
+            model_id="m",
+            timestamp=float(i),
+            features={"c": "a"},
+            prediction=word[bool(predicted[i])],
+        )
         for i in range(n)
     ]
     labels = [
@@ -494,18 +502,9 @@ def _error_stream(seed: int) -> tuple[list[PredictionEvent], list[LabelEvent]]:
     return preds, labels
 
 
-_STALE_MEAN_BUG = pytest.mark.xfail(
-    strict=True,
-    reason="BUG: ErrorMonitor.observation clears detected_since_clear using the stale "
-    "pre-detection mean when fewer than MIN_SEGMENT errors follow ADWIN's detection in the "
-    "batch, so the concept drift is never reported",
-)
-
-
 @pytest.mark.parametrize(
     "batch",
-    [1, pytest.param(5, marks=_STALE_MEAN_BUG), pytest.param(20, marks=_STALE_MEAN_BUG),
-     pytest.param(50, marks=_STALE_MEAN_BUG), 100, 500],
+    [1, 5, 20, 50, 100, 500],
 )
 def test_concept_drift_reported_whatever_the_label_batch_size(batch: int) -> None:
     preds, labels = _error_stream(seed=11)
@@ -514,9 +513,11 @@ def test_concept_drift_reported_whatever_the_label_batch_size(batch: int) -> Non
     for i in range(0, len(preds), batch):
         alerts += st.process(preds[i : i + batch], labels[i : i + batch])
     err = st.models["m"].errors
-    assert err.baseline == sum(
-        p.prediction != lab.label for p, lab in zip(preds[:500], labels[:500], strict=True)
-    ) / 500
+    assert (
+        err.baseline
+        == sum(p.prediction != lab.label for p, lab in zip(preds[:500], labels[:500], strict=True))
+        / 500
+    )
     assert err.detector.n_detections >= 1  # ADWIN did see the change
     assert _summary(alerts) == [("firing", "concept_drift", None, "adwin_error_rate")]
     assert 2000 < alerts[0].observed_at <= 2000 + 600
