@@ -8,7 +8,7 @@ import re
 from importlib import metadata
 from pathlib import Path
 
-__all__ = ["machine_info", "update_section"]
+__all__ = ["machine_busy_cores_s", "machine_info", "update_section"]
 
 _HEADER = (
     "# Load test results\n\n"
@@ -66,6 +66,16 @@ def machine_info(kafka: str | None) -> str:
         f"orjson {_version('orjson')}",
     ]
     return "; ".join(parts)
+
+
+def machine_busy_cores_s() -> float | None:
+    """CPU-seconds all cores spent busy since boot (user+nice+system+irq+softirq+steal)."""
+    try:
+        f = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+        user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in f[:8])
+        return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError):
+        return None
 
 
 def update_section(path: Path, name: str, title: str, body: str) -> None:

@@ -51,7 +51,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
-from _results import machine_info, update_section  # noqa: E402
+from _results import machine_busy_cores_s, machine_info, update_section  # noqa: E402
 
 from stream_monitor.simulate import ARCHETYPES, Record, TrafficGenerator  # noqa: E402
 
@@ -156,16 +156,6 @@ def cpu_seconds(pid: int | None) -> float | None:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / CLK_TCK
     except (OSError, IndexError, ValueError):
-        return None
-
-
-def machine_busy_cores_s() -> float | None:
-    """CPU-seconds all cores spent busy since boot (user+nice+system+irq+softirq+steal)."""
-    try:
-        f = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
-        user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in f[:8])
-        return (user + nice + system + irq + softirq + steal) / CLK_TCK
-    except (OSError, ValueError):
         return None
 
 

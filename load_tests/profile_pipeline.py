@@ -23,6 +23,7 @@ import argparse
 import cProfile
 import gc
 import io
+import os
 import pstats
 import statistics
 import sys
@@ -35,7 +36,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from _results import machine_info, update_section  # noqa: E402
+from _results import machine_busy_cores_s, machine_info, update_section  # noqa: E402
 
 from stream_monitor.checkpoint import Checkpoint  # noqa: E402
 from stream_monitor.config import MonitorConfig  # noqa: E402
@@ -164,6 +165,11 @@ def bookkeeping(msgs: Sequence[FakeMessage]) -> None:
         ckpt.add_offset(m.topic(), m.partition(), m.offset())
 
 
+def _own_cpu() -> float:
+    t = os.times()
+    return t.user + t.system
+
+
 def timed(fn: Any, *args: Any) -> tuple[float, Any]:
     gc.collect()
     t0 = time.perf_counter()
@@ -220,6 +226,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     t_books: list[float] = []
     alerts, n_models, dead, n_batches = 0, 0, 0, 0
     t_scrape, scrape_bytes, scrape_lines = 0.0, 0, 0
+    busy0, own0, wall0 = machine_busy_cores_s(), _own_cpu(), time.monotonic()
     for rnd in range(args.repeat):
         if rnd and time.monotonic() > deadline:
             print("time limit reached; no more rounds", file=sys.stderr)
@@ -247,6 +254,13 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"{n_rec / t_mons[-1]:,.0f}, bookkeeping {n_rec / t_books[-1]:,.0f} records/s",
               flush=True)
     t_dec, t_mon, t_book = (statistics.median(x) for x in (t_decs, t_mons, t_books))
+    busy1, own1, wall1 = machine_busy_cores_s(), _own_cpu(), time.monotonic()
+    others = (None if busy0 is None or busy1 is None
+              else max(0.0, (busy1 - busy0 - (own1 - own0)) / (wall1 - wall0)))
+    contention = ("n/a" if others is None else
+                  f"{others:.2f} cores used by other processes (of {os.cpu_count()}) on average "
+                  f"during the timed rounds; this script {(own1 - own0) / (wall1 - wall0):.2f}")
+    print(contention)
 
     def spread(ts: list[float]) -> str:
         return f"{n_rec / max(ts):,.0f}-{n_rec / min(ts):,.0f}"
@@ -287,6 +301,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{n_rec:,} records ({n_pred:,} predictions + {n_rec - n_pred:,} labels), "
             f"{args.models} models, drift at prediction {args.predictions // 2:,}, "
             f"batches of {args.batch} records, one PartitionState, no profiler:",
+            "",
+            f"Machine contention: {contention}.",
             "",
             f"| stage | records/s (median of {len(t_decs)} rounds) | range | seconds |",
             "|---|---:|---:|---:|",

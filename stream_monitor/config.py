@@ -90,6 +90,10 @@ class LabelJoinConfig(_Frozen):
     ttl_seconds: float = Field(default=7 * 24 * 3600.0, gt=0)
     #: At most this many predictions wait per partition; the oldest are evicted first.
     capacity: int = Field(default=200_000, ge=1)
+    #: Labels read before their prediction wait this long (label event time) for it ...
+    early_grace_seconds: float = Field(default=600.0, ge=0)
+    #: ... and at most this many wait per partition (oldest evicted first, counted).
+    early_capacity: int = Field(default=20_000, ge=1)
     error_adwin_delta: float = Field(default=0.002, gt=0, lt=1)
     #: Labelled events forming the baseline error before drift on errors is judged.
     baseline_size: int = Field(default=500, ge=10)

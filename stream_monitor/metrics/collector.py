@@ -124,6 +124,11 @@ class StateCollector(Collector):
             "Labels with no waiting prediction.",
             labels=["partition"],
         )
+        early = GaugeMetricFamily(
+            p + "label_join_early_labels",
+            "Labels read before their prediction, waiting for it.",
+            labels=["partition"],
+        )
         refused_m = GaugeMetricFamily(
             p + "models_refused",
             "Distinct models refused by the per-partition cap (counted up to a bound).",
@@ -140,7 +145,8 @@ class StateCollector(Collector):
                 join_pending.add_metric(pl, len(st.join))
                 join_evicted.add_metric(pl, st.join.evicted)
                 join_expired.add_metric(pl, st.join.expired)
-                unmatched.add_metric(pl, st.join.unmatched_labels)
+                unmatched.add_metric(pl, st.unmatched_labels)
+                early.add_metric(pl, len(st.early))
                 refused_m.add_metric(pl, st.models_refused)
                 refused_e.add_metric(pl, st.events_refused)
                 for model_id, kind, feature in st.tracker.firing():
@@ -187,6 +193,7 @@ class StateCollector(Collector):
             join_evicted,
             join_expired,
             unmatched,
+            early,
             refused_m,
             refused_e,
         )

@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Any, NamedTuple
 
-__all__ = ["LabelJoin", "PendingPrediction"]
+__all__ = ["EarlyLabels", "LabelJoin", "PendingPrediction"]
 
 SNAPSHOT_VERSION = 1
 
@@ -85,11 +85,15 @@ class LabelJoin:
             self._pending.popitem(last=False)
             self.expired += 1
 
-    def match(self, model_id: str, event_id: str) -> PendingPrediction | None:
-        """Remove and return the prediction a label refers to, or None (counted) if absent."""
+    def match(
+        self, model_id: str, event_id: str, *, count_unmatched: bool = True
+    ) -> PendingPrediction | None:
+        """Remove and return the prediction a label refers to, or None (counted unless
+        ``count_unmatched`` is false: the caller then parks the label in ``EarlyLabels``)."""
         found = self._pending.pop((model_id, event_id), None)
         if found is None:
-            self.unmatched_labels += 1
+            if count_unmatched:
+                self.unmatched_labels += 1
         else:
             self.matched += 1
         return found
@@ -124,3 +128,82 @@ class LabelJoin:
             "counters"
         ]
         return j
+
+
+class EarlyLabels:
+    """Labels that arrived before their prediction wait here, briefly and boundedly.
+
+    Predictions and labels come from two topics read side by side, so a label can be read
+    before its prediction even when it was produced after it. Such a label waits up to
+    ``grace_seconds`` of label event time (behind the newest label seen) and at most
+    ``capacity`` of them wait per partition; the ones that expire or are evicted are counted,
+    never silently dropped.
+
+    Examples
+    --------
+    >>> early = EarlyLabels(capacity=2, grace_seconds=30.0)
+    >>> early.add("m", "a", 10.0, 1)
+    >>> early.take("m", "a"), early.take("m", "a")
+    (1, None)
+    >>> early.add("m", "b", 10.0, 0)
+    >>> early.add("m", "c", 50.0, 0)   # "b" is 40 s behind the newest label: expires
+    >>> early.expired, len(early)
+    (1, 1)
+    """
+
+    def __init__(self, capacity: int, grace_seconds: float) -> None:
+        self.capacity = capacity
+        self.grace_seconds = grace_seconds
+        self._waiting: OrderedDict[tuple[str, str], tuple[float, Any]] = OrderedDict()
+        self.watermark = float("-inf")
+        self.parked = 0
+        self.matched = 0
+        self.expired = 0
+        self.evicted = 0
+
+    def __len__(self) -> int:
+        return len(self._waiting)
+
+    def add(self, model_id: str, event_id: str, timestamp: float, label: Any) -> None:
+        self._waiting[(model_id, event_id)] = (timestamp, label)
+        self.parked += 1
+        self.watermark = max(self.watermark, timestamp)
+        while len(self._waiting) > self.capacity:
+            self._waiting.popitem(last=False)
+            self.evicted += 1
+        horizon = self.watermark - self.grace_seconds
+        while self._waiting:
+            oldest_ts = next(iter(self._waiting.values()))[0]
+            if oldest_ts >= horizon:
+                break
+            self._waiting.popitem(last=False)
+            self.expired += 1
+
+    def take(self, model_id: str, event_id: str) -> Any | None:
+        """The waiting label of this prediction (removed), or None."""
+        found = self._waiting.pop((model_id, event_id), None)
+        if found is None:
+            return None
+        self.matched += 1
+        return found[1]
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "v": SNAPSHOT_VERSION,
+            "capacity": self.capacity,
+            "grace_seconds": self.grace_seconds,
+            "waiting": [[m, e, ts, lab] for (m, e), (ts, lab) in self._waiting.items()],
+            "watermark": self.watermark if self.watermark != float("-inf") else None,
+            "counters": [self.parked, self.matched, self.expired, self.evicted],
+        }
+
+    @classmethod
+    def from_snapshot(cls, d: dict[str, Any]) -> EarlyLabels:
+        if d.get("v") != SNAPSHOT_VERSION:
+            raise ValueError(f"unsupported early-labels snapshot version {d.get('v')!r}")
+        e = cls(d["capacity"], d["grace_seconds"])
+        for m, ev, ts, lab in d["waiting"]:
+            e._waiting[(m, ev)] = (ts, lab)
+        e.watermark = float("-inf") if d["watermark"] is None else d["watermark"]
+        e.parked, e.matched, e.expired, e.evicted = d["counters"]
+        return e

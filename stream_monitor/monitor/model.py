@@ -9,7 +9,7 @@ import numpy as np
 
 from stream_monitor.alerts.observation import Observation
 from stream_monitor.config import MonitorConfig
-from stream_monitor.events.schema import LabelEvent, PredictionEvent, _label_str
+from stream_monitor.events.schema import PredictionEvent, _label_str
 from stream_monitor.monitor.errors import ErrorMonitor
 from stream_monitor.monitor.feature import (
     CategoricalFeature,
@@ -18,7 +18,7 @@ from stream_monitor.monitor.feature import (
     feature_from_snapshot,
     is_numeric_value,
 )
-from stream_monitor.monitor.join import LabelJoin
+from stream_monitor.monitor.join import PendingPrediction
 
 __all__ = ["PREDICTION_LABEL", "PREDICTION_SCORE", "ModelMonitor"]
 
@@ -150,14 +150,13 @@ class ModelMonitor:
         return cols
 
     # --- labels -------------------------------------------------------------------------------
-    def update_labels(self, labels: Sequence[LabelEvent], join: LabelJoin) -> list[Observation]:
+    def update_errors(
+        self, pairs: Sequence[tuple[PendingPrediction, Any]], observed_at: float
+    ) -> list[Observation]:
+        """Feed joined (prediction, true label) pairs, in order; return the observations."""
         errors: list[float] = []
         metric = self.errors.metric
-        for lab in labels:
-            pending = join.match(self.model_id, lab.event_id)
-            if pending is None:
-                continue
-            truth = lab.label
+        for pending, truth in pairs:
             if pending.label is not None:
                 errors.append(0.0 if pending.label == _label_str(truth) else 1.0)
                 metric = "error_rate"
@@ -173,7 +172,7 @@ class ModelMonitor:
         if not errors:
             return []
         self.errors.update(np.asarray(errors), metric)
-        o = self.errors.observation(self.model_id, labels[-1].timestamp, self.model_version)
+        o = self.errors.observation(self.model_id, observed_at, self.model_version)
         return [] if o is None else [o]
 
     # --- snapshots ----------------------------------------------------------------------------

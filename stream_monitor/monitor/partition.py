@@ -14,7 +14,7 @@ from stream_monitor.alerts.observation import Observation
 from stream_monitor.alerts.tracker import AlertTracker
 from stream_monitor.config import MonitorConfig
 from stream_monitor.events.schema import AlertEvent, LabelEvent, PredictionEvent
-from stream_monitor.monitor.join import LabelJoin
+from stream_monitor.monitor.join import EarlyLabels, LabelJoin, PendingPrediction
 from stream_monitor.monitor.model import ModelMonitor
 
 __all__ = ["PartitionState"]
@@ -44,6 +44,7 @@ class PartitionState:
         self.cfg = cfg
         self.models: dict[str, ModelMonitor] = {}
         self.join = LabelJoin(cfg.labels.capacity, cfg.labels.ttl_seconds)
+        self.early = EarlyLabels(cfg.labels.early_capacity, cfg.labels.early_grace_seconds)
         self.tracker = AlertTracker()
         #: Distinct refused model ids, remembered up to ``REFUSED_MEMORY`` (bounded).
         self._refused_models: set[str] = set()
@@ -54,6 +55,8 @@ class PartitionState:
     ) -> list[AlertEvent]:
         """Feed one batch (predictions first, then labels); return the alert events it causes."""
         observations: list[Observation] = []
+        joined: dict[str, list[tuple[PendingPrediction, Any]]] = {}
+        joined_at: dict[str, float] = {}
         for model_id, events in _group(predictions).items():
             model = self._model(model_id)
             if model is None:
@@ -61,20 +64,26 @@ class PartitionState:
                 continue
             observations.extend(model.update(events))
             for e in events:
+                pending = PendingPrediction(e.timestamp, e.prediction_label(), e.prediction_score())
+                early = self.early.take(model_id, e.event_id)
+                if early is not None:  # its label was read first
+                    joined.setdefault(model_id, []).append((pending, early))
+                    joined_at[model_id] = e.timestamp
+                    continue
                 self.join.add_prediction(
-                    model_id,
-                    e.event_id,
-                    e.timestamp,
-                    label=e.prediction_label(),
-                    score=e.prediction_score(),
+                    model_id, e.event_id, e.timestamp, label=pending.label, score=pending.score
                 )
-        for model_id, labs in _group(labels).items():
-            model = self.models.get(model_id)
-            if model is None:
-                # No prediction of this model was ever seen here: every label is unmatched.
-                self.join.unmatched_labels += len(labs)
+        for lab in labels:
+            found = self.join.match(lab.model_id, lab.event_id, count_unmatched=False)
+            if found is None:
+                self.early.add(lab.model_id, lab.event_id, lab.timestamp, lab.label)
                 continue
-            observations.extend(model.update_labels(labs, self.join))
+            joined.setdefault(lab.model_id, []).append((found, lab.label))
+            joined_at[lab.model_id] = max(joined_at.get(lab.model_id, 0.0), lab.timestamp)
+        for model_id, pairs in joined.items():
+            model = self.models.get(model_id)
+            if model is not None:
+                observations.extend(model.update_errors(pairs, joined_at[model_id]))
         alerts: list[AlertEvent] = []
         for o in observations:
             alerts.extend(self.tracker.observe(o))
@@ -91,6 +100,11 @@ class PartitionState:
         return model
 
     @property
+    def unmatched_labels(self) -> int:
+        """Labels that never met their prediction (expired or evicted while waiting)."""
+        return self.join.unmatched_labels + self.early.expired + self.early.evicted
+
+    @property
     def models_refused(self) -> int:
         """How many distinct models the cap refused (exact up to ``REFUSED_MEMORY``)."""
         return len(self._refused_models)
@@ -101,6 +115,7 @@ class PartitionState:
             "partition": self.partition,
             "models": [m.snapshot() for m in self.models.values()],
             "join": self.join.snapshot(),
+            "early": self.early.snapshot(),
             "tracker": self.tracker.snapshot(),
             "refused_models": sorted(self._refused_models),
             "events_refused": self.events_refused,
@@ -113,6 +128,7 @@ class PartitionState:
         st = cls(d["partition"], cfg)
         st.models = {m["model_id"]: ModelMonitor.from_snapshot(m, cfg) for m in d["models"]}
         st.join = LabelJoin.from_snapshot(d["join"])
+        st.early = EarlyLabels.from_snapshot(d["early"])
         st.tracker = AlertTracker.from_snapshot(d["tracker"])
         st._refused_models = set(d["refused_models"])
         st.events_refused = d["events_refused"]

@@ -379,8 +379,9 @@ def test_model_cap_refuses_models_and_counts_their_events() -> None:
     assert st.events_refused == refused > 900
     assert st.models["m0"].n_events + st.models["m1"].n_events == len(preds) - refused
     assert st.models["m0"].n_events == sum(p.model_id == "m0" for p in preds)
-    # predictions of the refused model never wait in the join; its labels are unmatched
-    assert st.join.unmatched_labels == sum(lab.model_id == "m2" for lab in labels)
+    # predictions of the refused model never wait in the join; its labels wait in vain
+    assert st.early.parked == sum(lab.model_id == "m2" for lab in labels)
+    assert st.early.matched == 0
     assert st.join.matched == sum(lab.model_id != "m2" for lab in labels)
     assert len(st.join) == len(preds) - refused - st.join.matched
     # the cap is per partition: another partition takes the model

@@ -1,0 +1,55 @@
+"""Checkpoints of per-partition monitor state in a compacted Kafka changelog topic.
+
+:mod:`~stream_monitor.state.envelope` signs and verifies checkpoint records (pure);
+:mod:`~stream_monitor.state.changelog` creates the changelog topic and reads a partition's
+latest record (Kafka I/O). A checkpoint's state contains pickles, so it is only ever restored
+from a :class:`Snapshot` returned by :func:`decode_snapshot`, never from raw record data.
+"""
+
+from __future__ import annotations
+
+from stream_monitor.state.changelog import (
+    CHANGELOG_MAX_MESSAGE_BYTES,
+    CHANGELOG_TOPIC_CONFIG,
+    ChangelogError,
+    ChangelogTimeout,
+    Record,
+    changelog_topic_name,
+    ensure_changelog_topic,
+    read_latest,
+)
+from stream_monitor.state.envelope import (
+    ENVELOPE_VERSION,
+    FORMAT,
+    FORMAT_HEADER,
+    MIN_SECRET_LENGTH,
+    SIGNATURE_HEADER,
+    RefusalReason,
+    Refused,
+    Snapshot,
+    decode_snapshot,
+    encode_snapshot,
+    key_from_secret,
+)
+
+__all__ = [
+    "CHANGELOG_MAX_MESSAGE_BYTES",
+    "CHANGELOG_TOPIC_CONFIG",
+    "ENVELOPE_VERSION",
+    "FORMAT",
+    "FORMAT_HEADER",
+    "MIN_SECRET_LENGTH",
+    "SIGNATURE_HEADER",
+    "ChangelogError",
+    "ChangelogTimeout",
+    "Record",
+    "RefusalReason",
+    "Refused",
+    "Snapshot",
+    "changelog_topic_name",
+    "decode_snapshot",
+    "encode_snapshot",
+    "ensure_changelog_topic",
+    "key_from_secret",
+    "read_latest",
+]

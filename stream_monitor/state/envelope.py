@@ -1,0 +1,395 @@
+"""The signed envelope of a partition-state checkpoint (pure: no I/O, no clock, no pickle).
+
+A checkpoint is one Kafka record of the changelog topic, one per input partition number:
+
+* **record key**: the partition number in ASCII (``b"3"``), so compaction keeps the latest
+  checkpoint of each partition and the record is written to changelog partition 3;
+* **record value**: ``orjson.dumps`` of the object ``{"format", "version", "partition",
+  "offsets", "created_at", "state"}``;
+* **headers**: ``x-checkpoint-format`` (``b"stream-monitor-checkpoint/1"``, informational only)
+  and ``x-hmac-sha256``, the lower-case hex HMAC-SHA256 of the record under the configured secret.
+
+The MAC covers the record key and the value together (see :func:`_mac` for the exact bytes), so
+a genuine checkpoint of partition 1 cannot be replayed under partition 0's key.
+
+Why the signature matters: the ``state`` of a checkpoint holds base64 pickles of river
+detectors, and restoring it calls :func:`pickle.loads`, which runs arbitrary code. Anyone who can
+write to the changelog topic could otherwise take over the monitor. :func:`decode_snapshot`
+therefore verifies the MAC (in constant time) before it even parses the JSON, and it never
+unpickles anything: restoring the state is the caller's business, and only ever with a
+:class:`Snapshot` that this module returned.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, Literal, TypeGuard
+
+import orjson
+
+__all__ = [
+    "ENVELOPE_VERSION",
+    "FORMAT",
+    "FORMAT_HEADER",
+    "MIN_SECRET_LENGTH",
+    "SIGNATURE_HEADER",
+    "RefusalReason",
+    "Refused",
+    "Snapshot",
+    "decode_snapshot",
+    "encode_snapshot",
+    "key_from_secret",
+]
+
+#: The ``format`` field of every checkpoint value.
+FORMAT = "stream-monitor-checkpoint"
+#: The envelope version this release writes.
+ENVELOPE_VERSION = 1
+#: Header naming format and version (informational: the signed ``version`` field decides).
+FORMAT_HEADER = "x-checkpoint-format"
+#: Header carrying the hex HMAC-SHA256 of the record.
+SIGNATURE_HEADER = "x-hmac-sha256"
+#: Shortest secret :func:`key_from_secret` accepts, in characters.
+MIN_SECRET_LENGTH = 16
+
+RefusalReason = Literal[
+    "unsigned", "bad_signature", "malformed", "unsupported_version", "wrong_partition"
+]
+
+# Domain separation: a MAC made with the same secret for any other purpose never verifies here.
+_MAC_DOMAIN = b"stream-monitor-checkpoint-hmac\x00"
+_FIELDS = ("format", "version", "partition", "offsets", "created_at", "state")
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The checkpoint of one input partition.
+
+    Attributes
+    ----------
+    partition
+        The input partition number (also the changelog partition and record key).
+    offsets
+        Input topic -> the next offset to read from that topic's ``partition``.
+    state
+        ``PartitionState.snapshot()``: JSON-compatible (str keys; tuples come back as lists).
+    created_at
+        Wall-clock time of the checkpoint in seconds since the epoch, given by the caller.
+    version
+        The envelope version (:data:`ENVELOPE_VERSION` unless testing compatibility).
+    """
+
+    partition: int
+    offsets: dict[str, int]
+    state: dict[str, Any]
+    created_at: float
+    version: int = ENVELOPE_VERSION
+
+
+@dataclass(frozen=True)
+class Refused:
+    """Why a changelog record was not accepted as a checkpoint.
+
+    Attributes
+    ----------
+    reason
+        Machine-readable: ``"unsigned"`` (no signature header), ``"bad_signature"`` (forged,
+        corrupted, or signed with another secret), ``"malformed"`` (signed but not a checkpoint
+        of the expected shape), ``"unsupported_version"`` (a version this release does not
+        read) or ``"wrong_partition"`` (a genuine checkpoint of another partition).
+    detail
+        Human-readable explanation, safe to log (never contains the state).
+    """
+
+    reason: RefusalReason
+    detail: str
+
+
+def key_from_secret(secret: str) -> bytes:
+    """Turn the configured checkpoint secret into an HMAC key (its UTF-8 bytes).
+
+    Secrets shorter than :data:`MIN_SECRET_LENGTH` characters are refused: every changelog
+    record is a (message, MAC) pair that anyone able to read the topic can use to guess the
+    secret offline, and a guessed secret lets them sign a checkpoint whose pickled detector state
+    runs arbitrary code in the monitor when it is restored. Use a long random value, e.g.
+    ``python -c "import secrets; print(secrets.token_urlsafe(32))"``.
+
+    Parameters
+    ----------
+    secret
+        The secret as configured; it is used as is (no stripping).
+
+    Returns
+    -------
+    bytes
+        The HMAC key.
+
+    Raises
+    ------
+    ValueError
+        If ``secret`` is empty or shorter than :data:`MIN_SECRET_LENGTH` characters.
+
+    Examples
+    --------
+    >>> key_from_secret("correct horse battery staple")
+    b'correct horse battery staple'
+    >>> key_from_secret("hunter2")
+    Traceback (most recent call last):
+    ...
+    ValueError: the checkpoint secret must be at least 16 characters long, got 7
+    """
+    if not secret:
+        raise ValueError("the checkpoint secret is empty; configure a long random secret")
+    if len(secret) < MIN_SECRET_LENGTH:
+        raise ValueError(
+            f"the checkpoint secret must be at least {MIN_SECRET_LENGTH} characters long, "
+            f"got {len(secret)}"
+        )
+    return secret.encode("utf-8")
+
+
+def _record_key(partition: int) -> bytes:
+    return str(partition).encode("ascii")
+
+
+def _mac(key: bytes, record_key: bytes, value: bytes) -> bytes:
+    """Hex HMAC-SHA256 over ``domain || len(record_key) as 8-byte big-endian || record_key ||
+    value``. The length prefix makes the key/value split unambiguous for any bytes."""
+    mac = hmac.new(key, _MAC_DOMAIN, hashlib.sha256)
+    mac.update(len(record_key).to_bytes(8, "big"))
+    mac.update(record_key)
+    mac.update(value)
+    return mac.hexdigest().encode("ascii")
+
+
+def _check_key(key: bytes) -> None:
+    if not isinstance(key, bytes) or not key:
+        raise ValueError("the HMAC key must be non-empty bytes (see key_from_secret)")
+
+
+def _is_int(x: object) -> TypeGuard[int]:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _shape_problem(
+    partition: object, offsets: object, created_at: object, state: object
+) -> str | None:
+    """What is wrong with the fields of a checkpoint, or None if nothing."""
+    if not _is_int(partition) or partition < 0:
+        return f"partition is {partition!r}, not a non-negative int"
+    if not isinstance(offsets, dict) or not all(
+        isinstance(t, str) and _is_int(o) and o >= 0 for t, o in offsets.items()
+    ):
+        return "offsets is not an object of topic -> non-negative int"
+    if (
+        not isinstance(created_at, int | float)
+        or isinstance(created_at, bool)
+        or not math.isfinite(created_at)
+    ):
+        return f"created_at is {created_at!r}, not a finite number"
+    if not isinstance(state, dict):
+        return f"state is a {type(state).__name__}, not an object"
+    return None
+
+
+def encode_snapshot(snap: Snapshot, key: bytes) -> tuple[bytes, bytes, list[tuple[str, bytes]]]:
+    """Serialise and sign a checkpoint as a changelog record.
+
+    Parameters
+    ----------
+    snap
+        The checkpoint. ``state`` must be JSON-compatible with str keys; note that ``NaN`` and
+        infinities become ``null`` in JSON, so keep them out of the state.
+    key
+        The HMAC key (:func:`key_from_secret`).
+
+    Returns
+    -------
+    tuple
+        ``(record_key, record_value, headers)``, to be produced to changelog partition
+        ``snap.partition``.
+
+    Raises
+    ------
+    ValueError
+        If ``key`` is empty or a field has a value :func:`decode_snapshot` would refuse
+        (negative or non-int partition or offset, non-finite ``created_at``, ...).
+    TypeError
+        If the snapshot is not JSON-serialisable (``orjson.JSONEncodeError``).
+
+    Examples
+    --------
+    >>> key = key_from_secret("0123456789abcdef-not-a-real-secret")
+    >>> snap = Snapshot(3, {"predictions": 42}, {"v": 1}, created_at=1700000000.5)
+    >>> rkey, value, headers = encode_snapshot(snap, key)
+    >>> rkey
+    b'3'
+    >>> [name for name, _ in headers]
+    ['x-checkpoint-format', 'x-hmac-sha256']
+    >>> decode_snapshot(rkey, value, headers, key, expected_partition=3) == snap
+    True
+    """
+    _check_key(key)
+    problem = _shape_problem(snap.partition, snap.offsets, snap.created_at, snap.state)
+    if problem is None and not _is_int(snap.version):
+        problem = f"version is {snap.version!r}, not an int"
+    if problem is not None:
+        raise ValueError(f"cannot encode snapshot: {problem}")
+    record_key = _record_key(snap.partition)
+    value = orjson.dumps(
+        {
+            "format": FORMAT,
+            "version": snap.version,
+            "partition": snap.partition,
+            "offsets": snap.offsets,
+            "created_at": snap.created_at,
+            "state": snap.state,
+        }
+    )
+    headers = [
+        (FORMAT_HEADER, f"{FORMAT}/{snap.version}".encode("ascii")),
+        (SIGNATURE_HEADER, _mac(key, record_key, value)),
+    ]
+    return record_key, value, headers
+
+
+def _signatures(headers: Iterable[Any] | None) -> list[object]:
+    """The values of every signature header (defensive: headers are untrusted data)."""
+    out: list[object] = []
+    if not headers:
+        return out
+    for h in headers:
+        if isinstance(h, tuple) and len(h) == 2 and h[0] == SIGNATURE_HEADER:
+            out.append(h[1])
+    return out
+
+
+def decode_snapshot(
+    record_key: bytes | None,
+    value: bytes | None,
+    headers: list[tuple[str, bytes | None]] | None,
+    key: bytes,
+    *,
+    expected_partition: int,
+    supported_versions: frozenset[int] = frozenset({ENVELOPE_VERSION}),
+) -> Snapshot | Refused:
+    """Authenticate and parse a changelog record; refuse anything that is not a genuine
+    checkpoint of ``expected_partition`` in a supported version.
+
+    Checks, in this order: a signature header is present (``"unsigned"``); the MAC over record
+    key and value verifies in constant time, before anything is parsed (``"bad_signature"``);
+    the value is a JSON object with ``format`` == :data:`FORMAT` and an int ``version``
+    (``"malformed"``); the version is in ``supported_versions`` (``"unsupported_version"``; the
+    version is checked before the remaining fields because another version may have another
+    shape); the remaining fields have the right types (``"malformed"``); the record key and
+    the ``partition`` field both name ``expected_partition`` (``"wrong_partition"``).
+
+    Nothing is ever unpickled: ``state`` is returned as parsed JSON.
+
+    Parameters
+    ----------
+    record_key, value, headers
+        The changelog record as read (a tombstone has ``value=None``).
+    key
+        The HMAC key (:func:`key_from_secret`).
+    expected_partition
+        The input partition being restored.
+    supported_versions
+        Envelope versions the caller can read.
+
+    Returns
+    -------
+    Snapshot or Refused
+        Never raises on record data.
+
+    Raises
+    ------
+    ValueError
+        Only if ``key`` is empty (a configuration error, not a data error).
+
+    Examples
+    --------
+    >>> key = key_from_secret("0123456789abcdef-not-a-real-secret")
+    >>> rkey, value, headers = encode_snapshot(Snapshot(1, {"t": 7}, {}, 0.0), key)
+    >>> decode_snapshot(rkey, value, headers, key, expected_partition=1).offsets
+    {'t': 7}
+    >>> decode_snapshot(rkey, value, headers, key, expected_partition=0).reason
+    'wrong_partition'
+    >>> decode_snapshot(rkey, value, [], key, expected_partition=1).reason
+    'unsigned'
+    >>> decode_snapshot(rkey, value, headers, b"another-key-of-16+chars",
+    ...                 expected_partition=1).reason
+    'bad_signature'
+    """
+    _check_key(key)
+    tombstone = " (tombstone)" if value is None else ""
+    sigs = _signatures(headers)
+    if not sigs or all(s is None for s in sigs):
+        return Refused("unsigned", f"record has no {SIGNATURE_HEADER} header{tombstone}")
+    if len(sigs) > 1:
+        return Refused("bad_signature", f"record has {len(sigs)} {SIGNATURE_HEADER} headers")
+    sig = sigs[0]
+    if not isinstance(sig, bytes):
+        return Refused("bad_signature", f"{SIGNATURE_HEADER} header is not bytes")
+    if record_key is not None and not isinstance(record_key, bytes):
+        return Refused("bad_signature", "record key is not bytes")
+    if value is not None and not isinstance(value, bytes):
+        return Refused("bad_signature", "record value is not bytes")
+    expected_mac = _mac(key, record_key or b"", value or b"")
+    if not hmac.compare_digest(expected_mac, sig):
+        return Refused(
+            "bad_signature",
+            "HMAC does not verify: the record was altered, forged, moved to another key, "
+            f"or signed with another secret{tombstone}",
+        )
+
+    # Authenticated from here on: the data was written by a holder of the secret.
+    if value is None:
+        return Refused("malformed", "signed tombstone: no checkpoint value")
+    try:
+        doc = orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        return Refused("malformed", f"value is not JSON: {exc}")
+    if not isinstance(doc, dict):
+        return Refused("malformed", f"value is a JSON {type(doc).__name__}, not an object")
+    if doc.get("format") != FORMAT:
+        return Refused("malformed", f"format is {doc.get('format')!r}, not {FORMAT!r}")
+    version = doc.get("version")
+    if not _is_int(version):
+        return Refused("malformed", f"version is {version!r}, not an int")
+    if version not in supported_versions:
+        return Refused(
+            "unsupported_version",
+            f"snapshot version {version}; supported versions: {sorted(supported_versions)}",
+        )
+    missing = [f for f in _FIELDS if f not in doc]
+    if missing:
+        return Refused("malformed", f"missing fields: {', '.join(missing)}")
+    partition = doc["partition"]
+    offsets = doc["offsets"]
+    created_at = doc["created_at"]
+    state = doc["state"]
+    problem = _shape_problem(partition, offsets, created_at, state)
+    if problem is not None:
+        return Refused("malformed", problem)
+    if record_key != _record_key(expected_partition):
+        return Refused(
+            "wrong_partition",
+            f"record key {record_key!r} does not name partition {expected_partition}",
+        )
+    if partition != expected_partition:
+        return Refused(
+            "wrong_partition",
+            f"checkpoint is of partition {partition}, expected {expected_partition}",
+        )
+    return Snapshot(
+        partition=partition,
+        offsets=offsets,
+        state=state,
+        created_at=float(created_at),
+        version=version,
+    )
