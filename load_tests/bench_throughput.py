@@ -164,6 +164,10 @@ def self_cpu_s() -> float:
     return t.user + t.system
 
 
+def _kib_to_mib(kib: int | None) -> float | None:
+    return None if kib is None else kib / 1024
+
+
 def vm_kib(pid: int, key: str) -> int | None:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -262,6 +266,7 @@ class Sample:
     cpu_broker: float | None
     cpu_machine: float | None = None
     cpu_bench: float = 0.0
+    rss_mib: float | None = None
 
 
 class Monitor:
@@ -341,7 +346,7 @@ class Monitor:
         self._failing_since = None
         return Sample(t1, (w0 + w1) / 2, t1 - t0, parse_metrics(text),
                       cpu_seconds(self.pid), cpu_seconds(broker_pid), machine_busy_cores_s(),
-                      self_cpu_s())
+                      self_cpu_s(), _kib_to_mib(vm_kib(self.pid, "VmRSS")))
 
     def peak_rss_mib(self) -> float | None:
         kib = vm_kib(self.pid, "VmHWM")
@@ -554,6 +559,7 @@ def phase_drain(args: argparse.Namespace, bootstrap: str, run_id: str, workdir: 
         r["ready_seconds"] = mon.wait_ready(60)
         deadline = time.monotonic() + args.consume_timeout
         next_log = time.monotonic() + 15
+        logged: list[Sample] = []
         tick = time.monotonic()
         while time.monotonic() < deadline:
             tick += args.poll
@@ -564,8 +570,16 @@ def phase_drain(args: argparse.Namespace, bootstrap: str, run_id: str, workdir: 
                 if done >= produced:
                     break
                 if s.t >= next_log:
-                    log(f"  consumed {done:,.0f}/{produced:,} ({done / produced:.0%})")
+                    prev = logged[-1]
+                    c = cpu_shares(prev, s)
+                    log(f"  consumed {done:,.0f}/{produced:,} ({done / produced:.0%}); last "
+                        f"{s.t - prev.t:.0f} s: {(done - consumed_of(prev)) / (s.t - prev.t):,.0f} "
+                        f"records/s, monitor {c.get('monitor', 0):.2f} cores, other processes "
+                        f"{c.get('others', 0):.2f}; RSS {f(s.rss_mib)} MiB")
+                    logged.append(s)
                     next_log = s.t + 15
+                elif not logged:
+                    logged.append(s)
             if not mon.alive():
                 raise RuntimeError(f"monitor exited while draining; log:\n{mon.tail()}")
             time.sleep(max(0.0, tick - time.monotonic()))
@@ -580,6 +594,7 @@ def phase_drain(args: argparse.Namespace, bootstrap: str, run_id: str, workdir: 
         # steady window: first sample at >= 10 % consumed to first at >= 90 %
         def at(frac: float) -> Sample:
             return next((s for s in samples if consumed_of(s) >= frac * produced), last)
+        r["rss_at"] = {q: at(q).rss_mib for q in (0.1, 0.5, 0.9)}
         a, b = at(0.10), at(0.90)
         if b.t - a.t < 2 * args.poll:  # too short to tell: use the whole drain
             a, b = first, last
@@ -775,7 +790,9 @@ def report(args: argparse.Namespace, d: dict[str, Any], lv: dict[str, Any] | Non
          f"{f(d.get('batch_mean_records'))} records/batch; process_batch busy "
          f"{f(d.get('busy_fraction'), '.0%')} of wall time"),
         ("CPU cores used, steady window", cpu_text(d.get("cpu"))),
-        ("peak RSS of the monitor (VmHWM)", f"{f(d.get('peak_rss_mib'), '.0f')} MiB"),
+        ("peak RSS of the monitor (VmHWM)",
+         f"{f(d.get('peak_rss_mib'), '.0f')} MiB; RSS at 10/50/90 % consumed: "
+         + " / ".join(f(v) for v in (d.get("rss_at") or {}).values()) + " MiB"),
         ("alerts published / dead letters",
          f"{f(d.get('alerts_published'))} / {f(d.get('invalid'))}"),
         ("/metrics scrape time (median)", f"{f(d.get('scrape_p50_ms'), '.1f')} ms"),
@@ -803,6 +820,7 @@ def report(args: argparse.Namespace, d: dict[str, Any], lv: dict[str, Any] | Non
              f"{f(lv.get('batch_mean_s'), '.3f')} s, {f(lv.get('batch_mean_records'))} "
              f"records/batch; scrape median {f(lv.get('scrape_p50_ms'), '.1f')} ms"),
             ("live CPU cores", cpu_text(lv.get("cpu"))),
+            ("live peak RSS (VmHWM)", f"{f(lv.get('peak_rss_mib'))} MiB"),
             ("live end",
              f"caught up {lv.get('complete')} ({f(lv.get('consumed'))}/{f(lv.get('produced'))} "
              f"records); SIGTERM → exit code {lv.get('exit_code')} in "

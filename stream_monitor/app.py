@@ -1,29 +1,30 @@
-"""The application: consume both input topics in batches, monitor, publish, commit.
-
-One loop iteration is one batch:
+"""The application: consume both input topics in batches, monitor, publish, checkpoint.
 
     consume -> decode (ok | dead letter) -> PartitionState.process -> alert events
-            -> Checkpoint.commit (produce, wait for acks, store offsets)
+            -> produce outputs -> every interval: Checkpoint.commit (state, outputs, offsets)
 
 State belongs to partitions: each assigned partition number of the predictions topic (and the
-same partition of the co-partitioned labels topic) has one ``PartitionState``, created on
-assignment and dropped on revocation (a later release checkpoints it to a changelog topic).
+same partition of the co-partitioned labels topic) has one ``PartitionState``. On assignment it
+is restored from the last signed snapshot in the changelog topic and consumption resumes from
+exactly the offsets that snapshot covers; on revocation it is checkpointed first. The order of
+the commit steps, per processing guarantee, is written in ``stream_monitor/checkpoint.py``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import socket
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
 import orjson
-from confluent_kafka import KafkaError, KafkaException, TopicPartition
+from confluent_kafka import KafkaError, TopicPartition
 from prometheus_client import CollectorRegistry
 
-from stream_monitor.checkpoint import Checkpoint, OutputRecord
+from stream_monitor.checkpoint import Checkpoint, OutputRecord, TransactionAborted
 from stream_monitor.config import MonitorConfig
 from stream_monitor.errors import ConfigError, TopicsNotReady
 from stream_monitor.events.decode import DeadLetter, dead_letter_headers, decode_record
@@ -33,6 +34,17 @@ from stream_monitor.metrics.collector import StateCollector
 from stream_monitor.metrics.instruments import Instruments
 from stream_monitor.metrics.server import HealthState, MetricsServer
 from stream_monitor.monitor.partition import PartitionState
+from stream_monitor.state import (
+    ENVELOPE_VERSION,
+    Refused,
+    Snapshot,
+    changelog_topic_name,
+    decode_snapshot,
+    encode_snapshot,
+    ensure_changelog_topic,
+    key_from_secret,
+    read_latest,
+)
 
 __all__ = ["Application"]
 
@@ -62,10 +74,10 @@ class _BurstLog:
 
 
 class Application:
-    """Runs the monitor against a Kafka cluster until ``stop`` is set.
+    """Runs the monitor against a Kafka cluster until ``stop()`` is called.
 
-    Every I/O dependency can be injected: the registry (a fresh one per instance by default),
-    the clock, and the client factories.
+    Every I/O dependency can be injected: the registry (a fresh one per instance by default)
+    and the clock.
     """
 
     def __init__(
@@ -92,8 +104,26 @@ class Application:
         self._dead_log = _BurstLog(10.0, clock)
         self._lag_at = 0.0
         self._assigned: list[TopicPartition] = []
+        self._ckpt: Checkpoint | None = None
         self._consumer: Any = None
-        self._checkpoint: Checkpoint | None = None
+        key = cfg.checkpoint.hmac_key
+        self._hmac: bytes | None = key_from_secret(key.get_secret_value()) if key else None
+        self.changelog_topic = cfg.checkpoint.topic or changelog_topic_name(cfg.group_id)
+        self.instance_id = cfg.instance_id or socket.gethostname()
+        #: Partitions processed since the last checkpoint.
+        self._dirty: set[int] = set()
+        #: Next offset to read per input (topic, partition), as far as processed.
+        self._positions: dict[tuple[str, int], int] = {}
+        #: Where each input (topic, partition) stood at the last checkpoint (or assignment).
+        self._start: dict[tuple[str, int], int] = {}
+        #: The last committed snapshot of each partition, to rewind to after an abort.
+        self._base: dict[int, dict[str, Any] | None] = {}
+        #: Effects that count only once committed (metrics, callbacks).
+        self._on_commit: list[Callable[[], None]] = []
+
+    @property
+    def exactly_once(self) -> bool:
+        return self.cfg.processing_guarantee == "exactly_once"
 
     # --- lifecycle ----------------------------------------------------------------------------
     def stop(self) -> None:
@@ -107,19 +137,48 @@ class Application:
             )
             self.server.start()
             log.info("metrics on http://%s:%d/metrics", cfg.metrics_host, self.server.port)
+        try:
+            self._run()
+        finally:
+            self.health.alive = False
+            if self.server is not None:
+                self.server.stop()
+            log.info("stopped")
+
+    def _run(self) -> None:
+        cfg = self.cfg
         admin = clients.make_admin(cfg)
-        self._wait_for_topics(admin)
-        if self.stop_event.is_set():
-            self._shutdown_server()
+        partitions = self._wait_for_topics(admin)
+        if partitions is None:
             return
-        producer = clients.make_producer(cfg)
+        if self._hmac is not None:
+            ensure_changelog_topic(
+                admin, self.changelog_topic, partitions, cfg.checkpoint.replication_factor
+            )
+        else:
+            log.warning(
+                "checkpoint.hmac_key is not set: state is not checkpointed, so a restart or "
+                "rebalance re-learns references and detectors (set it to keep state)"
+            )
+        txn_id = f"{cfg.group_id}-{self.instance_id}" if self.exactly_once else None
+        producer = clients.make_producer(cfg, transactional_id=txn_id)
+        if txn_id is not None:
+            producer.init_transactions(60.0)  # also fences a predecessor with the same id
         consumer = clients.make_consumer(cfg, error_cb=self._on_client_error)
         self._consumer = consumer
-        self._checkpoint = Checkpoint(
+        self._ckpt = Checkpoint(
             producer,
             consumer,
             self.stop_event,
+            transactional=self.exactly_once,
             on_failure=lambda t: self.metrics.delivery_failures.labels(topic=t).inc(),
+        )
+        log.info(
+            "starting group=%s instance=%s guarantee=%s changelog=%s",
+            cfg.group_id,
+            self.instance_id,
+            cfg.processing_guarantee,
+            self.changelog_topic if self._hmac else "-",
         )
         try:
             consumer.subscribe(
@@ -128,71 +187,202 @@ class Application:
                 on_revoke=self._on_revoke,
                 on_lost=self._on_lost,
             )
-            log.info(
-                "consuming group=%s topics=%s,%s",
-                cfg.group_id,
-                cfg.topics.predictions,
-                cfg.topics.labels,
-            )
             while not self.stop_event.is_set():
                 msgs = consumer.consume(cfg.batch_size, cfg.batch_timeout_seconds)
                 if msgs:
                     self.process_batch(msgs)
+                producer.poll(0)
+                if self._due():
+                    self.checkpoint()
                 self._update_lag(consumer)
         finally:
-            self.health.alive = False
             self.health.reason = "stopping"
-            if self._checkpoint.commit():
-                _commit_sync(consumer)
-            consumer.close()
+            with contextlib.suppress(Exception):
+                self.checkpoint()
+            consumer.close()  # leaves the group: revocation checkpoints nothing more
             producer.flush(10.0)
-            self._shutdown_server()
-            log.info("stopped")
 
-    def _shutdown_server(self) -> None:
-        if self.server is not None:
-            self.server.stop()
-
-    def _wait_for_topics(self, admin: Any) -> None:
+    def _wait_for_topics(self, admin: Any) -> int | None:
         while not self.stop_event.is_set():
             try:
                 clients.ensure_output_topics(admin, self.cfg)
-                clients.check_input_topics(admin, self.cfg)
+                n = clients.check_input_topics(admin, self.cfg)
                 self.health.broker_reachable = True
-                return
+                return n
             except TopicsNotReady as exc:
                 self.health.broker_reachable = True
                 self.health.reason = str(exc)
                 log.info("waiting: %s", exc)
             except ConfigError:
                 raise
-            except Exception as exc:
+            except Exception as exc:  # any client error means: retry later
                 self.health.broker_reachable = False
                 self.health.reason = f"broker unreachable: {exc}"
                 log.warning("waiting for the broker error=%s", exc)
             self.stop_event.wait(2.0)
+        return None
+
+    # --- checkpoints --------------------------------------------------------------------------
+    def _due(self) -> bool:
+        ckpt = self._ckpt
+        if ckpt is None or not ckpt.has_pending():
+            return False
+        c = self.cfg.checkpoint
+        return (
+            ckpt.pending_events >= c.interval_events
+            or time.monotonic() - ckpt.last_commit >= c.interval_seconds
+        )
+
+    def checkpoint(self) -> bool:
+        """Commit state snapshots, outputs and offsets of everything processed so far."""
+        ckpt = self._ckpt
+        if ckpt is None or not ckpt.has_pending():
+            return True
+        started = time.perf_counter()
+        with self.lock:
+            dirty = sorted(p for p in self._dirty if p in self.states)
+            snapshots = {p: self.states[p].snapshot() for p in dirty}
+        maybe = [self._snapshot_record(p, s) for p, s in snapshots.items()]
+        records = [r for r in maybe if r is not None]
+        try:
+            ok = ckpt.commit(records)
+        except TransactionAborted as exc:
+            self.metrics.transactions_aborted.inc()
+            log.warning("rewinding to the last checkpoint after an aborted transaction: %s", exc)
+            self._rewind()
+            return False
+        if not ok:
+            self.metrics.checkpoint_failures.labels(reason="not_acknowledged").inc()
+            return False
+        for p, snap in snapshots.items():
+            self._base[p] = snap
+        for key, offset in self._positions.items():
+            self._start[key] = offset
+        self._dirty.difference_update(snapshots)
+        effects, self._on_commit = self._on_commit, []
+        for effect in effects:
+            effect()
+        self.metrics.checkpoints.inc()
+        self.metrics.checkpoint_seconds.observe(time.perf_counter() - started)
+        for r in records:
+            self.metrics.checkpoint_bytes.observe(len(r.value or b""))
+        return True
+
+    def _snapshot_record(self, p: int, state: dict[str, Any]) -> OutputRecord | None:
+        if self._hmac is None:
+            return None
+        offsets = {
+            topic: self._positions[(topic, p)]
+            for topic in (self.cfg.topics.predictions, self.cfg.topics.labels)
+            if (topic, p) in self._positions
+        }
+        snap = Snapshot(
+            partition=p,
+            offsets=offsets,
+            state=state,
+            created_at=self.clock(),
+            version=ENVELOPE_VERSION,
+        )
+        key, value, headers = encode_snapshot(snap, self._hmac)
+        return OutputRecord(self.changelog_topic, key, value, headers, partition=p)
+
+    def _rewind(self) -> None:
+        """After an aborted transaction: state back to the last checkpoint, inputs re-read."""
+        self._on_commit = []
+        with self.lock:
+            for p in list(self.states):
+                base = self._base.get(p)
+                self.states[p] = (
+                    PartitionState(p, self.cfg)
+                    if base is None
+                    else PartitionState.from_snapshot(base, self.cfg)
+                )
+            self._dirty.clear()
+            for key, offset in self._start.items():
+                self._positions[key] = offset
+                with contextlib.suppress(Exception):
+                    self._consumer.seek(TopicPartition(key[0], key[1], offset))
+            for key in [k for k in self._positions if k not in self._start]:
+                del self._positions[key]
+
+    def _restore(self, p: int) -> tuple[PartitionState, dict[str, int]]:
+        """The partition's state from its last snapshot, or a fresh one (and why, logged)."""
+        fresh: tuple[PartitionState, dict[str, int]] = (PartitionState(p, self.cfg), {})
+        if self._hmac is None:
+            return fresh
+        try:
+            rec = read_latest(
+                clients.client_config(self.cfg),
+                self.changelog_topic,
+                p,
+                self.cfg.checkpoint.restore_timeout_seconds,
+            )
+        except Exception as exc:
+            self.metrics.restores.labels(outcome="read_error").inc()
+            log.error("could not read the changelog partition=%d error=%s; fresh state", p, exc)
+            return fresh
+        if rec is None or rec[1] is None:
+            self.metrics.restores.labels(outcome="empty").inc()
+            return fresh
+        key, value, headers = rec
+        snap = decode_snapshot(key, value, headers, self._hmac, expected_partition=p)
+        if isinstance(snap, Refused):
+            self.metrics.restores.labels(outcome=snap.reason).inc()
+            log.error(
+                "refusing the checkpoint of partition=%d reason=%s detail=%s; rebuilding state "
+                "from the committed offsets",
+                p,
+                snap.reason,
+                snap.detail,
+            )
+            return fresh
+        try:
+            state = PartitionState.from_snapshot(snap.state, self.cfg)
+        except (ValueError, KeyError, TypeError, IndexError) as exc:
+            self.metrics.restores.labels(outcome="incompatible_state").inc()
+            log.error(
+                "refusing the checkpoint of partition=%d: this release cannot read its state "
+                "(%s); rebuilding state from the committed offsets",
+                p,
+                exc,
+            )
+            return fresh
+        self.metrics.restores.labels(outcome="restored").inc()
+        log.info("restored partition=%d models=%d offsets=%s", p, len(state.models), snap.offsets)
+        return state, dict(snap.offsets)
 
     # --- rebalances ---------------------------------------------------------------------------
     def _on_assign(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        numbers = sorted({tp.partition for tp in partitions})
+        restored = {p: self._restore(p) for p in numbers if p not in self.states}
         with self.lock:
-            for tp in partitions:
-                if tp.partition not in self.states:
-                    self.states[tp.partition] = PartitionState(tp.partition, self.cfg)
+            for p, (state, offsets) in restored.items():
+                self.states[p] = state
+                self._base[p] = state.snapshot() if offsets else None
+                for topic, offset in offsets.items():
+                    self._start[(topic, p)] = offset
+                    self._positions[(topic, p)] = offset
             self._assigned = list(partitions)
+        for tp in partitions:
+            start = self._start.get((tp.topic, tp.partition))
+            if start is not None:
+                tp.offset = start
+        consumer.assign(partitions)
         self._set_assignment_gauges()
         self.health.partitions_assigned = bool(partitions)
         self.health.reason = "ready" if partitions else "no partitions assigned"
         log.info("assigned partitions=%s", _fmt(partitions))
 
     def _on_revoke(self, consumer: Any, partitions: list[TopicPartition]) -> None:
-        if self._checkpoint is not None and self._checkpoint.commit():
-            _commit_sync(consumer)
+        self.checkpoint()
         self._drop(partitions)
         log.info("revoked partitions=%s", _fmt(partitions))
 
     def _on_lost(self, consumer: Any, partitions: list[TopicPartition]) -> None:
-        if self._checkpoint is not None:
-            self._checkpoint.discard()
+        if self._ckpt is not None:
+            with contextlib.suppress(Exception):
+                self._ckpt.abort()
+        self._on_commit = []
         self._drop(partitions)
         log.warning("lost partitions=%s", _fmt(partitions))
 
@@ -201,9 +391,13 @@ class Application:
         with self.lock:
             self._assigned = [tp for tp in self._assigned if (tp.topic, tp.partition) not in gone]
             kept = {tp.partition for tp in self._assigned}
-            for p in list(self.states):
-                if p not in kept:
-                    del self.states[p]
+            for p in [p for p in self.states if p not in kept]:
+                del self.states[p]
+                self._base.pop(p, None)
+                self._dirty.discard(p)
+            for d in (self._positions, self._start):
+                for key in [k for k in d if k in gone]:
+                    del d[key]
         self._set_assignment_gauges()
         self.health.partitions_assigned = bool(self._assigned)
         for topic, part in gone:
@@ -224,15 +418,19 @@ class Application:
 
     # --- the batch ----------------------------------------------------------------------------
     def process_batch(self, msgs: list[Any]) -> list[AlertEvent]:
-        """Decode, monitor, publish and commit one batch; return the alerts it published."""
+        """Decode, monitor and produce the outputs of one batch; return its alert events.
+
+        Outputs are committed by the next checkpoint (see ``stream_monitor/checkpoint.py``).
+        """
         started = time.perf_counter()
         cfg = self.cfg
-        assert self._checkpoint is not None
-        ckpt = self._checkpoint
+        assert self._ckpt is not None
+        ckpt = self._ckpt
         preds: dict[int, list[PredictionEvent]] = {}
         labels: dict[int, list[LabelEvent]] = {}
         dead: list[DeadLetter] = []
         newest: dict[str, float] = {}
+        consumed: dict[str, int] = {}
         for m in msgs:
             err = m.error()
             if err is not None:
@@ -240,17 +438,22 @@ class Application:
                     self.metrics.consumer_errors.inc()
                     log.warning("consume error=%s", err.str())
                 continue
-            topic = m.topic()
-            self.metrics.events_consumed.labels(topic=topic).inc()
-            ckpt.add_offset(topic, m.partition(), m.offset())
+            topic, part, offset = m.topic(), m.partition(), m.offset()
+            if part not in self.states:
+                continue  # a record of a partition no longer assigned: not ours to process
+            consumed[topic] = consumed.get(topic, 0) + 1
+            ckpt.add_offset(topic, part, offset)
+            self._start.setdefault((topic, part), offset)
+            self._positions[(topic, part)] = offset + 1
+            self._dirty.add(part)
             if topic == cfg.topics.predictions:
                 ev = decode_record(m, kind="prediction", max_bytes=cfg.limits.max_event_bytes)
                 if isinstance(ev, PredictionEvent):
-                    preds.setdefault(m.partition(), []).append(ev)
+                    preds.setdefault(part, []).append(ev)
             else:
                 ev = decode_record(m, kind="label", max_bytes=cfg.limits.max_event_bytes)
                 if isinstance(ev, LabelEvent):
-                    labels.setdefault(m.partition(), []).append(ev)
+                    labels.setdefault(part, []).append(ev)
             if isinstance(ev, DeadLetter):
                 dead.append(ev)
             else:
@@ -258,10 +461,9 @@ class Application:
         alerts: list[AlertEvent] = []
         with self.lock:
             for part in sorted(preds.keys() | labels.keys()):
-                state = self.states.get(part)
-                if state is None:  # a record of a partition no longer assigned
-                    continue
-                alerts.extend(state.process(preds.get(part, []), labels.get(part, [])))
+                alerts.extend(self.states[part].process(preds.get(part, []), labels.get(part, [])))
+        for topic, n in consumed.items():
+            self.metrics.events_consumed.labels(topic=topic).inc(n)
         for dl in dead:
             self.metrics.events_invalid.labels(topic=dl.topic, reason=dl.reason).inc()
             self._dead_log(
@@ -274,13 +476,10 @@ class Application:
             )
             ckpt.add_output(
                 OutputRecord(
-                    cfg.topics.dead_letter,
-                    dl.key,
-                    dl.value or b"",
-                    dead_letter_headers(dl),
-                    on_ack=self.metrics.dead_letters_published.inc,
+                    cfg.topics.dead_letter, dl.key, dl.value or b"", dead_letter_headers(dl)
                 )
             )
+            self._on_commit.append(self.metrics.dead_letters_published.inc)
         now = self.clock()
         published = []
         for a in alerts:
@@ -301,19 +500,19 @@ class Application:
                     a.dedup_key.encode(),
                     orjson.dumps(a.model_dump()),
                     [("content-type", b"application/json"), ("alert-id", a.alert_id.encode())],
-                    on_ack=self.metrics.alerts_published.labels(kind=a.kind, status=a.status).inc,
                 )
             )
-        ckpt.commit()
+            self._on_commit.append(
+                self.metrics.alerts_published.labels(kind=a.kind, status=a.status).inc
+            )
+            if self.on_alert is not None:
+                self._on_commit.append(lambda a=a: self.on_alert(a))  # type: ignore[misc]
         for topic, ts in newest.items():
             self.metrics.last_event_timestamp.labels(topic=topic).set(ts)
         self.metrics.batch_events.observe(len(msgs))
         self.metrics.batch_seconds.observe(time.perf_counter() - started)
         self.metrics.last_batch_timestamp.set(now)
         self.health.broker_reachable = True
-        if self.on_alert is not None:
-            for a in published:
-                self.on_alert(a)
         return published
 
     def _update_lag(self, consumer: Any) -> None:
@@ -330,17 +529,8 @@ class Application:
                     self.metrics.consumer_lag.labels(
                         topic=tp.topic, partition=str(tp.partition)
                     ).set(max(0, high - tp.offset))
-        except Exception as exc:
+        except Exception as exc:  # lag is best effort
             log.debug("lag update failed error=%s", exc)
-
-
-def _commit_sync(consumer: Any) -> None:
-    """Commit the stored offsets now; having nothing new to commit is not an error."""
-    try:
-        consumer.commit(asynchronous=False)
-    except KafkaException as exc:
-        if exc.args[0].code() != KafkaError._NO_OFFSET:
-            log.warning("synchronous commit failed error=%s", exc)
 
 
 def _fmt(partitions: list[TopicPartition]) -> str:

@@ -1,108 +1,236 @@
 """The delivery guarantee, written in one place.
 
-``Checkpoint.commit()`` makes a batch's effects durable in this order:
+Between two checkpoints the application produces its outputs (alert events, dead letters) as
+batches are processed and records the input offsets it has processed. ``Checkpoint.commit()``
+then makes everything since the previous checkpoint durable, in this order:
 
-1. every output record of the batch (alert events, dead letters) has been produced;
-2. the producer is flushed and every record acknowledged by the broker (``acks=all``); records
-   that failed are produced again, with backoff, until acknowledged or the monitor stops;
-3. only then are the input offsets of the batch stored; the consumer's background auto-commit
-   (or the synchronous commit at revocation and shutdown) commits stored offsets only.
+``exactly_once`` (a Kafka transaction spans the whole interval):
 
-So an input record's offset is never committed before the outputs it caused are in Kafka:
-at-least-once. A crash between 2 and 3 redelivers the batch and may publish an alert twice; its
-``alert_id`` is deterministic, so consumers deduplicate on it.
+1. the outputs are already in the open transaction;
+2. the state snapshots of every partition touched since the last checkpoint are produced to the
+   changelog topic, in the same transaction;
+3. the input offsets are added to the transaction (``send_offsets_to_transaction``, fenced by
+   the consumer group's metadata);
+4. the transaction is committed. Outputs, state and offsets become visible together or not at
+   all: a ``read_committed`` consumer of ``alerts`` sees each alert once. If the commit fails
+   with an abortable error the transaction is aborted and the caller rewinds its state to the
+   last committed snapshots and seeks back to their offsets (``TransactionAborted``).
+
+``at_least_once``:
+
+1. the outputs and the state snapshots are produced;
+2. the producer is flushed and every record acknowledged (``acks=all``); failed records are
+   produced again, with backoff, until acknowledged or the monitor stops;
+3. only then are the input offsets committed, synchronously.
+
+A crash before 3 replays the interval from the last snapshot: alerts may be published twice, with
+the same deterministic ``alert_id`` (the idempotency key).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import KafkaError, TopicPartition
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
-from stream_monitor.kafka.protocols import ConsumerLike, ProducerLike
+from stream_monitor.errors import StreamMonitorError
+from stream_monitor.kafka.protocols import ProducerLike
 
-__all__ = ["Checkpoint", "OutputRecord"]
+__all__ = ["Checkpoint", "OutputRecord", "TransactionAborted"]
 
 log = logging.getLogger(__name__)
+
+
+class TransactionAborted(StreamMonitorError):
+    """The open transaction was aborted: state must be rewound to the last checkpoint."""
 
 
 @dataclass(frozen=True, slots=True)
 class OutputRecord:
     topic: str
     key: bytes | None
-    value: bytes
+    value: bytes | None
     headers: list[tuple[str, bytes]] | None = None
     on_ack: Callable[[], None] | None = None
+    partition: int | None = None
 
 
 class Checkpoint:
-    """Collects one batch's outputs and input offsets, and commits them in the order above."""
+    """Collects the outputs and input offsets since the last checkpoint and commits them.
+
+    ``consumer`` is used for ``commit`` (at-least-once) and ``consumer_group_metadata``
+    (exactly-once); ``transactional`` selects the guarantee (the producer must then have a
+    ``transactional.id`` and ``init_transactions()`` must have been called).
+    """
 
     def __init__(
         self,
         producer: ProducerLike,
-        consumer: ConsumerLike,
+        consumer: Any,
         stop: threading.Event,
+        *,
+        transactional: bool = False,
         on_failure: Callable[[str], None] | None = None,
         retry_backoff: float = 0.5,
+        timeout: float = 30.0,
     ) -> None:
         self._producer = producer
         self._consumer = consumer
         self._stop = stop
+        self.transactional = transactional
         self._on_failure = on_failure
         self._backoff = retry_backoff
-        self._outputs: list[OutputRecord] = []
+        self._timeout = timeout
         self._offsets: dict[tuple[str, int], int] = {}
+        #: Records whose delivery failed (at-least-once: produced again before the commit).
+        self._failed: list[OutputRecord] = []
+        self._unconfirmed = 0
+        self._in_txn = False
+        self.pending_events = 0
+        self.last_commit = time.monotonic()
 
-    def add_output(self, record: OutputRecord) -> None:
-        self._outputs.append(record)
+    # --- collecting ---------------------------------------------------------------------------
+    def add_output(self, record: OutputRecord) -> bool:
+        """Produce ``record`` now (inside the open transaction when transactional). Returns
+        False if the monitor stopped while the local producer queue stayed full."""
+        if self.transactional:
+            self._begin()
+        self._unconfirmed += 1
+        return self._produce(record)
 
     def add_offset(self, topic: str, partition: int, offset: int) -> None:
         """Mark ``offset`` of ``topic``/``partition`` as processed (the next to read is +1)."""
         key = (topic, partition)
         if offset + 1 > self._offsets.get(key, -1):
             self._offsets[key] = offset + 1
+        self.pending_events += 1
 
-    def commit(self) -> bool:
-        """Run steps 1-3. Returns False if the monitor was stopped before every output was
-        acknowledged, in which case no offset was stored (the batch will be redelivered)."""
-        pending = self._outputs
-        while pending:
-            failed: list[OutputRecord] = []
-            for rec in pending:
-                if not self._produce(rec, failed):
-                    return False  # stopped while the local queue stayed full
-            while self._producer.flush(1.0) > 0:
-                if self._stop.is_set() and self._producer.flush(10.0) > 0:
+    def has_pending(self) -> bool:
+        return bool(self._offsets or self._unconfirmed or self._in_txn)
+
+    # --- committing ---------------------------------------------------------------------------
+    def commit(self, snapshots: list[OutputRecord]) -> bool:
+        """Run the steps of the module docstring. Returns False if the monitor was stopped
+        before everything was acknowledged (nothing was committed: the interval is replayed).
+        Raises ``TransactionAborted`` when the transaction had to be aborted."""
+        ok = self._commit_txn(snapshots) if self.transactional else self._commit_plain(snapshots)
+        if ok:
+            self.discard()
+            self.last_commit = time.monotonic()
+        return ok
+
+    def _commit_plain(self, snapshots: list[OutputRecord]) -> bool:
+        for rec in snapshots:
+            if not self._produce(rec):
+                return False
+        while True:
+            if not self._flush():
+                return False
+            failed, self._failed = self._failed, []
+            if not failed:
+                break
+            if self._stop.is_set():
+                self._failed = failed
+                return False
+            log.warning("delivery failed, retrying records=%d", len(failed))
+            self._stop.wait(self._backoff)
+            for rec in failed:
+                if not self._produce(rec):
                     return False
-            if failed:
-                if self._stop.is_set():
-                    return False
-                log.warning("delivery failed, retrying records=%d", len(failed))
-                self._stop.wait(self._backoff)
-            pending = failed
-        self._outputs = []
         if self._offsets:
-            self._consumer.store_offsets(
-                offsets=[TopicPartition(t, p, o) for (t, p), o in self._offsets.items()]
-            )
-            self._offsets = {}
+            tps = [TopicPartition(t, p, o) for (t, p), o in self._offsets.items()]
+            try:
+                self._consumer.commit(offsets=tps, asynchronous=False)
+            except KafkaException as exc:
+                log.warning("offset commit failed error=%s", exc)
+                return False
         return True
 
-    def _produce(self, rec: OutputRecord, failed: list[OutputRecord]) -> bool:
+    def _flush(self) -> bool:
+        while self._producer.flush(1.0) > 0:
+            if self._stop.is_set() and self._producer.flush(10.0) > 0:
+                return False
+        return True
+
+    def _commit_txn(self, snapshots: list[OutputRecord]) -> bool:
+        if not self._offsets and not snapshots and not self._in_txn:
+            return True
+        self._begin()
+        for rec in snapshots:
+            if not self._produce(rec):
+                return False
+        try:
+            if self._offsets:
+                tps = [TopicPartition(t, p, o) for (t, p), o in self._offsets.items()]
+                self._producer.send_offsets_to_transaction(  # type: ignore[attr-defined]
+                    tps, self._consumer.consumer_group_metadata(), self._timeout
+                )
+            self._retrying(lambda: self._producer.commit_transaction(self._timeout))  # type: ignore[attr-defined]
+        except KafkaException as exc:
+            err: KafkaError = exc.args[0]
+            if err.txn_requires_abort():
+                log.warning("transaction aborted error=%s", err)
+                self.abort()
+                raise TransactionAborted(str(err)) from exc
+            raise
+        self._in_txn = False
+        return True
+
+    def _retrying(self, op: Callable[[], Any]) -> None:
+        deadline = time.monotonic() + 10 * self._timeout
+        while True:
+            try:
+                op()
+                return
+            except KafkaException as exc:
+                err: KafkaError = exc.args[0]
+                if not err.retriable() or time.monotonic() > deadline:
+                    raise
+                log.info("retrying transaction step error=%s", err)
+                self._stop.wait(self._backoff)
+
+    def abort(self) -> None:
+        """Abort the open transaction (if any) and forget the interval."""
+        if self._in_txn:
+            try:
+                self._producer.abort_transaction(self._timeout)  # type: ignore[attr-defined]
+            except KafkaException as exc:
+                log.warning("abort failed error=%s", exc)
+                raise
+        self._in_txn = False
+        self.discard()
+
+    def discard(self) -> None:
+        """Forget the interval: what was committed, or what is lost with the partitions."""
+        self._offsets = {}
+        self._failed = []
+        self._unconfirmed = 0
+        self.pending_events = 0
+
+    # --- producing ----------------------------------------------------------------------------
+    def _begin(self) -> None:
+        if not self._in_txn:
+            self._producer.begin_transaction()  # type: ignore[attr-defined]
+            self._in_txn = True
+
+    def _produce(self, rec: OutputRecord) -> bool:
         def delivered(err: KafkaError | None, _msg: Any) -> None:
             if err is not None:
-                failed.append(rec)
+                self._failed.append(rec)
                 if self._on_failure is not None:
                     self._on_failure(rec.topic)
                 log.warning("delivery error topic=%s error=%s", rec.topic, err)
             elif rec.on_ack is not None:
                 rec.on_ack()
 
+        kwargs: dict[str, Any] = {}
+        if rec.partition is not None:
+            kwargs["partition"] = rec.partition
         while True:
             try:
                 self._producer.produce(
@@ -111,14 +239,10 @@ class Checkpoint:
                     key=rec.key,
                     headers=rec.headers,
                     on_delivery=delivered,
+                    **kwargs,
                 )
                 return True
             except BufferError:
                 if self._stop.is_set():
                     return False
                 self._producer.poll(0.1)
-
-    def discard(self) -> None:
-        """Forget the batch (partitions lost): nothing produced, nothing stored."""
-        self._outputs = []
-        self._offsets = {}

@@ -41,10 +41,18 @@ def cmd_run(args: argparse.Namespace) -> int:
         "bootstrap_servers": args.bootstrap_servers,
         "metrics_port": args.metrics_port,
         "group_id": args.group_id,
+        "instance_id": args.instance_id,
+        "processing_guarantee": args.processing_guarantee,
     }
+    secret = os.environ.get("STREAM_MONITOR_CHECKPOINT_KEY")
     cfg = load_config(
         args.config, defaults={"bootstrap_servers": _bootstrap_default()}, **overrides
     )
+    if secret and cfg.checkpoint.hmac_key is None:
+        cfg = cfg.model_copy(
+            update={"checkpoint": cfg.checkpoint.model_copy(update={"hmac_key": secret})}
+        )
+        cfg = type(cfg).model_validate(cfg.model_dump())
     app = Application(cfg)
     _install_stop(app.stop)
     app.run()
@@ -137,6 +145,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--config", help="TOML configuration file")
     run.add_argument("--metrics-port", type=int, default=None, help="default 9108")
     run.add_argument("--group-id", default=None, help="consumer group (default stream-monitor)")
+    run.add_argument(
+        "--instance-id", default=None, help="stable id of this instance (default: host name)"
+    )
+    run.add_argument(
+        "--processing-guarantee", choices=["exactly_once", "at_least_once"], default=None
+    )
     run.set_defaults(func=cmd_run)
 
     sim = sub.add_parser("simulate", help="produce synthetic model traffic with a drift")

@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 __all__ = [
+    "CheckpointConfig",
     "DetectorConfig",
     "DriftConfig",
     "KafkaSecurity",
@@ -126,9 +127,36 @@ class KafkaSecurity(_Frozen):
         return out
 
 
+class CheckpointConfig(_Frozen):
+    """Per-partition state checkpoints in a compacted changelog topic (see checkpoint.py).
+
+    Snapshots are signed with HMAC-SHA256 using ``hmac_key`` and nothing unsigned or forged is
+    ever loaded (they contain pickled river detectors). Without a key, state is not
+    checkpointed: a restart or rebalance re-learns the reference (a warning says so).
+    """
+
+    #: A checkpoint is taken (and, with exactly-once, the transaction committed) after this
+    #: long or this many input records, whichever comes first. It bounds alert latency under
+    #: exactly-once, since alerts become visible when their transaction commits.
+    interval_seconds: float = Field(default=5.0, gt=0)
+    interval_events: int = Field(default=50_000, ge=1)
+    hmac_key: SecretStr | None = None
+    #: Default: ``<group_id>-changelog``.
+    topic: str | None = None
+    replication_factor: int = Field(default=1, ge=1)
+    restore_timeout_seconds: float = Field(default=60.0, gt=0)
+
+
 class MonitorConfig(_Frozen):
     bootstrap_servers: str
     group_id: str = "stream-monitor"
+    #: ``exactly_once`` needs a broker with transactions (Kafka >= 2.5 for the group-fenced
+    #: producer); ``at_least_once`` publishes alerts without waiting for a checkpoint.
+    processing_guarantee: Literal["exactly_once", "at_least_once"] = "exactly_once"
+    #: Stable per instance (a StatefulSet pod name, say): it names the transactional producer,
+    #: so a restarted instance fences its predecessor at once. Default: the host name.
+    instance_id: str | None = None
+    checkpoint: CheckpointConfig = CheckpointConfig()
     topics: TopicsConfig = TopicsConfig()
     drift: DriftConfig = DriftConfig()
     labels: LabelJoinConfig = LabelJoinConfig()

@@ -14,6 +14,7 @@ from stream_monitor.errors import ConfigError, TopicsNotReady
 __all__ = [
     "DEAD_LETTER_MAX_BYTES",
     "check_input_topics",
+    "client_config",
     "consumer_config",
     "ensure_input_topics",
     "ensure_output_topics",
@@ -30,18 +31,18 @@ log = logging.getLogger(__name__)
 DEAD_LETTER_MAX_BYTES = 16 * 1024 * 1024
 
 
-def _common(cfg: MonitorConfig) -> dict[str, Any]:
+def client_config(cfg: MonitorConfig) -> dict[str, Any]:
+    """Connection settings shared by every client (bootstrap servers and security)."""
     return {"bootstrap.servers": cfg.bootstrap_servers, **cfg.security.client_config()}
 
 
 def consumer_config(cfg: MonitorConfig) -> dict[str, Any]:
-    """At-least-once consumer settings: offsets are stored by the app only after its outputs
-    are acknowledged, and the background auto-commit commits only stored offsets."""
+    """Consumer settings: no auto-commit (checkpoints commit offsets), read_committed."""
     return {
-        **_common(cfg),
+        **client_config(cfg),
         "group.id": cfg.group_id,
-        "enable.auto.commit": True,
-        "auto.commit.interval.ms": 1000,
+        # Offsets are committed only by checkpoints, together with the state they match.
+        "enable.auto.commit": False,
         "enable.auto.offset.store": False,
         "auto.offset.reset": "earliest",
         # Range assignment gives one instance the same partition number of every input topic,
@@ -57,7 +58,7 @@ def consumer_config(cfg: MonitorConfig) -> dict[str, Any]:
 
 def producer_config(cfg: MonitorConfig) -> dict[str, Any]:
     return {
-        **_common(cfg),
+        **client_config(cfg),
         "acks": "all",
         "enable.idempotence": True,
         "linger.ms": 5,
@@ -71,12 +72,16 @@ def make_consumer(cfg: MonitorConfig, **callbacks: Any) -> Consumer:
     return Consumer({**consumer_config(cfg), **callbacks})
 
 
-def make_producer(cfg: MonitorConfig) -> Producer:
-    return Producer(producer_config(cfg))
+def make_producer(cfg: MonitorConfig, transactional_id: str | None = None) -> Producer:
+    conf = producer_config(cfg)
+    if transactional_id is not None:
+        conf["transactional.id"] = transactional_id
+        conf.setdefault("transaction.timeout.ms", 60_000)
+    return Producer(conf)
 
 
 def make_admin(cfg: MonitorConfig) -> AdminClient:
-    return AdminClient(_common(cfg))
+    return AdminClient(client_config(cfg))
 
 
 def ensure_topics(admin: AdminClient, wanted: list[NewTopic], timeout: float = 30.0) -> None:

@@ -100,6 +100,47 @@ class Instruments:
             namespace=ns,
             registry=registry,
         )
+        self.checkpoints = Counter(
+            "checkpoints",
+            "Checkpoints committed (state, outputs and offsets together).",
+            namespace=ns,
+            registry=registry,
+        )
+        self.checkpoint_failures = Counter(
+            "checkpoint_failures",
+            "Checkpoints that could not be committed, by reason.",
+            ["reason"],
+            namespace=ns,
+            registry=registry,
+        )
+        self.checkpoint_seconds = Histogram(
+            "checkpoint_seconds",
+            "Time to snapshot and commit one checkpoint.",
+            namespace=ns,
+            registry=registry,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+        )
+        self.checkpoint_bytes = Histogram(
+            "checkpoint_snapshot_bytes",
+            "Size of one partition's signed snapshot.",
+            namespace=ns,
+            registry=registry,
+            buckets=(1e3, 1e4, 1e5, 3e5, 1e6, 3e6, 1e7, 3e7, 6e7),
+        )
+        self.restores = Counter(
+            "state_restores",
+            "Partition state restorations at assignment, by outcome "
+            "(restored, empty, or why the snapshot was refused).",
+            ["outcome"],
+            namespace=ns,
+            registry=registry,
+        )
+        self.transactions_aborted = Counter(
+            "transactions_aborted",
+            "Transactions aborted (state rewound to the checkpoint).",
+            namespace=ns,
+            registry=registry,
+        )
         self.assigned_partitions = Gauge(
             "assigned_partitions",
             "Input partitions assigned to this instance.",

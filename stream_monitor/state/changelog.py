@@ -327,6 +327,8 @@ def read_latest(
         "auto.offset.reset": "earliest",
         "isolation.level": "read_committed",
         "enable.partition.eof": True,
+        # The broker holds an empty fetch this long; the EOF event comes with such a fetch.
+        "fetch.wait.max.ms": 100,
     }
     tp = TopicPartition(topic, partition)
     where = f"changelog {topic!r} partition {partition}"
@@ -358,30 +360,34 @@ def read_latest(
                     f"{where}: end not reached within {timeout} s ({n_read} records read, "
                     f"last offset {last_offset}, high watermark {high})"
                 )
-            for msg in consumer.consume(num_messages=100, timeout=min(remaining, 1.0)):
-                err = msg.error()
-                if err is None:
-                    if msg.topic() == topic and msg.partition() == partition:
-                        last = (msg.key(), msg.value(), _headers(msg.headers()))
-                        n_read += 1
-                        last_offset = msg.offset() or 0
-                    continue
-                if err.code() == KafkaError._PARTITION_EOF:
-                    if msg.topic() == topic and msg.partition() == partition:
-                        log.debug(
-                            "read changelog partition topic=%s partition=%d records=%d "
-                            "last_offset=%d end=%s",
-                            topic,
-                            partition,
-                            n_read,
-                            last_offset,
-                            msg.offset(),
-                        )
-                        return last
-                    continue
-                if err.fatal() or err.code() in _PERMANENT_READ_ERRORS:
-                    raise ChangelogError(f"cannot read {where}: {err}")
-                # Transient (broker down, leader moving): librdkafka retries by itself.
-                log.debug("transient error reading %s: %s", where, err)
+            # poll, not consume: a batch consume waits out its whole timeout when fewer
+            # messages than asked for arrive, which is always the case at the end.
+            msg = consumer.poll(min(remaining, 0.5))
+            if msg is None:
+                continue
+            err = msg.error()
+            if err is None:
+                if msg.topic() == topic and msg.partition() == partition:
+                    last = (msg.key(), msg.value(), _headers(msg.headers()))
+                    n_read += 1
+                    last_offset = msg.offset() or 0
+                continue
+            if err.code() == KafkaError._PARTITION_EOF:
+                if msg.topic() == topic and msg.partition() == partition:
+                    log.debug(
+                        "read changelog partition topic=%s partition=%d records=%d "
+                        "last_offset=%d end=%s",
+                        topic,
+                        partition,
+                        n_read,
+                        last_offset,
+                        msg.offset(),
+                    )
+                    return last
+                continue
+            if err.fatal() or err.code() in _PERMANENT_READ_ERRORS:
+                raise ChangelogError(f"cannot read {where}: {err}")
+            # Transient (broker down, leader moving): librdkafka retries by itself.
+            log.debug("transient error reading %s: %s", where, err)
     finally:
         consumer.close()
