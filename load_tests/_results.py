@@ -8,7 +8,7 @@ import re
 from importlib import metadata
 from pathlib import Path
 
-__all__ = ["machine_busy_cores_s", "machine_info", "update_section"]
+__all__ = ["machine_busy_cores_s", "machine_info", "source_digest", "update_section"]
 
 _HEADER = (
     "# Load test results\n\n"
@@ -45,6 +45,21 @@ def _ram_gib() -> str:
     return "?"
 
 
+def source_digest() -> str:
+    """Short SHA-256 over the stream_monitor package's .py files (paths and contents), so that
+    results can be matched to the code they measured without asking git."""
+    import hashlib
+
+    import stream_monitor
+
+    root = Path(stream_monitor.__file__).resolve().parent
+    h = hashlib.sha256()
+    files = sorted(root.rglob("*.py"))
+    for p in files:
+        h.update(str(p.relative_to(root)).encode() + b"\0" + p.read_bytes() + b"\0")
+    return f"{h.hexdigest()[:12]} ({len(files)} files)"
+
+
 def machine_info(kafka: str | None) -> str:
     """One line: cores, CPU, RAM, load, Python and library versions (and the broker's)."""
     import confluent_kafka
@@ -64,6 +79,7 @@ def machine_info(kafka: str | None) -> str:
         f"(librdkafka {confluent_kafka.libversion()[0]})",
         f"pydantic {_version('pydantic')}",
         f"orjson {_version('orjson')}",
+        f"stream_monitor source digest {source_digest()} at start",
     ]
     return "; ".join(parts)
 

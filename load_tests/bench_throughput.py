@@ -27,6 +27,7 @@ Prints a results block and rewrites the ``bench_throughput`` section of load_tes
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import re
 import shutil
@@ -53,6 +54,7 @@ sys.path.insert(0, str(HERE))
 
 from _results import machine_busy_cores_s, machine_info, update_section  # noqa: E402
 
+from stream_monitor.config import MonitorConfig  # noqa: E402
 from stream_monitor.simulate import ARCHETYPES, Record, TrafficGenerator  # noqa: E402
 
 KAFKA_SH = ROOT / "deploy" / "local" / "kafka.sh"
@@ -70,7 +72,10 @@ def log(msg: str) -> None:
 # broker
 # --------------------------------------------------------------------------------------------
 def port_free(port: int) -> bool:
+    """True if nothing listens on 127.0.0.1:port (TIME_WAIT leftovers do not count, as for
+    the broker's own server socket, which sets SO_REUSEADDR)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
         except OSError:
@@ -208,11 +213,22 @@ _SCRAPE_PATH = "/metrics?" + "&".join(f"name[]={n}" for n in (
 Series = dict[str, list[tuple[dict[str, str], float]]]
 
 
-def parse_metrics(text: str) -> Series:
-    """The few series the benchmark reads (fast: other lines are skipped by prefix)."""
+_JOIN_SERIES = {
+    "model events (predictions monitored)": "stream_monitor_model_events_total",
+    "labelled predictions (joined)": "stream_monitor_model_labelled_predictions_total",
+    "labels unmatched": "stream_monitor_label_join_unmatched_labels_total",
+    "labels waiting early": "stream_monitor_label_join_early_labels",
+    "predictions pending": "stream_monitor_label_join_pending",
+    "predictions evicted": "stream_monitor_label_join_evicted_total",
+    "predictions expired": "stream_monitor_label_join_expired_total",
+}
+
+
+def parse_metrics(text: str, wanted: tuple[str, ...] | None = _WANTED) -> Series:
+    """The series the benchmark reads (fast: other lines are skipped by prefix); all if None."""
     out: Series = {}
     for line in text.splitlines():
-        if not line.startswith(_WANTED):
+        if line.startswith("#") or (wanted is not None and not line.startswith(wanted)):
             continue
         m = _LINE.match(line)
         if not m:
@@ -269,19 +285,34 @@ class Sample:
     rss_mib: float | None = None
 
 
+def _toml_value(v: str) -> str:
+    """A command-line value as TOML: numbers and booleans as they are, anything else quoted."""
+    if v in ("true", "false") or re.fullmatch(r"-?\d+(\.\d+)?", v):
+        return v
+    return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
 class Monitor:
     """`stream-monitor run --config <toml>` as a subprocess, with a /metrics scraper."""
 
     def __init__(self, workdir: Path, name: str, bootstrap: str, topics: dict[str, str],
-                 group: str, consumer_overrides: dict[str, str] | None = None) -> None:
+                 group: str, consumer_overrides: dict[str, str] | None = None,
+                 profile: Path | None = None, settings: dict[str, str] | None = None) -> None:
+        self.profile = profile
         self.port = free_port()
         self.bootstrap = bootstrap
         self.cfg_path = workdir / f"{name}.toml"
         self.log_path = workdir / f"{name}.log"
+        # A unique instance id (where the config has one): it names the transactional
+        # producer, which must not fence another monitor on a shared broker.
+        instance = (f'instance_id = "{group}"\n'
+                    if "instance_id" in MonitorConfig.model_fields else "")
         self.cfg_path.write_text(
             f'bootstrap_servers = "{bootstrap}"\n'
             f'group_id = "{group}"\n'
-            'metrics_host = "127.0.0.1"\n'
+            + instance
+            + "".join(f"{k} = {_toml_value(v)}\n" for k, v in (settings or {}).items())
+            + 'metrics_host = "127.0.0.1"\n'
             f"metrics_port = {self.port}\n"
             "\n[topics]\n"
             + "".join(f'{k} = "{v}"\n' for k, v in topics.items())
@@ -293,10 +324,13 @@ class Monitor:
         self._failing_since: float | None = None
 
     def start(self) -> None:
-        exe = VENV_BIN / "stream-monitor"
-        # --bootstrap-servers too: `run` lets its default (KAFKA_BOOTSTRAP_SERVERS or
-        # 127.0.0.1:9092) override the file's bootstrap_servers when the flag is absent.
-        cmd = [str(exe), "--log-level", "INFO", "run", "--config", str(self.cfg_path),
+        exe = [str(VENV_BIN / "stream-monitor")]
+        if self.profile is not None:
+            exe = [sys.executable, "-m", "cProfile", "-o", str(self.profile), "-m",
+                   "stream_monitor"]
+        # --bootstrap-servers on the command line as well: some versions of `run` let their
+        # default (KAFKA_BOOTSTRAP_SERVERS or 127.0.0.1:9092) override the file's value.
+        cmd = [*exe, "--log-level", "INFO", "run", "--config", str(self.cfg_path),
                "--bootstrap-servers", self.bootstrap]
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.started_at = time.monotonic()
@@ -348,6 +382,15 @@ class Monitor:
                       cpu_seconds(self.pid), cpu_seconds(broker_pid), machine_busy_cores_s(),
                       self_cpu_s(), _kib_to_mib(vm_kib(self.pid, "VmRSS")))
 
+    def join_figures(self) -> dict[str, float | None]:
+        """Label-join totals from one full scrape (None for a series the monitor lacks)."""
+        status, text = self.get("/metrics", 30.0)
+        if status != 200:
+            return {}
+        series = parse_metrics(text, None)
+        return {k: (total(series, name) if name in series else None)
+                for k, name in _JOIN_SERIES.items()}
+
     def peak_rss_mib(self) -> float | None:
         kib = vm_kib(self.pid, "VmHWM")
         return None if kib is None else kib / 1024
@@ -379,6 +422,15 @@ class Monitor:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
         except OSError:
             return ""
+
+    def mode(self) -> str:
+        """What the monitor says about its guarantee and checkpointing at start-up, if it does."""
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return "?"
+        m = re.search(r"(guarantee=\S+(?: changelog=\S+)?)", text)
+        return m.group(1) if m else "not logged"
 
     def log_count(self, needle: str) -> int:
         try:
@@ -516,6 +568,34 @@ def cpu_shares(a: Sample, b: Sample) -> dict[str, float]:
     return out
 
 
+TIMELINE_STEP = 15.0  # seconds between the rows of the drain timeline
+
+
+def timeline_row(a: Sample, b: Sample, pred_topic: str, r: dict[str, Any]) -> dict[str, str]:
+    """Progress between two samples: rates by topic, CPU, RSS (strings, for log and table)."""
+    dt = b.t - a.t
+    ca, cb = consumed_of(a), consumed_of(b)
+    pa = total(a.series, "stream_monitor_events_consumed_total", topic=pred_topic)
+    pb = total(b.series, "stream_monitor_events_consumed_total", topic=pred_topic)
+    c = cpu_shares(a, b)
+    return {
+        "until s": f"{b.t - r.get('_t0', a.t):.0f}",
+        "consumed": f"{cb / r['produced']:.0%}",
+        "predictions consumed": f"{pb / max(1, r['produced_predictions']):.0%}",
+        "labels consumed": f"{(cb - pb) / max(1, r['produced_labels']):.0%}",
+        "records/s": f"{(cb - ca) / dt:,.0f}",
+        "predictions/s": f"{(pb - pa) / dt:,.0f}",
+        "labels/s": f"{((cb - pb) - (ca - pa)) / dt:,.0f}",
+        "monitor cores": f"{c.get('monitor', 0):.2f}",
+        "other processes cores": f"{c.get('others', 0):.2f}",
+        "RSS MiB": f(b.rss_mib),
+    }
+
+
+def drift_index(args: argparse.Namespace, n: int) -> int | None:
+    return None if args.drift_at < 0 else int(n * args.drift_at)
+
+
 def phase_drain(args: argparse.Namespace, bootstrap: str, run_id: str, workdir: Path,
                 broker: Broker | None, names: list[str]) -> dict[str, Any]:
     r: dict[str, Any] = {}
@@ -524,11 +604,12 @@ def phase_drain(args: argparse.Namespace, bootstrap: str, run_id: str, workdir: 
     # Event times: a past window ending now (the broker rejects records > 1 h in the future
     # and its 24 h retention would delete older ones), at >= 1000 predictions/s of event time.
     ev_rate = max(1000.0, n / (20 * 3600.0))
-    gen = TrafficGenerator(seed=args.seed, drift_at=n // 2, models=names, rate=ev_rate,
+    gen = TrafficGenerator(seed=args.seed, drift_at=drift_index(args, n), models=names,
+                           rate=ev_rate,
                            start_time=time.time() - n / ev_rate - 60,
                            prediction_topic=topics["predictions"], label_topic=topics["labels"])
     log(f"phase 1: producing {n:,} predictions (+ labels), {len(names)} models, "
-        f"{args.partitions} partitions, drift at {n // 2:,}")
+        f"{args.partitions} partitions, drift at {drift_index(args, n)}")
     pr = produce(bootstrap, gen.events(n), topics["predictions"],
                  time_limit=args.produce_timeout, paced=False, conf={
         "linger.ms": 50, "batch.size": 1_000_000, "batch.num.messages": 10_000, "acks": "1",
@@ -551,15 +632,17 @@ def phase_drain(args: argparse.Namespace, bootstrap: str, run_id: str, workdir: 
 
     log("phase 2: draining with `stream-monitor run`")
     mon = Monitor(workdir, "drain", bootstrap, topics, f"bench-{run_id}-drain",
-                  args.consumer_override)
+                  args.consumer_override, args.monitor_profile, args.monitor_setting)
     broker_pid = broker.pid() if broker else None
     samples: list[Sample] = []
     try:
         mon.start()
+        r["_t0"] = mon.started_at
         r["ready_seconds"] = mon.wait_ready(60)
         deadline = time.monotonic() + args.consume_timeout
-        next_log = time.monotonic() + 15
+        next_log = time.monotonic() + TIMELINE_STEP
         logged: list[Sample] = []
+
         tick = time.monotonic()
         while time.monotonic() < deadline:
             tick += args.poll
@@ -569,22 +652,25 @@ def phase_drain(args: argparse.Namespace, bootstrap: str, run_id: str, workdir: 
                 done = total(s.series, "stream_monitor_events_consumed_total")
                 if done >= produced:
                     break
-                if s.t >= next_log:
-                    prev = logged[-1]
-                    c = cpu_shares(prev, s)
-                    log(f"  consumed {done:,.0f}/{produced:,} ({done / produced:.0%}); last "
-                        f"{s.t - prev.t:.0f} s: {(done - consumed_of(prev)) / (s.t - prev.t):,.0f} "
-                        f"records/s, monitor {c.get('monitor', 0):.2f} cores, other processes "
-                        f"{c.get('others', 0):.2f}; RSS {f(s.rss_mib)} MiB")
+                if s.t >= next_log and logged:
+                    row = timeline_row(logged[-1], s, topics["predictions"], r)
+                    log("  " + "; ".join(f"{k} {v}" for k, v in row.items()))
                     logged.append(s)
-                    next_log = s.t + 15
+                    next_log = s.t + TIMELINE_STEP
                 elif not logged:
                     logged.append(s)
             if not mon.alive():
                 raise RuntimeError(f"monitor exited while draining; log:\n{mon.tail()}")
             time.sleep(max(0.0, tick - time.monotonic()))
         r["peak_rss_mib"] = mon.peak_rss_mib()
+        r["join"] = mon.join_figures()
         last = samples[-1]
+        marks = [samples[0]]
+        for x in samples[1:]:
+            if x.t - marks[-1].t >= TIMELINE_STEP or x is last:
+                marks.append(x)
+        r["timeline"] = [timeline_row(a_, b_, topics["predictions"], r)
+                         for a_, b_ in itertools.pairwise(marks)]
         consumed = total(last.series, "stream_monitor_events_consumed_total")
         r["consumed"] = consumed
         r["complete"] = consumed >= produced
@@ -622,6 +708,8 @@ def phase_drain(args: argparse.Namespace, bootstrap: str, run_id: str, workdir: 
         r["batch_mean_records"] = ne / nb if nb else None
         r["busy_fraction"] = sb / dt  # share of wall time spent inside process_batch
         r["cpu"] = cpu_shares(a, b)
+        if r["cpu"].get("monitor") and r["rate_records"]:
+            r["cpu_us_per_record"] = 1e6 * r["cpu"]["monitor"] / r["rate_records"]
         r["scrape_p50_ms"] = 1000 * (pct([s.scrape_s for s in samples], 50) or 0)
         r["alerts_published"] = total(last.series, "stream_monitor_alerts_published_total")
         r["invalid"] = total(last.series, "stream_monitor_events_invalid_total")
@@ -630,6 +718,7 @@ def phase_drain(args: argparse.Namespace, bootstrap: str, run_id: str, workdir: 
     finally:
         rc, secs = mon.stop(30) if mon.proc else (None, 0.0)
     r["exit_code"], r["exit_seconds"] = rc, secs
+    r["mode"] = mon.mode()
     log(f"monitor stopped: exit code {rc} after {secs:.1f} s")
     return r
 
@@ -642,7 +731,7 @@ def phase_live(args: argparse.Namespace, bootstrap: str, run_id: str, workdir: P
     log(f"phase 3: live, {args.live_rate:,.0f} predictions/s for {args.live_seconds:.0f} s "
         f"({n:,} predictions)")
     mon = Monitor(workdir, "live", bootstrap, topics, f"bench-{run_id}-live",
-                  args.consumer_override)
+                  args.consumer_override, settings=args.monitor_setting)
     broker_pid = broker.pid() if broker else None
     stop = threading.Event()
     samples: list[Sample] = []
@@ -654,7 +743,7 @@ def phase_live(args: argparse.Namespace, bootstrap: str, run_id: str, workdir: P
         # stall on the generator's blocks; event time = the wall time they are due.
         lead = 2.0 + 1.8 * n / 40_000  # generation runs at ~40-120k records/s
         start = time.time() + lead
-        gen = TrafficGenerator(seed=args.seed + 1, drift_at=n // 2, models=names,
+        gen = TrafficGenerator(seed=args.seed + 1, drift_at=drift_index(args, n), models=names,
                                rate=args.live_rate, start_time=start,
                                prediction_topic=topics["predictions"],
                                label_topic=topics["labels"])
@@ -701,6 +790,8 @@ def phase_live(args: argparse.Namespace, bootstrap: str, run_id: str, workdir: P
             time.sleep(args.poll)
         r["drain_after_seconds"] = time.monotonic() - t_drain0
         r["peak_rss_mib"] = mon.peak_rss_mib()
+        r["join"] = mon.join_figures()
+        r["produced_labels"] = counts[topics["labels"]]
         r.update(produced=produced, produced_predictions=counts[topics["predictions"]],
                  consumed=consumed, complete=consumed >= produced,
                  achieved_pred_rate=(pr.predictions - 1)
@@ -727,6 +818,10 @@ def phase_live(args: argparse.Namespace, bootstrap: str, run_id: str, workdir: P
         r["scrape_p50_ms"] = 1000 * (pct([s.scrape_s for s in win], 50) or 0)
         if len(win) >= 2:
             r["cpu"] = cpu_shares(win[0], win[-1])
+            r["rate_records"] = ((consumed_of(win[-1]) - consumed_of(win[0]))
+                                 / (win[-1].t - win[0].t))
+            if r["cpu"].get("monitor") and r["rate_records"]:
+                r["cpu_us_per_record"] = 1e6 * r["cpu"]["monitor"] / r["rate_records"]
             a, b = win[0], win[-1]
             nb = (total(b.series, "stream_monitor_batch_processing_seconds_count")
                   - total(a.series, "stream_monitor_batch_processing_seconds_count"))
@@ -766,14 +861,41 @@ def cpu_text(c: dict[str, float] | None) -> str:
     return ", ".join(f"{label} {c[k]:.2f}" for k, label in names if k in c)
 
 
+def join_text(r: dict[str, Any]) -> str:
+    j = r.get("join") or {}
+    if not j:
+        return "n/a"
+    parts = [f"{k} {f(v)}" for k, v in j.items() if v is not None]
+    labelled = j.get("labelled predictions (joined)")
+    if labelled is not None and r.get("produced_labels"):
+        parts.insert(0, f"**{labelled / r['produced_labels']:.1%} of the labels joined**")
+    return "; ".join(parts)
+
+
+def timeline_md(rows: list[dict[str, str]]) -> list[str]:
+    if not rows:
+        return []
+    keys = list(rows[0])
+    return (["", "Drain timeline (rates between successive rows; seconds since the monitor "
+             "process started):", "",
+             "| " + " | ".join(keys) + " |", "|" + "---:|" * len(keys)]
+            + ["| " + " | ".join(row[k] for k in keys) + " |" for row in rows])
+
+
 def report(args: argparse.Namespace, d: dict[str, Any], lv: dict[str, Any] | None,
            total_s: float, machine: str, cmd: str) -> tuple[str, str]:
     ok = bool(d.get("complete")) and d.get("exit_code") == 0
+    settings = ", ".join(f"{k}={v}" for k, v in {**args.monitor_setting,
+                                                   **args.consumer_override}.items())
     rows: list[tuple[str, str]] = [
+        ("monitor",
+         "`stream-monitor run`, defaults except topics/group/ports"
+         + (f" and {settings}" if settings else "") + f"; start-up log: {d.get('mode', '?')}"),
         ("records pre-produced",
          f"{d['produced']:,} ({d['produced_predictions']:,} predictions + "
          f"{d['produced_labels']:,} labels; {args.models} models, {args.partitions} partitions, "
-         "drift at the middle)"),
+         + ("no drift)" if args.drift_at < 0
+            else f"drift at {args.drift_at:.0%} of the predictions)")),
         ("produce rate (one Python producer, generation included)",
          f"{f(d['produce_rate'])} records/s ({f(d['produce_pred_rate'])} predictions/s)"
          + (" STOPPED AT THE TIME LIMIT" if d.get("produce_stopped_early") else "")),
@@ -789,10 +911,12 @@ def report(args: argparse.Namespace, d: dict[str, Any], lv: dict[str, Any] | Non
          f"(histogram-interpolated), mean {f(d.get('batch_mean_s'), '.3f')} s; "
          f"{f(d.get('batch_mean_records'))} records/batch; process_batch busy "
          f"{f(d.get('busy_fraction'), '.0%')} of wall time"),
-        ("CPU cores used, steady window", cpu_text(d.get("cpu"))),
+        ("CPU cores used, steady window", cpu_text(d.get("cpu"))
+         + f"; monitor CPU per record {f(d.get('cpu_us_per_record'), '.0f')} µs"),
         ("peak RSS of the monitor (VmHWM)",
          f"{f(d.get('peak_rss_mib'), '.0f')} MiB; RSS at 10/50/90 % consumed: "
          + " / ".join(f(v) for v in (d.get("rss_at") or {}).values()) + " MiB"),
+        ("label join at the end of the drain", join_text(d)),
         ("alerts published / dead letters",
          f"{f(d.get('alerts_published'))} / {f(d.get('invalid'))}"),
         ("/metrics scrape time (median)", f"{f(d.get('scrape_p50_ms'), '.1f')} ms"),
@@ -819,8 +943,11 @@ def report(args: argparse.Namespace, d: dict[str, Any], lv: dict[str, Any] | Non
              f"median {f(lv.get('batch_p50_s'), '.3f')} s (histogram-interpolated), mean "
              f"{f(lv.get('batch_mean_s'), '.3f')} s, {f(lv.get('batch_mean_records'))} "
              f"records/batch; scrape median {f(lv.get('scrape_p50_ms'), '.1f')} ms"),
-            ("live CPU cores", cpu_text(lv.get("cpu"))),
+            ("live CPU cores", cpu_text(lv.get("cpu"))
+             + f"; consumed {f(lv.get('rate_records'))} records/s, monitor CPU per record "
+             f"{f(lv.get('cpu_us_per_record'), '.0f')} µs"),
             ("live peak RSS (VmHWM)", f"{f(lv.get('peak_rss_mib'))} MiB"),
+            ("live label join at the end", join_text(lv)),
             ("live end",
              f"caught up {lv.get('complete')} ({f(lv.get('consumed'))}/{f(lv.get('produced'))} "
              f"records); SIGTERM → exit code {lv.get('exit_code')} in "
@@ -840,6 +967,7 @@ def report(args: argparse.Namespace, d: dict[str, Any], lv: dict[str, Any] | Non
          "| figure | value |", "|---|---|"]
         + [f"| {k} | {v} |" for k, v in rows]
         + ["", f"Overall: {verdict}."]
+        + timeline_md(d.get("timeline") or [])
     )
     return text, md
 
@@ -860,6 +988,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--models", type=int, default=20)
     ap.add_argument("--partitions", type=int, default=6)
     ap.add_argument("--seed", type=int, default=11)
+    ap.add_argument("--drift-at", type=float, default=0.5,
+                    help="drift from this fraction of the predictions on (negative: no drift)")
+    ap.add_argument("--monitor-profile", type=Path,
+                    help="run the drain-phase monitor under cProfile and write its stats here "
+                         "(slows it down; for finding costs, not for the figures)")
     ap.add_argument("--bootstrap-servers", help="use this broker instead of starting one")
     ap.add_argument("--kafka-port", type=int, default=39092)
     ap.add_argument("--kafka-jars-dir", type=Path, default=DEFAULT_JARS)
@@ -878,6 +1011,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--consumer-override", action=_KeyValue, default={}, metavar="KEY=VALUE",
                     help="librdkafka setting for the monitor's consumer (consumer_overrides in "
                          "its TOML); repeatable")
+    ap.add_argument("--monitor-setting", action=_KeyValue, default={}, metavar="KEY=VALUE",
+                    help="top-level MonitorConfig field for the monitors' TOML, e.g. "
+                         "processing_guarantee=at_least_once or batch_size=5000; repeatable")
     ap.add_argument("--results-file", type=Path, default=HERE / "RESULTS.md")
     ap.add_argument("--no-results", action="store_true")
     args = ap.parse_args(argv)
@@ -906,7 +1042,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         lv = (phase_live(args, bootstrap, run_id, workdir, broker, names)
               if args.live_rate > 0 else None)
     except BaseException:
-        log(f"failed; monitor configs and logs are in {workdir}")
+        if any(workdir.iterdir()):
+            log(f"failed; monitor configs and logs are in {workdir}")
+        else:
+            workdir.rmdir()
         raise
     finally:
         if broker is not None:

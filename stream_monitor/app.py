@@ -102,6 +102,7 @@ class Application:
         self._serve_metrics = serve_metrics
         self.server: MetricsServer | None = None
         self._dead_log = _BurstLog(10.0, clock)
+        self._client_log = _BurstLog(10.0, clock)
         self._lag_at = 0.0
         self._assigned: list[TopicPartition] = []
         self._ckpt: Checkpoint | None = None
@@ -414,7 +415,7 @@ class Application:
         if err.code() in (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT):
             self.health.broker_reachable = False
             self.health.reason = f"broker unreachable: {err.str()}"
-        log.warning("kafka client error=%s", err.str())
+        self._client_log("kafka client error=%s", err.str())
 
     # --- the batch ----------------------------------------------------------------------------
     def process_batch(self, msgs: list[Any]) -> list[AlertEvent]:

@@ -101,7 +101,10 @@ class Checkpoint:
         if self.transactional:
             self._begin()
         self._unconfirmed += 1
-        return self._produce(record)
+        if not self._produce(record):
+            self._failed.append(record)  # never queued: must not be committed past
+            return False
+        return True
 
     def add_offset(self, topic: str, partition: int, offset: int) -> None:
         """Mark ``offset`` of ``topic``/``partition`` as processed (the next to read is +1)."""
@@ -139,8 +142,9 @@ class Checkpoint:
                 return False
             log.warning("delivery failed, retrying records=%d", len(failed))
             self._stop.wait(self._backoff)
-            for rec in failed:
+            for i, rec in enumerate(failed):
                 if not self._produce(rec):
+                    self._failed.extend(failed[i:])
                     return False
         if self._offsets:
             tps = [TopicPartition(t, p, o) for (t, p), o in self._offsets.items()]
@@ -164,11 +168,17 @@ class Checkpoint:
         for rec in snapshots:
             if not self._produce(rec):
                 return False
+        if self._failed:  # an output never reached the producer: this interval cannot commit
+            self.abort()
+            raise TransactionAborted("an output could not be queued before the commit")
         try:
             if self._offsets:
                 tps = [TopicPartition(t, p, o) for (t, p), o in self._offsets.items()]
-                self._producer.send_offsets_to_transaction(  # type: ignore[attr-defined]
-                    tps, self._consumer.consumer_group_metadata(), self._timeout
+                meta = self._consumer.consumer_group_metadata()
+                self._retrying(
+                    lambda: self._producer.send_offsets_to_transaction(  # type: ignore[attr-defined]
+                        tps, meta, self._timeout
+                    )
                 )
             self._retrying(lambda: self._producer.commit_transaction(self._timeout))  # type: ignore[attr-defined]
         except KafkaException as exc:
@@ -189,7 +199,7 @@ class Checkpoint:
                 return
             except KafkaException as exc:
                 err: KafkaError = exc.args[0]
-                if not err.retriable() or time.monotonic() > deadline:
+                if not err.retriable() or time.monotonic() > deadline or self._stop.is_set():
                     raise
                 log.info("retrying transaction step error=%s", err)
                 self._stop.wait(self._backoff)
