@@ -668,7 +668,10 @@ def phase_drain(args: argparse.Namespace, bootstrap: str, run_id: str, workdir: 
         marks = [samples[0]]
         for x in samples[1:]:
             if x.t - marks[-1].t >= TIMELINE_STEP or x is last:
-                marks.append(x)
+                if x is last and len(marks) > 1 and x.t - marks[-1].t < TIMELINE_STEP / 3:
+                    marks[-1] = x  # fold a short final stretch into the previous row
+                else:
+                    marks.append(x)
         r["timeline"] = [timeline_row(a_, b_, topics["predictions"], r)
                          for a_, b_ in itertools.pairwise(marks)]
         consumed = total(last.series, "stream_monitor_events_consumed_total")

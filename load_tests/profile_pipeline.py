@@ -206,6 +206,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--no-results", action="store_true", help="do not update RESULTS.md")
     args = ap.parse_args(argv)
     deadline = time.monotonic() + args.max_seconds
+    machine = machine_info(kafka=None)  # at start: load average and source digest
 
     cfg = MonitorConfig(bootstrap_servers="unused:9092")
     names = model_names(args.models)
@@ -294,7 +295,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.no_results:
         cmd = " ".join(["python", "load_tests/profile_pipeline.py", *sys.argv[1:]])
         body = [
-            f"Run {time.strftime('%Y-%m-%d %H:%M %Z')} — {machine_info(kafka=None)}",
+            f"Run {time.strftime('%Y-%m-%d %H:%M %Z')} — {machine}",
             "",
             f"Command: `.venv/bin/{cmd}`",
             "",

@@ -24,7 +24,12 @@ import orjson
 from confluent_kafka import KafkaError, TopicPartition
 from prometheus_client import CollectorRegistry
 
-from stream_monitor.checkpoint import Checkpoint, OutputRecord, TransactionAborted
+from stream_monitor.checkpoint import (
+    Checkpoint,
+    OutputRecord,
+    ProducerWedged,
+    TransactionAborted,
+)
 from stream_monitor.config import MonitorConfig
 from stream_monitor.errors import ConfigError, TopicsNotReady
 from stream_monitor.events.decode import DeadLetter, dead_letter_headers, decode_record
@@ -107,6 +112,7 @@ class Application:
         self._assigned: list[TopicPartition] = []
         self._ckpt: Checkpoint | None = None
         self._consumer: Any = None
+        self._producer: Any = None
         key = cfg.checkpoint.hmac_key
         self._hmac: bytes | None = key_from_secret(key.get_secret_value()) if key else None
         self.changelog_topic = cfg.checkpoint.topic or changelog_topic_name(cfg.group_id)
@@ -161,10 +167,7 @@ class Application:
                 "checkpoint.hmac_key is not set: state is not checkpointed, so a restart or "
                 "rebalance re-learns references and detectors (set it to keep state)"
             )
-        txn_id = f"{cfg.group_id}-{self.instance_id}" if self.exactly_once else None
-        producer = clients.make_producer(cfg, transactional_id=txn_id)
-        if txn_id is not None:
-            producer.init_transactions(60.0)  # also fences a predecessor with the same id
+        producer = self._new_producer()
         consumer = clients.make_consumer(cfg, error_cb=self._on_client_error)
         self._consumer = consumer
         self._ckpt = Checkpoint(
@@ -173,6 +176,7 @@ class Application:
             self.stop_event,
             transactional=self.exactly_once,
             on_failure=lambda t: self.metrics.delivery_failures.labels(topic=t).inc(),
+            timeout=cfg.checkpoint.commit_timeout_seconds,
         )
         log.info(
             "starting group=%s instance=%s guarantee=%s changelog=%s",
@@ -192,7 +196,7 @@ class Application:
                 msgs = consumer.consume(cfg.batch_size, cfg.batch_timeout_seconds)
                 if msgs:
                     self.process_batch(msgs)
-                producer.poll(0)
+                self._producer.poll(0)
                 if self._due():
                     self.checkpoint()
                 self._update_lag(consumer)
@@ -201,7 +205,16 @@ class Application:
             with contextlib.suppress(Exception):
                 self.checkpoint()
             consumer.close()  # leaves the group: revocation checkpoints nothing more
-            producer.flush(10.0)
+            self._producer.flush(10.0)
+
+    def _new_producer(self) -> Any:
+        cfg = self.cfg
+        txn_id = f"{cfg.group_id}-{self.instance_id}" if self.exactly_once else None
+        producer = clients.make_producer(cfg, transactional_id=txn_id)
+        if txn_id is not None:
+            producer.init_transactions(60.0)  # also fences a predecessor with the same id
+        self._producer = producer
+        return producer
 
     def _wait_for_topics(self, admin: Any) -> int | None:
         while not self.stop_event.is_set():
@@ -247,6 +260,12 @@ class Application:
         records = [r for r in maybe if r is not None]
         try:
             ok = ckpt.commit(records)
+        except ProducerWedged as exc:
+            self.metrics.transactions_aborted.inc()
+            log.error("replacing the transactional producer: %s (librdkafka #5511)", exc)
+            ckpt.replace_producer(self._new_producer())
+            self._rewind()
+            return False
         except TransactionAborted as exc:
             self.metrics.transactions_aborted.inc()
             log.warning("rewinding to the last checkpoint after an aborted transaction: %s", exc)

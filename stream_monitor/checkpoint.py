@@ -41,13 +41,24 @@ from confluent_kafka import KafkaError, KafkaException, TopicPartition
 from stream_monitor.errors import StreamMonitorError
 from stream_monitor.kafka.protocols import ProducerLike
 
-__all__ = ["Checkpoint", "OutputRecord", "TransactionAborted"]
+__all__ = ["Checkpoint", "OutputRecord", "ProducerWedged", "TransactionAborted"]
 
 log = logging.getLogger(__name__)
 
 
 class TransactionAborted(StreamMonitorError):
     """The open transaction was aborted: state must be rewound to the last checkpoint."""
+
+
+class ProducerWedged(TransactionAborted):
+    """A transactional call did not return within twice its timeout.
+
+    librdkafka can block ``send_offsets_to_transaction`` forever once the broker that was the
+    group coordinator disappeared from the metadata (librdkafka issue #5511, seen here after a
+    single broker restart). The caller replaces the producer: a new one with the same
+    ``transactional.id`` fences the stuck one and the coordinator aborts its transaction, so the
+    caller rewinds exactly as after an abort.
+    """
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,12 +186,19 @@ class Checkpoint:
             if self._offsets:
                 tps = [TopicPartition(t, p, o) for (t, p), o in self._offsets.items()]
                 meta = self._consumer.consumer_group_metadata()
+                producer: Any = self._producer
                 self._retrying(
-                    lambda: self._producer.send_offsets_to_transaction(  # type: ignore[attr-defined]
-                        tps, meta, self._timeout
+                    lambda: self._bounded(
+                        lambda: producer.send_offsets_to_transaction(tps, meta, self._timeout),
+                        "send_offsets_to_transaction",
                     )
                 )
-            self._retrying(lambda: self._producer.commit_transaction(self._timeout))  # type: ignore[attr-defined]
+            self._retrying(
+                lambda: self._bounded(
+                    lambda: self._producer.commit_transaction(self._timeout),  # type: ignore[attr-defined]
+                    "commit_transaction",
+                )
+            )
         except KafkaException as exc:
             err: KafkaError = exc.args[0]
             if err.txn_requires_abort():
@@ -190,6 +208,33 @@ class Checkpoint:
             raise
         self._in_txn = False
         return True
+
+    def _bounded(self, op: Callable[[], Any], what: str) -> Any:
+        """Run a blocking transactional call with a deadline (see ``ProducerWedged``)."""
+        box: dict[str, Any] = {}
+
+        def target() -> None:
+            try:
+                box["value"] = op()
+            except BaseException as exc:  # re-raised in the caller's thread
+                box["error"] = exc
+
+        worker = threading.Thread(target=target, name=f"txn-{what}", daemon=True)
+        worker.start()
+        worker.join(2 * self._timeout)
+        if worker.is_alive():
+            self._in_txn = False
+            self.discard()
+            raise ProducerWedged(f"{what} did not return within {2 * self._timeout:.0f} s")
+        if "error" in box:
+            raise box["error"]
+        return box.get("value")
+
+    def replace_producer(self, producer: ProducerLike) -> None:
+        """Use a new producer (after ``ProducerWedged``); nothing is pending any more."""
+        self._producer = producer
+        self._in_txn = False
+        self.discard()
 
     def _retrying(self, op: Callable[[], Any]) -> None:
         deadline = time.monotonic() + 10 * self._timeout

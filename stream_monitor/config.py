@@ -145,6 +145,9 @@ class CheckpointConfig(_Frozen):
     topic: str | None = None
     replication_factor: int = Field(default=1, ge=1)
     restore_timeout_seconds: float = Field(default=60.0, gt=0)
+    #: Timeout of each transactional call; one that blocks for twice this long makes the
+    #: monitor replace its producer and rewind to the last checkpoint.
+    commit_timeout_seconds: float = Field(default=30.0, gt=0)
 
 
 class MonitorConfig(_Frozen):

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import orjson
 import pytest
+from confluent_kafka import KafkaException
 
 from stream_monitor.events.schema import AlertEvent
 from stream_monitor.kafka.clients import ensure_input_topics
@@ -109,6 +110,15 @@ def _consumed(port: int) -> float:
 
 
 def _caught_up(bootstrap: str, group: str, names: dict[str, str], partitions: int) -> bool:
+    """Committed offsets of the group are at the end of both inputs (False while the broker
+    cannot answer, e.g. just after a restart)."""
+    try:
+        return _caught_up_now(bootstrap, group, names, partitions)
+    except KafkaException:
+        return False
+
+
+def _caught_up_now(bootstrap: str, group: str, names: dict[str, str], partitions: int) -> bool:
     return all(
         committed_offsets(bootstrap, group, names[t], partitions)
         == end_offsets(bootstrap, names[t], partitions)
@@ -132,7 +142,9 @@ def test_kill_9_mid_stream_then_restart_equals_an_uninterrupted_run(
     # The reference run: one process from start to end.
     ref = {**t, "group": t["group"] + "-ref", "alerts": t["alerts"] + "-ref"}
     port = _free_port()
-    proc = _start_cli(_write_config(tmp_path / "ref.toml", kafka_bootstrap, ref, port), tmp_path / "ref.log")
+    proc = _start_cli(
+        _write_config(tmp_path / "ref.toml", kafka_bootstrap, ref, port), tmp_path / "ref.log"
+    )
     try:
         wait_until(lambda: _consumed(port) == total, 180, "the reference run to consume all")
         wait_until(
@@ -151,7 +163,8 @@ def test_kill_9_mid_stream_then_restart_equals_an_uninterrupted_run(
         wait_until(lambda: _consumed(port) >= total * 0.45, 180, "half the stream consumed")
         # Make sure at least one checkpoint was committed before the crash.
         wait_until(
-            lambda: scrape(port).get(("stream_monitor_checkpoints_total", ()), 0) >= 2, 30,
+            lambda: scrape(port).get(("stream_monitor_checkpoints_total", ()), 0) >= 2,
+            30,
             "two checkpoints",
         )
     finally:
@@ -189,13 +202,18 @@ def test_partitions_move_with_their_state_when_an_instance_stops(kafka_bootstrap
     )
     models = tuple(f"fraud-detector-{i}" for i in range(8))
     gen = TrafficGenerator(
-        seed=8, models=models, drift_at=16_000, prediction_topic=t["predictions"],
+        seed=8,
+        models=models,
+        drift_at=16_000,
+        prediction_topic=t["predictions"],
         label_topic=t["labels"],
     )
     records = _records(gen, 24_000)
     cut = _split(records, t["predictions"], 12_000)
     cfg = monitor_config(
-        kafka_bootstrap, t, checkpoint={"hmac_key": SECRET, "interval_seconds": 1.0},
+        kafka_bootstrap,
+        t,
+        checkpoint={"hmac_key": SECRET, "interval_seconds": 1.0},
         drift={"reference_size": 500, "window_size": 500},
     )
     a_cfg = cfg.model_copy(update={"instance_id": "a"})
@@ -204,18 +222,21 @@ def test_partitions_move_with_their_state_when_an_instance_stops(kafka_bootstrap
         with running_app(b_cfg) as b:
             wait_until(
                 lambda: len(a.states) + len(b.states) == partitions and a.states and b.states,
-                60, "the group to split the partitions",
+                60,
+                "the group to split the partitions",
             )
             produce_all(kafka_bootstrap, records[:cut])
             wait_until(
-                lambda: _caught_up(kafka_bootstrap, t["group"], t, partitions), 120,
+                lambda: _caught_up(kafka_bootstrap, t["group"], t, partitions),
+                120,
                 "both instances to process the first part",
             )
             with b.lock:
                 b_models = {m: st.models[m].n_events for st in b.states.values() for m in st.models}
                 b_edges = {
                     m: st.models[m].features["amount"].edges.tolist()
-                    for st in b.states.values() for m in st.models
+                    for st in b.states.values()
+                    for m in st.models
                 }
         # b stopped: its partitions move to a, with their state.
         wait_until(lambda: len(a.states) == partitions, 60, "a to take every partition")
@@ -230,11 +251,14 @@ def test_partitions_move_with_their_state_when_an_instance_stops(kafka_bootstrap
             counts = {m: st.models[m].n_events for st in a.states.values() for m in st.models}
             edges = {
                 m: st.models[m].features["amount"].edges.tolist()
-                for st in a.states.values() for m in st.models
+                for st in a.states.values()
+                for m in st.models
             }
     assert b_models, "b held no model"
     assert restored is not None and restored >= 1
-    expected = Counter(orjson.loads(v)["model_id"] for tp, _, v in records if tp == t["predictions"])
+    expected = Counter(
+        orjson.loads(v)["model_id"] for tp, _, v in records if tp == t["predictions"]
+    )
     assert counts == dict(expected)  # nothing lost, nothing counted twice
     for m in b_models:  # the reference moved with the partition: not re-learned
         assert edges[m] == b_edges[m]
@@ -252,13 +276,18 @@ def test_broker_restart_mid_stream_loses_nothing(tmp_path_factory, topic_names):
         "KAFKA_JARS_DIR": str(ROOT / "deploy" / "local" / ".kafka" / "lib"),
     }
     kafka_sh = ["bash", str(ROOT / "deploy" / "local" / "kafka.sh")]
-    bootstrap = subprocess.run(
-        [*kafka_sh, "start"], env=env, check=True, capture_output=True, text=True, timeout=300
-    ).stdout.strip().splitlines()[-1]
+    bootstrap = (
+        subprocess.run(
+            [*kafka_sh, "start"], env=env, check=True, capture_output=True, text=True, timeout=300
+        )
+        .stdout.strip()
+        .splitlines()[-1]
+    )
     try:
         t = topic_names
-        ensure_input_topics(bootstrap, partitions=2, predictions=t["predictions"],
-                            labels=t["labels"])
+        ensure_input_topics(
+            bootstrap, partitions=2, predictions=t["predictions"], labels=t["labels"]
+        )
         gen = TrafficGenerator(
             seed=2, drift_at=9_000, prediction_topic=t["predictions"], label_topic=t["labels"]
         )
@@ -266,7 +295,11 @@ def test_broker_restart_mid_stream_loses_nothing(tmp_path_factory, topic_names):
         cut = _split(records, t["predictions"], 6_000)
         produce_all(bootstrap, records[:cut])
         cfg = monitor_config(
-            bootstrap, t, checkpoint={"hmac_key": SECRET, "interval_seconds": 1.0}
+            bootstrap,
+            t,
+            # A transactional call stuck after the restart (librdkafka #5511) is given up
+            # after 2 x 5 s: the producer is replaced and the state rewound.
+            checkpoint={"hmac_key": SECRET, "interval_seconds": 1.0, "commit_timeout_seconds": 5.0},
         )
         with running_app(cfg) as app:
             wait_until(lambda: _caught_up(bootstrap, t["group"], t, 2), 120, "the first part")
@@ -277,8 +310,7 @@ def test_broker_restart_mid_stream_loses_nothing(tmp_path_factory, topic_names):
             produce_all(bootstrap, records[cut:])
             wait_until(lambda: _caught_up(bootstrap, t["group"], t, 2), 180, "the second part")
             with app.lock:
-                counts = {m: st.models[m].n_events for st in app.states.values()
-                          for m in st.models}
+                counts = {m: st.models[m].n_events for st in app.states.values() for m in st.models}
         expected = Counter(
             orjson.loads(v)["model_id"] for tp, _, v in records if tp == t["predictions"]
         )
@@ -286,8 +318,9 @@ def test_broker_restart_mid_stream_loses_nothing(tmp_path_factory, topic_names):
         alerts = _alerts(bootstrap, t["alerts"])
         assert len({a.alert_id for a in alerts}) == len(alerts)
         for model in gen.models:
-            assert any(a.model_id == model and a.feature == gen.drifted_feature(model)
-                       for a in alerts), model
+            assert any(
+                a.model_id == model and a.feature == gen.drifted_feature(model) for a in alerts
+            ), model
     finally:
         subprocess.run([*kafka_sh, "stop"], env=env, timeout=120)
 
@@ -302,8 +335,9 @@ def test_forged_or_corrupted_snapshots_are_refused_not_loaded(kafka_bootstrap, t
     from confluent_kafka import Producer
 
     t = topic_names
-    ensure_input_topics(kafka_bootstrap, partitions=2, predictions=t["predictions"],
-                        labels=t["labels"])
+    ensure_input_topics(
+        kafka_bootstrap, partitions=2, predictions=t["predictions"], labels=t["labels"]
+    )
     gen = TrafficGenerator(seed=9, prediction_topic=t["predictions"], label_topic=t["labels"])
     produce_all(kafka_bootstrap, _records(gen, 3_000))
     cfg = monitor_config(kafka_bootstrap, t, checkpoint={"hmac_key": SECRET})
@@ -318,15 +352,20 @@ def test_forged_or_corrupted_snapshots_are_refused_not_loaded(kafka_bootstrap, t
     k0, v0, h0 = encode_snapshot(forged, b"an attacker's key, not ours!!")
     p = Producer({"bootstrap.servers": kafka_bootstrap})
     p.produce(changelog, key=k0, value=v0, headers=h0, partition=0)
-    p.produce(changelog, key=b"1", value=b'{"format": "stream-monitor-checkpoint"}',
-              headers=[("x-hmac-sha256", b"00" * 32)], partition=1)
+    p.produce(
+        changelog,
+        key=b"1",
+        value=b'{"format": "stream-monitor-checkpoint"}',
+        headers=[("x-hmac-sha256", b"00" * 32)],
+        partition=1,
+    )
     assert p.flush(30) == 0
     with running_app(cfg) as app:
         wait_until(lambda: len(app.states) == 2, 60, "assignment")
         metrics = scrape(app.server.port)
         with app.lock:
             fresh = {p: len(st.models) for p, st in app.states.items()}
-    assert metrics.get(
-        ("stream_monitor_state_restores_total", (("outcome", "bad_signature"),))
-    ) == 2
+    assert (
+        metrics.get(("stream_monitor_state_restores_total", (("outcome", "bad_signature"),))) == 2
+    )
     assert fresh == {0: 0, 1: 0}  # nothing loaded: fresh state, resumed at committed offsets
