@@ -91,6 +91,9 @@ class LabelJoinConfig(_Frozen):
     ttl_seconds: float = Field(default=7 * 24 * 3600.0, gt=0)
     #: At most this many predictions wait per partition; the oldest are evicted first.
     capacity: int = Field(default=200_000, ge=1)
+    #: A labels partition more than this far ahead (event time) of its predictions partition
+    #: is paused until the predictions catch up (see Application._align).
+    align_seconds: float = Field(default=10.0, gt=0)
     #: Labels read before their prediction wait this long (label event time) for it ...
     early_grace_seconds: float = Field(default=600.0, ge=0)
     #: ... and at most this many wait per partition (oldest evicted first, counted).

@@ -141,6 +141,13 @@ class Instruments:
             namespace=ns,
             registry=registry,
         )
+        self.label_pauses = Counter(
+            "label_partition_pauses",
+            "Times a labels partition was paused for running ahead "
+            "of its predictions partition (event-time alignment).",
+            namespace=ns,
+            registry=registry,
+        )
         self.assigned_partitions = Gauge(
             "assigned_partitions",
             "Input partitions assigned to this instance.",

@@ -95,7 +95,7 @@ def _write_config(path: Path, bootstrap: str, names: dict[str, str], port: int, 
 def _start_cli(config: Path, log: Path) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "stream_monitor", "run", "--config", str(config)],
-        stdout=open(log, "ab"),  # noqa: SIM115 - closed with the process
+        stdout=open(log, "ab"),  # closed with the process
         stderr=subprocess.STDOUT,
         cwd=ROOT,
     )
