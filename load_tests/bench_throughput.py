@@ -96,8 +96,13 @@ class Broker:
         self.port = port
         self.home = Path(tempfile.mkdtemp(prefix="stream-monitor-bench-kafka-"))
         self.keep_dir = keep_dir
-        self.env = {**os.environ, "KAFKA_PORT": str(port), "KAFKA_HOME_DIR": str(self.home),
-                    "KAFKA_JARS_DIR": str(jars), "KAFKA_HEAP": heap}
+        self.env = {
+            **os.environ,
+            "KAFKA_PORT": str(port),
+            "KAFKA_HOME_DIR": str(self.home),
+            "KAFKA_JARS_DIR": str(jars),
+            "KAFKA_HEAP": heap,
+        }
         self.started = False
 
     @property
@@ -107,16 +112,24 @@ class Broker:
     def start(self) -> str:
         for p in (self.port, self.port + 1):
             if not port_free(p):
-                raise SystemExit(f"port {p} is in use: choose another --kafka-port "
-                                 "(the broker also takes --kafka-port + 1 for its controller)")
+                raise SystemExit(
+                    f"port {p} is in use: choose another --kafka-port "
+                    "(the broker also takes --kafka-port + 1 for its controller)"
+                )
         t0 = time.monotonic()
-        res = subprocess.run(["bash", str(KAFKA_SH), "start"], env=self.env, text=True,
-                             capture_output=True, timeout=200)
+        res = subprocess.run(
+            ["bash", str(KAFKA_SH), "start"],
+            env=self.env,
+            text=True,
+            capture_output=True,
+            timeout=200,
+        )
         self.started = True
         if res.returncode != 0:
             raise SystemExit(f"broker failed to start:\n{res.stderr[-3000:]}")
-        log(f"broker up at {res.stdout.strip()} in {time.monotonic() - t0:.1f} s "
-            f"(home {self.home})")
+        log(
+            f"broker up at {res.stdout.strip()} in {time.monotonic() - t0:.1f} s (home {self.home})"
+        )
         return res.stdout.strip().splitlines()[-1]
 
     def pid(self) -> int | None:
@@ -128,8 +141,13 @@ class Broker:
     def stop(self) -> None:
         if self.started:
             try:
-                subprocess.run(["bash", str(KAFKA_SH), "stop"], env=self.env, text=True,
-                               capture_output=True, timeout=60)
+                subprocess.run(
+                    ["bash", str(KAFKA_SH), "stop"],
+                    env=self.env,
+                    text=True,
+                    capture_output=True,
+                    timeout=60,
+                )
                 log("broker stopped")
             except subprocess.TimeoutExpired:
                 pid = self.pid()
@@ -197,18 +215,21 @@ _WANTED = (
 
 # Only these samples are sent back (prometheus_client's `name[]` filter): a smaller response
 # to parse; the monitor still runs all of its collectors on every scrape.
-_SCRAPE_PATH = "/metrics?" + "&".join(f"name[]={n}" for n in (
-    "stream_monitor_events_consumed_total",
-    "stream_monitor_events_invalid_total",
-    "stream_monitor_alerts_published_total",
-    "stream_monitor_batch_processing_seconds_bucket",
-    "stream_monitor_batch_processing_seconds_count",
-    "stream_monitor_batch_processing_seconds_sum",
-    "stream_monitor_batch_events_count",
-    "stream_monitor_batch_events_sum",
-    "stream_monitor_consumer_lag",
-    "stream_monitor_last_event_timestamp_seconds",
-))
+_SCRAPE_PATH = "/metrics?" + "&".join(
+    f"name[]={n}"
+    for n in (
+        "stream_monitor_events_consumed_total",
+        "stream_monitor_events_invalid_total",
+        "stream_monitor_alerts_published_total",
+        "stream_monitor_batch_processing_seconds_bucket",
+        "stream_monitor_batch_processing_seconds_count",
+        "stream_monitor_batch_processing_seconds_sum",
+        "stream_monitor_batch_events_count",
+        "stream_monitor_batch_events_sum",
+        "stream_monitor_consumer_lag",
+        "stream_monitor_last_event_timestamp_seconds",
+    )
+)
 
 Series = dict[str, list[tuple[dict[str, str], float]]]
 
@@ -266,8 +287,9 @@ def hist_quantile(q: float, cum: Sequence[tuple[float, float]]) -> float | None:
     return None
 
 
-def hist_delta(a: Sequence[tuple[float, float]], b: Sequence[tuple[float, float]]
-               ) -> list[tuple[float, float]]:
+def hist_delta(
+    a: Sequence[tuple[float, float]], b: Sequence[tuple[float, float]]
+) -> list[tuple[float, float]]:
     prev = dict(a)
     return [(bound, c - prev.get(bound, 0.0)) for bound, c in b]
 
@@ -295,9 +317,17 @@ def _toml_value(v: str) -> str:
 class Monitor:
     """`stream-monitor run --config <toml>` as a subprocess, with a /metrics scraper."""
 
-    def __init__(self, workdir: Path, name: str, bootstrap: str, topics: dict[str, str],
-                 group: str, consumer_overrides: dict[str, str] | None = None,
-                 profile: Path | None = None, settings: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        name: str,
+        bootstrap: str,
+        topics: dict[str, str],
+        group: str,
+        consumer_overrides: dict[str, str] | None = None,
+        profile: Path | None = None,
+        settings: dict[str, str] | None = None,
+    ) -> None:
         self.profile = profile
         self.port = free_port()
         self.bootstrap = bootstrap
@@ -305,8 +335,9 @@ class Monitor:
         self.log_path = workdir / f"{name}.log"
         # A unique instance id (where the config has one): it names the transactional
         # producer, which must not fence another monitor on a shared broker.
-        instance = (f'instance_id = "{group}"\n'
-                    if "instance_id" in MonitorConfig.model_fields else "")
+        instance = (
+            f'instance_id = "{group}"\n' if "instance_id" in MonitorConfig.model_fields else ""
+        )
         self.cfg_path.write_text(
             f'bootstrap_servers = "{bootstrap}"\n'
             f'group_id = "{group}"\n'
@@ -326,16 +357,30 @@ class Monitor:
     def start(self) -> None:
         exe = [str(VENV_BIN / "stream-monitor")]
         if self.profile is not None:
-            exe = [sys.executable, "-m", "cProfile", "-o", str(self.profile), "-m",
-                   "stream_monitor"]
+            exe = [
+                sys.executable,
+                "-m",
+                "cProfile",
+                "-o",
+                str(self.profile),
+                "-m",
+                "stream_monitor",
+            ]
         # --bootstrap-servers on the command line as well: some versions of `run` let their
         # default (KAFKA_BOOTSTRAP_SERVERS or 127.0.0.1:9092) override the file's value.
-        cmd = [*exe, "--log-level", "INFO", "run", "--config", str(self.cfg_path),
-               "--bootstrap-servers", self.bootstrap]
+        cmd = [
+            *exe,
+            "--log-level",
+            "INFO",
+            "run",
+            "--config",
+            str(self.cfg_path),
+            "--bootstrap-servers",
+            self.bootstrap,
+        ]
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.started_at = time.monotonic()
-        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT,
-                                     cwd=str(ROOT))
+        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, cwd=str(ROOT))
 
     @property
     def pid(self) -> int:
@@ -347,8 +392,9 @@ class Monitor:
 
     def get(self, path: str, timeout: float = 5.0) -> tuple[int, str]:
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}",
-                                        timeout=timeout) as r:
+            with urllib.request.urlopen(
+                f"http://127.0.0.1:{self.port}{path}", timeout=timeout
+            ) as r:
                 return r.status, r.read().decode()
         except urllib.error.HTTPError as e:
             return e.code, ""
@@ -374,13 +420,23 @@ class Monitor:
             if self._failing_since is None:
                 self._failing_since = t1
             elif t1 - self._failing_since > SCRAPE_FAILURE_LIMIT:
-                raise RuntimeError(f"/metrics failing for {SCRAPE_FAILURE_LIMIT:.0f} s "
-                                   f"(last HTTP status {status}); log:\n{self.tail()}")
+                raise RuntimeError(
+                    f"/metrics failing for {SCRAPE_FAILURE_LIMIT:.0f} s "
+                    f"(last HTTP status {status}); log:\n{self.tail()}"
+                )
             return None
         self._failing_since = None
-        return Sample(t1, (w0 + w1) / 2, t1 - t0, parse_metrics(text),
-                      cpu_seconds(self.pid), cpu_seconds(broker_pid), machine_busy_cores_s(),
-                      self_cpu_s(), _kib_to_mib(vm_kib(self.pid, "VmRSS")))
+        return Sample(
+            t1,
+            (w0 + w1) / 2,
+            t1 - t0,
+            parse_metrics(text),
+            cpu_seconds(self.pid),
+            cpu_seconds(broker_pid),
+            machine_busy_cores_s(),
+            self_cpu_s(),
+            _kib_to_mib(vm_kib(self.pid, "VmRSS")),
+        )
 
     def join_figures(self) -> dict[str, float | None]:
         """Label-join totals from one full scrape (None for a series the monitor lacks)."""
@@ -388,8 +444,9 @@ class Monitor:
         if status != 200:
             return {}
         series = parse_metrics(text, None)
-        return {k: (total(series, name) if name in series else None)
-                for k, name in _JOIN_SERIES.items()}
+        return {
+            k: (total(series, name) if name in series else None) for k, name in _JOIN_SERIES.items()
+        }
 
     def peak_rss_mib(self) -> float | None:
         kib = vm_kib(self.pid, "VmHWM")
@@ -452,8 +509,9 @@ def make_topics(bootstrap: str, run_id: str, phase: str, partitions: int) -> dic
 
     t = {k: f"bench-{run_id}-{phase}-{k}" for k in ("predictions", "labels", "alerts")}
     t["dead_letter"] = f"bench-{run_id}-{phase}-dead-letter"
-    ensure_input_topics(bootstrap, partitions=partitions, predictions=t["predictions"],
-                        labels=t["labels"])
+    ensure_input_topics(
+        bootstrap, partitions=partitions, predictions=t["predictions"], labels=t["labels"]
+    )
     return t
 
 
@@ -461,8 +519,13 @@ def high_watermarks(bootstrap: str, topics: Sequence[str]) -> dict[str, int]:
     """Records in each topic (sum of the partitions' high watermarks; topics start at 0)."""
     from confluent_kafka import Consumer, TopicPartition
 
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-wm-{uuid.uuid4().hex[:8]}",
-                  "enable.auto.commit": False})
+    c = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"bench-wm-{uuid.uuid4().hex[:8]}",
+            "enable.auto.commit": False,
+        }
+    )
     try:
         out = {}
         for topic in topics:
@@ -487,15 +550,29 @@ class ProduceResult:
     last_pred_wall: float = 0.0
 
 
-def produce(bootstrap: str, records: Iterable[Record], pred_topic: str, *, time_limit: float,
-            paced: bool, conf: dict[str, Any], stop: threading.Event | None = None,
-            progress_every: int = 0) -> ProduceResult:
+def produce(
+    bootstrap: str,
+    records: Iterable[Record],
+    pred_topic: str,
+    *,
+    time_limit: float,
+    paced: bool,
+    conf: dict[str, Any],
+    stop: threading.Event | None = None,
+    progress_every: int = 0,
+) -> ProduceResult:
     """Produce ``records``; paced: each record at its event time (wall clock)."""
     from confluent_kafka import Producer
 
     errors: list[str] = []
-    p = Producer({"bootstrap.servers": bootstrap, "compression.type": "lz4",
-                  "error_cb": lambda e: errors.append(str(e)), **conf})
+    p = Producer(
+        {
+            "bootstrap.servers": bootstrap,
+            "compression.type": "lz4",
+            "error_cb": lambda e: errors.append(str(e)),
+            **conf,
+        }
+    )
     res = ProduceResult()
     t0 = time.monotonic()
     deadline = t0 + time_limit
@@ -510,8 +587,7 @@ def produce(bootstrap: str, records: Iterable[Record], pred_topic: str, *, time_
                 res.lateness.append(-delay)
         while True:
             try:
-                send(rec.topic, value=rec.value, key=rec.key,
-                     timestamp=round(rec.timestamp * 1000))
+                send(rec.topic, value=rec.value, key=rec.key, timestamp=round(rec.timestamp * 1000))
                 break
             except BufferError:
                 p.poll(0.05)
@@ -523,8 +599,10 @@ def produce(bootstrap: str, records: Iterable[Record], pred_topic: str, *, time_
                 res.first_pred_wall = res.last_pred_wall
             if progress_every and res.predictions % progress_every == 0:
                 el = time.monotonic() - t0
-                log(f"  produced {res.predictions:,} predictions ({res.handed:,} records) "
-                    f"in {el:.0f} s")
+                log(
+                    f"  produced {res.predictions:,} predictions ({res.handed:,} records) "
+                    f"in {el:.0f} s"
+                )
         if res.handed & 1023 == 0:
             p.poll(0)
             if time.monotonic() > deadline or (stop is not None and stop.is_set()):
@@ -556,15 +634,18 @@ def cpu_shares(a: Sample, b: Sample) -> dict[str, float]:
     out: dict[str, float] = {}
     if dt <= 0:
         return out
-    for name, x, y in (("monitor", a.cpu_monitor, b.cpu_monitor),
-                       ("broker", a.cpu_broker, b.cpu_broker),
-                       ("machine", a.cpu_machine, b.cpu_machine),
-                       ("bench", a.cpu_bench, b.cpu_bench)):
+    for name, x, y in (
+        ("monitor", a.cpu_monitor, b.cpu_monitor),
+        ("broker", a.cpu_broker, b.cpu_broker),
+        ("machine", a.cpu_machine, b.cpu_machine),
+        ("bench", a.cpu_bench, b.cpu_bench),
+    ):
         if x is not None and y is not None:
             out[name] = (y - x) / dt
     if "machine" in out:
-        out["others"] = max(0.0, out["machine"] - sum(out.get(k, 0.0)
-                                                      for k in ("monitor", "broker", "bench")))
+        out["others"] = max(
+            0.0, out["machine"] - sum(out.get(k, 0.0) for k in ("monitor", "broker", "bench"))
+        )
     return out
 
 
@@ -596,43 +677,80 @@ def drift_index(args: argparse.Namespace, n: int) -> int | None:
     return None if args.drift_at < 0 else int(n * args.drift_at)
 
 
-def phase_drain(args: argparse.Namespace, bootstrap: str, run_id: str, workdir: Path,
-                broker: Broker | None, names: list[str]) -> dict[str, Any]:
+def phase_drain(
+    args: argparse.Namespace,
+    bootstrap: str,
+    run_id: str,
+    workdir: Path,
+    broker: Broker | None,
+    names: list[str],
+) -> dict[str, Any]:
     r: dict[str, Any] = {}
     topics = make_topics(bootstrap, run_id, "drain", args.partitions)
     n = args.predictions
     # Event times: a past window ending now (the broker rejects records > 1 h in the future
     # and its 24 h retention would delete older ones), at >= 1000 predictions/s of event time.
     ev_rate = max(1000.0, n / (20 * 3600.0))
-    gen = TrafficGenerator(seed=args.seed, drift_at=drift_index(args, n), models=names,
-                           rate=ev_rate,
-                           start_time=time.time() - n / ev_rate - 60,
-                           prediction_topic=topics["predictions"], label_topic=topics["labels"])
-    log(f"phase 1: producing {n:,} predictions (+ labels), {len(names)} models, "
-        f"{args.partitions} partitions, drift at {drift_index(args, n)}")
-    pr = produce(bootstrap, gen.events(n), topics["predictions"],
-                 time_limit=args.produce_timeout, paced=False, conf={
-        "linger.ms": 50, "batch.size": 1_000_000, "batch.num.messages": 10_000, "acks": "1",
-        "queue.buffering.max.messages": 2_000_000, "queue.buffering.max.kbytes": 1_048_576,
-    }, progress_every=max(1, n // 5))
+    gen = TrafficGenerator(
+        seed=args.seed,
+        drift_at=drift_index(args, n),
+        models=names,
+        rate=ev_rate,
+        start_time=time.time() - n / ev_rate - 60,
+        prediction_topic=topics["predictions"],
+        label_topic=topics["labels"],
+    )
+    log(
+        f"phase 1: producing {n:,} predictions (+ labels), {len(names)} models, "
+        f"{args.partitions} partitions, drift at {drift_index(args, n)}"
+    )
+    pr = produce(
+        bootstrap,
+        gen.events(n),
+        topics["predictions"],
+        time_limit=args.produce_timeout,
+        paced=False,
+        conf={
+            "linger.ms": 50,
+            "batch.size": 1_000_000,
+            "batch.num.messages": 10_000,
+            "acks": "1",
+            "queue.buffering.max.messages": 2_000_000,
+            "queue.buffering.max.kbytes": 1_048_576,
+        },
+        progress_every=max(1, n // 5),
+    )
     counts = high_watermarks(bootstrap, [topics["predictions"], topics["labels"]])
     produced = sum(counts.values())
     r.update(
-        produced=produced, produced_predictions=counts[topics["predictions"]],
-        produced_labels=counts[topics["labels"]], handed=pr.handed,
-        produce_seconds=pr.seconds, produce_rate=produced / pr.seconds,
+        produced=produced,
+        produced_predictions=counts[topics["predictions"]],
+        produced_labels=counts[topics["labels"]],
+        handed=pr.handed,
+        produce_seconds=pr.seconds,
+        produce_rate=produced / pr.seconds,
         produce_pred_rate=counts[topics["predictions"]] / pr.seconds,
         produce_stopped_early=pr.stopped_early,
     )
-    log(f"produced {produced:,} records ({r['produced_predictions']:,} predictions, "
+    log(
+        f"produced {produced:,} records ({r['produced_predictions']:,} predictions, "
         f"{r['produced_labels']:,} labels) in {pr.seconds:.1f} s = "
         f"{r['produce_rate']:,.0f} records/s"
         + (" (STOPPED AT THE TIME LIMIT)" if pr.stopped_early else "")
-        + ("" if produced == pr.handed else f"; WARNING {pr.handed - produced} not delivered"))
+        + ("" if produced == pr.handed else f"; WARNING {pr.handed - produced} not delivered")
+    )
 
     log("phase 2: draining with `stream-monitor run`")
-    mon = Monitor(workdir, "drain", bootstrap, topics, f"bench-{run_id}-drain",
-                  args.consumer_override, args.monitor_profile, args.monitor_setting)
+    mon = Monitor(
+        workdir,
+        "drain",
+        bootstrap,
+        topics,
+        f"bench-{run_id}-drain",
+        args.consumer_override,
+        args.monitor_profile,
+        args.monitor_setting,
+    )
     broker_pid = broker.pid() if broker else None
     samples: list[Sample] = []
     try:
@@ -672,40 +790,54 @@ def phase_drain(args: argparse.Namespace, bootstrap: str, run_id: str, workdir: 
                     marks[-1] = x  # fold a short final stretch into the previous row
                 else:
                     marks.append(x)
-        r["timeline"] = [timeline_row(a_, b_, topics["predictions"], r)
-                         for a_, b_ in itertools.pairwise(marks)]
+        r["timeline"] = [
+            timeline_row(a_, b_, topics["predictions"], r) for a_, b_ in itertools.pairwise(marks)
+        ]
         consumed = total(last.series, "stream_monitor_events_consumed_total")
         r["consumed"] = consumed
         r["complete"] = consumed >= produced
         first = next((s for s in samples if consumed_of(s) > 0), last)
         r["drain_seconds"] = last.t - mon.started_at
         r["first_record_seconds"] = first.t - mon.started_at
+
         # steady window: first sample at >= 10 % consumed to first at >= 90 %
         def at(frac: float) -> Sample:
             return next((s for s in samples if consumed_of(s) >= frac * produced), last)
+
         r["rss_at"] = {q: at(q).rss_mib for q in (0.1, 0.5, 0.9)}
         a, b = at(0.10), at(0.90)
         if b.t - a.t < 2 * args.poll:  # too short to tell: use the whole drain
             a, b = first, last
         dt = b.t - a.t
         ptopic = topics["predictions"]
-        recs = (total(b.series, "stream_monitor_events_consumed_total")
-                - total(a.series, "stream_monitor_events_consumed_total"))
-        preds = (total(b.series, "stream_monitor_events_consumed_total", topic=ptopic)
-                 - total(a.series, "stream_monitor_events_consumed_total", topic=ptopic))
-        r.update(window_seconds=dt, window_records=recs, rate_records=recs / dt,
-                 rate_predictions=preds / dt)
+        recs = total(b.series, "stream_monitor_events_consumed_total") - total(
+            a.series, "stream_monitor_events_consumed_total"
+        )
+        preds = total(b.series, "stream_monitor_events_consumed_total", topic=ptopic) - total(
+            a.series, "stream_monitor_events_consumed_total", topic=ptopic
+        )
+        r.update(
+            window_seconds=dt,
+            window_records=recs,
+            rate_records=recs / dt,
+            rate_predictions=preds / dt,
+        )
         r["overall_rate_records"] = consumed / max(1e-9, last.t - first.t)
-        hb = hist_delta(buckets(a.series, "stream_monitor_batch_processing_seconds"),
-                        buckets(b.series, "stream_monitor_batch_processing_seconds"))
+        hb = hist_delta(
+            buckets(a.series, "stream_monitor_batch_processing_seconds"),
+            buckets(b.series, "stream_monitor_batch_processing_seconds"),
+        )
         r["batch_p50_s"] = hist_quantile(0.5, hb)
         r["batch_p95_s"] = hist_quantile(0.95, hb)
-        nb = (total(b.series, "stream_monitor_batch_processing_seconds_count")
-              - total(a.series, "stream_monitor_batch_processing_seconds_count"))
-        sb = (total(b.series, "stream_monitor_batch_processing_seconds_sum")
-              - total(a.series, "stream_monitor_batch_processing_seconds_sum"))
-        ne = (total(b.series, "stream_monitor_batch_events_sum")
-              - total(a.series, "stream_monitor_batch_events_sum"))
+        nb = total(b.series, "stream_monitor_batch_processing_seconds_count") - total(
+            a.series, "stream_monitor_batch_processing_seconds_count"
+        )
+        sb = total(b.series, "stream_monitor_batch_processing_seconds_sum") - total(
+            a.series, "stream_monitor_batch_processing_seconds_sum"
+        )
+        ne = total(b.series, "stream_monitor_batch_events_sum") - total(
+            a.series, "stream_monitor_batch_events_sum"
+        )
         r["batches_in_window"] = nb
         r["batch_mean_s"] = sb / nb if nb else None
         r["batch_mean_records"] = ne / nb if nb else None
@@ -716,8 +848,10 @@ def phase_drain(args: argparse.Namespace, bootstrap: str, run_id: str, workdir: 
         r["scrape_p50_ms"] = 1000 * (pct([s.scrape_s for s in samples], 50) or 0)
         r["alerts_published"] = total(last.series, "stream_monitor_alerts_published_total")
         r["invalid"] = total(last.series, "stream_monitor_events_invalid_total")
-        log(f"drained {consumed:,.0f}/{produced:,} in {r['drain_seconds']:.1f} s; steady "
-            f"{r['rate_records']:,.0f} records/s ({r['rate_predictions']:,.0f} predictions/s)")
+        log(
+            f"drained {consumed:,.0f}/{produced:,} in {r['drain_seconds']:.1f} s; steady "
+            f"{r['rate_records']:,.0f} records/s ({r['rate_predictions']:,.0f} predictions/s)"
+        )
     finally:
         rc, secs = mon.stop(30) if mon.proc else (None, 0.0)
     r["exit_code"], r["exit_seconds"] = rc, secs
@@ -726,15 +860,30 @@ def phase_drain(args: argparse.Namespace, bootstrap: str, run_id: str, workdir: 
     return r
 
 
-def phase_live(args: argparse.Namespace, bootstrap: str, run_id: str, workdir: Path,
-               broker: Broker | None, names: list[str]) -> dict[str, Any]:
+def phase_live(
+    args: argparse.Namespace,
+    bootstrap: str,
+    run_id: str,
+    workdir: Path,
+    broker: Broker | None,
+    names: list[str],
+) -> dict[str, Any]:
     r: dict[str, Any] = {}
     topics = make_topics(bootstrap, run_id, "live", args.partitions)
     n = int(args.live_rate * args.live_seconds)
-    log(f"phase 3: live, {args.live_rate:,.0f} predictions/s for {args.live_seconds:.0f} s "
-        f"({n:,} predictions)")
-    mon = Monitor(workdir, "live", bootstrap, topics, f"bench-{run_id}-live",
-                  args.consumer_override, settings=args.monitor_setting)
+    log(
+        f"phase 3: live, {args.live_rate:,.0f} predictions/s for {args.live_seconds:.0f} s "
+        f"({n:,} predictions)"
+    )
+    mon = Monitor(
+        workdir,
+        "live",
+        bootstrap,
+        topics,
+        f"bench-{run_id}-live",
+        args.consumer_override,
+        settings=args.monitor_setting,
+    )
     broker_pid = broker.pid() if broker else None
     stop = threading.Event()
     samples: list[Sample] = []
@@ -746,20 +895,34 @@ def phase_live(args: argparse.Namespace, bootstrap: str, run_id: str, workdir: P
         # stall on the generator's blocks; event time = the wall time they are due.
         lead = 2.0 + 1.8 * n / 40_000  # generation runs at ~40-120k records/s
         start = time.time() + lead
-        gen = TrafficGenerator(seed=args.seed + 1, drift_at=drift_index(args, n), models=names,
-                               rate=args.live_rate, start_time=start,
-                               prediction_topic=topics["predictions"],
-                               label_topic=topics["labels"])
+        gen = TrafficGenerator(
+            seed=args.seed + 1,
+            drift_at=drift_index(args, n),
+            models=names,
+            rate=args.live_rate,
+            start_time=start,
+            prediction_topic=topics["predictions"],
+            label_topic=topics["labels"],
+        )
         records = list(gen.events(n))
         r["generated_ahead_s"] = start - time.time()
         if r["generated_ahead_s"] < 0:
             log(f"WARNING: generation ended {-r['generated_ahead_s']:.1f} s after the start")
 
         def run() -> None:
-            holder["p"] = produce(bootstrap, records, topics["predictions"],
-                                  time_limit=args.live_seconds + 30, paced=True, stop=stop,
-                                  conf={"linger.ms": args.live_linger_ms, "acks": "all",
-                                        "queue.buffering.max.messages": 500_000})
+            holder["p"] = produce(
+                bootstrap,
+                records,
+                topics["predictions"],
+                time_limit=args.live_seconds + 30,
+                paced=True,
+                stop=stop,
+                conf={
+                    "linger.ms": args.live_linger_ms,
+                    "acks": "all",
+                    "queue.buffering.max.messages": 500_000,
+                },
+            )
 
         th = threading.Thread(target=run, name="live-producer", daemon=True)
         th.start()
@@ -795,11 +958,15 @@ def phase_live(args: argparse.Namespace, bootstrap: str, run_id: str, workdir: P
         r["peak_rss_mib"] = mon.peak_rss_mib()
         r["join"] = mon.join_figures()
         r["produced_labels"] = counts[topics["labels"]]
-        r.update(produced=produced, produced_predictions=counts[topics["predictions"]],
-                 consumed=consumed, complete=consumed >= produced,
-                 achieved_pred_rate=(pr.predictions - 1)
-                 / max(1e-9, pr.last_pred_wall - pr.first_pred_wall),
-                 producer_stopped_early=pr.stopped_early)
+        r.update(
+            produced=produced,
+            produced_predictions=counts[topics["predictions"]],
+            consumed=consumed,
+            complete=consumed >= produced,
+            achieved_pred_rate=(pr.predictions - 1)
+            / max(1e-9, pr.last_pred_wall - pr.first_pred_wall),
+            producer_stopped_early=pr.stopped_early,
+        )
         lat = pr.lateness
         r["producer_late_share"] = len(lat) / max(1, pr.predictions)
         r["producer_late_p95_s"] = pct(lat, 95) if lat else 0.0
@@ -808,39 +975,64 @@ def phase_live(args: argparse.Namespace, bootstrap: str, run_id: str, workdir: P
         lo, hi = t_start_mono + args.live_warmup, end_preds
         win = [s for s in samples if lo <= s.t <= hi]
         ptopic = topics["predictions"]
-        lags = [total(s.series, "stream_monitor_consumer_lag") for s in win
-                if s.series.get("stream_monitor_consumer_lag")]
+        lags = [
+            total(s.series, "stream_monitor_consumer_lag")
+            for s in win
+            if s.series.get("stream_monitor_consumer_lag")
+        ]
         ages = []
         for s in win:
             ts = total(s.series, "stream_monitor_last_event_timestamp_seconds", topic=ptopic)
             if ts > 0:
                 ages.append(s.wall - ts)
-        r.update(samples=len(win), lag_p50=pct(lags, 50), lag_p95=pct(lags, 95),
-                 lag_max=max(lags) if lags else None, age_p50=pct(ages, 50),
-                 age_p95=pct(ages, 95), age_max=max(ages) if ages else None)
+        r.update(
+            samples=len(win),
+            lag_p50=pct(lags, 50),
+            lag_p95=pct(lags, 95),
+            lag_max=max(lags) if lags else None,
+            age_p50=pct(ages, 50),
+            age_p95=pct(ages, 95),
+            age_max=max(ages) if ages else None,
+        )
         r["scrape_p50_ms"] = 1000 * (pct([s.scrape_s for s in win], 50) or 0)
         if len(win) >= 2:
             r["cpu"] = cpu_shares(win[0], win[-1])
-            r["rate_records"] = ((consumed_of(win[-1]) - consumed_of(win[0]))
-                                 / (win[-1].t - win[0].t))
+            r["rate_records"] = (consumed_of(win[-1]) - consumed_of(win[0])) / (
+                win[-1].t - win[0].t
+            )
             if r["cpu"].get("monitor") and r["rate_records"]:
                 r["cpu_us_per_record"] = 1e6 * r["cpu"]["monitor"] / r["rate_records"]
             a, b = win[0], win[-1]
-            nb = (total(b.series, "stream_monitor_batch_processing_seconds_count")
-                  - total(a.series, "stream_monitor_batch_processing_seconds_count"))
-            ne = (total(b.series, "stream_monitor_batch_events_sum")
-                  - total(a.series, "stream_monitor_batch_events_sum"))
-            r["batch_p50_s"] = hist_quantile(0.5, hist_delta(
-                buckets(a.series, "stream_monitor_batch_processing_seconds"),
-                buckets(b.series, "stream_monitor_batch_processing_seconds")))
+            nb = total(b.series, "stream_monitor_batch_processing_seconds_count") - total(
+                a.series, "stream_monitor_batch_processing_seconds_count"
+            )
+            ne = total(b.series, "stream_monitor_batch_events_sum") - total(
+                a.series, "stream_monitor_batch_events_sum"
+            )
+            r["batch_p50_s"] = hist_quantile(
+                0.5,
+                hist_delta(
+                    buckets(a.series, "stream_monitor_batch_processing_seconds"),
+                    buckets(b.series, "stream_monitor_batch_processing_seconds"),
+                ),
+            )
             r["batch_mean_records"] = ne / nb if nb else None
-            r["batch_mean_s"] = ((total(b.series, "stream_monitor_batch_processing_seconds_sum")
-                                  - total(a.series, "stream_monitor_batch_processing_seconds_sum"))
-                                 / nb if nb else None)
-        r["alerts_published"] = (total(samples[-1].series, "stream_monitor_alerts_published_total")
-                                 if samples else 0)
-        log(f"live: lag p50 {f(r['lag_p50'])} records, age p50 {f(r['age_p50'], '.2f')} s "
-            f"over {len(win)} samples")
+            r["batch_mean_s"] = (
+                (
+                    total(b.series, "stream_monitor_batch_processing_seconds_sum")
+                    - total(a.series, "stream_monitor_batch_processing_seconds_sum")
+                )
+                / nb
+                if nb
+                else None
+            )
+        r["alerts_published"] = (
+            total(samples[-1].series, "stream_monitor_alerts_published_total") if samples else 0
+        )
+        log(
+            f"live: lag p50 {f(r['lag_p50'])} records, age p50 {f(r['age_p50'], '.2f')} s "
+            f"over {len(win)} samples"
+        )
     finally:
         stop.set()
         rc, secs = mon.stop(30) if mon.proc else (None, 0.0)
@@ -859,8 +1051,13 @@ def f(v: Any, fmt: str = ",.0f", unit: str = "") -> str:
 def cpu_text(c: dict[str, float] | None) -> str:
     if not c:
         return "n/a"
-    names = [("monitor", "monitor"), ("broker", "broker"), ("bench", "this script"),
-             ("others", "other processes"), ("machine", "machine total")]
+    names = [
+        ("monitor", "monitor"),
+        ("broker", "broker"),
+        ("bench", "this script"),
+        ("others", "other processes"),
+        ("machine", "machine total"),
+    ]
     return ", ".join(f"{label} {c[k]:.2f}" for k, label in names if k in c)
 
 
@@ -879,85 +1076,136 @@ def timeline_md(rows: list[dict[str, str]]) -> list[str]:
     if not rows:
         return []
     keys = list(rows[0])
-    return (["", "Drain timeline (rates between successive rows; seconds since the monitor "
-             "process started):", "",
-             "| " + " | ".join(keys) + " |", "|" + "---:|" * len(keys)]
-            + ["| " + " | ".join(row[k] for k in keys) + " |" for row in rows])
+    return [
+        "",
+        "Drain timeline (rates between successive rows; seconds since the monitor "
+        "process started):",
+        "",
+        "| " + " | ".join(keys) + " |",
+        "|" + "---:|" * len(keys),
+    ] + ["| " + " | ".join(row[k] for k in keys) + " |" for row in rows]
 
 
-def report(args: argparse.Namespace, d: dict[str, Any], lv: dict[str, Any] | None,
-           total_s: float, machine: str, cmd: str) -> tuple[str, str]:
+def report(
+    args: argparse.Namespace,
+    d: dict[str, Any],
+    lv: dict[str, Any] | None,
+    total_s: float,
+    machine: str,
+    cmd: str,
+) -> tuple[str, str]:
     ok = bool(d.get("complete")) and d.get("exit_code") == 0
-    settings = ", ".join(f"{k}={v}" for k, v in {**args.monitor_setting,
-                                                   **args.consumer_override}.items())
+    settings = ", ".join(
+        f"{k}={v}" for k, v in {**args.monitor_setting, **args.consumer_override}.items()
+    )
     rows: list[tuple[str, str]] = [
-        ("monitor",
-         "`stream-monitor run`, defaults except topics/group/ports"
-         + (f" and {settings}" if settings else "") + f"; start-up log: {d.get('mode', '?')}"),
-        ("records pre-produced",
-         f"{d['produced']:,} ({d['produced_predictions']:,} predictions + "
-         f"{d['produced_labels']:,} labels; {args.models} models, {args.partitions} partitions, "
-         + ("no drift)" if args.drift_at < 0
-            else f"drift at {args.drift_at:.0%} of the predictions)")),
-        ("produce rate (one Python producer, generation included)",
-         f"{f(d['produce_rate'])} records/s ({f(d['produce_pred_rate'])} predictions/s)"
-         + (" STOPPED AT THE TIME LIMIT" if d.get("produce_stopped_early") else "")),
-        ("**sustained throughput, 10 %→90 % consumed**",
-         f"**{f(d.get('rate_records'))} records/s = {f(d.get('rate_predictions'))} "
-         f"predictions/s** (over {f(d.get('window_seconds'), '.1f')} s)"),
-        ("whole drain",
-         f"{f(d.get('consumed'))} records in {f(d.get('drain_seconds'), '.1f')} s from process "
-         f"start (first record at {f(d.get('first_record_seconds'), '.1f')} s)"
-         + ("" if d.get("complete") else " — **INCOMPLETE**")),
-        ("batch processing time, steady window",
-         f"median {f(d.get('batch_p50_s'), '.3f')} s, p95 {f(d.get('batch_p95_s'), '.3f')} s "
-         f"(histogram-interpolated), mean {f(d.get('batch_mean_s'), '.3f')} s; "
-         f"{f(d.get('batch_mean_records'))} records/batch; process_batch busy "
-         f"{f(d.get('busy_fraction'), '.0%')} of wall time"),
-        ("CPU cores used, steady window", cpu_text(d.get("cpu"))
-         + f"; monitor CPU per record {f(d.get('cpu_us_per_record'), '.0f')} µs"),
-        ("peak RSS of the monitor (VmHWM)",
-         f"{f(d.get('peak_rss_mib'), '.0f')} MiB; RSS at 10/50/90 % consumed: "
-         + " / ".join(f(v) for v in (d.get("rss_at") or {}).values()) + " MiB"),
+        (
+            "monitor",
+            "`stream-monitor run`, defaults except topics/group/ports"
+            + (f" and {settings}" if settings else "")
+            + f"; start-up log: {d.get('mode', '?')}",
+        ),
+        (
+            "records pre-produced",
+            f"{d['produced']:,} ({d['produced_predictions']:,} predictions + "
+            f"{d['produced_labels']:,} labels; {args.models} models, {args.partitions} partitions, "
+            + (
+                "no drift)"
+                if args.drift_at < 0
+                else f"drift at {args.drift_at:.0%} of the predictions)"
+            ),
+        ),
+        (
+            "produce rate (one Python producer, generation included)",
+            f"{f(d['produce_rate'])} records/s ({f(d['produce_pred_rate'])} predictions/s)"
+            + (" STOPPED AT THE TIME LIMIT" if d.get("produce_stopped_early") else ""),
+        ),
+        (
+            "**sustained throughput, 10 %→90 % consumed**",
+            f"**{f(d.get('rate_records'))} records/s = {f(d.get('rate_predictions'))} "
+            f"predictions/s** (over {f(d.get('window_seconds'), '.1f')} s)",
+        ),
+        (
+            "whole drain",
+            f"{f(d.get('consumed'))} records in {f(d.get('drain_seconds'), '.1f')} s from process "
+            f"start (first record at {f(d.get('first_record_seconds'), '.1f')} s)"
+            + ("" if d.get("complete") else " — **INCOMPLETE**"),
+        ),
+        (
+            "batch processing time, steady window",
+            f"median {f(d.get('batch_p50_s'), '.3f')} s, p95 {f(d.get('batch_p95_s'), '.3f')} s "
+            f"(histogram-interpolated), mean {f(d.get('batch_mean_s'), '.3f')} s; "
+            f"{f(d.get('batch_mean_records'))} records/batch; process_batch busy "
+            f"{f(d.get('busy_fraction'), '.0%')} of wall time",
+        ),
+        (
+            "CPU cores used, steady window",
+            cpu_text(d.get("cpu"))
+            + f"; monitor CPU per record {f(d.get('cpu_us_per_record'), '.0f')} µs",
+        ),
+        (
+            "peak RSS of the monitor (VmHWM)",
+            f"{f(d.get('peak_rss_mib'), '.0f')} MiB; RSS at 10/50/90 % consumed: "
+            + " / ".join(f(v) for v in (d.get("rss_at") or {}).values())
+            + " MiB",
+        ),
         ("label join at the end of the drain", join_text(d)),
-        ("alerts published / dead letters",
-         f"{f(d.get('alerts_published'))} / {f(d.get('invalid'))}"),
+        (
+            "alerts published / dead letters",
+            f"{f(d.get('alerts_published'))} / {f(d.get('invalid'))}",
+        ),
         ("/metrics scrape time (median)", f"{f(d.get('scrape_p50_ms'), '.1f')} ms"),
         ("SIGTERM → exit", f"code {d.get('exit_code')} in {f(d.get('exit_seconds'), '.1f')} s"),
     ]
     if lv:
         ok = ok and bool(lv.get("complete")) and lv.get("exit_code") == 0
         rows += [
-            ("live phase",
-             f"{args.live_rate:,.0f} predictions/s (+ labels) for {args.live_seconds:.0f} s "
-             f"(producer linger.ms={args.live_linger_ms:g}, acks=all, lz4), "
-             f"achieved {f(lv.get('achieved_pred_rate'))}/s; {lv.get('samples')} samples every "
-             f"{args.poll} s after a {args.live_warmup:.0f} s warm-up; producer behind schedule "
-             f"on {f(lv.get('producer_late_share'), '.1%')} of predictions (p95 "
-             f"{f(lv.get('producer_late_p95_s'), '.3f')} s, max "
-             f"{f(lv.get('producer_late_max_s'), '.3f')} s)"),
-            ("**live consumer lag** (sum over partitions)",
-             f"**median {f(lv.get('lag_p50'))}, p95 {f(lv.get('lag_p95'))} records** "
-             f"(max {f(lv.get('lag_max'))})"),
-            ("**live event age** (wall - last_event_timestamp)",
-             f"**median {f(lv.get('age_p50'), '.2f')} s, p95 {f(lv.get('age_p95'), '.2f')} s** "
-             f"(max {f(lv.get('age_max'), '.2f')} s)"),
-            ("live batches",
-             f"median {f(lv.get('batch_p50_s'), '.3f')} s (histogram-interpolated), mean "
-             f"{f(lv.get('batch_mean_s'), '.3f')} s, {f(lv.get('batch_mean_records'))} "
-             f"records/batch; scrape median {f(lv.get('scrape_p50_ms'), '.1f')} ms"),
-            ("live CPU cores", cpu_text(lv.get("cpu"))
-             + f"; consumed {f(lv.get('rate_records'))} records/s, monitor CPU per record "
-             f"{f(lv.get('cpu_us_per_record'), '.0f')} µs"),
+            (
+                "live phase",
+                f"{args.live_rate:,.0f} predictions/s (+ labels) for {args.live_seconds:.0f} s "
+                f"(producer linger.ms={args.live_linger_ms:g}, acks=all, lz4), "
+                f"achieved {f(lv.get('achieved_pred_rate'))}/s; {lv.get('samples')} samples every "
+                f"{args.poll} s after a {args.live_warmup:.0f} s warm-up; producer behind schedule "
+                f"on {f(lv.get('producer_late_share'), '.1%')} of predictions (p95 "
+                f"{f(lv.get('producer_late_p95_s'), '.3f')} s, max "
+                f"{f(lv.get('producer_late_max_s'), '.3f')} s)",
+            ),
+            (
+                "**live consumer lag** (sum over partitions)",
+                f"**median {f(lv.get('lag_p50'))}, p95 {f(lv.get('lag_p95'))} records** "
+                f"(max {f(lv.get('lag_max'))})",
+            ),
+            (
+                "**live event age** (wall - last_event_timestamp)",
+                f"**median {f(lv.get('age_p50'), '.2f')} s, p95 {f(lv.get('age_p95'), '.2f')} s** "
+                f"(max {f(lv.get('age_max'), '.2f')} s)",
+            ),
+            (
+                "live batches",
+                f"median {f(lv.get('batch_p50_s'), '.3f')} s (histogram-interpolated), mean "
+                f"{f(lv.get('batch_mean_s'), '.3f')} s, {f(lv.get('batch_mean_records'))} "
+                f"records/batch; scrape median {f(lv.get('scrape_p50_ms'), '.1f')} ms",
+            ),
+            (
+                "live CPU cores",
+                cpu_text(lv.get("cpu"))
+                + f"; consumed {f(lv.get('rate_records'))} records/s, monitor CPU per record "
+                f"{f(lv.get('cpu_us_per_record'), '.0f')} µs",
+            ),
             ("live peak RSS (VmHWM)", f"{f(lv.get('peak_rss_mib'))} MiB"),
             ("live label join at the end", join_text(lv)),
-            ("live end",
-             f"caught up {lv.get('complete')} ({f(lv.get('consumed'))}/{f(lv.get('produced'))} "
-             f"records); SIGTERM → exit code {lv.get('exit_code')} in "
-             f"{f(lv.get('exit_seconds'), '.1f')} s"),
+            (
+                "live end",
+                f"caught up {lv.get('complete')} ({f(lv.get('consumed'))}/{f(lv.get('produced'))} "
+                f"records); SIGTERM → exit code {lv.get('exit_code')} in "
+                f"{f(lv.get('exit_seconds'), '.1f')} s",
+            ),
         ]
-    verdict = ("all checks passed (every record consumed, exit code 0 within 30 s)" if ok
-               else "SOME CHECKS FAILED")
+    verdict = (
+        "all checks passed (every record consumed, exit code 0 within 30 s)"
+        if ok
+        else "SOME CHECKS FAILED"
+    )
     width = max(len(k.replace("**", "")) for k, _ in rows)
     text = "\n".join(
         ["=== stream-monitor throughput benchmark ==="]
@@ -965,9 +1213,14 @@ def report(args: argparse.Namespace, d: dict[str, Any], lv: dict[str, Any] | Non
         + [f"total benchmark time {total_s:.0f} s; {verdict}"]
     )
     md = "\n".join(
-        [f"Run {time.strftime('%Y-%m-%d %H:%M %Z')} — {machine}", "",
-         f"Command: `{cmd}` (total {total_s:.0f} s)", "",
-         "| figure | value |", "|---|---|"]
+        [
+            f"Run {time.strftime('%Y-%m-%d %H:%M %Z')} — {machine}",
+            "",
+            f"Command: `{cmd}` (total {total_s:.0f} s)",
+            "",
+            "| figure | value |",
+            "|---|---|",
+        ]
         + [f"| {k} | {v} |" for k, v in rows]
         + ["", f"Overall: {verdict}."]
         + timeline_md(d.get("timeline") or [])
@@ -976,8 +1229,13 @@ def report(args: argparse.Namespace, d: dict[str, Any], lv: dict[str, Any] | Non
 
 
 class _KeyValue(argparse.Action):
-    def __call__(self, parser: argparse.ArgumentParser, ns: argparse.Namespace, value: Any,
-                 option: str | None = None) -> None:
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        ns: argparse.Namespace,
+        value: Any,
+        option: str | None = None,
+    ) -> None:
         k, sep, v = str(value).partition("=")
         if not sep or not k:
             parser.error(f"{option}: expected KEY=VALUE, got {value!r}")
@@ -985,38 +1243,63 @@ class _KeyValue(argparse.Action):
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--predictions", type=int, default=2_000_000)
     ap.add_argument("--models", type=int, default=20)
     ap.add_argument("--partitions", type=int, default=6)
     ap.add_argument("--seed", type=int, default=11)
-    ap.add_argument("--drift-at", type=float, default=0.5,
-                    help="drift from this fraction of the predictions on (negative: no drift)")
-    ap.add_argument("--monitor-profile", type=Path,
-                    help="run the drain-phase monitor under cProfile and write its stats here "
-                         "(slows it down; for finding costs, not for the figures)")
+    ap.add_argument(
+        "--drift-at",
+        type=float,
+        default=0.5,
+        help="drift from this fraction of the predictions on (negative: no drift)",
+    )
+    ap.add_argument(
+        "--monitor-profile",
+        type=Path,
+        help="run the drain-phase monitor under cProfile and write its stats here "
+        "(slows it down; for finding costs, not for the figures)",
+    )
     ap.add_argument("--bootstrap-servers", help="use this broker instead of starting one")
     ap.add_argument("--kafka-port", type=int, default=39092)
     ap.add_argument("--kafka-jars-dir", type=Path, default=DEFAULT_JARS)
     ap.add_argument("--kafka-heap", default="1g")
     ap.add_argument("--keep-broker-dir", action="store_true")
-    ap.add_argument("--keep-workdir", action="store_true",
-                    help="keep the monitors' TOML files and logs (kept anyway on failure)")
+    ap.add_argument(
+        "--keep-workdir",
+        action="store_true",
+        help="keep the monitors' TOML files and logs (kept anyway on failure)",
+    )
     ap.add_argument("--poll", type=float, default=0.5, help="seconds between /metrics scrapes")
     ap.add_argument("--produce-timeout", type=float, default=240.0)
     ap.add_argument("--consume-timeout", type=float, default=420.0)
     ap.add_argument("--live-rate", type=float, default=5000.0, help="predictions/s (0: skip)")
     ap.add_argument("--live-seconds", type=float, default=30.0)
     ap.add_argument("--live-warmup", type=float, default=5.0)
-    ap.add_argument("--live-linger-ms", type=float, default=5.0,
-                    help="linger.ms of the live producer (acks=all)")
-    ap.add_argument("--consumer-override", action=_KeyValue, default={}, metavar="KEY=VALUE",
-                    help="librdkafka setting for the monitor's consumer (consumer_overrides in "
-                         "its TOML); repeatable")
-    ap.add_argument("--monitor-setting", action=_KeyValue, default={}, metavar="KEY=VALUE",
-                    help="top-level MonitorConfig field for the monitors' TOML, e.g. "
-                         "processing_guarantee=at_least_once or batch_size=5000; repeatable")
+    ap.add_argument(
+        "--live-linger-ms",
+        type=float,
+        default=5.0,
+        help="linger.ms of the live producer (acks=all)",
+    )
+    ap.add_argument(
+        "--consumer-override",
+        action=_KeyValue,
+        default={},
+        metavar="KEY=VALUE",
+        help="librdkafka setting for the monitor's consumer (consumer_overrides in "
+        "its TOML); repeatable",
+    )
+    ap.add_argument(
+        "--monitor-setting",
+        action=_KeyValue,
+        default={},
+        metavar="KEY=VALUE",
+        help="top-level MonitorConfig field for the monitors' TOML, e.g. "
+        "processing_guarantee=at_least_once or batch_size=5000; repeatable",
+    )
     ap.add_argument("--results-file", type=Path, default=HERE / "RESULTS.md")
     ap.add_argument("--no-results", action="store_true")
     args = ap.parse_args(argv)
@@ -1032,18 +1315,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.bootstrap_servers is None:
         kafka = kafka_version(args.kafka_jars_dir)
     machine = machine_info(kafka=kafka)
-    cmd = " ".join([".venv/bin/python load_tests/bench_throughput.py",
-                    *(sys.argv[1:] if argv is None else argv)])
+    cmd = " ".join(
+        [
+            ".venv/bin/python load_tests/bench_throughput.py",
+            *(sys.argv[1:] if argv is None else argv),
+        ]
+    )
     try:
         if args.bootstrap_servers:
             bootstrap = args.bootstrap_servers
         else:
-            broker = Broker(args.kafka_port, args.kafka_jars_dir, args.kafka_heap,
-                            args.keep_broker_dir)
+            broker = Broker(
+                args.kafka_port, args.kafka_jars_dir, args.kafka_heap, args.keep_broker_dir
+            )
             bootstrap = broker.start()
         d = phase_drain(args, bootstrap, run_id, workdir, broker, names)
-        lv = (phase_live(args, bootstrap, run_id, workdir, broker, names)
-              if args.live_rate > 0 else None)
+        lv = (
+            phase_live(args, bootstrap, run_id, workdir, broker, names)
+            if args.live_rate > 0
+            else None
+        )
     except BaseException:
         if any(workdir.iterdir()):
             log(f"failed; monitor configs and logs are in {workdir}")
@@ -1057,8 +1348,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     text, md = report(args, d, lv, total_s, machine, cmd.strip())
     print(text, flush=True)
     if not args.no_results:
-        update_section(args.results_file, "bench_throughput",
-                       "Throughput and lag against Kafka (load_tests/bench_throughput.py)", md)
+        update_section(
+            args.results_file,
+            "bench_throughput",
+            "Throughput and lag against Kafka (load_tests/bench_throughput.py)",
+            md,
+        )
         log(f"updated {args.results_file}")
     if args.keep_workdir:
         log(f"monitor configs and logs kept in {workdir}")

@@ -7,8 +7,9 @@ Generates TrafficGenerator records, then measures, each on its own and without a
 * ``monitor``:  PartitionState.process over the already decoded events, fed in batches of
                 ``--batch`` records (the Application's default batch size, 2000) split into
                 predictions and labels the way Application.process_batch does;
-* ``bookkeeping``: the per-record work the Application loop adds around those two
-                (``events_consumed.labels(topic=...).inc()`` and ``Checkpoint.add_offset``);
+* ``bookkeeping``: the work the Application loop adds around those two: per record the
+                checks, ``Checkpoint.add_offset``, the checkpoint positions and the event-time
+                maxima of the label alignment; per batch the counters and gauges;
 
 then runs decode + monitor once more under cProfile and prints the top functions.
 
@@ -99,16 +100,19 @@ def decode_all(msgs: Sequence[FakeMessage], max_bytes: int) -> list[Any]:
 def make_batches(events: Sequence[Any], size: int) -> list[tuple[list[Any], list[Any]]]:
     batches = []
     for i in range(0, len(events), size):
-        chunk = events[i:i + size]
-        batches.append((
-            [e for e in chunk if isinstance(e, PredictionEvent)],
-            [e for e in chunk if isinstance(e, LabelEvent)],
-        ))
+        chunk = events[i : i + size]
+        batches.append(
+            (
+                [e for e in chunk if isinstance(e, PredictionEvent)],
+                [e for e in chunk if isinstance(e, LabelEvent)],
+            )
+        )
     return batches
 
 
-def monitor_all(cfg: MonitorConfig, batches: Sequence[tuple[list[Any], list[Any]]]
-                ) -> tuple[int, PartitionState]:
+def monitor_all(
+    cfg: MonitorConfig, batches: Sequence[tuple[list[Any], list[Any]]]
+) -> tuple[int, PartitionState]:
     state = PartitionState(0, cfg)
     alerts = 0
     for preds, labels in batches:
@@ -138,7 +142,7 @@ def decode_and_monitor(cfg: MonitorConfig, msgs: Sequence[FakeMessage], size: in
     state = PartitionState(0, cfg)
     alerts = 0
     for i in range(0, len(msgs), size):
-        events = decode_all(msgs[i:i + size], cfg.limits.max_event_bytes)
+        events = decode_all(msgs[i : i + size], cfg.limits.max_event_bytes)
         preds = [e for e in events if isinstance(e, PredictionEvent)]
         labels = [e for e in events if isinstance(e, LabelEvent)]
         alerts += len(state.process(preds, labels))
@@ -147,22 +151,54 @@ def decode_and_monitor(cfg: MonitorConfig, msgs: Sequence[FakeMessage], size: in
 
 class _NullProducer:
     def produce(self, *a: Any, **k: Any) -> None: ...
-    def poll(self, timeout: float = 0) -> int: return 0
-    def flush(self, timeout: float = 0) -> int: return 0
+    def poll(self, timeout: float = 0) -> int:
+        return 0
+
+    def flush(self, timeout: float = 0) -> int:
+        return 0
 
 
 class _NullConsumer:
     def store_offsets(self, *, offsets: Any) -> None: ...
 
 
-def bookkeeping(msgs: Sequence[FakeMessage]) -> None:
+def bookkeeping(msgs: Sequence[FakeMessage], events: Sequence[Any], size: int) -> None:
+    """The per-record work Application.process_batch does besides decode and process: error
+    check, assignment check, consumed count, ``Checkpoint.add_offset``, start/position/dirty
+    bookkeeping for checkpoints and the event-time maxima for the label alignment; then, per
+    batch, the consumed counters and last-event-time gauges."""
     from prometheus_client import CollectorRegistry
 
     metrics = Instruments(CollectorRegistry())
     ckpt = Checkpoint(_NullProducer(), _NullConsumer(), threading.Event())  # type: ignore[arg-type]
-    for m in msgs:
-        metrics.events_consumed.labels(topic=m.topic()).inc()
-        ckpt.add_offset(m.topic(), m.partition(), m.offset())
+    states = {0: None}
+    start: dict[tuple[str, int], int] = {}
+    positions: dict[tuple[str, int], int] = {}
+    dirty: set[int] = set()
+    event_time: dict[tuple[str, int], float] = {}
+    for i in range(0, len(msgs), size):
+        consumed: dict[str, int] = {}
+        newest: dict[str, float] = {}
+        for m, ev in zip(msgs[i : i + size], events[i : i + size], strict=True):
+            if m.error() is not None:
+                continue
+            topic, part, offset = m.topic(), m.partition(), m.offset()
+            if part not in states:
+                continue
+            consumed[topic] = consumed.get(topic, 0) + 1
+            ckpt.add_offset(topic, part, offset)
+            start.setdefault((topic, part), offset)
+            positions[(topic, part)] = offset + 1
+            dirty.add(part)
+            if not isinstance(ev, DeadLetter):
+                newest[topic] = max(newest.get(topic, 0.0), ev.timestamp)
+                key = (topic, part)
+                if ev.timestamp > event_time.get(key, float("-inf")):
+                    event_time[key] = ev.timestamp
+        for topic, n in consumed.items():
+            metrics.events_consumed.labels(topic=topic).inc(n)
+        for topic, ts in newest.items():
+            metrics.last_event_timestamp.labels(topic=topic).set(ts)
 
 
 def _own_cpu() -> float:
@@ -190,18 +226,28 @@ def top_functions(prof: cProfile.Profile, key: str, n: int) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--predictions", type=int, default=200_000,
-                    help="predictions to generate (labels ~80%% on top)")
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "--predictions",
+        type=int,
+        default=200_000,
+        help="predictions to generate (labels ~80%% on top)",
+    )
     ap.add_argument("--models", type=int, default=20)
     ap.add_argument("--batch", type=int, default=2000, help="records per process() batch")
     ap.add_argument("--seed", type=int, default=7)
-    ap.add_argument("--repeat", type=int, default=3,
-                    help="timing rounds of each stage (medians are reported)")
+    ap.add_argument(
+        "--repeat", type=int, default=3, help="timing rounds of each stage (medians are reported)"
+    )
     ap.add_argument("--top", type=int, default=20, help="functions to list from the profile")
-    ap.add_argument("--max-seconds", type=float, default=600.0,
-                    help="skip the remaining phases once this much time has passed")
+    ap.add_argument(
+        "--max-seconds",
+        type=float,
+        default=600.0,
+        help="skip the remaining phases once this much time has passed",
+    )
     ap.add_argument("--results-file", default=str(HERE / "RESULTS.md"))
     ap.add_argument("--no-results", action="store_true", help="do not update RESULTS.md")
     args = ap.parse_args(argv)
@@ -210,15 +256,24 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     cfg = MonitorConfig(bootstrap_servers="unused:9092")
     names = model_names(args.models)
-    gen = TrafficGenerator(seed=args.seed, drift_at=args.predictions // 2, models=names,
-                           rate=1000.0, start_time=1_700_000_000.0,
-                           prediction_topic=PRED_TOPIC, label_topic=LABEL_TOPIC)
+    gen = TrafficGenerator(
+        seed=args.seed,
+        drift_at=args.predictions // 2,
+        models=names,
+        rate=1000.0,
+        start_time=1_700_000_000.0,
+        prediction_topic=PRED_TOPIC,
+        label_topic=LABEL_TOPIC,
+    )
     t_gen, records = timed(lambda: list(gen.events(args.predictions)))
     n_rec = len(records)
     n_pred = sum(1 for r in records if r.topic == PRED_TOPIC)
     msgs = [FakeMessage(r, i) for i, r in enumerate(records)]
-    print(f"generated {n_rec:,} records ({n_pred:,} predictions, {args.models} models) "
-          f"in {t_gen:.2f} s = {n_rec / t_gen:,.0f} records/s", flush=True)
+    print(
+        f"generated {n_rec:,} records ({n_pred:,} predictions, {args.models} models) "
+        f"in {t_gen:.2f} s = {n_rec / t_gen:,.0f} records/s",
+        flush=True,
+    )
 
     # Stages are timed in rounds (decode, monitor, bookkeeping, decode, ...) so that load from
     # other processes on a shared machine hits all of them alike; medians are reported.
@@ -237,7 +292,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         dead = sum(isinstance(e, DeadLetter) for e in events)
         batches = make_batches(events, args.batch)
         n_batches = len(batches)
-        del events
         t, (alerts, state) = timed(monitor_all, cfg, batches)
         t_mons.append(t)
         n_models = len(state.models)
@@ -249,35 +303,56 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"/metrics rendering failed: {exc!r}", file=sys.stderr)
                 t_scrape = float("nan")
         del state
-        t, _ = timed(bookkeeping, msgs)
+        t, _ = timed(bookkeeping, msgs, events, args.batch)
         t_books.append(t)
-        print(f"round {rnd + 1}: decode {n_rec / t_decs[-1]:,.0f}, monitor "
-              f"{n_rec / t_mons[-1]:,.0f}, bookkeeping {n_rec / t_books[-1]:,.0f} records/s",
-              flush=True)
+        del events
+        print(
+            f"round {rnd + 1}: decode {n_rec / t_decs[-1]:,.0f}, monitor "
+            f"{n_rec / t_mons[-1]:,.0f}, bookkeeping {n_rec / t_books[-1]:,.0f} records/s",
+            flush=True,
+        )
     t_dec, t_mon, t_book = (statistics.median(x) for x in (t_decs, t_mons, t_books))
     busy1, own1, wall1 = machine_busy_cores_s(), _own_cpu(), time.monotonic()
-    others = (None if busy0 is None or busy1 is None
-              else max(0.0, (busy1 - busy0 - (own1 - own0)) / (wall1 - wall0)))
-    contention = ("n/a" if others is None else
-                  f"{others:.2f} cores used by other processes (of {os.cpu_count()}) on average "
-                  f"during the timed rounds; this script {(own1 - own0) / (wall1 - wall0):.2f}")
+    others = (
+        None
+        if busy0 is None or busy1 is None
+        else max(0.0, (busy1 - busy0 - (own1 - own0)) / (wall1 - wall0))
+    )
+    contention = (
+        "n/a"
+        if others is None
+        else f"{others:.2f} cores used by other processes (of {os.cpu_count()}) on average "
+        f"during the timed rounds; this script {(own1 - own0) / (wall1 - wall0):.2f}"
+    )
     print(contention)
 
     def spread(ts: list[float]) -> str:
         return f"{n_rec / max(ts):,.0f}-{n_rec / min(ts):,.0f}"
 
-    print(f"decode:   {n_rec / t_dec:>9,.0f} records/s median of {len(t_decs)} "
-          f"(range {spread(t_decs)}; dead letters {dead})")
-    print(f"monitor:  {n_rec / t_mon:>9,.0f} records/s median (range {spread(t_mons)}; "
-          f"{n_batches} batches, {alerts} alert events, {n_models} models)")
-    print(f"bookkeeping (counter.labels().inc + add_offset): {n_rec / t_book:,.0f} records/s "
-          f"median (range {spread(t_books)})")
-    print(f"/metrics rendering with these {n_models} models: {t_scrape * 1000:.1f} ms "
-          f"({scrape_bytes / 1024:.0f} KiB, {scrape_lines:,} lines)", flush=True)
+    print(
+        f"decode:   {n_rec / t_dec:>9,.0f} records/s median of {len(t_decs)} "
+        f"(range {spread(t_decs)}; dead letters {dead})"
+    )
+    print(
+        f"monitor:  {n_rec / t_mon:>9,.0f} records/s median (range {spread(t_mons)}; "
+        f"{n_batches} batches, {alerts} alert events, {n_models} models)"
+    )
+    print(
+        f"bookkeeping (offsets, positions, event time, counters): {n_rec / t_book:,.0f} records/s "
+        f"median (range {spread(t_books)})"
+    )
+    print(
+        f"/metrics rendering with these {n_models} models: {t_scrape * 1000:.1f} ms "
+        f"({scrape_bytes / 1024:.0f} KiB, {scrape_lines:,} lines)",
+        flush=True,
+    )
     t_all = t_dec + t_mon + t_book
-    print(f"=> single-core ceiling of decode+monitor+bookkeeping: {n_rec / t_all:,.0f} records/s "
-          f"({n_pred / t_all:,.0f} predictions/s); share decode {t_dec / t_all:.0%}, "
-          f"monitor {t_mon / t_all:.0%}, bookkeeping {t_book / t_all:.0%}", flush=True)
+    print(
+        f"=> single-core ceiling of decode+monitor+bookkeeping: {n_rec / t_all:,.0f} records/s "
+        f"({n_pred / t_all:,.0f} predictions/s); share decode {t_dec / t_all:.0%}, "
+        f"monitor {t_mon / t_all:.0%}, bookkeeping {t_book / t_all:.0%}",
+        flush=True,
+    )
 
     if time.monotonic() > deadline:
         print("time limit reached; skipping the profile", file=sys.stderr)
@@ -312,8 +387,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"| {spread(t_decs)} | {t_dec:.2f} |",
             f"| monitor (PartitionState.process) | {n_rec / t_mon:,.0f} | {spread(t_mons)} "
             f"| {t_mon:.2f} |",
-            f"| app bookkeeping (counter .labels().inc + add_offset) | {n_rec / t_book:,.0f} "
-            f"| {spread(t_books)} | {t_book:.2f} |",
+            f"| app bookkeeping (add_offset, positions, event time, counters) "
+            f"| {n_rec / t_book:,.0f} | {spread(t_books)} | {t_book:.2f} |",
             f"| **decode + monitor + bookkeeping** | **{n_rec / t_all:,.0f}** "
             f"({n_pred / t_all:,.0f} predictions/s) | | {t_all:.2f} |",
             "",
@@ -329,8 +404,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             by_tottime,
             "```",
         ]
-        update_section(Path(args.results_file), "profile_pipeline",
-                       "In-process profile (load_tests/profile_pipeline.py)", "\n".join(body))
+        update_section(
+            Path(args.results_file),
+            "profile_pipeline",
+            "In-process profile (load_tests/profile_pipeline.py)",
+            "\n".join(body),
+        )
         print(f"\nupdated {args.results_file}")
     return 0
 

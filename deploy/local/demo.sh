@@ -39,6 +39,11 @@ bootstrap_servers = "$bootstrap"
 group_id = "stream-monitor-demo-$run_id"
 metrics_host = "127.0.0.1"
 metrics_port = $mport
+processing_guarantee = "exactly_once"
+instance_id = "demo"
+[checkpoint]
+interval_seconds = 1.0
+hmac_key = "demo-only-secret-$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 [consumer_overrides]
 "auto.offset.reset" = "latest"
 [drift]

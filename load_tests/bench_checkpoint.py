@@ -1,0 +1,832 @@
+"""What state checkpoints cost: snapshot size and encode time, and commit latency on Kafka.
+
+    .venv/bin/python load_tests/bench_checkpoint.py [--part a|b|both] [--no-results]
+
+Part a (in-process, no broker): builds ``PartitionState`` objects from TrafficGenerator traffic
+(records decoded with orjson + ``PredictionEvent``/``LabelEvent.model_validate`` and fed to
+``PartitionState.process`` in batches of ``--batch`` records) for ``--models`` models (1, 5
+and 20 by default, ``--per-model`` predictions each, labels included, drift at the middle),
+then measures the signed changelog record (``encode_snapshot``) and splits its bytes by part:
+models, features (numeric / categorical, inputs and model outputs), error monitor, label join,
+early labels and alert tracker. It then fills the label join of the largest state with
+0 ... ``--pending`` predictions to show how the join dominates, and times ``snapshot()``,
+``encode_snapshot`` and the way back (``decode_snapshot`` + ``PartitionState.from_snapshot``).
+
+Part b (real broker): starts its own broker with deploy/local/kafka.sh (as bench_throughput.py
+does) and runs ``stream-monitor run --config <toml>`` with ``checkpoint.hmac_key`` set, once per
+``--guarantees`` entry (exactly_once, then at_least_once), while a paced producer sends
+``--rate`` predictions/s (+ labels) for ``--seconds``. It polls the checkpoint metrics every
+``--poll`` s, so that each checkpoint's own duration is the increase of
+``stream_monitor_checkpoint_seconds_sum`` between two polls, and reads every alert with a
+``read_committed`` consumer to measure when alerts become visible (arrival minus the alert's
+``published_at``, which the monitor sets when it processed the batch).
+
+Prints the figures and rewrites the ``bench_checkpoint`` section of load_tests/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import itertools
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import bench_throughput as bt  # noqa: E402
+from _results import machine_busy_cores_s, machine_info, update_section  # noqa: E402
+
+from stream_monitor.config import MonitorConfig  # noqa: E402
+from stream_monitor.events.schema import LabelEvent, PredictionEvent  # noqa: E402
+from stream_monitor.kafka.clients import DEAD_LETTER_MAX_BYTES  # noqa: E402
+from stream_monitor.monitor.join import LabelJoin  # noqa: E402
+from stream_monitor.monitor.partition import PartitionState  # noqa: E402
+from stream_monitor.simulate import TrafficGenerator  # noqa: E402
+from stream_monitor.state import CHANGELOG_MAX_MESSAGE_BYTES  # noqa: E402
+from stream_monitor.state.envelope import (  # noqa: E402
+    Snapshot,
+    decode_snapshot,
+    encode_snapshot,
+    key_from_secret,
+)
+
+SECRET = "bench-checkpoint-secret-not-for-production"
+PRED_TOPIC, LABEL_TOPIC = "predictions", "labels"
+#: The monitor's producer refuses records larger than this (``message.max.bytes``).
+PRODUCER_MAX_BYTES = DEAD_LETTER_MAX_BYTES + 65536
+log = bt.log
+
+
+def nbytes(obj: Any) -> int:
+    return len(orjson.dumps(obj))
+
+
+def fmt_int(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:,.0f}"
+
+
+def median_ms(fn: Callable[[], Any], repeat: int) -> tuple[float, float, Any]:
+    """(median ms of ``repeat`` calls, ms of the first call before them, last result).
+
+    The first call is reported apart: it is slower (cold caches, lazy imports)."""
+    gc.collect()
+    t0 = time.perf_counter()
+    out = fn()
+    first = (time.perf_counter() - t0) * 1000
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        out = fn()
+        times.append((time.perf_counter() - t0) * 1000)
+    return statistics.median(times), first, out
+
+
+# --------------------------------------------------------------------------------------------
+# part a: snapshot size and encode time, in-process
+# --------------------------------------------------------------------------------------------
+def build_state(
+    cfg: MonitorConfig, names: list[str], per_model: int, seed: int, batch: int
+) -> tuple[PartitionState, dict[str, int], list[tuple[str, str, float, str | None, float | None]]]:
+    """Feed TrafficGenerator traffic to one PartitionState; also return the input offsets and
+    (model, event id, time, label, score) of the predictions (for filling a join later)."""
+    n = per_model * len(names)
+    gen = TrafficGenerator(
+        seed=seed,
+        drift_at=n // 2,
+        models=names,
+        rate=1000.0,
+        start_time=1_700_000_000.0,
+        prediction_topic=PRED_TOPIC,
+        label_topic=LABEL_TOPIC,
+    )
+    state = PartitionState(0, cfg)
+    offsets = {PRED_TOPIC: 0, LABEL_TOPIC: 0}
+    pending: list[tuple[str, str, float, str | None, float | None]] = []
+    chunk: list[Any] = []
+
+    def flush() -> None:
+        preds = [
+            PredictionEvent.model_validate(orjson.loads(r.value))
+            for r in chunk
+            if r.topic == PRED_TOPIC
+        ]
+        labels = [
+            LabelEvent.model_validate(orjson.loads(r.value))
+            for r in chunk
+            if r.topic == LABEL_TOPIC
+        ]
+        state.process(preds, labels)
+        for e in preds:
+            pending.append(
+                (e.model_id, e.event_id, e.timestamp, e.prediction_label(), e.prediction_score())
+            )
+        chunk.clear()
+
+    for rec in gen.events(n):
+        offsets[rec.topic] += 1
+        chunk.append(rec)
+        if len(chunk) >= batch:
+            flush()
+    if chunk:
+        flush()
+    return state, offsets, pending
+
+
+def split_bytes(state: PartitionState) -> dict[str, Any]:
+    """Bytes of each part of ``state.snapshot()`` (compact JSON, as orjson writes it)."""
+    snap = state.snapshot()
+    models = list(state.models.values())
+    per_model = {m.model_id: nbytes(m.snapshot()) for m in models}
+    feats: dict[str, list[int]] = {
+        "numeric input feature": [],
+        "categorical input feature": [],
+        "prediction.score (numeric output)": [],
+        "prediction.label (categorical output)": [],
+    }
+    detectors: list[int] = []  # the river detectors' share of a numeric feature
+    errors: list[int] = []
+    other: list[int] = []
+    for m in models:
+        fsum = 0
+        for f in m.features.values():
+            d = f.snapshot()
+            b = nbytes(d)
+            fsum += b
+            feats[f"{f.type_name} input feature"].append(b)
+            if f.type_name == "numeric":
+                detectors.append(nbytes(d["detectors"]))
+        for name, f in m.outputs.items():
+            b = nbytes(f.snapshot())
+            fsum += b
+            kind = "numeric" if f.type_name == "numeric" else "categorical"
+            feats[f"{name} ({kind} output)"].append(b)
+        e = nbytes(m.errors.snapshot())
+        errors.append(e)
+        other.append(per_model[m.model_id] - fsum - e)
+    return {
+        "snapshot": snap,
+        "models": nbytes(snap["models"]),
+        "join": nbytes(snap["join"]),
+        "early": nbytes(snap["early"]),
+        "tracker": nbytes(snap["tracker"]),
+        "per_model": per_model,
+        "features": feats,
+        "detectors": detectors,
+        "errors": errors,
+        "model_other": other,
+        "pending": len(state.join),
+        "waiting": len(state.early),
+        "incidents": len(snap["tracker"]["incidents"]),
+    }
+
+
+def timings(state: PartitionState, offsets: dict[str, int], key: bytes, repeat: int) -> dict:
+    """snapshot() ms, encode ms (orjson + HMAC) and restore ms (verify + parse + rebuild)."""
+    cfg = state.cfg
+    snap_ms, snap_first, snap = median_ms(state.snapshot, repeat)
+
+    def encode() -> tuple[bytes, bytes, list[tuple[str, bytes]]]:
+        return encode_snapshot(Snapshot(0, dict(offsets), snap, 1_700_000_000.0), key)
+
+    enc_ms, _, (rkey, value, headers) = median_ms(encode, repeat)
+
+    def restore() -> PartitionState:
+        s = decode_snapshot(rkey, value, headers, key, expected_partition=0)
+        assert isinstance(s, Snapshot), s
+        return PartitionState.from_snapshot(s.state, cfg)
+
+    restore_ms, _, back = median_ms(restore, max(1, repeat // 2))
+    assert len(back.join) == len(state.join) and set(back.models) == set(state.models)
+    return {
+        "bytes": len(value),
+        "snapshot_ms": snap_ms,
+        "snapshot_first_ms": snap_first,
+        "encode_ms": enc_ms,
+        "restore_ms": restore_ms,
+    }
+
+
+def stats_text(values: Sequence[int]) -> str:
+    if not values:
+        return "n/a"
+    lo, hi = min(values), max(values)
+    rng = f" ({lo:,}-{hi:,})" if lo != hi else ""
+    return f"{statistics.mean(values):,.0f}{rng}"
+
+
+def part_a(args: argparse.Namespace) -> tuple[list[str], list[str]]:
+    """Returns (printed lines, markdown lines)."""
+    cfg = MonitorConfig(bootstrap_servers="unused:9092")
+    key = key_from_secret(SECRET)
+    busy0, own0, wall0 = machine_busy_cores_s(), bt.self_cpu_s(), time.monotonic()
+    rows = []
+    largest: tuple[PartitionState, dict[str, int], list[Any], dict[str, Any]] | None = None
+    for n_models in args.models:
+        t0 = time.monotonic()
+        names = bt.model_names(n_models)
+        state, offsets, preds = build_state(cfg, names, args.per_model, args.seed, args.batch)
+        parts = split_bytes(state)
+        tm = timings(state, offsets, key, args.repeat)
+        rows.append((n_models, parts, tm))
+        log(
+            f"part a: {n_models} models, {sum(offsets.values()):,} records in "
+            f"{time.monotonic() - t0:.1f} s -> {tm['bytes']:,} bytes, pending {parts['pending']:,}"
+        )
+        if largest is None or n_models > len(largest[0].models):
+            largest = (state, offsets, preds, parts)
+        else:
+            del state, preds
+    assert largest is not None
+    state, offsets, preds, parts = largest
+
+    # The join sweep: the largest state with N pending predictions (real ids and values).
+    sweep = []
+    saved = state.join
+    base_bytes = None
+    for n in args.pending:
+        n = min(n, cfg.labels.capacity)
+        j = LabelJoin(cfg.labels.capacity, cfg.labels.ttl_seconds)
+        for i in range(n):
+            m, e, ts, label, score = preds[i % len(preds)]
+            if i >= len(preds):  # more than were generated: new ids in the generator's format
+                e = f"{m}-{i}"
+            j.add_prediction(m, e, ts, label=label, score=score)
+        state.join = j
+        tm = timings(state, offsets, key, args.repeat)
+        jb = nbytes(j.snapshot())
+        if n == 0:
+            base_bytes = tm["bytes"]
+        sweep.append((n, jb, tm))
+        log(f"part a: join with {n:,} pending -> {tm['bytes']:,} bytes")
+    state.join = saved
+    busy1, own1, wall1 = machine_busy_cores_s(), bt.self_cpu_s(), time.monotonic()
+    others = (
+        None
+        if busy0 is None or busy1 is None
+        else max(0.0, (busy1 - busy0 - (own1 - own0)) / (wall1 - wall0))
+    )
+
+    md: list[str] = []
+    md += [
+        f"**a. Size and encode time** (in-process; {args.per_model:,} predictions per model plus "
+        f"~80 % labels, drift at the middle, batches of {args.batch} records, one "
+        f"PartitionState; times are medians of {args.repeat} calls after a first, cold one; "
+        + ("n/a" if others is None else f"{others:.2f} cores used by other processes during part a")
+        + "):",
+        "",
+        "| models | record bytes (encode_snapshot value) | models part | label join (pending) | "
+        "early labels | tracker (incidents) | snapshot() ms (first) | encode ms | restore ms |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for n_models, p, tm in rows:
+        md.append(
+            f"| {n_models} | {tm['bytes']:,} | {p['models']:,} | {p['join']:,} "
+            f"({p['pending']:,}) | {p['early']:,} ({p['waiting']:,}) | {p['tracker']:,} "
+            f"({p['incidents']}) | {tm['snapshot_ms']:.1f} ({tm['snapshot_first_ms']:.0f}) "
+            f"| {tm['encode_ms']:.1f} | {tm['restore_ms']:.1f} |"
+        )
+    n_big, p_big, _ = rows[-1]
+    by_arch: dict[str, list[int]] = {}
+    for mid, b in p_big["per_model"].items():
+        by_arch.setdefault(mid.rsplit("-", 1)[0], []).append(b)
+    md += [
+        "",
+        f"Per part, over the {n_big} models of the largest state (mean bytes, range):",
+        "",
+        "| part | count | bytes each |",
+        "|---|---:|---:|",
+        f"| model (all of it) | {len(p_big['per_model'])} "
+        f"| {stats_text(list(p_big['per_model'].values()))} |",
+    ]
+    for arch, vals in sorted(by_arch.items()):
+        md.append(f"| … {arch} model | {len(vals)} | {stats_text(vals)} |")
+    for name, vals in p_big["features"].items():
+        md.append(f"| {name} | {len(vals)} | {stats_text(vals)} |")
+        if name.startswith("numeric"):
+            md.append(
+                f"| … of which its two river detectors (pickled, base64) "
+                f"| {len(p_big['detectors'])} | {stats_text(p_big['detectors'])} |"
+            )
+    md += [
+        f"| error monitor (ADWIN on errors) | {len(p_big['errors'])} "
+        f"| {stats_text(p_big['errors'])} |",
+        f"| rest of a model (counters, names) | {len(p_big['model_other'])} "
+        f"| {stats_text(p_big['model_other'])} |",
+    ]
+    md += [
+        "",
+        f"Label-join sweep: the {n_big}-model state with its join replaced by one holding N "
+        "pending predictions (real ids and values from the generated traffic); the join's "
+        f"capacity is {cfg.labels.capacity:,} per partition:",
+        "",
+        "| pending predictions | join bytes | record bytes | join share | bytes per pending "
+        "| snapshot() ms | encode ms | restore ms |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for n, jb, tm in sweep:
+        per = "" if n == 0 or base_bytes is None else f"{(tm['bytes'] - base_bytes) / n:.1f}"
+        md.append(
+            f"| {n:,} | {jb:,} | {tm['bytes']:,} | {jb / tm['bytes']:.0%} | {per} "
+            f"| {tm['snapshot_ms']:.1f} | {tm['encode_ms']:.1f} | {tm['restore_ms']:.0f} |"
+        )
+    md += [
+        "",
+        f"Limits: the monitor's producer has `message.max.bytes` {PRODUCER_MAX_BYTES:,} "
+        f"(16 MiB + 64 KiB) and the changelog topic `max.message.bytes` "
+        f"{CHANGELOG_MAX_MESSAGE_BYTES:,} (64 MiB). A record goes out lz4-compressed "
+        "(part b shows the size on the broker's disk).",
+    ]
+    text = [line.replace("**", "") for line in md]
+    return text, md
+
+
+# --------------------------------------------------------------------------------------------
+# part b: commit latency against a broker
+# --------------------------------------------------------------------------------------------
+_CKPT_SERIES = (
+    "stream_monitor_checkpoints_total",
+    "stream_monitor_checkpoint_failures_total",
+    "stream_monitor_checkpoint_seconds_bucket",
+    "stream_monitor_checkpoint_seconds_count",
+    "stream_monitor_checkpoint_seconds_sum",
+    "stream_monitor_checkpoint_snapshot_bytes_bucket",
+    "stream_monitor_checkpoint_snapshot_bytes_count",
+    "stream_monitor_checkpoint_snapshot_bytes_sum",
+    "stream_monitor_events_consumed_total",
+    "stream_monitor_alerts_published_total",
+    "stream_monitor_transactions_aborted_total",
+    "stream_monitor_state_restores_total",
+    "stream_monitor_label_partition_pauses_total",
+    "stream_monitor_batch_processing_seconds_count",
+    "stream_monitor_batch_processing_seconds_sum",
+)
+_CKPT_PATH = "/metrics?" + "&".join(f"name[]={n}" for n in _CKPT_SERIES)
+
+
+def scrape(mon: bt.Monitor, path: str = _CKPT_PATH) -> bt.Series | None:
+    status, text = mon.get(path, 10.0)
+    return bt.parse_metrics(text, None) if status == 200 else None
+
+
+class AlertReader:
+    """Reads the alerts topic (read_committed) and records when each alert became visible."""
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        self.bootstrap, self.topic = bootstrap, topic
+        self.delays: list[float] = []
+        self.stop = threading.Event()
+        self.error: str | None = None
+        self.thread = threading.Thread(target=self._run, name="alert-reader", daemon=True)
+
+    def _run(self) -> None:
+        from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+        c = Consumer(
+            {
+                "bootstrap.servers": self.bootstrap,
+                "group.id": f"bench-ckpt-alerts-{uuid.uuid4().hex[:8]}",
+                "enable.auto.commit": False,
+                "isolation.level": "read_committed",
+                "fetch.wait.max.ms": 10,
+            }
+        )
+        try:
+            meta = c.list_topics(self.topic, timeout=10).topics[self.topic]
+            c.assign([TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in meta.partitions])
+            while not self.stop.is_set():
+                msg = c.poll(0.05)
+                if msg is None or msg.error() is not None or msg.value() is None:
+                    continue
+                now = time.time()
+                published = orjson.loads(msg.value()).get("published_at")
+                if published:
+                    self.delays.append(now - published)
+        except Exception as exc:  # reported, not fatal
+            self.error = repr(exc)
+        finally:
+            c.close()
+
+
+def dir_bytes(path: Path, suffix: str = ".log") -> int | None:
+    try:
+        return sum(p.stat().st_size for p in path.rglob(f"*{suffix}"))
+    except OSError:
+        return None
+
+
+def run_guarantee(
+    args: argparse.Namespace,
+    guarantee: str,
+    bootstrap: str,
+    run_id: str,
+    workdir: Path,
+    broker: bt.Broker | None,
+) -> dict[str, Any]:
+    r: dict[str, Any] = {"guarantee": guarantee}
+    phase = "eos" if guarantee == "exactly_once" else "alo"
+    topics = bt.make_topics(bootstrap, run_id, phase, args.partitions)
+    group = f"bench-{run_id}-{phase}"
+    settings = {"processing_guarantee": guarantee, "checkpoint.hmac_key": SECRET}
+    if args.interval_seconds is not None:
+        settings["checkpoint.interval_seconds"] = str(args.interval_seconds)
+    mon = bt.Monitor(workdir, f"ckpt-{phase}", bootstrap, topics, group, settings=settings)
+    n = int(args.rate * args.seconds)
+    names = bt.model_names(args.live_models)
+    reader: AlertReader | None = None
+    stop = threading.Event()
+    holder: dict[str, bt.ProduceResult] = {}
+    polls: list[tuple[float, bt.Series]] = []
+    try:
+        mon.start()
+        r["ready_seconds"] = mon.wait_ready(60)
+        reader = AlertReader(bootstrap, topics["alerts"])
+        reader.thread.start()
+        lead = 2.0 + 1.8 * n / 40_000
+        start = time.time() + lead
+        gen = TrafficGenerator(
+            seed=args.seed + 1,
+            drift_at=int(n * args.drift_at),
+            models=names,
+            rate=args.rate,
+            start_time=start,
+            prediction_topic=topics["predictions"],
+            label_topic=topics["labels"],
+        )
+        records = list(gen.events(n))
+
+        def produce() -> None:
+            holder["p"] = bt.produce(
+                bootstrap,
+                records,
+                topics["predictions"],
+                time_limit=args.seconds + 30,
+                paced=True,
+                stop=stop,
+                conf={"linger.ms": 5, "acks": "all", "queue.buffering.max.messages": 500_000},
+            )
+
+        th = threading.Thread(target=produce, name="producer", daemon=True)
+        th.start()
+        t_start = time.monotonic() + (start - time.time())
+        cpu0: tuple[float, ...] | None = None
+        broker_pid = broker.pid() if broker else None
+
+        def cpu_now() -> tuple[float, ...]:
+            return (
+                time.monotonic(),
+                bt.cpu_seconds(mon.pid) or 0.0,
+                bt.cpu_seconds(broker_pid) or 0.0,
+                machine_busy_cores_s() or 0.0,
+                bt.self_cpu_s(),
+            )
+
+        tick = time.monotonic()
+        while th.is_alive() and time.monotonic() < t_start + args.seconds + 60:
+            tick += args.poll
+            s = scrape(mon)
+            if s is not None:
+                polls.append((time.monotonic(), s))
+            if cpu0 is None and time.monotonic() >= t_start:
+                cpu0 = cpu_now()
+            if not mon.alive():
+                raise RuntimeError(f"monitor exited; log:\n{mon.tail()}")
+            time.sleep(max(0.0, tick - time.monotonic()))
+        th.join(5)
+        if cpu0 is not None:
+            d = [b - a for a, b in zip(cpu0, cpu_now(), strict=True)]
+            r["cpu"] = {
+                "monitor": d[1] / d[0],
+                "broker": d[2] / d[0],
+                "others": max(0.0, (d[3] - d[1] - d[2] - d[4]) / d[0]),
+            }
+        pr = holder.get("p")
+        if pr is None:
+            raise RuntimeError("producer did not finish")
+        counts = bt.high_watermarks(bootstrap, [topics["predictions"], topics["labels"]])
+        produced = sum(counts.values())
+        # Catch up, then wait for one more checkpoint so that the last alerts are committed.
+        deadline = time.monotonic() + 60
+        consumed, ckpts_at_catchup = 0.0, None
+        while time.monotonic() < deadline:
+            s = scrape(mon)
+            if s is not None:
+                polls.append((time.monotonic(), s))
+                consumed = bt.total(s, "stream_monitor_events_consumed_total")
+                ck = bt.total(s, "stream_monitor_checkpoints_total")
+                if consumed >= produced and ckpts_at_catchup is None:
+                    ckpts_at_catchup = ck
+                elif ckpts_at_catchup is not None and ck > ckpts_at_catchup:
+                    break
+            time.sleep(args.poll)
+        time.sleep(1.0)  # let the alert reader fetch what the last commit released
+        final_status, final_text = mon.get("/metrics", 30.0)
+        final = bt.parse_metrics(final_text, None) if final_status == 200 else {}
+        r.update(produced=produced, consumed=consumed, complete=consumed >= produced)
+        r["produced_predictions"] = counts[topics["predictions"]]
+        r["achieved_rate"] = (pr.predictions - 1) / max(
+            1e-9, pr.last_pred_wall - pr.first_pred_wall
+        )
+        r["peak_rss_mib"] = mon.peak_rss_mib()
+        r["mode"] = mon.mode()
+    finally:
+        stop.set()
+        if reader is not None:
+            reader.stop.set()
+            reader.thread.join(10)
+        rc, secs = mon.stop(30) if mon.proc else (None, 0.0)
+    r["exit_code"], r["exit_seconds"] = rc, secs
+
+    # --- figures from the final scrape ---------------------------------------------------------
+    def tot(name: str, **match: str) -> float:
+        return bt.total(final, name, **match)
+
+    count = tot("stream_monitor_checkpoint_seconds_count")
+    ssum = tot("stream_monitor_checkpoint_seconds_sum")
+    cum = bt.buckets(final, "stream_monitor_checkpoint_seconds")
+    r["checkpoints"] = tot("stream_monitor_checkpoints_total")
+    r["ckpt_mean_s"] = ssum / count if count else None
+    r["ckpt_p50_hist_s"] = bt.hist_quantile(0.5, cum)
+    r["ckpt_p95_hist_s"] = bt.hist_quantile(0.95, cum)
+    r["ckpt_buckets"] = [(b, c) for b, c in cum if c > 0][:4]
+    bcount = tot("stream_monitor_checkpoint_snapshot_bytes_count")
+    r["snapshot_records"] = bcount
+    r["snapshot_bytes_mean"] = (
+        tot("stream_monitor_checkpoint_snapshot_bytes_sum") / bcount if bcount else None
+    )
+    r["snapshot_bytes_p50_hist"] = bt.hist_quantile(
+        0.5, bt.buckets(final, "stream_monitor_checkpoint_snapshot_bytes")
+    )
+    r["failures"] = tot("stream_monitor_checkpoint_failures_total")
+    r["aborted"] = tot("stream_monitor_transactions_aborted_total")
+    r["restores"] = {
+        lab.get("outcome", "?"): v
+        for lab, v in final.get("stream_monitor_state_restores_total", [])
+    }
+    r["pauses"] = tot("stream_monitor_label_partition_pauses_total")
+    r["alerts_published"] = tot("stream_monitor_alerts_published_total")
+    r["pending"] = tot("stream_monitor_label_join_pending")
+    nb = tot("stream_monitor_batch_processing_seconds_count")
+    r["batch_mean_s"] = tot("stream_monitor_batch_processing_seconds_sum") / nb if nb else None
+    # each checkpoint's own duration: sum increase between polls where the count rose by one
+    singles: list[float] = []
+    sizes: list[float] = []
+    for (_, a), (_, b) in itertools.pairwise(polls):
+        dc = bt.total(b, "stream_monitor_checkpoint_seconds_count") - bt.total(
+            a, "stream_monitor_checkpoint_seconds_count"
+        )
+        if dc == 1:
+            singles.append(
+                bt.total(b, "stream_monitor_checkpoint_seconds_sum")
+                - bt.total(a, "stream_monitor_checkpoint_seconds_sum")
+            )
+            db = bt.total(b, "stream_monitor_checkpoint_snapshot_bytes_count") - bt.total(
+                a, "stream_monitor_checkpoint_snapshot_bytes_count"
+            )
+            if db:
+                sizes.append(
+                    bt.total(b, "stream_monitor_checkpoint_snapshot_bytes_sum")
+                    - bt.total(a, "stream_monitor_checkpoint_snapshot_bytes_sum")
+                )
+    r["single_ckpt_s"] = singles
+    r["single_ckpt_bytes"] = sizes  # bytes of all snapshot records of one checkpoint
+    if reader is not None:
+        r["alert_delays"] = sorted(reader.delays)
+        r["alert_reader_error"] = reader.error
+    if broker is not None:
+        r["changelog_disk_bytes"] = sum(
+            dir_bytes(p) or 0 for p in (broker.inst / "data").glob(f"{group}-changelog-*")
+        )
+    log(
+        f"{guarantee}: {r['checkpoints']:.0f} checkpoints, mean "
+        f"{1000 * (r['ckpt_mean_s'] or 0):.1f} ms, snapshot mean "
+        f"{fmt_int(r['snapshot_bytes_mean'])} bytes, {len(r.get('alert_delays', []))} alerts read"
+    )
+    return r
+
+
+def pct(values: Sequence[float], q: float) -> float | None:
+    return bt.pct(list(values), q)
+
+
+def part_b(args: argparse.Namespace) -> tuple[list[str], list[str], str]:
+    run_id = uuid.uuid4().hex[:8]
+    workdir = Path(tempfile.mkdtemp(prefix="stream-monitor-bench-ckpt-"))
+    broker: bt.Broker | None = None
+    kafka = "external broker"
+    results: list[dict[str, Any]] = []
+    try:
+        if args.bootstrap_servers:
+            bootstrap = args.bootstrap_servers
+        else:
+            kafka = bt.kafka_version(args.kafka_jars_dir)
+            broker = bt.Broker(args.kafka_port, args.kafka_jars_dir, "1g", False)
+            bootstrap = broker.start()
+        for g in args.guarantees:
+            results.append(run_guarantee(args, g, bootstrap, run_id, workdir, broker))
+    except BaseException:
+        log(f"failed; monitor configs and logs are in {workdir}")
+        raise
+    finally:
+        if broker is not None:
+            broker.stop()
+    import shutil
+
+    shutil.rmtree(workdir, ignore_errors=True)
+
+    def ms(v: float | None, fmt: str = ".1f") -> str:
+        return "n/a" if v is None else f"{1000 * v:{fmt}}"
+
+    md = [
+        f"**b. Commit latency on a real broker** (Kafka {kafka}, single node, local): "
+        f"`stream-monitor run` with `checkpoint.hmac_key` set, "
+        f"{args.partitions} partitions, {args.live_models} models, a paced producer at "
+        f"{args.rate:,.0f} predictions/s (+ ~80 % labels) for {args.seconds:.0f} s with a drift "
+        f"at {args.drift_at:.0%}; checkpoint interval "
+        + (f"{args.interval_seconds:g} s" if args.interval_seconds is not None else "5 s (default)")
+        + f". /metrics polled every {args.poll} s; one checkpoint's duration is the increase of "
+        "`_checkpoint_seconds_sum` between two polls where the count rose by one. Alert visibility "
+        "is when a `read_committed` consumer received each alert minus its `published_at`.",
+        "",
+        "| figure | " + " | ".join(f"`{r['guarantee']}`" for r in results) + " |",
+        "|---|" + "---:|" * len(results),
+    ]
+
+    def row(label: str, fn: Callable[[dict[str, Any]], str]) -> None:
+        md.append(f"| {label} | " + " | ".join(fn(r) for r in results) + " |")
+
+    row("start-up log", lambda r: r.get("mode", "?"))
+    row(
+        "records consumed / produced",
+        lambda r: f"{fmt_int(r.get('consumed'))} / {fmt_int(r.get('produced'))}",
+    )
+    row("predictions/s achieved", lambda r: fmt_int(r.get("achieved_rate")))
+    row("checkpoints committed", lambda r: fmt_int(r.get("checkpoints")))
+    row(
+        "**checkpoint time, mean (sum/count)**",
+        lambda r: f"**{ms(r.get('ckpt_mean_s'))} ms**",
+    )
+    row(
+        "checkpoint time, each (from polls): median / max",
+        lambda r: (
+            f"{ms(pct(r['single_ckpt_s'], 50))} / {ms(max(r['single_ckpt_s']))} ms "
+            f"(n={len(r['single_ckpt_s'])})"
+            if r.get("single_ckpt_s")
+            else "n/a"
+        ),
+    )
+    row(
+        "checkpoint time, histogram median / p95 (interpolated, coarse)",
+        lambda r: f"{ms(r.get('ckpt_p50_hist_s'))} / {ms(r.get('ckpt_p95_hist_s'))} ms",
+    )
+    row(
+        "snapshot records / mean bytes (histogram median)",
+        lambda r: (
+            f"{fmt_int(r.get('snapshot_records'))} / {fmt_int(r.get('snapshot_bytes_mean'))} "
+            f"({fmt_int(r.get('snapshot_bytes_p50_hist'))})"
+        ),
+    )
+    row(
+        "bytes of all snapshots of one checkpoint: median / max",
+        lambda r: (
+            f"{fmt_int(pct(r['single_ckpt_bytes'], 50))} / {fmt_int(max(r['single_ckpt_bytes']))}"
+            if r.get("single_ckpt_bytes")
+            else "n/a"
+        ),
+    )
+    row(
+        "changelog on the broker's disk (lz4) / per snapshot record",
+        lambda r: (
+            f"{fmt_int(r.get('changelog_disk_bytes'))} / "
+            f"{fmt_int(r['changelog_disk_bytes'] / r['snapshot_records'])}"
+            if r.get("changelog_disk_bytes") and r.get("snapshot_records")
+            else "n/a"
+        ),
+    )
+    row("predictions pending in the join at the end", lambda r: fmt_int(r.get("pending")))
+    row(
+        "**alert visibility** (received - published_at): median / p95 / max",
+        lambda r: (
+            f"**{pct(r['alert_delays'], 50):.3f} / {pct(r['alert_delays'], 95):.3f} / "
+            f"{max(r['alert_delays']):.3f} s** ({len(r['alert_delays'])} alerts; "
+            f"{fmt_int(r.get('alerts_published'))} published)"
+            if r.get("alert_delays")
+            else f"n/a ({r.get('alert_reader_error') or 'no alerts'})"
+        ),
+    )
+    row("batch processing mean", lambda r: f"{ms(r.get('batch_mean_s'))} ms")
+    row(
+        "CPU cores while producing: monitor / broker / other processes; monitor peak RSS",
+        lambda r: (
+            f"{r['cpu']['monitor']:.2f} / {r['cpu']['broker']:.2f} / {r['cpu']['others']:.2f}; "
+            f"{fmt_int(r.get('peak_rss_mib'))} MiB"
+            if r.get("cpu")
+            else "n/a"
+        ),
+    )
+    row(
+        "restores at start / aborted transactions / failed checkpoints",
+        lambda r: (
+            ", ".join(f"{k} {v:.0f}" for k, v in sorted(r.get("restores", {}).items()))
+            + f" / {fmt_int(r.get('aborted'))} / {fmt_int(r.get('failures'))}"
+        ),
+    )
+    row("label-partition pauses", lambda r: fmt_int(r.get("pauses")))
+    row(
+        "SIGTERM → exit",
+        lambda r: f"code {r.get('exit_code')} in {r.get('exit_seconds', 0):.1f} s",
+    )
+    text = [line.replace("**", "") for line in md]
+    return text, md, kafka
+
+
+def _int_list(s: str) -> list[int]:
+    return [int(x) for x in s.split(",") if x.strip()]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--part", choices=["a", "b", "both"], default="both")
+    ap.add_argument("--models", type=_int_list, default=[1, 5, 20], help="part a, e.g. 1,5,20")
+    ap.add_argument("--per-model", type=int, default=20_000, help="part a: predictions per model")
+    ap.add_argument(
+        "--pending",
+        type=_int_list,
+        default=[0, 10_000, 100_000, 200_000],
+        help="part a: pending predictions in the join sweep",
+    )
+    ap.add_argument("--batch", type=int, default=2000)
+    ap.add_argument("--repeat", type=int, default=5, help="part a: timed calls per figure")
+    ap.add_argument("--seed", type=int, default=5)
+    ap.add_argument("--guarantees", default="exactly_once,at_least_once")
+    ap.add_argument("--rate", type=float, default=2000.0, help="part b: predictions/s")
+    ap.add_argument("--seconds", type=float, default=30.0, help="part b: producing time")
+    ap.add_argument("--live-models", type=int, default=20, help="part b: models")
+    ap.add_argument("--partitions", type=int, default=6)
+    ap.add_argument("--drift-at", type=float, default=0.5, help="part b: fraction")
+    ap.add_argument("--interval-seconds", type=float, default=None)
+    ap.add_argument("--poll", type=float, default=0.25)
+    ap.add_argument("--bootstrap-servers", help="use this broker instead of starting one")
+    ap.add_argument("--kafka-port", type=int, default=39192)
+    ap.add_argument("--kafka-jars-dir", type=Path, default=bt.DEFAULT_JARS)
+    ap.add_argument("--results-file", type=Path, default=HERE / "RESULTS.md")
+    ap.add_argument("--no-results", action="store_true")
+    args = ap.parse_args(argv)
+    args.guarantees = [g for g in args.guarantees.split(",") if g]
+    for g in args.guarantees:
+        if g not in ("exactly_once", "at_least_once"):
+            ap.error(f"unknown guarantee {g!r}")
+    args.models = sorted(args.models)
+    t0 = time.monotonic()
+    kafka = None if args.part == "a" else bt.kafka_version(args.kafka_jars_dir)
+    machine = machine_info(kafka=kafka)
+    cmd = " ".join(
+        [
+            ".venv/bin/python load_tests/bench_checkpoint.py",
+            *(sys.argv[1:] if argv is None else argv),
+        ]
+    )
+    md: list[str] = []
+    out: list[str] = []
+    if args.part in ("a", "both"):
+        text, m = part_a(args)
+        out += text
+        md += m
+    if args.part in ("b", "both"):
+        text, m, _ = part_b(args)
+        out += ["", *text]
+        md += ["", *m]
+    total_s = time.monotonic() - t0
+    print("\n".join(out), flush=True)
+    if not args.no_results:
+        body = [
+            f"Run {time.strftime('%Y-%m-%d %H:%M %Z')} — {machine}",
+            "",
+            f"Command: `{cmd.strip()}` (total {total_s:.0f} s)",
+            "",
+            *md,
+        ]
+        update_section(
+            args.results_file,
+            "bench_checkpoint",
+            "Checkpoint costs (load_tests/bench_checkpoint.py)",
+            "\n".join(body),
+        )
+        log(f"updated {args.results_file}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
