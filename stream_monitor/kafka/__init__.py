@@ -3,5 +3,6 @@
 from __future__ import annotations
 
 from stream_monitor.kafka.protocols import ConsumerLike, MessageLike, ProducerLike
+from stream_monitor.kafka.records import RawRecord
 
-__all__ = ["ConsumerLike", "MessageLike", "ProducerLike"]
+__all__ = ["ConsumerLike", "MessageLike", "ProducerLike", "RawRecord"]

@@ -10,57 +10,32 @@ import pytest
 
 from stream_monitor.events.decode import DeadLetter, dead_letter_headers, decode_record
 from stream_monitor.events.schema import LabelEvent, PredictionEvent, ScoredPrediction
+from stream_monitor.kafka.records import RawRecord
 from stream_monitor.simulate import bad_records
 
 MAX_BYTES = 1_048_576
 _DROP = object()  # marks a field left out of the payload
 
 
-class FakeMsg:
-    """Implements stream_monitor.kafka.protocols.MessageLike."""
-
-    def __init__(
-        self,
-        value: bytes | None,
-        *,
-        key: bytes | None = b"m",
-        topic: str = "predictions",
-        partition: int = 3,
-        offset: int = 42,
-        headers: list[tuple[str, bytes | None]] | None = None,
-        timestamp: tuple[int, int] = (1, 1_700_000_000_123),
-    ) -> None:
-        self._value = value
-        self._key = key
-        self._topic = topic
-        self._partition = partition
-        self._offset = offset
-        self._headers = headers
-        self._timestamp = timestamp
-
-    def topic(self) -> str | None:
-        return self._topic
-
-    def partition(self) -> int | None:
-        return self._partition
-
-    def offset(self) -> int | None:
-        return self._offset
-
-    def key(self) -> bytes | None:
-        return self._key
-
-    def value(self) -> bytes | None:
-        return self._value
-
-    def headers(self) -> list[tuple[str, bytes | None]] | None:
-        return self._headers
-
-    def timestamp(self) -> tuple[int, int]:
-        return self._timestamp
-
-    def error(self) -> Any:
-        return None
+def FakeMsg(
+    value: bytes | None,
+    *,
+    key: bytes | None = b"m",
+    topic: str = "predictions",
+    partition: int = 3,
+    offset: int = 42,
+    headers: list[tuple[str, bytes | None]] | None = None,
+    timestamp: tuple[int, int] = (1, 1_700_000_000_123),
+) -> RawRecord:
+    return RawRecord(
+        value,
+        key=key,
+        topic=topic,
+        partition=partition,
+        offset=offset,
+        headers=headers,
+        timestamp=timestamp,
+    )
 
 
 def _prediction(**changes: Any) -> dict[str, Any]:

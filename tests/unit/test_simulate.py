@@ -12,6 +12,7 @@ import numpy as np
 import orjson
 import pytest
 
+from stream_monitor.kafka.records import RawRecord
 from stream_monitor.simulate import (
     ARCHETYPES,
     DRIFTED_FEATURE,
@@ -417,35 +418,9 @@ def test_generation_is_fast() -> None:
 # --------------------------------------------------------------------------- bad records
 
 
-class _Msg:
+def _Msg(topic: str, key: bytes | None, value: bytes) -> RawRecord:
     """Just enough of a confluent_kafka.Message for the decoder."""
-
-    def __init__(self, topic: str, key: bytes | None, value: bytes) -> None:
-        self._topic, self._key, self._value = topic, key, value
-
-    def topic(self) -> str:
-        return self._topic
-
-    def partition(self) -> int:
-        return 0
-
-    def offset(self) -> int:
-        return 0
-
-    def key(self) -> bytes | None:
-        return self._key
-
-    def value(self) -> bytes:
-        return self._value
-
-    def headers(self) -> None:
-        return None
-
-    def timestamp(self) -> tuple[int, int]:
-        return (1, 1_700_000_000_000)
-
-    def error(self) -> None:
-        return None
+    return RawRecord(value, key=key, topic=topic, timestamp=(1, 1_700_000_000_000))
 
 
 def _loads_object(value: bytes) -> dict[str, Any] | None:
