@@ -85,3 +85,21 @@ def test_run_is_ready_processes_and_stops_on_sigterm(kafka_bootstrap, topic_name
         assert committed_offsets(kafka_bootstrap, t["group"], topic, 2) == end_offsets(
             kafka_bootstrap, topic, 2
         )
+
+
+def test_refuses_topics_that_are_not_co_partitioned(kafka_bootstrap, topic_names):
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    from stream_monitor.app import Application
+    from stream_monitor.errors import ConfigError
+
+    from .kafka_utils import monitor_config
+
+    t = topic_names
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    futures = admin.create_topics([NewTopic(t["predictions"], 3, 1), NewTopic(t["labels"], 2, 1)])
+    for f in futures.values():
+        f.result(30)
+    app = Application(monitor_config(kafka_bootstrap, t), serve_metrics=False)
+    with pytest.raises(ConfigError, match="not co-partitioned"):
+        app.run()
