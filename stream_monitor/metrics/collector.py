@@ -40,7 +40,9 @@ class StateCollector(Collector):
         mf = ["model_id", "feature"]
         drift = GaugeMetricFamily(
             p + "feature_drift_score",
-            "Drift of the last closed window against the reference (PSI).",
+            "Drift of the last closed window against the reference, by statistic (psi, "
+            "jensen_shannon, hellinger; numeric features also ks and wasserstein, the latter "
+            "scaled by the reference IQR).",
             labels=[*mf, "statistic"],
         )
         missing = GaugeMetricFamily(
@@ -163,8 +165,8 @@ class StateCollector(Collector):
                         err_base.add_metric([mid, m.errors.metric], m.errors.baseline)
                     for name, f in [*m.features.items(), *m.outputs.items()]:
                         lv = [mid, name]
-                        if f.psi is not None:
-                            drift.add_metric([*lv, "psi"], f.psi)
+                        for statistic, value in f.scores.items():
+                            drift.add_metric([*lv, statistic], value)
                         if f.missing_ratio is not None:
                             missing.add_metric(lv, f.missing_ratio)
                         type_err.add_metric(lv, f.type_errors)

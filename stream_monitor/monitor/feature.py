@@ -23,9 +23,13 @@ from stream_monitor.stats import (
     NumericHistogram,
     StreamDetector,
     bin_counts,
+    hellinger,
+    jensen_shannon,
+    ks_binned,
     psi,
     quantile_edges,
     top_categories,
+    wasserstein_scaled,
 )
 
 __all__ = ["CategoricalFeature", "FeatureMonitor", "NumericFeature", "feature_from_snapshot"]
@@ -49,6 +53,8 @@ class FeatureMonitor:
         self.win_n = 0
         self.type_errors = 0
         self.psi: float | None = None
+        #: Every statistic of the last closed window against the reference, by name.
+        self.scores: dict[str, float] = {}
         self.missing_ratio: float | None = None
         self.windows_closed = 0
         #: Row of the last fed column at which change detectors agreed (numeric only).
@@ -74,6 +80,7 @@ class FeatureMonitor:
         n_win = self.win_n
         if hist is not None and ref_counts is not None and hist.total > 0 and ref_counts.sum():
             self.psi = psi(ref_counts, hist.counts)
+            self.scores = {"psi": self.psi, **self._extra_scores(ref_counts, hist.counts)}
             obs.append(
                 Observation(
                     model_id=model_id,
@@ -121,6 +128,10 @@ class FeatureMonitor:
     ) -> Observation | None:
         return None
 
+    def _extra_scores(self, ref: np.ndarray, cur: np.ndarray) -> dict[str, float]:
+        """Statistics exported beside PSI (alerts still follow PSI; see the config)."""
+        return {"jensen_shannon": jensen_shannon(ref, cur), "hellinger": hellinger(ref, cur)}
+
     def _window_hist(self) -> NumericHistogram | CategoricalHistogram | None:
         raise NotImplementedError
 
@@ -141,6 +152,7 @@ class FeatureMonitor:
             "win_n": self.win_n,
             "type_errors": self.type_errors,
             "psi": self.psi,
+            "scores": dict(self.scores),
             "missing_ratio": self.missing_ratio,
             "windows_closed": self.windows_closed,
         }
@@ -148,6 +160,7 @@ class FeatureMonitor:
     def _restore_common(self, d: dict[str, Any]) -> None:
         if d.get("v") != SNAPSHOT_VERSION:
             raise ValueError(f"unsupported feature snapshot version {d.get('v')!r}")
+        self.scores = dict(d.get("scores", {}))
         for k in (
             "frozen",
             "ref_missing",
@@ -321,6 +334,21 @@ class NumericFeature(FeatureMonitor):
 
     def _ref_counts(self) -> np.ndarray | None:
         return self.ref_counts
+
+    def _extra_scores(self, ref: np.ndarray, cur: np.ndarray) -> dict[str, float]:
+        out = super()._extra_scores(ref, cur)
+        out["ks"] = ks_binned(ref, cur)
+        grid = self.pit_grid
+        edges = self.edges
+        if grid is not None and edges is not None and len(edges):
+            # One point per bin: interior midpoints, the reference min and max for the open ends.
+            inner = (edges[:-1] + edges[1:]) / 2 if len(edges) > 1 else np.empty(0)
+            points = np.concatenate([[grid[0]], inner, [grid[-1]]])
+            iqr = float(grid[75] - grid[25])
+            spread = iqr if iqr > 0 else float(grid[-1] - grid[0])
+            if spread > 0 and np.all(np.diff(points) >= 0):
+                out["wasserstein"] = wasserstein_scaled(ref, cur, points, spread)
+        return out
 
     def agreeing_detectors(self) -> int:
         """How many detectors fired within ``agreement_events`` values of the latest value."""

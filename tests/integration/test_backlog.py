@@ -16,10 +16,12 @@ pytestmark = pytest.mark.integration
 
 def test_labels_join_when_draining_a_backlog(kafka_bootstrap, topic_names):
     t = topic_names
-    ensure_input_topics(kafka_bootstrap, partitions=2, predictions=t["predictions"],
-                        labels=t["labels"])
-    gen = TrafficGenerator(seed=12, prediction_topic=t["predictions"], label_topic=t["labels"],
-                           rate=200.0)
+    ensure_input_topics(
+        kafka_bootstrap, partitions=2, predictions=t["predictions"], labels=t["labels"]
+    )
+    gen = TrafficGenerator(
+        seed=12, prediction_topic=t["predictions"], label_topic=t["labels"], rate=200.0
+    )
     records = [(r.topic, r.key, r.value) for r in gen.events(40_000)]
     n_labels = sum(1 for tp, _, _ in records if tp == t["labels"])
     produce_all(kafka_bootstrap, records)

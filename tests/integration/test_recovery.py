@@ -59,12 +59,12 @@ def _alerts(bootstrap: str, topic: str) -> list[AlertEvent]:
     return [AlertEvent.model_validate(orjson.loads(m.value())) for m in read_all(bootstrap, topic)]
 
 
-def _psi(metrics: dict) -> dict[tuple[str, str], float]:
+def _psi(metrics: dict) -> dict[tuple[str, str, str], float]:
     out = {}
     for (name, labels), v in metrics.items():
         if name == "stream_monitor_feature_drift_score":
             d = dict(labels)
-            out[(d["model_id"], d["feature"])] = v
+            out[(d["model_id"], d["feature"], d["statistic"])] = v
     return out
 
 
