@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import gc
 import itertools
+import shutil
 import statistics
 import sys
 import tempfile
@@ -191,10 +192,27 @@ def split_bytes(state: PartitionState) -> dict[str, Any]:
     }
 
 
+def gc_off_ms(fn: Callable[[], Any]) -> float:
+    """ms of one call with the cyclic garbage collector off (the work itself, no GC passes)."""
+    gc.collect()
+    gc.disable()
+    try:
+        t0 = time.perf_counter()
+        fn()
+        return (time.perf_counter() - t0) * 1000
+    finally:
+        gc.enable()
+
+
 def timings(state: PartitionState, offsets: dict[str, int], key: bytes, repeat: int) -> dict:
-    """snapshot() ms, encode ms (orjson + HMAC) and restore ms (verify + parse + rebuild)."""
+    """snapshot() ms, encode ms (orjson + HMAC) and restore ms (verify + parse + rebuild).
+
+    Repeated calls keep the previous result alive while the next is built, as the monitor
+    does (it keeps each partition's last committed snapshot for rewinding): the garbage
+    collector's full passes then fall inside the timed calls, as they would in the monitor."""
     cfg = state.cfg
     snap_ms, snap_first, snap = median_ms(state.snapshot, repeat)
+    snap_gc_off = gc_off_ms(state.snapshot)
 
     def encode() -> tuple[bytes, bytes, list[tuple[str, bytes]]]:
         return encode_snapshot(Snapshot(0, dict(offsets), snap, 1_700_000_000.0), key)
@@ -212,6 +230,7 @@ def timings(state: PartitionState, offsets: dict[str, int], key: bytes, repeat: 
         "bytes": len(value),
         "snapshot_ms": snap_ms,
         "snapshot_first_ms": snap_first,
+        "snapshot_gc_off_ms": snap_gc_off,
         "encode_ms": enc_ms,
         "restore_ms": restore_ms,
     }
@@ -254,12 +273,15 @@ def part_a(args: argparse.Namespace) -> tuple[list[str], list[str]]:
     sweep = []
     saved = state.join
     base_bytes = None
-    for n in args.pending:
-        n = min(n, cfg.labels.capacity)
+    cases = [(min(n, cfg.labels.capacity), False) for n in args.pending]
+    cases.append((cfg.labels.capacity, True))  # at capacity, with UUID event ids
+    for n, uuids in cases:
         j = LabelJoin(cfg.labels.capacity, cfg.labels.ttl_seconds)
         for i in range(n):
             m, e, ts, label, score = preds[i % len(preds)]
-            if i >= len(preds):  # more than were generated: new ids in the generator's format
+            if uuids:  # 36 characters instead of the generator's ~20
+                e = str(uuid.UUID(int=(i + 1) * 0x9E3779B97F4A7C15 % (1 << 128)))
+            elif i >= len(preds):  # more than were generated: new ids in the generator's format
                 e = f"{m}-{i}"
             j.add_prediction(m, e, ts, label=label, score=score)
         state.join = j
@@ -267,8 +289,11 @@ def part_a(args: argparse.Namespace) -> tuple[list[str], list[str]]:
         jb = nbytes(j.snapshot())
         if n == 0:
             base_bytes = tm["bytes"]
-        sweep.append((n, jb, tm))
-        log(f"part a: join with {n:,} pending -> {tm['bytes']:,} bytes")
+        sweep.append((n, uuids, jb, tm))
+        log(
+            f"part a: join with {n:,} pending{' (UUID ids)' if uuids else ''} "
+            f"-> {tm['bytes']:,} bytes"
+        )
     state.join = saved
     busy1, own1, wall1 = machine_busy_cores_s(), bt.self_cpu_s(), time.monotonic()
     others = (
@@ -281,19 +306,23 @@ def part_a(args: argparse.Namespace) -> tuple[list[str], list[str]]:
     md += [
         f"**a. Size and encode time** (in-process; {args.per_model:,} predictions per model plus "
         f"~80 % labels, drift at the middle, batches of {args.batch} records, one "
-        f"PartitionState; times are medians of {args.repeat} calls after a first, cold one; "
+        f"PartitionState; times are medians of {args.repeat} calls that follow a first one; "
+        "in brackets: that first call, made right after a full garbage collection, and one "
+        "call with the garbage collector off; "
         + ("n/a" if others is None else f"{others:.2f} cores used by other processes during part a")
         + "):",
         "",
         "| models | record bytes (encode_snapshot value) | models part | label join (pending) | "
-        "early labels | tracker (incidents) | snapshot() ms (first) | encode ms | restore ms |",
+        "early labels | tracker (incidents) | snapshot() ms (first; GC off) | encode ms "
+        "| restore ms |",
         "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for n_models, p, tm in rows:
         md.append(
             f"| {n_models} | {tm['bytes']:,} | {p['models']:,} | {p['join']:,} "
             f"({p['pending']:,}) | {p['early']:,} ({p['waiting']:,}) | {p['tracker']:,} "
-            f"({p['incidents']}) | {tm['snapshot_ms']:.1f} ({tm['snapshot_first_ms']:.0f}) "
+            f"({p['incidents']}) | {tm['snapshot_ms']:.1f} ({tm['snapshot_first_ms']:.1f}; "
+            f"{tm['snapshot_gc_off_ms']:.1f}) "
             f"| {tm['encode_ms']:.1f} | {tm['restore_ms']:.1f} |"
         )
     n_big, p_big, _ = rows[-1]
@@ -331,14 +360,17 @@ def part_a(args: argparse.Namespace) -> tuple[list[str], list[str]]:
         f"capacity is {cfg.labels.capacity:,} per partition:",
         "",
         "| pending predictions | join bytes | record bytes | join share | bytes per pending "
-        "| snapshot() ms | encode ms | restore ms |",
+        "| snapshot() ms (first; GC off) | encode ms | restore ms |",
         "|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for n, jb, tm in sweep:
+    for n, uuids, jb, tm in sweep:
         per = "" if n == 0 or base_bytes is None else f"{(tm['bytes'] - base_bytes) / n:.1f}"
+        over = " **> producer limit**" if tm["bytes"] > PRODUCER_MAX_BYTES else ""
         md.append(
-            f"| {n:,} | {jb:,} | {tm['bytes']:,} | {jb / tm['bytes']:.0%} | {per} "
-            f"| {tm['snapshot_ms']:.1f} | {tm['encode_ms']:.1f} | {tm['restore_ms']:.0f} |"
+            f"| {n:,}{' (36-char UUID event ids)' if uuids else ''} | {jb:,} "
+            f"| {tm['bytes']:,}{over} | {jb / tm['bytes']:.0%} | {per} "
+            f"| {tm['snapshot_ms']:.0f} ({tm['snapshot_first_ms']:.0f}; "
+            f"{tm['snapshot_gc_off_ms']:.0f}) | {tm['encode_ms']:.1f} | {tm['restore_ms']:.0f} |"
         )
     md += [
         "",
@@ -432,9 +464,10 @@ def run_guarantee(
     run_id: str,
     workdir: Path,
     broker: bt.Broker | None,
+    run_no: int = 1,
 ) -> dict[str, Any]:
-    r: dict[str, Any] = {"guarantee": guarantee}
-    phase = "eos" if guarantee == "exactly_once" else "alo"
+    r: dict[str, Any] = {"guarantee": guarantee, "run": run_no}
+    phase = ("eos" if guarantee == "exactly_once" else "alo") + str(run_no)
     topics = bt.make_topics(bootstrap, run_id, phase, args.partitions)
     group = f"bench-{run_id}-{phase}"
     settings = {"processing_guarantee": guarantee, "checkpoint.hmac_key": SECRET}
@@ -619,6 +652,137 @@ def pct(values: Sequence[float], q: float) -> float | None:
     return bt.pct(list(values), q)
 
 
+def run_capacity(
+    args: argparse.Namespace, bootstrap: str, run_id: str, workdir: Path
+) -> dict[str, Any]:
+    """Part c: one partition whose label join fills to capacity with predictions that never
+    get a label, with UUID event ids; the monitor runs (exactly_once, key set) until it has
+    read everything or exits, and is then started once more on the same group."""
+    from stream_monitor.simulate import Record
+
+    r: dict[str, Any] = {"attempts": []}
+    topics = bt.make_topics(bootstrap, run_id, "cap", 1)
+    group = f"bench-{run_id}-cap"
+    n = args.capacity_predictions
+    gen = TrafficGenerator(
+        seed=args.seed + 2,
+        drift_at=None,
+        models=["fraud-detector-0"],
+        label_rate=0.0,
+        rate=1000.0,
+        start_time=time.time() - n / 1000.0 - 60,
+        prediction_topic=topics["predictions"],
+        label_topic=topics["labels"],
+    )
+    records = []
+    for i, rec in enumerate(gen.events(n)):
+        ev = orjson.loads(rec.value)
+        ev["event_id"] = str(uuid.UUID(int=(i + 1) * 0x9E3779B97F4A7C15 % (1 << 128)))
+        records.append(Record(rec.topic, rec.key, orjson.dumps(ev), rec.timestamp))
+    log(f"part c: producing {n:,} predictions without labels (UUID event ids), 1 partition")
+    bt.produce(
+        bootstrap,
+        records,
+        topics["predictions"],
+        time_limit=120,
+        paced=False,
+        conf={"linger.ms": 50, "batch.size": 1_000_000, "queue.buffering.max.messages": 500_000},
+    )
+    del records
+    produced = sum(bt.high_watermarks(bootstrap, [topics["predictions"]]).values())
+    r["produced"] = produced
+    for attempt in (1, 2):
+        mon = bt.Monitor(
+            workdir,
+            f"cap-{attempt}",
+            bootstrap,
+            topics,
+            group,
+            settings={"checkpoint.hmac_key": SECRET},
+        )
+        a: dict[str, Any] = {"attempt": attempt}
+        largest, pending, consumed, ck = 0.0, 0.0, 0.0, 0.0
+        prev: bt.Series | None = None
+        try:
+            mon.start()
+            deadline = time.monotonic() + args.capacity_timeout
+            while time.monotonic() < deadline and mon.alive():
+                status, text = mon.get("/metrics", 10.0)
+                if status == 200:
+                    s = bt.parse_metrics(text, None)
+                    pending = bt.total(s, "stream_monitor_label_join_pending")
+                    consumed = bt.total(s, "stream_monitor_events_consumed_total")
+                    ck = bt.total(s, "stream_monitor_checkpoints_total")
+                    a["restores"] = {
+                        lab.get("outcome", "?"): v
+                        for lab, v in s.get("stream_monitor_state_restores_total", [])
+                    }
+                    if prev is not None:
+                        db = bt.total(
+                            s, "stream_monitor_checkpoint_snapshot_bytes_count"
+                        ) - bt.total(prev, "stream_monitor_checkpoint_snapshot_bytes_count")
+                        if db == 1:
+                            largest = max(
+                                largest,
+                                bt.total(s, "stream_monitor_checkpoint_snapshot_bytes_sum")
+                                - bt.total(prev, "stream_monitor_checkpoint_snapshot_bytes_sum"),
+                            )
+                    prev = s
+                    if consumed >= produced:
+                        break
+                time.sleep(0.5)
+            a["alive_at_end"] = mon.alive()
+        finally:
+            rc, _ = mon.stop(30) if mon.proc else (None, 0.0)
+        a.update(
+            exit_code=rc,
+            consumed=consumed,
+            pending=pending,
+            checkpoints=ck,
+            largest_record=largest,
+        )
+        tail = mon.tail(200).splitlines()
+        errors = [line for line in tail if "Error" in line or "ERROR" in line or "MSG_SIZE" in line]
+        a["error"] = errors[-1][-300:] if errors else ""
+        frames = [
+            line.strip().split("stream_monitor/", 1)[1].replace('", line ', ":")
+            for line in tail
+            if line.strip().startswith('File "') and "stream_monitor/" in line
+        ]
+        a["frames"] = " → ".join(frames[-4:])
+        r["attempts"].append(a)
+        log(
+            f"part c attempt {attempt}: exit code {rc}, consumed {consumed:,.0f}/{produced:,}, "
+            f"pending {pending:,.0f}, checkpoints {ck:.0f}, error: {a['error'][:160]}"
+        )
+    return r
+
+
+def capacity_md(r: dict[str, Any], args: argparse.Namespace) -> list[str]:
+    md = [
+        f"**c. A label join at capacity, on the broker**: one partition, one model, "
+        f"{r['produced']:,} predictions that never get a label (the generator's "
+        "`label_rate=0`) with 36-character UUID event ids, pre-produced; `stream-monitor run` "
+        "(exactly_once, key set, default checkpoint settings) reads them, then is started "
+        "a second time on the same group:",
+        "",
+        "| attempt | restores at start | consumed | pending at the last poll | checkpoints "
+        "committed | largest snapshot record seen (bytes) | still running at the end | exit "
+        "code | last error line of its log (innermost stream_monitor frames) |",
+        "|---:|---|---:|---:|---:|---:|---|---:|---|",
+    ]
+    for a in r["attempts"]:
+        err = a["error"].replace("|", "\\|") or "-"
+        md.append(
+            f"| {a['attempt']} | "
+            + (", ".join(f"{k} {v:.0f}" for k, v in sorted(a.get("restores", {}).items())) or "-")
+            + f" | {a['consumed']:,.0f} | {a['pending']:,.0f} | {a['checkpoints']:,.0f} "
+            f"| {a['largest_record']:,.0f} | {a.get('alive_at_end')} | {a['exit_code']} "
+            f"| `{err}`" + (f" ({a['frames']})" if a.get("frames") else "") + " |"
+        )
+    return md
+
+
 def part_b(args: argparse.Namespace) -> tuple[list[str], list[str], str]:
     run_id = uuid.uuid4().hex[:8]
     workdir = Path(tempfile.mkdtemp(prefix="stream-monitor-bench-ckpt-"))
@@ -632,21 +796,35 @@ def part_b(args: argparse.Namespace) -> tuple[list[str], list[str], str]:
             kafka = bt.kafka_version(args.kafka_jars_dir)
             broker = bt.Broker(args.kafka_port, args.kafka_jars_dir, "1g", False)
             bootstrap = broker.start()
-        for g in args.guarantees:
-            results.append(run_guarantee(args, g, bootstrap, run_id, workdir, broker))
+        # Rounds alternate the order (A B, B A, ...) so that broker warm-up and drifting load
+        # do not all fall on one guarantee.
+        for k in range(args.rounds if "b" in args.part else 0):
+            order = args.guarantees if k % 2 == 0 else args.guarantees[::-1]
+            for g in order:
+                r = run_guarantee(args, g, bootstrap, run_id, workdir, broker, k + 1)
+                results.append(r)
+        capacity = run_capacity(args, bootstrap, run_id, workdir) if "c" in args.part else None
     except BaseException:
         log(f"failed; monitor configs and logs are in {workdir}")
         raise
     finally:
         if broker is not None:
             broker.stop()
-    import shutil
-
     shutil.rmtree(workdir, ignore_errors=True)
+    md: list[str] = []
+    if results:
+        md += b_md(args, results, kafka)
+    if capacity is not None:
+        md += ([""] if md else []) + capacity_md(capacity, args)
+    text = [line.replace("**", "") for line in md]
+    return text, md, kafka
 
-    def ms(v: float | None, fmt: str = ".1f") -> str:
-        return "n/a" if v is None else f"{1000 * v:{fmt}}"
 
+def ms(v: float | None, fmt: str = ".1f") -> str:
+    return "n/a" if v is None else f"{1000 * v:{fmt}}"
+
+
+def b_md(args: argparse.Namespace, results: list[dict[str, Any]], kafka: str) -> list[str]:
     md = [
         f"**b. Commit latency on a real broker** (Kafka {kafka}, single node, local): "
         f"`stream-monitor run` with `checkpoint.hmac_key` set, "
@@ -658,7 +836,9 @@ def part_b(args: argparse.Namespace) -> tuple[list[str], list[str], str]:
         "`_checkpoint_seconds_sum` between two polls where the count rose by one. Alert visibility "
         "is when a `read_committed` consumer received each alert minus its `published_at`.",
         "",
-        "| figure | " + " | ".join(f"`{r['guarantee']}`" for r in results) + " |",
+        "| figure | "
+        + " | ".join(f"`{r['guarantee']}` (round {r['run']})" for r in results)
+        + " |",
         "|---|" + "---:|" * len(results),
     ]
 
@@ -746,8 +926,31 @@ def part_b(args: argparse.Namespace) -> tuple[list[str], list[str], str]:
         "SIGTERM → exit",
         lambda r: f"code {r.get('exit_code')} in {r.get('exit_seconds', 0):.1f} s",
     )
-    text = [line.replace("**", "") for line in md]
-    return text, md, kafka
+    md += [
+        "",
+        "Pooled over the rounds:",
+        "",
+        "| guarantee | checkpoints | checkpoint time mean / median / max | alert visibility "
+        "median / p95 / max (alerts) |",
+        "|---|---:|---:|---:|",
+    ]
+    for g in args.guarantees:
+        rs = [r for r in results if r["guarantee"] == g]
+        singles = [x for r in rs for x in r.get("single_ckpt_s", [])]
+        total_n = sum(r.get("checkpoints") or 0 for r in rs)
+        total_s = sum((r.get("ckpt_mean_s") or 0) * (r.get("checkpoints") or 0) for r in rs)
+        delays = sorted(x for r in rs for x in r.get("alert_delays", []))
+        md.append(
+            f"| `{g}` | {total_n:,.0f} | **{ms(total_s / total_n if total_n else None)}** / "
+            f"{ms(pct(singles, 50))} / {ms(max(singles) if singles else None)} ms "
+            + (
+                f"| **{pct(delays, 50):.3f}** / {pct(delays, 95):.3f} / {max(delays):.3f} s "
+                f"({len(delays)}) |"
+                if delays
+                else "| n/a |"
+            )
+        )
+    return md
 
 
 def _int_list(s: str) -> list[int]:
@@ -758,7 +961,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    ap.add_argument("--part", choices=["a", "b", "both"], default="both")
+    ap.add_argument(
+        "--part",
+        default="abc",
+        help="which parts to run: any of a (in-process sizes), b (commit latency) and "
+        "c (a join at capacity), e.g. --part a or --part bc",
+    )
+    ap.add_argument(
+        "--capacity-predictions",
+        type=int,
+        default=230_000,
+        help="part c: predictions without labels (the join holds 200,000)",
+    )
+    ap.add_argument("--capacity-timeout", type=float, default=120.0, help="part c, per attempt")
     ap.add_argument("--models", type=_int_list, default=[1, 5, 20], help="part a, e.g. 1,5,20")
     ap.add_argument("--per-model", type=int, default=20_000, help="part a: predictions per model")
     ap.add_argument(
@@ -777,6 +992,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--partitions", type=int, default=6)
     ap.add_argument("--drift-at", type=float, default=0.5, help="part b: fraction")
     ap.add_argument("--interval-seconds", type=float, default=None)
+    ap.add_argument(
+        "--rounds", type=int, default=2, help="part b: runs per guarantee (order alternates)"
+    )
     ap.add_argument("--poll", type=float, default=0.25)
     ap.add_argument("--bootstrap-servers", help="use this broker instead of starting one")
     ap.add_argument("--kafka-port", type=int, default=39192)
@@ -790,6 +1008,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             ap.error(f"unknown guarantee {g!r}")
     args.models = sorted(args.models)
     t0 = time.monotonic()
+    if not args.part or set(args.part) - set("abc"):
+        ap.error("--part takes letters among a, b and c")
     kafka = None if args.part == "a" else bt.kafka_version(args.kafka_jars_dir)
     machine = machine_info(kafka=kafka)
     cmd = " ".join(
@@ -800,11 +1020,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     md: list[str] = []
     out: list[str] = []
-    if args.part in ("a", "both"):
+    if "a" in args.part:
         text, m = part_a(args)
         out += text
         md += m
-    if args.part in ("b", "both"):
+    if "b" in args.part or "c" in args.part:
         text, m, _ = part_b(args)
         out += ["", *text]
         md += ["", *m]
