@@ -40,6 +40,7 @@ from stream_monitor.metrics.instruments import Instruments
 from stream_monitor.metrics.server import HealthState, MetricsServer
 from stream_monitor.monitor.partition import PartitionState
 from stream_monitor.state import (
+    CHANGELOG_MAX_MESSAGE_BYTES,
     ENVELOPE_VERSION,
     Refused,
     Snapshot,
@@ -51,9 +52,12 @@ from stream_monitor.state import (
     read_latest,
 )
 
-__all__ = ["Application"]
+__all__ = ["SNAPSHOT_LIMIT_BYTES", "Application"]
 
 log = logging.getLogger(__name__)
+
+#: The largest snapshot record written: the changelog topic's limit less room for the batch.
+SNAPSHOT_LIMIT_BYTES = CHANGELOG_MAX_MESSAGE_BYTES - 1024 * 1024
 
 
 class _BurstLog:
@@ -262,8 +266,30 @@ class Application:
         with self.lock:
             dirty = sorted(p for p in self._dirty if p in self.states)
             snapshots = {p: self.states[p].snapshot() for p in dirty}
-        maybe = [self._snapshot_record(p, s) for p, s in snapshots.items()]
-        records = [r for r in maybe if r is not None]
+        records = []
+        for p in dirty:
+            rec = self._snapshot_record(p, snapshots[p])
+            while rec is not None and len(rec.value or b"") > SNAPSHOT_LIMIT_BYTES:
+                # Too large for one changelog record: shed the oldest predictions still
+                # waiting for a label (counted as evicted) rather than fail every checkpoint.
+                with self.lock:
+                    join = self.states[p].join
+                    shed = join.shed(max(1, len(join) // 4))
+                    snapshots[p] = self.states[p].snapshot()
+                self.metrics.checkpoint_failures.labels(reason="snapshot_too_large").inc()
+                log.error(
+                    "snapshot of partition=%d is %d bytes, over %d: evicted %d predictions "
+                    "awaiting labels (lower labels.capacity or shorten event ids)",
+                    p,
+                    len(rec.value or b""),
+                    SNAPSHOT_LIMIT_BYTES,
+                    shed,
+                )
+                if shed == 0:
+                    break
+                rec = self._snapshot_record(p, snapshots[p])
+            if rec is not None:
+                records.append(rec)
         try:
             ok = ckpt.commit(records)
         except ProducerWedged as exc:

@@ -63,7 +63,8 @@ def producer_config(cfg: MonitorConfig) -> dict[str, Any]:
         "acks": "all",
         "enable.idempotence": True,
         "linger.ms": 5,
-        "message.max.bytes": DEAD_LETTER_MAX_BYTES + 65536,
+        # Room for the largest record we write: a changelog snapshot (64 MiB topic limit).
+        "message.max.bytes": 64 * 1024 * 1024 + 65536,
         "compression.type": "lz4",
         **cfg.producer_overrides,
     }

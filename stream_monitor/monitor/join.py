@@ -56,6 +56,17 @@ class LabelJoin:
     def __len__(self) -> int:
         return len(self._pending)
 
+    def shed(self, n: int) -> int:
+        """Evict the ``n`` oldest waiting predictions (counted in ``evicted``); return how many.
+
+        Used when a snapshot would not fit in one changelog record.
+        """
+        n = min(n, len(self._pending))
+        for _ in range(n):
+            self._pending.popitem(last=False)
+        self.evicted += n
+        return n
+
     def add_prediction(
         self,
         model_id: str,

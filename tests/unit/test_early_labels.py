@@ -54,3 +54,14 @@ def test_labels_that_never_meet_a_prediction_are_counted() -> None:
     assert early.take("m", "e4") is None and early.take("m", "late") == 0
     restored = EarlyLabels.from_snapshot(orjson.loads(orjson.dumps(early.snapshot())))
     assert restored.snapshot() == early.snapshot()
+
+
+def test_shed_evicts_the_oldest_waiting_predictions() -> None:
+    from stream_monitor.monitor.join import LabelJoin
+
+    j = LabelJoin(capacity=100, ttl_seconds=1e9)
+    for i in range(10):
+        j.add_prediction("m", f"e{i}", float(i), label="1", score=None)
+    assert j.shed(3) == 3 and (len(j), j.evicted) == (7, 3)
+    assert j.match("m", "e2") is None and j.match("m", "e3") is not None
+    assert j.shed(100) == 6 and len(j) == 0 and j.evicted == 9
