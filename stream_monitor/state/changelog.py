@@ -337,15 +337,20 @@ def read_latest(
     except KafkaException as exc:
         raise ConfigError(f"cannot create a consumer to read {where}: {exc}") from exc
     try:
-        try:
-            low, high = consumer.get_watermark_offsets(
-                tp, timeout=max(_remaining(deadline), 0.1), cached=False
-            )
-        except KafkaException as exc:
-            err = _error_of(exc)
-            if err is not None and err.code() in _PERMANENT_READ_ERRORS:
-                raise ChangelogError(f"cannot read {where}: {exc}") from exc
-            raise ChangelogTimeout(f"cannot get the offsets of {where}: {exc}") from exc
+        while True:
+            try:
+                low, high = consumer.get_watermark_offsets(
+                    tp, timeout=max(_remaining(deadline), 0.1), cached=False
+                )
+                break
+            except KafkaException as exc:
+                err = _error_of(exc)
+                if err is not None and err.code() in _PERMANENT_READ_ERRORS:
+                    raise ChangelogError(f"cannot read {where}: {exc}") from exc
+                # A new topic has no leader for a moment (NOT_LEADER_FOR_PARTITION): retry.
+                if _remaining(deadline) <= 0.2:
+                    raise ChangelogTimeout(f"cannot get the offsets of {where}: {exc}") from exc
+                time.sleep(0.2)
         if high <= low:
             log.debug("changelog partition is empty topic=%s partition=%d", topic, partition)
             return None
