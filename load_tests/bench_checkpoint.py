@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import gc
 import itertools
+import re
 import shutil
 import statistics
 import sys
@@ -50,7 +51,7 @@ from _results import machine_busy_cores_s, machine_info, update_section  # noqa:
 
 from stream_monitor.config import MonitorConfig  # noqa: E402
 from stream_monitor.events.schema import LabelEvent, PredictionEvent  # noqa: E402
-from stream_monitor.kafka.clients import DEAD_LETTER_MAX_BYTES  # noqa: E402
+from stream_monitor.kafka.clients import producer_config  # noqa: E402
 from stream_monitor.monitor.join import LabelJoin  # noqa: E402
 from stream_monitor.monitor.partition import PartitionState  # noqa: E402
 from stream_monitor.simulate import TrafficGenerator  # noqa: E402
@@ -65,7 +66,9 @@ from stream_monitor.state.envelope import (  # noqa: E402
 SECRET = "bench-checkpoint-secret-not-for-production"
 PRED_TOPIC, LABEL_TOPIC = "predictions", "labels"
 #: The monitor's producer refuses records larger than this (``message.max.bytes``).
-PRODUCER_MAX_BYTES = DEAD_LETTER_MAX_BYTES + 65536
+PRODUCER_MAX_BYTES = int(
+    producer_config(MonitorConfig(bootstrap_servers="unused:9092"))["message.max.bytes"]
+)
 log = bt.log
 
 
@@ -366,6 +369,8 @@ def part_a(args: argparse.Namespace) -> tuple[list[str], list[str]]:
     for n, uuids, jb, tm in sweep:
         per = "" if n == 0 or base_bytes is None else f"{(tm['bytes'] - base_bytes) / n:.1f}"
         over = " **> producer limit**" if tm["bytes"] > PRODUCER_MAX_BYTES else ""
+        if tm["bytes"] > CHANGELOG_MAX_MESSAGE_BYTES:
+            over += " **> topic limit**"
         md.append(
             f"| {n:,}{' (36-char UUID event ids)' if uuids else ''} | {jb:,} "
             f"| {tm['bytes']:,}{over} | {jb / tm['bytes']:.0%} | {per} "
@@ -375,9 +380,9 @@ def part_a(args: argparse.Namespace) -> tuple[list[str], list[str]]:
     md += [
         "",
         f"Limits: the monitor's producer has `message.max.bytes` {PRODUCER_MAX_BYTES:,} "
-        f"(16 MiB + 64 KiB) and the changelog topic `max.message.bytes` "
-        f"{CHANGELOG_MAX_MESSAGE_BYTES:,} (64 MiB). A record goes out lz4-compressed "
-        "(part b shows the size on the broker's disk).",
+        f"({PRODUCER_MAX_BYTES / 2**20:.2f} MiB) and the changelog topic `max.message.bytes` "
+        f"{CHANGELOG_MAX_MESSAGE_BYTES:,} ({CHANGELOG_MAX_MESSAGE_BYTES / 2**20:.0f} MiB). A "
+        "record goes out lz4-compressed (part b shows the size on the broker's disk).",
     ]
     text = [line.replace("**", "") for line in md]
     return text, md
@@ -728,7 +733,7 @@ def run_capacity(
                                 - bt.total(prev, "stream_monitor_checkpoint_snapshot_bytes_sum"),
                             )
                     prev = s
-                    if consumed >= produced:
+                    if consumed >= produced - restored_at(mon, topics["predictions"]):
                         break
                 time.sleep(0.5)
             a["alive_at_end"] = mon.alive()
@@ -758,13 +763,25 @@ def run_capacity(
     return r
 
 
+def restored_at(mon: bt.Monitor, topic: str) -> int:
+    """The offset of ``topic`` the monitor restored from its checkpoint (0 if none), from its
+    log line ``restored partition=0 models=1 offsets={'<topic>': N, ...}``."""
+    try:
+        text = mon.log_path.read_text(errors="replace")
+    except OSError:
+        return 0
+    m = re.search(r"restored partition=0 .*'" + re.escape(topic) + r"': (\d+)", text)
+    return int(m.group(1)) if m else 0
+
+
 def capacity_md(r: dict[str, Any], args: argparse.Namespace) -> list[str]:
     md = [
         f"**c. A label join at capacity, on the broker**: one partition, one model, "
         f"{r['produced']:,} predictions that never get a label (the generator's "
         "`label_rate=0`) with 36-character UUID event ids, pre-produced; `stream-monitor run` "
         "(exactly_once, key set, default checkpoint settings) reads them, then is started "
-        "a second time on the same group:",
+        "a second time on the same group (it restores the last checkpoint and reads what is "
+        f"left); the producer's `message.max.bytes` is {PRODUCER_MAX_BYTES:,}:",
         "",
         "| attempt | restores at start | consumed | pending at the last poll | checkpoints "
         "committed | largest snapshot record seen (bytes) | still running at the end | exit "

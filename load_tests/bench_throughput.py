@@ -211,10 +211,15 @@ _WANTED = (
     "stream_monitor_batch_events_",
     "stream_monitor_consumer_lag",
     "stream_monitor_last_event_timestamp_seconds",
+    "stream_monitor_label_partition_pauses_total",
+    "stream_monitor_label_join_pending",
+    "stream_monitor_label_join_early_labels",
 )
 
 # Only these samples are sent back (prometheus_client's `name[]` filter): a smaller response
-# to parse; the monitor still runs all of its collectors on every scrape.
+# to parse. prometheus_client skips collectors that describe no names for such requests, so
+# the monitor's StateCollector (per-model and label-join series) does not run for them: the
+# label-join series come from full scrapes at the timeline marks (add_full_series).
 _SCRAPE_PATH = "/metrics?" + "&".join(
     f"name[]={n}"
     for n in (
@@ -228,6 +233,9 @@ _SCRAPE_PATH = "/metrics?" + "&".join(
         "stream_monitor_batch_events_sum",
         "stream_monitor_consumer_lag",
         "stream_monitor_last_event_timestamp_seconds",
+        "stream_monitor_label_partition_pauses_total",
+        "stream_monitor_label_join_pending",
+        "stream_monitor_label_join_early_labels",
     )
 )
 
@@ -305,6 +313,7 @@ class Sample:
     cpu_machine: float | None = None
     cpu_bench: float = 0.0
     rss_mib: float | None = None
+    full: bool = False  # the StateCollector's join series were added from a full scrape
 
 
 def _toml_value(v: str) -> str:
@@ -437,6 +446,18 @@ class Monitor:
             self_cpu_s(),
             _kib_to_mib(vm_kib(self.pid, "VmRSS")),
         )
+
+    def add_full_series(self, s: Sample) -> None:
+        """Add the label-join series of one full scrape to ``s`` (marks it ``full``)."""
+        status, text = self.get("/metrics", 30.0)
+        if status == 200:
+            full = parse_metrics(text, None)
+            for name in (
+                "stream_monitor_label_join_pending",
+                "stream_monitor_label_join_early_labels",
+            ):
+                s.series[name] = full.get(name, [])
+            s.full = True
 
     def join_figures(self) -> dict[str, float | None]:
         """Label-join totals from one full scrape (None for a series the monitor lacks)."""
@@ -659,6 +680,10 @@ def timeline_row(a: Sample, b: Sample, pred_topic: str, r: dict[str, Any]) -> di
     pa = total(a.series, "stream_monitor_events_consumed_total", topic=pred_topic)
     pb = total(b.series, "stream_monitor_events_consumed_total", topic=pred_topic)
     c = cpu_shares(a, b)
+    ts = "stream_monitor_last_event_timestamp_seconds"
+    t_pred = total(b.series, ts, topic=pred_topic)
+    t_label = sum(v for lab, v in b.series.get(ts, []) if lab.get("topic") != pred_topic)
+    pauses = "stream_monitor_label_partition_pauses_total"
     return {
         "until s": f"{b.t - r.get('_t0', a.t):.0f}",
         "consumed": f"{cb / r['produced']:.0%}",
@@ -667,6 +692,12 @@ def timeline_row(a: Sample, b: Sample, pred_topic: str, r: dict[str, Any]) -> di
         "records/s": f"{(cb - ca) / dt:,.0f}",
         "predictions/s": f"{(pb - pa) / dt:,.0f}",
         "labels/s": f"{((cb - pb) - (ca - pa)) / dt:,.0f}",
+        "newest label - newest prediction, event s": (
+            f"{t_label - t_pred:,.0f}" if t_pred > 0 and t_label > 0 else "n/a"
+        ),
+        "label pauses": f"{total(b.series, pauses) - total(a.series, pauses):,.0f}",
+        "predictions pending": f"{total(b.series, 'stream_monitor_label_join_pending'):,.0f}",
+        "labels waiting early": f"{total(b.series, 'stream_monitor_label_join_early_labels'):,.0f}",
         "monitor cores": f"{c.get('monitor', 0):.2f}",
         "other processes cores": f"{c.get('others', 0):.2f}",
         "RSS MiB": f(b.rss_mib),
@@ -769,13 +800,16 @@ def phase_drain(
                 samples.append(s)
                 done = total(s.series, "stream_monitor_events_consumed_total")
                 if done >= produced:
+                    mon.add_full_series(s)
                     break
                 if s.t >= next_log and logged:
+                    mon.add_full_series(s)
                     row = timeline_row(logged[-1], s, topics["predictions"], r)
                     log("  " + "; ".join(f"{k} {v}" for k, v in row.items()))
                     logged.append(s)
                     next_log = s.t + TIMELINE_STEP
                 elif not logged:
+                    mon.add_full_series(s)
                     logged.append(s)
             if not mon.alive():
                 raise RuntimeError(f"monitor exited while draining; log:\n{mon.tail()}")
@@ -785,7 +819,7 @@ def phase_drain(
         last = samples[-1]
         marks = [samples[0]]
         for x in samples[1:]:
-            if x.t - marks[-1].t >= TIMELINE_STEP or x is last:
+            if x.full or x is last:
                 if x is last and len(marks) > 1 and x.t - marks[-1].t < TIMELINE_STEP / 3:
                     marks[-1] = x  # fold a short final stretch into the previous row
                 else:
@@ -1078,8 +1112,9 @@ def timeline_md(rows: list[dict[str, str]]) -> list[str]:
     keys = list(rows[0])
     return [
         "",
-        "Drain timeline (rates between successive rows; seconds since the monitor "
-        "process started):",
+        "Drain timeline (rates and label pauses between successive rows, other figures at the "
+        "end of the row; seconds since the monitor process started; event times are the "
+        "newest per topic over all partitions):",
         "",
         "| " + " | ".join(keys) + " |",
         "|" + "---:|" * len(keys),
