@@ -1,6 +1,6 @@
 """What state checkpoints cost: snapshot size and encode time, and commit latency on Kafka.
 
-    .venv/bin/python load_tests/bench_checkpoint.py [--part a|b|both] [--no-results]
+    .venv/bin/python load_tests/bench_checkpoint.py [--part abc] [--no-results]
 
 Part a (in-process, no broker): builds ``PartitionState`` objects from TrafficGenerator traffic
 (records decoded with orjson + ``PredictionEvent``/``LabelEvent.model_validate`` and fed to
@@ -8,18 +8,23 @@ Part a (in-process, no broker): builds ``PartitionState`` objects from TrafficGe
 and 20 by default, ``--per-model`` predictions each, labels included, drift at the middle),
 then measures the signed changelog record (``encode_snapshot``) and splits its bytes by part:
 models, features (numeric / categorical, inputs and model outputs), error monitor, label join,
-early labels and alert tracker. It then fills the label join of the largest state with
-0 ... ``--pending`` predictions to show how the join dominates, and times ``snapshot()``,
-``encode_snapshot`` and the way back (``decode_snapshot`` + ``PartitionState.from_snapshot``).
+early labels and alert tracker. It then fills the label join of the largest state with each
+of ``--pending`` predictions (and the capacity with UUID event ids) to show how the join
+dominates, and times ``snapshot()``, ``encode_snapshot`` and the way back
+(``decode_snapshot`` + ``PartitionState.from_snapshot``).
 
 Part b (real broker): starts its own broker with deploy/local/kafka.sh (as bench_throughput.py
-does) and runs ``stream-monitor run --config <toml>`` with ``checkpoint.hmac_key`` set, once per
-``--guarantees`` entry (exactly_once, then at_least_once), while a paced producer sends
+does) and runs ``stream-monitor run --config <toml>`` with ``checkpoint.hmac_key`` set for each
+``--guarantees`` entry, ``--rounds`` times in alternating order, while a paced producer sends
 ``--rate`` predictions/s (+ labels) for ``--seconds``. It polls the checkpoint metrics every
 ``--poll`` s, so that each checkpoint's own duration is the increase of
 ``stream_monitor_checkpoint_seconds_sum`` between two polls, and reads every alert with a
 ``read_committed`` consumer to measure when alerts become visible (arrival minus the alert's
 ``published_at``, which the monitor sets when it processed the batch).
+
+Part c (same broker): one partition whose label join fills to capacity with predictions that
+never get a label (UUID event ids); the monitor reads them and is started a second time, to
+check that checkpoints of a full join are written and restored.
 
 Prints the figures and rewrites the ``bench_checkpoint`` section of load_tests/RESULTS.md.
 """
@@ -708,10 +713,13 @@ def run_capacity(
         a: dict[str, Any] = {"attempt": attempt}
         largest, pending, consumed, ck = 0.0, 0.0, 0.0, 0.0
         prev: bt.Series | None = None
+        seen: list[tuple[float, float]] = []  # (snapshot bytes, seconds) of single checkpoints
         try:
             mon.start()
             deadline = time.monotonic() + args.capacity_timeout
             while time.monotonic() < deadline and mon.alive():
+                if "ready_s" not in a and mon.get("/readyz", 2.0)[0] == 200:
+                    a["ready_s"] = time.monotonic() - mon.started_at
                 status, text = mon.get("/metrics", 10.0)
                 if status == 200:
                     s = bt.parse_metrics(text, None)
@@ -727,11 +735,14 @@ def run_capacity(
                             s, "stream_monitor_checkpoint_snapshot_bytes_count"
                         ) - bt.total(prev, "stream_monitor_checkpoint_snapshot_bytes_count")
                         if db == 1:
-                            largest = max(
-                                largest,
-                                bt.total(s, "stream_monitor_checkpoint_snapshot_bytes_sum")
-                                - bt.total(prev, "stream_monitor_checkpoint_snapshot_bytes_sum"),
+                            size = bt.total(
+                                s, "stream_monitor_checkpoint_snapshot_bytes_sum"
+                            ) - bt.total(prev, "stream_monitor_checkpoint_snapshot_bytes_sum")
+                            secs = bt.total(s, "stream_monitor_checkpoint_seconds_sum") - bt.total(
+                                prev, "stream_monitor_checkpoint_seconds_sum"
                             )
+                            largest = max(largest, size)
+                            seen.append((size, secs))
                     prev = s
                     if consumed >= produced - restored_at(mon, topics["predictions"]):
                         break
@@ -745,6 +756,7 @@ def run_capacity(
             pending=pending,
             checkpoints=ck,
             largest_record=largest,
+            seen=seen,
         )
         tail = mon.tail(200).splitlines()
         errors = [line for line in tail if "Error" in line or "ERROR" in line or "MSG_SIZE" in line]
@@ -783,18 +795,20 @@ def capacity_md(r: dict[str, Any], args: argparse.Namespace) -> list[str]:
         "a second time on the same group (it restores the last checkpoint and reads what is "
         f"left); the producer's `message.max.bytes` is {PRODUCER_MAX_BYTES:,}:",
         "",
-        "| attempt | restores at start | consumed | pending at the last poll | checkpoints "
-        "committed | largest snapshot record seen (bytes) | still running at the end | exit "
-        "code | last error line of its log (innermost stream_monitor frames) |",
-        "|---:|---|---:|---:|---:|---:|---|---:|---|",
+        "| attempt | restores at start | ready after | consumed | pending at the last poll "
+        "| checkpoints committed | checkpoints seen: snapshot MB in seconds | still running at "
+        "the end | exit code | last error line of its log (innermost stream_monitor frames) |",
+        "|---:|---|---:|---:|---:|---:|---|---|---:|---|",
     ]
     for a in r["attempts"]:
         err = a["error"].replace("|", "\\|") or "-"
         md.append(
             f"| {a['attempt']} | "
             + (", ".join(f"{k} {v:.0f}" for k, v in sorted(a.get("restores", {}).items())) or "-")
-            + f" | {a['consumed']:,.0f} | {a['pending']:,.0f} | {a['checkpoints']:,.0f} "
-            f"| {a['largest_record']:,.0f} | {a.get('alive_at_end')} | {a['exit_code']} "
+            + (f" | {a['ready_s']:.1f} s" if "ready_s" in a else " | n/a")
+            + f" | {a['consumed']:,.0f} | {a['pending']:,.0f} | {a['checkpoints']:,.0f} | "
+            + (", ".join(f"{b / 1e6:.1f} in {t:.2f}" for b, t in a.get("seen", [])) or "-")
+            + f" | {a.get('alive_at_end')} | {a['exit_code']} "
             f"| `{err}`" + (f" ({a['frames']})" if a.get("frames") else "") + " |"
         )
     return md
