@@ -39,7 +39,7 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from stream_monitor.errors import StreamMonitorError
-from stream_monitor.kafka.protocols import ProducerLike
+from stream_monitor.kafka.protocols import ConsumerLike, ProducerLike
 
 __all__ = ["Checkpoint", "OutputRecord", "ProducerWedged", "TransactionAborted"]
 
@@ -82,7 +82,7 @@ class Checkpoint:
     def __init__(
         self,
         producer: ProducerLike,
-        consumer: Any,
+        consumer: ConsumerLike,
         stop: threading.Event,
         *,
         transactional: bool = False,

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
+
+from confluent_kafka import TopicPartition
 
 __all__ = ["ConsumerLike", "MessageLike", "ProducerLike"]
 
@@ -39,6 +41,8 @@ class ProducerLike(Protocol):
 
 
 class ConsumerLike(Protocol):
-    """What the delivery checkpoint needs of a consumer: storing processed offsets."""
+    """What the delivery checkpoint needs of a consumer: committing offsets (at-least-once)
+    and the group metadata that fences a transaction (exactly-once)."""
 
-    def store_offsets(self, *, offsets: list[Any]) -> None: ...
+    def commit(self, *, offsets: list[TopicPartition], asynchronous: Literal[False]) -> Any: ...
+    def consumer_group_metadata(self) -> Any: ...
