@@ -75,13 +75,13 @@ def feature_run(values: np.ndarray, chunk: int, shift_at: int | None) -> dict[st
     (positions in ``values``, the first ``reference_size`` values being the reference)."""
     cfg = DriftConfig()
     f = NumericFeature("x", "data_drift", cfg)
-    ref = cfg.reference_size
+    ref = cfg.reference.size
     f.observe_reference(values[:ref].tolist())
-    f.freeze()
+    f.freeze(ring_size=1)
     agreements: list[int] = []
     for i in range(ref, len(values), chunk):
         col = values[i : i + chunk].tolist()
-        f.observe_window(col)
+        f.ingest(col, np.zeros(len(col), dtype=np.int64))
         if f.agreement_row is not None:
             agreements.append(i + f.agreement_row)
     out: dict[str, Any] = {

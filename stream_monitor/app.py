@@ -39,6 +39,7 @@ from stream_monitor.metrics.collector import StateCollector
 from stream_monitor.metrics.instruments import Instruments
 from stream_monitor.metrics.server import HealthState, MetricsServer
 from stream_monitor.monitor.partition import PartitionState
+from stream_monitor.reference import load_profiles
 from stream_monitor.state import (
     CHANGELOG_MAX_MESSAGE_BYTES,
     ENVELOPE_VERSION,
@@ -99,6 +100,8 @@ class Application:
         on_alert: Callable[[AlertEvent], None] | None = None,
     ) -> None:
         self.cfg = cfg
+        #: Reference profiles by (model_id, model_version), read once at start (ConfigError).
+        self.profiles = load_profiles(cfg.references)
         self.registry = registry if registry is not None else CollectorRegistry()
         self.clock = clock
         self.metrics = Instruments(self.registry)
@@ -345,9 +348,9 @@ class Application:
             for p in list(self.states):
                 base = self._base.get(p)
                 self.states[p] = (
-                    PartitionState(p, self.cfg)
+                    PartitionState(p, self.cfg, self.profiles)
                     if base is None
-                    else PartitionState.from_snapshot(base, self.cfg)
+                    else PartitionState.from_snapshot(base, self.cfg, self.profiles)
                 )
             self._dirty.clear()
             for key, offset in self._start.items():
@@ -359,7 +362,10 @@ class Application:
 
     def _restore(self, p: int) -> tuple[PartitionState, dict[str, int]]:
         """The partition's state from its last snapshot, or a fresh one (and why, logged)."""
-        fresh: tuple[PartitionState, dict[str, int]] = (PartitionState(p, self.cfg), {})
+        fresh: tuple[PartitionState, dict[str, int]] = (
+            PartitionState(p, self.cfg, self.profiles),
+            {},
+        )
         if self._hmac is None:
             return fresh
         try:
@@ -389,7 +395,7 @@ class Application:
             )
             return fresh
         try:
-            state = PartitionState.from_snapshot(snap.state, self.cfg)
+            state = PartitionState.from_snapshot(snap.state, self.cfg, self.profiles)
         except (ValueError, KeyError, TypeError, IndexError) as exc:
             self.metrics.restores.labels(outcome="incompatible_state").inc()
             log.error(

@@ -132,6 +132,64 @@ def cmd_alerts(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive_int(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {n}")
+    return n
+
+
+def _names(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def cmd_profile(args: argparse.Namespace) -> int:
+    """Profile a training set into a reference profile file; one summary line per feature."""
+    from stream_monitor.errors import ConfigError
+    from stream_monitor.reference import NumericProfile, profile_file
+
+    out = args.output
+    if out is None:
+        stem = args.model_id + (f"-{args.model_version}" if args.model_version else "")
+        out = stem.replace("/", "_").replace(os.sep, "_") + ".profile.json"
+    try:
+        prof = profile_file(
+            args.input,
+            args.format,
+            model_id=args.model_id,
+            model_version=args.model_version,
+            n_bins=args.n_bins,
+            top_k=args.top_k,
+            score_column=args.score_column,
+            label_column=args.label_column,
+            exclude=args.exclude,
+            categorical=args.categorical,
+            features=args.features,
+            sample_size=args.sample_size,
+        )
+        prof.write(out)
+    except (ConfigError, OSError) as exc:
+        print(f"stream-monitor profile: error: {exc}", file=sys.stderr)
+        return 2
+    width = max((len(n) for n in prof.features), default=0)
+    for name, f in prof.features.items():
+        rate = f.missing / f.n if f.n else 0.0
+        if isinstance(f, NumericProfile):
+            shape = f"bins={len(f.counts)}"
+        else:
+            distinct = f"{len(f.known)}{'' if f.known_complete else '+'}"
+            shape = f"categories={len(f.categories)}+other distinct={distinct}"
+        print(
+            f"{name:<{width}}  {f.type:<11}  n={f.n} missing={rate:.1%} "
+            f"type_errors={f.type_errors} {shape}"
+        )
+    print(f"wrote {out} ({prof.n_rows} rows, {len(prof.features)} features)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="stream-monitor", description=__doc__)
     p.add_argument("--log-level", default=os.environ.get("STREAM_MONITOR_LOG_LEVEL", "INFO"))
@@ -175,6 +233,24 @@ def build_parser() -> argparse.ArgumentParser:
     al.add_argument("--from-beginning", action="store_true")
     al.add_argument("--json", action="store_true", help="print the raw JSON events")
     al.set_defaults(func=cmd_alerts)
+
+    pr = sub.add_parser("profile", help="build a reference profile from a training set")
+    pr.add_argument("input", help="CSV, JSON Lines or Parquet file (.gz for CSV/JSON Lines)")
+    pr.add_argument("--model-id", required=True)
+    pr.add_argument("--model-version", default=None)
+    pr.add_argument("--format", choices=["csv", "jsonl", "parquet"], default=None)
+    pr.add_argument("--n-bins", type=_positive_int, default=10)
+    pr.add_argument("--top-k", type=_positive_int, default=20, help="categories kept")
+    pr.add_argument("--score-column", default=None, help="profiled as prediction.score")
+    pr.add_argument("--label-column", default=None, help="profiled as prediction.label")
+    pr.add_argument("--exclude", type=_names, default=[], help="columns to skip: a,b")
+    pr.add_argument("--categorical", type=_names, default=[], help="force categorical: a,b")
+    pr.add_argument("--features", type=_names, default=None, help="profile only these: a,b")
+    pr.add_argument("--sample-size", type=_positive_int, default=1_000_000)
+    pr.add_argument(
+        "-o", "--output", default=None, help="default <model_id>[-<version>].profile.json"
+    )
+    pr.set_defaults(func=cmd_profile)
     return p
 
 

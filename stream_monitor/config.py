@@ -3,9 +3,9 @@
 Examples
 --------
 >>> cfg = MonitorConfig(bootstrap_servers="127.0.0.1:9092")
->>> cfg.topics.predictions, cfg.drift.reference_size
+>>> cfg.topics.predictions, cfg.drift.reference.size
 ('predictions', 1000)
->>> MonitorConfig.model_validate({"bootstrap_servers": "x:1", "drift": {"window_size": 0}})
+>>> MonitorConfig.model_validate({"bootstrap_servers": "x:1", "drift": {"window": {"size": 0}}})
 Traceback (most recent call last):
 ...
 pydantic_core._pydantic_core.ValidationError: 1 validation error for MonitorConfig
@@ -18,7 +18,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 __all__ = [
     "CheckpointConfig",
@@ -28,7 +28,14 @@ __all__ = [
     "LabelJoinConfig",
     "LimitsConfig",
     "MonitorConfig",
+    "MultivariateConfig",
+    "QualityConfig",
+    "ReferenceConfig",
+    "ReferenceFile",
+    "ThresholdConfig",
     "TopicsConfig",
+    "WindowConfig",
+    "WindowDetectorConfig",
     "load_config",
 ]
 
@@ -72,19 +79,211 @@ class DetectorConfig(_Frozen):
     cooldown_events: int = Field(default=500, ge=1)
 
 
+Statistic = Literal["psi", "jensen_shannon", "hellinger", "ks", "wasserstein", "chi_squared"]
+STATISTIC_NAMES: tuple[Statistic, ...] = (
+    "psi",
+    "jensen_shannon",
+    "hellinger",
+    "ks",
+    "wasserstein",
+    "chi_squared",
+)
+
+
+class WindowConfig(_Frozen):
+    """The windows compared with the reference (see stream_monitor/stats/windows.py).
+
+    ``kind = "count"``: ``size`` and ``slide`` are events of one model. ``kind = "time"``:
+    seconds of event time, aligned to the epoch; a window closes when the model's watermark
+    (latest event time minus ``allowed_lateness_seconds``) passes its end, and events for an
+    already closed window are counted as late (``stream_monitor_model_late_events_total``), not
+    binned. ``slide`` unset means tumbling; otherwise ``size`` must be a multiple of ``slide``.
+    """
+
+    kind: Literal["count", "time"] = "count"
+    size: float = Field(default=1000, gt=0)
+    slide: float | None = Field(default=None, gt=0)
+    allowed_lateness_seconds: float = Field(default=0.0, ge=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> WindowConfig:
+        slide = self.slide if self.slide is not None else self.size
+        k = self.size / slide
+        if abs(k - round(k)) > 1e-9 or round(k) < 1:
+            raise ValueError(f"window size {self.size} is not a multiple of slide {slide}")
+        if self.kind == "count":
+            if self.size != int(self.size) or slide != int(slide):
+                raise ValueError("count windows need whole numbers of events")
+            if self.size < 10:
+                raise ValueError("count windows need at least 10 events")
+        return self
+
+
+class ReferenceConfig(_Frozen):
+    """Where each model's reference comes from when no profile file is configured for it.
+
+    ``first_events``: the first ``size`` events of the model (zero configuration). ``rolling``:
+    the bins are still learnt from the first ``size`` events, but every window is compared with
+    the window that ended ``lag_windows`` windows earlier (for seasonal data: hourly windows with
+    ``lag_windows = 24`` compare each hour with the same hour yesterday). Until that history
+    exists the first-events reference is used. A profile file (``[[references]]``) replaces the
+    first-events reference; ``rolling`` still applies on top of it.
+    """
+
+    mode: Literal["first_events", "rolling"] = "first_events"
+    size: int = Field(default=1000, ge=10)
+    lag_windows: int = Field(default=1, ge=1, le=1000)
+    #: A rolling reference with fewer events than this falls back to the fixed reference.
+    min_events: int = Field(default=100, ge=1)
+
+
+class ThresholdConfig(_Frozen):
+    """When a window statistic counts as drift.
+
+    ``fixed``: the statistic must exceed ``fixed[statistic]``. ``calibrated``: it must exceed
+    both its no-drift quantile at ``false_alarm_rate`` (simulated from the reference for the
+    window's actual size, see stats/calibrate.py) and ``min_effect[statistic]``, so a small
+    window does not alarm on noise and a huge one does not alarm on a negligible change: the
+    score then means the same thing at 1,000 and 1,000,000 events. An incident resolves once
+    the statistic falls below ``resolve_ratio`` times the threshold (hysteresis).
+    """
+
+    mode: Literal["fixed", "calibrated"] = "calibrated"
+    false_alarm_rate: float = Field(default=0.001, gt=0, lt=0.5)
+    fixed: dict[str, float] = {
+        "psi": 0.25,
+        "jensen_shannon": 0.2,
+        "hellinger": 0.2,
+        "ks": 0.15,
+        "wasserstein": 0.5,
+    }
+    min_effect: dict[str, float] = {
+        "psi": 0.1,
+        "jensen_shannon": 0.1,
+        "hellinger": 0.1,
+        "ks": 0.05,
+        "wasserstein": 0.1,
+        "chi_squared": 0.0,
+    }
+    resolve_ratio: float = Field(default=0.5, gt=0, lt=1)
+    #: Bootstrap draws per calibration; default ``max(2000, 50 / false_alarm_rate)``.
+    calibration_draws: int | None = Field(default=None, ge=100)
+
+    @model_validator(mode="after")
+    def _check(self) -> ThresholdConfig:
+        for d in (self.fixed, self.min_effect):
+            unknown = set(d) - set(STATISTIC_NAMES)
+            if unknown:
+                raise ValueError(f"unknown statistics {sorted(unknown)}")
+        return self
+
+
+class QualityConfig(_Frozen):
+    """Data-quality signals, each judged per window against the reference's own rate.
+
+    A signal breaches when the window's rate exceeds the reference's rate by more than the
+    ``*_increase`` margin (out-of-range: beyond the ~2/(n+1) expected from a sample's min/max;
+    new categories: beyond the Good-Turing estimate of the reference's unseen mass), and clears
+    below half that margin.
+    """
+
+    missing_increase: float = Field(default=0.1, gt=0, le=1)
+    #: A field absent (not merely null) from this much more of the window than of the reference:
+    #: the field disappeared from the payload (schema drift).
+    absent_increase: float = Field(default=0.5, gt=0, le=1)
+    type_error_increase: float = Field(default=0.01, gt=0, le=1)
+    out_of_range_increase: float = Field(default=0.05, gt=0, le=1)
+    new_category_increase: float = Field(default=0.05, gt=0, le=1)
+    sentinel_increase: float = Field(default=0.05, gt=0, le=1)
+    #: Values that stand for "unknown" in many pipelines; a jump in their share is a fault.
+    sentinels: tuple[float, ...] = (-1.0, -999.0, -9999.0, -99999.0, 999.0, 9999.0, 999999.0)
+    #: Events carrying fields unknown to the reference, as a share of the window (new fields).
+    unexpected_field_ratio: float = Field(default=0.05, gt=0, le=1)
+
+
+class WindowDetectorConfig(_Frozen):
+    """Change detectors on per-window streams, for drifts too slow for any single window.
+
+    Per feature they see the alerting statistic of each window as a z-score against its
+    no-drift distribution (mean 0, sd 1 when stable), and for numeric features the window's
+    standardised mean (``sqrt(n)`` times the mean PIT score, also ~N(0, 1) when stable).
+    """
+
+    enabled: bool = True
+    kinds: tuple[Literal["page_hinkley", "adwin", "kswin"], ...] = ("page_hinkley", "adwin")
+    page_hinkley_threshold: float = Field(default=25.0, gt=0)
+    page_hinkley_delta: float = Field(default=0.5, ge=0)
+    adwin_delta: float = Field(default=0.002, gt=0, lt=1)
+    #: Windows fed before a firing counts (the detectors' warm-up).
+    min_windows: int = Field(default=10, ge=1)
+    #: A feature's window-detector incident clears this many windows after the last firing.
+    clear_after_windows: int = Field(default=5, ge=1)
+
+
+class MultivariateConfig(_Frozen):
+    """Joint drift of a model's numeric features (MMD on bounded samples, in PIT space).
+
+    Off by default: it costs a kernel matrix of ``(reference_sample + window_sample)**2``
+    entries times ``permutations`` per closed window (load_tests/RESULTS.md, "multivariate").
+    Enable it for models where correlations matter (a broken join upstream, a swapped column).
+    """
+
+    enabled: bool = False
+    reference_sample: int = Field(default=512, ge=10, le=10_000)
+    window_sample: int = Field(default=256, ge=10, le=10_000)
+    permutations: int = Field(default=200, ge=20, le=10_000)
+    p_value: float = Field(default=0.001, gt=0, lt=0.5)
+    #: At most this many numeric features (the first discovered or profiled) enter the test.
+    max_features: int = Field(default=20, ge=2, le=200)
+
+
 class DriftConfig(_Frozen):
-    #: The first ``reference_size`` events of a model form its reference.
-    reference_size: int = Field(default=1000, ge=10)
-    #: Tumbling window, in events of one model, compared with the reference.
-    window_size: int = Field(default=1000, ge=10)
+    reference: ReferenceConfig = ReferenceConfig()
+    window: WindowConfig = WindowConfig()
     n_bins: int = Field(default=10, ge=2, le=100)
     top_k_categories: int = Field(default=20, ge=1, le=1000)
-    psi_threshold: float = Field(default=0.25, gt=0)
-    #: Hysteresis: an incident resolves only once the score falls below this.
-    psi_resolve_threshold: float = Field(default=0.1, gt=0)
-    #: Data quality: fire when a window's missing ratio exceeds the reference's by this much.
-    missing_increase_threshold: float = Field(default=0.1, gt=0, le=1)
+    #: Statistics computed for every window and exported on /metrics.
+    statistics: tuple[Statistic, ...] = STATISTIC_NAMES
+    #: Statistics whose thresholds open incidents (each must be in ``statistics``).
+    alert_statistics: tuple[Statistic, ...] = ("psi",)
+    thresholds: ThresholdConfig = ThresholdConfig()
+    quality: QualityConfig = QualityConfig()
     detectors: DetectorConfig = DetectorConfig()
+    window_detectors: WindowDetectorConfig = WindowDetectorConfig()
+    multivariate: MultivariateConfig = MultivariateConfig()
+    #: Feature importance per model id (``"*"``: every model) for the model-level drift score;
+    #: unlisted features weigh 1.
+    importance: dict[str, dict[str, float]] = {}
+    #: The model-level signal breaches when the importance-weighted share of drifting features
+    #: reaches this.
+    model_score_threshold: float = Field(default=0.5, gt=0, le=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> DriftConfig:
+        missing = set(self.alert_statistics) - set(self.statistics)
+        if missing:
+            raise ValueError(f"alert_statistics {sorted(missing)} are not in statistics")
+        if self.thresholds.mode == "fixed":
+            nofixed = set(self.alert_statistics) - set(self.thresholds.fixed)
+            if nofixed:
+                raise ValueError(f"no fixed threshold for alert statistics {sorted(nofixed)}")
+        return self
+
+    def weight(self, model_id: str, feature: str) -> float:
+        for key in (model_id, "*"):
+            w = self.importance.get(key, {}).get(feature)
+            if w is not None:
+                return w
+        return 1.0
+
+
+class ReferenceFile(_Frozen):
+    """A reference profile built by ``stream-monitor profile`` for one model (and version)."""
+
+    model_id: str
+    #: Unset: any version of the model without a profile of its own.
+    model_version: str | None = None
+    path: Path
 
 
 class LabelJoinConfig(_Frozen):
@@ -166,6 +365,7 @@ class MonitorConfig(_Frozen):
     checkpoint: CheckpointConfig = CheckpointConfig()
     topics: TopicsConfig = TopicsConfig()
     drift: DriftConfig = DriftConfig()
+    references: tuple[ReferenceFile, ...] = ()
     labels: LabelJoinConfig = LabelJoinConfig()
     limits: LimitsConfig = LimitsConfig()
     security: KafkaSecurity = KafkaSecurity()

@@ -46,9 +46,10 @@ interval_seconds = 1.0
 hmac_key = "demo-only-secret-$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 [consumer_overrides]
 "auto.offset.reset" = "latest"
-[drift]
-reference_size = 2000
-window_size = 1000
+[drift.reference]
+size = 2000
+[drift.window]
+size = 1000
 TOML
 
 "$sm" alerts --bootstrap-servers "$bootstrap" &

@@ -16,7 +16,17 @@ from prometheus_client.registry import Collector
 from stream_monitor.monitor.feature import CategoricalFeature, NumericFeature
 from stream_monitor.monitor.partition import PartitionState
 
-__all__ = ["StateCollector"]
+__all__ = ["QUALITY_HELP", "StateCollector"]
+
+#: One gauge per data-quality signal (``stream_monitor_feature_<signal>``), last closed window.
+QUALITY_HELP = {
+    "missing_ratio": "Share of missing values (null, absent, NaN) in the last closed window.",
+    "absent_ratio": "Share of events without the field at all (schema drift: field removed).",
+    "type_error_ratio": "Share of values of the wrong type (e.g. a string for a number).",
+    "out_of_range_ratio": "Share of values outside the reference's [min, max].",
+    "sentinel_ratio": "Share of the configured sentinel value (e.g. -999) whose share rose most.",
+    "new_category_ratio": "Share of categories the reference never saw.",
+}
 
 
 class StateCollector(Collector):
@@ -41,14 +51,58 @@ class StateCollector(Collector):
         drift = GaugeMetricFamily(
             p + "feature_drift_score",
             "Drift of the last closed window against the reference, by statistic (psi, "
-            "jensen_shannon, hellinger; numeric features also ks and wasserstein, the latter "
+            "jensen_shannon, hellinger, ks, chi_squared; numeric features also wasserstein, "
             "scaled by the reference IQR).",
             labels=[*mf, "statistic"],
         )
-        missing = GaugeMetricFamily(
-            p + "feature_missing_ratio",
-            "Share of missing values in the last closed window.",
+        threshold = GaugeMetricFamily(
+            p + "feature_drift_threshold",
+            "Threshold the alerting statistic was judged against in the last closed window "
+            "(fixed, or calibrated to the configured false-alarm rate for the window's size).",
+            labels=[*mf, "statistic"],
+        )
+        drifting = GaugeMetricFamily(
+            p + "feature_drifting",
+            "1 if the last closed window breached an alerting statistic or a window detector.",
             labels=mf,
+        )
+        quality = {
+            signal: GaugeMetricFamily(p + "feature_" + signal, help_, labels=mf)
+            for signal, help_ in QUALITY_HELP.items()
+        }
+        window_det = CounterMetricFamily(
+            p + "window_detector_detections",
+            "Firings of change detectors fed one value per window (stream: statistic = the "
+            "alerting statistic's z-score, mean = the standardised window mean).",
+            labels=[*mf, "stream", "detector"],
+        )
+        model_score = GaugeMetricFamily(
+            p + "model_drift_score",
+            "Importance-weighted share of the model's input features drifting in the last window.",
+            labels=["model_id"],
+        )
+        model_drifting = GaugeMetricFamily(
+            p + "model_drifting_features",
+            "Input features drifting in the last closed window.",
+            labels=["model_id"],
+        )
+        late = CounterMetricFamily(
+            p + "model_late_events",
+            "Events that arrived after their event-time window had closed (not binned).",
+            labels=["model_id"],
+        )
+        windows = CounterMetricFamily(
+            p + "model_windows_closed", "Windows closed and judged.", labels=["model_id"]
+        )
+        ref_info = GaugeMetricFamily(
+            p + "model_reference_info",
+            "Where the model's reference comes from (profile or first_events).",
+            labels=["model_id", "source"],
+        )
+        mmd_p = GaugeMetricFamily(
+            p + "model_multivariate_p_value",
+            "Permutation p-value of the last multivariate (MMD) test of the joint distribution.",
+            labels=["model_id"],
         )
         type_err = CounterMetricFamily(
             p + "feature_type_errors",
@@ -159,6 +213,15 @@ class StateCollector(Collector):
                     unexpected.add_metric([mid], m.unexpected_fields)
                     refused_f.add_metric([mid], m.features_refused)
                     labelled.add_metric([mid], m.errors.n)
+                    ref_info.add_metric([mid, m.reference_source], 1)
+                    late.add_metric([mid], m.late_events)
+                    if m.clock is not None:
+                        windows.add_metric([mid], m.clock.windows_closed)
+                    if m.drift_score is not None:
+                        model_score.add_metric([mid], m.drift_score)
+                        model_drifting.add_metric([mid], len(m.drifting_features))
+                    if m.last_mmd is not None:
+                        mmd_p.add_metric([mid], m.last_mmd.p_value)
                     if m.errors.mean is not None:
                         err.add_metric([mid, m.errors.metric], m.errors.mean)
                     if m.errors.baseline is not None:
@@ -167,8 +230,16 @@ class StateCollector(Collector):
                         lv = [mid, name]
                         for statistic, value in f.scores.items():
                             drift.add_metric([*lv, statistic], value)
-                        if f.missing_ratio is not None:
-                            missing.add_metric(lv, f.missing_ratio)
+                        for statistic, value in f.thresholds.items():
+                            threshold.add_metric([*lv, statistic], value)
+                        if f.windows_closed:
+                            drifting.add_metric(lv, 1 if f.drifting else 0)
+                        for signal, value in f.quality_ratios.items():
+                            quality[signal].add_metric(lv, value)
+                        if f.window_detectors is not None:
+                            for key, n in f.window_detectors.detections.items():
+                                stream, det = key.split("/", 1)
+                                window_det.add_metric([*lv, stream, det], n)
                         type_err.add_metric(lv, f.type_errors)
                         if isinstance(f, CategoricalFeature):
                             unseen.add_metric(lv, f.unseen_total)
@@ -176,9 +247,18 @@ class StateCollector(Collector):
                             for det, n in f.detections.items():
                                 detections.add_metric([*lv, det], n)
                             agreeing.add_metric(lv, f.agreeing_detectors())
+        yield from quality.values()
         yield from (
             drift,
-            missing,
+            threshold,
+            drifting,
+            window_det,
+            model_score,
+            model_drifting,
+            late,
+            windows,
+            ref_info,
+            mmd_p,
             type_err,
             unseen,
             detections,

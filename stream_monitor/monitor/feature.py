@@ -1,40 +1,75 @@
-"""Per-feature monitors: the reference, the current window and the change detectors.
+"""Per-feature monitors: the reference, a ring of window panes, the statistics and the detectors.
 
-A feature monitor goes through two phases. While its model's reference is being collected it
-buffers values (at most ``reference_size``). Then the reference is frozen into fixed bins
-(quantile edges for numbers, top-K categories plus "other" for strings) and every later window
-is binned the same way, so a window costs one ``searchsorted`` and one ``bincount``.
+A feature monitor has a reference and a ring of panes. The reference is either learnt from the
+model's first events (zero configuration: values are buffered, then frozen into fixed bins,
+quantile edges for numbers, top-K categories plus "other" for strings) or read from a profile
+built from training data (``stream-monitor profile``). After that every event is binned into the
+pane its model's :class:`~stream_monitor.stats.windows.PaneClock` assigns, with one
+``searchsorted`` and one ``bincount`` per batch; a window is the sum of its panes, so tumbling and
+sliding windows, by count or event time, cost the same.
+
+When a window closes the monitor computes every configured statistic against the reference
+(or, with a rolling reference, against an earlier window held in the same ring), judges the
+alerting ones against fixed or calibrated thresholds, feeds the per-window change detectors and
+judges each data-quality signal. Each feature also keeps per-value change detectors (ADWIN and
+Page-Hinkley on PIT-standardised values) that see every value in arrival order.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any
+import zlib
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from stream_monitor.alerts.observation import Observation
 from stream_monitor.config import DriftConfig
 from stream_monitor.events.schema import AlertKind
+from stream_monitor.monitor.window_detectors import WindowDetectors
 from stream_monitor.stats import (
     BoundedCounter,
-    CategoricalHistogram,
     Debouncer,
-    NumericHistogram,
     StreamDetector,
     bin_counts,
-    hellinger,
-    jensen_shannon,
-    ks_binned,
-    psi,
     quantile_edges,
     top_categories,
-    wasserstein_scaled,
 )
+from stream_monitor.stats.calibrate import Calibration, CalibrationCache, batch_statistics
+from stream_monitor.stats.windows import Closure
 
-__all__ = ["CategoricalFeature", "FeatureMonitor", "NumericFeature", "feature_from_snapshot"]
+if TYPE_CHECKING:
+    from stream_monitor.reference.profile import CategoricalProfile, NumericProfile
 
-SNAPSHOT_VERSION = 1
+__all__ = [
+    "ABSENT",
+    "CategoricalFeature",
+    "FeatureMonitor",
+    "NumericFeature",
+    "feature_from_snapshot",
+    "pit_standardise",
+]
+
+SNAPSHOT_VERSION = 2
+
+
+class _Absent:
+    """Marks a field missing from the payload (as opposed to present with a null value)."""
+
+    def __repr__(self) -> str:
+        return "ABSENT"
+
+
+ABSENT: Any = _Absent()
+
+# Columns of the per-pane data-quality counters shared by every feature.
+EVENTS, MISSING, ABSENT_COL, TYPE_ERRORS = 0, 1, 2, 3
+#: Numeric: values outside the reference's [min, max]. Categorical: values never seen in it.
+OUT_OF_RANGE = NEW_CATEGORY = 4
+SENTINEL0 = 5  # numeric: one column per configured sentinel value from here
+#: Quality signals about the reference's support, judged in the feature's drift incident.
+SUPPORT_SIGNALS = frozenset({"out_of_range_ratio", "new_category_ratio"})
 
 
 class FeatureMonitor:
@@ -47,96 +82,262 @@ class FeatureMonitor:
         self.kind = kind
         self.cfg = cfg
         self.frozen = False
+        self.profiled = False
+        # Reference-period counters (zero-config) or the profile's.
+        self.ref_n = 0
         self.ref_missing = 0
-        self.ref_n = 0  # events seen during the reference, missing included
-        self.win_missing = 0
-        self.win_n = 0
-        self.type_errors = 0
-        self.psi: float | None = None
-        #: Every statistic of the last closed window against the reference, by name.
+        self.ref_absent = 0
+        self.ref_type_errors = 0
+        #: Reference rate of each quality column (set at freeze), aligned with the pane columns.
+        self.ref_rates: np.ndarray = np.zeros(0)
+        #: Reference bin counts and their sample size (what calibration simulates from).
+        self.ref_counts: np.ndarray | None = None
+        self.ring_size = 0
+        self.counts: np.ndarray = np.zeros((0, 0), dtype=np.int64)
+        self.quality: np.ndarray = np.zeros((0, 0), dtype=np.int64)
+        self.type_errors = 0  # over the whole stream, for /metrics
+        #: Every statistic of the last closed window against its reference, by name.
         self.scores: dict[str, float] = {}
-        self.missing_ratio: float | None = None
+        #: The threshold each alerting statistic was judged against in the last window.
+        self.thresholds: dict[str, float] = {}
+        #: Data-quality rates of the last closed window, by signal.
+        self.quality_ratios: dict[str, float] = {}
+        self.window_events = 0
         self.windows_closed = 0
+        self.rolling_windows = 0  # windows judged against a rolling reference
+        #: True while the last closed window breached an alerting statistic or window detector.
+        self.drifting = False
+        self.calibrations = CalibrationCache(capacity=16)
+        self.window_detectors: WindowDetectors | None = None
         #: Row of the last fed column at which change detectors agreed (numeric only).
         self.agreement_row: int | None = None
+
+    @property
+    def psi(self) -> float | None:
+        """PSI of the last closed window, if one was judged."""
+        return self.scores.get("psi")
+
+    @property
+    def missing_ratio(self) -> float | None:
+        """Missing-value share of the last closed window, if one was judged."""
+        return self.quality_ratios.get("missing_ratio")
 
     # --- phases -------------------------------------------------------------------------------
     def observe_reference(self, column: list[Any]) -> None:
         raise NotImplementedError
 
-    def observe_window(self, column: list[Any]) -> None:
+    def freeze(self, ring_size: int) -> None:
         raise NotImplementedError
 
-    def freeze(self) -> None:
+    def ingest(self, column: list[Any], slots: np.ndarray) -> None:
+        """Bin one segment of values into the ring slots the clock assigned (-1: late)."""
         raise NotImplementedError
 
-    def close_window(
-        self, model_id: str, observed_at: float, model_version: str | None
+    def _alloc(self, ring_size: int, n_bins: int, n_quality: int) -> None:
+        self.ring_size = ring_size
+        self.counts = np.zeros((ring_size, n_bins), dtype=np.int64)
+        self.quality = np.zeros((ring_size, n_quality), dtype=np.int64)
+        wd = self.cfg.window_detectors
+        if wd.enabled and self.window_detectors is None:
+            self.window_detectors = WindowDetectors(wd, self._window_streams())
+        self.frozen = True
+
+    def _window_streams(self) -> list[str]:
+        return ["statistic"]
+
+    def _add_quality(self, slots: np.ndarray, flags: Sequence[np.ndarray]) -> None:
+        """Count each boolean flag column per slot (late events, slot -1, excluded)."""
+        ok = slots >= 0
+        r = self.ring_size
+        if ok.all() and len(slots) and (slots == slots[0]).all():
+            self.quality[slots[0]] += np.array([int(np.count_nonzero(f)) for f in flags])
+            return
+        s = slots[ok]
+        for j, f in enumerate(flags):
+            self.quality[:, j] += np.bincount(s[f[ok]], minlength=r)
+
+    def _add_bins(self, slots: np.ndarray, bins: np.ndarray) -> None:
+        """``bins`` and ``slots`` aligned, late values already removed."""
+        if not len(bins):
+            return
+        nb = self.counts.shape[1]
+        if (slots == slots[0]).all():
+            self.counts[slots[0]] += np.bincount(bins, minlength=nb)
+            return
+        flat = np.bincount(slots * nb + bins, minlength=self.ring_size * nb)
+        self.counts += flat.reshape(self.ring_size, nb)
+
+    # --- windows ------------------------------------------------------------------------------
+    def close(
+        self, closure: Closure, model_id: str, observed_at: float, model_version: str | None
     ) -> list[Observation]:
-        """Compare the window with the reference and start a new window."""
-        hist = self._window_hist()
-        ref_counts = self._ref_counts()
+        """Judge the window ``closure`` describes, then release the panes it frees."""
         obs: list[Observation] = []
-        n_win = self.win_n
-        if hist is not None and ref_counts is not None and hist.total > 0 and ref_counts.sum():
-            self.psi = psi(ref_counts, hist.counts)
-            self.scores = {"psi": self.psi, **self._extra_scores(ref_counts, hist.counts)}
-            obs.append(
-                Observation(
-                    model_id=model_id,
-                    kind=self.kind,
-                    feature=self.name,
-                    signal="psi",
-                    value=self.psi,
-                    threshold=self.cfg.psi_threshold,
-                    breached=self.psi > self.cfg.psi_threshold,
-                    cleared=self.psi < self.cfg.psi_resolve_threshold,
-                    observed_at=observed_at,
-                    window_events=n_win,
-                    model_version=model_version,
+        self.drifting = False
+        if closure.window_slots:
+            slots = list(closure.window_slots)
+            win = self.counts[slots].sum(axis=0)
+            q = self.quality[slots].sum(axis=0)
+            self.window_events = int(q[EVENTS])
+
+            def o(kind: AlertKind, signal: str, value: float, thr: float, clear: float) -> None:
+                obs.append(
+                    Observation(
+                        model_id=model_id,
+                        kind=kind,
+                        feature=self.name,
+                        signal=signal,
+                        value=value,
+                        threshold=thr,
+                        breached=value > thr,
+                        cleared=value <= clear,
+                        observed_at=observed_at,
+                        window_events=int(q[EVENTS]),
+                        model_version=model_version,
+                    )
                 )
-            )
-        if n_win:
-            ref_ratio = self.ref_missing / self.ref_n if self.ref_n else 0.0
-            self.missing_ratio = self.win_missing / n_win
-            limit = ref_ratio + self.cfg.missing_increase_threshold
-            obs.append(
-                Observation(
-                    model_id=model_id,
-                    kind="data_quality",
-                    feature=self.name,
-                    signal="missing_ratio",
-                    value=self.missing_ratio,
-                    threshold=limit,
-                    breached=self.missing_ratio > limit,
-                    cleared=self.missing_ratio
-                    <= ref_ratio + self.cfg.missing_increase_threshold / 2,
-                    observed_at=observed_at,
-                    window_events=n_win,
-                    model_version=model_version,
-                )
-            )
-        if hist is not None:
-            hist.reset()
-        self.win_missing = 0
-        self.win_n = 0
-        self.windows_closed += 1
+
+            if win.sum() > 0 and self.ref_counts is not None:
+                ref, n_ref = self._reference_for(closure)
+                self._judge_statistics(ref, n_ref, win, o, slots)
+            if q[EVENTS] > 0:
+                self._judge_quality(q, o)
+            self.windows_closed += 1
+        for s in closure.release_slots:
+            self.counts[s] = 0
+            self.quality[s] = 0
+            self._release(s)
         return obs
+
+    def _release(self, slot: int) -> None:
+        """Zero a subclass's own per-slot state."""
+
+    def _reference_for(self, closure: Closure) -> tuple[np.ndarray, int]:
+        assert self.ref_counts is not None
+        if closure.reference_slots:
+            rc = self.counts[list(closure.reference_slots)].sum(axis=0)
+            if rc.sum() >= self.cfg.reference.min_events:
+                self.rolling_windows += 1
+                return rc, int(rc.sum())
+        return self.ref_counts, int(self.ref_counts.sum())
+
+    def _judge_statistics(
+        self, ref: np.ndarray, n_ref: int, win: np.ndarray, o: Any, slots: list[int]
+    ) -> None:
+        cfg = self.cfg
+        points, scale = self._wasserstein_points()
+        names = [s for s in cfg.statistics if self._applies(s, points)]
+        values = batch_statistics(ref, win[None, :], names, points=points, scale=scale)
+        self.scores = {k: float(v[0]) for k, v in values.items() if math.isfinite(v[0])}
+        n_win = int(win.sum())
+        calib = self._calibrate(n_ref, n_win, points, scale)
+        th = cfg.thresholds
+        breached = False
+        z: float | None = None
+        for s in cfg.alert_statistics:
+            value = self.scores.get(s)
+            if value is None:
+                continue
+            if th.mode == "fixed":
+                thr = th.fixed[s]
+            else:
+                assert calib is not None
+                thr = max(calib[s].threshold, th.min_effect.get(s, 0.0))
+            self.thresholds[s] = thr
+            breached |= value > thr
+            o(self.kind, s, value, thr, thr * th.resolve_ratio)
+            if z is None and calib is not None:
+                z = calib[s].zscore(value)
+        wd = self.window_detectors
+        if wd is not None:
+            streams = self._window_values(slots)
+            if z is not None:
+                streams["statistic"] = z
+            fired = wd.feed(streams)
+            if wd.windows > self.cfg.window_detectors.min_windows or fired:
+                level = 1.0 if wd.active else 0.0
+                o(self.kind, "window_detectors", level, 0.5, 0.0)
+                breached |= fired
+        self.drifting = breached
+
+    def _window_values(self, slots: list[int]) -> dict[str, float]:
+        return {}
+
+    #: Statistics that need an order among bins (meaningless for categories).
+    ordered_only = frozenset({"ks", "wasserstein"})
+    ordered = True
+
+    def _applies(self, statistic: str, points: np.ndarray | None) -> bool:
+        if statistic in self.ordered_only and not self.ordered:
+            return False
+        return statistic != "wasserstein" or points is not None
+
+    def _calibrate(
+        self, n_ref: int, n_win: int, points: np.ndarray | None, scale: float | None
+    ) -> dict[str, Calibration] | None:
+        cfg = self.cfg
+        if cfg.thresholds.mode == "fixed" and self.window_detectors is None:
+            return None
+        assert self.ref_counts is not None
+        names = tuple(s for s in cfg.alert_statistics if self._applies(s, points))
+        if not names:
+            return None
+        return self.calibrations.get_or_compute(
+            self.ref_counts,
+            n_ref,
+            n_win,
+            cfg.thresholds.false_alarm_rate,
+            names,
+            seed=zlib.crc32(self.name.encode()),
+            points=points,
+            scale=scale,
+        )
+
+    def _wasserstein_points(self) -> tuple[np.ndarray | None, float | None]:
+        return None, None
+
+    def _judge_quality(self, q: np.ndarray, o: Any) -> None:
+        qc = self.cfg.quality
+        n = float(q[EVENTS])
+        r = self.ref_rates
+        ratios = {
+            "missing_ratio": (q[MISSING] / n, r[MISSING] + qc.missing_increase),
+            "absent_ratio": (q[ABSENT_COL] / n, r[ABSENT_COL] + qc.absent_increase),
+            "type_error_ratio": (q[TYPE_ERRORS] / n, r[TYPE_ERRORS] + qc.type_error_increase),
+        }
+        ratios.update(self._extra_quality(q, n))
+        self.quality_ratios = {k: float(v) for k, (v, _) in ratios.items()}
+        for signal, (value, limit) in ratios.items():
+            margin = limit - self._baseline(signal)
+            # Values outside the reference's support are part of the feature's drift incident:
+            # a large shift moves values out of range, and that is one problem, not two.
+            kind = self.kind if signal in SUPPORT_SIGNALS else "data_quality"
+            o(kind, signal, float(value), float(limit), float(limit - margin / 2))
+
+    def _baseline(self, signal: str) -> float:
+        """The reference rate a quality signal's limit was built on (for its resolve level)."""
+        col = {
+            "missing_ratio": MISSING,
+            "absent_ratio": ABSENT_COL,
+            "type_error_ratio": TYPE_ERRORS,
+        }
+        j = col.get(signal)
+        return float(self.ref_rates[j]) if j is not None else self._extra_baseline(signal)
+
+    def _extra_quality(self, q: np.ndarray, n: float) -> dict[str, tuple[float, float]]:
+        return {}
+
+    def _extra_baseline(self, signal: str) -> float:
+        return 0.0
 
     def detector_observation(
         self, model_id: str, observed_at: float, model_version: str | None
     ) -> Observation | None:
         return None
 
-    def _extra_scores(self, ref: np.ndarray, cur: np.ndarray) -> dict[str, float]:
-        """Statistics exported beside PSI (alerts still follow PSI; see the config)."""
-        return {"jensen_shannon": jensen_shannon(ref, cur), "hellinger": hellinger(ref, cur)}
-
-    def _window_hist(self) -> NumericHistogram | CategoricalHistogram | None:
-        raise NotImplementedError
-
-    def _ref_counts(self) -> np.ndarray | None:
-        raise NotImplementedError
+    def _base_ref_rates(self, n: int) -> list[float]:
+        n = max(n, 1)
+        return [1.0, self.ref_missing / n, self.ref_absent / n, self.ref_type_errors / n]
 
     # --- snapshots ----------------------------------------------------------------------------
     def snapshot(self) -> dict[str, Any]:
@@ -146,54 +347,76 @@ class FeatureMonitor:
             "name": self.name,
             "kind": self.kind,
             "frozen": self.frozen,
-            "ref_missing": self.ref_missing,
-            "ref_n": self.ref_n,
-            "win_missing": self.win_missing,
-            "win_n": self.win_n,
+            "profiled": self.profiled,
+            "ref": [self.ref_n, self.ref_missing, self.ref_absent, self.ref_type_errors],
+            "ref_rates": self.ref_rates.tolist(),
+            "ref_counts": None if self.ref_counts is None else self.ref_counts.tolist(),
+            "ring_size": self.ring_size,
+            "counts": self.counts.tolist(),
+            "quality": self.quality.tolist(),
             "type_errors": self.type_errors,
-            "psi": self.psi,
             "scores": dict(self.scores),
-            "missing_ratio": self.missing_ratio,
-            "windows_closed": self.windows_closed,
+            "thresholds": dict(self.thresholds),
+            "quality_ratios": dict(self.quality_ratios),
+            "windows": [self.window_events, self.windows_closed, self.rolling_windows],
+            "drifting": self.drifting,
+            "calibrations": self.calibrations.snapshot(),
+            "window_detectors": None
+            if self.window_detectors is None
+            else self.window_detectors.snapshot(),
         }
 
     def _restore_common(self, d: dict[str, Any]) -> None:
         if d.get("v") != SNAPSHOT_VERSION:
             raise ValueError(f"unsupported feature snapshot version {d.get('v')!r}")
-        self.scores = dict(d.get("scores", {}))
-        for k in (
-            "frozen",
-            "ref_missing",
-            "ref_n",
-            "win_missing",
-            "win_n",
-            "type_errors",
-            "psi",
-            "missing_ratio",
-            "windows_closed",
-        ):
-            setattr(self, k, d[k])
+        self.frozen = bool(d["frozen"])
+        self.profiled = bool(d["profiled"])
+        self.ref_n, self.ref_missing, self.ref_absent, self.ref_type_errors = d["ref"]
+        self.ref_rates = np.asarray(d["ref_rates"], dtype=float)
+        self.ref_counts = _counts(d["ref_counts"])
+        self.ring_size = int(d["ring_size"])
+        self.counts = _matrix(d["counts"], np.int64)
+        self.quality = _matrix(d["quality"], np.int64)
+        self.type_errors = int(d["type_errors"])
+        self.scores = dict(d["scores"])
+        self.thresholds = dict(d["thresholds"])
+        self.quality_ratios = dict(d["quality_ratios"])
+        self.window_events, self.windows_closed, self.rolling_windows = d["windows"]
+        self.drifting = bool(d["drifting"])
+        self.calibrations = CalibrationCache.from_snapshot(d["calibrations"])
+        wd = d["window_detectors"]
+        self.window_detectors = (
+            None if wd is None else WindowDetectors.from_snapshot(wd, self.cfg.window_detectors)
+        )
 
 
-def _numeric_column(column: list[Any]) -> tuple[np.ndarray, int, int]:
-    """Floats with NaN for missing; also the count of missing and of wrongly typed values."""
-    out = np.full(len(column), np.nan)
-    missing = 0
-    bad = 0
+def _numeric_column(
+    column: list[Any],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Floats with NaN where no usable number is; and boolean masks of the missing values
+    (null, absent, NaN, inf), of the absent fields, and of wrongly typed values."""
+    n = len(column)
+    out = np.full(n, np.nan)
+    missing = np.zeros(n, dtype=bool)
+    absent = np.zeros(n, dtype=bool)
+    bad = np.zeros(n, dtype=bool)
     for i, v in enumerate(column):
         t = type(v)
         if t is float or t is int:
             out[i] = v
         elif v is None:
-            missing += 1
+            missing[i] = True
+        elif v is ABSENT:
+            missing[i] = True
+            absent[i] = True
         else:
-            bad += 1
+            bad[i] = True
     # NaN or inf sent as numbers count as missing too.
-    nonfinite = int(np.count_nonzero(~np.isfinite(out))) - missing - bad
-    if nonfinite:
-        out[~np.isfinite(out)] = np.nan
-        missing += nonfinite
-    return out, missing, bad
+    nonfinite = ~np.isfinite(out) & ~missing & ~bad
+    if nonfinite.any():
+        out[nonfinite] = np.nan
+        missing |= nonfinite
+    return out, missing, absent, bad
 
 
 PIT_POINTS = 101
@@ -226,19 +449,41 @@ def pit_standardise(values: np.ndarray, grid: np.ndarray) -> np.ndarray:
 class NumericFeature(FeatureMonitor):
     """A numeric feature: quantile bins from the reference, and ADWIN and Page-Hinkley on its
     values after the probability integral transform against the reference (see
-    :func:`pit_standardise`), from the moment the reference is frozen."""
+    :func:`pit_standardise`), from the moment the reference is frozen.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from stream_monitor.config import DriftConfig
+    >>> from stream_monitor.stats.windows import Closure
+    >>> cfg = DriftConfig(thresholds={"mode": "fixed"}, window_detectors={"enabled": False})
+    >>> f = NumericFeature("age", "data_drift", cfg)
+    >>> rng = np.random.default_rng(0)
+    >>> f.observe_reference(rng.normal(40, 10, 1000).tolist())
+    >>> f.freeze(ring_size=1)
+    >>> f.ingest(rng.normal(60, 10, 1000).tolist(), np.zeros(1000, dtype=np.int64))
+    >>> obs = f.close(Closure(0, (0,), None, (0,), 0, 1000, 1000), "m", 1.0, None)
+    >>> [(x.signal, x.breached) for x in obs][:1], round(f.scores["psi"], 1)
+    ([('psi', True)], 3.5)
+    """
 
     type_name = "numeric"
 
     def __init__(self, name: str, kind: AlertKind, cfg: DriftConfig) -> None:
         super().__init__(name, kind, cfg)
-        self._ref_values = np.empty(cfg.reference_size)
+        self._ref_values = np.empty(cfg.reference.size)
         self._ref_len = 0
         self.edges: np.ndarray | None = None
-        self.ref_counts: np.ndarray | None = None
         #: Reference quantiles for the probability integral transform fed to the detectors.
         self.pit_grid: np.ndarray | None = None
-        self.win_hist: NumericHistogram | None = None
+        self.ref_min: float | None = None
+        self.ref_max: float | None = None
+        self.sentinels = np.asarray(cfg.quality.sentinels, dtype=float)
+        #: Per slot: sum of PIT mid-ranks and number of present values (window means).
+        self.pit_sums: np.ndarray = np.zeros((0, 2), dtype=np.int64)
+        #: PIT values (in [0, 1], NaN when missing) of the last ingested segment, for
+        #: multivariate checks.
+        self.last_u: np.ndarray | None = None
         det = cfg.detectors
         self.detectors: dict[str, StreamDetector] = {}
         self.debouncers: dict[str, Debouncer] = {}
@@ -257,18 +502,28 @@ class NumericFeature(FeatureMonitor):
         self.detections: dict[str, int] = {k: 0 for k in self.detectors}
         self.raw_firings: dict[str, int] = {k: 0 for k in self.detectors}
         self.n_values = 0
+        self._sentinel_base = 0.0  # reference rate of the sentinel judged in the last window
 
-    def _feed(self, column: list[Any]) -> tuple[np.ndarray, int]:
-        values, missing, bad = _numeric_column(column)
-        self.type_errors += bad
-        mask = ~np.isnan(values)
-        present = values[mask]
+    def _window_streams(self) -> list[str]:
+        return ["statistic", "mean"]
+
+    def _feed(
+        self, column: list[Any]
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Parse a column and feed the per-value detectors; return the values, the missing,
+        absent and wrongly-typed masks, and the PIT scores (NaN where no value)."""
+        values, missing, absent, bad = _numeric_column(column)
+        self.type_errors += int(np.count_nonzero(bad))
+        present = ~(missing | bad)
         self.agreement_row = None
-        if self.pit_grid is not None and self.detectors:
-            at = self._detect(pit_standardise(present, self.pit_grid))
-            if at is not None:
-                self.agreement_row = int(np.flatnonzero(mask)[at])
-        return present, missing + bad
+        z = np.full(len(values), np.nan)
+        if self.pit_grid is not None:
+            z[present] = pit_standardise(values[present], self.pit_grid)
+            if self.detectors:
+                at = self._detect(z[present])
+                if at is not None:
+                    self.agreement_row = int(np.flatnonzero(present)[at])
+        return values, missing, absent, bad, z
 
     def _detect(self, z: np.ndarray) -> int | None:
         """Feed the detectors; return the index into ``z`` of the value at which
@@ -303,52 +558,140 @@ class NumericFeature(FeatureMonitor):
         return agreed_at
 
     def observe_reference(self, column: list[Any]) -> None:
-        present, missing = self._feed(column)
+        values, missing, absent, bad, _ = self._feed(column)
         self.ref_n += len(column)
-        self.ref_missing += missing
+        self.ref_missing += int(np.count_nonzero(missing))
+        self.ref_absent += int(np.count_nonzero(absent))
+        self.ref_type_errors += int(np.count_nonzero(bad))
+        present = values[~(missing | bad)]
         room = len(self._ref_values) - self._ref_len
         take = present[:room]
         self._ref_values[self._ref_len : self._ref_len + len(take)] = take
         self._ref_len += len(take)
 
-    def freeze(self) -> None:
+    def freeze(self, ring_size: int) -> None:
         ref = self._ref_values[: self._ref_len]
         self.edges = quantile_edges(ref, self.cfg.n_bins)
         self.ref_counts = bin_counts(ref, self.edges)
         if len(ref):
             self.pit_grid = np.quantile(ref, np.linspace(0.0, 1.0, PIT_POINTS))
-        self.win_hist = NumericHistogram(self.edges)
+            self.ref_min, self.ref_max = float(ref.min()), float(ref.max())
+        sentinel_rates = [
+            float(np.count_nonzero(ref == s)) / max(self.ref_n, 1) for s in self.sentinels
+        ]
+        self._set_rates(len(ref), sentinel_rates)
         self._ref_values = np.empty(0)  # the histogram is the reference from now on
         self._ref_len = 0
-        self.frozen = True
+        self._alloc_numeric(ring_size)
 
-    def observe_window(self, column: list[Any]) -> None:
-        present, missing = self._feed(column)
-        self.win_n += len(column)
-        self.win_missing += missing
-        assert self.win_hist is not None
-        self.win_hist.update(present)
+    def _set_rates(self, n_present: int, sentinel_rates: list[float]) -> None:
+        # A window value falls outside a sample's [min, max] with probability ~2/(n+1).
+        oor = 2.0 / (n_present + 1) if n_present else 0.0
+        self.ref_rates = np.array([*self._base_ref_rates(self.ref_n), oor, *sentinel_rates])
 
-    def _window_hist(self) -> NumericHistogram | None:
-        return self.win_hist
+    def _alloc_numeric(self, ring_size: int) -> None:
+        assert self.edges is not None
+        self._alloc(ring_size, len(self.edges) + 1, SENTINEL0 + len(self.sentinels))
+        self.pit_sums = np.zeros((ring_size, 2), dtype=np.int64)
 
-    def _ref_counts(self) -> np.ndarray | None:
-        return self.ref_counts
+    @classmethod
+    def from_profile(
+        cls, name: str, kind: AlertKind, cfg: DriftConfig, prof: NumericProfile, ring_size: int
+    ) -> NumericFeature:
+        """A frozen monitor whose reference is a training-data profile."""
+        f = cls(name, kind, cfg)
+        f.profiled = True
+        f.ref_n, f.ref_missing, f.ref_absent, f.ref_type_errors = (
+            prof.n,
+            prof.missing,
+            0,
+            (prof.type_errors),
+        )
+        f.edges = np.asarray(prof.edges, dtype=float)
+        f.ref_counts = np.asarray(prof.counts, dtype=np.int64)
+        f.pit_grid = np.asarray(prof.quantiles, dtype=float) if prof.quantiles else None
+        f.ref_min, f.ref_max = prof.min, prof.max
+        frequent = {float(v): c for v, c in prof.frequent_values}
+        n_present = max(prof.sample_size, 1)
+        rates = [frequent.get(float(s), 0) / n_present for s in f.sentinels]
+        f._ref_values = np.empty(0)
+        f._set_rates(prof.sample_size, rates)
+        f._alloc_numeric(ring_size)
+        return f
 
-    def _extra_scores(self, ref: np.ndarray, cur: np.ndarray) -> dict[str, float]:
-        out = super()._extra_scores(ref, cur)
-        out["ks"] = ks_binned(ref, cur)
+    def ingest(self, column: list[Any], slots: np.ndarray) -> None:
+        values, missing, absent, bad, z = self._feed(column)
+        self.last_u = z * _UNIFORM_STD + 0.5
+        ok = slots >= 0
+        present = ~(missing | bad)
+        use = present & ok
+        assert self.edges is not None
+        v = values[use]
+        self._add_bins(slots[use], np.searchsorted(self.edges, v, side="left"))
+        oor = np.zeros(len(values), dtype=bool)
+        if self.ref_min is not None and self.ref_max is not None:
+            oor[present] = (values[present] < self.ref_min) | (values[present] > self.ref_max)
+        flags = [ok, missing, absent, bad, oor]
+        flags.extend(values == s for s in self.sentinels)
+        self._add_quality(slots, flags)
+        if self.pit_grid is not None and use.any():
+            s = slots[use]
+            r = self.ring_size
+            # Mid-ranks are integers: (lo + hi) = 2 * len(grid) * u. Summing them keeps window
+            # means exact, so they do not depend on how the stream was cut into batches.
+            g2 = 2 * len(self.pit_grid)
+            ranks = np.rint((z[use] * _UNIFORM_STD + 0.5) * g2).astype(np.int64)
+            self.pit_sums[:, 0] += np.bincount(s, weights=ranks, minlength=r).astype(np.int64)
+            self.pit_sums[:, 1] += np.bincount(s, minlength=r)
+
+    def _release(self, slot: int) -> None:
+        self.pit_sums[slot] = 0
+
+    def _window_values(self, slots: list[int]) -> dict[str, float]:
+        total, n = (int(x) for x in self.pit_sums[slots].sum(axis=0))
+        if n <= 0 or self.pit_grid is None:
+            return {}
+        mean_u = total / (2 * len(self.pit_grid) * n)
+        # PIT scores have sd 1 under no drift, so sqrt(n) * mean is ~N(0, 1) when stable.
+        return {"mean": (mean_u - 0.5) / _UNIFORM_STD * math.sqrt(n)}
+
+    def _wasserstein_points(self) -> tuple[np.ndarray | None, float | None]:
         grid = self.pit_grid
         edges = self.edges
-        if grid is not None and edges is not None and len(edges):
-            # One point per bin: interior midpoints, the reference min and max for the open ends.
-            inner = (edges[:-1] + edges[1:]) / 2 if len(edges) > 1 else np.empty(0)
-            points = np.concatenate([[grid[0]], inner, [grid[-1]]])
-            iqr = float(grid[75] - grid[25])
-            spread = iqr if iqr > 0 else float(grid[-1] - grid[0])
-            if spread > 0 and np.all(np.diff(points) >= 0):
-                out["wasserstein"] = wasserstein_scaled(ref, cur, points, spread)
+        if grid is None or edges is None or not len(edges):
+            return None, None
+        # One point per bin: interior midpoints, the reference min and max for the open ends.
+        inner = (edges[:-1] + edges[1:]) / 2 if len(edges) > 1 else np.empty(0)
+        points = np.concatenate([[grid[0]], inner, [grid[-1]]])
+        iqr = float(grid[75] - grid[25])
+        spread = iqr if iqr > 0 else float(grid[-1] - grid[0])
+        if spread > 0 and np.all(np.diff(points) >= 0):
+            return points, spread
+        return None, None
+
+    def _extra_quality(self, q: np.ndarray, n: float) -> dict[str, tuple[float, float]]:
+        qc = self.cfg.quality
+        r = self.ref_rates
+        out = {
+            "out_of_range_ratio": (q[OUT_OF_RANGE] / n, r[OUT_OF_RANGE] + qc.out_of_range_increase)
+        }
+        if len(self.sentinels):
+            # The sentinel whose share rose most speaks for all of them.
+            rise = q[SENTINEL0:] / n - r[SENTINEL0:]
+            j = int(np.argmax(rise))
+            out["sentinel_ratio"] = (
+                q[SENTINEL0 + j] / n,
+                r[SENTINEL0 + j] + qc.sentinel_increase,
+            )
+            self._sentinel_base = float(r[SENTINEL0 + j])
         return out
+
+    def _extra_baseline(self, signal: str) -> float:
+        if signal == "out_of_range_ratio":
+            return float(self.ref_rates[OUT_OF_RANGE])
+        if signal == "sentinel_ratio":
+            return self._sentinel_base
+        return 0.0
 
     def agreeing_detectors(self) -> int:
         """How many detectors fired within ``agreement_events`` values of the latest value."""
@@ -385,8 +728,9 @@ class NumericFeature(FeatureMonitor):
             ref_values=self._ref_values[: self._ref_len].tolist(),
             edges=None if self.edges is None else self.edges.tolist(),
             pit_grid=None if self.pit_grid is None else self.pit_grid.tolist(),
-            ref_counts=None if self.ref_counts is None else self.ref_counts.tolist(),
-            win_hist=None if self.win_hist is None else self.win_hist.snapshot(),
+            ref_range=[self.ref_min, self.ref_max],
+            sentinels=self.sentinels.tolist(),
+            pit_sums=self.pit_sums.tolist(),
             detectors={k: v.snapshot() for k, v in self.detectors.items()},
             debouncers={k: v.snapshot() for k, v in self.debouncers.items()},
             last_firing=dict(self.last_firing),
@@ -408,10 +752,9 @@ class NumericFeature(FeatureMonitor):
             f._ref_values = np.empty(0)
         f.edges = None if d["edges"] is None else np.asarray(d["edges"], dtype=float)
         f.pit_grid = None if d["pit_grid"] is None else np.asarray(d["pit_grid"], dtype=float)
-        f.ref_counts = _counts(d["ref_counts"])
-        f.win_hist = (
-            None if d["win_hist"] is None else NumericHistogram.from_snapshot(d["win_hist"])
-        )
+        f.ref_min, f.ref_max = d["ref_range"]
+        f.sentinels = np.asarray(d["sentinels"], dtype=float)
+        f.pit_sums = _matrix(d["pit_sums"], np.int64)
         f.detectors = {k: StreamDetector.from_snapshot(v) for k, v in d["detectors"].items()}
         f.debouncers = {k: Debouncer.from_snapshot(v) for k, v in d["debouncers"].items()}
         f.last_firing = {k: int(v) for k, v in d["last_firing"].items()}
@@ -421,84 +764,147 @@ class NumericFeature(FeatureMonitor):
         return f
 
 
-def _categorical_column(column: list[Any]) -> tuple[list[str], int, int]:
+def _categorical_column(
+    column: list[Any],
+) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The string values; their row positions; and boolean masks (over all rows) of missing,
+    absent and wrongly typed values."""
+    n = len(column)
     out: list[str] = []
-    missing = 0
-    bad = 0
-    for v in column:
+    rows: list[int] = []
+    missing = np.zeros(n, dtype=bool)
+    absent = np.zeros(n, dtype=bool)
+    bad = np.zeros(n, dtype=bool)
+    for i, v in enumerate(column):
         t = type(v)
         if t is str:
             out.append(v)
+            rows.append(i)
         elif t is bool:
             out.append("true" if v else "false")
+            rows.append(i)
         elif v is None:
-            missing += 1
+            missing[i] = True
+        elif v is ABSENT:
+            missing[i] = True
+            absent[i] = True
         else:
-            bad += 1
-    return out, missing, bad
+            bad[i] = True
+    return out, np.asarray(rows, dtype=np.int64), missing, absent, bad
 
 
 class CategoricalFeature(FeatureMonitor):
-    """A categorical feature: top-K reference categories plus an "other" bucket."""
+    """A categorical feature: top-K reference categories plus an "other" bucket, and the set of
+    every category the reference saw (bounded) for new-category checks."""
 
     type_name = "categorical"
+    ordered = False
 
     def __init__(self, name: str, kind: AlertKind, cfg: DriftConfig) -> None:
         super().__init__(name, kind, cfg)
         self._ref_counter = BoundedCounter(capacity=max(4 * cfg.top_k_categories, 64))
         self.categories: list[str] | None = None
-        self.ref_counts: np.ndarray | None = None
-        self.win_hist: CategoricalHistogram | None = None
+        self._index: dict[str, int] = {}
+        #: Every category the reference saw, if it saw few enough to remember them all.
+        self.known: frozenset[str] | None = None
         #: Values outside the reference categories, over all windows.
         self.unseen_total = 0
 
-    def _split(self, column: list[Any]) -> tuple[list[str], int]:
-        values, missing, bad = _categorical_column(column)
-        self.type_errors += bad
-        return values, missing + bad
-
     def observe_reference(self, column: list[Any]) -> None:
-        values, missing = self._split(column)
+        values, _, missing, absent, bad = _categorical_column(column)
+        self.type_errors += int(np.count_nonzero(bad))
         self.ref_n += len(column)
-        self.ref_missing += missing
+        self.ref_missing += int(np.count_nonzero(missing))
+        self.ref_absent += int(np.count_nonzero(absent))
+        self.ref_type_errors += int(np.count_nonzero(bad))
         self._ref_counter.update(values)
 
-    def freeze(self) -> None:
+    def freeze(self, ring_size: int) -> None:
         counts = self._ref_counter.counts
-        self.categories = top_categories(counts, self.cfg.top_k_categories)
-        kept = set(self.categories)
-        ref_counts = np.zeros(len(self.categories) + 1, dtype=np.int64)
-        for i, c in enumerate(self.categories):
-            ref_counts[i] = counts[c]
-        ref_counts[-1] = sum(n for c, n in counts.items() if c not in kept)
-        ref_counts[-1] += self._ref_counter.overflow
-        self.ref_counts = ref_counts
-        self.win_hist = CategoricalHistogram(self.categories)
+        categories = top_categories(counts, self.cfg.top_k_categories)
+        kept = set(categories)
+        ref_counts = [counts[c] for c in categories]
+        other = sum(n for c, n in counts.items() if c not in kept) + self._ref_counter.overflow
+        complete = self._ref_counter.overflow == 0
+        singletons = sum(1 for n in counts.values() if n == 1)
+        self._set_reference(
+            categories, [*ref_counts, other], set(counts) if complete else None, singletons
+        )
         self._ref_counter = BoundedCounter(capacity=1)
-        self.frozen = True
+        self._alloc(ring_size, len(categories) + 1, NEW_CATEGORY + 1)
 
-    def observe_window(self, column: list[Any]) -> None:
-        values, missing = self._split(column)
-        self.win_n += len(column)
-        self.win_missing += missing
-        assert self.win_hist is not None
-        before = int(self.win_hist.counts[-1])
-        self.win_hist.update(values)
-        self.unseen_total += int(self.win_hist.counts[-1]) - before
+    def _set_reference(
+        self,
+        categories: list[str],
+        counts: list[int],
+        known: set[str] | None,
+        singletons: int,
+    ) -> None:
+        self.categories = list(categories)
+        self._index = {c: i for i, c in enumerate(self.categories)}
+        self.ref_counts = np.asarray(counts, dtype=np.int64)
+        self.known = None if known is None else frozenset(known)
+        n_present = int(self.ref_counts.sum())
+        # Good-Turing: the share of a stable stream made of values the sample never saw is
+        # about (values seen once) / (sample size).
+        unseen = singletons / n_present if n_present else 0.0
+        self.ref_rates = np.array([*self._base_ref_rates(self.ref_n), unseen])
 
-    def _window_hist(self) -> CategoricalHistogram | None:
-        return self.win_hist
+    @classmethod
+    def from_profile(
+        cls,
+        name: str,
+        kind: AlertKind,
+        cfg: DriftConfig,
+        prof: CategoricalProfile,
+        ring_size: int,
+    ) -> CategoricalFeature:
+        """A frozen monitor whose reference is a training-data profile."""
+        f = cls(name, kind, cfg)
+        f.profiled = True
+        f.ref_n, f.ref_missing, f.ref_type_errors = prof.n, prof.missing, prof.type_errors
+        f._set_reference(
+            prof.categories,
+            prof.counts,
+            set(prof.known) if prof.known_complete else None,
+            prof.singletons,
+        )
+        f._ref_counter = BoundedCounter(capacity=1)
+        f._alloc(ring_size, len(prof.categories) + 1, NEW_CATEGORY + 1)
+        return f
 
-    def _ref_counts(self) -> np.ndarray | None:
-        return self.ref_counts
+    def ingest(self, column: list[Any], slots: np.ndarray) -> None:
+        values, rows, missing, absent, bad = _categorical_column(column)
+        self.type_errors += int(np.count_nonzero(bad))
+        other = len(self._index)
+        idx = np.fromiter(
+            (self._index.get(v, other) for v in values), dtype=np.int64, count=len(values)
+        )
+        ok_rows = slots[rows] >= 0 if len(rows) else np.zeros(0, dtype=bool)
+        self._add_bins(slots[rows][ok_rows], idx[ok_rows])
+        self.unseen_total += int(np.count_nonzero(idx[ok_rows] == other))
+        new = np.zeros(len(column), dtype=bool)
+        if self.known is not None and len(values):
+            known = self.known
+            new[rows] = np.fromiter((v not in known for v in values), dtype=bool, count=len(values))
+        self._add_quality(slots, [slots >= 0, missing, absent, bad, new])
+
+    def _extra_quality(self, q: np.ndarray, n: float) -> dict[str, tuple[float, float]]:
+        if self.known is None:
+            return {}  # the reference saw too many categories to tell a new one
+        qc = self.cfg.quality
+        limit = self.ref_rates[NEW_CATEGORY] + qc.new_category_increase
+        return {"new_category_ratio": (q[NEW_CATEGORY] / n, limit)}
+
+    def _extra_baseline(self, signal: str) -> float:
+        return float(self.ref_rates[NEW_CATEGORY]) if signal == "new_category_ratio" else 0.0
 
     def snapshot(self) -> dict[str, Any]:
         d = super().snapshot()
         d.update(
             ref_counter=self._ref_counter.snapshot(),
             categories=self.categories,
-            ref_counts=None if self.ref_counts is None else self.ref_counts.tolist(),
-            win_hist=None if self.win_hist is None else self.win_hist.snapshot(),
+            known=None if self.known is None else sorted(self.known),
             unseen_total=self.unseen_total,
         )
         return d
@@ -509,12 +915,14 @@ class CategoricalFeature(FeatureMonitor):
         f._restore_common(d)
         f._ref_counter = BoundedCounter.from_snapshot(d["ref_counter"])
         f.categories = d["categories"]
-        f.ref_counts = _counts(d["ref_counts"])
-        f.win_hist = (
-            None if d["win_hist"] is None else CategoricalHistogram.from_snapshot(d["win_hist"])
-        )
+        f._index = {c: i for i, c in enumerate(f.categories or [])}
+        f.known = None if d["known"] is None else frozenset(d["known"])
         f.unseen_total = int(d["unseen_total"])
         return f
+
+
+def _matrix(rows: list[list[Any]], dtype: type) -> np.ndarray:
+    return np.asarray(rows, dtype=dtype) if rows else np.zeros((0, 0), dtype=dtype)
 
 
 def _counts(v: list[int] | None) -> np.ndarray | None:

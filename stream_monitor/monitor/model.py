@@ -1,44 +1,63 @@
-"""Per-model monitoring: feature discovery, the reference, tumbling windows, detectors, errors."""
+"""Per-model monitoring: the reference, the window clock, features, model-level signals, errors."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from stream_monitor.alerts.observation import Observation
 from stream_monitor.config import MonitorConfig
-from stream_monitor.events.schema import PredictionEvent, _label_str
+from stream_monitor.events.schema import AlertKind, PredictionEvent, _label_str
 from stream_monitor.monitor.errors import ErrorMonitor
 from stream_monitor.monitor.feature import (
+    ABSENT,
     CategoricalFeature,
     FeatureMonitor,
     NumericFeature,
     feature_from_snapshot,
     is_numeric_value,
+    pit_standardise,
 )
 from stream_monitor.monitor.join import PendingPrediction
+from stream_monitor.stats.multivariate import MMDDrift, MMDResult
+from stream_monitor.stats.windows import Closure, PaneClock
 
-__all__ = ["PREDICTION_LABEL", "PREDICTION_SCORE", "ModelMonitor"]
+if TYPE_CHECKING:
+    from stream_monitor.reference.profile import Profile
 
-SNAPSHOT_VERSION = 1
+__all__ = ["JOINT", "PREDICTION_LABEL", "PREDICTION_SCORE", "ModelMonitor"]
+
+SNAPSHOT_VERSION = 2
 #: Pseudo-features that carry the model's output, monitored for prediction drift.
 PREDICTION_SCORE = "prediction.score"
 PREDICTION_LABEL = "prediction.label"
+#: The ``feature`` of multivariate (joint) drift signals.
+JOINT = "(joint)"
+_UNIFORM_STD = math.sqrt(1.0 / 12.0)
 
 
 class ModelMonitor:
     """Everything stream-monitor keeps about one model.
 
-    With no configuration, features are discovered from the events of the reference period (the
-    first ``reference_size`` events): a feature whose first non-null value is a number is
-    numeric, a string or boolean makes it categorical. At most ``max_features_per_model`` are
-    monitored; the others are counted in ``features_refused``. Fields first seen after the
-    reference is frozen are counted in ``unexpected_fields`` (schema drift), not monitored.
+    The reference comes from a profile (``profile``, built by ``stream-monitor profile`` from
+    training data) or, without one, from the model's first ``drift.reference.size`` events. In
+    the latter case features are discovered from those events: a feature whose first non-null
+    value is a number is numeric, a string or boolean makes it categorical. At most
+    ``max_features_per_model`` are monitored; the others are counted in ``features_refused``.
+    Fields unknown to the reference that appear later are schema drift: counted per window
+    (``unexpected_field_ratio``) and in ``unexpected_fields``, not monitored.
+
+    Once the reference is frozen a :class:`~stream_monitor.stats.windows.PaneClock` cuts the
+    stream into windows (by count or event time, tumbling or sliding, see ``drift.window``);
+    at each closed window every feature is judged, then the model-level drift score (the
+    importance-weighted share of drifting input features) and, if enabled, the multivariate
+    test.
     """
 
-    def __init__(self, model_id: str, cfg: MonitorConfig) -> None:
+    def __init__(self, model_id: str, cfg: MonitorConfig, profile: Profile | None = None) -> None:
         self.model_id = model_id
         self.cfg = cfg
         self.features: dict[str, FeatureMonitor] = {}
@@ -48,56 +67,245 @@ class ModelMonitor:
         self.unexpected_fields = 0
         self.n_events = 0
         self.n_reference = 0
-        self.n_window = 0
         self.reference_frozen = False
+        self.reference_source = "first_events"
         self.last_event_time = 0.0
         self.model_version: str | None = None
         self.errors = ErrorMonitor(cfg.labels)
         self.labels_incompatible = 0
+        self.clock: PaneClock | None = None
+        #: Per ring slot: events, and events carrying fields unknown to the reference.
+        self.schema_panes = np.zeros((0, 2), dtype=np.int64)
+        self.drift_score: float | None = None
+        self.drifting_features: list[str] = []
+        self.mmd: MMDDrift | None = None
+        self.mmd_features: list[str] = []
+        self.last_mmd: MMDResult | None = None
+        #: Raw numeric rows of the reference period, for the multivariate reference sample.
+        self._mv_rows: list[dict[str, Any]] = []
+        if profile is not None:
+            self._load_profile(profile)
+
+    # --- reference ----------------------------------------------------------------------------
+    def _new_clock(self) -> PaneClock:
+        w = self.cfg.drift.window
+        ref = self.cfg.drift.reference
+        return PaneClock(
+            w.kind,
+            w.size,
+            w.slide,
+            allowed_lateness=w.allowed_lateness_seconds,
+            reference_lag=ref.lag_windows if ref.mode == "rolling" else 0,
+        )
+
+    def _load_profile(self, profile: Profile) -> None:
+        from stream_monitor.reference.profile import NumericProfile
+
+        self.clock = self._new_clock()
+        ring = self.clock.ring_size
+        dcfg = self.cfg.drift
+        cap = self.cfg.limits.max_features_per_model
+        for name, prof in profile.features.items():
+            is_output = name in (PREDICTION_SCORE, PREDICTION_LABEL)
+            kind: AlertKind = "prediction_drift" if is_output else "data_drift"
+            target = self.outputs if is_output else self.features
+            if not is_output and len(self.features) >= cap:
+                self._refused.add(name)
+                self.features_refused += 1
+                continue
+            if isinstance(prof, NumericProfile):
+                target[name] = NumericFeature.from_profile(name, kind, dcfg, prof, ring)
+            else:
+                target[name] = CategoricalFeature.from_profile(name, kind, dcfg, prof, ring)
+        self.schema_panes = np.zeros((ring, 2), dtype=np.int64)
+        self.reference_frozen = True
+        self.reference_source = "profile"
+        if dcfg.multivariate.enabled:
+            rows = [dict(zip(profile.sample_columns, r, strict=True)) for r in profile.sample_rows]
+            self._start_mmd(rows)
+
+    def _freeze(self) -> None:
+        self.clock = self._new_clock()
+        ring = self.clock.ring_size
+        for f in self._all():
+            f.freeze(ring)
+        self.schema_panes = np.zeros((ring, 2), dtype=np.int64)
+        self.reference_frozen = True
+        if self.cfg.drift.multivariate.enabled:
+            self._start_mmd(self._mv_rows)
+        self._mv_rows = []
+
+    def _start_mmd(self, rows: list[dict[str, Any]]) -> None:
+        mv = self.cfg.drift.multivariate
+        names = [
+            n
+            for n, f in self.features.items()
+            if isinstance(f, NumericFeature) and f.pit_grid is not None
+        ][: mv.max_features]
+        if len(names) < 2 or len(rows) < 10:
+            return
+        u = np.column_stack([self._pit_u(n, [r.get(n) for r in rows]) for n in names])
+        self.mmd_features = names
+        self.mmd = MMDDrift(
+            u,
+            window_sample=mv.window_sample,
+            permutations=mv.permutations,
+            max_reference=mv.reference_sample,
+            seed=0,
+        )
+
+    def _pit_u(self, name: str, raw: list[Any]) -> np.ndarray:
+        f = self.features[name]
+        assert isinstance(f, NumericFeature) and f.pit_grid is not None
+        v = np.array([x if type(x) in (int, float) else np.nan for x in raw], dtype=float)
+        out = np.full(len(v), np.nan)
+        ok = np.isfinite(v)
+        out[ok] = pit_standardise(v[ok], f.pit_grid) * _UNIFORM_STD + 0.5
+        return out
 
     # --- predictions --------------------------------------------------------------------------
     def update(self, events: Sequence[PredictionEvent]) -> list[Observation]:
         """Feed a batch of this model's predictions (in order); return the observations."""
         out: list[Observation] = []
-        dcfg = self.cfg.drift
+        if not events:
+            return out
         i = 0
-        while i < len(events):
-            if not self.reference_frozen:
-                take = min(dcfg.reference_size - self.n_reference, len(events) - i)
-                chunk = events[i : i + take]
-                self._discover(chunk)
-                for name, col in self._columns(chunk).items():
-                    self._monitor(name).observe_reference(col)
-                self.n_reference += take
-                if self.n_reference >= dcfg.reference_size:
-                    for f in self._all():
-                        f.freeze()
-                    self.reference_frozen = True
-            else:
-                take = min(dcfg.window_size - self.n_window, len(events) - i)
-                chunk = events[i : i + take]
-                self._count_unexpected(chunk)
-                for name, col in self._columns(chunk).items():
-                    self._monitor(name).observe_window(col)
-                self.n_window += take
+        if not self.reference_frozen:
+            size = self.cfg.drift.reference.size
+            take = min(size - self.n_reference, len(events))
+            chunk = events[:take]
+            self._discover(chunk)
+            for name, col in self._columns(chunk).items():
+                self._monitor(name).observe_reference(col)
+            if self.cfg.drift.multivariate.enabled:
+                room = self.cfg.drift.multivariate.reference_sample - len(self._mv_rows)
+                self._mv_rows.extend(dict(e.features) for e in chunk[: max(room, 0)])
+            self.n_reference += take
             self.n_events += take
-            last = chunk[-1]
-            self.last_event_time = max(self.last_event_time, last.timestamp)
-            self.model_version = last.model_version
-            if self.reference_frozen:
+            i = take
+            if self.n_reference >= size:
+                self._freeze()
+        if self.reference_frozen and i < len(events):
+            out.extend(self._windowed(events[i:]))
+        last = events[-1]
+        self.last_event_time = max(self.last_event_time, max(e.timestamp for e in events))
+        self.model_version = last.model_version
+        return out
+
+    def _windowed(self, events: Sequence[PredictionEvent]) -> list[Observation]:
+        assert self.clock is not None
+        out: list[Observation] = []
+        ts = np.fromiter((e.timestamp for e in events), dtype=float, count=len(events))
+        version = self.model_version
+        last_ts = self.last_event_time
+        for seg in self.clock.plan(ts):
+            # A time segment may be empty: closures due before its batch's first event.
+            chunk = events[seg.start : seg.stop]
+            if chunk:
+                slots = seg.slots
+                self._count_unexpected(chunk, slots)
+                for name, col in self._columns(chunk).items():
+                    self._monitor(name).ingest(col, slots)
+                self.n_events += len(chunk)
+                last = chunk[-1]
+                version, last_ts = last.model_version, last.timestamp
                 for f in self._all():
                     row = f.agreement_row
                     at = last.timestamp if row is None else chunk[row].timestamp
-                    o = f.detector_observation(self.model_id, at, self.model_version)
+                    o = f.detector_observation(self.model_id, at, version)
                     if o is not None:
                         out.append(o)
-                if self.n_window >= dcfg.window_size:
-                    for f in self._all():
-                        out.extend(
-                            f.close_window(self.model_id, last.timestamp, self.model_version)
-                        )
-                    self.n_window = 0
-            i += take
+                if self.mmd is not None:
+                    self._feed_mmd(slots)
+            for closure in seg.closures:
+                at = closure.end if self.clock.kind == "time" else last_ts
+                out.extend(self._close(closure, at, version))
+        return out
+
+    def _feed_mmd(self, slots: np.ndarray) -> None:
+        assert self.mmd is not None
+        cols = []
+        for n in self.mmd_features:
+            f = self.features[n]
+            assert isinstance(f, NumericFeature)
+            if f.last_u is None:
+                return
+            cols.append(f.last_u)
+        rows = np.column_stack(cols)[slots >= 0]
+        if len(rows):
+            self.mmd.update(rows)
+
+    def _close(
+        self, closure: Closure, observed_at: float, version: str | None
+    ) -> list[Observation]:
+        out: list[Observation] = []
+        for f in self._all():
+            out.extend(f.close(closure, self.model_id, observed_at, version))
+        if closure.window_slots:
+            out.extend(self._model_signals(closure, observed_at, version))
+        for s in closure.release_slots:
+            self.schema_panes[s] = 0
+        return out
+
+    def _model_signals(
+        self, closure: Closure, observed_at: float, version: str | None
+    ) -> list[Observation]:
+        out: list[Observation] = []
+        dcfg = self.cfg.drift
+        n_win = closure.events
+
+        def obs(
+            kind: AlertKind,
+            feature: str | None,
+            signal: str,
+            value: float,
+            thr: float,
+            clear: float,
+            breached: bool | None = None,
+        ) -> None:
+            out.append(
+                Observation(
+                    model_id=self.model_id,
+                    kind=kind,
+                    feature=feature,
+                    signal=signal,
+                    value=value,
+                    threshold=thr,
+                    breached=value > thr if breached is None else breached,
+                    cleared=value <= clear,
+                    observed_at=observed_at,
+                    window_events=n_win,
+                    model_version=version,
+                )
+            )
+
+        judged = [(n, f) for n, f in self.features.items() if f.windows_closed]
+        if judged:
+            weights = {n: dcfg.weight(self.model_id, n) for n, _ in judged}
+            total = sum(weights.values())
+            self.drifting_features = sorted(n for n, f in judged if f.drifting)
+            score = sum(weights[n] for n in self.drifting_features) / total if total else 0.0
+            self.drift_score = score
+            thr = dcfg.model_score_threshold
+            obs("data_drift", None, "model_drift_score", score, thr, thr / 2, score >= thr)
+        events, unexpected = self.schema_panes[list(closure.window_slots)].sum(axis=0)
+        if events:
+            limit = dcfg.quality.unexpected_field_ratio
+            obs(
+                "data_quality",
+                None,
+                "unexpected_field_ratio",
+                unexpected / events,
+                limit,
+                limit / 2,
+            )
+        if self.mmd is not None:
+            res = self.mmd.close_window()
+            if res is not None:
+                self.last_mmd = res
+                alpha = dcfg.multivariate.p_value
+                # Judged as 1 - p so that a larger value is worse, like every other signal.
+                obs("data_drift", JOINT, "mmd", 1.0 - res.p_value, 1.0 - alpha, 0.9)
         return out
 
     def _all(self) -> list[FeatureMonitor]:
@@ -133,21 +341,32 @@ class ModelMonitor:
                 cls = NumericFeature if numeric else CategoricalFeature
                 known[name] = cls(name, "data_drift", self.cfg.drift)
 
-    def _count_unexpected(self, chunk: Sequence[PredictionEvent]) -> None:
+    def _count_unexpected(self, chunk: Sequence[PredictionEvent], slots: np.ndarray) -> None:
         known = self.features.keys() | self._refused
-        for e in chunk:
+        flags = np.zeros(len(chunk), dtype=bool)
+        for i, e in enumerate(chunk):
             if not known.issuperset(e.features.keys()):
                 self.unexpected_fields += len(e.features.keys() - known)
+                flags[i] = True
+        ok = slots >= 0
+        r = len(self.schema_panes)
+        self.schema_panes[:, 0] += np.bincount(slots[ok], minlength=r)
+        self.schema_panes[:, 1] += np.bincount(slots[ok & flags], minlength=r)
 
     def _columns(self, chunk: Sequence[PredictionEvent]) -> dict[str, list[Any]]:
         cols: dict[str, list[Any]] = {
-            name: [e.features.get(name) for e in chunk] for name in self.features
+            name: [e.features.get(name, ABSENT) for e in chunk] for name in self.features
         }
         if PREDICTION_SCORE in self.outputs:
             cols[PREDICTION_SCORE] = [e.prediction_score() for e in chunk]
         if PREDICTION_LABEL in self.outputs:
             cols[PREDICTION_LABEL] = [e.prediction_label() for e in chunk]
         return cols
+
+    @property
+    def late_events(self) -> int:
+        """Events that arrived after their time window had closed (counted, not binned)."""
+        return 0 if self.clock is None else self.clock.late_events
 
     # --- labels -------------------------------------------------------------------------------
     def update_errors(
@@ -188,13 +407,19 @@ class ModelMonitor:
                 self.unexpected_fields,
                 self.n_events,
                 self.n_reference,
-                self.n_window,
                 self.labels_incompatible,
             ],
             "reference_frozen": self.reference_frozen,
+            "reference_source": self.reference_source,
             "last_event_time": self.last_event_time,
             "model_version": self.model_version,
             "errors": self.errors.snapshot(),
+            "clock": None if self.clock is None else self.clock.snapshot(),
+            "schema_panes": self.schema_panes.tolist(),
+            "drift": [self.drift_score, self.drifting_features],
+            "mmd": None if self.mmd is None else self.mmd.snapshot(),
+            "mmd_features": self.mmd_features,
+            "mv_rows": self._mv_rows,
         }
 
     @classmethod
@@ -210,11 +435,17 @@ class ModelMonitor:
             m.unexpected_fields,
             m.n_events,
             m.n_reference,
-            m.n_window,
             m.labels_incompatible,
         ) = d["counters"]
         m.reference_frozen = d["reference_frozen"]
+        m.reference_source = d["reference_source"]
         m.last_event_time = d["last_event_time"]
         m.model_version = d["model_version"]
         m.errors = ErrorMonitor.from_snapshot(d["errors"], cfg.labels)
+        m.clock = None if d["clock"] is None else PaneClock.from_snapshot(d["clock"])
+        m.schema_panes = np.asarray(d["schema_panes"], dtype=np.int64).reshape(-1, 2)
+        m.drift_score, m.drifting_features = d["drift"]
+        m.mmd = None if d["mmd"] is None else MMDDrift.from_snapshot(d["mmd"])
+        m.mmd_features = list(d["mmd_features"])
+        m._mv_rows = list(d["mv_rows"])
         return m

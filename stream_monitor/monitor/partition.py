@@ -7,8 +7,8 @@ does no I/O, reads no clock and is snapshot-able as plain JSON-compatible data.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any, TypeVar
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from stream_monitor.alerts.observation import Observation
 from stream_monitor.alerts.tracker import AlertTracker
@@ -16,6 +16,9 @@ from stream_monitor.config import MonitorConfig
 from stream_monitor.events.schema import AlertEvent, LabelEvent, PredictionEvent
 from stream_monitor.monitor.join import EarlyLabels, LabelJoin, PendingPrediction
 from stream_monitor.monitor.model import ModelMonitor
+
+if TYPE_CHECKING:
+    from stream_monitor.reference.profile import Profile
 
 __all__ = ["PartitionState"]
 
@@ -39,9 +42,16 @@ class PartitionState:
     (['m'], 1)
     """
 
-    def __init__(self, partition: int, cfg: MonitorConfig) -> None:
+    def __init__(
+        self,
+        partition: int,
+        cfg: MonitorConfig,
+        profiles: Mapping[tuple[str, str | None], Profile] | None = None,
+    ) -> None:
         self.partition = partition
         self.cfg = cfg
+        #: Reference profiles by (model_id, model_version); version None matches any version.
+        self.profiles = profiles or {}
         self.models: dict[str, ModelMonitor] = {}
         self.join = LabelJoin(cfg.labels.capacity, cfg.labels.ttl_seconds)
         self.early = EarlyLabels(cfg.labels.early_capacity, cfg.labels.early_grace_seconds)
@@ -58,7 +68,7 @@ class PartitionState:
         joined: dict[str, list[tuple[PendingPrediction, Any]]] = {}
         joined_at: dict[str, float] = {}
         for model_id, events in _group(predictions).items():
-            model = self._model(model_id)
+            model = self._model(model_id, events[0].model_version)
             if model is None:
                 self.events_refused += len(events)
                 continue
@@ -89,14 +99,15 @@ class PartitionState:
             alerts.extend(self.tracker.observe(o))
         return alerts
 
-    def _model(self, model_id: str) -> ModelMonitor | None:
+    def _model(self, model_id: str, version: str | None) -> ModelMonitor | None:
         model = self.models.get(model_id)
         if model is None:
             if len(self.models) >= self.cfg.limits.max_models_per_partition:
                 if len(self._refused_models) < REFUSED_MEMORY:
                     self._refused_models.add(model_id)
                 return None
-            model = self.models[model_id] = ModelMonitor(model_id, self.cfg)
+            profile = self.profiles.get((model_id, version)) or self.profiles.get((model_id, None))
+            model = self.models[model_id] = ModelMonitor(model_id, self.cfg, profile)
         return model
 
     @property
@@ -122,10 +133,17 @@ class PartitionState:
         }
 
     @classmethod
-    def from_snapshot(cls, d: dict[str, Any], cfg: MonitorConfig) -> PartitionState:
+    def from_snapshot(
+        cls,
+        d: dict[str, Any],
+        cfg: MonitorConfig,
+        profiles: Mapping[tuple[str, str | None], Profile] | None = None,
+    ) -> PartitionState:
+        """Rebuild from :meth:`snapshot`; models already in the snapshot keep the reference
+        they had (a profile applies to models first seen after it was configured)."""
         if d.get("v") != SNAPSHOT_VERSION:
             raise ValueError(f"unsupported partition snapshot version {d.get('v')!r}")
-        st = cls(d["partition"], cfg)
+        st = cls(d["partition"], cfg, profiles)
         st.models = {m["model_id"]: ModelMonitor.from_snapshot(m, cfg) for m in d["models"]}
         st.join = LabelJoin.from_snapshot(d["join"])
         st.early = EarlyLabels.from_snapshot(d["early"])

@@ -214,7 +214,7 @@ def test_partitions_move_with_their_state_when_an_instance_stops(kafka_bootstrap
         kafka_bootstrap,
         t,
         checkpoint={"hmac_key": SECRET, "interval_seconds": 1.0},
-        drift={"reference_size": 500, "window_size": 500},
+        drift={"reference": {"size": 500}, "window": {"size": 500}},
     )
     a_cfg = cfg.model_copy(update={"instance_id": "a"})
     b_cfg = cfg.model_copy(update={"instance_id": "b"})

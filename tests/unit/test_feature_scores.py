@@ -9,6 +9,14 @@ from scipy.stats import wasserstein_distance
 
 from stream_monitor.config import DriftConfig
 from stream_monitor.monitor.feature import CategoricalFeature, NumericFeature, feature_from_snapshot
+from stream_monitor.stats.windows import Closure
+
+#: A tumbling window held in ring slot 0: judge it, then free the slot.
+WHOLE = Closure(0, (0,), None, (0,), 0, 1, 1)
+
+
+def _slots(n: int) -> np.ndarray:
+    return np.zeros(n, dtype=np.int64)
 
 
 def _brute_counts(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
@@ -23,14 +31,14 @@ def _brute_counts(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
 
 def test_numeric_window_scores_match_scipy() -> None:
     rng = np.random.default_rng(3)
-    cfg = DriftConfig(reference_size=2000, window_size=500)
+    cfg = DriftConfig(reference={"size": 2000}, window={"size": 500})
     f = NumericFeature("x", "data_drift", cfg)
     ref = rng.normal(0, 1, 2000)
     cur = rng.normal(0.7, 1.3, 500)
     f.observe_reference(ref.tolist())
-    f.freeze()
-    f.observe_window(cur.tolist())
-    f.close_window("m", 1.0, None)
+    f.freeze(ring_size=1)
+    f.ingest(cur.tolist(), _slots(500))
+    f.close(WHOLE, "m", 1.0, None)
     assert f.edges is not None and f.pit_grid is not None
     p = _brute_counts(ref, f.edges)
     q = _brute_counts(cur, f.edges)
@@ -50,12 +58,12 @@ def test_numeric_window_scores_match_scipy() -> None:
 
 
 def test_categorical_window_scores_match_scipy() -> None:
-    cfg = DriftConfig(reference_size=1000, window_size=300, top_k_categories=3)
+    cfg = DriftConfig(reference={"size": 1000}, window={"size": 300}, top_k_categories=3)
     f = CategoricalFeature("c", "data_drift", cfg)
     f.observe_reference(["a"] * 500 + ["b"] * 300 + ["c"] * 150 + ["d"] * 50)
-    f.freeze()
-    f.observe_window(["a"] * 100 + ["b"] * 100 + ["c"] * 50 + ["z"] * 50)
-    f.close_window("m", 1.0, None)
+    f.freeze(ring_size=1)
+    f.ingest(["a"] * 100 + ["b"] * 100 + ["c"] * 50 + ["z"] * 50, _slots(300))
+    f.close(WHOLE, "m", 1.0, None)
     p = np.array([500, 300, 150, 50.0])  # a, b, c, other
     q = np.array([100, 100, 50, 50.0])
     assert np.isclose(f.scores["jensen_shannon"], jensenshannon(p / p.sum(), q / q.sum()))

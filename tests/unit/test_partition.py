@@ -301,9 +301,17 @@ def test_batch_size_invariance_with_change_detectors(x2_stream: Stream) -> None:
 
 
 def test_change_detector_alert_does_not_depend_on_batch_size(x2_stream: Stream) -> None:
-    # PSI disabled (threshold out of reach) so only the change detectors can alert; a window of
+    # PSI, window detectors and the range check disabled so only the per-value change detectors
+    # can alert; a window of
     # 5000 events lets one chunk span more than agreement_events (1000) values.
-    cfg = _cfg(drift={"window_size": 5000, "psi_threshold": 1000.0})
+    cfg = _cfg(
+        drift={
+            "window": {"size": 5000},
+            "thresholds": {"mode": "fixed", "fixed": {"psi": 1000.0}},
+            "window_detectors": {"enabled": False},
+            "quality": {"out_of_range_increase": 1.0},
+        }
+    )
     _, small = _run(cfg, x2_stream.events, 50)
     assert _summary(small) == [
         ("firing", "data_drift", "x2", "change_detectors"),
