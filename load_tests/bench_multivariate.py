@@ -14,14 +14,18 @@ builds an ``MMDDrift`` on uniform rows of ``[0, 1]^d`` (PIT space under no drift
 * the snapshot with a full window: its size as compact JSON (orjson) and the time of
   ``snapshot()``.
 
-The flops column is :func:`stream_monitor.stats.multivariate.mmd_cost`. numpy's BLAS may use
-several threads for the ``K @ S`` product; the machine line gives the core count. No broker,
-no network. Rewrites the ``multivariate`` section of load_tests/RESULTS.md.
+The flops column is :func:`stream_monitor.stats.multivariate.mmd_cost`. numpy's BLAS uses
+one thread per core for the ``K @ S`` product unless told otherwise; on a shared machine
+``OPENBLAS_NUM_THREADS=1`` gives steadier figures (a BLAS thread waiting for a busy core
+costs more than it gains), and the monitor runs one Python thread anyway. The command line
+in the section shows such variables when set. No broker, no network. Rewrites the
+``multivariate`` section of load_tests/RESULTS.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -115,9 +119,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = ap.parse_args(argv)
     t0 = time.monotonic()
     machine = machine_info(kafka=None)
+    env = [
+        f"{k}={os.environ[k]} "
+        for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+        if k in os.environ
+    ]
     cmd = " ".join(
         [
-            ".venv/bin/python load_tests/bench_multivariate.py",
+            "".join(env) + ".venv/bin/python load_tests/bench_multivariate.py",
             *(sys.argv[1:] if argv is None else argv),
         ]
     )

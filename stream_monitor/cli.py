@@ -10,10 +10,14 @@ import signal
 import sys
 import threading
 import time
+import tomllib
 from collections.abc import Sequence
 from typing import Any
 
 import orjson
+from pydantic import ValidationError
+
+from stream_monitor.errors import ConfigError
 
 __all__ = ["main"]
 
@@ -265,7 +269,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.rate = None
     if getattr(args, "drift_at", None) is not None and args.drift_at < 0:
         args.drift_at = None
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except (ConfigError, ValidationError, OSError, tomllib.TOMLDecodeError) as exc:
+        # Bad configuration is the operator's to fix: one clear line, no traceback.
+        msg = " ".join(str(exc).split())
+        print(f"stream-monitor {args.command}: error: {msg}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

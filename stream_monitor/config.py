@@ -232,9 +232,20 @@ class MultivariateConfig(_Frozen):
     reference_sample: int = Field(default=512, ge=10, le=10_000)
     window_sample: int = Field(default=256, ge=10, le=10_000)
     permutations: int = Field(default=200, ge=20, le=10_000)
-    p_value: float = Field(default=0.001, gt=0, lt=0.5)
+    #: A window breaches when its permutation p-value is below this; it can be no smaller than
+    #: ``1 / (permutations + 1)``, the smallest p-value the permutations can give.
+    p_value: float = Field(default=0.01, gt=0, lt=0.5)
     #: At most this many numeric features (the first discovered or profiled) enter the test.
+    #: A global kernel test is weak for a change confined to a few of many columns.
     max_features: int = Field(default=20, ge=2, le=200)
+
+    @model_validator(mode="after")
+    def _check(self) -> MultivariateConfig:
+        if self.p_value < 1.0 / (self.permutations + 1):
+            raise ValueError(
+                f"p_value {self.p_value} is below 1/(permutations+1): raise permutations"
+            )
+        return self
 
 
 class DriftConfig(_Frozen):

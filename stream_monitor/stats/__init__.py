@@ -3,10 +3,20 @@
 Everything here takes values and returns values: histograms and bounded counters with
 JSON-serialisable, versioned snapshots; PSI and its no-drift noise floor; Jensen-Shannon,
 Hellinger, binned Wasserstein and Kolmogorov-Smirnov distances and a chi-squared homogeneity
-test on count vectors; river drift detectors behind a small batch interface, plus a debouncer
-for their raw firings.
+test on count vectors, also vectorised over many windows; thresholds calibrated to a false-alarm
+rate by simulating no-drift windows; river drift detectors behind a small batch interface, plus a
+debouncer for their raw firings; the window clock (count or event-time panes, tumbling or
+sliding, with a watermark); and a kernel (MMD) two-sample test for joint drift.
 """
 
+from stream_monitor.stats.calibrate import (
+    STATISTICS,
+    Calibration,
+    CalibrationCache,
+    batch_statistics,
+    calibrate,
+    size_bucket,
+)
 from stream_monitor.stats.detectors import Debouncer, StreamDetector
 from stream_monitor.stats.divergence import (
     chi2_sf,
@@ -27,14 +37,26 @@ from stream_monitor.stats.histogram import (
     quantile_edges,
     top_categories,
 )
+from stream_monitor.stats.multivariate import MMDDrift, MMDResult
+from stream_monitor.stats.windows import Closure, PaneClock, Segment
 
 __all__ = [
+    "STATISTICS",
     "BoundedCounter",
+    "Calibration",
+    "CalibrationCache",
     "CategoricalHistogram",
+    "Closure",
     "Debouncer",
+    "MMDDrift",
+    "MMDResult",
     "NumericHistogram",
+    "PaneClock",
+    "Segment",
     "StreamDetector",
+    "batch_statistics",
     "bin_counts",
+    "calibrate",
     "chi2_sf",
     "chi_squared",
     "hellinger",
@@ -43,6 +65,7 @@ __all__ = [
     "psi",
     "psi_noise_floor",
     "quantile_edges",
+    "size_bucket",
     "top_categories",
     "wasserstein_binned",
     "wasserstein_scaled",

