@@ -18,7 +18,7 @@ Page-Hinkley on PIT-standardised values) that see every value in arrival order.
 from __future__ import annotations
 
 import math
-import zlib
+from collections import OrderedDict
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -36,7 +36,7 @@ from stream_monitor.stats import (
     quantile_edges,
     top_categories,
 )
-from stream_monitor.stats.calibrate import Calibration, CalibrationCache, batch_statistics
+from stream_monitor.stats.calibrate import Calibration, batch_statistics, calibrate, size_bucket
 from stream_monitor.stats.windows import Closure
 
 if TYPE_CHECKING:
@@ -70,6 +70,59 @@ OUT_OF_RANGE = NEW_CATEGORY = 4
 SENTINEL0 = 5  # numeric: one column per configured sentinel value from here
 #: Quality signals about the reference's support, judged in the feature's drift incident.
 SUPPORT_SIGNALS = frozenset({"out_of_range_ratio", "new_category_ratio"})
+
+
+#: Calibrations shared by every feature of the process, least recently used first. A calibration
+#: is a deterministic function of its inputs (fixed seed), so sharing changes no result; it
+#: saves the simulation for the many numeric features whose quantile-binned references have
+#: identical counts (1,000 distinct values in 10 bins: 100 each). Not part of any snapshot: a
+#: restored monitor recomputes what it needs.
+_CALIBRATIONS: OrderedDict[tuple[Any, ...], dict[str, Calibration]] = OrderedDict()
+CALIBRATION_MEMO_SIZE = 512
+
+
+def shared_calibration(
+    ref_counts: np.ndarray,
+    n_ref: int,
+    n_win: int,
+    false_alarm_rate: float,
+    names: tuple[str, ...],
+    points: np.ndarray | None = None,
+    scale: float | None = None,
+    draws: int | None = None,
+) -> dict[str, Calibration]:
+    """:func:`~stream_monitor.stats.calibrate.calibrate` at sizes rounded by
+    :func:`~stream_monitor.stats.calibrate.size_bucket`, memoised process-wide."""
+    nr, nw = size_bucket(n_ref), size_bucket(n_win)
+    key = (
+        ref_counts.tobytes(),
+        nr,
+        nw,
+        false_alarm_rate,
+        names,
+        None if points is None else points.tobytes(),
+        scale,
+        draws,
+    )
+    hit = _CALIBRATIONS.get(key)
+    if hit is not None:
+        _CALIBRATIONS.move_to_end(key)
+        return hit
+    out = calibrate(
+        ref_counts,
+        n_reference=nr,
+        n_window=nw,
+        false_alarm_rate=false_alarm_rate,
+        names=names,
+        draws=draws,
+        seed=0,
+        points=points,
+        scale=scale,
+    )
+    _CALIBRATIONS[key] = out
+    while len(_CALIBRATIONS) > CALIBRATION_MEMO_SIZE:
+        _CALIBRATIONS.popitem(last=False)
+    return out
 
 
 class FeatureMonitor:
@@ -107,7 +160,6 @@ class FeatureMonitor:
         self.rolling_windows = 0  # windows judged against a rolling reference
         #: True while the last closed window breached an alerting statistic or window detector.
         self.drifting = False
-        self.calibrations = CalibrationCache(capacity=16)
         self.window_detectors: WindowDetectors | None = None
         #: Row of the last fed column at which change detectors agreed (numeric only).
         self.agreement_row: int | None = None
@@ -282,15 +334,15 @@ class FeatureMonitor:
         names = tuple(s for s in cfg.alert_statistics if self._applies(s, points))
         if not names:
             return None
-        return self.calibrations.get_or_compute(
+        return shared_calibration(
             self.ref_counts,
             n_ref,
             n_win,
             cfg.thresholds.false_alarm_rate,
             names,
-            seed=zlib.crc32(self.name.encode()),
-            points=points,
-            scale=scale,
+            points,
+            scale,
+            cfg.thresholds.draws(),
         )
 
     def _wasserstein_points(self) -> tuple[np.ndarray | None, float | None]:
@@ -360,7 +412,6 @@ class FeatureMonitor:
             "quality_ratios": dict(self.quality_ratios),
             "windows": [self.window_events, self.windows_closed, self.rolling_windows],
             "drifting": self.drifting,
-            "calibrations": self.calibrations.snapshot(),
             "window_detectors": None
             if self.window_detectors is None
             else self.window_detectors.snapshot(),
@@ -383,7 +434,6 @@ class FeatureMonitor:
         self.quality_ratios = dict(d["quality_ratios"])
         self.window_events, self.windows_closed, self.rolling_windows = d["windows"]
         self.drifting = bool(d["drifting"])
-        self.calibrations = CalibrationCache.from_snapshot(d["calibrations"])
         wd = d["window_detectors"]
         self.window_detectors = (
             None if wd is None else WindowDetectors.from_snapshot(wd, self.cfg.window_detectors)
