@@ -45,6 +45,13 @@ _WHAT = {
 }
 
 
+#: Model-level signals (no feature): the model drift score, new fields in the payload.
+_WHAT_MODEL = {
+    "data_drift": "the inputs of model {model!r} drifted",
+    "data_quality": "the payload of model {model!r} carries fields unknown to the reference",
+}
+
+
 def dedup_key(model_id: str, kind: str, feature: str | None) -> str:
     """The key of one incident; also the Kafka key of its alert events."""
     return f"{model_id}/{kind}/{feature or '-'}"
@@ -99,7 +106,10 @@ class AlertTracker:
         return [(i.model_id, i.kind, i.feature) for i in self._incidents.values() if i.firing]
 
     def _event(self, key: str, inc: _Incident, o: Observation, status: str) -> AlertEvent:
-        what = _WHAT[o.kind].format(feature=o.feature, model=o.model_id)
+        template = (
+            _WHAT[o.kind] if o.feature is not None else _WHAT_MODEL.get(o.kind, _WHAT[o.kind])
+        )
+        what = template.format(feature=o.feature, model=o.model_id)
         if status == "firing" and o.signal == "change_detectors":
             summary = (
                 f"{what[0].upper()}{what[1:]}: {o.value:.0f} change detectors (ADWIN, "
