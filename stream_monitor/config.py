@@ -402,10 +402,21 @@ def load_config(
     path: str | Path | None, *, defaults: dict[str, Any] | None = None, **overrides: Any
 ) -> MonitorConfig:
     """Read a TOML file (optional), fill top-level ``defaults`` it lacks, and apply the
-    command-line ``overrides`` that are not None."""
+    command-line ``overrides`` that are not None. Relative ``[[references]]`` paths are taken
+    relative to the file's folder."""
     data: dict[str, Any] = dict(defaults or {})
     if path is not None:
         with open(path, "rb") as fh:
             data.update(tomllib.load(fh))
+        # Profile paths are relative to the configuration file, like includes elsewhere.
+        base = Path(path).resolve().parent
+        refs = data.get("references")
+        if isinstance(refs, list):
+            data["references"] = [
+                {**r, "path": str(base / r["path"])}
+                if isinstance(r, dict) and isinstance(r.get("path"), str)
+                else r
+                for r in refs
+            ]
     data.update({k: v for k, v in overrides.items() if v is not None})
     return MonitorConfig.model_validate(data)

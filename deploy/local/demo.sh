@@ -73,8 +73,10 @@ MSG
     --events "$events" --drift-at "$drift_at"
 sleep 12  # the last labels arrive up to 10 s (event time) after their prediction
 echo
-echo "demo: drift scores now on /metrics:"
-curl -s "http://127.0.0.1:$mport/metrics" | grep -E '^stream_monitor_(feature_drift_score|alert_firing|model_error)\{' | sort
+echo "demo: PSI and its calibrated threshold per feature, model drift scores, firing incidents (/metrics):"
+curl -s "http://127.0.0.1:$mport/metrics" \
+    | grep -E '^stream_monitor_(feature_drift_score\{[^}]*statistic="psi"|feature_drift_threshold|model_drift_score|alert_firing|model_error)' \
+    | sort
 if [[ "${DEMO_KEEP:-0}" == 1 ]]; then
     echo "demo: still running, press Ctrl-C to stop"
     wait

@@ -36,7 +36,7 @@ from stream_monitor.stats import (
     quantile_edges,
     top_categories,
 )
-from stream_monitor.stats.calibrate import Calibration, batch_statistics, calibrate, size_bucket
+from stream_monitor.stats.calibrate import Calibration, batch_statistics, calibrate
 from stream_monitor.stats.windows import Closure
 
 if TYPE_CHECKING:
@@ -81,6 +81,20 @@ _CALIBRATIONS: OrderedDict[tuple[Any, ...], dict[str, Calibration]] = OrderedDic
 CALIBRATION_MEMO_SIZE = 512
 
 
+def calibration_size(n: int) -> int:
+    """``n`` rounded to a grid of 4 steps per doubling (relative error <= 9 %), so windows whose
+    sizes vary (time windows) share a few calibrations instead of computing one per size.
+
+    Examples
+    --------
+    >>> [calibration_size(n) for n in (1, 7, 100, 1000, 1030, 1100, 10**6)]
+    [1, 7, 108, 1024, 1024, 1024, 1048576]
+    """
+    if n < 8:
+        return max(n, 1)
+    return round(2 ** (round(4 * math.log2(n)) / 4))
+
+
 def shared_calibration(
     ref_counts: np.ndarray,
     n_ref: int,
@@ -92,8 +106,8 @@ def shared_calibration(
     draws: int | None = None,
 ) -> dict[str, Calibration]:
     """:func:`~stream_monitor.stats.calibrate.calibrate` at sizes rounded by
-    :func:`~stream_monitor.stats.calibrate.size_bucket`, memoised process-wide."""
-    nr, nw = size_bucket(n_ref), size_bucket(n_win)
+    :func:`calibration_size`, memoised process-wide."""
+    nr, nw = calibration_size(n_ref), calibration_size(n_win)
     key = (
         ref_counts.tobytes(),
         nr,

@@ -949,5 +949,10 @@ def load_profiles(
             raise ConfigError(
                 f"{ref.path}: profiles model {prof.model_id!r}, configured for {ref.model_id!r}"
             )
+        if ref.model_version is not None and prof.model_version != ref.model_version:
+            raise ConfigError(
+                f"{ref.path}: profiles version {prof.model_version!r} of model "
+                f"{ref.model_id!r}, configured for version {ref.model_version!r}"
+            )
         out[key] = prof
     return out
