@@ -78,9 +78,12 @@ class WindowDetectors:
             if v is None:
                 continue
             if det.update_many(np.array([v])):
+                # Page-Hinkley on an upward stream only detects rises. For ADWIN, compare the
+                # detecting value with the stream before it: a change detected during the
+                # warm-up has post-change values on both sides, so a smoothed "after" level
+                # would lag below the "before" mean and read a jump as a fall.
                 before = det.mean_before_last_detection
-                after = det.mean_after_last_detection
-                rising = before is None or after is None or after > before
+                rising = det.kind == "page_hinkley" or before is None or v > before
                 if stream not in UPWARD_STREAMS or rising:
                     self.detections[key] += 1
                     fired = True
