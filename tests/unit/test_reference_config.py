@@ -39,5 +39,5 @@ def test_a_profile_of_another_version_is_refused(tmp_path: Path) -> None:
     assert ok[("m", "v1")].model_version == "v1"
     # without a version the entry applies to any version: the profile's own version is fine
     assert load_profiles([ReferenceFile(model_id="m", path=tmp_path / "v1.json")])
-    with pytest.raises(ConfigError, match="version 'v1'.*configured for version 'v2'"):
+    with pytest.raises(ConfigError, match=r"version 'v1'.*configured for version 'v2'"):
         load_profiles([ReferenceFile(model_id="m", model_version="v2", path=tmp_path / "v1.json")])
