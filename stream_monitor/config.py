@@ -28,8 +28,10 @@ __all__ = [
     "KafkaSecurity",
     "LabelJoinConfig",
     "LimitsConfig",
+    "ModelLabelConfig",
     "MonitorConfig",
     "MultivariateConfig",
+    "PerformanceConfig",
     "QualityConfig",
     "ReferenceConfig",
     "ReferenceFile",
@@ -306,11 +308,28 @@ class ReferenceFile(_Frozen):
     path: Path
 
 
-class LabelJoinConfig(_Frozen):
-    #: Predictions wait this long (event time) for their label, then expire.
-    ttl_seconds: float = Field(default=7 * 24 * 3600.0, gt=0)
-    #: At most this many predictions wait per partition; the oldest are evicted first.
+class ModelLabelConfig(_Frozen):
+    """How long one model's predictions wait for labels (clicks: minutes; fraud: weeks)."""
+
+    ttl_seconds: float = Field(gt=0)
+    #: At most this many of the model's predictions wait (oldest evicted first, counted).
     capacity: int = Field(default=200_000, ge=1)
+
+
+ConceptDetector = Literal["adwin", "page_hinkley", "ddm", "eddm", "hddm_a", "hddm_w"]
+
+
+class LabelJoinConfig(_Frozen):
+    #: Predictions wait this long (event time of their model) for their label, then expire.
+    ttl_seconds: float = Field(default=7 * 24 * 3600.0, gt=0)
+    #: At most this many predictions wait per partition; when full, the model holding the
+    #: most loses its oldest first.
+    capacity: int = Field(default=200_000, ge=1)
+    #: Per-model TTL and capacity, by model id.
+    models: dict[str, ModelLabelConfig] = {}
+    #: A prediction this far ahead of its model's newest event time does not move the
+    #: model's watermark (a wrong clock would otherwise expire every waiting prediction).
+    max_future_seconds: float = Field(default=3600.0, gt=0)
     #: A labels partition more than this far ahead (event time) of its predictions partition
     #: is paused until the predictions catch up (see Application._align).
     align_seconds: float = Field(default=10.0, gt=0)
@@ -323,6 +342,40 @@ class LabelJoinConfig(_Frozen):
     baseline_size: int = Field(default=500, ge=10)
     #: An error increase must exceed the baseline by this fraction to open an incident.
     min_relative_increase: float = Field(default=0.25, gt=0)
+    #: Concept-drift detectors on the error stream (0/1 errors for classifiers, absolute errors
+    #: for regressors; ddm and eddm need 0/1 errors and are skipped for regressors). Firings of
+    #: different detectors within ``cooldown_errors`` of each other are one change.
+    detectors: tuple[ConceptDetector, ...] = ("adwin",)
+    #: Per-model choice of detectors, by model id.
+    model_detectors: dict[str, tuple[ConceptDetector, ...]] = {}
+    cooldown_errors: int = Field(default=500, ge=1)
+
+
+class PerformanceConfig(_Frozen):
+    """Windowed performance once labels arrive, by the prediction's event time.
+
+    ``window`` works as for drift, over labelled predictions. For time windows,
+    ``allowed_lateness_seconds`` is how long a window waits for its late labels before it is
+    judged (labels for a judged window are counted as late): minutes for clicks, the label TTL
+    for exact but slow figures. Count windows (the default) close every ``size`` labels.
+    A window breaches when its main metric is worse than the baseline (the mean of the first
+    ``baseline_windows`` windows) by more than ``max_relative_change``.
+    """
+
+    enabled: bool = True
+    window: WindowConfig = WindowConfig()
+    classification_metric: Literal[
+        "accuracy", "f1_macro", "precision_macro", "recall_macro", "roc_auc", "log_loss", "brier"
+    ] = "accuracy"
+    regression_metric: Literal["mae", "rmse", "mape", "r2"] = "mae"
+    baseline_windows: int = Field(default=3, ge=1)
+    max_relative_change: float = Field(default=0.1, gt=0)
+    #: Classes tracked per model (the rest share one "(other)" class, counted).
+    max_classes: int = Field(default=20, ge=2, le=200)
+    #: Proxy before labels: a prediction whose score is below this is low-confidence.
+    low_confidence: float = Field(default=0.6, gt=0, lt=1)
+    #: The low-confidence share of a window may exceed the reference's by this much.
+    low_confidence_increase: float = Field(default=0.1, gt=0, le=1)
 
 
 class LimitsConfig(_Frozen):
@@ -387,6 +440,7 @@ class MonitorConfig(_Frozen):
     drift: DriftConfig = DriftConfig()
     references: tuple[ReferenceFile, ...] = ()
     labels: LabelJoinConfig = LabelJoinConfig()
+    performance: PerformanceConfig = PerformanceConfig()
     limits: LimitsConfig = LimitsConfig()
     security: KafkaSecurity = KafkaSecurity()
     batch_size: int = Field(default=2000, ge=1)

@@ -10,10 +10,11 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterable, Mapping
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
 from stream_monitor.monitor.feature import CategoricalFeature, NumericFeature
+from stream_monitor.monitor.join import DELAY_BUCKETS
 from stream_monitor.monitor.partition import PartitionState
 
 __all__ = ["QUALITY_HELP", "StateCollector"]
@@ -45,7 +46,9 @@ class StateCollector(Collector):
     def describe(self) -> Iterable[GaugeMetricFamily]:
         return []  # dynamic collector: nothing to check at registration
 
-    def collect(self) -> Iterable[GaugeMetricFamily | CounterMetricFamily]:
+    def collect(
+        self,
+    ) -> Iterable[GaugeMetricFamily | CounterMetricFamily | HistogramMetricFamily]:
         p = "stream_monitor_"
         mf = ["model_id", "feature"]
         drift = GaugeMetricFamily(
@@ -98,6 +101,49 @@ class StateCollector(Collector):
             p + "model_reference_info",
             "Where the model's reference comes from (profile or first_events).",
             labels=["model_id", "source"],
+        )
+        perf = GaugeMetricFamily(
+            p + "model_performance",
+            "Performance of the last closed window of labelled predictions (by prediction "
+            'time); per-class metrics carry the class, aggregate ones class="".',
+            labels=["model_id", "metric", "class"],
+        )
+        perf_base = GaugeMetricFamily(
+            p + "model_performance_baseline",
+            "Baseline of the main performance metric (mean of the first windows).",
+            labels=["model_id", "metric"],
+        )
+        late_labels = CounterMetricFamily(
+            p + "model_late_labels",
+            "Labels whose performance window had already been judged (counted, not used).",
+            labels=["model_id"],
+        )
+        delay = HistogramMetricFamily(
+            p + "label_delay_seconds",
+            "Label event time minus prediction event time, for joined predictions.",
+            labels=["model_id"],
+        )
+        awaiting = GaugeMetricFamily(
+            p + "model_labels_awaited_ratio",
+            "Share of the model's predictions still waiting for their label "
+            "(pending / (pending + matched + expired + evicted)).",
+            labels=["model_id"],
+        )
+        model_expired = CounterMetricFamily(
+            p + "model_label_join_expired",
+            "The model's predictions whose label did not come within its TTL.",
+            labels=["model_id"],
+        )
+        model_evicted = CounterMetricFamily(
+            p + "model_label_join_evicted",
+            "The model's predictions evicted from the full label-join buffer.",
+            labels=["model_id"],
+        )
+        confidence = GaugeMetricFamily(
+            p + "model_confidence",
+            "Proxy before labels, last closed window of a scored classifier: mean_confidence "
+            "(max(p, 1-p)), mean_entropy (bits), low_confidence_ratio.",
+            labels=["model_id", "statistic"],
         )
         mmd_p = GaugeMetricFamily(
             p + "model_multivariate_p_value",
@@ -207,6 +253,21 @@ class StateCollector(Collector):
                 refused_e.add_metric(pl, st.events_refused)
                 for model_id, kind, feature in st.tracker.firing():
                     firing.add_metric([model_id, kind, feature or ""], 1)
+                for mid in st.join.by_model.keys() & st.models.keys():
+                    counts, total, count = st.join.delay_histogram(mid)
+                    if count:
+                        cum, buckets = 0, []
+                        for bound, c in zip([*DELAY_BUCKETS, float("inf")], counts, strict=True):
+                            cum += c
+                            le = "+Inf" if bound == float("inf") else f"{bound:g}"
+                            buckets.append((le, cum))
+                        delay.add_metric([mid], buckets, total)
+                    ratio = st.join.awaiting_ratio(mid)
+                    if ratio is not None:
+                        awaiting.add_metric([mid], ratio)
+                    stats = st.join.by_model[mid]
+                    model_expired.add_metric([mid], stats.expired)
+                    model_evicted.add_metric([mid], stats.evicted)
                 for mid, m in st.models.items():
                     events.add_metric([mid], m.n_events)
                     ref_ready.add_metric([mid], 1 if m.reference_frozen else 0)
@@ -220,6 +281,16 @@ class StateCollector(Collector):
                     if m.drift_score is not None:
                         model_score.add_metric([mid], m.drift_score)
                         model_drifting.add_metric([mid], len(m.drifting_features))
+                    for stat, value in m.confidence.items():
+                        confidence.add_metric([mid, stat], value)
+                    pm = m.performance
+                    if pm is not None and pm.task is not None:
+                        late_labels.add_metric([mid], pm.late_labels)
+                        for key, value in pm.last_metrics.items():
+                            metric, _, cls = key.partition(":")
+                            perf.add_metric([mid, metric, cls], value)
+                        if pm.baseline is not None:
+                            perf_base.add_metric([mid, pm.metric], pm.baseline)
                     if m.last_mmd is not None:
                         mmd_p.add_metric([mid], m.last_mmd.p_value)
                     if m.errors.mean is not None:
@@ -259,6 +330,14 @@ class StateCollector(Collector):
             windows,
             ref_info,
             mmd_p,
+            perf,
+            perf_base,
+            late_labels,
+            delay,
+            awaiting,
+            model_expired,
+            model_evicted,
+            confidence,
             type_err,
             unseen,
             detections,

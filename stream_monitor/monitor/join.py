@@ -1,4 +1,5 @@
-"""The prediction/label join: a bounded, TTL-evicted buffer of predictions awaiting labels.
+"""The prediction/label join: per model, bounded, TTL-evicted buffers of predictions awaiting
+their labels, with per-model counters and a label-delay histogram.
 
 Examples
 --------
@@ -8,64 +9,286 @@ Examples
 >>> j.add_prediction("m", "c", 2.0, label="1", score=0.7)   # evicts "a": capacity is 2
 >>> j.evicted, len(j)
 (1, 2)
->>> j.match("m", "b")
-PendingPrediction(timestamp=1.0, label='0', score=0.2)
+>>> j.match("m", "b", label_timestamp=31.0)
+PendingPrediction(timestamp=1.0, label='0', score=0.2, model_version=None)
 >>> j.match("m", "a") is None, j.unmatched_labels
 (True, 1)
 >>> j.add_prediction("m", "d", 100.0, label=None, score=1.0)  # "c" is older than 60 s: expires
 >>> j.expired, len(j)
 (1, 1)
+>>> j.by_model["m"]
+ModelJoinStats(pending=1, matched=1, expired=1, evicted=1, duplicates=0, labels_unmatched=1)
+>>> j.awaiting_ratio("m")
+0.25
+>>> counts, total, n = j.delay_histogram("m")   # one label, 30 s after its prediction
+>>> counts[:4], total, n
+([0, 0, 1, 0], 30.0, 1)
 """
 
 from __future__ import annotations
 
+import heapq
+import math
+from bisect import bisect_left
 from collections import OrderedDict
+from collections.abc import Iterator, Mapping
+from dataclasses import astuple, dataclass
 from typing import Any, NamedTuple
 
-__all__ = ["EarlyLabels", "LabelJoin", "PendingPrediction"]
+__all__ = [
+    "DELAY_BUCKETS",
+    "EarlyLabels",
+    "LabelJoin",
+    "ModelJoinStats",
+    "PendingPrediction",
+]
 
-SNAPSHOT_VERSION = 1
+#: Version of :meth:`LabelJoin.snapshot` (2: per-model queues, stats and delay histograms).
+SNAPSHOT_VERSION = 2
+#: Consecutive predictions beyond ``max_future_seconds`` that confirm a jump of event time.
+FUTURE_CONFIRM = 10
+#: Version of :meth:`EarlyLabels.snapshot`.
+EARLY_SNAPSHOT_VERSION = 1
+
+#: Upper bounds (seconds, inclusive: Prometheus ``le``) of the label-delay histogram buckets;
+#: a last ``+Inf`` bucket is implied.
+DELAY_BUCKETS: tuple[float, ...] = (
+    1.0,
+    10.0,
+    60.0,
+    300.0,
+    900.0,
+    3600.0,
+    6 * 3600.0,
+    86400.0,
+    3 * 86400.0,
+    7 * 86400.0,
+    30 * 86400.0,
+)
 
 
 class PendingPrediction(NamedTuple):
     timestamp: float
     label: str | None
     score: float | None
+    model_version: str | None = None
+
+
+@dataclass(slots=True)
+class ModelJoinStats:
+    """Counters of one model in the join (prediction counts, except ``labels_unmatched``).
+
+    Every prediction added ends up in exactly one of ``pending`` (still waiting), ``matched``,
+    ``expired``, ``evicted`` or ``duplicates`` (replaced by a later copy with the same event id).
+    """
+
+    pending: int = 0
+    matched: int = 0
+    expired: int = 0
+    evicted: int = 0
+    duplicates: int = 0
+    labels_unmatched: int = 0
+
+
+class _Delays:
+    """Non-cumulative counts per bucket of :data:`DELAY_BUCKETS` (+Inf last), sum and count."""
+
+    __slots__ = ("count", "counts", "total")
+
+    def __init__(self) -> None:
+        self.counts = [0] * (len(DELAY_BUCKETS) + 1)
+        self.total = 0.0
+        self.count = 0
+
+    def observe(self, delay: float) -> None:
+        self.counts[bisect_left(DELAY_BUCKETS, delay)] += 1
+        self.total += delay
+        self.count += 1
+
+
+#: A waiting prediction and its global arrival sequence number.
+_Entry = tuple[int, PendingPrediction]
+
+
+def _tagged(
+    model_id: str, q: OrderedDict[str, _Entry]
+) -> Iterator[tuple[int, str, str, PendingPrediction]]:
+    for event_id, (seq, p) in q.items():
+        yield seq, model_id, event_id, p
+
+
+def _enc(x: float) -> float | None:
+    """An infinite float as JSON null (orjson would write null anyway, and read it back as None)."""
+    return None if math.isinf(x) else x
+
+
+def _dec(x: float | None, inf: float) -> float:
+    return inf if x is None else float(x)
 
 
 class LabelJoin:
-    """Predictions wait here, keyed by (model_id, event_id), until their label arrives.
+    """Predictions wait here, per model and keyed by event id, until their label arrives.
 
-    Memory is bounded by ``capacity`` entries: the oldest entry is evicted first and counted in
-    ``evicted``. Entries older than ``ttl_seconds`` behind the newest prediction's event time are
-    dropped and counted in ``expired`` (a prediction whose label never came). Entries are kept
-    in arrival order and expiry looks only at the oldest ones, so each call costs O(1) amortised.
+    Parameters
+    ----------
+    capacity : int
+        At most this many predictions wait in the whole partition, all models together.
+    ttl_seconds : float
+        Default time (event time) a prediction waits for its label before it expires.
+    model_capacity : int, optional
+        Default bound of the predictions of one model (``capacity`` if unset).
+    overrides : Mapping[str, tuple[float, int]], optional
+        ``overrides[model_id] = (ttl_seconds, capacity)`` of models whose labels come much
+        sooner or later than the default (hours for one model, weeks for another).
+    max_future_seconds : float, default 3600
+        A prediction more than this far ahead of its model's watermark stores but does not
+        advance the watermark (counted in ``future_timestamps``).
+
+    Notes
+    -----
+    Each model has its own arrival-ordered queue and its own event-time *watermark*, the
+    newest prediction timestamp of that model. A prediction older than its model's watermark
+    minus that model's TTL expires (counted in ``expired``: its label never came). Expiry
+    looks only at the oldest end of a queue and stops at the first recent entry, so each call
+    costs O(1) amortised; a late prediction sitting behind a recent one therefore waits until
+    the entries ahead of it are gone (equal to the definition when timestamps never go
+    backwards). Between calls no queue starts with an expired entry: expiry runs after every
+    change to a queue (an add, a match, an eviction).
+
+    Watermarks are per model, so one model's clock (or its far-future timestamp) never
+    expires the predictions of another. Within a model, a prediction more than
+    ``max_future_seconds`` ahead of its watermark (once the model has one) is stored but does
+    not move the watermark: a single producer with a bad clock would otherwise expire every
+    prediction of the model still waiting for its label. A consequence: a model silent for
+    longer than ``max_future_seconds`` (event time) would keep its old watermark, so
+    ``FUTURE_CONFIRM`` consecutive predictions beyond reach confirm the jump (the watermark
+    moves to the earliest of them); ``math.inf`` disables the guard.
+
+    Two bounds evict the oldest entries (counted in ``evicted``): a model over its own
+    capacity loses its own oldest prediction; when the partition is over ``capacity``, the
+    model currently holding the most predictions loses its oldest one (fair share: a chatty
+    model with unlabelled traffic cannot push out a quiet model's predictions; ties go to the
+    lexicographically smallest model id, so replays evict the same entries).
+
+    Counters are kept per model (:attr:`by_model`, :meth:`awaiting_ratio`,
+    :meth:`delay_histogram`) and as partition totals, which equal the sums over models
+    (except that ``unmatched_labels`` also counts, in ``labels_unknown_model``, labels of
+    models that never had a prediction here: those get no per-model entry, so a stream of
+    bogus model ids cannot grow the state).
     """
 
-    def __init__(self, capacity: int, ttl_seconds: float) -> None:
+    def __init__(
+        self,
+        capacity: int,
+        ttl_seconds: float,
+        *,
+        model_capacity: int | None = None,
+        overrides: Mapping[str, tuple[float, int]] | None = None,
+        max_future_seconds: float = 3600.0,
+    ) -> None:
+        if capacity < 1 or (model_capacity is not None and model_capacity < 1):
+            raise ValueError("label-join capacities must be at least 1")
+        if max_future_seconds < 0:
+            raise ValueError("max_future_seconds must not be negative")
         self.capacity = capacity
         self.ttl_seconds = ttl_seconds
-        self._pending: OrderedDict[tuple[str, str], PendingPrediction] = OrderedDict()
-        self.watermark = float("-inf")
+        self.model_capacity = model_capacity
+        self.overrides: dict[str, tuple[float, int]] = {
+            m: (float(ttl), int(cap)) for m, (ttl, cap) in (overrides or {}).items()
+        }
+        if any(cap < 1 for _, cap in self.overrides.values()):
+            raise ValueError("label-join capacities must be at least 1")
+        self.max_future_seconds = max_future_seconds
+        #: Counters per model that ever had a prediction here.
+        self.by_model: dict[str, ModelJoinStats] = {}
+        self._queues: dict[str, OrderedDict[str, _Entry]] = {}
+        self._watermarks: dict[str, float] = {}
+        self._delays: dict[str, _Delays] = {}
+        self._size = 0
+        self._seq = 0  # the next arrival sequence number
         self.evicted = 0
         self.expired = 0
         self.matched = 0
         self.unmatched_labels = 0
         self.duplicate_predictions = 0
+        #: Predictions too far ahead of their model's watermark to advance it.
+        self.future_timestamps = 0
+        #: Per model: consecutive predictions beyond reach of its watermark, and the earliest.
+        self._future_runs: dict[str, tuple[int, float]] = {}
+        #: Labels timestamped before their prediction (clock skew): delay recorded as 0.
+        self.negative_delays = 0
+        #: Unmatched labels of models without any prediction here (also in unmatched_labels).
+        self.labels_unknown_model = 0
 
     def __len__(self) -> int:
-        return len(self._pending)
+        return self._size
 
-    def shed(self, n: int) -> int:
-        """Evict the ``n`` oldest waiting predictions (counted in ``evicted``); return how many.
+    # ----------------------------------------------------------------------- per model
 
-        Used when a snapshot would not fit in one changelog record.
+    def ttl_of(self, model_id: str) -> float:
+        """The TTL of a model's predictions (its override, else ``ttl_seconds``)."""
+        o = self.overrides.get(model_id)
+        return self.ttl_seconds if o is None else o[0]
+
+    def capacity_of(self, model_id: str) -> int:
+        """The bound of a model's predictions (its override, else ``model_capacity``, else
+        ``capacity``)."""
+        o = self.overrides.get(model_id)
+        if o is not None:
+            return o[1]
+        return self.capacity if self.model_capacity is None else self.model_capacity
+
+    def model_watermark(self, model_id: str) -> float | None:
+        """The event-time watermark of a model, or None before its first prediction."""
+        return self._watermarks.get(model_id)
+
+    @property
+    def watermark(self) -> float:
+        """The newest of the models' watermarks (``-inf`` if none): informational only,
+        expiry uses each model's own."""
+        return max(self._watermarks.values(), default=-math.inf)
+
+    def awaiting_ratio(self, model_id: str) -> float | None:
+        """The share of a model's predictions still awaiting their label: ``pending /
+        (pending + matched + expired + evicted)``; None if it has none.
+
+        Examples
+        --------
+        >>> j = LabelJoin(capacity=10, ttl_seconds=60.0)
+        >>> for e in "abc":
+        ...     j.add_prediction("m", e, 0.0, label=None, score=None)
+        >>> _ = j.match("m", "a")
+        >>> round(j.awaiting_ratio("m"), 3), j.awaiting_ratio("other")
+        (0.667, None)
         """
-        n = min(n, len(self._pending))
-        for _ in range(n):
-            self._pending.popitem(last=False)
-        self.evicted += n
-        return n
+        st = self.by_model.get(model_id)
+        if st is None:
+            return None
+        n = st.pending + st.matched + st.expired + st.evicted
+        return st.pending / n if n else None
+
+    def delay_histogram(self, model_id: str) -> tuple[list[int], float, int]:
+        """Label delays of a model's matched predictions: non-cumulative counts per bucket
+        of :data:`DELAY_BUCKETS` (``delay <= bound``, then +Inf last), their sum and count.
+
+        Only matches given a ``label_timestamp`` are recorded.
+
+        Examples
+        --------
+        >>> j = LabelJoin(capacity=10, ttl_seconds=1e9)
+        >>> j.add_prediction("m", "a", 100.0, label=None, score=None)
+        >>> j.add_prediction("m", "b", 100.0, label=None, score=None)
+        >>> _ = j.match("m", "a", label_timestamp=160.0)  # 60 s: the "le 60" bucket
+        >>> _ = j.match("m", "b", label_timestamp=99.0)   # before its prediction: 0
+        >>> j.delay_histogram("m"), j.negative_delays
+        (([1, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0], 60.0, 2), 1)
+        """
+        d = self._delays.get(model_id)
+        if d is None:
+            return [0] * (len(DELAY_BUCKETS) + 1), 0.0, 0
+        return list(d.counts), d.total, d.count
+
+    # ---------------------------------------------------------------------- operations
 
     def add_prediction(
         self,
@@ -75,69 +298,223 @@ class LabelJoin:
         *,
         label: str | None,
         score: float | None,
+        model_version: str | None = None,
     ) -> None:
-        key = (model_id, event_id)
-        if key in self._pending:
+        """Store a prediction until its label comes; a second prediction with the same
+        (model, event id) replaces the first (counted in ``duplicate_predictions``) and
+        becomes the newest."""
+        q = self._queues.get(model_id)
+        if q is None:
+            q = self._queues[model_id] = OrderedDict()
+            self.by_model[model_id] = ModelJoinStats()
+        st = self.by_model[model_id]
+        if q.pop(event_id, None) is not None:
+            st.duplicates += 1
+            st.pending -= 1
             self.duplicate_predictions += 1
-            del self._pending[key]
-        self._pending[key] = PendingPrediction(timestamp, label, score)
-        self.watermark = max(self.watermark, timestamp)
-        while len(self._pending) > self.capacity:
-            self._pending.popitem(last=False)
-            self.evicted += 1
-        self._expire()
-
-    def _expire(self) -> None:
-        horizon = self.watermark - self.ttl_seconds
-        while self._pending:
-            oldest = next(iter(self._pending.values()))
-            if oldest.timestamp >= horizon:
-                break
-            self._pending.popitem(last=False)
-            self.expired += 1
+            self._size -= 1
+        wm = self._watermarks.get(model_id)
+        if wm is None:
+            self._watermarks[model_id] = timestamp
+        elif timestamp - wm > self.max_future_seconds:
+            self.future_timestamps += 1
+            # A lone bad clock must not move the watermark, but a model that resumes after a
+            # long silence must not be stuck either: FUTURE_CONFIRM consecutive predictions
+            # beyond reach confirm the jump (to the earliest of them).
+            run, earliest = self._future_runs.get(model_id, (0, timestamp))
+            run, earliest = run + 1, min(earliest, timestamp)
+            if run >= FUTURE_CONFIRM:
+                self._watermarks[model_id] = earliest
+                self._future_runs.pop(model_id, None)
+            else:
+                self._future_runs[model_id] = (run, earliest)
+        else:
+            self._future_runs.pop(model_id, None)
+            if timestamp > wm:
+                self._watermarks[model_id] = timestamp
+        q[event_id] = (self._seq, PendingPrediction(timestamp, label, score, model_version))
+        self._seq += 1
+        st.pending += 1
+        self._size += 1
+        cap = self.capacity_of(model_id)
+        while len(q) > cap:
+            self._evict_oldest(model_id)
+        touched = [model_id]
+        while self._size > self.capacity:
+            victim = self._fullest()
+            self._evict_oldest(victim)
+            touched.append(victim)
+        for m in touched:
+            self._expire(m)
 
     def match(
-        self, model_id: str, event_id: str, *, count_unmatched: bool = True
+        self,
+        model_id: str,
+        event_id: str,
+        *,
+        count_unmatched: bool = True,
+        label_timestamp: float | None = None,
     ) -> PendingPrediction | None:
         """Remove and return the prediction a label refers to, or None (counted unless
-        ``count_unmatched`` is false: the caller then parks the label in ``EarlyLabels``)."""
-        found = self._pending.pop((model_id, event_id), None)
-        if found is None:
+        ``count_unmatched`` is false: the caller then parks the label in ``EarlyLabels``).
+
+        With ``label_timestamp`` (the label's event time), the delay since the prediction,
+        ``max(label_timestamp - prediction.timestamp, 0)``, goes into the model's
+        :meth:`delay_histogram` (a negative one is counted in ``negative_delays``; a
+        non-finite one is not recorded).
+        """
+        q = self._queues.get(model_id)
+        entry = None if q is None else q.pop(event_id, None)
+        if q is None or entry is None:
             if count_unmatched:
                 self.unmatched_labels += 1
-        else:
-            self.matched += 1
+                unknown = self.by_model.get(model_id)
+                if unknown is None:
+                    self.labels_unknown_model += 1
+                else:
+                    unknown.labels_unmatched += 1
+            return None
+        found = entry[1]
+        st = self.by_model[model_id]
+        st.matched += 1
+        st.pending -= 1
+        self.matched += 1
+        self._size -= 1
+        if label_timestamp is not None:
+            delay = label_timestamp - found.timestamp
+            if math.isfinite(delay):
+                if delay < 0:
+                    self.negative_delays += 1
+                    delay = 0.0
+                d = self._delays.get(model_id)
+                if d is None:
+                    d = self._delays[model_id] = _Delays()
+                d.observe(delay)
+        self._expire(model_id)  # the match may have uncovered an expired entry
         return found
 
+    def shed(self, n: int) -> int:
+        """Evict the ``n`` oldest waiting predictions of all models (by arrival, counted in
+        ``evicted``); return how many.
+
+        Used when a snapshot would not fit in one changelog record.
+        """
+        heads = [(next(iter(q.values()))[0], m) for m, q in self._queues.items() if q]
+        heapq.heapify(heads)
+        done = 0
+        while done < n and heads:
+            _, m = heapq.heappop(heads)
+            self._evict_oldest(m)
+            done += 1
+            self._expire(m)
+            q = self._queues[m]
+            if q:
+                heapq.heappush(heads, (next(iter(q.values()))[0], m))
+        return done
+
+    # ------------------------------------------------------------------------ internals
+
+    def _fullest(self) -> str:
+        """The model holding the most predictions (ties: the smallest model id)."""
+        return min((-len(q), m) for m, q in self._queues.items())[1]
+
+    def _evict_oldest(self, model_id: str) -> None:
+        self._queues[model_id].popitem(last=False)
+        self.by_model[model_id].evicted += 1
+        self.by_model[model_id].pending -= 1
+        self.evicted += 1
+        self._size -= 1
+
+    def _expire(self, model_id: str) -> None:
+        q = self._queues[model_id]
+        horizon = self._watermarks[model_id] - self.ttl_of(model_id)
+        n = 0
+        while q:
+            if next(iter(q.values()))[1].timestamp >= horizon:
+                break
+            q.popitem(last=False)
+            n += 1
+        if n:
+            st = self.by_model[model_id]
+            st.expired += n
+            st.pending -= n
+            self.expired += n
+            self._size -= n
+
+    # ------------------------------------------------------------------------ snapshots
+
     def snapshot(self) -> dict[str, Any]:
+        """JSON-able state: the waiting predictions in arrival order (``[model, event,
+        timestamp, label, score, model_version]``) and, per model, its watermark, counters
+        and delay histogram."""
+        merged = heapq.merge(*(_tagged(m, q) for m, q in self._queues.items()))
+        models: dict[str, Any] = {}
+        for m, st in self.by_model.items():
+            d = self._delays.get(m)
+            models[m] = {
+                "watermark": self._watermarks[m],
+                "future_run": list(self._future_runs.get(m, (0, 0.0))),
+                "stats": list(astuple(st)),
+                "delays": None if d is None else [d.counts, d.total, d.count],
+            }
         return {
             "v": SNAPSHOT_VERSION,
             "capacity": self.capacity,
-            "ttl_seconds": self.ttl_seconds,
+            "ttl_seconds": _enc(self.ttl_seconds),
+            "model_capacity": self.model_capacity,
+            "overrides": {m: [_enc(t), c] for m, (t, c) in self.overrides.items()},
+            "max_future_seconds": _enc(self.max_future_seconds),
             "pending": [
-                [m, e, p.timestamp, p.label, p.score] for (m, e), p in self._pending.items()
+                [m, e, p.timestamp, p.label, p.score, p.model_version] for _, m, e, p in merged
             ],
-            "watermark": self.watermark if self.watermark != float("-inf") else None,
+            "models": models,
             "counters": [
                 self.evicted,
                 self.expired,
                 self.matched,
                 self.unmatched_labels,
                 self.duplicate_predictions,
+                self.future_timestamps,
+                self.negative_delays,
+                self.labels_unknown_model,
             ],
         }
 
     @classmethod
     def from_snapshot(cls, d: dict[str, Any]) -> LabelJoin:
+        """Rebuild from :meth:`snapshot`; other versions (v1 included) raise ValueError."""
         if d.get("v") != SNAPSHOT_VERSION:
             raise ValueError(f"unsupported label-join snapshot version {d.get('v')!r}")
-        j = cls(d["capacity"], d["ttl_seconds"])
-        for m, e, ts, label, score in d["pending"]:
-            j._pending[(m, e)] = PendingPrediction(ts, label, score)
-        j.watermark = float("-inf") if d["watermark"] is None else d["watermark"]
-        (j.evicted, j.expired, j.matched, j.unmatched_labels, j.duplicate_predictions) = d[
-            "counters"
-        ]
+        j = cls(
+            d["capacity"],
+            _dec(d["ttl_seconds"], math.inf),
+            model_capacity=d["model_capacity"],
+            overrides={m: (_dec(t, math.inf), c) for m, (t, c) in d["overrides"].items()},
+            max_future_seconds=_dec(d["max_future_seconds"], math.inf),
+        )
+        for m, s in d["models"].items():
+            j._queues[m] = OrderedDict()
+            j.by_model[m] = ModelJoinStats(*s["stats"])
+            j._watermarks[m] = s["watermark"]
+            run, earliest = s["future_run"]
+            if run:
+                j._future_runs[m] = (int(run), float(earliest))
+            if s["delays"] is not None:
+                h = j._delays[m] = _Delays()
+                h.counts, h.total, h.count = list(s["delays"][0]), s["delays"][1], s["delays"][2]
+        for seq, (m, e, ts, label, score, version) in enumerate(d["pending"]):
+            j._queues[m][e] = (seq, PendingPrediction(ts, label, score, version))
+        j._seq = j._size = len(d["pending"])
+        (
+            j.evicted,
+            j.expired,
+            j.matched,
+            j.unmatched_labels,
+            j.duplicate_predictions,
+            j.future_timestamps,
+            j.negative_delays,
+            j.labels_unknown_model,
+        ) = d["counters"]
         return j
 
 
@@ -200,7 +577,7 @@ class EarlyLabels:
 
     def snapshot(self) -> dict[str, Any]:
         return {
-            "v": SNAPSHOT_VERSION,
+            "v": EARLY_SNAPSHOT_VERSION,
             "capacity": self.capacity,
             "grace_seconds": self.grace_seconds,
             "waiting": [[m, e, ts, lab] for (m, e), (ts, lab) in self._waiting.items()],
@@ -210,7 +587,7 @@ class EarlyLabels:
 
     @classmethod
     def from_snapshot(cls, d: dict[str, Any]) -> EarlyLabels:
-        if d.get("v") != SNAPSHOT_VERSION:
+        if d.get("v") != EARLY_SNAPSHOT_VERSION:
             raise ValueError(f"unsupported early-labels snapshot version {d.get('v')!r}")
         e = cls(d["capacity"], d["grace_seconds"])
         for m, ev, ts, lab in d["waiting"]:

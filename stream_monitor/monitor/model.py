@@ -22,13 +22,14 @@ from stream_monitor.monitor.feature import (
     pit_standardise,
 )
 from stream_monitor.monitor.join import PendingPrediction
+from stream_monitor.monitor.performance import PerformanceMonitor
 from stream_monitor.stats.multivariate import MMDDrift, MMDResult
 from stream_monitor.stats.windows import Closure, PaneClock
 
 if TYPE_CHECKING:
     from stream_monitor.reference.profile import Profile
 
-__all__ = ["JOINT", "PREDICTION_LABEL", "PREDICTION_SCORE", "ModelMonitor"]
+__all__ = ["CONFIDENCE", "JOINT", "PREDICTION_LABEL", "PREDICTION_SCORE", "ModelMonitor"]
 
 SNAPSHOT_VERSION = 2
 #: Pseudo-features that carry the model's output, monitored for prediction drift.
@@ -36,6 +37,9 @@ PREDICTION_SCORE = "prediction.score"
 PREDICTION_LABEL = "prediction.label"
 #: The ``feature`` of multivariate (joint) drift signals.
 JOINT = "(joint)"
+#: The ``feature`` of the confidence proxy signals of a scored classifier.
+CONFIDENCE = "prediction.confidence"
+CONFIDENCE_UNIT = 1_000_000
 _UNIFORM_STD = math.sqrt(1.0 / 12.0)
 
 
@@ -72,10 +76,16 @@ class ModelMonitor:
         self.last_event_time = 0.0
         self.model_version: str | None = None
         self.errors = ErrorMonitor(cfg.labels)
+        self.performance = PerformanceMonitor(cfg.performance) if cfg.performance.enabled else None
         self.labels_incompatible = 0
         self.clock: PaneClock | None = None
         #: Per ring slot: events, and events carrying fields unknown to the reference.
         self.schema_panes = np.zeros((0, 2), dtype=np.int64)
+        #: Per ring slot: scored predictions, sum of confidence, sum of entropy (bits), and
+        #: low-confidence predictions (proxy metrics before labels).
+        self.confidence_panes = np.zeros((0, 4), dtype=np.int64)
+        self.confidence: dict[str, float] = {}
+        self.confidence_baseline: float | None = None
         self.drift_score: float | None = None
         self.drifting_features: list[str] = []
         self.mmd: MMDDrift | None = None
@@ -118,6 +128,7 @@ class ModelMonitor:
             else:
                 target[name] = CategoricalFeature.from_profile(name, kind, dcfg, prof, ring)
         self.schema_panes = np.zeros((ring, 2), dtype=np.int64)
+        self.confidence_panes = np.zeros((ring, 4), dtype=np.int64)
         self.reference_frozen = True
         self.reference_source = "profile"
         if dcfg.multivariate.enabled:
@@ -130,6 +141,7 @@ class ModelMonitor:
         for f in self._all():
             f.freeze(ring)
         self.schema_panes = np.zeros((ring, 2), dtype=np.int64)
+        self.confidence_panes = np.zeros((ring, 4), dtype=np.int64)
         self.reference_frozen = True
         if self.cfg.drift.multivariate.enabled:
             self._start_mmd(self._mv_rows)
@@ -204,8 +216,11 @@ class ModelMonitor:
             if chunk:
                 slots = seg.slots
                 self._count_unexpected(chunk, slots)
-                for name, col in self._columns(chunk).items():
+                cols = self._columns(chunk)
+                for name, col in cols.items():
                     self._monitor(name).ingest(col, slots)
+                if PREDICTION_SCORE in cols and PREDICTION_LABEL in cols:
+                    self._add_confidence(cols[PREDICTION_SCORE], slots)
                 self.n_events += len(chunk)
                 last = chunk[-1]
                 version, last_ts = last.model_version, last.timestamp
@@ -245,7 +260,28 @@ class ModelMonitor:
             out.extend(self._model_signals(closure, observed_at, version))
         for s in closure.release_slots:
             self.schema_panes[s] = 0
+            self.confidence_panes[s] = 0
         return out
+
+    def _add_confidence(self, scores: list[Any], slots: np.ndarray) -> None:
+        """Proxy metrics before labels: a scored classifier's confidence, per pane."""
+        p = np.array([np.nan if v is None else v for v in scores], dtype=float)
+        ok = (slots >= 0) & np.isfinite(p)
+        if not ok.any():
+            return
+        p = np.clip(p[ok], 0.0, 1.0)
+        conf = np.maximum(p, 1.0 - p)  # the score is the positive class's probability
+        q = np.clip(p, 1e-12, 1 - 1e-12)
+        entropy = -(q * np.log2(q) + (1 - q) * np.log2(1 - q))
+        low = conf < self.cfg.performance.low_confidence
+        r = len(self.confidence_panes)
+        s = slots[ok]
+        # Sums in integer micro-units: exact, so they do not depend on how batches were cut.
+        for j, w in enumerate((np.ones(len(p)), conf, entropy, low.astype(float))):
+            units = np.rint(w * CONFIDENCE_UNIT).astype(np.int64)
+            self.confidence_panes[:, j] += np.bincount(s, weights=units, minlength=r).astype(
+                np.int64
+            )
 
     def _model_signals(
         self, closure: Closure, observed_at: float, version: str | None
@@ -298,6 +334,28 @@ class ModelMonitor:
                 unexpected / events,
                 limit,
                 limit / 2,
+            )
+        n_conf, sum_conf, sum_entropy, n_low = (
+            int(x) for x in self.confidence_panes[list(closure.window_slots)].sum(axis=0)
+        )
+        if n_conf > 0:
+            self.confidence = {
+                "mean_confidence": float(sum_conf / n_conf),
+                "mean_entropy": float(sum_entropy / n_conf),
+                "low_confidence_ratio": float(n_low / n_conf),
+            }
+            low = self.confidence["low_confidence_ratio"]
+            if self.confidence_baseline is None:
+                self.confidence_baseline = low  # the first window sets the baseline
+            limit = self.confidence_baseline + self.cfg.performance.low_confidence_increase
+            margin = limit - self.confidence_baseline
+            obs(
+                "prediction_drift",
+                CONFIDENCE,
+                "low_confidence_ratio",
+                low,
+                limit,
+                limit - margin / 2,
             )
         if self.mmd is not None:
             res = self.mmd.close_window()
@@ -388,11 +446,14 @@ class ModelMonitor:
                 metric = "absolute_error"
             else:
                 self.labels_incompatible += 1
+        out: list[Observation] = []
+        if self.performance is not None:
+            out.extend(self.performance.update(pairs, observed_at, self.model_id))
         if not errors:
-            return []
+            return out
         self.errors.update(np.asarray(errors), metric)
         o = self.errors.observation(self.model_id, observed_at, self.model_version)
-        return [] if o is None else [o]
+        return out if o is None else [*out, o]
 
     # --- snapshots ----------------------------------------------------------------------------
     def snapshot(self) -> dict[str, Any]:
@@ -414,8 +475,14 @@ class ModelMonitor:
             "last_event_time": self.last_event_time,
             "model_version": self.model_version,
             "errors": self.errors.snapshot(),
+            "performance": None if self.performance is None else self.performance.snapshot(),
             "clock": None if self.clock is None else self.clock.snapshot(),
             "schema_panes": self.schema_panes.tolist(),
+            "confidence": [
+                self.confidence_panes.tolist(),
+                self.confidence,
+                self.confidence_baseline,
+            ],
             "drift": [self.drift_score, self.drifting_features],
             "mmd": None if self.mmd is None else self.mmd.snapshot(),
             "mmd_features": self.mmd_features,
@@ -442,8 +509,16 @@ class ModelMonitor:
         m.last_event_time = d["last_event_time"]
         m.model_version = d["model_version"]
         m.errors = ErrorMonitor.from_snapshot(d["errors"], cfg.labels)
+        perf = d["performance"]
+        m.performance = (
+            None
+            if perf is None or not cfg.performance.enabled
+            else PerformanceMonitor.from_snapshot(perf, cfg.performance)
+        )
         m.clock = None if d["clock"] is None else PaneClock.from_snapshot(d["clock"])
         m.schema_panes = np.asarray(d["schema_panes"], dtype=np.int64).reshape(-1, 2)
+        panes, m.confidence, m.confidence_baseline = d["confidence"]
+        m.confidence_panes = np.asarray(panes, dtype=np.int64).reshape(-1, 4)
         m.drift_score, m.drifting_features = d["drift"]
         m.mmd = None if d["mmd"] is None else MMDDrift.from_snapshot(d["mmd"])
         m.mmd_features = list(d["mmd_features"])

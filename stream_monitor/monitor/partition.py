@@ -53,7 +53,13 @@ class PartitionState:
         #: Reference profiles by (model_id, model_version); version None matches any version.
         self.profiles = profiles or {}
         self.models: dict[str, ModelMonitor] = {}
-        self.join = LabelJoin(cfg.labels.capacity, cfg.labels.ttl_seconds)
+        lab = cfg.labels
+        self.join = LabelJoin(
+            lab.capacity,
+            lab.ttl_seconds,
+            overrides={m: (c.ttl_seconds, c.capacity) for m, c in lab.models.items()},
+            max_future_seconds=lab.max_future_seconds,
+        )
         self.early = EarlyLabels(cfg.labels.early_capacity, cfg.labels.early_grace_seconds)
         self.tracker = AlertTracker()
         #: Distinct refused model ids, remembered up to ``REFUSED_MEMORY`` (bounded).
@@ -74,17 +80,26 @@ class PartitionState:
                 continue
             observations.extend(model.update(events))
             for e in events:
-                pending = PendingPrediction(e.timestamp, e.prediction_label(), e.prediction_score())
+                pending = PendingPrediction(
+                    e.timestamp, e.prediction_label(), e.prediction_score(), e.model_version
+                )
                 early = self.early.take(model_id, e.event_id)
                 if early is not None:  # its label was read first
                     joined.setdefault(model_id, []).append((pending, early))
                     joined_at[model_id] = e.timestamp
                     continue
                 self.join.add_prediction(
-                    model_id, e.event_id, e.timestamp, label=pending.label, score=pending.score
+                    model_id,
+                    e.event_id,
+                    e.timestamp,
+                    label=pending.label,
+                    score=pending.score,
+                    model_version=e.model_version,
                 )
         for lab in labels:
-            found = self.join.match(lab.model_id, lab.event_id, count_unmatched=False)
+            found = self.join.match(
+                lab.model_id, lab.event_id, count_unmatched=False, label_timestamp=lab.timestamp
+            )
             if found is None:
                 self.early.add(lab.model_id, lab.event_id, lab.timestamp, lab.label)
                 continue

@@ -294,8 +294,28 @@ def test_score_distribution_shift_is_prediction_drift_on_prediction_score() -> N
     cd = ("prediction_drift", PREDICTION_SCORE, "change_detectors")
     assert 100 <= first[cd] - CHANGE <= 400
     wd = ("prediction_drift", PREDICTION_SCORE, "window_detectors")
-    _assert_only(first, {key, cd, wd})
+    # The confidence proxy moves with the scores: more of them near 0.5.
+    proxy = ("prediction_drift", "prediction.confidence", "low_confidence_ratio")
+    assert first[proxy] == FIRST_AFTER
+    _assert_only(first, {key, cd, wd, proxy})
     _assert_judged(obs, (N - REF) // WIN, MONITORED)
+
+
+def test_confidence_proxy_equals_brute_force_and_is_quiet_when_stable() -> None:
+    """Mean confidence, entropy and the low-confidence share of each window, against numpy
+    over the window's scores; a stable stream never breaches the proxy."""
+    cols = _columns(N, PREDICTION_SEED)
+    m, obs = _run(_config(), _events(cols))
+    lows = _series(obs, "prediction.confidence", "low_confidence_ratio")
+    assert len(lows) == (N - REF) // WIN and not any(o.breached for o in lows)
+    p = np.clip(np.asarray(cols["score"][N - WIN :], dtype=float), 0, 1)
+    conf = np.maximum(p, 1 - p)
+    q = np.clip(p, 1e-12, 1 - 1e-12)
+    entropy = -(q * np.log2(q) + (1 - q) * np.log2(1 - q))
+    assert m.confidence["mean_confidence"] == pytest.approx(conf.mean(), abs=1e-6)
+    assert m.confidence["mean_entropy"] == pytest.approx(entropy.mean(), abs=1e-6)
+    assert m.confidence["low_confidence_ratio"] == np.mean(conf < 0.6)
+    assert lows[-1].value == np.mean(conf < 0.6)
 
 
 def test_class_mix_change_is_prediction_drift_on_prediction_label() -> None:

@@ -1,132 +1,267 @@
-"""LabelJoin: capacity, TTL expiry, duplicates, unmatched labels and snapshots, each checked
-against a brute-force reference written here (a plain dict in insertion order)."""
+"""LabelJoin: per-model queues, watermarks, TTLs and capacities, fair-share eviction,
+duplicates, unmatched labels, label delays and snapshots, each checked against a brute-force
+reference written here (one plain dict in insertion order, scanned in full at every step)."""
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+import time
+from collections import Counter
+from dataclasses import astuple, dataclass, field
 from typing import Any
 
 import numpy as np
 import orjson
 import pytest
 
-from stream_monitor.monitor.join import LabelJoin, PendingPrediction
+from stream_monitor.monitor.join import (
+    DELAY_BUCKETS,
+    LabelJoin,
+    ModelJoinStats,
+    PendingPrediction,
+)
 
-Op = tuple[Any, ...]  # ("add", model, event, ts, label, score) | ("match", model, event)
+# ("add", model, event, ts, label, score, version) | ("match", model, event, label_ts | None)
+# | ("shed", n)
+Op = tuple[Any, ...]
+Value = tuple[float, str | None, float | None, str | None]
+STAT_FIELDS = ("matched", "expired", "evicted", "duplicates", "labels_unmatched")
+
+HOUR = 3600.0
+DAY = 86400.0
 
 
 @dataclass
 class RefJoin:
     """What LabelJoin promises, written naively.
 
-    Entries live in a plain dict, whose insertion order is the arrival order (a duplicate is
-    deleted and re-inserted, so it becomes the newest). After an add the oldest entries beyond
-    ``capacity`` are evicted; then, with ``strict_ttl``, *every* entry older than
-    ``watermark - ttl`` is dropped wherever it sits (the definition); without it, entries are
-    dropped from the oldest end until one is recent enough (the documented arrival-order
-    shortcut, equal to the definition when timestamps never go backwards).
+    Entries live in one plain dict, whose insertion order is the arrival order (a duplicate
+    is deleted and re-inserted, so it becomes the newest). Each model's watermark is the
+    newest of its timestamps, except that one more than ``max_future`` ahead of it (once it
+    exists) leaves it alone. After an add: the model's oldest entries beyond its capacity
+    are evicted, then, while the whole is over ``capacity``, the oldest entry of the model
+    with the most entries (ties: smallest id). After *every* operation, each model expires:
+    with ``strict_ttl`` every entry older than its ``watermark - ttl`` wherever it sits (the
+    definition); without, its entries from the oldest end until one is recent enough (the
+    documented arrival-order shortcut, equal to the definition when timestamps never go
+    backwards).
     """
 
     capacity: int
     ttl: float
-    strict_ttl: bool = True
-    pending: dict[tuple[str, str], tuple[float, str | None, float | None]] = field(
-        default_factory=dict
-    )
-    watermark: float = -math.inf
-    evicted: int = 0
-    expired: int = 0
-    matched: int = 0
-    unmatched: int = 0
-    duplicates: int = 0
+    model_capacity: int | None = None
+    overrides: dict[str, tuple[float, int]] = field(default_factory=dict)
+    max_future: float = 3600.0
+    strict_ttl: bool = False
+    pending: dict[tuple[str, str], Value] = field(default_factory=dict)
+    watermarks: dict[str, float] = field(default_factory=dict)
+    stats: dict[str, Counter[str]] = field(default_factory=dict)
+    delays: dict[str, list[float]] = field(default_factory=dict)
+    unknown_labels: int = 0
+    future: int = 0
+    negative: int = 0
 
-    def add(self, m: str, e: str, ts: float, label: str | None, score: float | None) -> None:
-        if (m, e) in self.pending:
-            self.duplicates += 1
-            del self.pending[(m, e)]
-        self.pending[(m, e)] = (ts, label, score)
-        self.watermark = max(self.watermark, ts)
-        while len(self.pending) > self.capacity:
-            del self.pending[next(iter(self.pending))]
-            self.evicted += 1
-        horizon = self.watermark - self.ttl
-        if self.strict_ttl:
-            old = [k for k, v in self.pending.items() if v[0] < horizon]
-        else:
+    def ttl_of(self, m: str) -> float:
+        return self.overrides[m][0] if m in self.overrides else self.ttl
+
+    def cap_of(self, m: str) -> int:
+        if m in self.overrides:
+            return self.overrides[m][1]
+        return self.capacity if self.model_capacity is None else self.model_capacity
+
+    def keys_of(self, m: str) -> list[tuple[str, str]]:
+        return [k for k in self.pending if k[0] == m]
+
+    def evict_oldest_of(self, m: str) -> None:
+        del self.pending[self.keys_of(m)[0]]
+        self.stats[m]["evicted"] += 1
+
+    def expire_all(self) -> None:
+        for m, wm in self.watermarks.items():
+            horizon = wm - self.ttl_of(m)
             old = []
-            for k, v in self.pending.items():
-                if v[0] >= horizon:
+            for k in self.keys_of(m):
+                if self.pending[k][0] < horizon:
+                    old.append(k)
+                elif not self.strict_ttl:
                     break
-                old.append(k)
-        for k in old:
-            del self.pending[k]
-        self.expired += len(old)
+            for k in old:
+                del self.pending[k]
+            self.stats[m]["expired"] += len(old)
 
-    def match(self, m: str, e: str) -> tuple[float, str | None, float | None] | None:
+    def add(
+        self, m: str, e: str, ts: float, label: str | None, score: float | None, v: str | None
+    ) -> None:
+        self.stats.setdefault(m, Counter())
+        if (m, e) in self.pending:
+            self.stats[m]["duplicates"] += 1
+            del self.pending[(m, e)]
+        if m not in self.watermarks:
+            self.watermarks[m] = ts
+        elif ts - self.watermarks[m] > self.max_future:
+            self.future += 1
+        else:
+            self.watermarks[m] = max(self.watermarks[m], ts)
+        self.pending[(m, e)] = (ts, label, score, v)
+        while len(self.keys_of(m)) > self.cap_of(m):
+            self.evict_oldest_of(m)
+        while len(self.pending) > self.capacity:
+            counts = Counter(k[0] for k in self.pending)
+            self.evict_oldest_of(sorted(counts, key=lambda x: (-counts[x], x))[0])
+        self.expire_all()
+
+    def match(self, m: str, e: str, label_ts: float | None) -> Value | None:
         found = self.pending.pop((m, e), None)
         if found is None:
-            self.unmatched += 1
+            if m in self.stats:
+                self.stats[m]["labels_unmatched"] += 1
+            else:
+                self.unknown_labels += 1
         else:
-            self.matched += 1
+            self.stats[m]["matched"] += 1
+            if label_ts is not None:
+                self.negative += label_ts < found[0]
+                self.delays.setdefault(m, []).append(max(label_ts - found[0], 0.0))
+        self.expire_all()
         return found
 
-    def counters(self) -> tuple[int, int, int, int, int]:
-        return (self.evicted, self.expired, self.matched, self.unmatched, self.duplicates)
+    def shed(self, n: int) -> int:
+        done = 0
+        while done < n and self.pending:
+            m = next(iter(self.pending))[0]
+            self.evict_oldest_of(m)
+            done += 1
+            self.expire_all()
+        return done
+
+    def model_stats(self, m: str) -> tuple[int, ...]:
+        return (len(self.keys_of(m)), *(self.stats[m][f] for f in STAT_FIELDS))
+
+    def totals(self) -> tuple[int, ...]:
+        s = [sum(c[f] for c in self.stats.values()) for f in STAT_FIELDS]
+        # as LabelJoin: evicted, expired, matched, unmatched labels, duplicates
+        return (s[2], s[1], s[0], s[4] + self.unknown_labels, s[3])
+
+    def awaiting_ratio(self, m: str) -> float | None:
+        if m not in self.stats:
+            return None
+        pending = len(self.keys_of(m))
+        n = pending + sum(self.stats[m][f] for f in ("matched", "expired", "evicted"))
+        return pending / n if n else None
 
 
 def _counters(j: LabelJoin) -> tuple[int, int, int, int, int]:
     return (j.evicted, j.expired, j.matched, j.unmatched_labels, j.duplicate_predictions)
 
 
-def _pending(j: LabelJoin) -> list[tuple[tuple[str, str], tuple[float, str | None, float | None]]]:
-    return [((m, e), (ts, lab, sc)) for m, e, ts, lab, sc in j.snapshot()["pending"]]
+def _pending(j: LabelJoin) -> list[tuple[tuple[str, str], Value]]:
+    return [((m, e), (ts, lab, sc, v)) for m, e, ts, lab, sc, v in j.snapshot()["pending"]]
 
 
 def _random_ops(
-    seed: int, n: int, *, n_ids: int, p_match: float, monotone: bool, jitter: float = 0.0
+    seed: int,
+    n: int,
+    *,
+    n_ids: int,
+    p_match: float,
+    monotone: bool,
+    jitter: float = 0.0,
+    models: tuple[str, ...] = ("a", "b"),
+    p_future: float = 0.0,
+    p_shed: float = 0.0,
 ) -> list[Op]:
-    """Adds and matches over a small id pool (so duplicates and misses happen)."""
+    """Adds, matches (some with a label time) and sheds over a small id pool (so duplicates,
+    misses, late, shuffled and missing labels all happen)."""
     rng = np.random.default_rng(seed)
     ops: list[Op] = []
     t = 1_700_000_000.0
     for _ in range(n):
-        model = ("a", "b")[int(rng.integers(2))]
+        model = models[int(rng.integers(len(models)))]
         event = f"e{int(rng.integers(n_ids))}"
-        if rng.random() < p_match:
-            ops.append(("match", model, event))
-            continue
-        t += float(rng.exponential(1.0))
-        ts = t if monotone else t - float(rng.uniform(0.0, jitter))
-        label = None if rng.random() < 0.3 else str(int(rng.integers(2)))
-        score = None if rng.random() < 0.3 else round(float(rng.random()), 4)
-        ops.append(("add", model, event, ts, label, score))
+        u = rng.random()
+        if u < p_shed:
+            ops.append(("shed", int(rng.integers(1, 6))))
+        elif u < p_shed + p_match:
+            # label time: from a few seconds *before* now (skew) to ~a month after
+            label_ts = None if rng.random() < 0.2 else t - 3.0 + 10 ** rng.uniform(-1.0, 6.5)
+            ops.append(("match", model, event, label_ts))
+        else:
+            t += float(rng.exponential(1.0))
+            ts = t if monotone else t - float(rng.uniform(0.0, jitter))
+            if rng.random() < p_future:  # a producer with a bad clock
+                ts = t + float(rng.uniform(2 * HOUR, 1e6))
+            label = None if rng.random() < 0.3 else str(int(rng.integers(2)))
+            score = None if rng.random() < 0.3 else round(float(rng.random()), 4)
+            version = None if rng.random() < 0.5 else f"v{int(rng.integers(3))}"
+            ops.append(("add", model, event, ts, label, score, version))
     return ops
 
 
-def _apply(j: LabelJoin, op: Op) -> PendingPrediction | None:
+def _apply(j: LabelJoin, op: Op) -> Any:
     if op[0] == "add":
-        _, m, e, ts, label, score = op
-        j.add_prediction(m, e, ts, label=label, score=score)
+        _, m, e, ts, label, score, version = op
+        j.add_prediction(m, e, ts, label=label, score=score, model_version=version)
         return None
-    return j.match(op[1], op[2])
+    if op[0] == "shed":
+        return j.shed(op[1])
+    return j.match(op[1], op[2], label_timestamp=op[3])
 
 
-def _apply_ref(r: RefJoin, op: Op) -> tuple[float, str | None, float | None] | None:
+def _apply_ref(r: RefJoin, op: Op) -> Any:
     if op[0] == "add":
         r.add(*op[1:])
         return None
-    return r.match(op[1], op[2])
+    if op[0] == "shed":
+        return r.shed(op[1])
+    return r.match(op[1], op[2], op[3])
+
+
+def _check_sums(j: LabelJoin) -> None:
+    """Partition totals equal the per-model sums (labels of unknown models aside)."""
+    s = {f: sum(getattr(st, f) for st in j.by_model.values()) for f in ("pending", *STAT_FIELDS)}
+    assert s["pending"] == len(j)
+    assert s["matched"] == j.matched
+    assert s["expired"] == j.expired
+    assert s["evicted"] == j.evicted
+    assert s["duplicates"] == j.duplicate_predictions
+    assert s["labels_unmatched"] + j.labels_unknown_model == j.unmatched_labels
+    assert sum(j.delay_histogram(m)[2] for m in j.by_model) <= j.matched
+
+
+def _hist_ref(delays: list[float]) -> tuple[list[int], float, int]:
+    idx = np.searchsorted(np.asarray(DELAY_BUCKETS), np.asarray(delays), side="left")
+    counts = np.bincount(idx, minlength=len(DELAY_BUCKETS) + 1)
+    return [int(c) for c in counts], float(sum(delays)), len(delays)
 
 
 def _run_against_reference(j: LabelJoin, r: RefJoin, ops: list[Op]) -> None:
     for i, op in enumerate(ops):
         got = _apply(j, op)
         want = _apply_ref(r, op)
-        assert (None if got is None else tuple(got)) == want, (i, op)
+        assert (tuple(got) if isinstance(got, PendingPrediction) else got) == want, (i, op)
         assert len(j) == len(r.pending) <= j.capacity, (i, op)
-        assert _counters(j) == r.counters(), (i, op)
+        assert _counters(j) == r.totals(), (i, op)
+        if op[0] != "shed":
+            m = op[1]
+            if m in r.stats:
+                assert astuple(j.by_model[m]) == r.model_stats(m), (i, op)
+                assert j.model_watermark(m) == r.watermarks[m]
+                assert j.awaiting_ratio(m) == r.awaiting_ratio(m)
+            else:
+                assert m not in j.by_model and j.awaiting_ratio(m) is None
+        if i % 250 == 0:
+            assert _pending(j) == list(r.pending.items()), i
+    _check_sums(j)
     assert _pending(j) == list(r.pending.items())
+    assert sorted(j.by_model) == sorted(r.stats)
+    for m in r.stats:
+        assert astuple(j.by_model[m]) == r.model_stats(m)
+        assert j.awaiting_ratio(m) == r.awaiting_ratio(m)
+        got_h, want_h = j.delay_histogram(m), _hist_ref(r.delays.get(m, []))
+        assert got_h[0] == want_h[0] and got_h[2] == want_h[2]
+        assert got_h[1] == pytest.approx(want_h[1], rel=1e-12, abs=1e-9)
+    assert (j.future_timestamps, j.negative_delays) == (r.future, r.negative)
+    assert j.labels_unknown_model == r.unknown_labels
 
 
 # ------------------------------------------------------------------------------- capacity
@@ -144,12 +279,17 @@ def test_capacity_bound_and_evictions_on_long_random_stream() -> None:
         max_len = max(max_len, len(j))
         assert len(j) <= capacity
     assert max_len == capacity  # the bound was actually reached
-    assert j.evicted == ref.evicted > 1000
-    assert j.expired == 0
+    assert _counters(j) == ref.totals()
+    assert _pending(j) == list(ref.pending.items())
+    assert j.evicted > 1000 and j.expired == 0
     # conservation: every add is pending, matched, evicted or was replaced by its duplicate
     adds = sum(op[0] == "add" for op in ops)
     assert adds == len(j) + j.matched + j.evicted + j.expired + j.duplicate_predictions
     assert j.matched + j.unmatched_labels == sum(op[0] == "match" for op in ops)
+    for m, st in j.by_model.items():  # ... and per model
+        adds_m = sum(op[0] == "add" and op[1] == m for op in ops)
+        assert adds_m == st.pending + st.matched + st.evicted + st.expired + st.duplicates
+    _check_sums(j)
 
 
 def test_evicted_count_without_matches_is_closed_form() -> None:
@@ -173,6 +313,56 @@ def test_capacity_one() -> None:
     assert len(j) == 0
 
 
+def test_fair_share_evicts_from_the_model_holding_the_most() -> None:
+    j = LabelJoin(capacity=6, ttl_seconds=1e9)
+    for i in range(5):  # a chatty model first ...
+        j.add_prediction("chatty", f"c{i}", float(i), label=None, score=None)
+    j.add_prediction("quiet", "q0", 5.0, label=None, score=None)
+    assert (len(j), j.evicted) == (6, 0)
+    # ... full: every new prediction, of either model, evicts chatty's oldest
+    j.add_prediction("quiet", "q1", 6.0, label=None, score=None)
+    j.add_prediction("chatty", "c5", 7.0, label=None, score=None)
+    assert (j.by_model["chatty"].evicted, j.by_model["quiet"].evicted) == (2, 0)
+    assert [e for _, e, *_ in j.snapshot()["pending"]] == ["c2", "c3", "c4", "q0", "q1", "c5"]
+    # chatty 4, quiet 2; a quiet one more makes 4/3: chatty's oldest goes; then 3/4: from
+    # then on quiet, now the larger, loses its own oldest
+    for i in range(2, 5):
+        j.add_prediction("quiet", f"q{i}", 8.0 + i, label=None, score=None)
+    assert (j.by_model["chatty"].pending, j.by_model["quiet"].pending) == (3, 3)
+    assert (j.by_model["chatty"].evicted, j.by_model["quiet"].evicted) == (3, 2)
+    # a third model makes 3/3/1: a tie, which goes to the smallest model id
+    j.add_prediction("zeta", "z0", 20.0, label=None, score=None)
+    assert (j.by_model["chatty"].evicted, j.by_model["quiet"].evicted) == (4, 2)
+    assert [e for _, e, *_ in j.snapshot()["pending"]] == ["c4", "c5", "q2", "q3", "q4", "z0"]
+    _check_sums(j)
+
+
+def test_per_model_capacity_and_override() -> None:
+    j = LabelJoin(capacity=100, ttl_seconds=1e9, model_capacity=3, overrides={"big": (1e9, 5)})
+    for i in range(10):
+        j.add_prediction("small", f"s{i}", float(i), label=None, score=None)
+        j.add_prediction("big", f"b{i}", float(i), label=None, score=None)
+    assert (j.by_model["small"].pending, j.by_model["small"].evicted) == (3, 7)
+    assert (j.by_model["big"].pending, j.by_model["big"].evicted) == (5, 5)
+    assert (j.capacity_of("small"), j.capacity_of("big"), j.capacity_of("new")) == (3, 5, 3)
+    assert j.match("small", "s6") is None and j.match("small", "s7") is not None
+    assert j.match("big", "b4") is None and j.match("big", "b5") is not None
+
+
+@pytest.mark.parametrize("seed", [5, 6, 7])
+def test_fair_share_and_model_caps_match_reference(seed: int) -> None:
+    ops = _random_ops(
+        seed=seed, n=5000, n_ids=60, p_match=0.3, monotone=False, jitter=4.0,
+        models=("a", "b", "c", "d"),
+    )  # fmt: skip
+    overrides = {"c": (1e9, 4), "d": (1e9, 40)}
+    j = LabelJoin(capacity=25, ttl_seconds=1e9, model_capacity=10, overrides=overrides)
+    ref = RefJoin(25, 1e9, model_capacity=10, overrides=overrides)
+    _run_against_reference(j, ref, ops)
+    assert j.evicted > 500
+    assert all(j.by_model[m].evicted > 0 for m in "abcd")
+
+
 # ------------------------------------------------------------------------------------ TTL
 
 
@@ -183,8 +373,10 @@ def test_ttl_expiry_matches_reference_monotone_time(capacity: int, ttl: float) -
     ref = RefJoin(capacity, ttl, strict_ttl=True)
     _run_against_reference(j, ref, ops)
     assert j.expired > 100  # expiry was exercised
-    # nothing pending is older than the TTL behind the newest prediction
-    assert all(ts >= j.watermark - ttl for _, (ts, _, _) in _pending(j))
+    # nothing pending is older than the TTL behind its model's newest prediction
+    for (m, _), (ts, *_) in _pending(j):
+        wm = j.model_watermark(m)
+        assert wm is not None and ts >= wm - ttl
 
 
 def test_ttl_expiry_out_of_order_time_follows_arrival_order() -> None:
@@ -197,6 +389,22 @@ def test_ttl_expiry_out_of_order_time_follows_arrival_order() -> None:
     assert j.expired > 100
 
 
+@pytest.mark.parametrize("seed", [11, 12, 13, 14])
+def test_everything_at_once_matches_reference(seed: int) -> None:
+    """Shuffled timestamps, bad clocks, per-model TTLs and capacities, sheds, duplicates,
+    late, early, skewed and missing labels."""
+    ops = _random_ops(
+        seed=seed, n=6000, n_ids=150, p_match=0.35, monotone=False, jitter=6.0,
+        models=("a", "b", "c"), p_future=0.01, p_shed=0.01,
+    )  # fmt: skip
+    overrides = {"a": (5.0, 30), "b": (60.0, 200)}
+    j = LabelJoin(capacity=60, ttl_seconds=20.0, model_capacity=50, overrides=overrides)
+    ref = RefJoin(60, 20.0, model_capacity=50, overrides=overrides)
+    _run_against_reference(j, ref, ops)
+    assert min(j.expired, j.evicted, j.future_timestamps, j.negative_delays) > 0
+    assert j.duplicate_predictions > 0 and j.unmatched_labels > 0
+
+
 def test_ttl_boundary_exactly_ttl_behind_is_kept() -> None:
     j = LabelJoin(capacity=100, ttl_seconds=10.0)
     j.add_prediction("m", "a", 100.0, label=None, score=1.0)
@@ -205,18 +413,93 @@ def test_ttl_boundary_exactly_ttl_behind_is_kept() -> None:
     j.add_prediction("m", "c", 110.5, label=None, score=1.0)  # now a is 10.5 s behind
     assert (len(j), j.expired) == (2, 1)
     assert j.match("m", "a") is None
-    assert j.watermark == 110.5
+    assert j.model_watermark("m") == j.watermark == 110.5
 
 
 def test_late_prediction_does_not_move_watermark_back() -> None:
     j = LabelJoin(capacity=100, ttl_seconds=10.0)
     j.add_prediction("m", "a", 100.0, label=None, score=1.0)
     j.add_prediction("m", "late", 50.0, label=None, score=1.0)  # older than the TTL on arrival
-    assert j.watermark == 100.0
+    assert j.model_watermark("m") == 100.0
     # it is behind "a" in arrival order, which is recent, so it is not dropped yet
     assert (len(j), j.expired) == (2, 0)
     j.add_prediction("m", "b", 115.0, label=None, score=1.0)  # a expires, then late behind it
     assert (len(j), j.expired) == (1, 2)
+
+
+def test_match_uncovering_an_expired_entry_expires_it() -> None:
+    j = LabelJoin(capacity=100, ttl_seconds=10.0)
+    j.add_prediction("m", "a", 100.0, label=None, score=1.0)
+    j.add_prediction("m", "late", 50.0, label=None, score=1.0)
+    assert j.match("m", "a") is not None
+    assert (len(j), j.expired, j.by_model["m"].expired) == (0, 1, 1)
+
+
+def test_far_future_timestamp_of_one_model_does_not_expire_another() -> None:
+    j = LabelJoin(capacity=100, ttl_seconds=60.0)
+    for i in range(5):
+        j.add_prediction("steady", f"s{i}", 1000.0 + i, label=None, score=None)
+    j.add_prediction("skewed", "x0", 1000.0, label=None, score=None)
+    j.add_prediction("skewed", "x1", 1000.0 + 30 * 60, label=None, score=None)  # 30 min ahead
+    assert j.by_model["skewed"].expired == 1  # its own old prediction expired ...
+    assert j.by_model["steady"].expired == 0  # ... the other model's did not
+    assert (j.model_watermark("steady"), j.model_watermark("skewed")) == (1004.0, 2800.0)
+    assert j.watermark == 2800.0
+    assert all(j.match("steady", f"s{i}") is not None for i in range(5))
+
+
+def test_future_guard() -> None:
+    j = LabelJoin(capacity=100, ttl_seconds=60.0, max_future_seconds=HOUR)
+    # the first prediction of a model sets its watermark, whatever its clock
+    j.add_prediction("m", "a", 1000.0, label=None, score=None)
+    j.add_prediction("m", "b", 1010.0, label=None, score=None)
+    j.add_prediction("m", "bad", 1010.0 + 365 * DAY, label=None, score=None)  # a bad clock
+    assert j.future_timestamps == 1
+    assert j.model_watermark("m") == 1010.0  # not advanced: a and b still wait
+    assert (len(j), j.expired) == (3, 0)
+    assert j.match("m", "bad") == PendingPrediction(1010.0 + 365 * DAY, None, None)
+    # exactly max_future ahead is not "more than": it advances (and a, b expire)
+    j.add_prediction("m", "c", 1010.0 + HOUR, label=None, score=None)
+    assert (j.future_timestamps, j.model_watermark("m"), j.expired, len(j)) == (
+        1,
+        1010.0 + HOUR,
+        2,
+        1,
+    )
+    # the guard is per model: another model's first prediction sets its own watermark
+    j.add_prediction("n", "z", 1e9, label=None, score=None)
+    assert (j.model_watermark("n"), j.future_timestamps) == (1e9, 1)
+
+
+def test_future_guard_disabled_with_infinity() -> None:
+    j = LabelJoin(capacity=100, ttl_seconds=60.0, max_future_seconds=math.inf)
+    j.add_prediction("m", "a", 0.0, label=None, score=None)
+    j.add_prediction("m", "b", 1e9, label=None, score=None)
+    assert (j.future_timestamps, j.model_watermark("m"), j.expired) == (0, 1e9, 1)
+    r = LabelJoin.from_snapshot(orjson.loads(orjson.dumps(j.snapshot())))
+    assert r.max_future_seconds == math.inf and r.snapshot() == j.snapshot()
+
+
+def test_per_model_ttl_overrides_hours_and_weeks_side_by_side() -> None:
+    overrides = {"clicks": (HOUR, 10_000), "fraud": (7 * DAY, 10_000)}
+    j = LabelJoin(capacity=10_000, ttl_seconds=DAY, overrides=overrides)
+    assert (j.ttl_of("clicks"), j.ttl_of("fraud"), j.ttl_of("other")) == (HOUR, 7 * DAY, DAY)
+    t0 = 1_700_000_000.0
+    # one prediction per model per 10 minutes, for 10 days
+    for k in range(10 * 144):
+        t = t0 + k * 600.0
+        for m in ("clicks", "fraud", "other"):
+            j.add_prediction(m, f"{m}{k}", t, label=None, score=None)
+    # each keeps exactly the predictions within its own TTL (inclusive) of its watermark
+    assert j.by_model["clicks"].pending == 7  # 0..60 min behind, every 10 min
+    assert j.by_model["other"].pending == 145
+    assert j.by_model["fraud"].pending == 7 * 144 + 1
+    last = 10 * 144 - 1
+    assert j.match("clicks", f"clicks{last - 6}") is not None
+    assert j.match("clicks", f"clicks{last - 7}") is None
+    assert j.match("fraud", f"fraud{last - 7 * 144}") is not None
+    assert j.by_model["fraud"].expired == 10 * 144 - (7 * 144 + 1)
+    _check_sums(j)
 
 
 # ----------------------------------------------------------------- duplicates and labels
@@ -234,6 +517,9 @@ def test_duplicate_prediction_replaces_and_becomes_newest() -> None:
     assert j.match("m", "a") == PendingPrediction(2.0, "0", 0.4)  # the latest copy
     assert j.match("m", "a") is None  # matched once only
     assert (j.matched, j.unmatched_labels) == (1, 2)
+    assert j.by_model["m"] == ModelJoinStats(
+        pending=1, matched=1, expired=0, evicted=1, duplicates=1, labels_unmatched=2
+    )
 
 
 def test_same_event_id_in_two_models_are_two_entries() -> None:
@@ -242,9 +528,13 @@ def test_same_event_id_in_two_models_are_two_entries() -> None:
     j.add_prediction("m2", "e", 0.0, label="0", score=None)
     assert (len(j), j.duplicate_predictions) == (2, 0)
     assert j.match("m2", "e") == PendingPrediction(0.0, "0", None)
-    assert j.match("m3", "e") is None
+    assert j.match("m3", "e") is None  # a model never seen: no per-model entry
     assert j.match("m1", "e") == PendingPrediction(0.0, "1", None)
     assert (j.matched, j.unmatched_labels, len(j)) == (2, 1, 0)
+    assert "m3" not in j.by_model and j.labels_unknown_model == 1
+    assert j.match("m4", "e", count_unmatched=False) is None
+    assert (j.unmatched_labels, j.labels_unknown_model) == (1, 1)
+    _check_sums(j)
 
 
 def test_unmatched_labels_are_counted_and_change_nothing() -> None:
@@ -252,10 +542,104 @@ def test_unmatched_labels_are_counted_and_change_nothing() -> None:
     j.add_prediction("m", "a", 5.0, label="1", score=None)
     before = j.snapshot()
     for e in ("x", "y", "z"):
-        assert j.match("m", e) is None
+        assert j.match("m", e, label_timestamp=9.0) is None
     after = j.snapshot()
-    assert after["pending"] == before["pending"] and after["watermark"] == before["watermark"]
+    assert after["pending"] == before["pending"]
+    assert after["models"]["m"]["watermark"] == before["models"]["m"]["watermark"]
     assert (j.unmatched_labels, j.matched, len(j)) == (3, 0, 1)
+    assert j.by_model["m"].labels_unmatched == 3
+    assert j.delay_histogram("m") == ([0] * (len(DELAY_BUCKETS) + 1), 0.0, 0)
+
+
+def test_model_version_is_kept() -> None:
+    j = LabelJoin(capacity=10, ttl_seconds=1e6)
+    j.add_prediction("m", "a", 1.0, label="1", score=0.5, model_version="2024-01")
+    j.add_prediction("m", "b", 2.0, label="0", score=0.1)
+    assert j.snapshot()["pending"][0][-1] == "2024-01"
+    r = LabelJoin.from_snapshot(orjson.loads(orjson.dumps(j.snapshot())))
+    assert r.match("m", "a") == PendingPrediction(1.0, "1", 0.5, "2024-01")
+    assert r.match("m", "b") == PendingPrediction(2.0, "0", 0.1, None)
+
+
+# ------------------------------------------------------------------ ratios and histograms
+
+
+def test_awaiting_ratio_equals_brute_force_count() -> None:
+    ops = _random_ops(
+        seed=21, n=4000, n_ids=100, p_match=0.4, monotone=False, jitter=5.0,
+        models=("a", "b", "c"),
+    )  # fmt: skip
+    j = LabelJoin(capacity=40, ttl_seconds=15.0, overrides={"c": (1e9, 40)})
+    adds: dict[str, list[tuple[str, str]]] = {}
+    for op in ops:
+        _apply(j, op)
+        if op[0] == "add":
+            adds.setdefault(op[1], []).append((op[1], op[2]))
+    pending = Counter(m for (m, _), _ in _pending(j))
+    for m, keys in adds.items():
+        st = j.by_model[m]
+        # every add not replaced by a later duplicate is pending, matched, expired or evicted
+        settled = len(keys) - st.duplicates
+        want = pending[m] / settled
+        assert j.awaiting_ratio(m) == pytest.approx(want, rel=1e-12)
+        assert st.pending == pending[m]
+    assert 0 < j.awaiting_ratio("c") < 1  # type: ignore[operator]
+
+
+def test_delay_histogram_equals_brute_force_bucketing() -> None:
+    rng = np.random.default_rng(8)
+    j = LabelJoin(capacity=100_000, ttl_seconds=1e12)
+    delays: dict[str, list[float]] = {"a": [], "b": []}
+    # delays on and next to every bucket bound, plus random ones across all of them
+    edges = [b + d for b in DELAY_BUCKETS for d in (-1e-6, 0.0, 1e-6)]
+    raw = edges + list(10 ** rng.uniform(-2.0, 7.0, size=3000)) + [-5.0, -0.0, 0.0, 1e9]
+    for i, d in enumerate(raw):
+        m = "ab"[i % 2]
+        ts = 1_700_000_000.0 + float(rng.uniform(0, 1000))
+        j.add_prediction(m, f"e{i}", ts, label=None, score=None)
+        assert j.match(m, f"e{i}", label_timestamp=ts + d) is not None
+        delays[m].append(max((ts + d) - ts, 0.0))
+    for m in "ab":
+        counts, total, n = j.delay_histogram(m)
+        want = _hist_ref(delays[m])
+        assert counts == want[0] and n == want[2] == len(delays[m])
+        assert total == pytest.approx(want[1], rel=1e-12)
+    assert j.negative_delays == 1
+    # the edges land as Prometheus `le` says: a delay equal to a bound is in that bucket
+    j2 = LabelJoin(capacity=10, ttl_seconds=1e12)
+    for k, b in enumerate(DELAY_BUCKETS):
+        j2.add_prediction("m", f"e{k}", 0.0, label=None, score=None)
+        j2.match("m", f"e{k}", label_timestamp=b)
+    j2.add_prediction("m", "inf", 0.0, label=None, score=None)
+    j2.match("m", "inf", label_timestamp=31 * DAY)
+    assert j2.delay_histogram("m")[0] == [1] * (len(DELAY_BUCKETS) + 1)
+    assert j2.delay_histogram("unknown") == ([0] * (len(DELAY_BUCKETS) + 1), 0.0, 0)
+
+
+def test_delay_not_recorded_without_label_time_or_when_not_finite() -> None:
+    j = LabelJoin(capacity=10, ttl_seconds=1e12)
+    for e in "abc":
+        j.add_prediction("m", e, 0.0, label=None, score=None)
+    j.match("m", "a")
+    j.match("m", "b", label_timestamp=math.inf)
+    j.match("m", "c", label_timestamp=math.nan)
+    assert j.delay_histogram("m")[2] == 0 and j.matched == 3
+
+
+# ------------------------------------------------------------------------------------ shed
+
+
+def test_shed_evicts_the_globally_oldest_across_models() -> None:
+    j = LabelJoin(capacity=100, ttl_seconds=1e9)
+    order = [("b", "b0"), ("a", "a0"), ("b", "b1"), ("c", "c0"), ("a", "a1"), ("b", "b2")]
+    for i, (m, e) in enumerate(order):
+        j.add_prediction(m, e, float(i), label=None, score=None)
+    assert j.shed(3) == 3
+    assert [(m, e) for m, e, *_ in j.snapshot()["pending"]] == order[3:]
+    assert (j.by_model["a"].evicted, j.by_model["b"].evicted, j.evicted) == (1, 2, 3)
+    assert j.shed(0) == 0 and j.shed(100) == 3 and len(j) == 0 and j.evicted == 6
+    assert j.shed(1) == 0
+    _check_sums(j)
 
 
 # ------------------------------------------------------------------------------ snapshots
@@ -263,8 +647,12 @@ def test_unmatched_labels_are_counted_and_change_nothing() -> None:
 
 @pytest.mark.parametrize("split", [0, 1, 2500, 4999])
 def test_snapshot_round_trip_gives_identical_behaviour(split: int) -> None:
-    ops = _random_ops(seed=4, n=5000, n_ids=200, p_match=0.3, monotone=False, jitter=3.0)
-    j = LabelJoin(capacity=60, ttl_seconds=15.0)
+    ops = _random_ops(
+        seed=4, n=5000, n_ids=200, p_match=0.3, monotone=False, jitter=3.0,
+        models=("a", "b", "c"), p_future=0.005, p_shed=0.005,
+    )  # fmt: skip
+    kw: dict[str, Any] = {"model_capacity": 40, "overrides": {"a": (5.0, 25)}}
+    j = LabelJoin(capacity=60, ttl_seconds=15.0, **kw)
     for op in ops[:split]:
         _apply(j, op)
     data = orjson.dumps(j.snapshot())
@@ -274,24 +662,96 @@ def test_snapshot_round_trip_gives_identical_behaviour(split: int) -> None:
     for op in ops[split:]:
         assert _apply(restored, op) == _apply(j, op)
         assert _counters(restored) == _counters(j)
+        assert restored.by_model == j.by_model
         assert len(restored) == len(j)
     assert restored.snapshot() == j.snapshot()
     assert restored.watermark == j.watermark
+    for m in j.by_model:
+        assert restored.delay_histogram(m) == j.delay_histogram(m)
+        assert restored.model_watermark(m) == j.model_watermark(m)
+    assert (restored.future_timestamps, restored.negative_delays) == (
+        j.future_timestamps,
+        j.negative_delays,
+    )
 
 
 def test_snapshot_of_empty_join_round_trips() -> None:
     j = LabelJoin(capacity=3, ttl_seconds=10.0)
     snap = orjson.loads(orjson.dumps(j.snapshot()))
-    assert snap["watermark"] is None and snap["pending"] == []
+    assert snap["models"] == {} and snap["pending"] == []
     r = LabelJoin.from_snapshot(snap)
-    assert r.watermark == -math.inf
-    assert (r.capacity, r.ttl_seconds) == (3, 10.0)
+    assert r.watermark == -math.inf and r.model_watermark("m") is None
+    assert (r.capacity, r.ttl_seconds, r.model_capacity, r.overrides) == (3, 10.0, None, {})
     # the first add after restore behaves as on a fresh join (no spurious expiry)
     r.add_prediction("m", "a", 5.0, label=None, score=None)
     assert (len(r), r.expired, r.watermark) == (1, 0, 5.0)
 
 
-def test_snapshot_refuses_unknown_version() -> None:
+def test_snapshot_refuses_other_versions() -> None:
     snap = LabelJoin(capacity=3, ttl_seconds=10.0).snapshot()
-    with pytest.raises(ValueError, match="version"):
-        LabelJoin.from_snapshot({**snap, "v": 2})
+    assert snap["v"] == 2
+    v1 = {"v": 1, "capacity": 3, "ttl_seconds": 10.0, "pending": [], "watermark": None}
+    for bad in (v1, {**snap, "v": 1}, {**snap, "v": 3}):
+        with pytest.raises(ValueError, match="version"):
+            LabelJoin.from_snapshot(bad)
+
+
+# -------------------------------------------------------------------------------- bounded
+
+
+def test_memory_is_bounded_under_a_long_random_workload() -> None:
+    rng = np.random.default_rng(99)
+    n = 100_000
+    models = [f"m{i}" for i in range(12)]
+    overrides = {"m0": (HOUR, 500), "m1": (7 * DAY, 3000), "m2": (60.0, 50)}
+    j = LabelJoin(capacity=2000, ttl_seconds=DAY, model_capacity=1500, overrides=overrides)
+    cap_of = {m: j.capacity_of(m) for m in models}
+    kind = rng.random(n)
+    mi = rng.integers(len(models), size=n)
+    ids = rng.integers(5000, size=n)
+    step = rng.exponential(20.0, size=n)
+    skew = rng.random(n)
+    t = 1_700_000_000.0
+    adds = 0
+    start = time.perf_counter()
+    for i in range(n):
+        m = models[mi[i]]
+        if kind[i] < 0.6:
+            t += step[i]
+            ts = t + 1e7 if skew[i] < 0.001 else t - 50.0 * skew[i]
+            j.add_prediction(m, f"e{ids[i]}", ts, label=None, score=None)
+            adds += 1
+            assert j.by_model[m].pending <= cap_of[m]
+        elif kind[i] < 0.999:
+            j.match(m, f"e{ids[i]}", label_timestamp=t)
+        else:
+            j.shed(int(ids[i]) % 50)
+        assert len(j) <= j.capacity
+    assert time.perf_counter() - start < 10.0
+    assert j.evicted > 0 and j.expired > 0 and j.future_timestamps > 0
+    assert adds == len(j) + j.matched + j.expired + j.evicted + j.duplicate_predictions
+    _check_sums(j)
+    assert len(j.snapshot()["pending"]) == len(j)
+
+
+def test_a_model_resuming_after_a_long_silence_moves_its_watermark() -> None:
+    """One far-future prediction is held back; FUTURE_CONFIRM in a row confirm the jump, and
+    the old predictions then expire by TTL."""
+    from stream_monitor.monitor.join import FUTURE_CONFIRM
+
+    j = LabelJoin(100, ttl_seconds=60.0, max_future_seconds=3600.0)
+    j.add_prediction("m", "old", 0.0, label="1", score=None)
+    j.add_prediction("m", "bad-clock", 1e6, label="1", score=None)
+    j.add_prediction("m", "ok", 10.0, label="1", score=None)  # in reach: resets the run
+    assert j.model_watermark("m") == 10.0 and j.expired == 0
+    day = 86_400.0
+    for i in range(FUTURE_CONFIRM - 1):
+        j.add_prediction("m", f"next-{i}", day + i, label="1", score=None)
+    assert j.model_watermark("m") == 10.0 and j.expired == 0  # not yet confirmed
+    j.add_prediction("m", "confirm", day + 100, label="1", score=None)
+    assert j.model_watermark("m") == day  # the earliest of the run
+    # "old" and "ok" are now more than 60 s behind; arrival-order expiry reaches them once
+    # the entries ahead of them are gone ("bad-clock" sits between and is recent).
+    assert j.by_model["m"].expired == 1
+    restored = LabelJoin.from_snapshot(orjson.loads(orjson.dumps(j.snapshot())))
+    assert restored.snapshot() == j.snapshot()

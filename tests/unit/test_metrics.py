@@ -191,6 +191,38 @@ def test_issue4_series_mirror_the_state(
     assert m.drifting_features == ["x1"]
 
 
+def test_issue5_label_delay_awaiting_and_performance_series(
+    setup: tuple[CollectorRegistry, dict[int, PartitionState], Instruments],
+    traffic: tuple[list[PredictionEvent], list[LabelEvent]],
+) -> None:
+    """Label delays, the share still awaiting labels and windowed performance, against brute
+    force over the generated traffic."""
+    reg, _, _ = setup
+    g = reg.get_sample_value
+    preds, labels = traffic
+    labelled = [lab for lab in labels if lab.model_id == "m"]
+    # every label comes 0.5 s after its prediction: all in the first bucket (le="1")
+    m = {"model_id": "m"}
+    assert g("stream_monitor_label_delay_seconds_count", m) == len(labelled)
+    assert g("stream_monitor_label_delay_seconds_sum", m) == 0.5 * len(labelled)
+    assert g("stream_monitor_label_delay_seconds_bucket", {**m, "le": "1"}) == len(labelled)
+    assert g("stream_monitor_label_delay_seconds_bucket", {**m, "le": "+Inf"}) == len(labelled)
+    n_m = sum(p.model_id == "m" for p in preds)
+    ratio = g("stream_monitor_model_labels_awaited_ratio", m)
+    assert ratio == pytest.approx((n_m - len(labelled)) / n_m)
+    # regression performance: the first window of 1,000 labelled predictions, in label order
+    score = {p.event_id: p.prediction for p in preds if p.model_id == "m"}
+    first = labelled[:1000]
+    errors = np.array([abs(score[lab.event_id] - lab.label) for lab in first])
+    mae = g("stream_monitor_model_performance", {**m, "metric": "mae", "class": ""})
+    assert mae == pytest.approx(errors.mean(), rel=1e-12)
+    rmse = g("stream_monitor_model_performance", {**m, "metric": "rmse", "class": ""})
+    assert rmse == pytest.approx(np.sqrt((errors**2).mean()), rel=1e-12)
+    assert g("stream_monitor_model_late_labels_total", m) == 0
+    # three baseline windows are needed: not yet
+    assert g("stream_monitor_model_performance_baseline", {**m, "metric": "mae"}) is None
+
+
 def test_label_join_pending(
     setup: tuple[CollectorRegistry, dict[int, PartitionState], Instruments],
     traffic: tuple[list[PredictionEvent], list[LabelEvent]],

@@ -528,5 +528,16 @@ def test_concept_drift_reported_whatever_the_label_batch_size(batch: int) -> Non
         / 500
     )
     assert err.detector.n_detections >= 1  # ADWIN did see the change
-    assert _summary(alerts) == [("firing", "concept_drift", None, "adwin_error_rate")]
+    # ADWIN on the error stream speaks first; the windowed accuracy (windows of 1,000 labels,
+    # baseline = the first three windows, 0.9 / 0.9 / 0.5) breaches at the fourth window.
+    assert _summary(alerts) == [
+        ("firing", "concept_drift", None, "adwin_error_rate"),
+        ("firing", "performance", None, "accuracy"),
+    ]
     assert 2000 < alerts[0].observed_at <= 2000 + 600
+    assert alerts[1].observed_at == 3999.5 and alerts[1].window_events == 1000
+    perf = st.models["m"].performance
+    assert perf is not None
+    window = range(3000, 4000)
+    right = sum(preds[i].prediction == labels[i].label for i in window)
+    assert alerts[1].value == perf.last_metrics["accuracy"] == right / 1000
