@@ -139,6 +139,12 @@ class StateCollector(Collector):
             "The model's predictions evicted from the full label-join buffer.",
             labels=["model_id"],
         )
+        concept = CounterMetricFamily(
+            p + "model_concept_detections",
+            "Raw firings of each selected concept-drift detector on the error stream "
+            "(detector=merged: distinct upward changes after merging duplicate firings).",
+            labels=["model_id", "detector"],
+        )
         confidence = GaugeMetricFamily(
             p + "model_confidence",
             "Proxy before labels, last closed window of a scored classifier: mean_confidence "
@@ -281,6 +287,9 @@ class StateCollector(Collector):
                     if m.drift_score is not None:
                         model_score.add_metric([mid], m.drift_score)
                         model_drifting.add_metric([mid], len(m.drifting_features))
+                    for det, n in m.errors.detections.items():
+                        concept.add_metric([mid, det], n)
+                    concept.add_metric([mid, "merged"], m.errors.merged_detections)
                     for stat, value in m.confidence.items():
                         confidence.add_metric([mid, stat], value)
                     pm = m.performance
@@ -293,10 +302,11 @@ class StateCollector(Collector):
                             perf_base.add_metric([mid, pm.metric], pm.baseline)
                     if m.last_mmd is not None:
                         mmd_p.add_metric([mid], m.last_mmd.p_value)
-                    if m.errors.mean is not None:
-                        err.add_metric([mid, m.errors.metric], m.errors.mean)
-                    if m.errors.baseline is not None:
-                        err_base.add_metric([mid, m.errors.metric], m.errors.baseline)
+                    err_metric = m.errors.metric
+                    if err_metric is not None and m.errors.mean is not None:
+                        err.add_metric([mid, err_metric], m.errors.mean)
+                    if err_metric is not None and m.errors.baseline is not None:
+                        err_base.add_metric([mid, err_metric], m.errors.baseline)
                     for name, f in [*m.features.items(), *m.outputs.items()]:
                         lv = [mid, name]
                         for statistic, value in f.scores.items():
@@ -338,6 +348,7 @@ class StateCollector(Collector):
             model_expired,
             model_evicted,
             confidence,
+            concept,
             type_err,
             unseen,
             detections,

@@ -11,7 +11,7 @@ import numpy as np
 from stream_monitor.alerts.observation import Observation
 from stream_monitor.config import MonitorConfig
 from stream_monitor.events.schema import AlertKind, PredictionEvent, _label_str
-from stream_monitor.monitor.errors import ErrorMonitor
+from stream_monitor.monitor.concept import ConceptDriftMonitor
 from stream_monitor.monitor.feature import (
     ABSENT,
     CategoricalFeature,
@@ -75,7 +75,15 @@ class ModelMonitor:
         self.reference_source = "first_events"
         self.last_event_time = 0.0
         self.model_version: str | None = None
-        self.errors = ErrorMonitor(cfg.labels)
+        lab = cfg.labels
+        #: Concept drift: the selected detectors on the error stream, firings merged.
+        self.errors = ConceptDriftMonitor(
+            lab.model_detectors.get(model_id, lab.detectors),
+            baseline_size=lab.baseline_size,
+            min_relative_increase=lab.min_relative_increase,
+            cooldown=lab.cooldown_errors,
+            adwin_delta=lab.error_adwin_delta,
+        )
         self.performance = PerformanceMonitor(cfg.performance) if cfg.performance.enabled else None
         self.labels_incompatible = 0
         self.clock: PaneClock | None = None
@@ -432,15 +440,18 @@ class ModelMonitor:
     ) -> list[Observation]:
         """Feed joined (prediction, true label) pairs, in order; return the observations."""
         errors: list[float] = []
+        # The first labelled pair fixes the task; pairs of the other kind are incompatible.
         metric = self.errors.metric
         for pending, truth in pairs:
-            if pending.label is not None:
+            numeric_truth = isinstance(truth, int | float) and not isinstance(truth, bool)
+            if pending.label is not None and metric in (None, "error_rate"):
                 errors.append(0.0 if pending.label == _label_str(truth) else 1.0)
                 metric = "error_rate"
             elif (
-                pending.score is not None
-                and isinstance(truth, int | float)
-                and not isinstance(truth, bool)
+                pending.label is None
+                and pending.score is not None
+                and numeric_truth
+                and metric in (None, "absolute_error")
             ):
                 errors.append(abs(pending.score - float(truth)))
                 metric = "absolute_error"
@@ -449,7 +460,7 @@ class ModelMonitor:
         out: list[Observation] = []
         if self.performance is not None:
             out.extend(self.performance.update(pairs, observed_at, self.model_id))
-        if not errors:
+        if not errors or metric is None:
             return out
         self.errors.update(np.asarray(errors), metric)
         o = self.errors.observation(self.model_id, observed_at, self.model_version)
@@ -508,7 +519,7 @@ class ModelMonitor:
         m.reference_source = d["reference_source"]
         m.last_event_time = d["last_event_time"]
         m.model_version = d["model_version"]
-        m.errors = ErrorMonitor.from_snapshot(d["errors"], cfg.labels)
+        m.errors = ConceptDriftMonitor.from_snapshot(d["errors"])
         perf = d["performance"]
         m.performance = (
             None

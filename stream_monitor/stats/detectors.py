@@ -1,8 +1,31 @@
 """Thin wrappers around river's univariate drift detectors, plus a debouncer.
 
-Raw detector firings are not alerts: Page-Hinkley fires now and then on stationary data and
-ADWIN may fire more than once for one change (river issue #574), so callers should merge
-firings with :class:`Debouncer` and judge them with other evidence.
+Raw detector firings are not alerts: Page-Hinkley fires now and then on stationary data, EDDM
+often does, and ADWIN may fire more than once for one change (river issue #574), so callers
+should merge firings with :class:`Debouncer` and judge them with other evidence.
+
+What each kind accepts:
+
+============  =======================  ==================================================
+kind          river class              input
+============  =======================  ==================================================
+adwin         ``drift.ADWIN``          any real values (two-sided)
+page_hinkley  ``drift.PageHinkley``    any real values; ``delta`` and ``threshold`` are in
+                                       the units of the input (``mode`` picks the side)
+kswin         ``drift.KSWIN``          any real values (two-sample KS test, two-sided)
+ddm           ``drift.binary.DDM``     0/1 only (1 = error); fires on increases
+eddm          ``drift.binary.EDDM``    0/1 only (1 = error); fires on increases
+hddm_a        ``drift.binary.HDDMA``   real values in [0, 1]; increases (one-sided default)
+hddm_w        ``drift.binary.HDDMW``   real values in [0, 1]; increases (one-sided default)
+============  =======================  ==================================================
+
+DDM models the error rate as a Bernoulli proportion and EDDM the distance between values equal
+to 1, so both need 0/1 input (:data:`BINARY_KINDS`). HDDM_A and HDDM_W (Frías-Blanco et al.,
+IEEE TKDE 27(3), 2014) rest on Hoeffding's and McDiarmid's bounds for variables bounded in
+[0, 1]: river documents them for bits, but the bounds (and MOA's and scikit-multiflow's
+implementations) hold for any real values in [0, 1], e.g. a loss divided by a cap and clipped
+(:data:`UNIT_INTERVAL_KINDS`). :meth:`StreamDetector.update_many` rejects values outside what
+the kind accepts.
 """
 
 from __future__ import annotations
@@ -24,7 +47,20 @@ _KINDS: dict[str, type] = {
     "adwin": drift.ADWIN,
     "page_hinkley": drift.PageHinkley,
     "kswin": drift.KSWIN,
+    "ddm": drift.binary.DDM,
+    "eddm": drift.binary.EDDM,
+    "hddm_a": drift.binary.HDDMA,
+    "hddm_w": drift.binary.HDDMW,
 }
+
+KINDS: frozenset[str] = frozenset(_KINDS)
+"""Every detector kind :class:`StreamDetector` accepts."""
+
+BINARY_KINDS: frozenset[str] = frozenset({"ddm", "eddm"})
+"""Kinds that need 0/1 input (1 = error)."""
+
+UNIT_INTERVAL_KINDS: frozenset[str] = frozenset({"hddm_a", "hddm_w"})
+"""Kinds that need real values in [0, 1] (Hoeffding / McDiarmid bounds for that range)."""
 
 
 class StreamDetector:
@@ -33,10 +69,12 @@ class StreamDetector:
     Parameters
     ----------
     kind
-        ``"adwin"``, ``"page_hinkley"`` or ``"kswin"``.
+        ``"adwin"``, ``"page_hinkley"``, ``"kswin"``, ``"ddm"``, ``"eddm"``, ``"hddm_a"`` or
+        ``"hddm_w"`` (see the module docstring for what each accepts).
     **params
         Passed unchanged to the river constructor (``drift.ADWIN``, ``drift.PageHinkley``,
-        ``drift.KSWIN``); keep them JSON-serialisable so :meth:`snapshot` is.
+        ``drift.KSWIN``, ``drift.binary.DDM``, ...); keep them JSON-serialisable so
+        :meth:`snapshot` is.
 
     Attributes
     ----------
@@ -48,8 +86,11 @@ class StreamDetector:
         Level of the stream before / after the last firing, for telling the direction of a
         change: the mean of the values between the previous firing (or the start) and the
         detecting value, and an exponentially weighted mean (alpha ``EWMA_ALPHA``) of the
-        values up to and including the detecting one. ADWIN's own ``estimation`` is not used:
-        at a firing river drops only the oldest bucket(s), so the window mean just after the
+        values up to and including the detecting one. The latter lags a change that is only a
+        few values old at the firing and is noisy on 0/1 values, so it can even put a step up
+        below the level before it; where the direction matters, compare the values that follow
+        the firing instead (as ``ConceptDriftMonitor`` does). ADWIN's own ``estimation`` is not
+        used: at a firing river drops only the oldest bucket(s), so the window mean just after the
         detecting update is still dominated by pre-change data (and river clears the whole
         window on the next update).
 
@@ -63,6 +104,17 @@ class StreamDetector:
     True
     >>> det.mean_after_last_detection > det.mean_before_last_detection
     True
+
+    Binary kinds take 0/1 values (1 = error):
+
+    >>> errors = np.concatenate([rng.random(3000) < 0.1, rng.random(3000) < 0.4])
+    >>> ddm = StreamDetector("ddm")
+    >>> any(p >= 3000 for p in ddm.update_many(errors))
+    True
+    >>> ddm.update_many(np.array([0.5]))
+    Traceback (most recent call last):
+    ...
+    ValueError: ddm detectors take 0/1 values only
     """
 
     def __init__(self, kind: str, **params: Any) -> None:
@@ -88,8 +140,16 @@ class StreamDetector:
         list[int]
             Indices into ``values`` of every update after which ``drift_detected`` was true
             (river clears the flag on the next update, so each is a separate firing).
+
+        Raises
+        ------
+        ValueError
+            If a non-NaN value is outside what the kind accepts: 0/1 for :data:`BINARY_KINDS`,
+            [0, 1] for :data:`UNIT_INTERVAL_KINDS`. Checked before anything is fed, so the
+            detector is unchanged.
         """
         v = np.asarray(values, dtype=np.float64).ravel()
+        self._check_domain(v)
         det = self._detector
         fired: list[int] = []
         for i, x in enumerate(v.tolist()):
@@ -108,6 +168,16 @@ class StreamDetector:
                 self._seg_n += 1
                 self._seg_mean += (x - self._seg_mean) / self._seg_n
         return fired
+
+    def _check_domain(self, v: np.ndarray) -> None:
+        if self.kind in BINARY_KINDS:
+            bad = ~((v == 0.0) | (v == 1.0) | np.isnan(v))
+            if bad.any():
+                raise ValueError(f"{self.kind} detectors take 0/1 values only")
+        elif self.kind in UNIT_INTERVAL_KINDS:
+            bad = ~(((v >= 0.0) & (v <= 1.0)) | np.isnan(v))
+            if bad.any():
+                raise ValueError(f"{self.kind} detectors take values in [0, 1] only")
 
     @property
     def segment_mean(self) -> float | None:

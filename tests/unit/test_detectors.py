@@ -99,7 +99,7 @@ def test_params_passed_through() -> None:
     assert kswin.kind == "kswin"
     assert any(CHANGE <= p <= CHANGE + 300 for p in kswin.update_many(x))
     with pytest.raises(ValueError):
-        StreamDetector("ddm")
+        StreamDetector("no_such_kind")
     with pytest.raises(TypeError):
         StreamDetector("adwin", no_such_param=1)
 

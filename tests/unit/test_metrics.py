@@ -197,7 +197,7 @@ def test_issue5_label_delay_awaiting_and_performance_series(
 ) -> None:
     """Label delays, the share still awaiting labels and windowed performance, against brute
     force over the generated traffic."""
-    reg, _, _ = setup
+    reg, states, _ = setup
     g = reg.get_sample_value
     preds, labels = traffic
     labelled = [lab for lab in labels if lab.model_id == "m"]
@@ -219,6 +219,13 @@ def test_issue5_label_delay_awaiting_and_performance_series(
     rmse = g("stream_monitor_model_performance", {**m, "metric": "rmse", "class": ""})
     assert rmse == pytest.approx(np.sqrt((errors**2).mean()), rel=1e-12)
     assert g("stream_monitor_model_late_labels_total", m) == 0
+    errors = states[0].models["m"].errors
+    assert (
+        g("stream_monitor_model_concept_detections_total", {**m, "detector": "adwin"})
+        == (errors.detections["adwin"])
+    )
+    merged = g("stream_monitor_model_concept_detections_total", {**m, "detector": "merged"})
+    assert merged == errors.merged_detections
     # three baseline windows are needed: not yet
     assert g("stream_monitor_model_performance_baseline", {**m, "metric": "mae"}) is None
 

@@ -452,9 +452,9 @@ def test_concept_drift_fires_after_the_change_and_not_before(
     assert all(t_change < a.observed_at <= t_change + 60 for a in concept)
     # every model of the generator drifts (its accuracy or error changes at drift_at)
     assert {a.model_id: a.signal for a in concept} == {
-        "fraud-detector": "adwin_error_rate",
-        "churn-model": "adwin_error_rate",
-        "eta-regressor": "adwin_absolute_error",
+        "fraud-detector": "error_rate",
+        "churn-model": "error_rate",
+        "eta-regressor": "absolute_error",
     }
     assert len(concept) == 3  # one incident per model
     for a in concept:
@@ -478,7 +478,7 @@ def test_concept_drift_of_every_model_with_small_batches(
     t_change = gen.start_time + GEN_DRIFT_AT / gen.rate
     st, alerts = _run_mixed(events, batch=50)
     # ADWIN detects the change in every model's error stream ...
-    assert all(m.errors.detector.n_detections >= 1 for m in st.models.values())
+    assert all(m.errors.merged_detections >= 1 for m in st.models.values())
     concept = [a for a in alerts if a.kind == "concept_drift"]
     assert all(a.observed_at > t_change for a in concept)
     # ... and every model gets its concept-drift alert, whatever the batch size
@@ -527,11 +527,11 @@ def test_concept_drift_reported_whatever_the_label_batch_size(batch: int) -> Non
         == sum(p.prediction != lab.label for p, lab in zip(preds[:500], labels[:500], strict=True))
         / 500
     )
-    assert err.detector.n_detections >= 1  # ADWIN did see the change
+    assert err.merged_detections >= 1  # ADWIN did see the change
     # ADWIN on the error stream speaks first; the windowed accuracy (windows of 1,000 labels,
     # baseline = the first three windows, 0.9 / 0.9 / 0.5) breaches at the fourth window.
     assert _summary(alerts) == [
-        ("firing", "concept_drift", None, "adwin_error_rate"),
+        ("firing", "concept_drift", None, "error_rate"),
         ("firing", "performance", None, "accuracy"),
     ]
     assert 2000 < alerts[0].observed_at <= 2000 + 600
