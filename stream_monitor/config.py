@@ -35,6 +35,7 @@ __all__ = [
     "QualityConfig",
     "ReferenceConfig",
     "ReferenceFile",
+    "SegmentsConfig",
     "ThresholdConfig",
     "TopicsConfig",
     "WindowConfig",
@@ -378,6 +379,35 @@ class PerformanceConfig(_Frozen):
     low_confidence_increase: float = Field(default=0.1, gt=0, le=1)
 
 
+class SegmentsConfig(_Frozen):
+    """Drift and performance per segment and per model version, and fairness between segments.
+
+    Each key in ``keys`` (from the event's ``segments``) splits a model into one monitor per
+    value, at most ``max_values`` per key: later values share ``<key>=(other)`` (counted). With
+    ``by_version``, ``model_version`` is one more key, so a canary or shadow version is judged
+    on its own, over the same period as the current one. Every segment monitor does what the
+    whole-model monitor does (its own reference, windows, data quality, performance, concept
+    drift) and its alerts carry ``segment = "key=value"``. Cost: each event is processed once
+    for the model and once per key.
+
+    Fairness (classifiers): per segment, the positive-prediction rate, true-positive rate and
+    false-positive rate of each performance window, and their ratios to the whole model's (or,
+    with ``fairness_reference[key] = value``, to that reference segment's). The
+    ``disparate_impact`` (positive-rate ratio) and ``tpr_ratio`` signals breach below
+    ``min_ratio`` (the four-fifths rule) and clear above ``(1 + min_ratio) / 2``.
+    """
+
+    keys: tuple[str, ...] = ()
+    max_values: int = Field(default=20, ge=1, le=1000)
+    by_version: bool = False
+    fairness_reference: dict[str, str] = {}
+    min_ratio: float = Field(default=0.8, gt=0, lt=1)
+
+    @property
+    def all_keys(self) -> tuple[str, ...]:
+        return (*self.keys, "model_version") if self.by_version else self.keys
+
+
 class LimitsConfig(_Frozen):
     """Bounds that keep state and metric series finite whatever the input."""
 
@@ -441,6 +471,7 @@ class MonitorConfig(_Frozen):
     references: tuple[ReferenceFile, ...] = ()
     labels: LabelJoinConfig = LabelJoinConfig()
     performance: PerformanceConfig = PerformanceConfig()
+    segments: SegmentsConfig = SegmentsConfig()
     limits: LimitsConfig = LimitsConfig()
     security: KafkaSecurity = KafkaSecurity()
     batch_size: int = Field(default=2000, ge=1)

@@ -28,3 +28,5 @@ class Observation:
     observed_at: float
     window_events: int | None = None
     model_version: str | None = None
+    #: ``key=value`` of the segment judged (see ``SegmentsConfig``), None for the whole model.
+    segment: str | None = None

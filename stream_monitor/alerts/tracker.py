@@ -52,9 +52,14 @@ _WHAT_MODEL = {
 }
 
 
-def dedup_key(model_id: str, kind: str, feature: str | None) -> str:
-    """The key of one incident; also the Kafka key of its alert events."""
-    return f"{model_id}/{kind}/{feature or '-'}"
+def dedup_key(model_id: str, kind: str, feature: str | None, segment: str | None = None) -> str:
+    """The key of one incident; also the Kafka key of its alert events.
+
+    >>> dedup_key("m", "data_drift", "age"), dedup_key("m", "performance", None, "region=eu")
+    ('m/data_drift/age', 'm/performance/-@region=eu')
+    """
+    key = f"{model_id}/{kind}/{feature or '-'}"
+    return key if segment is None else f"{key}@{segment}"
 
 
 @dataclass
@@ -62,6 +67,7 @@ class _Incident:
     model_id: str
     kind: str
     feature: str | None
+    segment: str | None = None
     seq: int = 0
     firing: bool = False
     started_at: float = 0.0
@@ -76,12 +82,12 @@ class AlertTracker:
         self._incidents: dict[str, _Incident] = {}
 
     def observe(self, o: Observation) -> list[AlertEvent]:
-        key = dedup_key(o.model_id, o.kind, o.feature)
+        key = dedup_key(o.model_id, o.kind, o.feature, o.segment)
         inc = self._incidents.get(key)
         if inc is None:
             if not o.breached:
                 return []  # nothing to remember: keeps state to incidents that ever happened
-            inc = self._incidents[key] = _Incident(o.model_id, o.kind, o.feature)
+            inc = self._incidents[key] = _Incident(o.model_id, o.kind, o.feature, o.segment)
         if not inc.firing:
             if not o.breached:
                 return []
@@ -102,14 +108,28 @@ class AlertTracker:
         return []
 
     def firing(self) -> list[tuple[str, str, str | None]]:
-        """(model_id, kind, feature) of the incidents firing now."""
-        return [(i.model_id, i.kind, i.feature) for i in self._incidents.values() if i.firing]
+        """(model_id, kind, feature) of the whole-model incidents firing now."""
+        return [
+            (i.model_id, i.kind, i.feature)
+            for i in self._incidents.values()
+            if i.firing and i.segment is None
+        ]
+
+    def firing_segments(self) -> list[tuple[str, str, str | None, str]]:
+        """(model_id, kind, feature, segment) of the segment incidents firing now."""
+        return [
+            (i.model_id, i.kind, i.feature, i.segment)
+            for i in self._incidents.values()
+            if i.firing and i.segment is not None
+        ]
 
     def _event(self, key: str, inc: _Incident, o: Observation, status: str) -> AlertEvent:
         template = (
             _WHAT[o.kind] if o.feature is not None else _WHAT_MODEL.get(o.kind, _WHAT[o.kind])
         )
         what = template.format(feature=o.feature, model=o.model_id)
+        if o.segment is not None:
+            what = f"{what} in segment {o.segment}"
         if status == "firing" and o.signal == "change_detectors":
             summary = (
                 f"{what[0].upper()}{what[1:]}: {o.value:.0f} change detectors (ADWIN, "
@@ -132,6 +152,7 @@ class AlertTracker:
             model_version=o.model_version,
             kind=o.kind,
             feature=o.feature,
+            segment=o.segment,
             signal=o.signal,
             value=o.value,
             threshold=o.threshold,
@@ -145,7 +166,16 @@ class AlertTracker:
         return {
             "v": SNAPSHOT_VERSION,
             "incidents": {
-                k: [i.model_id, i.kind, i.feature, i.seq, i.firing, i.started_at, i.cleared]
+                k: [
+                    i.model_id,
+                    i.kind,
+                    i.feature,
+                    i.seq,
+                    i.firing,
+                    i.started_at,
+                    i.cleared,
+                    i.segment,
+                ]
                 for k, i in self._incidents.items()
             },
         }
@@ -155,8 +185,10 @@ class AlertTracker:
         if d.get("v") != SNAPSHOT_VERSION:
             raise ValueError(f"unsupported alert-tracker snapshot version {d.get('v')!r}")
         t = cls()
-        for k, (model_id, kind, feature, seq, firing, started, cleared) in d["incidents"].items():
+        for k, row in d["incidents"].items():
+            model_id, kind, feature, seq, firing, started, cleared = row[:7]
+            segment = row[7] if len(row) > 7 else None
             t._incidents[k] = _Incident(
-                model_id, kind, feature, seq, firing, started, dict(cleared)
+                model_id, kind, feature, segment, seq, firing, started, dict(cleared)
             )
         return t

@@ -151,6 +151,8 @@ class AlertEvent(_Event):
     model_version: str | None = None
     kind: AlertKind
     feature: str | None
+    #: ``key=value`` of a configured segment (``model_version=v2`` for a version), or null.
+    segment: str | None = None
     signal: str
     value: float
     threshold: float

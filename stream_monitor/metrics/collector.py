@@ -139,6 +139,36 @@ class StateCollector(Collector):
             "The model's predictions evicted from the full label-join buffer.",
             labels=["model_id"],
         )
+        seg_lv = ["model_id", "segment"]
+        seg_events = CounterMetricFamily(
+            p + "segment_events", "Predictions monitored per segment.", labels=seg_lv
+        )
+        seg_drift = GaugeMetricFamily(
+            p + "segment_drift_score",
+            "Alerting drift statistics of the segment's last closed window, per feature.",
+            labels=[*seg_lv, "feature", "statistic"],
+        )
+        seg_perf = GaugeMetricFamily(
+            p + "segment_performance",
+            "The segment's main performance metric, last closed window of its labels.",
+            labels=[*seg_lv, "metric"],
+        )
+        seg_fair = GaugeMetricFamily(
+            p + "segment_fairness",
+            "Segment rates (segment_positive_rate, segment_tpr, segment_fpr) and their ratios "
+            "to the reference (disparate_impact, tpr_ratio, fpr_ratio).",
+            labels=[*seg_lv, "metric"],
+        )
+        seg_refused = CounterMetricFamily(
+            p + "segment_values_refused",
+            "Events whose segment value came after the per-key cap (sent to key=(other)).",
+            labels=["model_id", "key"],
+        )
+        seg_firing = GaugeMetricFamily(
+            p + "segment_alert_firing",
+            "1 for each segment incident firing now.",
+            labels=["model_id", "kind", "feature", "segment"],
+        )
         concept = CounterMetricFamily(
             p + "model_concept_detections",
             "Raw firings of each selected concept-drift detector on the error stream "
@@ -259,6 +289,8 @@ class StateCollector(Collector):
                 refused_e.add_metric(pl, st.events_refused)
                 for model_id, kind, feature in st.tracker.firing():
                     firing.add_metric([model_id, kind, feature or ""], 1)
+                for model_id, kind, feature, segment in st.tracker.firing_segments():
+                    seg_firing.add_metric([model_id, kind, feature or "", segment], 1)
                 for mid in st.join.by_model.keys() & st.models.keys():
                     counts, total, count = st.join.delay_histogram(mid)
                     if count:
@@ -287,6 +319,22 @@ class StateCollector(Collector):
                     if m.drift_score is not None:
                         model_score.add_metric([mid], m.drift_score)
                         model_drifting.add_metric([mid], len(m.drifting_features))
+                    for key, n in m.segments_refused.items():
+                        seg_refused.add_metric([mid, key], n)
+                    for sid, child in m.segments.items():
+                        sl = [mid, sid]
+                        seg_events.add_metric(sl, child.n_events)
+                        for fname, f in [*child.features.items(), *child.outputs.items()]:
+                            for stat in f.thresholds:
+                                if stat in f.scores:
+                                    seg_drift.add_metric([*sl, fname, stat], f.scores[stat])
+                        cp = child.performance
+                        if cp is not None and cp.task is not None:
+                            value = cp.last_metrics.get(cp.metric)
+                            if value is not None:
+                                seg_perf.add_metric([*sl, cp.metric], value)
+                        for metric, value in m.fairness.get(sid, {}).items():
+                            seg_fair.add_metric([*sl, metric], value)
                     for det, n in m.errors.detections.items():
                         concept.add_metric([mid, det], n)
                     concept.add_metric([mid, "merged"], m.errors.merged_detections)
@@ -349,6 +397,12 @@ class StateCollector(Collector):
             model_evicted,
             confidence,
             concept,
+            seg_events,
+            seg_drift,
+            seg_perf,
+            seg_fair,
+            seg_refused,
+            seg_firing,
             type_err,
             unseen,
             detections,

@@ -10,7 +10,7 @@ Examples
 >>> j.evicted, len(j)
 (1, 2)
 >>> j.match("m", "b", label_timestamp=31.0)
-PendingPrediction(timestamp=1.0, label='0', score=0.2, model_version=None)
+PendingPrediction(timestamp=1.0, label='0', score=0.2, model_version=None, segments=None)
 >>> j.match("m", "a") is None, j.unmatched_labels
 (True, 1)
 >>> j.add_prediction("m", "d", 100.0, label=None, score=1.0)  # "c" is older than 60 s: expires
@@ -72,6 +72,8 @@ class PendingPrediction(NamedTuple):
     label: str | None
     score: float | None
     model_version: str | None = None
+    #: ``key=value`` ids of the segments the prediction belongs to (configured keys only).
+    segments: tuple[str, ...] | None = None
 
 
 @dataclass(slots=True)
@@ -299,6 +301,7 @@ class LabelJoin:
         label: str | None,
         score: float | None,
         model_version: str | None = None,
+        segments: tuple[str, ...] | None = None,
     ) -> None:
         """Store a prediction until its label comes; a second prediction with the same
         (model, event id) replaces the first (counted in ``duplicate_predictions``) and
@@ -332,7 +335,10 @@ class LabelJoin:
             self._future_runs.pop(model_id, None)
             if timestamp > wm:
                 self._watermarks[model_id] = timestamp
-        q[event_id] = (self._seq, PendingPrediction(timestamp, label, score, model_version))
+        q[event_id] = (
+            self._seq,
+            PendingPrediction(timestamp, label, score, model_version, segments),
+        )
         self._seq += 1
         st.pending += 1
         self._size += 1
@@ -465,7 +471,16 @@ class LabelJoin:
             "overrides": {m: [_enc(t), c] for m, (t, c) in self.overrides.items()},
             "max_future_seconds": _enc(self.max_future_seconds),
             "pending": [
-                [m, e, p.timestamp, p.label, p.score, p.model_version] for _, m, e, p in merged
+                [
+                    m,
+                    e,
+                    p.timestamp,
+                    p.label,
+                    p.score,
+                    p.model_version,
+                    None if p.segments is None else list(p.segments),
+                ]
+                for _, m, e, p in merged
             ],
             "models": models,
             "counters": [
@@ -502,8 +517,9 @@ class LabelJoin:
             if s["delays"] is not None:
                 h = j._delays[m] = _Delays()
                 h.counts, h.total, h.count = list(s["delays"][0]), s["delays"][1], s["delays"][2]
-        for seq, (m, e, ts, label, score, version) in enumerate(d["pending"]):
-            j._queues[m][e] = (seq, PendingPrediction(ts, label, score, version))
+        for seq, (m, e, ts, label, score, version, segs) in enumerate(d["pending"]):
+            segments = None if segs is None else tuple(segs)
+            j._queues[m][e] = (seq, PendingPrediction(ts, label, score, version, segments))
         j._seq = j._size = len(d["pending"])
         (
             j.evicted,

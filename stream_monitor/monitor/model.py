@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -40,6 +41,8 @@ JOINT = "(joint)"
 #: The ``feature`` of the confidence proxy signals of a scored classifier.
 CONFIDENCE = "prediction.confidence"
 CONFIDENCE_UNIT = 1_000_000
+#: The value shared by a segment key's values beyond ``segments.max_values``.
+OTHER_SEGMENT = "(other)"
 _UNIFORM_STD = math.sqrt(1.0 / 12.0)
 
 
@@ -61,9 +64,28 @@ class ModelMonitor:
     test.
     """
 
-    def __init__(self, model_id: str, cfg: MonitorConfig, profile: Profile | None = None) -> None:
+    def __init__(
+        self,
+        model_id: str,
+        cfg: MonitorConfig,
+        profile: Profile | None = None,
+        segment: str | None = None,
+    ) -> None:
         self.model_id = model_id
         self.cfg = cfg
+        #: ``key=value`` when this monitor watches one segment of its model, else None.
+        self.segment = segment
+        #: Segment monitors by ``key=value`` (whole-model monitors only).
+        self.segments: dict[str, ModelMonitor] = {}
+        #: Per key: distinct values given a monitor, and events sent to ``key=(other)``.
+        self.segment_values: dict[str, int] = {}
+        self.segments_refused: dict[str, int] = {}
+        #: Per segment: fairness ratios of its last performance window (see SegmentsConfig).
+        self.fairness: dict[str, dict[str, float]] = {}
+        self._profile = profile
+        #: Segments of each event of the last ``update`` (None without segment keys); the
+        #: label join keeps them so labels reach the segments' performance.
+        self.last_routes: list[tuple[str, ...]] | None = None
         self.features: dict[str, FeatureMonitor] = {}
         self.outputs: dict[str, FeatureMonitor] = {}
         self._refused: set[str] = set()
@@ -210,7 +232,101 @@ class ModelMonitor:
         last = events[-1]
         self.last_event_time = max(self.last_event_time, max(e.timestamp for e in events))
         self.model_version = last.model_version
+        self.last_routes = None
+        if self.segment is None and self.cfg.segments.all_keys:
+            routes = self.last_routes = self.route(events)
+            groups: dict[str, list[PredictionEvent]] = {}
+            for e, sids in zip(events, routes, strict=True):
+                for sid in sids:
+                    groups.setdefault(sid, []).append(e)
+            for sid, sub in groups.items():
+                out.extend(replace(o, segment=sid) for o in self.segments[sid].update(sub))
         return out
+
+    # --- segments -----------------------------------------------------------------------------
+    def route(self, events: Sequence[PredictionEvent]) -> list[tuple[str, ...]]:
+        """The ``key=value`` segments of each event, creating segment monitors as needed (at
+        most ``max_values`` per key; later values share ``key=(other)``, counted)."""
+        seg = self.cfg.segments
+        keys = seg.all_keys
+        out: list[tuple[str, ...]] = []
+        for e in events:
+            ids: list[str] = []
+            for k in keys:
+                v = e.model_version if k == "model_version" else (e.segments or {}).get(k)
+                if v is None:
+                    continue
+                sid = f"{k}={v}"
+                if sid not in self.segments:
+                    if self.segment_values.get(k, 0) >= seg.max_values:
+                        self.segments_refused[k] = self.segments_refused.get(k, 0) + 1
+                        sid = f"{k}={OTHER_SEGMENT}"
+                    else:
+                        self.segment_values[k] = self.segment_values.get(k, 0) + 1
+                    if sid not in self.segments:
+                        self.segments[sid] = ModelMonitor(
+                            self.model_id, self.cfg, self._profile, segment=sid
+                        )
+                ids.append(sid)
+            out.append(tuple(ids))
+        return out
+
+    def _segment_errors(
+        self, pairs: Sequence[tuple[PendingPrediction, Any]], observed_at: float
+    ) -> list[Observation]:
+        groups: dict[str, list[tuple[PendingPrediction, Any]]] = {}
+        for pair in pairs:
+            for sid in pair[0].segments or ():
+                if sid in self.segments:
+                    groups.setdefault(sid, []).append(pair)
+        out: list[Observation] = []
+        for sid, sub in groups.items():
+            child = self.segments[sid]
+            before = child.performance.windows if child.performance is not None else 0
+            out.extend(replace(o, segment=sid) for o in child.update_errors(sub, observed_at))
+            after = child.performance.windows if child.performance is not None else 0
+            if after > before:
+                out.extend(self._judge_fairness(sid, observed_at))
+        return out
+
+    def _judge_fairness(self, sid: str, observed_at: float) -> list[Observation]:
+        """Ratios of a segment's positive-prediction and true-positive rates to the reference
+        (the whole model, or the configured reference segment of the same key)."""
+        seg = self.cfg.segments
+        child = self.segments[sid].performance
+        key = sid.split("=", 1)[0]
+        ref_value = seg.fairness_reference.get(key)
+        ref_monitor = self.segments.get(f"{key}={ref_value}") if ref_value else self
+        if child is None or ref_monitor is None or ref_monitor.performance is None:
+            return []
+        mine, ref = child.last_fairness, ref_monitor.performance.last_fairness
+        ratios = {
+            name: mine[rate] / ref[rate]
+            for name, rate in (("disparate_impact", "positive_rate"), ("tpr_ratio", "tpr"))
+            if rate in mine and ref.get(rate)
+        }
+        fpr_ref = ref.get("fpr")
+        if "fpr" in mine and fpr_ref:
+            ratios["fpr_ratio"] = mine["fpr"] / fpr_ref
+        self.fairness[sid] = {**{f"segment_{k}": v for k, v in mine.items()}, **ratios}
+        lo = seg.min_ratio
+        return [
+            Observation(
+                model_id=self.model_id,
+                kind="performance",
+                feature=None,
+                signal=name,
+                value=ratios[name],
+                threshold=lo,
+                breached=ratios[name] < lo,
+                cleared=ratios[name] >= (1 + lo) / 2,
+                observed_at=observed_at,
+                model_version=self.model_version,
+                segment=sid,
+            )
+            for name in ("disparate_impact", "tpr_ratio")
+            if name in ratios
+        ]
 
     def _windowed(self, events: Sequence[PredictionEvent]) -> list[Observation]:
         assert self.clock is not None
@@ -460,11 +576,14 @@ class ModelMonitor:
         out: list[Observation] = []
         if self.performance is not None:
             out.extend(self.performance.update(pairs, observed_at, self.model_id))
-        if not errors or metric is None:
-            return out
-        self.errors.update(np.asarray(errors), metric)
-        o = self.errors.observation(self.model_id, observed_at, self.model_version)
-        return out if o is None else [*out, o]
+        if errors and metric is not None:
+            self.errors.update(np.asarray(errors), metric)
+            o = self.errors.observation(self.model_id, observed_at, self.model_version)
+            if o is not None:
+                out.append(o)
+        if self.segments:
+            out.extend(self._segment_errors(pairs, observed_at))
+        return out
 
     # --- snapshots ----------------------------------------------------------------------------
     def snapshot(self) -> dict[str, Any]:
@@ -498,6 +617,10 @@ class ModelMonitor:
             "mmd": None if self.mmd is None else self.mmd.snapshot(),
             "mmd_features": self.mmd_features,
             "mv_rows": self._mv_rows,
+            "segment": self.segment,
+            "segments": {sid: child.snapshot() for sid, child in self.segments.items()},
+            "segment_counts": [self.segment_values, self.segments_refused],
+            "fairness": self.fairness,
         }
 
     @classmethod
@@ -534,4 +657,8 @@ class ModelMonitor:
         m.mmd = None if d["mmd"] is None else MMDDrift.from_snapshot(d["mmd"])
         m.mmd_features = list(d["mmd_features"])
         m._mv_rows = list(d["mv_rows"])
+        m.segment = d["segment"]
+        m.segments = {sid: cls.from_snapshot(c, cfg) for sid, c in d["segments"].items()}
+        m.segment_values, m.segments_refused = (dict(x) for x in d["segment_counts"])
+        m.fairness = {sid: dict(v) for sid, v in d["fairness"].items()}
         return m

@@ -79,9 +79,15 @@ class PartitionState:
                 self.events_refused += len(events)
                 continue
             observations.extend(model.update(events))
-            for e in events:
+            routes = model.last_routes
+            for i, e in enumerate(events):
+                segments = routes[i] if routes is not None and routes[i] else None
                 pending = PendingPrediction(
-                    e.timestamp, e.prediction_label(), e.prediction_score(), e.model_version
+                    e.timestamp,
+                    e.prediction_label(),
+                    e.prediction_score(),
+                    e.model_version,
+                    segments,
                 )
                 early = self.early.take(model_id, e.event_id)
                 if early is not None:  # its label was read first
@@ -95,6 +101,7 @@ class PartitionState:
                     label=pending.label,
                     score=pending.score,
                     model_version=e.model_version,
+                    segments=segments,
                 )
         for lab in labels:
             found = self.join.match(

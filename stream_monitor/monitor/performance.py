@@ -21,7 +21,7 @@ from stream_monitor.monitor.join import PendingPrediction
 from stream_monitor.stats.performance import ClassificationSketch, RegressionSketch
 from stream_monitor.stats.windows import Closure, PaneClock
 
-__all__ = ["HIGHER_IS_BETTER", "PerformanceMonitor"]
+__all__ = ["HIGHER_IS_BETTER", "PerformanceMonitor", "fairness_rates"]
 
 SNAPSHOT_VERSION = 1
 HIGHER_IS_BETTER = frozenset(
@@ -60,6 +60,8 @@ class PerformanceMonitor:
         self.panes: list[Sketch] = []
         self.incompatible = 0
         self.last_metrics: dict[str, float] = {}
+        #: Positive-prediction, true-positive and false-positive rates of the last window.
+        self.last_fairness: dict[str, float] = {}
         self.baseline_values: list[float] = []
         self.windows = 0
 
@@ -167,6 +169,8 @@ class PerformanceMonitor:
                 merged.merge(self.panes[s])  # type: ignore[arg-type]
             if merged.n:
                 self.last_metrics = merged.metrics()
+                if isinstance(merged, ClassificationSketch):
+                    self.last_fairness = fairness_rates(merged)
                 self.windows += 1
                 o = self._judge(model_id, closure.events, observed_at, version)
         for s in closure.release_slots:
@@ -213,6 +217,7 @@ class PerformanceMonitor:
             "panes": [p.snapshot() for p in self.panes],
             "incompatible": self.incompatible,
             "last_metrics": dict(self.last_metrics),
+            "last_fairness": dict(self.last_fairness),
             "baseline_values": list(self.baseline_values),
             "windows": self.windows,
         }
@@ -228,9 +233,40 @@ class PerformanceMonitor:
         pm.panes = [load.from_snapshot(p) for p in d["panes"]]
         pm.incompatible = int(d["incompatible"])
         pm.last_metrics = dict(d["last_metrics"])
+        pm.last_fairness = dict(d["last_fairness"])
         pm.baseline_values = [float(v) for v in d["baseline_values"]]
         pm.windows = int(d["windows"])
         return pm
+
+
+def fairness_rates(sketch: ClassificationSketch) -> dict[str, float]:
+    """``positive_rate`` (share predicted positive), ``tpr`` and ``fpr`` of a window, for the
+    sketch's positive class; rates with an empty denominator are left out.
+
+    Examples
+    --------
+    >>> sk = ClassificationSketch()
+    >>> sk.update(["1", "1", "0", "0"], ["1", "0", "1", "0"], None)
+    >>> fairness_rates(sk)
+    {'positive_rate': 0.5, 'tpr': 0.5, 'fpr': 0.5}
+    """
+    pos = sketch.positive_class()
+    if pos is None or pos not in sketch.classes:
+        return {}
+    i = sketch.classes.index(pos)
+    cm = sketch.confusion
+    n = int(cm.sum())
+    if n == 0:
+        return {}
+    predicted = int(cm[:, i].sum())
+    actual = int(cm[i, :].sum())
+    tp = int(cm[i, i])
+    out = {"positive_rate": predicted / n}
+    if actual:
+        out["tpr"] = tp / actual
+    if n - actual:
+        out["fpr"] = (predicted - tp) / (n - actual)
+    return out
 
 
 def _is_number(v: Any) -> bool:
