@@ -387,17 +387,36 @@ class LabelJoin:
         self.matched += 1
         self._size -= 1
         if label_timestamp is not None:
-            delay = label_timestamp - found.timestamp
-            if math.isfinite(delay):
-                if delay < 0:
-                    self.negative_delays += 1
-                    delay = 0.0
-                d = self._delays.get(model_id)
-                if d is None:
-                    d = self._delays[model_id] = _Delays()
-                d.observe(delay)
+            self._observe_delay(model_id, label_timestamp - found.timestamp)
         self._expire(model_id)  # the match may have uncovered an expired entry
         return found
+
+    def _observe_delay(self, model_id: str, delay: float) -> None:
+        if not math.isfinite(delay):
+            return
+        if delay < 0:
+            self.negative_delays += 1
+            delay = 0.0
+        d = self._delays.get(model_id)
+        if d is None:
+            d = self._delays[model_id] = _Delays()
+        d.observe(delay)
+
+    def count_early_match(
+        self, model_id: str, prediction_timestamp: float, label_timestamp: float | None
+    ) -> None:
+        """Account for a prediction that met its label on arrival (the label had been read
+        first and waited in :class:`EarlyLabels`): it never waits here, but it is matched and
+        its label delay is recorded like any other."""
+        st = self.by_model.get(model_id)
+        if st is None:
+            st = self.by_model[model_id] = ModelJoinStats()
+            self._queues.setdefault(model_id, OrderedDict())
+            self._watermarks.setdefault(model_id, prediction_timestamp)
+        st.matched += 1
+        self.matched += 1
+        if label_timestamp is not None:
+            self._observe_delay(model_id, label_timestamp - prediction_timestamp)
 
     def shed(self, n: int) -> int:
         """Evict the ``n`` oldest waiting predictions of all models (by arrival, counted in
@@ -590,6 +609,14 @@ class EarlyLabels:
             return None
         self.matched += 1
         return found[1]
+
+    def take_with_time(self, model_id: str, event_id: str) -> tuple[float, Any] | None:
+        """The waiting label of this prediction and its event time (removed), or None."""
+        found = self._waiting.pop((model_id, event_id), None)
+        if found is None:
+            return None
+        self.matched += 1
+        return found
 
     def snapshot(self) -> dict[str, Any]:
         return {

@@ -624,10 +624,15 @@ class ModelMonitor:
         }
 
     @classmethod
-    def from_snapshot(cls, d: dict[str, Any], cfg: MonitorConfig) -> ModelMonitor:
+    def from_snapshot(
+        cls, d: dict[str, Any], cfg: MonitorConfig, profile: Profile | None = None
+    ) -> ModelMonitor:
+        """Rebuild from :meth:`snapshot`. ``profile`` is the model's configured profile: the
+        state keeps the references it had, and segments first seen later start from it."""
         if d.get("v") != SNAPSHOT_VERSION:
             raise ValueError(f"unsupported model snapshot version {d.get('v')!r}")
         m = cls(d["model_id"], cfg)
+        m._profile = profile
         m.features = {f["name"]: feature_from_snapshot(f, cfg.drift) for f in d["features"]}
         m.outputs = {f["name"]: feature_from_snapshot(f, cfg.drift) for f in d["outputs"]}
         m._refused = set(d["refused"])
@@ -658,7 +663,7 @@ class ModelMonitor:
         m.mmd_features = list(d["mmd_features"])
         m._mv_rows = list(d["mv_rows"])
         m.segment = d["segment"]
-        m.segments = {sid: cls.from_snapshot(c, cfg) for sid, c in d["segments"].items()}
+        m.segments = {sid: cls.from_snapshot(c, cfg, profile) for sid, c in d["segments"].items()}
         m.segment_values, m.segments_refused = (dict(x) for x in d["segment_counts"])
         m.fairness = {sid: dict(v) for sid, v in d["fairness"].items()}
         return m

@@ -89,9 +89,11 @@ class PartitionState:
                     e.model_version,
                     segments,
                 )
-                early = self.early.take(model_id, e.event_id)
+                early = self.early.take_with_time(model_id, e.event_id)
                 if early is not None:  # its label was read first
-                    joined.setdefault(model_id, []).append((pending, early))
+                    label_ts, label = early
+                    self.join.count_early_match(model_id, e.timestamp, label_ts)
+                    joined.setdefault(model_id, []).append((pending, label))
                     joined_at[model_id] = e.timestamp
                     continue
                 self.join.add_prediction(
@@ -128,9 +130,12 @@ class PartitionState:
                 if len(self._refused_models) < REFUSED_MEMORY:
                     self._refused_models.add(model_id)
                 return None
-            profile = self.profiles.get((model_id, version)) or self.profiles.get((model_id, None))
+            profile = self._profile(model_id, version)
             model = self.models[model_id] = ModelMonitor(model_id, self.cfg, profile)
         return model
+
+    def _profile(self, model_id: str, version: str | None) -> Profile | None:
+        return self.profiles.get((model_id, version)) or self.profiles.get((model_id, None))
 
     @property
     def unmatched_labels(self) -> int:
@@ -166,7 +171,10 @@ class PartitionState:
         if d.get("v") != SNAPSHOT_VERSION:
             raise ValueError(f"unsupported partition snapshot version {d.get('v')!r}")
         st = cls(d["partition"], cfg, profiles)
-        st.models = {m["model_id"]: ModelMonitor.from_snapshot(m, cfg) for m in d["models"]}
+        st.models = {
+            m["model_id"]: ModelMonitor.from_snapshot(m, cfg, st._profile(m["model_id"], None))
+            for m in d["models"]
+        }
         st.join = LabelJoin.from_snapshot(d["join"])
         st.early = EarlyLabels.from_snapshot(d["early"])
         st.tracker = AlertTracker.from_snapshot(d["tracker"])
