@@ -18,7 +18,6 @@ Page-Hinkley on PIT-standardised values) that see every value in arrival order.
 from __future__ import annotations
 
 import math
-from collections import OrderedDict
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -36,7 +35,12 @@ from stream_monitor.stats import (
     quantile_edges,
     top_categories,
 )
-from stream_monitor.stats.calibrate import Calibration, batch_statistics, calibrate
+from stream_monitor.stats.calibrate import (
+    Calibration,
+    batch_statistics,
+    cached_calibrate,
+    calibration_size,
+)
 from stream_monitor.stats.windows import Closure
 
 if TYPE_CHECKING:
@@ -70,77 +74,6 @@ OUT_OF_RANGE = NEW_CATEGORY = 4
 SENTINEL0 = 5  # numeric: one column per configured sentinel value from here
 #: Quality signals about the reference's support, judged in the feature's drift incident.
 SUPPORT_SIGNALS = frozenset({"out_of_range_ratio", "new_category_ratio"})
-
-
-#: Calibrations shared by every feature of the process, least recently used first. A calibration
-#: is a deterministic function of its inputs (fixed seed), so sharing changes no result; it
-#: saves the simulation for the many numeric features whose quantile-binned references have
-#: identical counts (1,000 distinct values in 10 bins: 100 each). Not part of any snapshot: a
-#: restored monitor recomputes what it needs.
-_CALIBRATIONS: OrderedDict[tuple[Any, ...], dict[str, Calibration]] = OrderedDict()
-CALIBRATION_MEMO_SIZE = 512
-
-
-def calibration_size(n: int) -> int:
-    """``n`` rounded *down* to a grid of 8 steps per doubling (at most 8.3 % smaller), so windows
-    whose sizes vary (time windows, rolling references) share a few calibrations instead of
-    computing one per size. Rounding down simulates a slightly smaller sample, whose no-drift
-    quantile is slightly higher: the achieved false-alarm rate errs below the target.
-
-    Examples
-    --------
-    >>> [calibration_size(n) for n in (1, 15, 100, 1000, 1030, 1100, 10**6)]
-    [1, 15, 99, 939, 1024, 1024, 961548]
-    """
-    if n < 16:
-        return max(n, 1)
-    k = math.floor(8 * math.log2(n))
-    # The grid is round(2 ** (k / 8)); take its largest point not above n.
-    return next(g for g in (round(2 ** (j / 8)) for j in (k + 1, k, k - 1)) if g <= n)
-
-
-def shared_calibration(
-    ref_counts: np.ndarray,
-    n_ref: int,
-    n_win: int,
-    false_alarm_rate: float,
-    names: tuple[str, ...],
-    points: np.ndarray | None = None,
-    scale: float | None = None,
-    draws: int | None = None,
-) -> dict[str, Calibration]:
-    """:func:`~stream_monitor.stats.calibrate.calibrate` for these sizes, memoised
-    process-wide (the caller rounds sizes that vary with :func:`calibration_size`)."""
-    nr, nw = n_ref, n_win
-    key = (
-        ref_counts.tobytes(),
-        nr,
-        nw,
-        false_alarm_rate,
-        names,
-        None if points is None else points.tobytes(),
-        scale,
-        draws,
-    )
-    hit = _CALIBRATIONS.get(key)
-    if hit is not None:
-        _CALIBRATIONS.move_to_end(key)
-        return hit
-    out = calibrate(
-        ref_counts,
-        n_reference=nr,
-        n_window=nw,
-        false_alarm_rate=false_alarm_rate,
-        names=names,
-        draws=draws,
-        seed=0,
-        points=points,
-        scale=scale,
-    )
-    _CALIBRATIONS[key] = out
-    while len(_CALIBRATIONS) > CALIBRATION_MEMO_SIZE:
-        _CALIBRATIONS.popitem(last=False)
-    return out
 
 
 class FeatureMonitor:
@@ -358,7 +291,7 @@ class FeatureMonitor:
             n_win = calibration_size(n_win)
         if n_ref != int(self.ref_counts.sum()):
             n_ref = calibration_size(n_ref)
-        return shared_calibration(
+        return cached_calibrate(
             self.ref_counts,
             n_ref,
             n_win,

@@ -12,10 +12,10 @@ sliding, with a watermark); and a kernel (MMD) two-sample test for joint drift.
 from stream_monitor.stats.calibrate import (
     STATISTICS,
     Calibration,
-    CalibrationCache,
     batch_statistics,
+    cached_calibrate,
     calibrate,
-    size_bucket,
+    calibration_size,
 )
 from stream_monitor.stats.detectors import Debouncer, StreamDetector
 from stream_monitor.stats.divergence import (
@@ -44,7 +44,6 @@ __all__ = [
     "STATISTICS",
     "BoundedCounter",
     "Calibration",
-    "CalibrationCache",
     "CategoricalHistogram",
     "Closure",
     "Debouncer",
@@ -56,7 +55,9 @@ __all__ = [
     "StreamDetector",
     "batch_statistics",
     "bin_counts",
+    "cached_calibrate",
     "calibrate",
+    "calibration_size",
     "chi2_sf",
     "chi_squared",
     "hellinger",
@@ -65,7 +66,6 @@ __all__ = [
     "psi",
     "psi_noise_floor",
     "quantile_edges",
-    "size_bucket",
     "top_categories",
     "wasserstein_binned",
     "wasserstein_scaled",

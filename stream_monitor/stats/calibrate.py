@@ -7,13 +7,13 @@ and essentially never flags a small real shift in 20 000-event ones. Here the th
 instead derived from a per-window false-alarm rate by a two-sample parametric bootstrap under
 the null "the window comes from the reference distribution" (:func:`calibrate`), with
 :func:`batch_statistics` computing every statistic for many (reference, window) pairs at once.
-:func:`size_bucket` and :class:`CalibrationCache` let windows of varying size share
-calibrations. Everything is pure (no clocks, logging or I/O) and deterministic given a seed.
+:func:`calibration_size` and :func:`cached_calibrate` let windows of varying size, and
+features with identical references, share calibrations. No clocks, logging or I/O; results are
+deterministic given a seed (the memo of :func:`cached_calibrate` only saves recomputation).
 """
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
@@ -435,210 +435,74 @@ def calibrate(
     return result
 
 
-# ------------------------------------------------------------------------- size buckets
+# ------------------------------------------------------------------ sharing calibrations
+
+#: Calibrations shared by every feature of the process, least recently used first. A calibration
+#: is a deterministic function of its inputs (fixed seed), so sharing changes no result; it
+#: saves the simulation for the many numeric features whose quantile-binned references have
+#: identical counts (1,000 distinct values in 10 bins: 100 each). Not part of any snapshot: a
+#: restored monitor recomputes what it needs.
+_CALIBRATIONS: OrderedDict[tuple[Any, ...], dict[str, Calibration]] = OrderedDict()
+CALIBRATION_MEMO_SIZE = 512
 
 
-def size_bucket(n: int, per_doubling: int = 8) -> int:
-    """Round a sample size to a geometric grid so nearby sizes share one calibration.
-
-    Sizes below ``16 * per_doubling`` (128 by default) are returned unchanged; larger ones are
-    rounded, in log space, to the nearest grid point ``2 ** (j / per_doubling)`` and then to
-    the nearest integer. The result is ``>= 1``, non-decreasing in ``n``, a fixed point
-    (``size_bucket(size_bucket(n)) == size_bucket(n)``), and within
-    ``2 ** (1 / (2 * per_doubling)) - 1 + 0.5 / n`` relative error of ``n`` (at most 4.5% for
-    8 steps per doubling).
-
-    Parameters
-    ----------
-    n
-        Sample size; values below 1 are treated as 1.
-    per_doubling
-        Grid steps per doubling, ``>= 1``.
+def calibration_size(n: int) -> int:
+    """``n`` rounded *down* to a grid of 8 steps per doubling (at most 8.3 % smaller), so windows
+    whose sizes vary (time windows, rolling references) share a few calibrations instead of
+    computing one per size. Rounding down simulates a slightly smaller sample, whose no-drift
+    quantile is slightly higher: the achieved false-alarm rate errs below the target.
 
     Examples
     --------
-    >>> size_bucket(100), size_bucket(1000), size_bucket(1030), size_bucket(20_000)
-    (100, 1024, 1024, 19484)
-    >>> size_bucket(size_bucket(20_000)) == size_bucket(20_000)
-    True
-    >>> size_bucket(0)
-    1
+    >>> [calibration_size(n) for n in (1, 15, 100, 1000, 1030, 1100, 10**6)]
+    [1, 15, 99, 939, 1024, 1024, 961548]
     """
-    if per_doubling < 1:
-        raise ValueError("per_doubling must be >= 1")
-    m = max(1, int(n))
-    if m < 16 * per_doubling:
-        return m
-    j = math.floor(per_doubling * math.log2(m) + 0.5)
-    return max(1, math.floor(2.0 ** (j / per_doubling) + 0.5))
+    if n < 16:
+        return max(n, 1)
+    k = math.floor(8 * math.log2(n))
+    # The grid is round(2 ** (k / 8)); take its largest point not above n.
+    return next(g for g in (round(2 ** (j / 8)) for j in (k + 1, k, k - 1)) if g <= n)
 
 
-# --------------------------------------------------------------------------------- cache
-
-
-def _fingerprint(
-    reference_counts: npt.ArrayLike,
+def cached_calibrate(
+    ref_counts: np.ndarray,
+    n_ref: int,
+    n_win: int,
     false_alarm_rate: float,
-    seed: int,
-    draws: int | None,
-    points: npt.ArrayLike | None,
-    scale: float | None,
-) -> str:
-    """Stable digest of everything besides the key that a cached calibration depends on."""
-    h = hashlib.blake2b(digest_size=16)
-    h.update(np.ascontiguousarray(reference_counts, dtype="<f8").ravel().tobytes())
-    h.update(repr((float(false_alarm_rate), int(seed), draws)).encode())
-    if points is not None:
-        h.update(b"points")
-        h.update(np.ascontiguousarray(points, dtype="<f8").ravel().tobytes())
-    h.update(repr(None if scale is None else float(scale)).encode())
-    return h.hexdigest()
-
-
-_CacheKey = tuple[tuple[str, ...], int, int]
-
-
-class CalibrationCache:
-    """Bounded LRU cache of :func:`calibrate` results keyed by statistics and size buckets.
-
-    The key is ``(names, size_bucket(n_reference), size_bucket(n_window))``. Each entry also
-    remembers a digest of the reference counts, rate, seed, draws, points and scale it was
-    computed with; a lookup whose digest differs is treated as a miss and recomputed, so one
-    cache can never return thresholds for another reference or rate. Use one cache per
-    feature for best reuse.
-
-    Parameters
-    ----------
-    capacity
-        Maximum number of entries, ``>= 1``; the least recently used one is evicted.
-
-    Attributes
-    ----------
-    hits, misses, evictions
-        Running counters (restored by :meth:`from_snapshot`).
-
-    Examples
-    --------
-    >>> cache = CalibrationCache(capacity=2)
-    >>> ref = np.full(5, 200)
-    >>> a = cache.get_or_compute(ref, 1000, 1000, 0.05)
-    >>> b = cache.get_or_compute(ref, 1000, 1010, 0.05)  # same size bucket: a hit
-    >>> a is b, a["psi"].n_window, (cache.hits, cache.misses, cache.evictions)
-    (True, 1024, (1, 1, 0))
-    >>> restored = CalibrationCache.from_snapshot(cache.snapshot())
-    >>> restored.get_or_compute(ref, 1000, 1000, 0.05) == a, restored.hits
-    (True, 2)
-    """
-
-    def __init__(self, capacity: int = 32) -> None:
-        if int(capacity) != capacity or capacity < 1:
-            raise ValueError("capacity must be an integer >= 1")
-        self.capacity: int = int(capacity)
-        self.hits: int = 0
-        self.misses: int = 0
-        self.evictions: int = 0
-        self._entries: OrderedDict[_CacheKey, tuple[str, dict[str, Calibration]]] = OrderedDict()
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    def keys(self) -> list[_CacheKey]:
-        """Cached keys, least recently used first."""
-        return list(self._entries)
-
-    def get_or_compute(
-        self,
-        reference_counts: npt.ArrayLike,
-        n_reference: int,
-        n_window: int,
-        false_alarm_rate: float,
-        names: Iterable[str] = ("psi",),
-        seed: int = 0,
-        points: npt.ArrayLike | None = None,
-        scale: float | None = None,
-        *,
-        draws: int | None = None,
-    ) -> dict[str, Calibration]:
-        """Cached :func:`calibrate` at the bucketed sizes.
-
-        Returns the cached dict when ``(names, size_bucket(n_reference),
-        size_bucket(n_window))`` is present and was computed with the same reference counts,
-        rate, seed, draws, points and scale; otherwise calls :func:`calibrate` with
-        ``n_reference=size_bucket(n_reference)`` and ``n_window=size_bucket(n_window)``,
-        stores the result (evicting the least recently used entry when full) and returns it.
-        The returned dict is shared with the cache: do not mutate it.
-        """
-        wanted = _check_names(names)
-        key: _CacheKey = (wanted, size_bucket(n_reference), size_bucket(n_window))
-        fp = _fingerprint(reference_counts, false_alarm_rate, seed, draws, points, scale)
-        entry = self._entries.get(key)
-        if entry is not None and entry[0] == fp:
-            self._entries.move_to_end(key)
-            self.hits += 1
-            return entry[1]
-        self.misses += 1
-        result = calibrate(
-            reference_counts,
-            n_reference=key[1],
-            n_window=key[2],
-            false_alarm_rate=false_alarm_rate,
-            names=wanted,
-            draws=draws,
-            seed=seed,
-            points=points,
-            scale=scale,
-        )
-        self._entries[key] = (fp, result)
-        self._entries.move_to_end(key)
-        while len(self._entries) > self.capacity:
-            self._entries.popitem(last=False)
-            self.evictions += 1
-        return result
-
-    def clear(self) -> None:
-        """Drop all entries (counters are kept)."""
-        self._entries.clear()
-
-    def snapshot(self) -> dict[str, Any]:
-        """JSON-serialisable state (entries least recently used first), versioned."""
-        return {
-            "v": SNAPSHOT_VERSION,
-            "capacity": self.capacity,
-            "hits": self.hits,
-            "misses": self.misses,
-            "evictions": self.evictions,
-            "entries": [
-                {
-                    "names": list(key[0]),
-                    "n_reference": key[1],
-                    "n_window": key[2],
-                    "fingerprint": fp,
-                    "calibrations": {name: c.snapshot() for name, c in cals.items()},
-                }
-                for key, (fp, cals) in self._entries.items()
-            ],
-        }
-
-    @classmethod
-    def from_snapshot(cls, d: Mapping[str, Any]) -> CalibrationCache:
-        """Rebuild from :meth:`snapshot`; raises ``ValueError`` on an unknown version."""
-        if d.get("v") != SNAPSHOT_VERSION:
-            raise ValueError(f"unsupported CalibrationCache snapshot version {d.get('v')!r}")
-        cache = cls(int(d["capacity"]))
-        cache.hits = int(d["hits"])
-        cache.misses = int(d["misses"])
-        cache.evictions = int(d["evictions"])
-        entries = list(d["entries"])
-        if len(entries) > cache.capacity:
-            raise ValueError("more entries than capacity")
-        for e in entries:
-            key: _CacheKey = (
-                _check_names(e["names"]),
-                int(e["n_reference"]),
-                int(e["n_window"]),
-            )
-            cals = {
-                str(name): Calibration.from_snapshot(c) for name, c in e["calibrations"].items()
-            }
-            cache._entries[key] = (str(e["fingerprint"]), cals)
-        return cache
+    names: tuple[str, ...],
+    points: np.ndarray | None = None,
+    scale: float | None = None,
+    draws: int | None = None,
+) -> dict[str, Calibration]:
+    """:func:`calibrate` for these sizes with a fixed seed, memoised process-wide (the caller
+    rounds sizes that vary with :func:`calibration_size`)."""
+    nr, nw = n_ref, n_win
+    key = (
+        ref_counts.tobytes(),
+        nr,
+        nw,
+        false_alarm_rate,
+        names,
+        None if points is None else points.tobytes(),
+        scale,
+        draws,
+    )
+    hit = _CALIBRATIONS.get(key)
+    if hit is not None:
+        _CALIBRATIONS.move_to_end(key)
+        return hit
+    out = calibrate(
+        ref_counts,
+        n_reference=nr,
+        n_window=nw,
+        false_alarm_rate=false_alarm_rate,
+        names=names,
+        draws=draws,
+        seed=0,
+        points=points,
+        scale=scale,
+    )
+    _CALIBRATIONS[key] = out
+    while len(_CALIBRATIONS) > CALIBRATION_MEMO_SIZE:
+        _CALIBRATIONS.popitem(last=False)
+    return out

@@ -22,11 +22,11 @@ from scipy.spatial.distance import jensenshannon as scipy_js
 from stream_monitor.stats.calibrate import (
     STATISTICS,
     Calibration,
-    CalibrationCache,
     batch_statistics,
+    cached_calibrate,
     calibrate,
+    calibration_size,
     default_draws,
-    size_bucket,
 )
 from stream_monitor.stats.divergence import (
     chi_squared,
@@ -318,99 +318,36 @@ def test_calibration_snapshot_round_trip_and_zscore() -> None:
         Calibration.from_snapshot(snap | {"v": 2})
 
 
-# ----------------------------------------------------------------------------- size_bucket
+# ------------------------------------------------------------------ sharing calibrations
 
 
-def test_size_bucket_properties() -> None:
-    ns = np.arange(1, 300_001)
-    buckets = np.array([size_bucket(int(n)) for n in ns])
-    assert buckets.min() >= 1
-    assert np.all(np.diff(buckets) >= 0)  # monotone
-    assert np.max(np.abs(buckets - ns) / ns) <= 0.045
-    for b in np.unique(buckets):
-        assert size_bucket(int(b)) == b  # idempotent on its own outputs
-    # 8 buckets per doubling above the exact range: 2**(80/8) .. 2**(88/8) inclusive
-    assert len(np.unique(buckets[(ns >= 1024) & (ns <= 2048)])) == 9
-    assert [size_bucket(n) for n in (-5, 0, 1, 127)] == [1, 1, 1, 127]
-    for n in (10**7, 10**9, 2**40 + 3):
-        assert abs(size_bucket(n) - n) / n <= 0.045
+def test_calibration_size_properties() -> None:
+    ns = np.arange(1, 300_000)
+    sizes = np.array([calibration_size(int(n)) for n in ns])
+    assert np.all(np.diff(sizes) >= 0)  # monotone
+    assert np.all(sizes <= ns)  # rounds down: a slightly higher, conservative threshold
+    assert np.all(sizes[ns >= 16] >= 0.917 * ns[ns >= 16])  # at most 8.3 % smaller
+    assert all(calibration_size(int(s)) == s for s in np.unique(sizes))  # idempotent
+    assert [calibration_size(n) for n in (-5, 0, 1, 15)] == [1, 1, 1, 15]
+    assert len(np.unique(sizes[ns >= 1000])) < 160  # few distinct sizes to calibrate
 
 
-@pytest.mark.parametrize("per", [1, 2, 4, 16])
-def test_size_bucket_other_resolutions(per: int) -> None:
-    ns = np.arange(1, 50_001)
-    buckets = np.array([size_bucket(int(n), per) for n in ns])
-    assert np.all(np.diff(buckets) >= 0)
-    bound = 2 ** (1 / (2 * per)) - 1 + 0.5 / ns
-    assert np.all(np.abs(buckets - ns) / ns <= bound + 1e-12)
-    assert all(size_bucket(int(b), per) == b for b in np.unique(buckets))
+def test_cached_calibrate_equals_calibrate_and_is_bounded() -> None:
+    from stream_monitor.stats.calibrate import _CALIBRATIONS, CALIBRATION_MEMO_SIZE
 
-
-def test_size_bucket_validation() -> None:
-    with pytest.raises(ValueError, match="per_doubling"):
-        size_bucket(10, 0)
-
-
-# ------------------------------------------------------------------------ CalibrationCache
-
-
-def test_cache_lru_counters_and_buckets() -> None:
-    ref = np.array([10, 20, 30, 40])
-    cache = CalibrationCache(capacity=2)
-    a = cache.get_or_compute(ref, 1000, 500, 0.05)
-    assert (cache.hits, cache.misses, cache.evictions) == (0, 1, 0)
-    assert a["psi"].n_reference == size_bucket(1000) and a["psi"].n_window == size_bucket(500)
-    assert cache.get_or_compute(ref, 1010, 510, 0.05) is a  # same buckets
-    assert (cache.hits, cache.misses) == (1, 1)
-    b = cache.get_or_compute(ref, 1000, 100, 0.05)
-    cache.get_or_compute(ref, 1000, 500, 0.05)  # refresh a: b is now least recently used
-    c = cache.get_or_compute(ref, 1000, 5000, 0.05)  # evicts b
-    assert (cache.hits, cache.misses, cache.evictions) == (2, 3, 1)
-    assert len(cache) == 2
-    assert cache.keys() == [(("psi",), 1024, 512), (("psi",), 1024, size_bucket(5000))]
-    assert cache.get_or_compute(ref, 1000, 5000, 0.05) is c
-    assert cache.get_or_compute(ref, 1000, 100, 0.05) == b  # recomputed, same seed
-    assert (cache.hits, cache.misses, cache.evictions) == (3, 4, 2)
-    # Different names are a different key.
-    cache.get_or_compute(ref, 1000, 100, 0.05, names=("psi", "ks"))
-    assert cache.misses == 5
-
-
-def test_cache_never_serves_another_reference_or_rate() -> None:
-    cache = CalibrationCache()
-    a = cache.get_or_compute([10, 20, 30], 1000, 100, 0.05)
-    b = cache.get_or_compute([30, 20, 10], 1000, 100, 0.05)
-    c = cache.get_or_compute([30, 20, 10], 1000, 100, 0.01)
-    assert cache.hits == 0 and cache.misses == 3 and len(cache) == 1
-    assert a != b and c["psi"].false_alarm_rate == 0.01
-    pts, scale = [0.0, 1.0, 2.0], 1.0
-    w = cache.get_or_compute([1, 1, 1], 100, 100, 0.05, ("wasserstein",), 0, pts, scale)
-    assert cache.get_or_compute([1, 1, 1], 100, 100, 0.05, ("wasserstein",), 0, pts, scale) is w
-    cache.get_or_compute([1, 1, 1], 100, 100, 0.05, ("wasserstein",), 0, pts, 2.0)
-    assert (cache.hits, cache.misses) == (1, 5)
-
-
-def test_cache_snapshot_round_trip() -> None:
-    ref = np.array([5, 5, 10])
-    cache = CalibrationCache(capacity=3)
-    for n in (100, 200, 400, 800):
-        cache.get_or_compute(ref, 10_000, n, 0.05, names=("psi", "ks"))
-    cache.get_or_compute(ref, 10_000, 200, 0.05, names=("psi", "ks"))
-    snap = json.loads(json.dumps(cache.snapshot()))
-    restored = CalibrationCache.from_snapshot(snap)
-    assert restored.snapshot() == cache.snapshot()
-    assert (restored.hits, restored.misses, restored.evictions) == (1, 4, 1)
-    assert restored.keys() == cache.keys()
-    again = restored.get_or_compute(ref, 10_000, 800, 0.05, names=("psi", "ks"))
-    assert restored.hits == 2 and again == cache.get_or_compute(
-        ref, 10_000, 800, 0.05, ("psi", "ks")
+    counts = np.array([120, 80, 100, 100, 100, 100, 100, 100, 100, 100])
+    a = cached_calibrate(counts, 1000, 500, 0.01, ("psi",), draws=3000)
+    direct = calibrate(
+        counts, n_reference=1000, n_window=500, false_alarm_rate=0.01, draws=3000, seed=0
     )
-    with pytest.raises(ValueError, match="version"):
-        CalibrationCache.from_snapshot(snap | {"v": 0})
-    with pytest.raises(ValueError, match="capacity"):
-        CalibrationCache.from_snapshot(snap | {"capacity": 1})
-    with pytest.raises(ValueError, match="capacity"):
-        CalibrationCache(0)
+    assert a == direct
+    assert cached_calibrate(counts, 1000, 500, 0.01, ("psi",), draws=3000) is a  # memoised
+    other = cached_calibrate(counts + 1, 1000, 500, 0.01, ("psi",), draws=3000)
+    assert other is not a and other["psi"].n_reference == 1000
+    assert cached_calibrate(counts, 1000, 500, 0.02, ("psi",), draws=3000) is not a
+    for i in range(CALIBRATION_MEMO_SIZE + 5):
+        cached_calibrate(counts, 1000, 20 + i, 0.01, ("psi",), draws=200)
+    assert len(_CALIBRATIONS) == CALIBRATION_MEMO_SIZE
 
 
 # --------------------------------------------------------- false-alarm rate on stable streams
