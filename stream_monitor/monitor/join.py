@@ -604,11 +604,8 @@ class EarlyLabels:
 
     def take(self, model_id: str, event_id: str) -> Any | None:
         """The waiting label of this prediction (removed), or None."""
-        found = self._waiting.pop((model_id, event_id), None)
-        if found is None:
-            return None
-        self.matched += 1
-        return found[1]
+        found = self.take_with_time(model_id, event_id)
+        return None if found is None else found[1]
 
     def take_with_time(self, model_id: str, event_id: str) -> tuple[float, Any] | None:
         """The waiting label of this prediction and its event time (removed), or None."""
