@@ -7,7 +7,7 @@ does no I/O, reads no clock and is snapshot-able as plain JSON-compatible data.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from stream_monitor.alerts.observation import Observation
@@ -65,6 +65,9 @@ class PartitionState:
         #: Distinct refused model ids, remembered up to ``REFUSED_MEMORY`` (bounded).
         self._refused_models: set[str] = set()
         self.events_refused = 0
+        #: Called with every observation before the alert rules see it (the backtest report
+        #: plots them); not part of the state.
+        self.observer: Callable[[Observation], None] | None = None
 
     def process(
         self, predictions: Sequence[PredictionEvent], labels: Sequence[LabelEvent]
@@ -120,6 +123,8 @@ class PartitionState:
                 observations.extend(model.update_errors(pairs, joined_at[model_id]))
         alerts: list[AlertEvent] = []
         for o in observations:
+            if self.observer is not None:
+                self.observer(o)
             alerts.extend(self.tracker.observe(o))
         return alerts
 
