@@ -33,7 +33,7 @@ from stream_monitor.checkpoint import (
 from stream_monitor.config import MonitorConfig
 from stream_monitor.errors import ConfigError, TopicsNotReady
 from stream_monitor.events.decode import DeadLetter, dead_letter_headers, decode_record
-from stream_monitor.events.schema import AlertEvent, LabelEvent, PredictionEvent
+from stream_monitor.events.schema import AlertEvent, LabelEvent, PredictionEvent, RetrainTrigger
 from stream_monitor.kafka import clients
 from stream_monitor.metrics.collector import StateCollector
 from stream_monitor.metrics.instruments import Instruments
@@ -568,6 +568,17 @@ class Application:
             self._on_commit.append(
                 self.metrics.alerts_published.labels(kind=a.kind, status=a.status).inc
             )
+            if a.retrain and cfg.topics.retrain is not None:
+                trigger = RetrainTrigger.from_alert(a)
+                ckpt.add_output(
+                    OutputRecord(
+                        cfg.topics.retrain,
+                        a.model_id.encode(),
+                        orjson.dumps(trigger.model_dump()),
+                        [("content-type", b"application/json")],
+                    )
+                )
+                self._on_commit.append(self.metrics.retrain_triggers.inc)
             if self.on_alert is not None:
                 self._on_commit.append(lambda a=a: self.on_alert(a))  # type: ignore[misc]
         for topic, ts in newest.items():

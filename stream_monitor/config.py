@@ -22,6 +22,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 __all__ = [
+    "AlertRule",
+    "AlertsConfig",
     "CheckpointConfig",
     "DetectorConfig",
     "DriftConfig",
@@ -53,6 +55,9 @@ class TopicsConfig(_Frozen):
     labels: str = "labels"
     alerts: str = "alerts"
     dead_letter: str = "stream-monitor-dead-letter"
+    #: Retraining triggers (a compact event when a rule with ``retrain = true`` fires); unset,
+    #: none are published.
+    retrain: str | None = None
     #: Partitions and replication for the output topics the monitor creates when missing.
     output_partitions: int = Field(default=3, ge=1)
     output_replication_factor: int = Field(default=1, ge=1)
@@ -395,6 +400,20 @@ class SegmentsConfig(_Frozen):
     with ``fairness_reference[key] = value``, to that reference segment's). The
     ``disparate_impact`` (positive-rate ratio) and ``tpr_ratio`` signals breach below
     ``min_ratio`` (the four-fifths rule) and clear above ``(1 + min_ratio) / 2``.
+
+    Version comparison (whenever ``by_version`` is on): in every window, each version's
+    predictions are compared with those of the baseline version *in the same window*
+    (``version_psi`` on ``prediction.score`` / ``prediction.label``, threshold calibrated under
+    "both versions' outputs come from one distribution") and, once labels arrive, its main
+    performance metric (``version_relative_change``, positive = worse than the baseline,
+    breaching above ``performance.max_relative_change``). ``baseline_version`` names the version
+    the others are compared with. Unset, the baseline is the version with the most events
+    (labelled pairs for performance) in a window, normally the production version, and it
+    stays the baseline while it has at least ``version_min_events`` in each window, so a 50/50
+    split or a ramp-up does not swap the roles from one window to the next. A version with
+    fewer than ``version_min_events`` events (or labelled pairs) in a window, or a baseline with
+    fewer, is not compared in that window. At most ``max_values`` versions are compared; the
+    events of later versions are counted, not compared.
     """
 
     keys: tuple[str, ...] = ()
@@ -402,10 +421,133 @@ class SegmentsConfig(_Frozen):
     by_version: bool = False
     fairness_reference: dict[str, str] = {}
     min_ratio: float = Field(default=0.8, gt=0, lt=1)
+    #: The version others are compared with; None: the one with the most events (sticky).
+    baseline_version: str | None = None
+    #: A version (or baseline) with fewer events or labelled pairs in a window is not compared.
+    version_min_events: int = Field(default=100, ge=1)
 
     @property
     def all_keys(self) -> tuple[str, ...]:
         return (*self.keys, "model_version") if self.by_version else self.keys
+
+
+AlertAction = Literal[
+    "investigate_data_pipeline", "retrain", "roll_back", "check_labels", "investigate"
+]
+
+
+class AlertRule(_Frozen):
+    """Which observations a rule judges, how, and where its alerts go.
+
+    A rule matches an observation by glob patterns (``fnmatch``) on the model, kind, feature,
+    signal and segment; the first matching rule of ``alerts.rules`` judges it, and observations
+    no rule matches are judged by the default rule (the monitor's own thresholds, severity by
+    kind). ``mode``:
+
+    - ``calibrated``: the monitor's own verdict (calibrated drift thresholds, the performance
+      baseline, ...); ``threshold`` is not used.
+    - ``absolute``: the value against ``threshold`` (``direction`` ``above`` or ``below``);
+      it clears past ``resolve_threshold`` (default: the threshold moved back by
+      ``1 - alerts.resolve_ratio`` of its size, so 0.9 for 1.0 above, 0.77 for 0.7 below).
+    - ``relative``: the relative change of the value from its baseline (the reference mean of a
+      feature's ``mean`` signal, a performance metric's baseline): ``(value - baseline) /
+      |baseline|``, against ``threshold`` in the ``direction`` (``both`` compares its size).
+
+    ``for_windows`` consecutive breaching observations and ``for_seconds`` of event time in
+    breach are both needed before an incident fires (until then it is *pending*).
+    ``enabled = false`` silences what the rule matches.
+
+    Examples
+    --------
+    >>> r = AlertRule(name="precision", kind="performance", signal="precision:1",
+    ...               mode="absolute", threshold=0.7, direction="below", for_windows=2)
+    >>> r.matches("fraud", "performance", None, "precision:1", None)
+    True
+    """
+
+    name: str = Field(min_length=1)
+    models: tuple[str, ...] = ("*",)
+    kind: str = "*"
+    feature: str = "*"
+    signal: str = "*"
+    #: ``*`` matches the whole model and every segment; ``""`` only the whole model.
+    segment: str = "*"
+    mode: Literal["calibrated", "absolute", "relative"] = "calibrated"
+    threshold: float | None = None
+    resolve_threshold: float | None = None
+    direction: Literal["above", "below", "both"] = "above"
+    for_windows: int = Field(default=1, ge=1)
+    for_seconds: float = Field(default=0.0, ge=0)
+    cooldown_seconds: float | None = Field(default=None, ge=0)
+    severity: Literal["critical", "warning", "info"] | None = None
+    labels: dict[str, str] = {}
+    action: AlertAction | None = None
+    retrain: bool = False
+    enabled: bool = True
+
+    @model_validator(mode="after")
+    def _check(self) -> AlertRule:
+        if self.mode != "calibrated" and self.threshold is None:
+            raise ValueError(f"rule {self.name!r}: mode {self.mode!r} needs a threshold")
+        if self.mode == "absolute" and self.direction == "both":
+            raise ValueError(f"rule {self.name!r}: direction 'both' is for relative rules")
+        return self
+
+    def matches(
+        self,
+        model_id: str,
+        kind: str,
+        feature: str | None,
+        signal: str,
+        segment: str | None,
+    ) -> bool:
+        if segment is None:
+            seg_ok = self.segment in ("*", "")
+        else:
+            seg_ok = self.segment != "" and _glob(segment, self.segment)
+        return (
+            seg_ok
+            and _glob(kind, self.kind)
+            and _glob(signal, self.signal)
+            and _glob(feature or "", self.feature)
+            and any(_glob(model_id, m) for m in self.models)
+        )
+
+
+def _glob(value: str, pattern: str) -> bool:
+    """An exact match, or a ``fnmatch`` glob (``*``, ``?``, ``[seq]``)."""
+    from fnmatch import fnmatchcase
+
+    return value == pattern or fnmatchcase(value, pattern)
+
+
+class AlertsConfig(_Frozen):
+    """The alert lifecycle: rules, grouping, hysteresis and cooldown (see docs/alerts.md).
+
+    An incident is *pending* while its rule's ``for_windows`` / ``for_seconds`` are not yet met,
+    then *firing* (one ``firing`` event), then *resolved* (one ``resolved`` event) once every
+    signal of it has cleared its resolve threshold. After a resolution the same incident may not
+    fire again for ``cooldown_seconds`` of event time: a value hovering at the threshold makes
+    one alert, not one per window. With ``group_features`` the features of a model share one
+    incident per kind (and segment), listed in the alert with the model drift score.
+    """
+
+    rules: tuple[AlertRule, ...] = ()
+    group_features: bool = True
+    cooldown_seconds: float = Field(default=3600.0, ge=0)
+    #: Resolve thresholds of ``absolute`` / ``relative`` rules without ``resolve_threshold``:
+    #: the threshold moved back by ``1 - resolve_ratio`` of its size.
+    resolve_ratio: float = Field(default=0.9, gt=0, le=1)
+    #: Signals listed in an alert at most (the strongest; ``signals_total`` counts them all).
+    max_signals: int = Field(default=10, ge=1, le=1000)
+
+    @model_validator(mode="after")
+    def _unique(self) -> AlertsConfig:
+        names = [r.name for r in self.rules]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup or "default" in names:
+            raise ValueError(f"rule names must be unique and not 'default': {dup or ['default']}")
+        return self
 
 
 class LimitsConfig(_Frozen):
@@ -472,6 +614,7 @@ class MonitorConfig(_Frozen):
     labels: LabelJoinConfig = LabelJoinConfig()
     performance: PerformanceConfig = PerformanceConfig()
     segments: SegmentsConfig = SegmentsConfig()
+    alerts: AlertsConfig = AlertsConfig()
     limits: LimitsConfig = LimitsConfig()
     security: KafkaSecurity = KafkaSecurity()
     batch_size: int = Field(default=2000, ge=1)

@@ -30,3 +30,6 @@ class Observation:
     model_version: str | None = None
     #: ``key=value`` of the segment judged (see ``SegmentsConfig``), None for the whole model.
     segment: str | None = None
+    #: What the value is compared with when it has a natural baseline (the reference mean of a
+    #: feature's ``mean``, a performance metric's baseline): ``relative`` rules need it.
+    baseline: float | None = None

@@ -1,33 +1,59 @@
-"""The alert lifecycle: an incident per (model, kind, feature), opened once, resolved once.
+"""The alert lifecycle: incidents that go pending, firing and resolved, one event per transition.
 
-Several signals may speak about one incident (the PSI of a window and the change detectors of the
-same feature): the first that breaches opens it; it resolves only when every signal that spoke
-about it has cleared (each with its own, lower, resolve threshold: hysteresis).
+Observations are judged by their rule (:mod:`stream_monitor.alerts.rules`). An incident is one
+dedup key: a model, a kind and a segment, plus the feature unless ``alerts.group_features``
+gathers the features of a model into one incident. Each signal that speaks about an incident is
+a *member* of it:
+
+- *pending*: a member breached, but not yet for its rule's ``for_windows`` consecutive
+  observations and ``for_seconds`` of event time; a member that stops breaching resets.
+- *firing*: one ``firing`` event, listing the incident's signals (strongest first), its
+  features and the model drift score.
+- *resolved*: once every member has cleared its resolve threshold (hysteresis: a value between
+  the two thresholds keeps the state), one ``resolved`` event. For ``cooldown_seconds`` of event
+  time after that the incident stays pending instead of firing again: a value hovering at the
+  threshold gives one alert, not one per window.
+
+Observations are taken in runs of one model's instant (the signals of one window arrive
+together), so the features that drift in the same window are in the same alert. Time is event
+time throughout, so replaying recorded events gives the same alerts as live processing.
 
 Examples
 --------
 >>> from stream_monitor.alerts.observation import Observation
->>> def obs(v):
-...     return Observation("m", "data_drift", "age", "psi", v, 0.25, v > 0.25, v < 0.1, 1.0)
+>>> def obs(v, t):
+...     return Observation("m", "data_drift", "age", "psi", v, 0.25, v > 0.25, v < 0.1, t)
 >>> t = AlertTracker()
->>> [a.status for v in (0.05, 0.4, 0.5, 0.2, 0.3, 0.05) for a in t.observe(obs(v))]
-['firing', 'resolved']
+>>> vals = (0.05, 0.4, 0.5, 0.2, 0.3, 0.05, 0.4)
+>>> [(a.status, a.observed_at) for i, v in enumerate(vals) for a in t.observe(obs(v, i * 60))]
+[('firing', 60.0), ('resolved', 300.0)]
 """
 
 from __future__ import annotations
 
 import uuid
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from stream_monitor.alerts.observation import Observation
-from stream_monitor.events.schema import AlertEvent, Severity
+from stream_monitor.alerts.rules import RuleBook, Verdict
+from stream_monitor.config import AlertsConfig
+from stream_monitor.events.schema import (
+    PRIORITY,
+    AlertEvent,
+    AlertSignal,
+    Severity,
+    SuggestedAction,
+)
 
-__all__ = ["AlertTracker", "dedup_key"]
+__all__ = ["SEVERITY", "AlertTracker", "dedup_key"]
 
-SNAPSHOT_VERSION = 1
+SNAPSHOT_VERSION = 2
 _NAMESPACE = uuid.UUID("6f1c1c52-3f5e-4a53-9a59-2f0c6e3b9d11")
 
+#: Severity of the default rule, by kind.
 SEVERITY: dict[str, Severity] = {
     "data_drift": "warning",
     "prediction_drift": "warning",
@@ -43,13 +69,26 @@ _WHAT = {
     "concept_drift": "errors of model {model!r} rose",
     "performance": "performance of model {model!r} decayed",
 }
-
-
-#: Model-level signals (no feature): the model drift score, new fields in the payload.
+#: Incidents without one feature: model-level signals, or the features of a group.
 _WHAT_MODEL = {
     "data_drift": "the inputs of model {model!r} drifted",
-    "data_quality": "the payload of model {model!r} carries fields unknown to the reference",
+    "prediction_drift": "the outputs of model {model!r} drifted",
+    "data_quality": "the data quality of model {model!r} degraded",
+    "concept_drift": "errors of model {model!r} rose",
+    "performance": "performance of model {model!r} decayed",
 }
+_ACTION_TEXT = {
+    "investigate_data_pipeline": "check the data pipeline feeding the model",
+    "retrain": "retrain the model on recent data",
+    "roll_back": "roll back to the baseline version",
+    "check_labels": "check the labelling pipeline",
+    "investigate": "investigate",
+}
+#: Signals comparing a candidate model version with the baseline version.
+_VERSION_SIGNALS = frozenset({"version_psi", "version_relative_change"})
+_FAIRNESS_SIGNALS = frozenset({"disparate_impact", "tpr_ratio", "fpr_ratio"})
+#: Signals that describe the model as a whole, not one of the incident's features.
+MODEL_SCORE = "model_drift_score"
 
 
 def dedup_key(model_id: str, kind: str, feature: str | None, segment: str | None = None) -> str:
@@ -63,104 +102,312 @@ def dedup_key(model_id: str, kind: str, feature: str | None, segment: str | None
 
 
 @dataclass
+class _Member:
+    """One signal of an incident, as of its last observation."""
+
+    feature: str | None
+    signal: str
+    rule: str
+    value: float = 0.0
+    threshold: float = 0.0
+    baseline: float | None = None
+    strength: float = 0.0
+    breached: bool = False
+    cleared: bool = False
+    #: Consecutive breaching observations, and the event time the breach began.
+    streak: int = 0
+    since: float | None = None
+    window_events: int | None = None
+
+    def row(self) -> list[Any]:
+        return [
+            self.feature,
+            self.signal,
+            self.rule,
+            self.value,
+            self.threshold,
+            self.baseline,
+            self.strength,
+            self.breached,
+            self.cleared,
+            self.streak,
+            self.since,
+            self.window_events,
+        ]
+
+
+@dataclass
 class _Incident:
     model_id: str
     kind: str
     feature: str | None
     segment: str | None = None
     seq: int = 0
-    firing: bool = False
+    state: str = "inactive"  # inactive | pending | firing
     started_at: float = 0.0
-    #: Signals that have spoken during the current incident, and whether each has cleared.
-    cleared: dict[str, bool] = field(default_factory=dict)
+    resolved_at: float | None = None
+    rule: str = "default"
+    model_version: str | None = None
+    members: dict[str, _Member] = field(default_factory=dict)
+    #: Whether a fire was held back by the cooldown during the current pending spell.
+    held: bool = False
+    #: The member that fired the incident.
+    lead: str = ""
+
+    @property
+    def firing(self) -> bool:
+        return self.state == "firing"
 
 
 class AlertTracker:
-    """Turns a stream of observations into firing and resolved alert events."""
+    """Turns a stream of observations into firing and resolved alert events.
 
-    def __init__(self) -> None:
+    ``windows`` describes the window of each kind's values (``"count 1000"``), for the events.
+    """
+
+    def __init__(
+        self, cfg: AlertsConfig | None = None, windows: dict[str, str] | None = None
+    ) -> None:
+        self.cfg = cfg or AlertsConfig()
+        self.rules = RuleBook(self.cfg)
+        self.windows = windows or {}
         self._incidents: dict[str, _Incident] = {}
+        #: Last model drift score per (model, segment), carried by that model's alerts.
+        self._scores: dict[tuple[str, str | None], float] = {}
+        #: Fires held back by a cooldown (one per pending spell).
+        self.suppressed = 0
 
+    # --- observing ----------------------------------------------------------------------------
     def observe(self, o: Observation) -> list[AlertEvent]:
-        key = dedup_key(o.model_id, o.kind, o.feature, o.segment)
-        inc = self._incidents.get(key)
-        if inc is None:
-            if not o.breached:
-                return []  # nothing to remember: keeps state to incidents that ever happened
-            inc = self._incidents[key] = _Incident(o.model_id, o.kind, o.feature, o.segment)
-        if not inc.firing:
-            if not o.breached:
-                return []
-            inc.seq += 1
-            inc.firing = True
-            inc.started_at = o.observed_at
-            inc.cleared = {o.signal: False}
-            return [self._event(key, inc, o, "firing")]
-        if o.cleared:
-            inc.cleared[o.signal] = True
-        elif o.breached:
-            inc.cleared[o.signal] = False
-        else:  # between the two thresholds: the signal keeps its state (a new one is not clear)
-            inc.cleared.setdefault(o.signal, False)
-        if all(inc.cleared.values()):
-            inc.firing = False
-            return [self._event(key, inc, o, "resolved")]
-        return []
+        """One observation; see :meth:`observe_many`."""
+        return self.observe_many([o])
 
-    def firing(self) -> list[tuple[str, str, str | None]]:
-        """(model_id, kind, feature) of the whole-model incidents firing now."""
-        return [
-            (i.model_id, i.kind, i.feature)
-            for i in self._incidents.values()
-            if i.firing and i.segment is None
-        ]
+    def observe_many(self, observations: Sequence[Observation]) -> list[AlertEvent]:
+        """Judge observations (in order) and return the alert events of the transitions.
 
-    def firing_segments(self) -> list[tuple[str, str, str | None, str]]:
-        """(model_id, kind, feature, segment) of the segment incidents firing now."""
-        return [
-            (i.model_id, i.kind, i.feature, i.segment)
-            for i in self._incidents.values()
-            if i.firing and i.segment is not None
-        ]
+        Consecutive observations of one model at one event time (a window's signals) update
+        their incidents together before any transition is decided.
+        """
+        events: list[AlertEvent] = []
+        for run in _runs(observations):
+            touched: dict[str, tuple[_Incident, Observation]] = {}
+            for o in run:
+                if o.signal == MODEL_SCORE and o.feature is None:
+                    self._scores[(o.model_id, o.segment)] = float(o.value)
+                verdict = self.rules.judge(o)
+                if verdict is None:
+                    continue
+                key = self._key(o)
+                inc = self._incidents.get(key)
+                if inc is None:
+                    if not verdict.breached:
+                        continue  # state only for incidents that ever happened: bounded
+                    feature = None if self.cfg.group_features else o.feature
+                    inc = self._incidents[key] = _Incident(o.model_id, o.kind, feature, o.segment)
+                if not inc.members and not verdict.breached:
+                    continue
+                self._update_member(inc, o, verdict)
+                inc.model_version = o.model_version
+                touched[key] = (inc, o)
+            for key, (inc, o) in touched.items():
+                events.extend(self._transition(key, inc, o))
+        return events
 
-    def _event(self, key: str, inc: _Incident, o: Observation, status: str) -> AlertEvent:
-        template = (
-            _WHAT[o.kind] if o.feature is not None else _WHAT_MODEL.get(o.kind, _WHAT[o.kind])
-        )
-        what = template.format(feature=o.feature, model=o.model_id)
-        if o.segment is not None:
-            what = f"{what} in segment {o.segment}"
-        if status == "firing" and o.signal == "change_detectors":
-            summary = (
-                f"{what[0].upper()}{what[1:]}: {o.value:.0f} change detectors (ADWIN, "
-                "Page-Hinkley) agree that its distribution shifted away from the reference."
-            )
-        elif status == "firing":
-            summary = (
-                f"{what[0].upper()}{what[1:]}: {o.signal} is {o.value:.4g}, "
-                f"above its threshold {o.threshold:.4g}"
-                + (f" over the last {o.window_events} events." if o.window_events else ".")
-            )
+    def _key(self, o: Observation) -> str:
+        feature = None if self.cfg.group_features else o.feature
+        return dedup_key(o.model_id, o.kind, feature, o.segment)
+
+    @staticmethod
+    def _update_member(inc: _Incident, o: Observation, v: Verdict) -> None:
+        mid = f"{o.feature or '-'}/{o.signal}"
+        m = inc.members.get(mid)
+        if m is None:
+            m = inc.members[mid] = _Member(o.feature, o.signal, v.rule)
+        m.rule = v.rule
+        m.value, m.threshold, m.strength = float(v.value), float(v.threshold), float(v.strength)
+        m.baseline = None if v.baseline is None else float(v.baseline)
+        m.window_events = o.window_events
+        if v.breached:
+            m.streak += 1
+            if m.since is None:
+                m.since = o.observed_at
+            m.breached, m.cleared = True, False
         else:
-            summary = f"Resolved: {what}, and every signal is back ({o.signal} is {o.value:.4g})."
+            m.streak, m.since, m.breached = 0, None, False
+            if v.cleared:
+                m.cleared = True
+            # between the two thresholds a member keeps its cleared state (a new one is not)
+
+    def _ready(self, m: _Member, now: float) -> bool:
+        if not m.breached or m.since is None:
+            return False
+        r = self.rules.rule(m.rule)
+        return m.streak >= r.for_windows and now - m.since >= r.for_seconds
+
+    def _transition(self, key: str, inc: _Incident, o: Observation) -> list[AlertEvent]:
+        now = o.observed_at
+        members = inc.members
+        if inc.state == "firing":
+            if all(m.cleared for m in members.values()):
+                # The resolution names the signal that fired the incident (the order signals
+                # speak in within an instant depends on how batches were cut).
+                lead = members.get(inc.lead) or min(
+                    members.values(), key=lambda m: (-m.strength, m.feature or "", m.signal)
+                )
+                ev = self._event(key, inc, o, "resolved", lead)
+                inc.state, inc.resolved_at = "inactive", now
+                inc.members = {}
+                return [ev]
+            return []
+        ready = [m for m in members.values() if self._ready(m, now)]
+        if not ready:
+            if any(m.breached for m in members.values()):
+                inc.state = "pending"
+            else:
+                inc.state, inc.members, inc.held = "inactive", {}, False
+            return []
+        first = max(ready, key=lambda m: (m.strength, m.signal))
+        cooldown = self.rules.rule(first.rule).cooldown_seconds
+        if cooldown is None:
+            cooldown = self.cfg.cooldown_seconds
+        if inc.resolved_at is not None and now < inc.resolved_at + cooldown:
+            if not inc.held:
+                self.suppressed += 1
+                inc.held = True
+            inc.state = "pending"
+            return []
+        inc.seq += 1
+        inc.state, inc.held, inc.rule = "firing", False, first.rule
+        inc.lead = f"{first.feature or '-'}/{first.signal}"
+        inc.started_at = min(m.since for m in ready if m.since is not None)
+        # The incident is about what breaches now; others join as they speak.
+        inc.members = {k: m for k, m in members.items() if m.breached}
+        return [self._event(key, inc, o, "firing", first)]
+
+    # --- events -------------------------------------------------------------------------------
+    def _event(
+        self, key: str, inc: _Incident, o: Observation, status: str, lead: _Member
+    ) -> AlertEvent:
+        rule = self.rules.rule(inc.rule)
+        ranked = sorted(inc.members.values(), key=lambda m: (not m.breached, -m.strength, m.signal))
+        features: list[str] = []
+        for m in ranked:
+            if m.feature is not None and m.feature not in features:
+                features.append(m.feature)
+        score = self._scores.get((inc.model_id, inc.segment))
+        severity = rule.severity or SEVERITY[inc.kind]
+        action = rule.action or _suggest(inc.kind, lead.signal, score)
+        summary = self._summary(inc, status, lead, features, score, action)
         return AlertEvent(
             alert_id=str(uuid.uuid5(_NAMESPACE, f"{key}|{inc.seq}|{status}")),
             dedup_key=key,
             status=status,  # type: ignore[arg-type]
-            severity=SEVERITY[o.kind],
-            model_id=o.model_id,
-            model_version=o.model_version,
-            kind=o.kind,
-            feature=o.feature,
-            segment=o.segment,
-            signal=o.signal,
-            value=o.value,
-            threshold=o.threshold,
+            severity=severity,
+            priority=PRIORITY[severity],  # type: ignore[arg-type]
+            model_id=inc.model_id,
+            model_version=inc.model_version,
+            kind=inc.kind,  # type: ignore[arg-type]
+            feature=lead.feature,
+            segment=inc.segment,
+            signal=lead.signal,
+            value=lead.value,
+            threshold=lead.threshold,
+            baseline=lead.baseline,
             summary=summary,
-            window_events=o.window_events,
+            window_events=lead.window_events,
+            window=self.windows.get(inc.kind),
+            rule=inc.rule,
+            labels=dict(rule.labels),
+            signals=[
+                AlertSignal(
+                    feature=m.feature,
+                    signal=m.signal,
+                    value=m.value,
+                    threshold=m.threshold,
+                    baseline=m.baseline,
+                    breached=m.breached,
+                )
+                for m in ranked[: self.cfg.max_signals]
+            ],
+            signals_total=len(ranked),
+            top_features=features[: self.cfg.max_signals],
+            model_drift_score=score,
+            suggested_action=action,
+            retrain=rule.retrain and status == "firing",
             started_at=inc.started_at,
             observed_at=o.observed_at,
         )
+
+    @staticmethod
+    def _summary(
+        inc: _Incident,
+        status: str,
+        lead: _Member,
+        features: list[str],
+        score: float | None,
+        action: SuggestedAction,
+    ) -> str:
+        if inc.feature is not None or (len(features) == 1 and lead.feature is not None):
+            feature = features[0] if features else inc.feature
+            what = _WHAT[inc.kind].format(feature=feature, model=inc.model_id)
+        else:
+            what = _WHAT_MODEL[inc.kind].format(model=inc.model_id)
+        if inc.segment is not None:
+            what = f"{what} in segment {inc.segment}"
+        what = what[0].upper() + what[1:]
+        if status == "resolved":
+            back = f"{lead.signal} is {lead.value:.4g}"
+            return f"Resolved: {what}, and every signal is back ({back})."
+        parts = [what]
+        if len(features) > 1:
+            shown = ", ".join(features[:5]) + (", ..." if len(features) > 5 else "")
+            parts.append(f"{len(features)} features ({shown})")
+        on = f" of {lead.feature}" if lead.feature and len(features) != 1 else ""
+        if lead.signal == "change_detectors":
+            parts.append(f"{lead.value:.0f} change detectors agree{on}")
+        else:
+            past = "below" if lead.value < lead.threshold else "above"
+            parts.append(
+                f"{lead.signal}{on} is {lead.value:.4g}, {past} its threshold {lead.threshold:.4g}"
+                + (f" over the last {lead.window_events} events" if lead.window_events else "")
+            )
+        if score is not None and inc.kind == "data_drift":
+            parts.append(f"model drift score {score:.2f}")
+        return "; ".join(parts) + f". Suggested action: {_ACTION_TEXT[action]}."
+
+    # --- state --------------------------------------------------------------------------------
+    def firing(self) -> list[tuple[str, str, str | None]]:
+        """(model_id, kind, feature) of the whole-model incidents firing now: one per feature
+        still drifting in a group (feature None for model-level signals)."""
+        return [(m, k, f) for m, k, f, s in self._firing() if s is None]
+
+    def firing_segments(self) -> list[tuple[str, str, str | None, str]]:
+        """(model_id, kind, feature, segment) of the segment incidents firing now."""
+        return [(m, k, f, s) for m, k, f, s in self._firing() if s is not None]
+
+    def _firing(self) -> Iterator[tuple[str, str, str | None, str | None]]:
+        for i in self._incidents.values():
+            if not i.firing:
+                continue
+            if i.feature is not None:
+                yield i.model_id, i.kind, i.feature, i.segment
+                continue
+            features = sorted(
+                {m.feature for m in i.members.values() if m.feature is not None and not m.cleared}
+            )
+            if not features:
+                yield i.model_id, i.kind, None, i.segment
+            for f in features:
+                yield i.model_id, i.kind, f, i.segment
+
+    def states(self) -> Counter[tuple[str, str, str]]:
+        """Incidents pending and firing now, by (state, kind, severity)."""
+        out: Counter[tuple[str, str, str]] = Counter()
+        for i in self._incidents.values():
+            if i.state != "inactive":
+                severity = self.rules.rule(i.rule).severity or SEVERITY[i.kind]
+                out[(i.state, i.kind, severity)] += 1
+        return out
 
     def snapshot(self) -> dict[str, Any]:
         return {
@@ -170,25 +417,94 @@ class AlertTracker:
                     i.model_id,
                     i.kind,
                     i.feature,
-                    i.seq,
-                    i.firing,
-                    i.started_at,
-                    i.cleared,
                     i.segment,
+                    i.seq,
+                    i.state,
+                    i.started_at,
+                    i.resolved_at,
+                    i.rule,
+                    i.model_version,
+                    i.held,
+                    [m.row() for m in i.members.values()],
+                    i.lead,
                 ]
                 for k, i in self._incidents.items()
             },
+            "scores": [[m, s, v] for (m, s), v in self._scores.items()],
+            "suppressed": self.suppressed,
         }
 
     @classmethod
-    def from_snapshot(cls, d: dict[str, Any]) -> AlertTracker:
+    def from_snapshot(
+        cls,
+        d: dict[str, Any],
+        cfg: AlertsConfig | None = None,
+        windows: dict[str, str] | None = None,
+    ) -> AlertTracker:
+        t = cls(cfg, windows)
+        if d.get("v") == 1:
+            t._load_v1(d)
+            return t
         if d.get("v") != SNAPSHOT_VERSION:
             raise ValueError(f"unsupported alert-tracker snapshot version {d.get('v')!r}")
-        t = cls()
         for k, row in d["incidents"].items():
+            model_id, kind, feature, segment, seq, state, started, resolved = row[:8]
+            rule, version, held, members, lead = row[8:13]
+            inc = _Incident(
+                model_id, kind, feature, segment, seq, state, started, resolved, rule, version
+            )
+            inc.held, inc.lead = held, lead
+            for r in members:
+                m = _Member(*r)
+                inc.members[f"{m.feature or '-'}/{m.signal}"] = m
+            t._incidents[k] = inc
+        t._scores = {(m, s): v for m, s, v in d["scores"]}
+        t.suppressed = int(d["suppressed"])
+        return t
+
+    def _load_v1(self, d: dict[str, Any]) -> None:
+        """Incidents of a version-1 snapshot (one per feature, no rules), regrouped under the
+        current keys; a firing one keeps firing until its signals clear."""
+        for row in d["incidents"].values():
             model_id, kind, feature, seq, firing, started, cleared = row[:7]
             segment = row[7] if len(row) > 7 else None
-            t._incidents[k] = _Incident(
-                model_id, kind, feature, segment, seq, firing, started, dict(cleared)
-            )
-        return t
+            grouped_feature = None if self.cfg.group_features else feature
+            key = dedup_key(model_id, kind, grouped_feature, segment)
+            inc = self._incidents.get(key)
+            if inc is None:
+                inc = self._incidents[key] = _Incident(model_id, kind, grouped_feature, segment)
+            inc.seq = max(inc.seq, int(seq))
+            if firing:
+                inc.started_at = started if inc.state != "firing" else min(inc.started_at, started)
+                inc.state = "firing"
+                for signal, ok in cleared.items():
+                    m = _Member(feature, signal, "default", breached=not ok, cleared=ok)
+                    inc.members[f"{feature or '-'}/{signal}"] = m
+
+
+def _suggest(kind: str, signal: str, score: float | None) -> SuggestedAction:
+    """What a responder should try first, when the rule does not say."""
+    if signal in _VERSION_SIGNALS:
+        return "roll_back"
+    if signal in _FAIRNESS_SIGNALS:
+        return "investigate"
+    if kind == "data_quality":
+        return "investigate_data_pipeline"
+    if kind == "data_drift":
+        # Many inputs moving at once is the world changing; one or two, more often a pipeline.
+        return "retrain" if score is not None and score >= 0.5 else "investigate_data_pipeline"
+    if kind in ("concept_drift", "performance"):
+        return "retrain"
+    return "investigate"
+
+
+def _runs(observations: Iterable[Observation]) -> Iterator[list[Observation]]:
+    """Consecutive observations of one model at one event time."""
+    run: list[Observation] = []
+    for o in observations:
+        if run and (o.model_id != run[0].model_id or o.observed_at != run[0].observed_at):
+            yield run
+            run = []
+        run.append(o)
+    if run:
+        yield run

@@ -29,14 +29,19 @@ from pydantic import (
 )
 
 __all__ = [
+    "PRIORITY",
     "AlertEvent",
     "AlertKind",
+    "AlertSignal",
     "AlertStatus",
     "FeatureValue",
     "LabelEvent",
     "PredictionEvent",
+    "Priority",
+    "RetrainTrigger",
     "ScoredPrediction",
     "Severity",
+    "SuggestedAction",
 ]
 
 MAX_ID_LENGTH = 256
@@ -134,6 +139,26 @@ AlertKind = Literal[
     "data_drift", "prediction_drift", "concept_drift", "performance", "data_quality"
 ]
 Severity = Literal["critical", "warning", "info"]
+#: How severities are documented for on-call: critical is P0 (page now), warning P1 (today),
+#: info P2 (review).
+PRIORITY: dict[str, str] = {"critical": "P0", "warning": "P1", "info": "P2"}
+Priority = Literal["P0", "P1", "P2"]
+SuggestedAction = Literal[
+    "investigate_data_pipeline", "retrain", "roll_back", "check_labels", "investigate"
+]
+
+
+class AlertSignal(_Event):
+    """One signal that spoke in an incident: a feature's statistic, the model drift score..."""
+
+    feature: str | None = Field(description="the feature, or null for a model-level signal")
+    signal: str = Field(description="the statistic or metric, e.g. psi, accuracy")
+    value: float
+    threshold: float
+    baseline: float | None = Field(
+        default=None, description="what the value is compared with (reference mean, baseline)"
+    )
+    breached: bool = Field(description="whether it breached its rule in its last observation")
 
 
 class AlertEvent(_Event):
@@ -141,12 +166,16 @@ class AlertEvent(_Event):
 
     ``alert_id`` is deterministic for one transition of one incident, so it doubles as the
     idempotency key: a redelivered alert (at-least-once) carries the same ``alert_id``.
+    ``signal``, ``feature``, ``value`` and ``threshold`` describe the signal that made the
+    transition; ``signals`` lists every signal of the incident (the features of a model that
+    drift together share one incident), the strongest first.
     """
 
     alert_id: str
     dedup_key: str
     status: AlertStatus
     severity: Severity
+    priority: Priority = Field(description="critical = P0, warning = P1, info = P2")
     model_id: str
     model_version: str | None = None
     kind: AlertKind
@@ -156,9 +185,62 @@ class AlertEvent(_Event):
     signal: str
     value: float
     threshold: float
+    baseline: float | None = Field(
+        default=None, description="the baseline a relative rule compares with, when it has one"
+    )
     summary: str
     window_events: int | None = None
+    window: str | None = Field(
+        default=None, description="the window the value was computed over, e.g. 'count 1000'"
+    )
+    rule: str = Field(default="default", description="the configured rule that judged it")
+    labels: dict[str, str] = Field(
+        default_factory=dict, description="routing labels of the rule (team, runbook_url, ...)"
+    )
+    signals: list[AlertSignal] = Field(
+        default_factory=list, description="every signal of the incident, strongest first"
+    )
+    signals_total: int = Field(default=0, description="signals in the incident (before capping)")
+    top_features: list[str] = Field(
+        default_factory=list, description="features of the incident, strongest first"
+    )
+    model_drift_score: float | None = Field(
+        default=None, description="the model's importance-weighted share of drifting features"
+    )
+    suggested_action: SuggestedAction = "investigate"
+    retrain: bool = Field(
+        default=False, description="the rule asks for retraining (see the retrain topic)"
+    )
     started_at: float = Field(description="event time the incident started (Unix seconds)")
     observed_at: float = Field(description="event time of the observation (Unix seconds)")
     published_at: float | None = Field(default=None, description="wall clock at publication")
+    schema_version: int = 2
+
+
+class RetrainTrigger(_Event):
+    """A compact event on the retrain topic (``topics.retrain``) when a rule with
+    ``retrain = true`` fires: enough for a training pipeline to start, keyed by ``model_id``."""
+
+    trigger_id: str = Field(description="equals the alert_id of the firing alert")
+    model_id: str
+    model_version: str | None = None
+    reason: str = Field(description="kind/signal that fired, e.g. performance/accuracy")
+    dedup_key: str
+    segment: str | None = None
+    features: list[str] = Field(default_factory=list)
+    observed_at: float = Field(description="event time of the observation (Unix seconds)")
     schema_version: int = 1
+
+    @classmethod
+    def from_alert(cls, a: AlertEvent) -> RetrainTrigger:
+        """The trigger of a firing alert whose rule asks for retraining."""
+        return cls(
+            trigger_id=a.alert_id,
+            model_id=a.model_id,
+            model_version=a.model_version,
+            reason=f"{a.kind}/{a.signal}",
+            dedup_key=a.dedup_key,
+            segment=a.segment,
+            features=list(a.top_features),
+            observed_at=a.observed_at,
+        )

@@ -102,11 +102,17 @@ def ensure_topics(admin: AdminClient, wanted: list[NewTopic], timeout: float = 3
 
 
 def ensure_output_topics(admin: AdminClient, cfg: MonitorConfig, timeout: float = 30.0) -> None:
-    """Create the alerts and dead-letter topics when they do not exist."""
+    """Create the alerts, dead-letter (and retrain, when set) topics when they do not exist."""
     t = cfg.topics
+    retrain = (
+        []
+        if t.retrain is None
+        else [NewTopic(t.retrain, t.output_partitions, t.output_replication_factor)]
+    )
     ensure_topics(
         admin,
         [
+            *retrain,
             NewTopic(t.alerts, t.output_partitions, t.output_replication_factor),
             NewTopic(
                 t.dead_letter,

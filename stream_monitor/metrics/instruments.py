@@ -53,6 +53,12 @@ class Instruments:
             namespace=ns,
             registry=registry,
         )
+        self.retrain_triggers = Counter(
+            "retrain_triggers_published",
+            "Retraining triggers (topics.retrain) acknowledged by the broker.",
+            namespace=ns,
+            registry=registry,
+        )
         self.delivery_failures = Counter(
             "delivery_failures",
             "Produce attempts that failed and were retried.",

@@ -61,7 +61,7 @@ class PartitionState:
             max_future_seconds=lab.max_future_seconds,
         )
         self.early = EarlyLabels(cfg.labels.early_capacity, cfg.labels.early_grace_seconds)
-        self.tracker = AlertTracker()
+        self.tracker = AlertTracker(cfg.alerts, windows=describe_windows(cfg))
         #: Distinct refused model ids, remembered up to ``REFUSED_MEMORY`` (bounded).
         self._refused_models: set[str] = set()
         self.events_refused = 0
@@ -121,12 +121,10 @@ class PartitionState:
             model = self.models.get(model_id)
             if model is not None:
                 observations.extend(model.update_errors(pairs, joined_at[model_id]))
-        alerts: list[AlertEvent] = []
-        for o in observations:
-            if self.observer is not None:
+        if self.observer is not None:
+            for o in observations:
                 self.observer(o)
-            alerts.extend(self.tracker.observe(o))
-        return alerts
+        return self.tracker.observe_many(observations)
 
     def _model(self, model_id: str, version: str | None) -> ModelMonitor | None:
         model = self.models.get(model_id)
@@ -182,10 +180,34 @@ class PartitionState:
         }
         st.join = LabelJoin.from_snapshot(d["join"])
         st.early = EarlyLabels.from_snapshot(d["early"])
-        st.tracker = AlertTracker.from_snapshot(d["tracker"])
+        st.tracker = AlertTracker.from_snapshot(d["tracker"], cfg.alerts, describe_windows(cfg))
         st._refused_models = set(d["refused_models"])
         st.events_refused = d["events_refused"]
         return st
+
+
+def describe_windows(cfg: MonitorConfig) -> dict[str, str]:
+    """The window each kind's values are computed over, as alert events name it.
+
+    >>> describe_windows(MonitorConfig(bootstrap_servers="x:1"))["data_drift"]
+    'count 1000'
+    """
+
+    def text(w: Any) -> str:
+        unit = "s" if w.kind == "time" else ""
+        out = f"{w.kind} {w.size:g}{unit}"
+        if w.slide is not None and w.slide != w.size:
+            out += f" sliding every {w.slide:g}{unit}"
+        return out
+
+    drift, perf = text(cfg.drift.window), text(cfg.performance.window)
+    return {
+        "data_drift": drift,
+        "prediction_drift": drift,
+        "data_quality": drift,
+        "performance": perf,
+        "concept_drift": "error stream",
+    }
 
 
 def _group(events: Sequence[E]) -> dict[str, list[E]]:

@@ -11,6 +11,7 @@ import pytest
 
 from stream_monitor.alerts.observation import Observation
 from stream_monitor.alerts.tracker import AlertTracker, dedup_key
+from stream_monitor.config import AlertsConfig
 from stream_monitor.events.schema import AlertEvent
 
 FIRE, RESOLVE = 0.25, 0.1
@@ -54,6 +55,15 @@ def det_obs(level: int, t: float = 0.0, *, model: str = "m", feature: str = "age
     )
 
 
+PLAIN = AlertsConfig(group_features=False, cooldown_seconds=0)
+
+
+def plain() -> AlertTracker:
+    """One incident per feature, no cooldown: the hysteresis alone (rules, pending, grouping
+    and cooldown are tested in test_alert_rules.py)."""
+    return AlertTracker(PLAIN)
+
+
 def feed(t: AlertTracker, observations: list[Observation]) -> list[AlertEvent]:
     return [a for o in observations for a in t.observe(o)]
 
@@ -67,14 +77,14 @@ def statuses(alerts: list[AlertEvent]) -> list[str]:
 
 def test_flapping_around_fire_threshold_fires_once() -> None:
     values = [0.24, 0.26] * 500
-    alerts = feed(AlertTracker(), [psi_obs(v, float(i)) for i, v in enumerate(values)])
+    alerts = feed(plain(), [psi_obs(v, float(i)) for i, v in enumerate(values)])
     assert statuses(alerts) == ["firing"]
     assert alerts[0].observed_at == 1.0 and alerts[0].value == 0.26
 
 
 def test_flapping_around_resolve_threshold_resolves_once() -> None:
     values = [0.5] + [0.09, 0.11] * 300 + [0.3] * 3
-    alerts = feed(AlertTracker(), [psi_obs(v, float(i)) for i, v in enumerate(values)])
+    alerts = feed(plain(), [psi_obs(v, float(i)) for i, v in enumerate(values)])
     # fires at 0.5, resolves at the first 0.09, fires again only at 0.3 (0.11 is not > 0.25)
     assert statuses(alerts) == ["firing", "resolved", "firing"]
     assert [a.observed_at for a in alerts] == [0.0, 1.0, 601.0]
@@ -103,7 +113,7 @@ def test_single_signal_random_walk_matches_brute_force(seed: int) -> None:
     for eps in rng.normal(0.0, 0.03, 5000):
         x = 0.17 + 0.95 * (x - 0.17) + float(eps)
         values.append(max(x, 0.0))
-    tracker = AlertTracker()
+    tracker = plain()
     got = []
     for i, v in enumerate(values):
         for a in tracker.observe(psi_obs(v, float(i))):
@@ -120,7 +130,7 @@ def test_single_signal_random_walk_matches_brute_force(seed: int) -> None:
 
 
 def test_first_observations_below_threshold_leave_no_state() -> None:
-    t = AlertTracker()
+    t = plain()
     assert feed(t, [psi_obs(v) for v in (0.0, 0.2, 0.05, 0.25)]) == []  # 0.25 is not > 0.25
     assert t.snapshot()["incidents"] == {}
     assert t.firing() == []
@@ -130,7 +140,7 @@ def test_first_observations_below_threshold_leave_no_state() -> None:
 
 
 def test_two_signals_resolve_only_when_both_clear() -> None:
-    t = AlertTracker()
+    t = plain()
     assert statuses(t.observe(psi_obs(0.4, 1.0))) == ["firing"]
     assert t.observe(det_obs(2, 2.0)) == []  # the detectors breach too
     assert t.observe(psi_obs(0.05, 3.0)) == []  # psi clears, detectors not yet
@@ -138,27 +148,30 @@ def test_two_signals_resolve_only_when_both_clear() -> None:
     assert t.firing() == [("m", "data_drift", "age")]
     resolved = t.observe(det_obs(0, 5.0))
     assert statuses(resolved) == ["resolved"]
-    assert resolved[0].signal == "change_detectors" and resolved[0].observed_at == 5.0
+    # the resolution names the signal that fired the incident
+    assert (
+        resolved[0].signal == "psi" and resolved[0].observed_at == 5.0
+    )  # names the signal that fired it
     assert resolved[0].started_at == 1.0
     assert t.firing() == []
 
 
 def test_second_signal_first_seen_between_thresholds_blocks_resolution() -> None:
-    t = AlertTracker()
+    t = plain()
     feed(t, [psi_obs(0.4, 1.0), det_obs(1, 2.0)])  # detectors speak, neither breached nor clear
     assert t.observe(psi_obs(0.01, 3.0)) == []
     assert statuses(t.observe(det_obs(0, 4.0))) == ["resolved"]
 
 
 def test_signal_that_breaches_again_after_clearing_blocks_resolution() -> None:
-    t = AlertTracker()
+    t = plain()
     feed(t, [psi_obs(0.4, 1.0), det_obs(0, 2.0), det_obs(2, 3.0)])
     assert t.observe(psi_obs(0.01, 4.0)) == []  # detectors re-breached at t=3
     assert statuses(t.observe(det_obs(0, 5.0))) == ["resolved"]
 
 
 def test_signals_of_a_previous_incident_do_not_block_the_next() -> None:
-    t = AlertTracker()
+    t = plain()
     feed(t, [psi_obs(0.4, 1.0), det_obs(2, 2.0), det_obs(0, 3.0), psi_obs(0.0, 4.0)])
     # second incident opened by psi alone: psi clearing resolves it
     assert statuses(feed(t, [psi_obs(0.5, 5.0), psi_obs(0.0, 6.0)])) == ["firing", "resolved"]
@@ -197,7 +210,7 @@ def test_two_signals_random_stream_matches_brute_force(seed: int) -> None:
             obs.append(psi_obs(float(rng.choice([0.02, 0.05, 0.15, 0.2, 0.3, 0.5])), float(i)))
         else:
             obs.append(det_obs(int(rng.choice([0, 0, 0, 1, 2])), float(i)))
-    t = AlertTracker()
+    t = plain()
     got = [(int(a.observed_at), a.status) for o in obs for a in t.observe(o)]
     assert got == _reference_multi(obs)
     assert len(got) > 50
@@ -207,7 +220,7 @@ def test_two_signals_random_stream_matches_brute_force(seed: int) -> None:
 
 
 def test_incidents_are_per_model_kind_and_feature() -> None:
-    t = AlertTracker()
+    t = plain()
     obs = [
         psi_obs(0.4, model="m1"),
         psi_obs(0.4, model="m2"),
@@ -230,7 +243,7 @@ def test_incidents_are_per_model_kind_and_feature() -> None:
 
 
 def test_alert_event_fields() -> None:
-    t = AlertTracker()
+    t = plain()
     fired = t.observe(psi_obs(0.4321, 10.0))[0]
     t.observe(psi_obs(0.2, 11.0))
     resolved = t.observe(psi_obs(0.05, 12.0))[0]
@@ -255,7 +268,7 @@ def _incident_cycle(t: AlertTracker, start: float) -> list[AlertEvent]:
 
 
 def test_alert_id_deterministic_and_distinct_per_transition() -> None:
-    a, b = AlertTracker(), AlertTracker()
+    a, b = plain(), plain()
     run_a = _incident_cycle(a, 0.0) + _incident_cycle(a, 10.0)
     # a different tracker, other values and times: same ids (ids name the transition)
     run_b = feed(
@@ -269,7 +282,7 @@ def test_alert_id_deterministic_and_distinct_per_transition() -> None:
 
 
 def test_alert_ids_differ_between_incident_keys() -> None:
-    t = AlertTracker()
+    t = plain()
     alerts = feed(
         t, [psi_obs(0.4, model="m1"), psi_obs(0.4, model="m2"), psi_obs(0.4, feature="income")]
     )
@@ -278,13 +291,13 @@ def test_alert_ids_differ_between_incident_keys() -> None:
 
 def test_redelivered_observations_reproduce_the_same_alert_id() -> None:
     # at-least-once: a state restored from before the batch replays it with the same ids
-    t = AlertTracker()
+    t = plain()
     _incident_cycle(t, 0.0)
     snap = orjson.loads(orjson.dumps(t.snapshot()))
     first = t.observe(psi_obs(0.4, 5.0))
-    replay = AlertTracker.from_snapshot(snap).observe(psi_obs(0.4, 5.0))
+    replay = AlertTracker.from_snapshot(snap, PLAIN).observe(psi_obs(0.4, 5.0))
     assert first == replay
-    assert first[0].alert_id not in {a.alert_id for a in _incident_cycle(AlertTracker(), 0)}
+    assert first[0].alert_id not in {a.alert_id for a in _incident_cycle(plain(), 0)}
 
 
 # -------------------------------------------------------------------------- snapshots
@@ -309,10 +322,10 @@ def _mixed_stream(seed: int, n: int) -> list[Observation]:
 @pytest.mark.parametrize("split", [0, 7, 500, 1999])
 def test_snapshot_round_trip_gives_identical_alerts(split: int) -> None:
     obs = _mixed_stream(seed=9, n=2000)
-    t = AlertTracker()
+    t = plain()
     before = feed(t, obs[:split])
     data = orjson.dumps(t.snapshot())
-    restored = AlertTracker.from_snapshot(orjson.loads(data))
+    restored = AlertTracker.from_snapshot(orjson.loads(data), PLAIN)
     assert orjson.dumps(restored.snapshot()) == data
     assert restored.firing() == t.firing()
     rest_t = feed(t, obs[split:])
@@ -323,6 +336,6 @@ def test_snapshot_round_trip_gives_identical_alerts(split: int) -> None:
 
 
 def test_snapshot_refuses_unknown_version() -> None:
-    snap: dict[str, Any] = AlertTracker().snapshot()
+    snap: dict[str, Any] = plain().snapshot()
     with pytest.raises(ValueError, match="version"):
         AlertTracker.from_snapshot({**snap, "v": 99})

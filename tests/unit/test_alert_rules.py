@@ -1,0 +1,360 @@
+"""Alert rules and the lifecycle: pending, firing, resolved, cooldown, grouping and routing."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import numpy as np
+import orjson
+import pytest
+
+from stream_monitor.alerts.observation import Observation
+from stream_monitor.alerts.tracker import AlertTracker
+from stream_monitor.config import AlertsConfig, MonitorConfig
+from stream_monitor.events.schema import AlertEvent, RetrainTrigger
+
+SCHEMA = json.loads(
+    (Path(__file__).parents[2] / "docs" / "schemas" / "alert-event.schema.json").read_text()
+)
+VALIDATOR = jsonschema.Draft202012Validator(SCHEMA)
+
+
+def obs(
+    value: float,
+    t: float,
+    *,
+    feature: str | None = "age",
+    signal: str = "psi",
+    kind: str = "data_drift",
+    model: str = "m",
+    threshold: float = 0.25,
+    clear: float = 0.1,
+    baseline: float | None = None,
+    segment: str | None = None,
+) -> Observation:
+    return Observation(
+        model,
+        kind,  # type: ignore[arg-type]
+        feature,
+        signal,
+        value,
+        threshold,
+        value > threshold,
+        value <= clear,
+        t,
+        window_events=1000,
+        segment=segment,
+        baseline=baseline,
+    )
+
+
+def run(t: AlertTracker, observations: list[Observation]) -> list[AlertEvent]:
+    out: list[AlertEvent] = []
+    for o in observations:
+        out.extend(t.observe(o))
+    validate(out)
+    return out
+
+
+def validate(events: list[AlertEvent]) -> None:
+    """Every event validates against the published JSON Schema."""
+    for a in events:
+        errors = list(VALIDATOR.iter_errors(orjson.loads(orjson.dumps(a.model_dump()))))
+        assert not errors, errors[0].message
+
+
+def check(events: list[AlertEvent]) -> None:
+    """Valid events; per dedup key firing and resolved alternate, starting with firing."""
+    validate(events)
+    last: dict[str, str] = {}
+    for a in events:
+        expected = "resolved" if last.get(a.dedup_key) == "firing" else "firing"
+        assert a.status == expected, (a.dedup_key, a.status)
+        last[a.dedup_key] = a.status
+
+
+def tracker(**cfg: Any) -> AlertTracker:
+    return AlertTracker(AlertsConfig.model_validate(cfg))
+
+
+# ----------------------------------------------------------------------------- flapping
+
+
+def _hovering(seed: int, n: int, thr: float = 0.25) -> list[Observation]:
+    """A value wandering around the fire threshold (and down to the resolve threshold) once a
+    minute: the worst case for flapping."""
+    rng = np.random.default_rng(seed)
+    values = rng.choice([0.05, 0.2, 0.26, 0.3], size=n)
+    return [obs(float(v), 60.0 * i, threshold=thr) for i, v in enumerate(values)]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_cooldown_bounds_alerts_from_a_flapping_value(seed: int) -> None:
+    stream = _hovering(seed, 2000)  # 2000 minutes
+    hours = 2000 / 60
+    no_cooldown = run(tracker(cooldown_seconds=0), stream)
+    with_cooldown = run(tracker(cooldown_seconds=3600), stream)
+    check(no_cooldown)
+    check(with_cooldown)
+    fired = [a for a in with_cooldown if a.status == "firing"]
+    # at most one incident per cooldown period (+1 for the first)
+    assert len(fired) <= hours + 1
+    assert len([a for a in no_cooldown if a.status == "firing"]) > 3 * len(fired)
+    starts = [a.observed_at for a in with_cooldown if a.status == "firing"]
+    ends = [a.observed_at for a in with_cooldown if a.status == "resolved"]
+    for end, nxt in zip(ends, starts[1:], strict=False):
+        assert nxt >= end + 3600
+
+
+def test_breach_during_cooldown_fires_once_the_cooldown_ends() -> None:
+    t = tracker(cooldown_seconds=600)
+    out = run(t, [obs(0.4, 0), obs(0.05, 60), obs(0.4, 120), obs(0.4, 600), obs(0.4, 700)])
+    assert [(a.status, a.observed_at) for a in out] == [
+        ("firing", 0.0),
+        ("resolved", 60.0),
+        ("firing", 700.0),  # held while 120..660 was in the cooldown
+    ]
+    assert out[2].started_at == 120.0  # the breach began in the cooldown
+    assert t.suppressed == 1
+    assert t.states() == {("firing", "data_drift", "warning"): 1}
+
+
+# ------------------------------------------------------------------------------ pending
+
+
+def test_for_windows_needs_consecutive_breaches() -> None:
+    t = tracker(rules=[{"name": "three", "for_windows": 3}])
+    out = run(t, [obs(0.4, 0), obs(0.4, 60), obs(0.2, 120), obs(0.4, 180), obs(0.4, 240)])
+    assert out == []  # a value between the thresholds breaks the streak
+    assert t.states() == {("pending", "data_drift", "warning"): 1}
+    out = run(t, [obs(0.4, 300)])
+    assert [(a.status, a.started_at, a.rule) for a in out] == [("firing", 180.0, "three")]
+
+
+def test_for_seconds_is_event_time_in_breach() -> None:
+    t = tracker(rules=[{"name": "day", "for_seconds": 86400}])
+    hours = [obs(0.4, 3600.0 * h) for h in range(24)]
+    assert run(t, hours) == []
+    out = run(t, [obs(0.4, 86400.0)])
+    assert [a.status for a in out] == ["firing"]
+    assert out[0].started_at == 0.0
+
+
+def test_pending_that_clears_leaves_no_alert_and_no_state() -> None:
+    t = tracker(rules=[{"name": "two", "for_windows": 2}])
+    assert run(t, [obs(0.4, 0), obs(0.05, 60)]) == []
+    assert t.states() == {}
+
+
+# ----------------------------------------------------------------------------- grouping
+
+
+def _window(t: float, psi: dict[str, float], score: float | None = None) -> list[Observation]:
+    out = [obs(v, t, feature=f) for f, v in psi.items()]
+    if score is not None:
+        out.append(
+            obs(score, t, feature=None, signal="model_drift_score", threshold=0.5, clear=0.25)
+        )
+    return out
+
+
+def test_features_drifting_together_make_one_alert_listing_them() -> None:
+    t = tracker()
+    w1 = _window(0, {"age": 0.5, "income": 0.9, "city": 0.3, "stable": 0.02}, score=0.75)
+    out = t.observe_many(w1)
+    check(out)
+    assert len(out) == 1
+    a = out[0]
+    assert a.dedup_key == "m/data_drift/-"
+    assert a.top_features == ["income", "age", "city"]  # strongest first
+    assert a.feature == "income" and a.signal == "psi" and a.value == 0.9
+    # the model drift score breached too: it is one of the incident's signals
+    assert a.signals_total == 4 and a.model_drift_score == 0.75
+    assert a.suggested_action == "retrain"  # most inputs moved
+    assert "3 features (income, age, city)" in a.summary
+    # a feature joining later does not page again; the incident resolves once all clear
+    w2 = _window(60, {"age": 0.02, "income": 0.05, "city": 0.02, "x": 0.6}, score=0.25)
+    assert t.observe_many(w2) == []
+    assert t.firing() == [("m", "data_drift", "x")]
+    out = t.observe_many(_window(120, {"x": 0.01}, score=0.0))
+    assert [(a.status, a.feature) for a in out] == [("resolved", "income")]
+
+
+def test_one_drifting_feature_suggests_the_pipeline() -> None:
+    a = tracker().observe_many(_window(0, {"age": 0.5, "income": 0.02}, score=0.2))[0]
+    assert a.suggested_action == "investigate_data_pipeline"
+    assert a.summary.startswith("Input feature 'age' of model 'm' drifted; psi is 0.5")
+
+
+def test_without_grouping_each_feature_is_an_incident() -> None:
+    out = tracker(group_features=False).observe_many(_window(0, {"age": 0.5, "income": 0.9}))
+    assert sorted(a.dedup_key for a in out) == ["m/data_drift/age", "m/data_drift/income"]
+
+
+def test_segments_and_kinds_are_separate_incidents() -> None:
+    t = tracker()
+    out = t.observe_many(
+        [
+            obs(0.5, 0),
+            obs(0.5, 0, segment="region=eu"),
+            obs(0.2, 0, kind="data_quality", signal="missing_ratio", threshold=0.1, clear=0.05),
+        ]
+    )
+    check(out)
+    assert sorted(a.dedup_key for a in out) == [
+        "m/data_drift/-",
+        "m/data_drift/-@region=eu",
+        "m/data_quality/-",
+    ]
+
+
+# ------------------------------------------------------------------------- rules, routes
+
+RULES: list[dict[str, Any]] = [
+    {"name": "muted", "models": ["sandbox-*"], "enabled": False},
+    {
+        "name": "precision",
+        "kind": "performance",
+        "signal": "precision:1",
+        "mode": "absolute",
+        "threshold": 0.7,
+        "direction": "below",
+        "for_windows": 2,
+        "severity": "critical",
+        "labels": {"team": "fraud", "runbook_url": "https://runbooks/fraud"},
+        "retrain": True,
+    },
+    {
+        "name": "age-mean",
+        "feature": "customer_age",
+        "signal": "mean",
+        "mode": "relative",
+        "threshold": 0.1,
+        "direction": "both",
+        "severity": "info",
+    },
+]
+
+
+def test_absolute_rule_below_with_routing_labels_and_retrain() -> None:
+    t = tracker(rules=RULES)
+
+    def prec(v: float, at: float) -> Observation:
+        # the monitor itself does not judge precision: its verdict is "fine"
+        return obs(v, at, kind="performance", feature=None, signal="precision:1", threshold=0)
+
+    out = run(t, [prec(0.8, 0), prec(0.65, 86400), prec(0.69, 2 * 86400)])
+    assert len(out) == 1
+    a = out[0]
+    assert (a.status, a.rule, a.severity, a.priority) == ("firing", "precision", "critical", "P0")
+    assert a.labels == {"team": "fraud", "runbook_url": "https://runbooks/fraud"}
+    assert a.threshold == 0.7 and a.value == 0.69 and a.started_at == 86400
+    assert a.retrain and a.suggested_action == "retrain"
+    trigger = RetrainTrigger.from_alert(a)
+    assert (trigger.trigger_id, trigger.reason) == (a.alert_id, "performance/precision:1")
+    # hysteresis: 0.75 is above 0.7 but below the resolve threshold 0.77
+    assert run(t, [prec(0.75, 3 * 86400)]) == []
+    out += run(t, [prec(0.8, 4 * 86400)])
+    assert [(a.status, a.retrain) for a in out] == [("firing", True), ("resolved", False)]
+    check(out)
+
+
+def test_relative_rule_on_a_feature_mean() -> None:
+    t = tracker(rules=RULES)
+
+    def mean(v: float, at: float) -> Observation:
+        return obs(v, at, feature="customer_age", signal="mean", threshold=0, baseline=40.0)
+
+    assert run(t, [mean(43.0, 0)]) == []  # +7.5 %
+    out = run(t, [mean(35.0, 60)])  # -12.5 %
+    assert [(a.status, a.severity, a.priority, a.baseline) for a in out] == [
+        ("firing", "info", "P2", 40.0)
+    ]
+    assert out[0].value == pytest.approx(-0.125)
+    # a signal without a baseline cannot be judged by a relative rule: no state, no alert
+    assert t.observe(obs(99.0, 120, feature="customer_age", signal="mean")) == []
+
+
+def test_disabled_rule_silences_and_first_match_wins() -> None:
+    t = tracker(rules=RULES)
+    assert run(t, [obs(0.9, 0, model="sandbox-1")]) == []
+    a = run(t, [obs(0.9, 0, model="prod")])[0]
+    assert (a.rule, a.severity, a.priority, a.labels) == ("default", "warning", "P1", {})
+
+
+def test_version_comparisons_suggest_a_roll_back() -> None:
+    a = tracker().observe(
+        obs(
+            0.4,
+            0,
+            kind="prediction_drift",
+            feature="prediction.score",
+            signal="version_psi",
+            segment="model_version=v2",
+        )
+    )[0]
+    assert a.suggested_action == "roll_back" and a.segment == "model_version=v2"
+
+
+def test_rule_config_errors_are_clear() -> None:
+    with pytest.raises(ValueError, match="needs a threshold"):
+        AlertsConfig.model_validate({"rules": [{"name": "x", "mode": "absolute"}]})
+    with pytest.raises(ValueError, match="unique"):
+        AlertsConfig.model_validate({"rules": [{"name": "x"}, {"name": "x"}]})
+    with pytest.raises(ValueError, match="relative"):
+        AlertsConfig.model_validate(
+            {"rules": [{"name": "x", "mode": "absolute", "threshold": 1, "direction": "both"}]}
+        )
+
+
+def test_alerts_carry_the_window() -> None:
+    from stream_monitor.monitor.partition import describe_windows
+
+    cfg = MonitorConfig.model_validate(
+        {
+            "bootstrap_servers": "x:1",
+            "drift": {"window": {"kind": "time", "size": 3600, "slide": 600}},
+        }
+    )
+    t = AlertTracker(cfg.alerts, describe_windows(cfg))
+    assert t.observe(obs(0.9, 0))[0].window == "time 3600s sliding every 600s"
+
+
+# ----------------------------------------------------------------------------- snapshots
+
+
+@pytest.mark.parametrize("split", [1, 50, 333])
+def test_snapshot_mid_stream_gives_the_same_alerts(split: int) -> None:
+    cfg = {"rules": [{"name": "two", "for_windows": 2}], "cooldown_seconds": 900}
+    rng = np.random.default_rng(3)
+    stream: list[Observation] = []
+    for i in range(600):
+        for f in ("a", "b", "c"):
+            stream.append(obs(float(rng.choice([0.02, 0.2, 0.4])), 60.0 * i, feature=f))
+    t = tracker(**cfg)
+    before = run(t, stream[: split * 3])
+    data = orjson.dumps(t.snapshot())
+    restored = AlertTracker.from_snapshot(orjson.loads(data), AlertsConfig.model_validate(cfg))
+    assert orjson.dumps(restored.snapshot()) == data
+    rest = stream[split * 3 :]
+    assert t.observe_many(rest) == restored.observe_many(rest)
+    assert len(before) >= 0 and t.suppressed > 0
+
+
+def test_version_1_snapshot_is_regrouped() -> None:
+    v1 = {
+        "v": 1,
+        "incidents": {
+            "m/data_drift/age": ["m", "data_drift", "age", 2, True, 10.0, {"psi": False}, None],
+            "m/data_drift/city": ["m", "data_drift", "city", 1, False, 5.0, {}, None],
+        },
+    }
+    t = AlertTracker.from_snapshot(v1)
+    assert t.firing() == [("m", "data_drift", "age")]
+    out = t.observe(obs(0.01, 100))
+    assert [(a.status, a.dedup_key, a.started_at) for a in out] == [
+        ("resolved", "m/data_drift/-", 10.0)
+    ]
