@@ -10,9 +10,13 @@ need_apt=()
 command -v java >/dev/null || need_apt+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null || need_apt+=(maven)
 command -v curl >/dev/null || need_apt+=(curl)
+# A real Alertmanager for tests/integration/test_forward.py (the test starts its own on a free
+# port; on a systemd host the package also enables its service on :9093).
+command -v prometheus-alertmanager >/dev/null || need_apt+=(prometheus-alertmanager)
+command -v promtool >/dev/null || need_apt+=(prometheus)  # promtool: tests of deploy/prometheus
 if ((${#need_apt[@]})); then
     echo "setup: installing ${need_apt[*]} with apt-get" >&2
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_apt[@]}"
 fi
 
 py="${PYTHON:-python3}"
