@@ -77,14 +77,15 @@ class RuleBook:
         """The verdict of the rule matching ``o``; None when the rule is disabled or cannot
         judge it (a relative rule on a signal without a baseline)."""
         r = self.rule_for(o)
-        if not r.enabled:
-            return None
+        if not r.enabled or not (math.isfinite(o.value) and math.isfinite(o.threshold)):
+            return None  # a value that is not a number judges nothing
+        base = o.baseline if o.baseline is not None and math.isfinite(o.baseline) else None
         if r.mode == "calibrated":
             return Verdict(
                 r.name,
                 o.value,
                 o.threshold,
-                o.baseline,
+                base,
                 o.breached,
                 o.cleared,
                 _strength(o.value, o.threshold, o.breached),
@@ -100,13 +101,13 @@ class RuleBook:
                     if r.resolve_threshold is None
                     else r.resolve_threshold
                 )
-                return Verdict(r.name, v, thr, o.baseline, v > thr, v <= res, _ratio(v, thr))
+                return Verdict(r.name, v, thr, base, v > thr, v <= res, _ratio(v, thr))
             res = (
                 thr + (1 - keep) * abs(thr) if r.resolve_threshold is None else r.resolve_threshold
             )
-            return Verdict(r.name, v, thr, o.baseline, v < thr, v >= res, _ratio(thr, v))
-        b = o.baseline
-        if b is None or b == 0 or not math.isfinite(b):
+            return Verdict(r.name, v, thr, base, v < thr, v >= res, _ratio(thr, v))
+        b = base
+        if b is None or b == 0:
             return None
         change = (o.value - b) / abs(b)
         size = {"above": change, "below": -change, "both": abs(change)}[r.direction]

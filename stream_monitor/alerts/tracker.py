@@ -31,6 +31,7 @@ Examples
 
 from __future__ import annotations
 
+import math
 import uuid
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
@@ -192,7 +193,7 @@ class AlertTracker:
         for run in _runs(observations):
             touched: dict[str, tuple[_Incident, Observation]] = {}
             for o in run:
-                if o.signal == MODEL_SCORE and o.feature is None:
+                if o.signal == MODEL_SCORE and o.feature is None and math.isfinite(o.value):
                     self._scores[(o.model_id, o.segment)] = float(o.value)
                 verdict = self.rules.judge(o)
                 if verdict is None:

@@ -26,6 +26,7 @@ from pydantic import (
     StrictFloat,
     StrictInt,
     StrictStr,
+    model_validator,
 )
 
 __all__ = [
@@ -148,7 +149,19 @@ SuggestedAction = Literal[
 ]
 
 
-class AlertSignal(_Event):
+class _Output(BaseModel):
+    """What the monitor publishes: finite numbers only, and every field in the JSON Schema's
+    ``required`` (the monitor always sends them all)."""
+
+    model_config = ConfigDict(
+        frozen=True,
+        extra="ignore",
+        allow_inf_nan=False,
+        json_schema_serialization_defaults_required=True,
+    )
+
+
+class AlertSignal(_Output):
     """One signal that spoke in an incident: a feature's statistic, the model drift score..."""
 
     feature: str | None = Field(description="the feature, or null for a model-level signal")
@@ -161,7 +174,7 @@ class AlertSignal(_Event):
     breached: bool = Field(description="whether it breached its rule in its last observation")
 
 
-class AlertEvent(_Event):
+class AlertEvent(_Output):
     """An alert published to the ``alerts`` topic, keyed by ``dedup_key``.
 
     ``alert_id`` is deterministic for one transition of one incident, so it doubles as the
@@ -214,10 +227,19 @@ class AlertEvent(_Event):
     started_at: float = Field(description="event time the incident started (Unix seconds)")
     observed_at: float = Field(description="event time of the observation (Unix seconds)")
     published_at: float | None = Field(default=None, description="wall clock at publication")
-    schema_version: int = 2
+    schema_version: Literal[2] = 2
+
+    @model_validator(mode="after")
+    def _priority_follows_severity(self) -> AlertEvent:
+        if PRIORITY[self.severity] != self.priority:
+            raise ValueError(
+                f"priority {self.priority} does not match severity {self.severity} "
+                f"({PRIORITY[self.severity]})"
+            )
+        return self
 
 
-class RetrainTrigger(_Event):
+class RetrainTrigger(_Output):
     """A compact event on the retrain topic (``topics.retrain``) when a rule with
     ``retrain = true`` fires: enough for a training pipeline to start, keyed by ``model_id``."""
 
@@ -229,7 +251,7 @@ class RetrainTrigger(_Event):
     segment: str | None = None
     features: list[str] = Field(default_factory=list)
     observed_at: float = Field(description="event time of the observation (Unix seconds)")
-    schema_version: int = 1
+    schema_version: Literal[1] = 1
 
     @classmethod
     def from_alert(cls, a: AlertEvent) -> RetrainTrigger:

@@ -8,6 +8,7 @@ discovery (capped models per partition, capped features per model), never from r
 from __future__ import annotations
 
 import threading
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
@@ -169,6 +170,37 @@ class StateCollector(Collector):
             "1 for each segment incident firing now.",
             labels=["model_id", "kind", "feature", "segment"],
         )
+        ver_lv = ["model_id", "version", "baseline_version"]
+        ver_psi = GaugeMetricFamily(
+            p + "version_prediction_psi",
+            "PSI of the version's outputs against the baseline version's, on the same last "
+            "closed window (segments.by_version).",
+            labels=[*ver_lv, "feature"],
+        )
+        ver_psi_thr = GaugeMetricFamily(
+            p + "version_prediction_psi_threshold",
+            "Threshold version_prediction_psi was judged against (calibrated under 'both "
+            "versions' outputs come from one distribution', or fixed).",
+            labels=[*ver_lv, "feature"],
+        )
+        ver_perf = GaugeMetricFamily(
+            p + "version_performance",
+            "Main performance metric of each compared version (baseline included), last closed "
+            "window of labelled predictions.",
+            labels=["model_id", "version", "metric"],
+        )
+        ver_change = GaugeMetricFamily(
+            p + "version_performance_change",
+            "Relative degradation of the version's main metric against the baseline version's "
+            "in the last closed window (positive = worse).",
+            labels=[*ver_lv, "metric"],
+        )
+        ver_refused = CounterMetricFamily(
+            p + "versions_refused",
+            "Events of model versions beyond segments.max_values, not compared between "
+            "versions (stream=predictions: prediction drift; stream=labels: labelled pairs).",
+            labels=["model_id", "stream"],
+        )
         concept = CounterMetricFamily(
             p + "model_concept_detections",
             "Raw firings of each selected concept-drift detector on the error stream "
@@ -244,6 +276,16 @@ class StateCollector(Collector):
             "1 for each incident firing now.",
             labels=["model_id", "kind", "feature"],
         )
+        incidents = GaugeMetricFamily(
+            p + "alert_incidents",
+            "Incidents pending (waiting for their rule's for_windows / for_seconds, or a "
+            "cooldown) and firing now.",
+            labels=["state", "kind", "severity"],
+        )
+        suppressed = CounterMetricFamily(
+            p + "alerts_suppressed",
+            "Fires held back by a cooldown after a resolution (one per pending spell).",
+        )
         join_pending = GaugeMetricFamily(
             p + "label_join_pending", "Predictions awaiting their label.", labels=["partition"]
         )
@@ -277,9 +319,13 @@ class StateCollector(Collector):
             "Predictions of models refused by the per-partition cap.",
             labels=["partition"],
         )
+        states: Counter[tuple[str, str, str]] = Counter()
+        n_suppressed = 0
         with self._lock:
             for part, st in sorted(self._states().items()):
                 pl = [str(part)]
+                states.update(st.tracker.states())
+                n_suppressed += st.tracker.suppressed
                 join_pending.add_metric(pl, len(st.join))
                 join_evicted.add_metric(pl, st.join.evicted)
                 join_expired.add_metric(pl, st.join.expired)
@@ -335,6 +381,21 @@ class StateCollector(Collector):
                                 seg_perf.add_metric([*sl, cp.metric], value)
                         for metric, value in m.fairness.get(sid, {}).items():
                             seg_fair.add_metric([*sl, metric], value)
+                    vc = m.versions
+                    if vc is not None:
+                        ver_refused.add_metric([mid, "predictions"], vc.refused)
+                        for (fname, version), r in vc.last.items():
+                            lv = [mid, version, r.baseline, fname]
+                            ver_psi.add_metric(lv, r.psi)
+                            ver_psi_thr.add_metric(lv, r.threshold)
+                    vp = m.performance
+                    if vp is not None and vp.max_versions:
+                        ver_refused.add_metric([mid, "labels"], vp.versions_refused)
+                        for version, value in vp.version_metrics.items():
+                            ver_perf.add_metric([mid, version, vp.metric], value)
+                        base = vp.version_baseline
+                        for version, change in vp.version_changes.items():
+                            ver_change.add_metric([mid, version, base or "", vp.metric], change)
                     for det, n in m.errors.detections.items():
                         concept.add_metric([mid, det], n)
                     concept.add_metric([mid, "merged"], m.errors.merged_detections)
@@ -376,6 +437,9 @@ class StateCollector(Collector):
                             for det, n in f.detections.items():
                                 detections.add_metric([*lv, det], n)
                             agreeing.add_metric(lv, f.agreeing_detectors())
+        for (state, kind, severity), n in sorted(states.items()):
+            incidents.add_metric([state, kind, severity], n)
+        suppressed.add_metric([], n_suppressed)
         yield from quality.values()
         yield from (
             drift,
@@ -403,6 +467,11 @@ class StateCollector(Collector):
             seg_fair,
             seg_refused,
             seg_firing,
+            ver_psi,
+            ver_psi_thr,
+            ver_perf,
+            ver_change,
+            ver_refused,
             type_err,
             unseen,
             detections,
@@ -415,6 +484,8 @@ class StateCollector(Collector):
             err_base,
             labelled,
             firing,
+            incidents,
+            suppressed,
             join_pending,
             join_evicted,
             join_expired,

@@ -114,6 +114,9 @@ class FeatureMonitor:
         self.window_detectors: WindowDetectors | None = None
         #: Row of the last fed column at which change detectors agreed (numeric only).
         self.agreement_row: int | None = None
+        #: Bin of each row of the last ingested segment: -1 where the row has no usable value
+        #: or is late (slot -1), for per-version histograms of the model's outputs.
+        self.last_bins: np.ndarray | None = None
 
     @property
     def psi(self) -> float | None:
@@ -133,7 +136,8 @@ class FeatureMonitor:
         raise NotImplementedError
 
     def ingest(self, column: list[Any], slots: np.ndarray) -> None:
-        """Bin one segment of values into the ring slots the clock assigned (-1: late)."""
+        """Bin one segment of values into the ring slots the clock assigned (-1: late), and
+        leave each row's bin in :attr:`last_bins`."""
         raise NotImplementedError
 
     def _alloc(self, ring_size: int, n_bins: int, n_quality: int) -> None:
@@ -633,8 +637,10 @@ class NumericFeature(FeatureMonitor):
         present = ~(missing | bad)
         use = present & ok
         assert self.edges is not None
-        v = values[use]
-        self._add_bins(slots[use], np.searchsorted(self.edges, v, side="left"))
+        bins = np.full(len(values), -1, dtype=np.int64)
+        bins[use] = np.searchsorted(self.edges, values[use], side="left")
+        self.last_bins = bins
+        self._add_bins(slots[use], bins[use])
         oor = np.zeros(len(values), dtype=bool)
         if self.ref_min is not None and self.ref_max is not None:
             oor[present] = (values[present] < self.ref_min) | (values[present] > self.ref_max)
@@ -888,6 +894,9 @@ class CategoricalFeature(FeatureMonitor):
             (self._index.get(v, other) for v in values), dtype=np.int64, count=len(values)
         )
         ok_rows = slots[rows] >= 0 if len(rows) else np.zeros(0, dtype=bool)
+        bins = np.full(len(column), -1, dtype=np.int64)
+        bins[rows[ok_rows]] = idx[ok_rows]
+        self.last_bins = bins
         self._add_bins(slots[rows][ok_rows], idx[ok_rows])
         self.unseen_total += int(np.count_nonzero(idx[ok_rows] == other))
         new = np.zeros(len(column), dtype=bool)

@@ -24,6 +24,7 @@ from stream_monitor.monitor.feature import (
 )
 from stream_monitor.monitor.join import PendingPrediction
 from stream_monitor.monitor.performance import PerformanceMonitor
+from stream_monitor.monitor.versions import VersionComparison
 from stream_monitor.stats.multivariate import MMDDrift, MMDResult
 from stream_monitor.stats.windows import Closure, PaneClock
 
@@ -62,6 +63,11 @@ class ModelMonitor:
     at each closed window every feature is judged, then the model-level drift score (the
     importance-weighted share of drifting input features) and, if enabled, the multivariate
     test.
+
+    With ``segments.by_version`` the whole-model monitor also compares model versions with
+    each other on the same windows: the outputs' PSI of each version against the baseline
+    version (:class:`~stream_monitor.monitor.versions.VersionComparison`, in :attr:`versions`)
+    and, once labels arrive, their main performance metric (in :attr:`performance`).
     """
 
     def __init__(
@@ -106,7 +112,14 @@ class ModelMonitor:
             cooldown=lab.cooldown_errors,
             adwin_delta=lab.error_adwin_delta,
         )
-        self.performance = PerformanceMonitor(cfg.performance) if cfg.performance.enabled else None
+        self.performance = (
+            PerformanceMonitor(cfg.performance, **_version_args(cfg, segment))
+            if cfg.performance.enabled
+            else None
+        )
+        #: Prediction drift between model versions (whole-model monitor with ``by_version``),
+        #: created with the reference's bins.
+        self.versions: VersionComparison | None = None
         self.labels_incompatible = 0
         self.clock: PaneClock | None = None
         #: Per ring slot: events, and events carrying fields unknown to the reference.
@@ -161,6 +174,7 @@ class ModelMonitor:
         self.confidence_panes = np.zeros((ring, 4), dtype=np.int64)
         self.reference_frozen = True
         self.reference_source = "profile"
+        self._start_versions()
         if dcfg.multivariate.enabled:
             rows = [dict(zip(profile.sample_columns, r, strict=True)) for r in profile.sample_rows]
             self._start_mmd(rows)
@@ -173,9 +187,20 @@ class ModelMonitor:
         self.schema_panes = np.zeros((ring, 2), dtype=np.int64)
         self.confidence_panes = np.zeros((ring, 4), dtype=np.int64)
         self.reference_frozen = True
+        self._start_versions()
         if self.cfg.drift.multivariate.enabled:
             self._start_mmd(self._mv_rows)
         self._mv_rows = []
+
+    def _start_versions(self) -> None:
+        """Version comparison over the outputs' bins, for the whole model with ``by_version``."""
+        if self.segment is not None or not self.cfg.segments.by_version or self.clock is None:
+            return
+        bins = {name: f.counts.shape[1] for name, f in self.outputs.items() if f.frozen}
+        if bins:
+            self.versions = VersionComparison(
+                bins, self.clock.ring_size, self.cfg.drift, self.cfg.segments
+            )
 
     def _start_mmd(self, rows: list[dict[str, Any]]) -> None:
         mv = self.cfg.drift.multivariate
@@ -345,6 +370,12 @@ class ModelMonitor:
                     self._monitor(name).ingest(col, slots)
                 if PREDICTION_SCORE in cols and PREDICTION_LABEL in cols:
                     self._add_confidence(cols[PREDICTION_SCORE], slots)
+                if self.versions is not None:
+                    self.versions.ingest(
+                        [e.model_version for e in chunk],
+                        slots,
+                        {name: f.last_bins for name, f in self.outputs.items()},
+                    )
                 self.n_events += len(chunk)
                 last = chunk[-1]
                 version, last_ts = last.model_version, last.timestamp
@@ -382,6 +413,8 @@ class ModelMonitor:
             out.extend(f.close(closure, self.model_id, observed_at, version))
         if closure.window_slots:
             out.extend(self._model_signals(closure, observed_at, version))
+        if self.versions is not None:
+            out.extend(self.versions.close(closure, self.model_id, observed_at))
         for s in closure.release_slots:
             self.schema_panes[s] = 0
             self.confidence_panes[s] = 0
@@ -606,6 +639,7 @@ class ModelMonitor:
             "model_version": self.model_version,
             "errors": self.errors.snapshot(),
             "performance": None if self.performance is None else self.performance.snapshot(),
+            "versions": None if self.versions is None else self.versions.snapshot(),
             "clock": None if self.clock is None else self.clock.snapshot(),
             "schema_panes": self.schema_panes.tolist(),
             "confidence": [
@@ -652,7 +686,9 @@ class ModelMonitor:
         m.performance = (
             None
             if perf is None or not cfg.performance.enabled
-            else PerformanceMonitor.from_snapshot(perf, cfg.performance)
+            else PerformanceMonitor.from_snapshot(
+                perf, cfg.performance, **_version_args(cfg, d["segment"])
+            )
         )
         m.clock = None if d["clock"] is None else PaneClock.from_snapshot(d["clock"])
         m.schema_panes = np.asarray(d["schema_panes"], dtype=np.int64).reshape(-1, 2)
@@ -663,7 +699,26 @@ class ModelMonitor:
         m.mmd_features = list(d["mmd_features"])
         m._mv_rows = list(d["mv_rows"])
         m.segment = d["segment"]
+        vs = d.get("versions")  # absent from older snapshots: the comparison starts now
+        m.versions = None
+        if vs is not None and m.segment is None and cfg.segments.by_version:
+            m.versions = VersionComparison.from_snapshot(vs, cfg.drift, cfg.segments)
+        elif m.reference_frozen:
+            m._start_versions()
         m.segments = {sid: cls.from_snapshot(c, cfg, profile) for sid, c in d["segments"].items()}
         m.segment_values, m.segments_refused = (dict(x) for x in d["segment_counts"])
         m.fairness = {sid: dict(v) for sid, v in d["fairness"].items()}
         return m
+
+
+def _version_args(cfg: MonitorConfig, segment: str | None) -> dict[str, Any]:
+    """How a model's PerformanceMonitor compares versions: only the whole-model monitor does,
+    with ``segments.by_version``."""
+    seg = cfg.segments
+    if segment is not None or not seg.by_version:
+        return {}
+    return {
+        "versions": seg.max_values,
+        "baseline_version": seg.baseline_version,
+        "min_events": seg.version_min_events,
+    }

@@ -5,6 +5,11 @@ count), with the same :class:`~stream_monitor.stats.windows.PaneClock` as drift 
 pane holds an additive sketch (:mod:`stream_monitor.stats.performance`), and a window is the
 merge of its panes. With time windows, ``allowed_lateness_seconds`` is how long a window waits
 for its labels; labels for a window already judged are counted as late.
+
+The whole-model monitor of a model with ``segments.by_version`` also keeps a ring of sketches
+per model version, in the same slots, and compares the versions with each other in every
+window (``version_relative_change``): the same labelled pairs, split by the version that made
+the prediction.
 """
 
 from __future__ import annotations
@@ -50,9 +55,31 @@ class PerformanceMonitor:
     >>> o = pm.update(bad, 20.0, "m")[0]
     >>> o.signal, o.value, o.threshold, o.breached
     ('accuracy', 0.5, 0.9, True)
+
+    With ``versions`` (at most that many model versions, in order of first appearance; pairs of
+    later ones are counted in ``versions_refused``), every window also compares each version's
+    main metric with the baseline version's; a version or baseline with fewer than
+    ``min_events`` pairs in the window is not compared. The baseline is ``baseline_version``,
+    else the version with the most labelled pairs in a window, kept while it has ``min_events``
+    pairs per window (as in :class:`~stream_monitor.monitor.versions.VersionComparison`):
+
+    >>> pm = PerformanceMonitor(PerformanceConfig(window={"size": 20}), versions=5, min_events=5)
+    >>> pairs = [(PendingPrediction(float(i), "1", 0.9, "v1"), 1) for i in range(10)]
+    >>> pairs += [(PendingPrediction(10.0 + i, "1", 0.9, "v2"), i % 2) for i in range(10)]
+    >>> [o] = pm.update(pairs, 20.0, "m")
+    >>> o.signal, o.model_version, o.value, o.threshold, o.breached
+    ('version_relative_change', 'v2', 0.5, 0.1, True)
+    >>> pm.version_baseline, pm.version_metrics, pm.version_pairs
+    ('v1', {'v1': 1.0, 'v2': 0.5}, {'v1': 10, 'v2': 10})
     """
 
-    def __init__(self, cfg: PerformanceConfig) -> None:
+    def __init__(
+        self,
+        cfg: PerformanceConfig,
+        versions: int = 0,
+        baseline_version: str | None = None,
+        min_events: int = 100,
+    ) -> None:
         self.cfg = cfg
         w = cfg.window
         self.clock = PaneClock(w.kind, w.size, w.slide, allowed_lateness=w.allowed_lateness_seconds)
@@ -64,6 +91,21 @@ class PerformanceMonitor:
         self.last_fairness: dict[str, float] = {}
         self.baseline_values: list[float] = []
         self.windows = 0
+        #: Version comparison: at most ``max_versions`` versions (0: off), each with a ring of
+        #: sketches in the same slots as ``panes``.
+        self.max_versions = versions
+        self.baseline_version = baseline_version
+        self.min_events = min_events
+        self.version_names: list[str] = []
+        self.version_panes: list[list[Sketch]] = []
+        #: Labelled pairs of versions beyond ``max_versions`` (not compared).
+        self.versions_refused = 0
+        #: Last closed window: the main metric and labelled pairs of each version compared
+        #: (baseline included), the baseline, and each other version's relative degradation.
+        self.version_metrics: dict[str, float] = {}
+        self.version_pairs: dict[str, int] = {}
+        self.version_baseline: str | None = None
+        self.version_changes: dict[str, float] = {}
 
     @property
     def metric(self) -> str:
@@ -98,22 +140,46 @@ class PerformanceMonitor:
         rows = self._rows(pairs)
         if rows is None:
             return []
-        ts, y_true, y_pred, score, version = rows
+        ts, y_true, y_pred, score, versions = rows
+        version = versions[-1]
+        rings = self._register(versions) if self.max_versions else None
         out: list[Observation] = []
         for seg in self.clock.plan(ts):
             slots = seg.slots
             for slot in np.unique(slots[slots >= 0]).tolist():
                 idx = np.flatnonzero(slots == slot) + seg.start
-                self._add(int(slot), idx, y_true, y_pred, score)
+                self._add(self.panes[slot], idx, y_true, y_pred, score)
+                if rings is not None:
+                    ring = rings[idx]
+                    for j in np.unique(ring[ring >= 0]).tolist():
+                        sketch = self.version_panes[j][slot]
+                        self._add(sketch, idx[ring == j], y_true, y_pred, score)
             for closure in seg.closures:
-                o = self._close(closure, model_id, observed_at, version)
-                if o is not None:
-                    out.append(o)
+                out.extend(self._close(closure, model_id, observed_at, version))
         return out
+
+    def _register(self, versions: list[str | None]) -> np.ndarray:
+        """Ring of each pair's version (-1: no version, or refused), adding new versions while
+        there is room."""
+        for v in dict.fromkeys(versions):  # first-appearance order
+            if v is None or v in self.version_names:
+                continue
+            if len(self.version_names) >= self.max_versions:
+                continue
+            self.version_names.append(v)
+            self.version_panes.append([self._new_sketch() for _ in range(self.clock.ring_size)])
+        index = {v: j for j, v in enumerate(self.version_names)}
+        rings = np.fromiter(
+            (-1 if v is None else index.get(v, -1) for v in versions),
+            dtype=np.int64,
+            count=len(versions),
+        )
+        self.versions_refused += int(np.count_nonzero(rings < 0)) - versions.count(None)
+        return rings
 
     def _rows(
         self, pairs: Sequence[tuple[PendingPrediction, Any]]
-    ) -> tuple[np.ndarray, list[Any], list[Any], np.ndarray, str | None] | None:
+    ) -> tuple[np.ndarray, list[Any], list[Any], np.ndarray, list[str | None]] | None:
         kept: list[tuple[PendingPrediction, Any]] = []
         for pending, truth in pairs:
             if self.task is None:
@@ -137,18 +203,17 @@ class PerformanceMonitor:
         score = np.array([np.nan if p.score is None else p.score for p, _ in kept], dtype=float)
         y_true = [t for _, t in kept]
         y_pred = [p.label for p, _ in kept]
-        version = getattr(kept[-1][0], "model_version", None)
-        return ts, y_true, y_pred, score, version
+        versions = [getattr(p, "model_version", None) for p, _ in kept]
+        return ts, y_true, y_pred, score, versions
 
+    @staticmethod
     def _add(
-        self,
-        slot: int,
+        sketch: Sketch,
         idx: np.ndarray,
         y_true: list[Any],
         y_pred: list[Any],
         score: np.ndarray,
     ) -> None:
-        sketch = self.panes[slot]
         if isinstance(sketch, RegressionSketch):
             sketch.update(np.asarray([y_true[i] for i in idx], dtype=float), score[idx])
         else:
@@ -161,21 +226,79 @@ class PerformanceMonitor:
 
     def _close(
         self, closure: Closure, model_id: str, observed_at: float, version: str | None
-    ) -> Observation | None:
-        o: Observation | None = None
+    ) -> list[Observation]:
+        out: list[Observation] = []
         if closure.window_slots:
-            merged = self.panes[closure.window_slots[0]].copy()
-            for s in closure.window_slots[1:]:
-                merged.merge(self.panes[s])  # type: ignore[arg-type]
+            merged = _merge(self.panes, closure.window_slots)
             if merged.n:
                 self.last_metrics = merged.metrics()
                 if isinstance(merged, ClassificationSketch):
                     self.last_fairness = fairness_rates(merged)
                 self.windows += 1
                 o = self._judge(model_id, closure.events, observed_at, version)
+                if o is not None:
+                    out.append(o)
+            if self.version_panes:
+                out.extend(self._compare_versions(closure.window_slots, model_id, observed_at))
         for s in closure.release_slots:
             self.panes[s].reset()
-        return o
+            for ring in self.version_panes:
+                ring[s].reset()
+        return out
+
+    def _compare_versions(
+        self, slots: tuple[int, ...], model_id: str, observed_at: float
+    ) -> list[Observation]:
+        """Each version's main metric against the baseline version's, on this window's pairs."""
+        metric, need = self.metric, self.min_events
+        values: dict[str, float] = {}
+        pairs: dict[str, int] = {}
+        for name, ring in zip(self.version_names, self.version_panes, strict=True):
+            merged = _merge(ring, slots)
+            value = merged.metrics().get(metric) if merged.n >= need else None
+            if value is not None:
+                values[name], pairs[name] = value, merged.n
+        want = self.baseline_version
+        if want is not None:
+            base = want if want in values else None
+        elif self.version_baseline in values:
+            base = self.version_baseline  # the baseline stays while it has enough pairs
+        elif values:  # the most labelled pairs; a tie goes to the smaller name
+            base = min(values, key=lambda v: (-pairs[v], v))
+        else:
+            base = None
+        self.version_metrics, self.version_pairs, self.version_changes = values, pairs, {}
+        if base is not None:
+            self.version_baseline = base
+        if base is None or values[base] == 0:
+            return []
+        ref = values[base]
+        limit = self.cfg.max_relative_change
+        out: list[Observation] = []
+        for name, value in values.items():
+            if name == base:
+                continue
+            # Oriented so that a positive change is a degradation of the candidate.
+            diff = ref - value if metric in HIGHER_IS_BETTER else value - ref
+            change = diff / abs(ref)
+            self.version_changes[name] = change
+            out.append(
+                Observation(
+                    model_id=model_id,
+                    kind="performance",
+                    feature=None,
+                    signal="version_relative_change",
+                    value=change,
+                    threshold=limit,
+                    breached=change > limit,
+                    cleared=change <= limit / 2,
+                    observed_at=observed_at,
+                    window_events=pairs[name],
+                    model_version=name,
+                    segment=f"model_version={name}",
+                )
+            )
+        return out
 
     def _judge(
         self, model_id: str, n: int, observed_at: float, version: str | None
@@ -220,13 +343,34 @@ class PerformanceMonitor:
             "last_fairness": dict(self.last_fairness),
             "baseline_values": list(self.baseline_values),
             "windows": self.windows,
+            "versions": {
+                "names": list(self.version_names),
+                "panes": [[p.snapshot() for p in ring] for ring in self.version_panes],
+                "refused": self.versions_refused,
+                "last": [
+                    self.version_metrics,
+                    self.version_pairs,
+                    self.version_baseline,
+                    self.version_changes,
+                ],
+            },
         }
 
     @classmethod
-    def from_snapshot(cls, d: dict[str, Any], cfg: PerformanceConfig) -> PerformanceMonitor:
+    def from_snapshot(
+        cls,
+        d: dict[str, Any],
+        cfg: PerformanceConfig,
+        versions: int = 0,
+        baseline_version: str | None = None,
+        min_events: int = 100,
+    ) -> PerformanceMonitor:
+        """Rebuild from :meth:`snapshot`; the version arguments are those of the constructor
+        (a snapshot without version state, or one taken without them, starts the comparison
+        afresh)."""
         if d.get("v") != SNAPSHOT_VERSION:
             raise ValueError(f"unsupported performance snapshot version {d.get('v')!r}")
-        pm = cls(cfg)
+        pm = cls(cfg, versions, baseline_version, min_events)
         pm.clock = PaneClock.from_snapshot(d["clock"])
         pm.task = d["task"]
         load = RegressionSketch if pm.task == "regression" else ClassificationSketch
@@ -236,6 +380,16 @@ class PerformanceMonitor:
         pm.last_fairness = dict(d["last_fairness"])
         pm.baseline_values = [float(v) for v in d["baseline_values"]]
         pm.windows = int(d["windows"])
+        vs = d.get("versions")  # absent from older snapshots
+        if vs is not None and versions:
+            pm.version_names = [str(v) for v in vs["names"]]
+            pm.version_panes = [[load.from_snapshot(p) for p in ring] for ring in vs["panes"]]
+            pm.versions_refused = int(vs["refused"])
+            values, pairs, base, changes = vs["last"]
+            pm.version_metrics = {k: float(v) for k, v in values.items()}
+            pm.version_pairs = {k: int(v) for k, v in pairs.items()}
+            pm.version_baseline = base
+            pm.version_changes = {k: float(v) for k, v in changes.items()}
         return pm
 
 
@@ -267,6 +421,14 @@ def fairness_rates(sketch: ClassificationSketch) -> dict[str, float]:
     if n - actual:
         out["fpr"] = (predicted - tp) / (n - actual)
     return out
+
+
+def _merge(ring: list[Sketch], slots: tuple[int, ...]) -> Sketch:
+    """A window's sketch: the merge of its panes."""
+    merged = ring[slots[0]].copy()
+    for s in slots[1:]:
+        merged.merge(ring[s])  # type: ignore[arg-type]
+    return merged
 
 
 def _is_number(v: Any) -> bool:

@@ -358,3 +358,20 @@ def test_version_1_snapshot_is_regrouped() -> None:
     assert [(a.status, a.dedup_key, a.started_at) for a in out] == [
         ("resolved", "m/data_drift/-", 10.0)
     ]
+
+
+def test_values_that_are_not_numbers_judge_nothing() -> None:
+    t = tracker()
+    assert t.observe(obs(float("nan"), 0)) == []
+    assert t.observe(obs(float("inf"), 0, threshold=float("inf"))) == []
+    assert t.states() == {}
+    a = t.observe(obs(0.5, 60, baseline=float("nan")))[0]
+    assert a.baseline is None  # published events carry finite numbers only
+
+
+def test_priority_must_follow_severity() -> None:
+    a = tracker().observe(obs(0.5, 0))[0]
+    with pytest.raises(ValueError, match="does not match severity"):
+        AlertEvent.model_validate({**a.model_dump(), "priority": "P0"})
+    with pytest.raises(ValueError, match="finite"):
+        AlertEvent.model_validate({**a.model_dump(), "value": float("nan")})
