@@ -77,10 +77,12 @@ class RuleBook:
         """The verdict of the rule matching ``o``; None when the rule is disabled or cannot
         judge it (a relative rule on a signal without a baseline)."""
         r = self.rule_for(o)
-        if not r.enabled or not (math.isfinite(o.value) and math.isfinite(o.threshold)):
+        if not r.enabled or not math.isfinite(o.value):
             return None  # a value that is not a number judges nothing
         base = o.baseline if o.baseline is not None and math.isfinite(o.baseline) else None
         if r.mode == "calibrated":
+            if not math.isfinite(o.threshold):
+                return None  # an informational signal (a mean, a metric): only rules judge it
             return Verdict(
                 r.name,
                 o.value,

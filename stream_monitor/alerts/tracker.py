@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from stream_monitor.alerts.observation import Observation
-from stream_monitor.alerts.rules import RuleBook, Verdict
+from stream_monitor.alerts.rules import DEFAULT_RULE, RuleBook, Verdict
 from stream_monitor.config import AlertsConfig
 from stream_monitor.events.schema import (
     PRIORITY,
@@ -92,13 +92,25 @@ _FAIRNESS_SIGNALS = frozenset({"disparate_impact", "tpr_ratio", "fpr_ratio"})
 MODEL_SCORE = "model_drift_score"
 
 
-def dedup_key(model_id: str, kind: str, feature: str | None, segment: str | None = None) -> str:
-    """The key of one incident; also the Kafka key of its alert events.
+def dedup_key(
+    model_id: str,
+    kind: str,
+    feature: str | None,
+    segment: str | None = None,
+    rule: str | None = None,
+) -> str:
+    """The key of one incident; also the Kafka key of its alert events. Signals judged by a
+    configured rule are an incident of their own (``#rule``): its severity and routing are not
+    swallowed by another incident of the model.
 
     >>> dedup_key("m", "data_drift", "age"), dedup_key("m", "performance", None, "region=eu")
     ('m/data_drift/age', 'm/performance/-@region=eu')
+    >>> dedup_key("m", "performance", None, rule="precision")
+    'm/performance/-#precision'
     """
     key = f"{model_id}/{kind}/{feature or '-'}"
+    if rule is not None and rule != DEFAULT_RULE.name:
+        key = f"{key}#{rule}"
     return key if segment is None else f"{key}@{segment}"
 
 
@@ -198,7 +210,7 @@ class AlertTracker:
                 verdict = self.rules.judge(o)
                 if verdict is None:
                     continue
-                key = self._key(o)
+                key = self._key(o, verdict.rule)
                 inc = self._incidents.get(key)
                 if inc is None:
                     if not verdict.breached:
@@ -214,9 +226,9 @@ class AlertTracker:
                 events.extend(self._transition(key, inc, o))
         return events
 
-    def _key(self, o: Observation) -> str:
+    def _key(self, o: Observation, rule: str) -> str:
         feature = None if self.cfg.group_features else o.feature
-        return dedup_key(o.model_id, o.kind, feature, o.segment)
+        return dedup_key(o.model_id, o.kind, feature, o.segment, rule)
 
     @staticmethod
     def _update_member(inc: _Incident, o: Observation, v: Verdict) -> None:

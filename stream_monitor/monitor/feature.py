@@ -492,6 +492,10 @@ class NumericFeature(FeatureMonitor):
         self.sentinels = np.asarray(cfg.quality.sentinels, dtype=float)
         #: Per slot: sum of PIT mid-ranks and number of present values (window means).
         self.pit_sums: np.ndarray = np.zeros((0, 2), dtype=np.int64)
+        #: Per slot: sum and number of the raw values (the ``mean`` signal, for rules on it).
+        self.value_sums: np.ndarray = np.zeros((0, 2), dtype=float)
+        #: Mean of the reference values: the baseline of the ``mean`` signal.
+        self.ref_mean: float | None = None
         #: PIT values (in [0, 1], NaN when missing) of the last ingested segment, for
         #: multivariate checks.
         self.last_u: np.ndarray | None = None
@@ -587,6 +591,7 @@ class NumericFeature(FeatureMonitor):
         if len(ref):
             self.pit_grid = np.quantile(ref, np.linspace(0.0, 1.0, PIT_POINTS))
             self.ref_min, self.ref_max = float(ref.min()), float(ref.max())
+            self.ref_mean = float(ref.mean())
         sentinel_rates = [
             float(np.count_nonzero(ref == s)) / max(self.ref_n, 1) for s in self.sentinels
         ]
@@ -604,6 +609,7 @@ class NumericFeature(FeatureMonitor):
         assert self.edges is not None
         self._alloc(ring_size, len(self.edges) + 1, SENTINEL0 + len(self.sentinels))
         self.pit_sums = np.zeros((ring_size, 2), dtype=np.int64)
+        self.value_sums = np.zeros((ring_size, 2), dtype=float)
 
     @classmethod
     def from_profile(
@@ -622,6 +628,7 @@ class NumericFeature(FeatureMonitor):
         f.ref_counts = np.asarray(prof.counts, dtype=np.int64)
         f.pit_grid = np.asarray(prof.quantiles, dtype=float) if prof.quantiles else None
         f.ref_min, f.ref_max = prof.min, prof.max
+        f.ref_mean = prof.mean
         frequent = {float(v): c for v, c in prof.frequent_values}
         n_present = max(prof.sample_size, 1)
         rates = [frequent.get(float(s), 0) / n_present for s in f.sentinels]
@@ -647,6 +654,11 @@ class NumericFeature(FeatureMonitor):
         flags = [ok, missing, absent, bad, oor]
         flags.extend(values == s for s in self.sentinels)
         self._add_quality(slots, flags)
+        if use.any():
+            r = self.ring_size
+            s = slots[use]
+            self.value_sums[:, 0] += np.bincount(s, weights=values[use], minlength=r)
+            self.value_sums[:, 1] += np.bincount(s, minlength=r)
         if self.pit_grid is not None and use.any():
             s = slots[use]
             r = self.ring_size
@@ -659,6 +671,38 @@ class NumericFeature(FeatureMonitor):
 
     def _release(self, slot: int) -> None:
         self.pit_sums[slot] = 0
+        self.value_sums[slot] = 0.0
+
+    def close(
+        self, closure: Closure, model_id: str, observed_at: float, model_version: str | None
+    ) -> list[Observation]:
+        """As :meth:`FeatureMonitor.close`, plus the window's ``mean`` against the reference
+        mean: judged by no monitor threshold, only by the rules that name it."""
+        mean: float | None = None
+        if closure.window_slots and self.ref_mean is not None:
+            total, n = self.value_sums[list(closure.window_slots)].sum(axis=0)
+            if n > 0:
+                # 12 significant digits: the sum's last bits depend on how batches were cut.
+                mean = float(f"{total / n:.12g}")
+        obs = super().close(closure, model_id, observed_at, model_version)
+        if mean is not None:
+            obs.append(
+                Observation(
+                    model_id=model_id,
+                    kind=self.kind,
+                    feature=self.name,
+                    signal="mean",
+                    value=mean,
+                    threshold=math.nan,
+                    breached=False,
+                    cleared=True,
+                    observed_at=observed_at,
+                    window_events=self.window_events,
+                    model_version=model_version,
+                    baseline=self.ref_mean,
+                )
+            )
+        return obs
 
     def _window_values(self, slots: list[int]) -> dict[str, float]:
         total, n = (int(x) for x in self.pit_sums[slots].sum(axis=0))
@@ -744,6 +788,8 @@ class NumericFeature(FeatureMonitor):
             ref_range=[self.ref_min, self.ref_max],
             sentinels=self.sentinels.tolist(),
             pit_sums=self.pit_sums.tolist(),
+            value_sums=self.value_sums.tolist(),
+            ref_mean=self.ref_mean,
             detectors={k: v.snapshot() for k, v in self.detectors.items()},
             debouncers={k: v.snapshot() for k, v in self.debouncers.items()},
             last_firing=dict(self.last_firing),
@@ -768,6 +814,13 @@ class NumericFeature(FeatureMonitor):
         f.ref_min, f.ref_max = d["ref_range"]
         f.sentinels = np.asarray(d["sentinels"], dtype=float)
         f.pit_sums = _matrix(d["pit_sums"], np.int64)
+        # Snapshots from before the mean signal: no mean until the panes refill.
+        f.value_sums = (
+            _matrix(d["value_sums"], float)
+            if "value_sums" in d
+            else np.zeros((len(f.pit_sums), 2), dtype=float)
+        )
+        f.ref_mean = d.get("ref_mean")
         f.detectors = {k: StreamDetector.from_snapshot(v) for k, v in d["detectors"].items()}
         f.debouncers = {k: Debouncer.from_snapshot(v) for k, v in d["debouncers"].items()}
         f.last_firing = {k: int(v) for k, v in d["last_firing"].items()}

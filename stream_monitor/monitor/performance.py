@@ -14,6 +14,7 @@ the prediction.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -49,12 +50,18 @@ class PerformanceMonitor:
     >>> from stream_monitor.monitor.join import PendingPrediction
     >>> pm = PerformanceMonitor(PerformanceConfig(window={"size": 10}, baseline_windows=1))
     >>> good = [(PendingPrediction(float(i), "1", 0.9), 1) for i in range(10)]
-    >>> pm.update(good, 10.0, "m")  # the first window is the baseline
-    []
+    >>> [o.signal for o in pm.update(good, 10.0, "m")][:6]  # the first window is the baseline
+    ['precision_macro', 'recall_macro', 'f1_macro', 'precision:1', 'recall:1', 'f1:1']
     >>> bad = [(PendingPrediction(float(i), "1", 0.9), i % 2) for i in range(10, 20)]
-    >>> o = pm.update(bad, 20.0, "m")[0]
+    >>> o, *others = pm.update(bad, 20.0, "m")
     >>> o.signal, o.value, o.threshold, o.breached
     ('accuracy', 0.5, 0.9, True)
+
+    The window's other metrics follow, judged by no threshold of the monitor's (only by rules
+    that name them), each with the mean of its first ``baseline_windows`` values as baseline:
+
+    >>> [(x.signal, x.value, x.baseline) for x in others if x.signal == "precision:1"]
+    [('precision:1', 0.5, 1.0)]
 
     With ``versions`` (at most that many model versions, in order of first appearance; pairs of
     later ones are counted in ``versions_refused``), every window also compares each version's
@@ -66,7 +73,7 @@ class PerformanceMonitor:
     >>> pm = PerformanceMonitor(PerformanceConfig(window={"size": 20}), versions=5, min_events=5)
     >>> pairs = [(PendingPrediction(float(i), "1", 0.9, "v1"), 1) for i in range(10)]
     >>> pairs += [(PendingPrediction(10.0 + i, "1", 0.9, "v2"), i % 2) for i in range(10)]
-    >>> [o] = pm.update(pairs, 20.0, "m")
+    >>> [o] = [x for x in pm.update(pairs, 20.0, "m") if x.signal.startswith("version_")]
     >>> o.signal, o.model_version, o.value, o.threshold, o.breached
     ('version_relative_change', 'v2', 0.5, 0.1, True)
     >>> pm.version_baseline, pm.version_metrics, pm.version_pairs
@@ -90,6 +97,8 @@ class PerformanceMonitor:
         #: Positive-prediction, true-positive and false-positive rates of the last window.
         self.last_fairness: dict[str, float] = {}
         self.baseline_values: list[float] = []
+        #: The first ``baseline_windows`` values of every metric: baselines for relative rules.
+        self.metric_baselines: dict[str, list[float]] = {}
         self.windows = 0
         #: Version comparison: at most ``max_versions`` versions (0: off), each with a ring of
         #: sketches in the same slots as ``panes``.
@@ -238,6 +247,8 @@ class PerformanceMonitor:
                 o = self._judge(model_id, closure.events, observed_at, version)
                 if o is not None:
                     out.append(o)
+                n = closure.events
+                out.extend(self._metric_observations(model_id, n, observed_at, version))
             if self.version_panes:
                 out.extend(self._compare_versions(closure.window_slots, model_id, observed_at))
         for s in closure.release_slots:
@@ -300,6 +311,38 @@ class PerformanceMonitor:
             )
         return out
 
+    def _metric_observations(
+        self, model_id: str, n: int, observed_at: float, version: str | None
+    ) -> list[Observation]:
+        """Every other metric of the window, with the mean of its first ``baseline_windows``
+        values as baseline: no monitor threshold judges them, only rules that name them
+        ("precision:1 below 0.7 for two windows")."""
+        out = []
+        need = self.cfg.baseline_windows
+        for name, value in self.last_metrics.items():
+            seen = self.metric_baselines.setdefault(name, [])
+            if len(seen) < need:
+                seen.append(value)
+            if name == self.metric:
+                continue
+            out.append(
+                Observation(
+                    model_id=model_id,
+                    kind="performance",
+                    feature=None,
+                    signal=name,
+                    value=value,
+                    threshold=math.nan,
+                    breached=False,
+                    cleared=True,
+                    observed_at=observed_at,
+                    window_events=n,
+                    model_version=version,
+                    baseline=float(np.mean(seen)) if len(seen) >= need else None,
+                )
+            )
+        return out
+
     def _judge(
         self, model_id: str, n: int, observed_at: float, version: str | None
     ) -> Observation | None:
@@ -330,6 +373,7 @@ class PerformanceMonitor:
             observed_at=observed_at,
             window_events=n,
             model_version=version,
+            baseline=base,
         )
 
     def snapshot(self) -> dict[str, Any]:
@@ -342,6 +386,7 @@ class PerformanceMonitor:
             "last_metrics": dict(self.last_metrics),
             "last_fairness": dict(self.last_fairness),
             "baseline_values": list(self.baseline_values),
+            "metric_baselines": {k: list(v) for k, v in self.metric_baselines.items()},
             "windows": self.windows,
             "versions": {
                 "names": list(self.version_names),
@@ -379,6 +424,9 @@ class PerformanceMonitor:
         pm.last_metrics = dict(d["last_metrics"])
         pm.last_fairness = dict(d["last_fairness"])
         pm.baseline_values = [float(v) for v in d["baseline_values"]]
+        pm.metric_baselines = {
+            k: [float(x) for x in v] for k, v in d.get("metric_baselines", {}).items()
+        }
         pm.windows = int(d["windows"])
         vs = d.get("versions")  # absent from older snapshots
         if vs is not None and versions:

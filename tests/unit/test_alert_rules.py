@@ -375,3 +375,92 @@ def test_priority_must_follow_severity() -> None:
         AlertEvent.model_validate({**a.model_dump(), "priority": "P0"})
     with pytest.raises(ValueError, match="finite"):
         AlertEvent.model_validate({**a.model_dump(), "value": float("nan")})
+
+
+# ------------------------------------------------------- rules over the pipeline's signals
+
+
+def _traffic(n: int, shift_at: int, seed: int = 5) -> tuple[list[Any], list[Any], np.ndarray]:
+    """A scored classifier: age ~ N(40, 5), +15 % from ``shift_at``; its precision on class 1
+    is ~0.9 before and ~0.5 after."""
+    from stream_monitor.events.schema import LabelEvent, PredictionEvent
+
+    rng = np.random.default_rng(seed)
+    age = rng.normal(40, 5, n)
+    age[shift_at:] *= 1.15
+    score = rng.uniform(0, 1, n)
+    preds, labels = [], []
+    for i in range(n):
+        positive = score[i] > 0.5
+        right = rng.random() < (0.9 if i < shift_at else 0.5)
+        truth = int(positive) if right else int(not positive)
+        preds.append(
+            PredictionEvent(
+                event_id=str(i),
+                model_id="m",
+                timestamp=float(i),
+                features={"age": float(age[i])},
+                prediction={"label": int(positive), "score": float(score[i])},
+            )
+        )
+        labels.append(LabelEvent(event_id=str(i), model_id="m", timestamp=i + 0.5, label=truth))
+    return preds, labels, age
+
+
+def test_rules_judge_the_mean_and_any_performance_metric() -> None:
+    from stream_monitor.monitor.partition import PartitionState
+
+    cfg = MonitorConfig.model_validate(
+        {
+            "bootstrap_servers": "x:1",
+            "drift": {"window": {"size": 500}},
+            "performance": {"window": {"size": 500}, "baseline_windows": 2},
+            "alerts": {"rules": RULES},
+        }
+    )
+    st = PartitionState(0, cfg)
+    seen: list[Observation] = []
+    st.observer = seen.append
+    preds, labels, age = _traffic(6000, shift_at=4000)
+    alerts: list[AlertEvent] = []
+    for i in range(0, 6000, 250):
+        alerts += st.process(preds[i : i + 250], labels[i : i + 250])
+    check(alerts)
+
+    means = [o for o in seen if o.signal == "mean" and o.feature == "age"]
+    assert len(means) == 10  # 1000 reference events, then windows of 500
+    for k, o in enumerate(means):
+        window = age[1000 + 500 * k : 1500 + 500 * k]
+        assert o.value == pytest.approx(window.mean(), rel=1e-11)
+        assert o.baseline == pytest.approx(age[:1000].mean(), rel=1e-12)
+    # customer_age is not "age": the rule does not match it, nothing alerts on the mean
+    assert not [a for a in alerts if a.rule == "age-mean"]
+
+    precision = [o for o in seen if o.signal == "precision:1"]
+    assert precision and all(o.threshold != o.threshold for o in precision)  # NaN: info only
+    assert precision[2].baseline == pytest.approx(np.mean([o.value for o in precision[:2]]))
+    fired = [a for a in alerts if a.rule == "precision" and a.status == "firing"]
+    assert len(fired) == 1 and fired[0].value < 0.7
+    # two consecutive windows below 0.7, both after the change
+    assert fired[0].started_at >= 4000 and fired[0].observed_at > fired[0].started_at
+    assert not [a for a in alerts if a.rule == "precision" and a.observed_at < 4000]
+
+
+def test_relative_rule_on_the_mean_fires_after_the_shift_only() -> None:
+    from stream_monitor.monitor.partition import PartitionState
+
+    rules = [{**RULES[2], "feature": "age"}]
+    cfg = MonitorConfig.model_validate(
+        {"bootstrap_servers": "x:1", "drift": {"window": {"size": 500}}, "alerts": {"rules": rules}}
+    )
+    st = PartitionState(0, cfg)
+    preds, _, _ = _traffic(6000, shift_at=4000)
+    alerts = [a for i in range(0, 6000, 500) for a in st.process(preds[i : i + 500], [])]
+    mine = [a for a in alerts if a.rule == "age-mean"]
+    assert [(a.status, a.observed_at) for a in mine] == [("firing", 4499.0)]
+    assert mine[0].value == pytest.approx(0.15, abs=0.02)
+    assert (mine[0].severity, mine[0].priority, mine[0].baseline is not None) == (
+        "info",
+        "P2",
+        True,
+    )
