@@ -384,7 +384,7 @@ class AlertTracker:
                 f"{lead.signal}{on} is {lead.value:.4g}, {past} its threshold {lead.threshold:.4g}"
                 + (f" over the last {lead.window_events} events" if lead.window_events else "")
             )
-        if score is not None and inc.kind == "data_drift":
+        if score and inc.kind == "data_drift":  # 0 is a previous window's: no news
             parts.append(f"model drift score {score:.2f}")
         return "; ".join(parts) + f". Suggested action: {_ACTION_TEXT[action]}."
 
