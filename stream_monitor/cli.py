@@ -1,5 +1,6 @@
-"""Command line: ``stream-monitor run | simulate | alerts``. The only place that configures
-logging handlers, reads the environment and installs signal handlers."""
+"""Command line: ``stream-monitor run | simulate | alerts | forward | profile | replay``.
+The only place that configures logging handlers, reads the environment and installs signal
+handlers."""
 
 from __future__ import annotations
 
@@ -96,10 +97,38 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _format_alert(args: argparse.Namespace, value: bytes) -> str:
+    """One alert record as the ``alerts`` sub-command prints it (``--format``)."""
+    if args.format == "json":
+        return value.decode()
+    if args.format == "text":
+        a = orjson.loads(value)
+        mark = "FIRING  " if a["status"] == "firing" else "RESOLVED"
+        stamp = time.strftime("%H:%M:%S", time.localtime(a.get("published_at") or time.time()))
+        return f"{stamp} {mark} [{a['severity']}] {a['dedup_key']}: {a['summary']}"
+    from stream_monitor.alerts.routing import to_alertmanager, to_pagerduty
+    from stream_monitor.events.schema import AlertEvent
+
+    alert = AlertEvent.model_validate(orjson.loads(value))
+    if args.format == "pagerduty":
+        body = to_pagerduty(alert, args.routing_key)
+    else:
+        body = to_alertmanager(alert)
+    return orjson.dumps(body).decode()
+
+
 def cmd_alerts(args: argparse.Namespace) -> int:
-    """Print alert events as they arrive, one line each (or raw JSON with --json)."""
+    """Print alert events as they arrive: one line each (``--format text``), the raw JSON, or
+    the PagerDuty Events v2 / Alertmanager body each maps to (docs/alerts.md)."""
     from confluent_kafka import Consumer, KafkaError
 
+    if args.json:
+        args.format = "json"
+    if args.format == "pagerduty" and not args.routing_key:
+        print(
+            "stream-monitor alerts: error: --format pagerduty needs --routing-key", file=sys.stderr
+        )
+        return 2
     consumer = Consumer(
         {
             "bootstrap.servers": args.bootstrap_servers,
@@ -124,15 +153,55 @@ def cmd_alerts(args: argparse.Namespace) -> int:
                 continue
             if value is None:
                 continue
-            if args.json:
-                print(value.decode(), flush=True)
+            try:
+                line = _format_alert(args, value)
+            except (ValueError, KeyError, TypeError) as exc:  # not an alert event: skip it
+                log.warning("skipping a record that is not an alert event: %s", exc)
                 continue
-            a = orjson.loads(value)
-            mark = "FIRING  " if a["status"] == "firing" else "RESOLVED"
-            stamp = time.strftime("%H:%M:%S", time.localtime(a.get("published_at") or time.time()))
-            print(f"{stamp} {mark} [{a['severity']}] {a['dedup_key']}: {a['summary']}", flush=True)
+            print(line, flush=True)
     finally:
         consumer.close()
+    return 0
+
+
+def cmd_forward(args: argparse.Namespace) -> int:
+    """Post alert events to Alertmanager or PagerDuty (stream_monitor/alerts/forward.py)."""
+    from stream_monitor.alerts.forward import Delivery, Destination, Forwarder
+    from stream_monitor.config import load_config
+
+    if args.to == "pagerduty" and not args.routing_key:
+        print(
+            "stream-monitor forward: error: --to pagerduty needs --routing-key "
+            "(or $STREAM_MONITOR_PAGERDUTY_ROUTING_KEY)",
+            file=sys.stderr,
+        )
+        return 2
+    if args.to == "alertmanager" and not args.url:
+        print("stream-monitor forward: error: --to alertmanager needs --url", file=sys.stderr)
+        return 2
+    cfg = load_config(
+        args.config,
+        defaults={"bootstrap_servers": _bootstrap_default()},
+        bootstrap_servers=args.bootstrap_servers,
+    )
+    forwarder = Forwarder(
+        cfg,
+        Destination(
+            args.to,
+            url=args.url,
+            routing_key=args.routing_key,
+            source=args.source,
+            client_url=args.client_url,
+            generator_url=args.generator_url,
+        ),
+        topic=args.topic,
+        group_id=args.group_id,
+        from_beginning=args.from_beginning,
+        resend_seconds=args.resend_seconds,
+        delivery=Delivery(timeout=args.timeout, retries=args.retries),
+    )
+    _install_stop(forwarder.stop)
+    forwarder.run()
     return 0
 
 
@@ -194,6 +263,57 @@ def cmd_profile(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_replay(args: argparse.Namespace) -> int:
+    """Backtest: replay recorded events through the pipeline; alerts.jsonl, report.html."""
+    from confluent_kafka import KafkaException
+
+    from stream_monitor.config import load_config
+    from stream_monitor.replay import (
+        Progress,
+        ReplayError,
+        format_summary,
+        parse_position,
+        run_replay,
+    )
+
+    if not args.from_kafka and (args.start is not None or args.end is not None):
+        raise ConfigError("--start and --end select a range of the topics: use --from-kafka")
+    if args.from_kafka and args.labels is not None:
+        raise ConfigError("--labels goes with --predictions; --from-kafka reads both topics")
+    if args.from_kafka and args.partitions is not None:
+        raise ConfigError("--partitions is for file replays; a topic keeps its own partitions")
+    # The configuration is read as `run` reads it (same file, same defaults).
+    cfg = load_config(
+        args.config,
+        defaults={"bootstrap_servers": _bootstrap_default()},
+        bootstrap_servers=args.bootstrap_servers,
+    )
+    start = parse_position(args.start) if args.start is not None else None
+    end = parse_position(args.end) if args.end is not None else None
+    progress = Progress(sys.stderr, enabled=True if args.progress else None)
+    try:
+        result = run_replay(
+            cfg,
+            args.out,
+            predictions=args.predictions,
+            labels=args.labels,
+            from_kafka=args.from_kafka,
+            start=start,
+            end=end,
+            batch_size=args.batch_size,
+            partitions=args.partitions,
+            partitioner=args.partitioner,
+            progress=progress,
+            config_path=args.config,
+        )
+    except (ReplayError, KafkaException) as exc:
+        msg = " ".join(str(exc).split())
+        print(f"stream-monitor replay: error: {msg}", file=sys.stderr)
+        return 2
+    print(format_summary(result), flush=True)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="stream-monitor", description=__doc__)
     p.add_argument("--log-level", default=os.environ.get("STREAM_MONITOR_LOG_LEVEL", "INFO"))
@@ -235,8 +355,55 @@ def build_parser() -> argparse.ArgumentParser:
     al.add_argument("--bootstrap-servers", default=_bootstrap_default())
     al.add_argument("--topic", default="alerts")
     al.add_argument("--from-beginning", action="store_true")
-    al.add_argument("--json", action="store_true", help="print the raw JSON events")
+    al.add_argument("--json", action="store_true", help="same as --format json")
+    al.add_argument(
+        "--format",
+        choices=["text", "json", "pagerduty", "alertmanager"],
+        default="text",
+        help="text lines (default), the raw events, or the body posted to PagerDuty Events v2 "
+        "/ Alertmanager (docs/alerts.md)",
+    )
+    al.add_argument(
+        "--routing-key",
+        default=os.environ.get("STREAM_MONITOR_PAGERDUTY_ROUTING_KEY"),
+        help="for --format pagerduty; default $STREAM_MONITOR_PAGERDUTY_ROUTING_KEY",
+    )
     al.set_defaults(func=cmd_alerts)
+
+    fw = sub.add_parser("forward", help="post alert events to Alertmanager or PagerDuty")
+    fw.add_argument("--config", help="TOML configuration file (bootstrap, security, topics)")
+    fw.add_argument("--bootstrap-servers", default=None, help="overrides the config file")
+    fw.add_argument("--topic", default=None, help="default: the config's topics.alerts")
+    fw.add_argument("--to", choices=["alertmanager", "pagerduty"], required=True)
+    fw.add_argument(
+        "--url",
+        default=None,
+        help="Alertmanager base URL (http://host:9093); for PagerDuty default "
+        "https://events.pagerduty.com/v2/enqueue",
+    )
+    fw.add_argument(
+        "--routing-key",
+        default=os.environ.get("STREAM_MONITOR_PAGERDUTY_ROUTING_KEY"),
+        help="PagerDuty integration key; default $STREAM_MONITOR_PAGERDUTY_ROUTING_KEY",
+    )
+    fw.add_argument("--group-id", default="stream-monitor-forward")
+    fw.add_argument(
+        "--from-beginning",
+        action="store_true",
+        help="a new group starts at the oldest retained alert (default: new alerts only)",
+    )
+    fw.add_argument("--source", default="stream-monitor", help="PagerDuty payload.source")
+    fw.add_argument("--client-url", default=None, help="PagerDuty client_url")
+    fw.add_argument("--generator-url", default=None, help="Alertmanager generatorURL")
+    fw.add_argument("--timeout", type=float, default=10.0, help="seconds per request")
+    fw.add_argument("--retries", type=int, default=8, help="retries on 429/5xx/network errors")
+    fw.add_argument(
+        "--resend-seconds",
+        type=float,
+        default=60.0,
+        help="Alertmanager: re-post firing alerts this often (keep below its resolve_timeout)",
+    )
+    fw.set_defaults(func=cmd_forward)
 
     pr = sub.add_parser("profile", help="build a reference profile from a training set")
     pr.add_argument("input", help="CSV, JSON Lines or Parquet file (.gz for CSV/JSON Lines)")
@@ -255,6 +422,63 @@ def build_parser() -> argparse.ArgumentParser:
         "-o", "--output", default=None, help="default <model_id>[-<version>].profile.json"
     )
     pr.set_defaults(func=cmd_profile)
+
+    rp = sub.add_parser(
+        "replay",
+        help="backtest a configuration on recorded events (files or a topic range)",
+        description="Run the monitoring pipeline over recorded events as fast as the CPU "
+        "allows; write the alert timeline (alerts.jsonl) and an HTML report to --out, and "
+        "print a summary. See docs/backtest.md.",
+    )
+    rp.add_argument("--config", required=True, help="TOML configuration file (as for run)")
+    src = rp.add_mutually_exclusive_group(required=True)
+    src.add_argument(
+        "--predictions", help="JSON Lines file of prediction record values (.gz allowed)"
+    )
+    src.add_argument(
+        "--from-kafka",
+        action="store_true",
+        help="read the config's input topics (assigned consumer, no group, no commits)",
+    )
+    rp.add_argument("--labels", help="JSON Lines file of label record values (.gz allowed)")
+    rp.add_argument(
+        "--start", help="with --from-kafka: an offset or an RFC 3339 time (default: earliest)"
+    )
+    rp.add_argument(
+        "--end",
+        help="with --from-kafka: an offset or an RFC 3339 time, exclusive (default: the end "
+        "offsets when the replay starts)",
+    )
+    rp.add_argument("--out", required=True, help="output folder (created)")
+    rp.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        default=None,
+        help="records per batch (default: 5000 from files; from Kafka the config's batch_size, "
+        "as the live monitor consumes)",
+    )
+    rp.add_argument(
+        "--partitions",
+        type=_positive_int,
+        default=None,
+        help="file replay: one state per partition of the key model_id (default: one state)",
+    )
+    rp.add_argument(
+        "--partitioner",
+        choices=["murmur2", "consistent"],
+        default="murmur2",
+        help="with --partitions: murmur2 (Java client default) or consistent (librdkafka's "
+        "default consistent_random, CRC-32)",
+    )
+    rp.add_argument(
+        "--bootstrap-servers", default=None, help="overrides the config file (--from-kafka)"
+    )
+    rp.add_argument(
+        "--progress",
+        action="store_true",
+        help="progress on stderr about once a second even when it is not a terminal",
+    )
+    rp.set_defaults(func=cmd_replay)
     return p
 
 

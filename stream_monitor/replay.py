@@ -1,0 +1,1066 @@
+"""Backtest: replay recorded events through the live pipeline, as fast as the CPU allows.
+
+``stream-monitor replay`` feeds recorded events to exactly what ``stream-monitor run`` runs on
+a batch::
+
+    bytes -> decode_record (limits.max_event_bytes) -> PartitionState.process -> alert events
+
+with the same :class:`~stream_monitor.config.MonitorConfig` and the same reference profiles
+(:func:`stream_monitor.reference.load_profiles`, as the Application loads them). There is no
+sleeping and no wall clock in the pipeline: event time is the only clock, so a month of
+events replays in minutes. Records that do not decode are counted by reason (the live monitor
+would dead-letter them) and never stop the replay.
+
+Two inputs:
+
+* **JSON Lines files** (:func:`replay_files`): ``--predictions`` and optionally ``--labels``,
+  one raw record value per line, exactly as published on the topic. The two files are merged
+  in event-time order (stable; a line that does not decode keeps its place in its own file)
+  and fed in batches of ``batch_size`` records, predictions first within a batch as the
+  Application does. One ``PartitionState`` holds every model, or, with ``partitions=N``, one
+  per partition number as the producer's partitioner would pick it for the key ``model_id``.
+* **A range of the input topics** (:func:`replay_topics`): an assigned consumer (no group
+  membership, no commits) reads both topics together, from ``start`` to the end offsets
+  captured when the replay starts, and feeds batches as they are read, one ``PartitionState``
+  per partition, with the live monitor's label alignment.
+
+Observations are collected through ``PartitionState.observer`` into bounded series
+(:class:`SeriesRecorder`: at most ``cap`` points each, by decimation) for the HTML report
+(:mod:`stream_monitor.report`); incidents (firing -> resolved) are rebuilt from the alert
+events with the peak value of their signal (:class:`IncidentLog`). See docs/backtest.md.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import gzip
+import heapq
+import logging
+import math
+import os
+import sys
+import time
+import uuid
+import zlib
+from collections import Counter, deque
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, Literal
+
+import orjson
+
+from stream_monitor.alerts.observation import Observation
+from stream_monitor.config import MonitorConfig
+from stream_monitor.errors import ConfigError, StreamMonitorError, TopicsNotReady
+from stream_monitor.events.decode import DeadLetter, decode_record
+from stream_monitor.events.schema import AlertEvent, LabelEvent, PredictionEvent
+from stream_monitor.kafka.records import RawRecord
+from stream_monitor.monitor.partition import PartitionState
+from stream_monitor.reference import load_profiles
+
+__all__ = [
+    "DEFAULT_BATCH_SIZE",
+    "DEFAULT_SERIES_CAP",
+    "Incident",
+    "IncidentLog",
+    "Partitioner",
+    "Position",
+    "Progress",
+    "Replay",
+    "ReplayError",
+    "ReplayResult",
+    "Scope",
+    "Series",
+    "SeriesKey",
+    "SeriesRecorder",
+    "format_summary",
+    "murmur2",
+    "parse_position",
+    "partition_for",
+    "replay_files",
+    "replay_topics",
+    "run_replay",
+]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BATCH_SIZE = 5000
+#: Points kept per observation series (model, kind, feature, segment, signal).
+DEFAULT_SERIES_CAP = 2000
+#: A topic replay that receives nothing for this long while records remain is an error.
+IDLE_TIMEOUT_SECONDS = 60.0
+
+Kind = Literal["prediction", "label"]
+Partitioner = Literal["murmur2", "consistent"]
+#: (model_id, kind, feature, segment, signal)
+SeriesKey = tuple[str, str, str | None, str | None, str]
+#: (model_id, kind, feature, segment): the series of one feature (or model-level signals).
+Scope = tuple[str, str, str | None, str | None]
+
+
+class ReplayError(StreamMonitorError):
+    """The replay cannot go on (input unreadable, broker unreachable, no progress)."""
+
+
+# --- partitioning -------------------------------------------------------------------------------
+def murmur2(data: bytes) -> int:
+    """Kafka's murmur2 hash (``org.apache.kafka.common.utils.Utils.murmur2``), a signed int.
+
+    >>> murmur2(b"21"), murmur2(b"foobar"), murmur2(b"abc")
+    (-973932308, -790332482, 479470107)
+    """
+    length = len(data)
+    m = 0x5BD1E995
+    h = (0x9747B28C ^ length) & 0xFFFFFFFF
+    for i in range(0, length - length % 4, 4):
+        k = int.from_bytes(data[i : i + 4], "little")
+        k = (k * m) & 0xFFFFFFFF
+        k ^= k >> 24
+        k = (k * m) & 0xFFFFFFFF
+        h = ((h * m) & 0xFFFFFFFF) ^ k
+    rest, tail = length % 4, length - length % 4
+    if rest == 3:
+        h ^= data[tail + 2] << 16
+    if rest >= 2:
+        h ^= data[tail + 1] << 8
+    if rest >= 1:
+        h ^= data[tail]
+        h = (h * m) & 0xFFFFFFFF
+    h ^= h >> 13
+    h = (h * m) & 0xFFFFFFFF
+    h ^= h >> 15
+    return h - (1 << 32) if h & 0x80000000 else h
+
+
+def partition_for(key: bytes, partitions: int, partitioner: Partitioner = "murmur2") -> int:
+    """The partition a keyed record lands on with the producer's default partitioner.
+
+    ``murmur2``: the Java client's default (and librdkafka's ``murmur2_random``);
+    ``consistent``: librdkafka's default ``consistent_random`` (CRC-32 of the key), which
+    confluent-kafka producers use unless configured otherwise.
+
+    >>> partition_for(b"21", 3), partition_for(b"21", 3, "consistent")
+    (0, 1)
+    """
+    if partitions < 1:
+        raise ValueError(f"partitions must be >= 1, got {partitions}")
+    if partitioner == "murmur2":
+        return (murmur2(key) & 0x7FFFFFFF) % partitions
+    return zlib.crc32(key) % partitions
+
+
+# --- positions in a topic -----------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Position:
+    """``--start`` / ``--end``: an offset (every partition of both topics) or an event time."""
+
+    kind: Literal["offset", "time"]
+    #: The offset, or the time in Unix milliseconds.
+    value: int
+
+
+def parse_position(text: str) -> Position:
+    """An offset (``1200``) or an RFC 3339 time with its offset (``2026-11-01T00:00:00Z``).
+
+    >>> parse_position("1200")
+    Position(kind='offset', value=1200)
+    >>> parse_position("2023-11-14T22:13:20Z")
+    Position(kind='time', value=1700000000000)
+    >>> parse_position("2023-11-14 22:13")
+    Traceback (most recent call last):
+    ...
+    stream_monitor.errors.ConfigError: '2023-11-14 22:13': not an offset nor an RFC 3339 time ...
+    """
+    s = text.strip()
+    if s.isdigit():
+        return Position("offset", int(s))
+    try:
+        when = dt.datetime.fromisoformat(s)
+    except ValueError:
+        when = None
+    if when is None or when.tzinfo is None:
+        raise ConfigError(
+            f"{text!r}: not an offset nor an RFC 3339 time with a UTC offset "
+            "(e.g. 2026-11-01T00:00:00Z)"
+        )
+    return Position("time", round(when.timestamp() * 1000))
+
+
+# --- observations -------------------------------------------------------------------------------
+@dataclass(slots=True)
+class Series:
+    """One signal's observations over event time, decimated to at most ``cap`` points.
+
+    Every ``stride``-th observation is kept, and ``stride`` doubles whenever the series is
+    full (older points are thinned to match), so the points stay spread over the whole
+    replay. Breached observations are kept besides; only if they alone would fill more than
+    half the series (a signal breached for most of the replay) are they thinned the same way.
+    Counts, maxima and the time span are exact whatever was dropped.
+    """
+
+    key: SeriesKey
+    cap: int = DEFAULT_SERIES_CAP
+    stride: int = 1
+    breach_stride: int = 1
+    #: Observations and breached observations seen.
+    n: int = 0
+    n_breached: int = 0
+    #: Kept points: (index, breach index or -1, observed_at, value, threshold).
+    points: list[tuple[int, int, float, float, float]] = field(default_factory=list)
+    first_at: float = math.inf
+    last_at: float = -math.inf
+    max_value: float = -math.inf
+    #: Largest value / threshold and threshold / value (the signal's direction picks one).
+    max_up: float = -math.inf
+    max_down: float = -math.inf
+    #: +1 when larger values are worse, -1 when smaller are, 0 while unknown.
+    direction: int = 0
+
+    def add(self, o: Observation) -> None:
+        i = self.n
+        self.n += 1
+        v, thr, t = float(o.value), float(o.threshold), float(o.observed_at)
+        self.first_at = min(self.first_at, t)
+        self.last_at = max(self.last_at, t)
+        if math.isfinite(v):
+            self.max_value = max(self.max_value, v)
+            if thr > 0:
+                self.max_up = max(self.max_up, v / thr)
+                if v > 0:
+                    self.max_down = max(self.max_down, thr / v)
+        if v != thr and (o.breached or (o.cleared and self.direction == 0)):
+            # A breach says which side is bad; a cleared value sits on the good side.
+            up = v > thr
+            self.direction = (1 if up else -1) if o.breached else (-1 if up else 1)
+        if o.breached:
+            b = self.n_breached
+            self.n_breached += 1
+            if b % self.breach_stride == 0:
+                self.points.append((i, b, t, v, thr))
+        elif i % self.stride == 0:
+            self.points.append((i, -1, t, v, thr))
+        if len(self.points) > self.cap:
+            self._thin()
+
+    def _thin(self) -> None:
+        while len(self.points) > self.cap:
+            breached = sum(1 for p in self.points if p[1] >= 0)
+            if breached > self.cap // 2:
+                self.breach_stride *= 2
+                s = self.breach_stride
+                self.points = [p for p in self.points if p[1] < 0 or p[1] % s == 0]
+            else:
+                self.stride *= 2
+                s = self.stride
+                self.points = [p for p in self.points if p[1] >= 0 or p[0] % s == 0]
+
+    @property
+    def ratio(self) -> float:
+        """How close the signal came to (or how far past) its threshold at worst: 1 = at it."""
+        r = self.max_down if self.direction < 0 else self.max_up
+        return r if math.isfinite(r) else 0.0
+
+
+class SeriesRecorder:
+    """The observer set on every replayed ``PartitionState``: bounded series per signal.
+
+    It also buffers the observations of the current ``process`` call, for :class:`IncidentLog`.
+
+    >>> rec = SeriesRecorder(cap=8)
+    >>> for i in range(1000):
+    ...     rec(Observation("m", "data_drift", "x", "psi", i % 7 / 10, 0.25, i % 7 > 2,
+    ...                     i % 7 < 2, float(i)))
+    >>> s = rec.series[("m", "data_drift", "x", None, "psi")]
+    >>> s.n, len(s.points) <= 8, s.max_value, s.direction
+    (1000, True, 0.6, 1)
+    """
+
+    def __init__(self, cap: int = DEFAULT_SERIES_CAP) -> None:
+        if cap < 4:
+            raise ValueError(f"cap must be >= 4, got {cap}")
+        self.cap = cap
+        self.series: dict[SeriesKey, Series] = {}
+        self._batch: list[Observation] = []
+
+    def __call__(self, o: Observation) -> None:
+        key: SeriesKey = (o.model_id, o.kind, o.feature, o.segment, o.signal)
+        s = self.series.get(key)
+        if s is None:
+            s = self.series[key] = Series(key, self.cap)
+        s.add(o)
+        self._batch.append(o)
+
+    def take_batch(self) -> list[Observation]:
+        out, self._batch = self._batch, []
+        return out
+
+
+@dataclass(slots=True)
+class Incident:
+    """One incident as its alert events tell it: firing, then resolved (or still firing)."""
+
+    dedup_key: str
+    model_id: str
+    kind: str
+    segment: str | None
+    severity: str
+    #: The feature and signal of the firing transition, and the largest value that signal
+    #: took while the incident was open.
+    feature: str | None
+    signal: str
+    threshold: float
+    started_at: float
+    peak: float
+    resolved_at: float | None = None
+    #: Features the alert events named for the incident (its own, its signals' and its top
+    #: features); None stands for model-level signals.
+    features: set[str | None] = field(default_factory=set)
+
+    @property
+    def scopes(self) -> set[Scope]:
+        """(model, kind, feature, segment) of the series that belong to this incident: every
+        signal of every feature it named."""
+        return {(self.model_id, self.kind, f, self.segment) for f in self.features}
+
+
+def _features(a: AlertEvent) -> set[str | None]:
+    out: set[str | None] = {a.feature}
+    for s in getattr(a, "signals", None) or ():
+        out.add(s.feature)
+    out.update(getattr(a, "top_features", None) or ())
+    return out
+
+
+class IncidentLog:
+    """Rebuilds incidents (by dedup key) from alert events, with the peak of the firing signal.
+
+    ``feed`` takes one ``PartitionState.process`` call's observations (in the order the alert
+    tracker judged them) and the alert events it returned; each event is matched to the
+    observation of its signal at its event time, so the peak covers the observations between
+    firing and resolving. An event that matches no observation is applied after the call's
+    observations.
+    """
+
+    def __init__(self) -> None:
+        self.incidents: list[Incident] = []
+        self.open: dict[str, Incident] = {}
+        #: Open incidents by the series of their firing signal, for the peaks.
+        self._peaks: dict[SeriesKey, Incident] = {}
+
+    def feed(self, observations: Sequence[Observation], alerts: Sequence[AlertEvent]) -> None:
+        pending: dict[SeriesKey, deque[AlertEvent]] = {}
+        for a in alerts:
+            k: SeriesKey = (a.model_id, a.kind, a.feature, a.segment, a.signal)
+            pending.setdefault(k, deque()).append(a)
+        for o in observations:
+            key: SeriesKey = (o.model_id, o.kind, o.feature, o.segment, o.signal)
+            q = pending.get(key) if pending else None
+            if q and q[0].observed_at == o.observed_at:
+                self._apply(q.popleft())
+                continue
+            inc = self._peaks.get(key)
+            if inc is not None and math.isfinite(o.value):
+                inc.peak = max(inc.peak, o.value)
+        for q in pending.values():
+            for a in q:
+                self._apply(a)
+
+    def _apply(self, a: AlertEvent) -> None:
+        if a.status == "firing":
+            old = self.open.pop(a.dedup_key, None)
+            if old is not None:  # firing twice without resolving: close the first here
+                old.resolved_at = a.observed_at
+                self._forget(old)
+            inc = Incident(
+                dedup_key=a.dedup_key,
+                model_id=a.model_id,
+                kind=a.kind,
+                segment=a.segment,
+                severity=a.severity,
+                feature=a.feature,
+                signal=a.signal,
+                threshold=a.threshold,
+                started_at=a.started_at,
+                peak=a.value,
+                features=_features(a),
+            )
+            self.incidents.append(inc)
+            self.open[a.dedup_key] = inc
+            self._peaks[(a.model_id, a.kind, a.feature, a.segment, a.signal)] = inc
+        else:
+            done = self.open.pop(a.dedup_key, None)
+            if done is not None:
+                done.resolved_at = a.observed_at
+                done.features |= _features(a)
+                self._forget(done)
+
+    def _forget(self, inc: Incident) -> None:
+        key = (inc.model_id, inc.kind, inc.feature, inc.segment, inc.signal)
+        if self._peaks.get(key) is inc:
+            del self._peaks[key]
+
+
+# --- the pipeline -------------------------------------------------------------------------------
+class Replay:
+    """Partition states, counters and outputs of one replay (no I/O of its own).
+
+    ``process`` is ``Application.process_batch`` without Kafka: per partition number, the
+    batch's predictions then its labels go through ``PartitionState.process``.
+    """
+
+    def __init__(
+        self,
+        cfg: MonitorConfig,
+        *,
+        profiles: Mapping[Any, Any] | None = None,
+        series_cap: int = DEFAULT_SERIES_CAP,
+        on_alert: Callable[[AlertEvent], None] | None = None,
+    ) -> None:
+        self.cfg = cfg
+        #: Reference profiles, read as ``Application`` reads them (ConfigError).
+        self.profiles = load_profiles(cfg.references) if profiles is None else profiles
+        self.states: dict[int, PartitionState] = {}
+        self.recorder = SeriesRecorder(series_cap)
+        self.incidents = IncidentLog()
+        self.alerts: list[AlertEvent] = []
+        self.on_alert = on_alert
+        self.predictions = 0
+        self.labels = 0
+        #: Records that did not decode, by (kind, reason).
+        self.invalid: Counter[tuple[str, str]] = Counter()
+        self.first_event_at = math.inf
+        self.last_event_at = -math.inf
+
+    @property
+    def events(self) -> int:
+        return self.predictions + self.labels + sum(self.invalid.values())
+
+    def state(self, partition: int) -> PartitionState:
+        st = self.states.get(partition)
+        if st is None:
+            st = self.states[partition] = PartitionState(partition, self.cfg, self.profiles)
+            st.observer = self.recorder
+        return st
+
+    def decode(self, rec: RawRecord | Any, kind: Kind) -> PredictionEvent | LabelEvent | None:
+        """Decode one record like the Application; count it; None when invalid."""
+        ev = decode_record(rec, kind=kind, max_bytes=self.cfg.limits.max_event_bytes)
+        if isinstance(ev, DeadLetter):
+            self.invalid[(kind, ev.reason)] += 1
+            return None
+        if kind == "prediction":
+            self.predictions += 1
+        else:
+            self.labels += 1
+        t = ev.timestamp
+        if t < self.first_event_at:
+            self.first_event_at = t
+        if t > self.last_event_at:
+            self.last_event_at = t
+        return ev
+
+    def process(
+        self,
+        predictions: Mapping[int, Sequence[PredictionEvent]],
+        labels: Mapping[int, Sequence[LabelEvent]],
+    ) -> list[AlertEvent]:
+        out: list[AlertEvent] = []
+        for part in sorted(predictions.keys() | labels.keys()):
+            alerts = self.state(part).process(predictions.get(part, ()), labels.get(part, ()))
+            self.incidents.feed(self.recorder.take_batch(), alerts)
+            out.extend(alerts)
+        self.alerts.extend(out)
+        if self.on_alert is not None:
+            for a in out:
+                self.on_alert(a)
+        return out
+
+    @property
+    def events_refused(self) -> int:
+        """Predictions of models over ``limits.max_models_per_partition``, not monitored."""
+        return sum(st.events_refused for st in self.states.values())
+
+
+# --- progress -----------------------------------------------------------------------------------
+class Progress:
+    """At most one line per ``interval`` seconds on ``stream`` (when enabled), and a final one.
+
+    Only for display: the wall clock never paces the replay.
+    """
+
+    def __init__(
+        self,
+        stream: IO[str] | None = None,
+        *,
+        enabled: bool | None = None,
+        interval: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.stream = stream if stream is not None else sys.stderr
+        isatty = getattr(self.stream, "isatty", lambda: False)
+        self.enabled = bool(isatty()) if enabled is None else enabled
+        self.tty = bool(isatty())
+        self.interval = interval
+        self.clock = clock
+        self.started = clock()
+        self._last = self.started
+
+    def update(self, events: int, fraction: float | None, alerts: int) -> None:
+        if not self.enabled:
+            return
+        now = self.clock()
+        if now - self._last < self.interval:
+            return
+        self._last = now
+        self._write(self._line(events, fraction, alerts, now), final=False)
+
+    def finish(self, events: int, alerts: int) -> None:
+        self._write(self._line(events, 1.0, alerts, self.clock(), final=True), final=True)
+
+    def _line(
+        self, events: int, fraction: float | None, alerts: int, now: float, final: bool = False
+    ) -> str:
+        elapsed = max(now - self.started, 1e-9)
+        rate = events / elapsed
+        parts = [f"replay: {events:,} events"]
+        if fraction is not None and not final:
+            parts.append(f"{100 * min(max(fraction, 0.0), 1.0):.1f}%")
+        parts.append(f"{rate:,.0f} events/s")
+        parts.append(f"{alerts:,} alerts")
+        if final:
+            parts.append(f"done in {_duration(elapsed)}")
+        elif fraction is not None and 0 < fraction < 1:
+            parts.append(f"ETA {_duration(elapsed * (1 - fraction) / fraction)}")
+        return ", ".join(parts)
+
+    def _write(self, line: str, *, final: bool) -> None:
+        if self.tty and self.enabled:
+            self.stream.write("\r\x1b[K" + line + ("\n" if final else ""))
+        else:
+            self.stream.write(line + "\n")
+        self.stream.flush()
+
+
+def _duration(seconds: float) -> str:
+    s = max(0, round(seconds))
+    h, rem = divmod(s, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+# --- files --------------------------------------------------------------------------------------
+class _JsonLines:
+    """One JSON Lines file of raw record values (``.gz`` allowed), decoded line by line.
+
+    Yields ``(event time, kind, partition, event or None)``; a line that does not decode
+    takes the event time of the line before it, so the merge keeps it in its place.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        kind: Kind,
+        topic: str,
+        replay: Replay,
+        route: Callable[[str], int],
+    ) -> None:
+        self.path = Path(path)
+        self.kind: Kind = kind
+        self.topic = topic
+        self.replay = replay
+        self.route = route
+        self.raw = open(self.path, "rb")  # noqa: SIM115 - closed by close()
+        self.size = os.fstat(self.raw.fileno()).st_size
+        self.fh: IO[bytes] | gzip.GzipFile = self.raw
+        if self.path.suffix == ".gz":
+            self.fh = gzip.GzipFile(fileobj=self.raw, mode="rb")
+        self.lines = 0
+
+    @property
+    def done_bytes(self) -> int:
+        try:
+            return self.raw.tell()
+        except (OSError, ValueError):
+            return self.size
+
+    def __iter__(self) -> Iterator[tuple[float, Kind, int, PredictionEvent | LabelEvent | None]]:
+        last = -math.inf
+        kind, topic, replay, route = self.kind, self.topic, self.replay, self.route
+        for offset, line in enumerate(self.fh):
+            if line.endswith(b"\n"):
+                line = line[:-1]
+                if line.endswith(b"\r"):
+                    line = line[:-1]
+            self.lines = offset + 1
+            ev = replay.decode(RawRecord(line, topic=topic, offset=offset), kind)
+            if ev is None:
+                yield last, kind, 0, None
+                continue
+            last = ev.timestamp
+            yield last, kind, route(ev.model_id), ev
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.fh.close()
+        self.raw.close()
+
+
+def replay_files(
+    replay: Replay,
+    predictions: str | os.PathLike[str],
+    labels: str | os.PathLike[str] | None = None,
+    *,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    partitions: int | None = None,
+    partitioner: Partitioner = "murmur2",
+    progress: Progress | None = None,
+) -> None:
+    """Feed the recorded predictions (and labels) to ``replay`` in event-time order.
+
+    Both files are opened before anything is processed (OSError for a missing one).
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+
+    def route(model_id: str) -> int:
+        if partitions is None:
+            return 0
+        return partition_for(model_id.encode(), partitions, partitioner)
+
+    topics = replay.cfg.topics
+    sources = [_JsonLines(predictions, "prediction", topics.predictions, replay, route)]
+    try:
+        if labels is not None:
+            sources.append(_JsonLines(labels, "label", topics.labels, replay, route))
+        total = sum(s.size for s in sources)
+        # heapq.merge is stable: on equal times the predictions file (listed first) goes first,
+        # and each file's own order is kept whatever its timestamps.
+        merged = heapq.merge(*sources, key=lambda item: item[0])
+        preds: dict[int, list[PredictionEvent]] = {}
+        labs: dict[int, list[LabelEvent]] = {}
+        n = 0
+        for _t, _kind, part, ev in merged:
+            n += 1
+            if isinstance(ev, PredictionEvent):
+                preds.setdefault(part, []).append(ev)
+            elif isinstance(ev, LabelEvent):
+                labs.setdefault(part, []).append(ev)
+            if n >= batch_size:
+                replay.process(preds, labs)
+                preds, labs, n = {}, {}, 0
+                if progress is not None:
+                    done = sum(s.done_bytes for s in sources)
+                    progress.update(
+                        replay.events, done / total if total else None, len(replay.alerts)
+                    )
+        if n:
+            replay.process(preds, labs)
+    finally:
+        for s in sources:
+            s.close()
+
+
+# --- topics -------------------------------------------------------------------------------------
+def _replay_consumer(cfg: MonitorConfig) -> Any:
+    from confluent_kafka import Consumer
+
+    from stream_monitor.kafka import clients
+
+    conf = clients.consumer_config(cfg)
+    conf.pop("group.instance.id", None)
+    conf.update(
+        {
+            # Required by the client; never joined (the consumer is assigned) nor committed to.
+            "group.id": f"stream-monitor-replay-{uuid.uuid4().hex[:12]}",
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "enable.partition.eof": True,
+        }
+    )
+    return Consumer(conf)
+
+
+def _resolve(
+    consumer: Any,
+    tps: Sequence[tuple[str, int]],
+    pos: Position | None,
+    default: Literal["low", "high"],
+    marks: Mapping[tuple[str, int], tuple[int, int]],
+) -> dict[tuple[str, int], int]:
+    """The offset of ``pos`` in every partition, clamped to its watermarks."""
+    from confluent_kafka import TopicPartition
+
+    out: dict[tuple[str, int], int] = {}
+    if pos is None:
+        return {tp: marks[tp][0 if default == "low" else 1] for tp in tps}
+    if pos.kind == "offset":
+        return {tp: min(max(pos.value, marks[tp][0]), marks[tp][1]) for tp in tps}
+    found = consumer.offsets_for_times([TopicPartition(t, p, pos.value) for t, p in tps], 30.0)
+    for tp in found:
+        key = (tp.topic, tp.partition)
+        low, high = marks[key]
+        # -1: no record at or after that time: the end.
+        out[key] = high if tp.offset < 0 else min(max(tp.offset, low), high)
+    return out
+
+
+def replay_topics(
+    replay: Replay,
+    *,
+    start: Position | None = None,
+    end: Position | None = None,
+    batch_size: int | None = None,
+    progress: Progress | None = None,
+    idle_timeout: float = IDLE_TIMEOUT_SECONDS,
+) -> dict[str, dict[int, tuple[int, int]]]:
+    """Replay ``[start, end)`` of both input topics (default: everything there at the start).
+
+    ``batch_size`` (default: the config's ``batch_size``, as the live monitor consumes) is the
+    most records taken per ``consume`` call and processed as one batch. Returns the
+    ``(start, end)`` offsets read, by topic and partition.
+    """
+    from confluent_kafka import KafkaError, KafkaException, TopicPartition
+    from confluent_kafka.admin import AdminClient
+
+    from stream_monitor.kafka import clients
+
+    cfg = replay.cfg
+    t = cfg.topics
+    batch = cfg.batch_size if batch_size is None else batch_size
+    if batch < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch}")
+    # Client logs off for this first look: an unreachable broker is one error, not a log flood.
+    admin = AdminClient({**clients.client_config(cfg), "log_level": 0})
+    try:
+        n = clients.check_input_topics(admin, cfg)
+    except TopicsNotReady as exc:
+        raise ConfigError(str(exc)) from None
+    except KafkaException as exc:
+        why = exc.args[0].str() if exc.args and hasattr(exc.args[0], "str") else str(exc)
+        raise ReplayError(
+            f"cannot read topic metadata from {cfg.bootstrap_servers}: {why}"
+        ) from None
+    consumer = _replay_consumer(cfg)
+    try:
+        tps = [(topic, p) for topic in (t.predictions, t.labels) for p in range(n)]
+        marks = {
+            tp: consumer.get_watermark_offsets(TopicPartition(*tp), timeout=30.0) for tp in tps
+        }
+        starts = _resolve(consumer, tps, start, "low", marks)
+        ends = _resolve(consumer, tps, end, "high", marks)
+        todo = {tp for tp in tps if starts[tp] < ends[tp]}
+        total = sum(max(0, ends[tp] - starts[tp]) for tp in tps)
+        position = dict(starts)
+        consumer.assign([TopicPartition(*tp, starts[tp]) for tp in tps if tp in todo])
+        newest: dict[tuple[str, int], float] = {}
+        paused: set[int] = set()
+        last_record = time.monotonic()
+
+        def finished(tp: tuple[str, int]) -> None:
+            todo.discard(tp)
+            with contextlib.suppress(Exception):
+                consumer.pause([TopicPartition(*tp)])
+
+        while todo:
+            msgs = consumer.consume(batch, 0.5)
+            preds: dict[int, list[PredictionEvent]] = {}
+            labs: dict[int, list[LabelEvent]] = {}
+            for m in msgs:
+                err = m.error()
+                tp = (m.topic(), m.partition())
+                if err is not None:
+                    if err.code() == KafkaError._PARTITION_EOF:
+                        if tp in todo:  # nothing more to read now (read_committed: up to LSO)
+                            position[tp] = max(position[tp], ends[tp])
+                            finished(tp)
+                    elif err.fatal():
+                        raise ReplayError(f"consumer error: {err.str()}")
+                    else:
+                        log.warning("consume error=%s", err.str())
+                    continue
+                offset = m.offset()
+                if tp not in todo or offset >= ends[tp]:
+                    if tp in todo:
+                        finished(tp)
+                    continue
+                position[tp] = offset + 1
+                if offset + 1 >= ends[tp]:
+                    finished(tp)
+                if tp[0] == t.predictions:
+                    ev = replay.decode(m, "prediction")
+                    if isinstance(ev, PredictionEvent):
+                        preds.setdefault(tp[1], []).append(ev)
+                else:
+                    ev = replay.decode(m, "label")
+                    if isinstance(ev, LabelEvent):
+                        labs.setdefault(tp[1], []).append(ev)
+                if ev is not None and ev.timestamp > newest.get(tp, -math.inf):
+                    newest[tp] = ev.timestamp
+            if msgs:
+                last_record = time.monotonic()
+            elif time.monotonic() - last_record > idle_timeout:
+                raise ReplayError(
+                    f"no records for {idle_timeout:.0f} s with partitions left to read: "
+                    + ", ".join(f"{a}[{b}]" for a, b in sorted(todo))
+                )
+            if preds or labs:
+                replay.process(preds, labs)
+            _align(consumer, replay, newest, paused, todo)
+            if progress is not None:
+                done = sum(position[tp] - starts[tp] for tp in tps if starts[tp] < ends[tp])
+                progress.update(replay.events, done / total if total else None, len(replay.alerts))
+    finally:
+        consumer.close()
+    out: dict[str, dict[int, tuple[int, int]]] = {}
+    for (topic, p), s in starts.items():
+        out.setdefault(topic, {})[p] = (s, ends[(topic, p)])
+    return out
+
+
+def _align(
+    consumer: Any,
+    replay: Replay,
+    newest: Mapping[tuple[str, int], float],
+    paused: set[int],
+    todo: set[tuple[str, int]],
+) -> None:
+    """The live monitor's label alignment (``Application._align``), on the replay's range.
+
+    A labels partition is paused while its predictions partition has records left in the
+    range and either its newest label is more than ``labels.align_seconds`` ahead of the
+    newest prediction or the early-label buffer is half full; it is resumed once predictions
+    caught up (half the margin, a quarter of the buffer) or ran out of records.
+    """
+    from confluent_kafka import TopicPartition
+
+    t = replay.cfg.topics
+    margin = replay.cfg.labels.align_seconds
+    capacity = replay.cfg.labels.early_capacity
+    for p, state in replay.states.items():
+        labels_tp = (t.labels, p)
+        if labels_tp not in todo:
+            paused.discard(p)
+            continue
+        backlog = (t.predictions, p) in todo
+        ahead = newest.get(labels_tp, -math.inf) - newest.get((t.predictions, p), -math.inf)
+        waiting = len(state.early)
+        if p not in paused:
+            if (ahead > margin or waiting > capacity / 2) and backlog:
+                consumer.pause([TopicPartition(*labels_tp)])
+                paused.add(p)
+        elif (ahead <= margin / 2 and waiting <= capacity / 4) or not backlog:
+            consumer.resume([TopicPartition(*labels_tp)])
+            paused.discard(p)
+
+
+# --- results ------------------------------------------------------------------------------------
+@dataclass
+class ReplayResult:
+    """What a replay read and produced, for the summary and the report."""
+
+    config_path: str | None
+    input: str
+    replay: Replay
+    wall_seconds: float
+    out_dir: Path | None = None
+    #: Per topic and partition, the (start, end) offsets of a topic replay.
+    offsets: dict[str, dict[int, tuple[int, int]]] | None = None
+
+    @property
+    def alerts(self) -> list[AlertEvent]:
+        return self.replay.alerts
+
+    @property
+    def incidents(self) -> list[Incident]:
+        return self.replay.incidents.incidents
+
+    @property
+    def events(self) -> int:
+        return self.replay.events
+
+    @property
+    def events_per_second(self) -> float:
+        return self.events / self.wall_seconds if self.wall_seconds > 0 else 0.0
+
+    def pages(self) -> list[AlertEvent]:
+        """The alert events that would have paged: firing, severity critical."""
+        return [a for a in self.alerts if a.status == "firing" and a.severity == "critical"]
+
+    def pages_per_day(self) -> dict[str, int]:
+        """Pages per UTC day of their event time."""
+        days: Counter[str] = Counter(_day(a.observed_at) for a in self.pages())
+        return dict(sorted(days.items()))
+
+    def invalid_by_reason(self) -> dict[str, int]:
+        c: Counter[str] = Counter()
+        for (_kind, reason), k in self.replay.invalid.items():
+            c[reason] += k
+        return dict(c.most_common())
+
+
+def _day(t: float) -> str:
+    return dt.datetime.fromtimestamp(t, dt.UTC).strftime("%Y-%m-%d")
+
+
+def format_time(t: float) -> str:
+    """Unix seconds as an RFC 3339 UTC time (to the second), or "-"."""
+    if not math.isfinite(t):
+        return "-"
+    return dt.datetime.fromtimestamp(t, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _counts(c: Mapping[str, int]) -> str:
+    return ", ".join(f"{k} {v:,}" for k, v in c.items()) or "-"
+
+
+def format_summary(result: ReplayResult) -> str:
+    """The summary printed after a replay."""
+    r = result.replay
+    alerts = result.alerts
+    lines = [
+        f"replay of {result.input}" + (f" with {result.config_path}" if result.config_path else "")
+    ]
+    span = ""
+    if math.isfinite(r.first_event_at):
+        hours = (r.last_event_at - r.first_event_at) / 3600
+        span = (
+            f"; event time {format_time(r.first_event_at)} .. {format_time(r.last_event_at)}"
+            f" ({hours:,.1f} h)"
+        )
+    lines.append(
+        f"events read    {r.events:,} (predictions {r.predictions:,}, labels {r.labels:,}, "
+        f"invalid {sum(r.invalid.values()):,}){span}"
+    )
+    if r.invalid:
+        by_kind = "; ".join(
+            f"{kind}s: "
+            + _counts({reason: k for (kd, reason), k in sorted(r.invalid.items()) if kd == kind})
+            for kind in ("prediction", "label")
+            if any(kd == kind for kd, _ in r.invalid)
+        )
+        lines.append(f"invalid        {_counts(result.invalid_by_reason())} ({by_kind})")
+    if r.events_refused:
+        lines.append(
+            f"refused        {r.events_refused:,} predictions of models over "
+            "limits.max_models_per_partition"
+        )
+    lines.append(
+        f"alerts         {len(alerts):,} ("
+        + _counts(Counter(a.status for a in alerts))
+        + f"); partitions {len(r.states)}"
+    )
+    if alerts:
+        lines.append(
+            f"  by kind      {_counts(dict(Counter(a.kind for a in alerts).most_common()))}"
+        )
+        lines.append(
+            f"  by severity  {_counts(dict(Counter(a.severity for a in alerts).most_common()))}"
+        )
+    incidents = result.incidents
+    still = sum(1 for i in incidents if i.resolved_at is None)
+    lines.append(
+        f"incidents      {len(incidents):,} ({len(incidents) - still:,} resolved, "
+        f"{still:,} still firing at the end)"
+    )
+    pages = result.pages()
+    lines.append(f"pages          {len(pages):,} (firing alerts of severity critical)")
+    for day, k in result.pages_per_day().items():
+        lines.append(f"  {day}   {k:,}")
+    lines.append(
+        f"wall time      {result.wall_seconds:,.1f} s, {result.events_per_second:,.0f} events/s"
+    )
+    if result.out_dir is not None:
+        lines.append(
+            f"outputs        {result.out_dir / 'alerts.jsonl'}, {result.out_dir / 'report.html'}"
+        )
+    return "\n".join(lines)
+
+
+def run_replay(
+    cfg: MonitorConfig,
+    out_dir: str | os.PathLike[str],
+    *,
+    predictions: str | os.PathLike[str] | None = None,
+    labels: str | os.PathLike[str] | None = None,
+    from_kafka: bool = False,
+    start: Position | None = None,
+    end: Position | None = None,
+    batch_size: int | None = None,
+    partitions: int | None = None,
+    partitioner: Partitioner = "murmur2",
+    progress: Progress | None = None,
+    config_path: str | None = None,
+    series_cap: int = DEFAULT_SERIES_CAP,
+) -> ReplayResult:
+    """Run a replay and write ``alerts.jsonl`` and ``report.html`` to ``out_dir``.
+
+    ``batch_size`` defaults to :data:`DEFAULT_BATCH_SIZE` records for files and to the
+    config's ``batch_size`` (the live monitor's) for topics. Raises ConfigError (bad profiles,
+    topics), OSError (files) or ReplayError.
+    """
+    from stream_monitor.report import render_report
+
+    if (predictions is None) == (not from_kafka):
+        raise ValueError("give either predictions (files) or from_kafka, not both")
+    if predictions is not None:
+        for path in (predictions, labels):
+            if path is not None and not Path(path).is_file():
+                raise FileNotFoundError(f"no such file: {path}")
+    profiles = load_profiles(cfg.references)  # before anything is written
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    offsets = None
+    with open(out / "alerts.jsonl", "wb") as sink:
+
+        def write(a: AlertEvent) -> None:
+            # The serialisation of the alerts topic (Application.process_batch); not published,
+            # so published_at stays null.
+            sink.write(orjson.dumps(a.model_dump()) + b"\n")
+
+        replay = Replay(cfg, profiles=profiles, series_cap=series_cap, on_alert=write)
+        if predictions is not None:
+            replay_files(
+                replay,
+                predictions,
+                labels,
+                batch_size=DEFAULT_BATCH_SIZE if batch_size is None else batch_size,
+                partitions=partitions,
+                partitioner=partitioner,
+                progress=progress,
+            )
+            source = str(predictions) + (f" + {labels}" if labels is not None else "")
+            if partitions is not None:
+                source += f" ({partitions} partitions, {partitioner})"
+        else:
+            offsets = replay_topics(
+                replay, start=start, end=end, batch_size=batch_size, progress=progress
+            )
+            t = cfg.topics
+            source = f"topics {t.predictions} + {t.labels} on {cfg.bootstrap_servers}"
+            span = _offset_span(offsets)
+            if span:
+                source += f" ({span})"
+    wall = time.perf_counter() - started
+    if progress is not None:
+        progress.finish(replay.events, len(replay.alerts))
+    result = ReplayResult(
+        config_path=config_path,
+        input=source,
+        replay=replay,
+        wall_seconds=wall,
+        out_dir=out,
+        offsets=offsets,
+    )
+    (out / "report.html").write_text(render_report(result), encoding="utf-8")
+    return result
+
+
+def _offset_span(offsets: Mapping[str, Mapping[int, tuple[int, int]]]) -> str:
+    parts = []
+    for topic, parts_ in offsets.items():
+        ranges = ",".join(f"{p}:{s}-{e}" for p, (s, e) in sorted(parts_.items()))
+        parts.append(f"{topic} {ranges}")
+    return "; ".join(parts)
