@@ -430,7 +430,7 @@ def build_parser() -> argparse.ArgumentParser:
         "allows; write the alert timeline (alerts.jsonl) and an HTML report to --out, and "
         "print a summary. See docs/backtest.md.",
     )
-    rp.add_argument("--config", required=True, help="TOML configuration file (as for run)")
+    rp.add_argument("--config", help="TOML configuration file (as for run; optional: the defaults)")
     src = rp.add_mutually_exclusive_group(required=True)
     src.add_argument(
         "--predictions", help="JSON Lines file of prediction record values (.gz allowed)"

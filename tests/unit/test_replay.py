@@ -545,3 +545,13 @@ def test_cli_argument_errors_are_one_line(
     assert len(err) == 1 and err[0].startswith("stream-monitor replay: error: "), err
     assert message in err[0]
     assert not (tmp_path / "o").exists()
+
+
+def test_cli_without_a_config_uses_the_defaults(
+    tmp_path: Path, small_files: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    rc = main(["replay", "--predictions", str(small_files[0]), "--out", str(out)])
+    assert rc == 0
+    assert (out / "alerts.jsonl").exists() and (out / "report.html").exists()
+    assert "events read" in capsys.readouterr().out
