@@ -29,26 +29,16 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from _results import machine_info, update_section  # noqa: E402
+from stable_false_alarms import events  # noqa: E402
 
 from stream_monitor.config import MonitorConfig  # noqa: E402
 from stream_monitor.events.schema import LabelEvent, PredictionEvent  # noqa: E402
 from stream_monitor.monitor.partition import PartitionState  # noqa: E402
-from stream_monitor.simulate import TrafficGenerator  # noqa: E402
 
 ALERTING: dict[str, dict[str, Any]] = {
     "per feature, no cooldown": {"group_features": False, "cooldown_seconds": 0},
     "defaults (grouped, cooldown 1 h)": {},
 }
-
-
-def events(n: int, seed: int, drift_at: int | None) -> list[PredictionEvent | LabelEvent]:
-    out: list[PredictionEvent | LabelEvent] = []
-    for rec in TrafficGenerator(seed=seed, drift_at=drift_at).events(n):
-        if rec.topic == "predictions":
-            out.append(PredictionEvent.model_validate_json(rec.value))
-        else:
-            out.append(LabelEvent.model_validate_json(rec.value))
-    return out
 
 
 def run(

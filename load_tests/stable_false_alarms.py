@@ -45,9 +45,10 @@ CONFIGS: dict[str, dict[str, Any]] = {
 }
 
 
-def events(n: int, seed: int) -> list[PredictionEvent | LabelEvent]:
+def events(n: int, seed: int, drift_at: int | None = None) -> list[PredictionEvent | LabelEvent]:
+    """``n`` predictions of TrafficGenerator's three models and their labels, decoded."""
     out: list[PredictionEvent | LabelEvent] = []
-    for rec in TrafficGenerator(seed=seed, drift_at=None).events(n):
+    for rec in TrafficGenerator(seed=seed, drift_at=drift_at).events(n):
         if rec.topic == "predictions":
             out.append(PredictionEvent.model_validate_json(rec.value))
         else:

@@ -24,6 +24,7 @@ from stream_monitor.alerts.observation import Observation
 from stream_monitor.config import PerformanceConfig
 from stream_monitor.events.schema import _label_str
 from stream_monitor.monitor.join import PendingPrediction
+from stream_monitor.monitor.versions import assign_rows
 from stream_monitor.stats.performance import ClassificationSketch, RegressionSketch
 from stream_monitor.stats.windows import Closure, PaneClock
 
@@ -170,20 +171,11 @@ class PerformanceMonitor:
     def _register(self, versions: list[str | None]) -> np.ndarray:
         """Ring of each pair's version (-1: no version, or refused), adding new versions while
         there is room."""
-        for v in dict.fromkeys(versions):  # first-appearance order
-            if v is None or v in self.version_names:
-                continue
-            if len(self.version_names) >= self.max_versions:
-                continue
+        new, rings, refused = assign_rows(versions, self.version_names, self.max_versions)
+        for v in new:
             self.version_names.append(v)
             self.version_panes.append([self._new_sketch() for _ in range(self.clock.ring_size)])
-        index = {v: j for j, v in enumerate(self.version_names)}
-        rings = np.fromiter(
-            (-1 if v is None else index.get(v, -1) for v in versions),
-            dtype=np.int64,
-            count=len(versions),
-        )
-        self.versions_refused += int(np.count_nonzero(rings < 0)) - versions.count(None)
+        self.versions_refused += refused
         return rings
 
     def _rows(

@@ -115,24 +115,16 @@ class VersionComparison:
     def _register(self, versions: Sequence[str | None]) -> np.ndarray:
         """Row of each event's version (-1: no version, or refused), adding new versions while
         there is room."""
-        cap = self.cfg.max_values
-        for v in dict.fromkeys(versions):  # first-appearance order
-            if v is None or v in self._index or len(self.versions) >= cap:
-                continue
+        new, rows, refused = assign_rows(versions, self.versions, self.cfg.max_values)
+        r = self.ring_size
+        for v in new:
             self._index[v] = len(self.versions)
             self.versions.append(v)
-            r = self.ring_size
             self.events = np.concatenate([self.events, np.zeros((1, r), dtype=np.int64)])
             for name, nb in self.outputs.items():
                 zero = np.zeros((1, r, nb), dtype=np.int64)
                 self.counts[name] = np.concatenate([self.counts[name], zero])
-        index = self._index
-        rows = np.fromiter(
-            (-1 if v is None else index.get(v, -1) for v in versions),
-            dtype=np.int64,
-            count=len(versions),
-        )
-        self.refused += int(np.count_nonzero(rows < 0)) - versions.count(None)
+        self.refused += refused
         return rows
 
     def ingest(
@@ -298,3 +290,29 @@ def null_shape(pooled: np.ndarray, n_base: int, n_cand: int) -> tuple[np.ndarray
     shape = np.rint(p * NULL_GRID)
     shape[(pooled > 0) & (shape == 0)] = 1.0
     return shape, calibration_size(n_base), calibration_size(n_cand)
+
+
+def assign_rows(
+    versions: Sequence[str | None], known: Sequence[str], cap: int
+) -> tuple[list[str], np.ndarray, int]:
+    """Versions to add to ``known`` (in order of first appearance, while there are fewer than
+    ``cap``), the row of each event's version (-1: none, or refused), and the events refused.
+
+    >>> new, rows, refused = assign_rows(["a", None, "b", "c", "a"], ["a"], cap=2)
+    >>> new, rows.tolist(), refused
+    (['b'], [0, -1, 1, -1, 0], 1)
+    """
+    index = {v: j for j, v in enumerate(known)}
+    new: list[str] = []
+    for v in dict.fromkeys(versions):
+        if v is None or v in index or len(index) >= cap:
+            continue
+        index[v] = len(index)
+        new.append(v)
+    rows = np.fromiter(
+        (-1 if v is None else index.get(v, -1) for v in versions),
+        dtype=np.int64,
+        count=len(versions),
+    )
+    refused = int(np.count_nonzero(rows < 0)) - sum(v is None for v in versions)
+    return new, rows, refused
