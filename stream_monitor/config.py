@@ -529,7 +529,8 @@ class AlertsConfig(_Frozen):
     signal of it has cleared its resolve threshold. After a resolution the same incident may not
     fire again for ``cooldown_seconds`` of event time: a value hovering at the threshold makes
     one alert, not one per window. With ``group_features`` the features of a model share one
-    incident per kind (and segment), listed in the alert with the model drift score.
+    incident per kind (and segment), listed in the alert with the model drift score. An incident
+    whose signals all fall silent for ``stale_seconds`` resolves.
     """
 
     rules: tuple[AlertRule, ...] = ()
@@ -540,6 +541,11 @@ class AlertsConfig(_Frozen):
     resolve_ratio: float = Field(default=0.9, gt=0, le=1)
     #: Signals listed in an alert at most (the strongest; ``signals_total`` counts them all).
     max_signals: int = Field(default=10, ge=1, le=1000)
+    #: An open incident none of whose signals was judged for this long, in event time of its
+    #: model and kind, resolves (a retired version or segment, a removed or disabled rule, a
+    #: signal no longer measurable), so every ``firing`` event gets its ``resolved``. None keeps
+    #: such incidents open. Set it above the longest window of the signals alerted on.
+    stale_seconds: float | None = Field(default=7 * 86400.0, gt=0)
 
     @model_validator(mode="after")
     def _unique(self) -> AlertsConfig:

@@ -13,6 +13,9 @@ a *member* of it:
   the two thresholds keeps the state), one ``resolved`` event. For ``cooldown_seconds`` of event
   time after that the incident stays pending instead of firing again: a value hovering at the
   threshold gives one alert, not one per window.
+- *stale*: an open incident none of whose signals was judged for ``alerts.stale_seconds`` of its
+  model's and kind's event time (a retired model version or segment, a removed or disabled
+  rule) resolves too, saying so, since every ``firing`` event is followed by a ``resolved`` one.
 
 Observations are taken in runs of one model's instant (the signals of one window arrive
 together), so the features that drift in the same window are in the same alert. Time is event
@@ -35,7 +38,7 @@ import math
 import uuid
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from stream_monitor.alerts.observation import Observation
@@ -51,7 +54,7 @@ from stream_monitor.events.schema import (
 
 __all__ = ["SEVERITY", "AlertTracker", "dedup_key"]
 
-SNAPSHOT_VERSION = 2
+SNAPSHOT_VERSION = 3
 _NAMESPACE = uuid.UUID("6f1c1c52-3f5e-4a53-9a59-2f0c6e3b9d11")
 
 #: Severity of the default rule, by kind.
@@ -166,6 +169,8 @@ class _Incident:
     held: bool = False
     #: The member that fired the incident.
     lead: str = ""
+    #: Event time of its last judged observation (None: not known yet, for old snapshots).
+    seen_at: float | None = None
 
     @property
     def firing(self) -> bool:
@@ -189,6 +194,13 @@ class AlertTracker:
         self._scores: dict[tuple[str, str | None], float] = {}
         #: Fires held back by a cooldown (one per pending spell).
         self.suppressed = 0
+        #: Open incidents resolved because their signals fell silent (``stale_seconds``).
+        self.stale_resolved = 0
+        #: Latest event time observed per (model, kind): the clock staleness is measured on.
+        self._now: dict[tuple[str, str], float] = {}
+        #: Keys of the incidents that may be open, per (model, kind); inactive ones leave it
+        #: when next looked at.
+        self._open: dict[tuple[str, str], set[str]] = {}
 
     # --- observing ----------------------------------------------------------------------------
     def observe(self, o: Observation) -> list[AlertEvent]:
@@ -204,7 +216,9 @@ class AlertTracker:
         events: list[AlertEvent] = []
         for run in _runs(observations):
             touched: dict[str, tuple[_Incident, Observation]] = {}
+            kinds: dict[str, Observation] = {}
             for o in run:
+                kinds.setdefault(o.kind, o)
                 if o.signal == MODEL_SCORE and o.feature is None and math.isfinite(o.value):
                     self._scores[(o.model_id, o.segment)] = float(o.value)
                 verdict = self.rules.judge(o)
@@ -221,10 +235,54 @@ class AlertTracker:
                     continue
                 self._update_member(inc, o, verdict)
                 inc.model_version = o.model_version
+                inc.seen_at = o.observed_at
                 touched[key] = (inc, o)
             for key, (inc, o) in touched.items():
                 events.extend(self._transition(key, inc, o))
+                if inc.state != "inactive":
+                    self._open.setdefault((inc.model_id, inc.kind), set()).add(key)
+            for kind, o in kinds.items():
+                events.extend(self._expire(o.model_id, kind, o, touched))
         return events
+
+    def _expire(
+        self, model_id: str, kind: str, o: Observation, touched: dict[str, Any]
+    ) -> list[AlertEvent]:
+        """Resolve the open incidents of (model, kind) whose signals fell silent."""
+        mk = (model_id, kind)
+        now = self._now[mk] = max(self._now.get(mk, o.observed_at), o.observed_at)
+        keys = self._open.get(mk)
+        stale = self.cfg.stale_seconds
+        if not keys or stale is None:
+            return []
+        out: list[AlertEvent] = []
+        for key in sorted(keys):
+            inc = self._incidents[key]
+            if inc.state == "inactive":
+                keys.discard(key)
+                continue
+            if key in touched:
+                continue
+            if inc.seen_at is None:
+                inc.seen_at = now  # restored from a snapshot that did not know: start counting
+            if now - inc.seen_at <= stale:
+                continue
+            if inc.firing:
+                lead = self._lead(inc)
+                out.append(self._event(key, inc, replace(o, observed_at=now), "resolved", lead))
+                inc.resolved_at = now
+                self.stale_resolved += 1
+            inc.state, inc.members, inc.held = "inactive", {}, False
+            keys.discard(key)
+        return out
+
+    @staticmethod
+    def _lead(inc: _Incident) -> _Member:
+        """The signal that fired the incident (the order signals speak in within an instant
+        depends on how batches were cut), else its strongest."""
+        return inc.members.get(inc.lead) or min(
+            inc.members.values(), key=lambda m: (-m.strength, m.feature or "", m.signal)
+        )
 
     def _key(self, o: Observation, rule: str) -> str:
         feature = None if self.cfg.group_features else o.feature
@@ -262,12 +320,7 @@ class AlertTracker:
         members = inc.members
         if inc.state == "firing":
             if all(m.cleared for m in members.values()):
-                # The resolution names the signal that fired the incident (the order signals
-                # speak in within an instant depends on how batches were cut).
-                lead = members.get(inc.lead) or min(
-                    members.values(), key=lambda m: (-m.strength, m.feature or "", m.signal)
-                )
-                ev = self._event(key, inc, o, "resolved", lead)
+                ev = self._event(key, inc, o, "resolved", self._lead(inc))
                 inc.state, inc.resolved_at = "inactive", now
                 inc.members = {}
                 return [ev]
@@ -310,7 +363,10 @@ class AlertTracker:
         score = self._scores.get((inc.model_id, inc.segment))
         severity = rule.severity or SEVERITY[inc.kind]
         action = rule.action or _suggest(inc.kind, lead.signal, score)
-        summary = self._summary(inc, status, lead, features, score, action)
+        silent = None
+        if status == "resolved" and inc.seen_at is not None and o.observed_at > inc.seen_at:
+            silent = o.observed_at - inc.seen_at
+        summary = self._summary(inc, status, lead, features, score, action, silent)
         return AlertEvent(
             alert_id=str(uuid.uuid5(_NAMESPACE, f"{key}|{inc.seq}|{status}")),
             dedup_key=key,
@@ -359,6 +415,7 @@ class AlertTracker:
         features: list[str],
         score: float | None,
         action: SuggestedAction,
+        silent: float | None = None,
     ) -> str:
         if inc.feature is not None or (len(features) == 1 and lead.feature is not None):
             feature = features[0] if features else inc.feature
@@ -368,6 +425,11 @@ class AlertTracker:
         if inc.segment is not None:
             what = f"{what} in segment {inc.segment}"
         what = what[0].upper() + what[1:]
+        if status == "resolved" and silent is not None:
+            return (
+                f"Resolved: {what}; none of its signals was judged for {_span(silent)} of event"
+                f" time (last {lead.signal}: {lead.value:.4g})."
+            )
         if status == "resolved":
             back = f"{lead.signal} is {lead.value:.4g}"
             return f"Resolved: {what}, and every signal is back ({back})."
@@ -440,11 +502,14 @@ class AlertTracker:
                     i.held,
                     [m.row() for m in i.members.values()],
                     i.lead,
+                    i.seen_at,
                 ]
                 for k, i in self._incidents.items()
             },
             "scores": [[m, s, v] for (m, s), v in self._scores.items()],
             "suppressed": self.suppressed,
+            "stale_resolved": self.stale_resolved,
+            "now": [[m, k, t] for (m, k), t in self._now.items()],
         }
 
     @classmethod
@@ -458,8 +523,9 @@ class AlertTracker:
         if d.get("v") == 1:
             t._load_v1(d)
             return t
-        if d.get("v") != SNAPSHOT_VERSION:
+        if d.get("v") not in (2, SNAPSHOT_VERSION):
             raise ValueError(f"unsupported alert-tracker snapshot version {d.get('v')!r}")
+        # Version 2 had no staleness clock: its open incidents start counting when next checked.
         for k, row in d["incidents"].items():
             model_id, kind, feature, segment, seq, state, started, resolved = row[:8]
             rule, version, held, members, lead = row[8:13]
@@ -467,12 +533,17 @@ class AlertTracker:
                 model_id, kind, feature, segment, seq, state, started, resolved, rule, version
             )
             inc.held, inc.lead = held, lead
+            inc.seen_at = row[13] if len(row) > 13 else None
             for r in members:
                 m = _Member(*r)
                 inc.members[f"{m.feature or '-'}/{m.signal}"] = m
             t._incidents[k] = inc
+            if state != "inactive":
+                t._open.setdefault((model_id, kind), set()).add(k)
         t._scores = {(m, s): v for m, s, v in d["scores"]}
         t.suppressed = int(d["suppressed"])
+        t.stale_resolved = int(d.get("stale_resolved", 0))
+        t._now = {(m, k): float(v) for m, k, v in d.get("now", ())}
         return t
 
     def _load_v1(self, d: dict[str, Any]) -> None:
@@ -490,6 +561,7 @@ class AlertTracker:
             if firing:
                 inc.started_at = started if inc.state != "firing" else min(inc.started_at, started)
                 inc.state = "firing"
+                self._open.setdefault((model_id, kind), set()).add(key)
                 for signal, ok in cleared.items():
                     m = _Member(feature, signal, "default", breached=not ok, cleared=ok)
                     inc.members[f"{feature or '-'}/{signal}"] = m
@@ -509,6 +581,14 @@ def _suggest(kind: str, signal: str, score: float | None) -> SuggestedAction:
     if kind in ("concept_drift", "performance"):
         return "retrain"
     return "investigate"
+
+
+def _span(seconds: float) -> str:
+    """A duration for people: ``_span(90000)`` is ``'1.0 days'``."""
+    for unit, size in (("days", 86400.0), ("hours", 3600.0), ("minutes", 60.0)):
+        if seconds >= size:
+            return f"{seconds / size:.1f} {unit}"
+    return f"{seconds:.0f} s"
 
 
 def _runs(observations: Iterable[Observation]) -> Iterator[list[Observation]]:

@@ -286,6 +286,11 @@ class StateCollector(Collector):
             p + "alerts_suppressed",
             "Fires held back by a cooldown after a resolution (one per pending spell).",
         )
+        stale = CounterMetricFamily(
+            p + "alerts_stale_resolved",
+            "Open incidents resolved because none of their signals was judged for "
+            "alerts.stale_seconds of event time.",
+        )
         join_pending = GaugeMetricFamily(
             p + "label_join_pending", "Predictions awaiting their label.", labels=["partition"]
         )
@@ -320,12 +325,13 @@ class StateCollector(Collector):
             labels=["partition"],
         )
         states: Counter[tuple[str, str, str]] = Counter()
-        n_suppressed = 0
+        n_suppressed = n_stale = 0
         with self._lock:
             for part, st in sorted(self._states().items()):
                 pl = [str(part)]
                 states.update(st.tracker.states())
                 n_suppressed += st.tracker.suppressed
+                n_stale += st.tracker.stale_resolved
                 join_pending.add_metric(pl, len(st.join))
                 join_evicted.add_metric(pl, st.join.evicted)
                 join_expired.add_metric(pl, st.join.expired)
@@ -440,6 +446,7 @@ class StateCollector(Collector):
         for (state, kind, severity), n in sorted(states.items()):
             incidents.add_metric([state, kind, severity], n)
         suppressed.add_metric([], n_suppressed)
+        stale.add_metric([], n_stale)
         yield from quality.values()
         yield from (
             drift,
@@ -486,6 +493,7 @@ class StateCollector(Collector):
             firing,
             incidents,
             suppressed,
+            stale,
             join_pending,
             join_evicted,
             join_expired,
