@@ -289,9 +289,12 @@ class FeatureMonitor:
         names = tuple(s for s in cfg.alert_statistics if self._applies(s, points))
         if not names:
             return None
-        # Sizes that vary from window to window share calibrations on a grid; fixed ones (count
-        # windows, the fixed reference) are simulated exactly.
-        if cfg.window.kind == "time":
+        # Sizes that vary from window to window share calibrations on a grid: time windows, and
+        # count windows short of their size because some values were missing (else a feature
+        # with 1 % missing values needs a dozen calibrations, and a few hundred such features
+        # overflow the memo). Fixed sizes (a full count window, the fixed reference) are
+        # simulated exactly.
+        if cfg.window.kind == "time" or n_win != int(cfg.window.size):
             n_win = calibration_size(n_win)
         if n_ref != int(self.ref_counts.sum()):
             n_ref = calibration_size(n_ref)

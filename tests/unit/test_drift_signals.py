@@ -35,6 +35,7 @@ from stream_monitor.events.schema import PredictionEvent, ScoredPrediction
 from stream_monitor.monitor.feature import CategoricalFeature, NumericFeature
 from stream_monitor.monitor.model import JOINT, PREDICTION_LABEL, PREDICTION_SCORE, ModelMonitor
 from stream_monitor.reference.profile import CategoricalProfile, NumericProfile, build_profile
+from stream_monitor.stats.calibrate import calibrate, calibration_size
 
 T0 = 1_000_000.0
 DT = 0.01  # 100 events per second
@@ -765,6 +766,44 @@ def test_calibrated_threshold_is_the_null_quantile_at_the_window_size() -> None:
     assert o.window_events == size
     rate = float(np.mean(_null_psi(REF, size, 200_000, seed=1) > o.threshold))
     assert abs(rate - FALSE_ALARM_RATE) <= 0.006, rate
+
+
+def test_count_windows_short_of_values_share_calibrations_on_the_grid() -> None:
+    """A count window where some values are missing holds fewer values than its size, a few
+    more or less each window: it is judged against the calibration of the grid size below
+    (calibration_size), so a feature needs one or two calibrations instead of one per count.
+    The threshold is recomputed here independently with ``calibrate``."""
+    cfg = _config(
+        thresholds={**CALIBRATED, "calibration_draws": 2000},
+        statistics=["psi"],
+        detectors={"enabled": False},
+        window_detectors={"enabled": False},
+    )
+    n = REF + 8 * WIN
+    cols = _columns(n, 13)
+    rng = np.random.default_rng(14)
+    normal = cols["normal"].astype(object)
+    normal[REF:][rng.random(n - REF) < 0.02] = None  # windows of about 980 values
+    cols["normal"] = normal
+    m, obs = _run(cfg, _events(cols, validate=False))
+    ref_counts = m.features["normal"].ref_counts
+    assert ref_counts is not None and int(ref_counts.sum()) == REF
+    series = _series(obs, "normal", "psi")
+    assert len(series) == 8
+    present = np.array([v is not None for v in normal[REF:]])
+    held = present.reshape(8, WIN).sum(axis=1).tolist()
+    assert len(set(held)) > 3 and max(held) < WIN  # the window sizes do vary
+    thresholds = {}
+    for o, k in zip(series, held, strict=True):
+        g = calibration_size(k)
+        assert g < k
+        if g not in thresholds:
+            cal = calibrate(
+                ref_counts, n_reference=REF, n_window=g, false_alarm_rate=0.05, draws=2000
+            )
+            thresholds[g] = cal["psi"].threshold
+        assert o.threshold == pytest.approx(thresholds[g])
+    assert len(thresholds) <= 2
 
 
 # ------------------------------------------------------------------ 9. stable stream
