@@ -744,7 +744,10 @@ def run_capacity(
                             largest = max(largest, size)
                             seen.append((size, secs))
                     prev = s
-                    if consumed >= produced - restored_at(mon, topics["predictions"]):
+                    # Done once it has read everything and is ready (a restored monitor may
+                    # have nothing left to read before /readyz turns 200).
+                    caught_up = consumed >= produced - restored_at(mon, topics["predictions"])
+                    if caught_up and "ready_s" in a:
                         break
                 time.sleep(0.5)
             a["alive_at_end"] = mon.alive()

@@ -3,7 +3,9 @@
 Feeds ``--predictions`` stationary predictions (TrafficGenerator without drift: three models,
 their labels included) through ``PartitionState`` in batches of 2,000 records, once per
 configuration, and counts every alert incident opened, by (kind, signal). No broker: this
-measures the statistics, not Kafka.
+measures the statistics, not Kafka. Incidents are counted as the statistics open them: one per
+feature and no cooldown (``ALERTS``), so the thresholds are compared, not the alert layer's
+grouping and cooldown, which cut pages further (alert_noise.py measures those).
 
     .venv/bin/python load_tests/stable_false_alarms.py [--predictions 300000]
 
@@ -56,8 +58,12 @@ def events(n: int, seed: int, drift_at: int | None = None) -> list[PredictionEve
     return out
 
 
+#: One incident per feature, no cooldown: every false alarm of a statistic is counted.
+ALERTS: dict[str, Any] = {"group_features": False, "cooldown_seconds": 0}
+
+
 def run(drift: dict[str, Any], evs: list[PredictionEvent | LabelEvent]) -> dict[str, Any]:
-    cfg = MonitorConfig(bootstrap_servers="unused:9092", drift=drift)
+    cfg = MonitorConfig(bootstrap_servers="unused:9092", drift=drift, alerts=ALERTS)
     st = PartitionState(0, cfg)
     opened: collections.Counter[str] = collections.Counter()
     t0 = time.process_time()
@@ -96,7 +102,8 @@ def main(argv: list[str] | None = None) -> int:
         "",
         f"Command: `.venv/bin/python load_tests/stable_false_alarms.py --predictions "
         f"{args.predictions} --seed {args.seed}`. {args.predictions:,} stationary predictions of "
-        "3 models (fraud-detector, churn-model, eta-regressor) and their labels, no drift.",
+        "3 models (fraud-detector, churn-model, eta-regressor) and their labels, no drift. "
+        "Alerts: one incident per feature, no cooldown (the statistics' own false alarms).",
         "",
         "| configuration | windows closed (all models) | features + outputs monitored | "
         "incidents opened | by kind/signal | CPU s |",
