@@ -380,7 +380,9 @@ class PerformanceConfig(_Frozen):
     max_classes: int = Field(default=20, ge=2, le=200)
     #: Proxy before labels: a prediction whose score is below this is low-confidence.
     low_confidence: float = Field(default=0.6, gt=0, lt=1)
-    #: The low-confidence share of a window may exceed the reference's by this much.
+    #: The low-confidence share of a window may exceed the first window's by this much, and by
+    #: the margin of a two-proportion z-test at ``drift.thresholds.false_alarm_rate`` (unless
+    #: thresholds are fixed): the larger of the two.
     low_confidence_increase: float = Field(default=0.1, gt=0, le=1)
 
 

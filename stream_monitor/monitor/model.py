@@ -25,6 +25,7 @@ from stream_monitor.monitor.feature import (
 from stream_monitor.monitor.join import PendingPrediction
 from stream_monitor.monitor.performance import PerformanceMonitor
 from stream_monitor.monitor.versions import VersionComparison
+from stream_monitor.stats.calibrate import share_increase_limit
 from stream_monitor.stats.multivariate import MMDDrift, MMDResult
 from stream_monitor.stats.windows import Closure, PaneClock
 
@@ -129,6 +130,8 @@ class ModelMonitor:
         self.confidence_panes = np.zeros((0, 4), dtype=np.int64)
         self.confidence: dict[str, float] = {}
         self.confidence_baseline: float | None = None
+        #: Scored predictions in the baseline window (None: restored from an older snapshot).
+        self.confidence_baseline_n: int | None = None
         self.drift_score: float | None = None
         self.drifting_features: list[str] = []
         self.mmd: MMDDrift | None = None
@@ -502,10 +505,20 @@ class ModelMonitor:
                 "low_confidence_ratio": float(n_low / n_conf),
             }
             low = self.confidence["low_confidence_ratio"]
+            n_scored = n_conf // CONFIDENCE_UNIT  # the panes count in micro-units
             if self.confidence_baseline is None:
-                self.confidence_baseline = low  # the first window sets the baseline
-            limit = self.confidence_baseline + self.cfg.performance.low_confidence_increase
-            margin = limit - self.confidence_baseline
+                # The first window sets the baseline.
+                self.confidence_baseline, self.confidence_baseline_n = low, n_scored
+            increase = self.cfg.performance.low_confidence_increase
+            base, n_base = self.confidence_baseline, self.confidence_baseline_n
+            th = dcfg.thresholds
+            if th.mode == "fixed" or n_base is None:
+                limit = base + increase
+            else:  # a share of a small window is noisy: the increase must also be significant
+                limit = share_increase_limit(
+                    base * n_base, n_base, low * n_scored, n_scored, th.false_alarm_rate, increase
+                )
+            margin = limit - base
             obs(
                 "prediction_drift",
                 CONFIDENCE,
@@ -646,6 +659,7 @@ class ModelMonitor:
                 self.confidence_panes.tolist(),
                 self.confidence,
                 self.confidence_baseline,
+                self.confidence_baseline_n,
             ],
             "drift": [self.drift_score, self.drifting_features],
             "mmd": None if self.mmd is None else self.mmd.snapshot(),
@@ -692,7 +706,8 @@ class ModelMonitor:
         )
         m.clock = None if d["clock"] is None else PaneClock.from_snapshot(d["clock"])
         m.schema_panes = np.asarray(d["schema_panes"], dtype=np.int64).reshape(-1, 2)
-        panes, m.confidence, m.confidence_baseline = d["confidence"]
+        panes, m.confidence, m.confidence_baseline, *n_base = d["confidence"]
+        m.confidence_baseline_n = n_base[0] if n_base else None  # older snapshots had none
         m.confidence_panes = np.asarray(panes, dtype=np.int64).reshape(-1, 4)
         m.drift_score, m.drifting_features = d["drift"]
         m.mmd = None if d["mmd"] is None else MMDDrift.from_snapshot(d["mmd"])

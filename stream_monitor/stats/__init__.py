@@ -16,6 +16,7 @@ from stream_monitor.stats.calibrate import (
     cached_calibrate,
     calibrate,
     calibration_size,
+    share_increase_limit,
 )
 from stream_monitor.stats.detectors import Debouncer, StreamDetector
 from stream_monitor.stats.divergence import (
@@ -66,6 +67,7 @@ __all__ = [
     "psi",
     "psi_noise_floor",
     "quantile_edges",
+    "share_increase_limit",
     "top_categories",
     "wasserstein_binned",
     "wasserstein_scaled",

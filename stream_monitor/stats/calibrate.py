@@ -18,6 +18,7 @@ import math
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from statistics import NormalDist
 from typing import Any
 
 import numpy as np
@@ -433,6 +434,41 @@ def calibrate(
             std=float(np.std(values, ddof=1)) if values.size > 1 else 0.0,
         )
     return result
+
+
+# ------------------------------------------------------------------ a share that may rise
+
+
+def share_increase_limit(
+    k_base: float,
+    n_base: int,
+    k_win: float,
+    n_win: int,
+    false_alarm_rate: float,
+    min_increase: float,
+) -> float:
+    """The highest share ``k_win / n_win`` a window may have before it counts as an increase
+    over a baseline share ``k_base / n_base``: one-sided two-proportion z-test at
+    ``false_alarm_rate`` (pooled variance, normal approximation), floored by ``min_increase``.
+
+    The floor sets the smallest increase worth an alert; the test keeps small windows, whose
+    shares are noisy, from alarming on noise alone: with a baseline of 100 events at a share of
+    0.3, a later 100-event window exceeds it by more than 0.1 in 5 % of stable windows.
+
+    >>> round(share_increase_limit(300, 1000, 300, 1000, 0.001, 0.1), 4)  # the floor
+    0.4
+    >>> round(share_increase_limit(30, 100, 30, 100, 0.001, 0.1), 4)  # the noise
+    0.5003
+    """
+    if n_base < 1 or n_win < 1:
+        raise ValueError("n_base and n_win must be >= 1")
+    if not 0.0 < false_alarm_rate < 0.5:
+        raise ValueError("false_alarm_rate must be in (0, 0.5)")
+    base = k_base / n_base
+    pooled = (k_base + k_win) / (n_base + n_win)
+    z = NormalDist().inv_cdf(1.0 - false_alarm_rate)
+    noise = z * math.sqrt(pooled * (1.0 - pooled) * (1.0 / n_base + 1.0 / n_win))
+    return base + max(min_increase, noise)
 
 
 # ------------------------------------------------------------------ sharing calibrations

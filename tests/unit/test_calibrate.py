@@ -27,6 +27,7 @@ from stream_monitor.stats.calibrate import (
     calibrate,
     calibration_size,
     default_draws,
+    share_increase_limit,
 )
 from stream_monitor.stats.divergence import (
     chi_squared,
@@ -348,6 +349,49 @@ def test_cached_calibrate_equals_calibrate_and_is_bounded() -> None:
     for i in range(CALIBRATION_MEMO_SIZE + 5):
         cached_calibrate(counts, 1000, 20 + i, 0.01, ("psi",), draws=200)
     assert len(_CALIBRATIONS) == CALIBRATION_MEMO_SIZE
+
+
+# ---------------------------------------------------------------- a share that may rise
+
+
+@pytest.mark.parametrize("far", [0.05, 0.01, 0.001])
+@pytest.mark.parametrize(("n_base", "n_win"), [(100, 100), (200, 100), (100, 300)])
+@pytest.mark.parametrize("p", [0.1, 0.3, 0.5])
+def test_share_increase_limit_holds_the_false_alarm_rate(
+    far: float, n_base: int, n_win: int, p: float
+) -> None:
+    """The exact rate at which a stable window (both shares Binomial(n, p)) exceeds the limit,
+    summed over every pair of counts with scipy's binomial pmf; the floor is set near zero to
+    test the z-test alone. Its normal approximation is off in the far tail of a small share
+    when the sizes differ: at rate 0.001 and share 0.1 it gives 1.39 times the target (200
+    baseline events against 100) and 0.25 times it (100 against 300). With equal sizes it is
+    within 0.82-1.14 times the target here."""
+    kb, kw = np.arange(n_base + 1), np.arange(n_win + 1)
+    pb, pw = stats.binom.pmf(kb, n_base, p), stats.binom.pmf(kw, n_win, p)
+    rate = sum(
+        pb[i] * pw[j]
+        for i in kb
+        for j in kw
+        if j / n_win > share_increase_limit(i, n_base, j, n_win, far, 1e-9)
+    )
+    assert 0.2 * far <= rate <= 1.5 * far, rate / far
+    if n_base == n_win:
+        assert 0.8 * far <= rate <= 1.2 * far, rate / far
+
+
+def test_share_increase_limit_floor_and_validation() -> None:
+    # Large windows: the noise is below the floor, which then decides.
+    assert share_increase_limit(3000, 10_000, 3000, 10_000, 0.001, 0.1) == pytest.approx(0.4)
+    # Small windows: the z-test's margin, from scipy's normal quantile.
+    pooled = 0.3
+    noise = stats.norm.ppf(0.999) * math.sqrt(pooled * (1 - pooled) * (1 / 100 + 1 / 100))
+    assert share_increase_limit(30, 100, 30, 100, 0.001, 0.1) == pytest.approx(0.3 + noise)
+    # A baseline with no low shares at all still gets a margin from the window's.
+    assert share_increase_limit(0, 100, 20, 100, 0.001, 0.01) > 0.1
+    with pytest.raises(ValueError, match="n_base"):
+        share_increase_limit(0, 0, 1, 10, 0.01, 0.1)
+    with pytest.raises(ValueError, match="false_alarm_rate"):
+        share_increase_limit(1, 10, 1, 10, 0.5, 0.1)
 
 
 # --------------------------------------------------------- false-alarm rate on stable streams

@@ -27,6 +27,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
+import orjson
 import pytest
 
 from stream_monitor.alerts.observation import Observation
@@ -317,6 +318,66 @@ def test_confidence_proxy_equals_brute_force_and_is_quiet_when_stable() -> None:
     assert m.confidence["mean_entropy"] == pytest.approx(entropy.mean(), abs=1e-6)
     assert m.confidence["low_confidence_ratio"] == np.mean(conf < 0.6)
     assert lows[-1].value == np.mean(conf < 0.6)
+
+
+def test_confidence_proxy_on_small_windows_breaches_on_signal_not_noise() -> None:
+    """At windows of 100 the low-confidence share of the baseline (first) window and of each
+    later window is noisy; the limit adds the two-proportion z-test margin at the drift
+    false-alarm rate to the fixed increase. Stable streams of ten seeds stay quiet (the fixed
+    increase alone breached 2-7 windows of each, checked by brute force below), and a fall in
+    confidence still breaches from the first window after it."""
+    cfg = _config(window={"size": 100})
+    proxy = ("prediction.confidence", "low_confidence_ratio")
+    noisy = 0
+    for seed in range(10):
+        cols = _columns(N, seed)
+        _, obs = _run(cfg, _events(cols, validate=False), batch=2000)
+        lows = _series(obs, *proxy)
+        assert len(lows) == (N - REF) // 100
+        assert not any(o.breached for o in lows), seed
+        # Brute force over the scores: how often the old rule (first window + 0.1) breached.
+        p = np.clip(np.asarray(cols["score"][REF:], dtype=float), 0, 1)
+        share = (np.maximum(p, 1 - p) < 0.6).reshape(-1, 100).mean(axis=1)
+        assert [o.value for o in lows] == pytest.approx(share.tolist())
+        noisy += int(np.sum(share > share[0] + 0.1))
+    assert noisy >= 10  # the noise the margin is there for
+
+    cols = _columns(N, PREDICTION_SEED)
+    rng = np.random.default_rng(PREDICTION_SEED + 1)
+    cols["score"][CHANGE:] = rng.beta(5.0, 5.0, N - CHANGE)  # low-confidence share 0.2 -> 0.47
+    _, obs = _run(cfg, _events(cols, validate=False), batch=2000)
+    assert _breached_at(obs, *proxy)[0] == CHANGE + 99
+
+
+def test_confidence_baseline_size_survives_a_snapshot() -> None:
+    """The baseline window's size is part of the model snapshot (same verdicts after a
+    restore); a snapshot from before it loads and judges with the fixed increase alone."""
+    cfg = _config(window={"size": 100})
+    cols = _columns(4000, PREDICTION_SEED)
+    rng = np.random.default_rng(PREDICTION_SEED + 1)
+    cols["score"][3000:] = rng.beta(5.0, 5.0, 1000)
+    events = _events(cols, validate=False)
+    m, _ = _run(cfg, events[:2000], batch=500)
+    assert m.confidence_baseline_n == 100
+    snap = orjson.loads(orjson.dumps(m.snapshot()))
+    restored = ModelMonitor.from_snapshot(snap, cfg)
+    assert restored.confidence_baseline_n == 100
+    rest = [o for o in _feed(m, events[2000:]) if o.signal == "low_confidence_ratio"]
+    assert rest == [o for o in _feed(restored, events[2000:]) if o.signal == "low_confidence_ratio"]
+    assert any(o.breached for o in rest)
+
+    old = orjson.loads(orjson.dumps(snap))
+    del old["confidence"][3]
+    fixed = ModelMonitor.from_snapshot(old, cfg)
+    assert fixed.confidence_baseline_n is None
+    judged = [o for o in _feed(fixed, events[2000:]) if o.signal == "low_confidence_ratio"]
+    assert [o.threshold for o in judged] == pytest.approx([m.confidence_baseline + 0.1] * 20)
+    assert [o.value for o in judged] == [o.value for o in rest]
+    assert all(a.threshold > b.threshold for a, b in zip(rest, judged, strict=True))
+
+
+def _feed(m: ModelMonitor, events: Sequence[PredictionEvent]) -> list[Observation]:
+    return [o for i in range(0, len(events), 500) for o in m.update(events[i : i + 500])]
 
 
 def test_class_mix_change_is_prediction_drift_on_prediction_label() -> None:
