@@ -8,8 +8,10 @@ instead derived from a per-window false-alarm rate by a two-sample parametric bo
 the null "the window comes from the reference distribution" (:func:`calibrate`), with
 :func:`batch_statistics` computing every statistic for many (reference, window) pairs at once.
 :func:`calibration_size` and :func:`cached_calibrate` let windows of varying size, and
-features with identical references, share calibrations. No clocks, logging or I/O; results are
-deterministic given a seed (the memo of :func:`cached_calibrate` only saves recomputation).
+features with identical references, share calibrations; :func:`share_increase_limit` is the
+same idea for a share (a two-proportion z-test floored by a minimum increase). No clocks,
+logging or I/O; results are deterministic given a seed (the memo of :func:`cached_calibrate`
+only saves recomputation).
 """
 
 from __future__ import annotations
@@ -465,7 +467,7 @@ def share_increase_limit(
     if not 0.0 < false_alarm_rate < 0.5:
         raise ValueError("false_alarm_rate must be in (0, 0.5)")
     base = k_base / n_base
-    pooled = (k_base + k_win) / (n_base + n_win)
+    pooled = min(max((k_base + k_win) / (n_base + n_win), 0.0), 1.0)  # counts from float shares
     z = NormalDist().inv_cdf(1.0 - false_alarm_rate)
     noise = z * math.sqrt(pooled * (1.0 - pooled) * (1.0 / n_base + 1.0 / n_win))
     return base + max(min_increase, noise)

@@ -388,6 +388,11 @@ def test_share_increase_limit_floor_and_validation() -> None:
     assert share_increase_limit(30, 100, 30, 100, 0.001, 0.1) == pytest.approx(0.3 + noise)
     # A baseline with no low shares at all still gets a margin from the window's.
     assert share_increase_limit(0, 100, 20, 100, 0.001, 0.01) > 0.1
+    # Counts recovered from float shares may overshoot by a rounding error: no domain error.
+    assert share_increase_limit(100 * (1 + 1e-15), 100, 100.0, 100, 0.001, 0.1) == pytest.approx(
+        1.1
+    )
+    assert share_increase_limit(-1e-15, 100, 0.0, 100, 0.001, 0.1) == pytest.approx(0.1)
     with pytest.raises(ValueError, match="n_base"):
         share_increase_limit(0, 0, 1, 10, 0.01, 0.1)
     with pytest.raises(ValueError, match="false_alarm_rate"):
