@@ -515,8 +515,9 @@ class ModelMonitor:
             if th.mode == "fixed" or n_base is None:
                 limit = base + increase
             else:  # a share of a small window is noisy: the increase must also be significant
+                k_low = n_low // CONFIDENCE_UNIT
                 limit = share_increase_limit(
-                    base * n_base, n_base, low * n_scored, n_scored, th.false_alarm_rate, increase
+                    base * n_base, n_base, k_low, n_scored, th.false_alarm_rate, increase
                 )
             margin = limit - base
             obs(
