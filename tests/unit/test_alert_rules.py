@@ -308,6 +308,8 @@ def test_rule_config_errors_are_clear() -> None:
         AlertsConfig.model_validate(
             {"rules": [{"name": "x", "mode": "absolute", "threshold": 1, "direction": "both"}]}
         )
+    with pytest.raises(ValueError, match="stale_seconds"):
+        AlertsConfig.model_validate({"stale_seconds": 0})
 
 
 def test_alerts_carry_the_window() -> None:
