@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -27,10 +27,10 @@ from stream_monitor.alerts.observation import Observation
 from stream_monitor.config import DriftConfig
 from stream_monitor.events.schema import AlertKind
 from stream_monitor.monitor.window_detectors import WindowDetectors
+from stream_monitor.reference.profile import CategoricalProfile, NumericProfile
 from stream_monitor.stats import (
     BoundedCounter,
     Debouncer,
-    StreamDetector,
     bin_counts,
     quantile_edges,
     top_categories,
@@ -41,10 +41,9 @@ from stream_monitor.stats.calibrate import (
     cached_calibrate,
     calibration_size,
 )
+from stream_monitor.stats.drift import ADWIN, PageHinkley, update_all
+from stream_monitor.stats.pit import PIT_POINTS
 from stream_monitor.stats.windows import Closure
-
-if TYPE_CHECKING:
-    from stream_monitor.reference.profile import CategoricalProfile, NumericProfile
 
 __all__ = [
     "ABSENT",
@@ -53,6 +52,7 @@ __all__ = [
     "NumericFeature",
     "feature_from_snapshot",
     "pit_standardise",
+    "run_detectors",
 ]
 
 SNAPSHOT_VERSION = 2
@@ -433,7 +433,6 @@ def _numeric_column(
     return out, missing, absent, bad
 
 
-PIT_POINTS = 101
 _UNIFORM_STD = math.sqrt(1.0 / 12.0)
 
 
@@ -503,15 +502,13 @@ class NumericFeature(FeatureMonitor):
         #: multivariate checks.
         self.last_u: np.ndarray | None = None
         det = cfg.detectors
-        self.detectors: dict[str, StreamDetector] = {}
+        self.detectors: dict[str, ADWIN | PageHinkley] = {}
         self.debouncers: dict[str, Debouncer] = {}
         if det.enabled:
             self.detectors = {
-                "adwin": StreamDetector("adwin", delta=det.adwin_delta),
-                "page_hinkley": StreamDetector(
-                    "page_hinkley",
-                    threshold=det.page_hinkley_threshold,
-                    delta=det.page_hinkley_delta,
+                "adwin": ADWIN(delta=det.adwin_delta),
+                "page_hinkley": PageHinkley(
+                    threshold=det.page_hinkley_threshold, delta=det.page_hinkley_delta
                 ),
             }
             self.debouncers = {k: Debouncer(det.cooldown_events) for k in self.detectors}
@@ -521,6 +518,10 @@ class NumericFeature(FeatureMonitor):
         self.raw_firings: dict[str, int] = {k: 0 for k in self.detectors}
         self.n_values = 0
         self._sentinel_base = 0.0  # reference rate of the sentinel judged in the last window
+        #: PIT scores of the last ingested chunk's present values, and their rows, waiting for
+        #: :func:`run_detectors` (which feeds every feature of a model in one pass).
+        self.pending_z: np.ndarray | None = None
+        self._pending_rows: np.ndarray | None = None
 
     def _window_streams(self) -> list[str]:
         return ["statistic", "mean"]
@@ -528,8 +529,9 @@ class NumericFeature(FeatureMonitor):
     def _feed(
         self, column: list[Any]
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Parse a column and feed the per-value detectors; return the values, the missing,
-        absent and wrongly-typed masks, and the PIT scores (NaN where no value)."""
+        """Parse a column; return the values, the missing, absent and wrongly-typed masks, and
+        the PIT scores (NaN where no value). The present scores wait in :attr:`pending_z` for
+        the per-value detectors (see :func:`run_detectors`)."""
         values, missing, absent, bad = _numeric_column(column)
         self.type_errors += int(np.count_nonzero(bad))
         present = ~(missing | bad)
@@ -538,42 +540,44 @@ class NumericFeature(FeatureMonitor):
         if self.pit_grid is not None:
             z[present] = pit_standardise(values[present], self.pit_grid)
             if self.detectors:
-                at = self._detect(z[present])
-                if at is not None:
-                    self.agreement_row = int(np.flatnonzero(present)[at])
+                self.pending_z = z[present]
+                self._pending_rows = np.flatnonzero(present)
         return values, missing, absent, bad, z
 
-    def _detect(self, z: np.ndarray) -> int | None:
-        """Feed the detectors; return the index into ``z`` of the value at which
-        ``min_agreeing`` detectors first agreed (fired within ``agreement_events`` values of
-        each other), if that happened in this chunk. Judged per value, so the answer does not
-        depend on how the stream was cut into batches."""
+    def take_firings(self, fired: dict[str, list[int]]) -> None:
+        """Judge where the detectors fired on :attr:`pending_z` (indices into it, per
+        detector): set :attr:`agreement_row` to the chunk row at which ``min_agreeing``
+        detectors first agreed (fired within ``agreement_events`` values of each other), if that
+        happened in this chunk. Judged per value, so the answer does not depend on how the
+        stream was cut into batches."""
+        assert self.pending_z is not None and self._pending_rows is not None
         start = self.n_values
         accepted: dict[str, list[int]] = {}
-        for name, det in self.detectors.items():
-            for pos in det.update_many(z):
+        for name in self.detectors:
+            for pos in fired.get(name, ()):
                 self.raw_firings[name] += 1
                 if self.debouncers[name].offer(start + pos):
                     self.detections[name] += 1
                     accepted.setdefault(name, []).append(start + pos)
-        self.n_values += len(z)
-        agreed_at: int | None = None
-        if accepted:
-            horizon = self.cfg.detectors.agreement_events
-            need = self.cfg.detectors.min_agreeing
-            for p in sorted(at for ats in accepted.values() for at in ats):
-                agreeing = 0
-                for name in self.detectors:
-                    recent = [a for a in accepted.get(name, []) if p - horizon <= a <= p]
-                    before = self.last_firing.get(name)
-                    if recent or (before is not None and p - horizon <= before):
-                        agreeing += 1
-                if agreeing >= need:
-                    agreed_at = p - start
-                    break
-            for name, ats in accepted.items():
-                self.last_firing[name] = ats[-1]
-        return agreed_at
+        self.n_values += len(self.pending_z)
+        rows = self._pending_rows
+        self.pending_z = self._pending_rows = None
+        if not accepted:
+            return
+        horizon = self.cfg.detectors.agreement_events
+        need = self.cfg.detectors.min_agreeing
+        for p in sorted(at for ats in accepted.values() for at in ats):
+            agreeing = 0
+            for name in self.detectors:
+                recent = [a for a in accepted.get(name, []) if p - horizon <= a <= p]
+                before = self.last_firing.get(name)
+                if recent or (before is not None and p - horizon <= before):
+                    agreeing += 1
+            if agreeing >= need:
+                self.agreement_row = int(rows[p - start])
+                break
+        for name, ats in accepted.items():
+            self.last_firing[name] = ats[-1]
 
     def observe_reference(self, column: list[Any]) -> None:
         values, missing, absent, bad, _ = self._feed(column)
@@ -793,7 +797,7 @@ class NumericFeature(FeatureMonitor):
             pit_sums=self.pit_sums.tolist(),
             value_sums=self.value_sums.tolist(),
             ref_mean=self.ref_mean,
-            detectors={k: v.snapshot() for k, v in self.detectors.items()},
+            detectors={k: v.snapshot() for k, v in self.detectors.items()},  # plain data
             debouncers={k: v.snapshot() for k, v in self.debouncers.items()},
             last_firing=dict(self.last_firing),
             detections=dict(self.detections),
@@ -824,13 +828,35 @@ class NumericFeature(FeatureMonitor):
             else np.zeros((len(f.pit_sums), 2), dtype=float)
         )
         f.ref_mean = d.get("ref_mean")
-        f.detectors = {k: StreamDetector.from_snapshot(v) for k, v in d["detectors"].items()}
+        kinds: dict[str, type[ADWIN] | type[PageHinkley]] = {
+            "adwin": ADWIN,
+            "page_hinkley": PageHinkley,
+        }
+        f.detectors = {k: kinds[k].from_snapshot(v) for k, v in d["detectors"].items()}
         f.debouncers = {k: Debouncer.from_snapshot(v) for k, v in d["debouncers"].items()}
         f.last_firing = {k: int(v) for k, v in d["last_firing"].items()}
         f.detections = {k: int(v) for k, v in d["detections"].items()}
         f.raw_firings = {k: int(v) for k, v in d["raw_firings"].items()}
         f.n_values = int(d["n_values"])
         return f
+
+
+def run_detectors(features: Sequence[FeatureMonitor]) -> None:
+    """Feed the pending PIT scores of every numeric feature to its per-value detectors, one
+    array pass per detector kind for all of them, and let each judge its firings."""
+    waiting = [
+        f for f in features if isinstance(f, NumericFeature) and f.pending_z is not None
+    ]
+    if not waiting:
+        return
+    fired: list[dict[str, list[int]]] = [{} for _ in waiting]
+    batches = [f.pending_z for f in waiting if f.pending_z is not None]
+    for kind in waiting[0].detectors:
+        dets = [f.detectors[kind] for f in waiting]
+        for out, at in zip(fired, update_all(dets, batches), strict=True):
+            out[kind] = at
+    for f, firings in zip(waiting, fired, strict=True):
+        f.take_firings(firings)
 
 
 def _categorical_column(

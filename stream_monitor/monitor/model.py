@@ -5,12 +5,13 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from stream_monitor.alerts.observation import Observation
 from stream_monitor.config import MonitorConfig
+from stream_monitor.events.outputs import PREDICTION_LABEL, PREDICTION_SCORE
 from stream_monitor.events.schema import AlertKind, PredictionEvent, _label_str
 from stream_monitor.monitor.concept import ConceptDriftMonitor
 from stream_monitor.monitor.feature import (
@@ -21,23 +22,19 @@ from stream_monitor.monitor.feature import (
     feature_from_snapshot,
     is_numeric_value,
     pit_standardise,
+    run_detectors,
 )
 from stream_monitor.monitor.join import PendingPrediction
 from stream_monitor.monitor.performance import PerformanceMonitor
 from stream_monitor.monitor.versions import VersionComparison
+from stream_monitor.reference.profile import NumericProfile, Profile
 from stream_monitor.stats.calibrate import share_increase_limit
 from stream_monitor.stats.multivariate import MMDDrift, MMDResult
 from stream_monitor.stats.windows import Closure, PaneClock
 
-if TYPE_CHECKING:
-    from stream_monitor.reference.profile import Profile
-
-__all__ = ["CONFIDENCE", "JOINT", "PREDICTION_LABEL", "PREDICTION_SCORE", "ModelMonitor"]
+__all__ = ["CONFIDENCE", "JOINT", "ModelMonitor"]
 
 SNAPSHOT_VERSION = 2
-#: Pseudo-features that carry the model's output, monitored for prediction drift.
-PREDICTION_SCORE = "prediction.score"
-PREDICTION_LABEL = "prediction.label"
 #: The ``feature`` of multivariate (joint) drift signals.
 JOINT = "(joint)"
 #: The ``feature`` of the confidence proxy signals of a scored classifier.
@@ -155,8 +152,6 @@ class ModelMonitor:
         )
 
     def _load_profile(self, profile: Profile) -> None:
-        from stream_monitor.reference.profile import NumericProfile
-
         self.clock = self._new_clock()
         ring = self.clock.ring_size
         dcfg = self.cfg.drift
@@ -371,6 +366,7 @@ class ModelMonitor:
                 cols = self._columns(chunk)
                 for name, col in cols.items():
                     self._monitor(name).ingest(col, slots)
+                run_detectors(self._all())
                 if PREDICTION_SCORE in cols and PREDICTION_LABEL in cols:
                     self._add_confidence(cols[PREDICTION_SCORE], slots)
                 if self.versions is not None:

@@ -8,7 +8,7 @@ does no I/O, reads no clock and is snapshot-able as plain JSON-compatible data.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from stream_monitor.alerts.observation import Observation
 from stream_monitor.alerts.tracker import AlertTracker
@@ -16,9 +16,7 @@ from stream_monitor.config import MonitorConfig
 from stream_monitor.events.schema import AlertEvent, LabelEvent, PredictionEvent
 from stream_monitor.monitor.join import EarlyLabels, LabelJoin, PendingPrediction
 from stream_monitor.monitor.model import ModelMonitor
-
-if TYPE_CHECKING:
-    from stream_monitor.reference.profile import Profile
+from stream_monitor.reference.profile import Profile
 
 __all__ = ["PartitionState"]
 

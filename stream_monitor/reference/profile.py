@@ -39,10 +39,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from stream_monitor.config import ReferenceFile
 from stream_monitor.errors import ConfigError
+from stream_monitor.events.outputs import PREDICTION_LABEL, PREDICTION_SCORE
 from stream_monitor.events.schema import PredictionEvent, _label_str
-from stream_monitor.monitor.feature import PIT_POINTS
-from stream_monitor.monitor.model import PREDICTION_LABEL, PREDICTION_SCORE
 from stream_monitor.stats import bin_counts, quantile_edges, top_categories
+from stream_monitor.stats.pit import PIT_POINTS
 
 __all__ = [
     "PROFILE_FORMAT",

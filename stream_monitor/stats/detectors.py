@@ -1,4 +1,4 @@
-"""Thin wrappers around river's univariate drift detectors, plus a debouncer.
+"""Change detectors behind one batch interface, plus a debouncer for their raw firings.
 
 Raw detector firings are not alerts: Page-Hinkley fires now and then on stationary data, EDDM
 often does, and ADWIN may fire more than once for one change (river issue #574), so callers
@@ -6,18 +6,25 @@ should merge firings with :class:`Debouncer` and judge them with other evidence.
 
 What each kind accepts:
 
-============  =======================  ==================================================
-kind          river class              input
-============  =======================  ==================================================
-adwin         ``drift.ADWIN``          any real values (two-sided)
-page_hinkley  ``drift.PageHinkley``    any real values; ``delta`` and ``threshold`` are in
-                                       the units of the input (``mode`` picks the side)
-kswin         ``drift.KSWIN``          any real values (two-sample KS test, two-sided)
-ddm           ``drift.binary.DDM``     0/1 only (1 = error); fires on increases
-eddm          ``drift.binary.EDDM``    0/1 only (1 = error); fires on increases
-hddm_a        ``drift.binary.HDDMA``   real values in [0, 1]; increases (one-sided default)
-hddm_w        ``drift.binary.HDDMW``   real values in [0, 1]; increases (one-sided default)
-============  =======================  ==================================================
+============  =========================================  ========================================
+kind          implementation                             input
+============  =========================================  ========================================
+adwin         :class:`~stream_monitor.stats.drift.ADWIN`  any real values (two-sided)
+page_hinkley  :class:`~stream_monitor.stats.drift.        any real values; ``delta`` and
+              PageHinkley`                               ``threshold`` are in the units of the
+                                                         input (``mode`` picks the side)
+kswin         river ``drift.KSWIN``                      any real values (two-sample KS test)
+ddm           river ``drift.binary.DDM``                 0/1 only (1 = error); fires on increases
+eddm          river ``drift.binary.EDDM``                0/1 only (1 = error); fires on increases
+hddm_a        river ``drift.binary.HDDMA``               real values in [0, 1]; increases
+hddm_w        river ``drift.binary.HDDMW``               real values in [0, 1]; increases
+============  =========================================  ========================================
+
+ADWIN and Page-Hinkley, which run on every value of every numeric feature, are this package's
+own batch implementations (:mod:`stream_monitor.stats.drift`): a batch is a few array
+operations, their state is plain data, and they fire where river's detectors of the same name
+fire (tested side by side). The other kinds run river's detectors value by value; their state
+is pickled.
 
 DDM models the error rate as a Bernoulli proportion and EDDM the distance between values equal
 to 1, so both need 0/1 input (:data:`BINARY_KINDS`). HDDM_A and HDDM_W (Frías-Blanco et al.,
@@ -31,29 +38,35 @@ the kind accepts.
 from __future__ import annotations
 
 import base64
-import math
 import pickle
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 from river import drift
 
-SNAPSHOT_VERSION = 1
-EWMA_ALPHA = 0.1
-"""Smoothing of the recent-level estimate used by non-ADWIN detectors (about 10 values)."""
+from stream_monitor.stats.drift import ADWIN, PageHinkley
 
-_KINDS: dict[str, type] = {
-    "adwin": drift.ADWIN,
-    "page_hinkley": drift.PageHinkley,
+SNAPSHOT_VERSION = 2
+EWMA_ALPHA = 0.1
+"""Smoothing of the recent-level estimate reported at a firing (about 10 values)."""
+#: Values older than this weigh less than 1e-18 in the EWMA (0.9 ** 400): the EWMA at a position
+#: is computed from this many values before it.
+_EWMA_SPAN = 400
+
+_RIVER_KINDS: dict[str, type] = {
     "kswin": drift.KSWIN,
     "ddm": drift.binary.DDM,
     "eddm": drift.binary.EDDM,
     "hddm_a": drift.binary.HDDMA,
     "hddm_w": drift.binary.HDDMW,
 }
+_OWN_KINDS: dict[str, type[ADWIN] | type[PageHinkley]] = {
+    "adwin": ADWIN,
+    "page_hinkley": PageHinkley,
+}
 
-KINDS: frozenset[str] = frozenset(_KINDS)
+KINDS: frozenset[str] = frozenset(_RIVER_KINDS) | frozenset(_OWN_KINDS)
 """Every detector kind :class:`StreamDetector` accepts."""
 
 BINARY_KINDS: frozenset[str] = frozenset({"ddm", "eddm"})
@@ -63,8 +76,31 @@ UNIT_INTERVAL_KINDS: frozenset[str] = frozenset({"hddm_a", "hddm_w"})
 """Kinds that need real values in [0, 1] (Hoeffding / McDiarmid bounds for that range)."""
 
 
+class BatchDetector(Protocol):
+    """What :class:`StreamDetector` needs of a detector: feed an array of values (no NaNs),
+    get back the indices at which it fired."""
+
+    def update_many(self, values: np.ndarray) -> list[int]: ...
+
+
+class _RiverDetector:
+    """A river detector fed value by value (the kinds without a batch implementation)."""
+
+    def __init__(self, detector: Any) -> None:
+        self.detector = detector
+
+    def update_many(self, values: np.ndarray) -> list[int]:
+        det = self.detector
+        fired: list[int] = []
+        for i, x in enumerate(values.tolist()):
+            det.update(x)
+            if det.drift_detected:
+                fired.append(i)
+        return fired
+
+
 class StreamDetector:
-    """A river drift detector fed in batches, reporting where it fired.
+    """A drift detector fed in batches, reporting where it fired.
 
     Parameters
     ----------
@@ -72,9 +108,8 @@ class StreamDetector:
         ``"adwin"``, ``"page_hinkley"``, ``"kswin"``, ``"ddm"``, ``"eddm"``, ``"hddm_a"`` or
         ``"hddm_w"`` (see the module docstring for what each accepts).
     **params
-        Passed unchanged to the river constructor (``drift.ADWIN``, ``drift.PageHinkley``,
-        ``drift.KSWIN``, ``drift.binary.DDM``, ...); keep them JSON-serialisable so
-        :meth:`snapshot` is.
+        Passed unchanged to the detector's constructor (same names and defaults as river's);
+        keep them JSON-serialisable so :meth:`snapshot` is.
 
     Attributes
     ----------
@@ -89,10 +124,7 @@ class StreamDetector:
         values up to and including the detecting one. The latter lags a change that is only a
         few values old at the firing and is noisy on 0/1 values, so it can even put a step up
         below the level before it; where the direction matters, compare the values that follow
-        the firing instead (as ``ConceptDriftMonitor`` does). ADWIN's own ``estimation`` is not
-        used: at a firing river drops only the oldest bucket(s), so the window mean just after the
-        detecting update is still dominated by pre-change data (and river clears the whole
-        window on the next update).
+        the firing instead (as ``ConceptDriftMonitor`` does).
 
     Examples
     --------
@@ -118,17 +150,21 @@ class StreamDetector:
     """
 
     def __init__(self, kind: str, **params: Any) -> None:
-        if kind not in _KINDS:
-            raise ValueError(f"unknown detector kind {kind!r}; expected one of {sorted(_KINDS)}")
+        if kind not in KINDS:
+            raise ValueError(f"unknown detector kind {kind!r}; expected one of {sorted(KINDS)}")
         self.kind: str = kind
         self.params: dict[str, Any] = dict(params)
-        self._detector: Any = _KINDS[kind](**params)
+        self._detector: ADWIN | PageHinkley | _RiverDetector
+        if kind in _OWN_KINDS:
+            self._detector = _OWN_KINDS[kind](**params)
+        else:
+            self._detector = _RiverDetector(_RIVER_KINDS[kind](**params))
         self.n_seen: int = 0
         self.n_detections: int = 0
         self.mean_before_last_detection: float | None = None
         self.mean_after_last_detection: float | None = None
-        # Mean of the values since the previous firing, and a fast EWMA of recent values.
-        self._seg_mean: float = 0.0
+        # Sum and count of the values since the previous firing, and an EWMA of recent values.
+        self._seg_sum: float = 0.0
         self._seg_n: int = 0
         self._ewma: float | None = None
 
@@ -138,8 +174,8 @@ class StreamDetector:
         Returns
         -------
         list[int]
-            Indices into ``values`` of every update after which ``drift_detected`` was true
-            (river clears the flag on the next update, so each is a separate firing).
+            Indices into ``values`` of every value after which the detector had fired (each
+            is a separate firing: the detector starts afresh after one).
 
         Raises
         ------
@@ -150,24 +186,44 @@ class StreamDetector:
         """
         v = np.asarray(values, dtype=np.float64).ravel()
         self._check_domain(v)
-        det = self._detector
-        fired: list[int] = []
-        for i, x in enumerate(v.tolist()):
-            if math.isnan(x):
-                continue
-            det.update(x)
-            self.n_seen += 1
-            self._ewma = x if self._ewma is None else self._ewma + EWMA_ALPHA * (x - self._ewma)
-            if det.drift_detected:
-                fired.append(i)
-                self.n_detections += 1
-                self.mean_before_last_detection = self._seg_mean if self._seg_n else None
-                self.mean_after_last_detection = self._ewma
-                self._seg_mean, self._seg_n = 0.0, 0
-            else:
-                self._seg_n += 1
-                self._seg_mean += (x - self._seg_mean) / self._seg_n
-        return fired
+        present = ~np.isnan(v)
+        x = v if present.all() else v[present]
+        if not len(x):
+            return []
+        fired = self._detector.update_many(x)
+        self._levels(x, fired)
+        self.n_seen += len(x)
+        self.n_detections += len(fired)
+        if len(x) == len(v):
+            return fired
+        return np.flatnonzero(present)[fired].tolist()
+
+    def _levels(self, x: np.ndarray, fired: list[int]) -> None:
+        """Track the level before and after each firing, and carry both to the next batch."""
+        csum = np.concatenate([[0.0], np.cumsum(x)])  # csum[i] = sum of x[:i]
+        prev = -1
+        for at in fired:
+            # The segment before a firing: the values since the previous one, without either.
+            seg_n = self._seg_n + at - prev - 1
+            seg_sum = self._seg_sum + float(csum[at] - csum[prev + 1])
+            self.mean_before_last_detection = seg_sum / seg_n if seg_n else None
+            self.mean_after_last_detection = self._ewma_at(x, at)
+            self._seg_sum, self._seg_n, prev = 0.0, 0, at
+        self._seg_sum += float(csum[-1] - csum[prev + 1])
+        self._seg_n += len(x) - prev - 1
+        self._ewma = self._ewma_at(x, len(x) - 1)
+
+    def _ewma_at(self, x: np.ndarray, at: int) -> float:
+        """The EWMA of the values up to and including ``x[at]``, continuing from the previous
+        batch's (the first value ever starts it)."""
+        lo = max(0, at + 1 - _EWMA_SPAN)
+        tail = x[lo : at + 1]
+        keep = 1.0 - EWMA_ALPHA
+        level = float(EWMA_ALPHA * (keep ** np.arange(len(tail) - 1, -1, -1)) @ tail)
+        if lo == 0:
+            prior = float(x[0]) if self._ewma is None else self._ewma
+            level += keep ** len(tail) * prior
+        return level
 
     def _check_domain(self, v: np.ndarray) -> None:
         if self.kind in BINARY_KINDS:
@@ -179,22 +235,17 @@ class StreamDetector:
             if bad.any():
                 raise ValueError(f"{self.kind} detectors take values in [0, 1] only")
 
-    @property
-    def segment_mean(self) -> float | None:
-        """Mean of the values fed since the last firing (or since the start), None if none."""
-        return self._seg_mean if self._seg_n else None
-
-    @property
-    def segment_length(self) -> int:
-        """How many values :attr:`segment_mean` covers."""
-        return self._seg_n
-
     def snapshot(self) -> dict[str, Any]:
-        """JSON-serialisable state; the river object is pickled and base64-encoded in ``"state"``.
-
-        Because :meth:`from_snapshot` unpickles ``"state"``, snapshots must be stored and
-        transported so that only trusted, authenticated data reaches it.
-        """
+        """JSON-serialisable state. ADWIN and Page-Hinkley state is plain data; the river
+        kinds' detector is pickled and base64-encoded in ``"state"``, so such snapshots must be
+        stored and transported so that only trusted, authenticated data reaches
+        :meth:`from_snapshot`."""
+        det = self._detector
+        state: Any
+        if isinstance(det, _RiverDetector):
+            state = base64.b64encode(pickle.dumps(det.detector)).decode("ascii")
+        else:
+            state = det.snapshot()
         return {
             "v": SNAPSHOT_VERSION,
             "kind": self.kind,
@@ -203,10 +254,10 @@ class StreamDetector:
             "n_detections": self.n_detections,
             "mean_before_last_detection": self.mean_before_last_detection,
             "mean_after_last_detection": self.mean_after_last_detection,
-            "seg_mean": self._seg_mean,
+            "seg_sum": self._seg_sum,
             "seg_n": self._seg_n,
             "ewma": self._ewma,
-            "state": base64.b64encode(pickle.dumps(self._detector)).decode("ascii"),
+            "state": state,
         }
 
     @classmethod
@@ -214,8 +265,9 @@ class StreamDetector:
         """Rebuild from :meth:`snapshot`.
 
         .. warning::
-           This calls :func:`pickle.loads` on ``d["state"]``, which can execute arbitrary code.
-           Only pass snapshots from a trusted, authenticated source (e.g. verified by HMAC).
+           For the river kinds this calls :func:`pickle.loads` on ``d["state"]``, which can
+           execute arbitrary code. Only pass snapshots from a trusted, authenticated source
+           (e.g. verified by HMAC).
 
         Raises
         ------
@@ -225,15 +277,26 @@ class StreamDetector:
         if d.get("v") != SNAPSHOT_VERSION:
             raise ValueError(f"unsupported StreamDetector snapshot version {d.get('v')!r}")
         det = cls(d["kind"], **d["params"])
-        detector = pickle.loads(base64.b64decode(d["state"]))  # trusted input only, see above
-        if not isinstance(detector, _KINDS[det.kind]):
-            raise ValueError(f"state is a {type(detector).__name__}, not a {det.kind} detector")
-        det._detector = detector
+        state = d["state"]
+        if det.kind in _OWN_KINDS:
+            if not isinstance(state, Mapping):
+                raise ValueError(f"state of a {det.kind} detector must be a mapping")
+            try:
+                det._detector = _OWN_KINDS[det.kind].from_snapshot(state)
+            except (KeyError, TypeError) as exc:
+                raise ValueError(f"state is not a {det.kind} detector's: {exc}") from exc
+        else:
+            if not isinstance(state, str):
+                raise ValueError(f"state of a {det.kind} detector must be a pickled string")
+            detector = pickle.loads(base64.b64decode(state))  # trusted input only, see above
+            if not isinstance(detector, _RIVER_KINDS[det.kind]):
+                raise ValueError(f"state is a {type(detector).__name__}, not a {det.kind} detector")
+            det._detector = _RiverDetector(detector)
         det.n_seen = int(d["n_seen"])
         det.n_detections = int(d["n_detections"])
         det.mean_before_last_detection = d["mean_before_last_detection"]
         det.mean_after_last_detection = d["mean_after_last_detection"]
-        det._seg_mean = float(d["seg_mean"])
+        det._seg_sum = float(d["seg_sum"])
         det._seg_n = int(d["seg_n"])
         det._ewma = d["ewma"]
         return det

@@ -113,7 +113,7 @@ def test_snapshot_round_trip_mid_stream(kind: str, params: dict[str, int]) -> No
     orig = StreamDetector(kind, **params)
     orig.update_many(x[:split])
     snap = json.loads(json.dumps(orig.snapshot()))
-    assert snap["v"] == 1 and snap["kind"] == kind
+    assert snap["v"] == 2 and snap["kind"] == kind
     restored = StreamDetector.from_snapshot(snap)
     assert (restored.n_seen, restored.n_detections) == (orig.n_seen, orig.n_detections)
     rest_orig = orig.update_many(x[split:])
@@ -128,10 +128,26 @@ def test_snapshot_round_trip_mid_stream(kind: str, params: dict[str, int]) -> No
 def test_snapshot_refuses_unknown_version_and_wrong_state() -> None:
     snap = StreamDetector("adwin").snapshot()
     with pytest.raises(ValueError):
-        StreamDetector.from_snapshot({**snap, "v": 2})
+        StreamDetector.from_snapshot({**snap, "v": 1})
     ph_state = StreamDetector("page_hinkley").snapshot()["state"]
     with pytest.raises(ValueError):
         StreamDetector.from_snapshot({**snap, "state": ph_state})
+    kswin = StreamDetector("kswin").snapshot()
+    with pytest.raises(ValueError):
+        StreamDetector.from_snapshot({**kswin, "state": snap["state"]})
+    ddm_state = StreamDetector("ddm").snapshot()["state"]
+    with pytest.raises(ValueError):
+        StreamDetector.from_snapshot({**kswin, "state": ddm_state})
+
+
+def test_own_kinds_snapshot_is_plain_data() -> None:
+    """ADWIN and Page-Hinkley snapshots hold no pickle: numbers and lists only."""
+    for kind in ("adwin", "page_hinkley"):
+        det = StreamDetector(kind)
+        det.update_many(_shift_stream())
+        state = det.snapshot()["state"]
+        assert isinstance(state, dict)
+        assert json.loads(json.dumps(state)) == state
 
 
 def test_debouncer_merges_close_firings() -> None:

@@ -32,9 +32,10 @@ import pytest
 
 from stream_monitor.alerts.observation import Observation
 from stream_monitor.config import MonitorConfig
+from stream_monitor.events.outputs import PREDICTION_LABEL, PREDICTION_SCORE
 from stream_monitor.events.schema import PredictionEvent, ScoredPrediction
 from stream_monitor.monitor.feature import CategoricalFeature, NumericFeature
-from stream_monitor.monitor.model import JOINT, PREDICTION_LABEL, PREDICTION_SCORE, ModelMonitor
+from stream_monitor.monitor.model import JOINT, ModelMonitor
 from stream_monitor.reference.profile import CategoricalProfile, NumericProfile, build_profile
 from stream_monitor.stats.calibrate import calibrate, calibration_size
 

@@ -276,6 +276,19 @@ BATCH_SIZES = (5000, 500, 7, 1)
 PREFIX = 8000
 
 
+def _rounded(x: Any) -> Any:
+    """``x`` with every float rounded to 12 significant digits: the change detectors sum a
+    batch with array operations, so the last bits of their running sums (never their firings)
+    depend on where batches were cut."""
+    if isinstance(x, float):
+        return float(f"{x:.12g}")
+    if isinstance(x, dict):
+        return {k: _rounded(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_rounded(v) for v in x]
+    return x
+
+
 def test_batch_size_invariance_of_window_signals(cat_missing_stream: Stream) -> None:
     """Alerts and the whole final state do not depend on how the stream is cut into batches
     (the signals here are the windowed PSI and missing ratio)."""
@@ -283,7 +296,7 @@ def test_batch_size_invariance_of_window_signals(cat_missing_stream: Stream) -> 
     baseline_state: bytes | None = None
     for batch in BATCH_SIZES:
         st, alerts = _run(CFG, cat_missing_stream.events[:PREFIX], batch)
-        state = orjson.dumps(st.snapshot())
+        state = orjson.dumps(_rounded(st.snapshot()))
         if baseline_alerts is None:
             baseline_alerts, baseline_state = alerts, state
             assert len(alerts) == 2

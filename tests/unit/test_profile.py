@@ -18,7 +18,6 @@ import pytest
 
 from stream_monitor.cli import main
 from stream_monitor.errors import ConfigError
-from stream_monitor.monitor.feature import PIT_POINTS
 from stream_monitor.reference import (
     CategoricalProfile,
     NumericProfile,
@@ -30,6 +29,7 @@ from stream_monitor.reference import (
     profile_file,
     read_rows,
 )
+from stream_monitor.stats.pit import PIT_POINTS
 
 N = 3000
 OPTS: dict[str, Any] = {

@@ -24,11 +24,12 @@ from sklearn.metrics import accuracy_score, mean_absolute_error, r2_score
 
 from stream_monitor.alerts.observation import Observation
 from stream_monitor.config import MonitorConfig
+from stream_monitor.events.outputs import PREDICTION_LABEL, PREDICTION_SCORE
 from stream_monitor.events.schema import LabelEvent, PredictionEvent, ScoredPrediction
 from stream_monitor.metrics.collector import StateCollector
 from stream_monitor.monitor.feature import CategoricalFeature, NumericFeature
 from stream_monitor.monitor.join import PendingPrediction
-from stream_monitor.monitor.model import PREDICTION_LABEL, PREDICTION_SCORE, ModelMonitor
+from stream_monitor.monitor.model import ModelMonitor
 from stream_monitor.monitor.partition import PartitionState
 from stream_monitor.monitor.versions import null_shape
 from stream_monitor.stats.calibrate import calibrate, calibration_size

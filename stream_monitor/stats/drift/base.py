@@ -1,0 +1,72 @@
+"""What every batch detector shares: feeding many streams, firing by firing."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol, TypeVar
+
+import numpy as np
+
+__all__ = ["SHORT", "BatchDetector", "feed_streams"]
+
+#: Batches up to this long are fed value by value: below it, the array pass costs more than a
+#: plain loop (the per-window detectors see one value per call).
+SHORT = 8
+
+
+class BatchDetector(Protocol):
+    """The interface of every detector in this package."""
+
+    drift_detected: bool
+
+    @property
+    def params(self) -> dict[str, Any]: ...
+
+    def _reset(self) -> None: ...
+
+    def update_many(self, values: np.ndarray) -> list[int]: ...
+
+    def snapshot(self) -> dict[str, Any]: ...
+
+
+D = TypeVar("D", bound=BatchDetector)
+
+
+def feed_streams(
+    detectors: Sequence[D],
+    batches: Sequence[np.ndarray],
+    first_firings: Callable[[list[D], list[np.ndarray]], list[int]],
+) -> list[list[int]]:
+    """Feed ``batches[i]`` to ``detectors[i]``; return each stream's firing indices.
+
+    ``first_firings(dets, xs)`` advances each detector over its values up to and including its
+    first firing (or to the end) and returns that index per stream (-1: none); it sees
+    detectors of equal parameters only. A detector that fired starts afresh with the next value,
+    as river's detectors do, so a stream that fired goes round again with the rest of its batch.
+    """
+    fired: list[list[int]] = [[] for _ in detectors]
+    groups: dict[tuple[Any, ...], list[int]] = {}
+    for i, det in enumerate(detectors):
+        groups.setdefault((type(det), *det.params.values()), []).append(i)
+    for members in groups.values():
+        dets = [detectors[i] for i in members]
+        xs = [np.asarray(batches[i], dtype=np.float64).ravel() for i in members]
+        start = [0] * len(dets)
+        active = [i for i, x in enumerate(xs) if len(x)]
+        while active:
+            for i in active:
+                if dets[i].drift_detected:
+                    dets[i]._reset()
+                    dets[i].drift_detected = False
+            hits = first_firings([dets[i] for i in active], [xs[i][start[i] :] for i in active])
+            again = []
+            for i, at in zip(active, hits, strict=True):
+                if at < 0:
+                    continue
+                fired[members[i]].append(start[i] + at)
+                dets[i].drift_detected = True
+                start[i] += at + 1
+                if start[i] < len(xs[i]):
+                    again.append(i)
+            active = again
+    return fired
