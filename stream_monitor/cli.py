@@ -8,6 +8,8 @@ import argparse
 import logging
 import os
 import signal
+import socket
+import subprocess
 import sys
 import threading
 import time
@@ -58,10 +60,88 @@ def cmd_run(args: argparse.Namespace) -> int:
             update={"checkpoint": cfg.checkpoint.model_copy(update={"hmac_key": secret})}
         )
         cfg = type(cfg).model_validate(cfg.model_dump())
+    if args.processes > 1:
+        return _run_members(args, cfg.instance_id or socket.gethostname(), cfg.metrics_port)
     app = Application(cfg)
     _install_stop(app.stop)
     app.run()
     return 0
+
+
+def _member_argv(args: argparse.Namespace, instance_id: str, metrics_port: int) -> list[str]:
+    """The command line of one member: this ``run`` with one process, its own id and port.
+
+    >>> a = build_parser().parse_args(["run", "--config", "m.toml", "--processes", "2"])
+    >>> _member_argv(a, "h-1", 9109)[5:]
+    ['run', '--instance-id', 'h-1', '--metrics-port', '9109', '--config', 'm.toml']
+    """
+    argv = [sys.executable, "-m", "stream_monitor", "--log-level", args.log_level, "run"]
+    argv += ["--instance-id", instance_id, "--metrics-port", str(metrics_port)]
+    for flag, value in (
+        ("--config", args.config),
+        ("--bootstrap-servers", args.bootstrap_servers),
+        ("--group-id", args.group_id),
+        ("--processing-guarantee", args.processing_guarantee),
+    ):
+        if value is not None:
+            argv += [flag, value]
+    return argv
+
+
+def _run_members(args: argparse.Namespace, base_id: str, base_port: int) -> int:
+    """``run --processes N``: N child processes, each an ordinary member of the consumer group.
+
+    Member ``i`` runs as instance ``<base_id>-<i>`` (its own transactional id under
+    exactly-once) with metrics on ``base_port + i`` (each on an ephemeral port when the base
+    is 0). SIGTERM and SIGINT are forwarded to the members; the parent waits for all of them.
+    A member that fails stops the others. Exit status 1 if any member failed, else 0.
+    """
+    n = args.processes
+    if base_port and base_port + n - 1 > 65535:
+        raise ConfigError(f"metrics ports {base_port}..{base_port + n - 1} exceed 65535")
+    members: list[subprocess.Popen[bytes]] = []
+    stopping: list[int] = []
+
+    def stop(signum: int) -> None:
+        stopping.append(signum)
+        for m in members:
+            if m.poll() is None:
+                m.send_signal(signum)
+
+    def forward(signum: int, _frame: Any) -> None:
+        log.info("signal %s received, stopping the members", signal.Signals(signum).name)
+        stop(signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    try:
+        for i in range(n):
+            if stopping:
+                break
+            port = base_port + i if base_port else 0
+            members.append(subprocess.Popen(_member_argv(args, f"{base_id}-{i}", port)))
+            log.info("member %d started: instance=%s-%d pid=%d", i, base_id, i, members[-1].pid)
+    except BaseException:
+        stop(signal.SIGTERM)  # no orphans when a member cannot be started
+        raise
+    failed = False
+    running = dict(enumerate(members))
+    while running:
+        for i, m in list(running.items()):
+            rc = m.poll()
+            if rc is None:
+                continue
+            del running[i]
+            # A member stopped by the forwarded signal before it installed its handler counts
+            # as stopped, not failed.
+            ok = rc == 0 or (bool(stopping) and -rc in (signal.SIGTERM, signal.SIGINT))
+            log.log(logging.INFO if ok else logging.ERROR, "member %d exited with %d", i, rc)
+            if not ok:
+                failed = True
+                if not stopping:  # fail as a whole: a supervisor restarts every member
+                    stop(signal.SIGTERM)
+        time.sleep(0.2)
+    return 1 if failed else 0
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
@@ -332,6 +412,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--processing-guarantee", choices=["exactly_once", "at_least_once"], default=None
+    )
+    run.add_argument(
+        "--processes",
+        type=_positive_int,
+        default=1,
+        help="members of the consumer group to run on this host, as child processes: member "
+        "i is instance <instance-id>-i with metrics on <metrics-port>+i (default 1: this process)",
     )
     run.set_defaults(func=cmd_run)
 

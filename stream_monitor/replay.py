@@ -25,9 +25,13 @@ Two inputs:
   per partition, with the live monitor's label alignment.
 
 Observations are collected through ``PartitionState.observer`` into bounded series
-(:class:`SeriesRecorder`: at most ``cap`` points each, by decimation) for the HTML report
-(:mod:`stream_monitor.report`); incidents (firing -> resolved) are rebuilt from the alert
-events with the peak value of their signal (:class:`IncidentLog`). See docs/backtest.md.
+(:class:`~stream_monitor.replay_model.SeriesRecorder`: at most ``cap`` points each, by
+decimation) for the HTML report (:mod:`stream_monitor.report`); incidents (firing -> resolved)
+are rebuilt from the alert events with the peak value of their signal
+(:class:`~stream_monitor.replay_model.IncidentLog`). Those, the pipeline state
+(:class:`~stream_monitor.replay_model.Replay`) and the result live in
+:mod:`stream_monitor.replay_model`, which the report reads; their names are re-exported here.
+See docs/backtest.md.
 """
 
 from __future__ import annotations
@@ -43,22 +47,32 @@ import sys
 import time
 import uuid
 import zlib
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Literal
 
 import orjson
 
-from stream_monitor.alerts.observation import Observation
 from stream_monitor.config import MonitorConfig
 from stream_monitor.errors import ConfigError, StreamMonitorError, TopicsNotReady
-from stream_monitor.events.decode import DeadLetter, decode_record
 from stream_monitor.events.schema import AlertEvent, LabelEvent, PredictionEvent
 from stream_monitor.kafka.records import RawRecord
-from stream_monitor.monitor.partition import PartitionState
 from stream_monitor.reference import load_profiles
+from stream_monitor.replay_model import (
+    DEFAULT_SERIES_CAP,
+    Incident,
+    IncidentLog,
+    Kind,
+    Replay,
+    ReplayResult,
+    Scope,
+    Series,
+    SeriesKey,
+    SeriesRecorder,
+)
+from stream_monitor.report import render_report
 
 __all__ = [
     "DEFAULT_BATCH_SIZE",
@@ -87,17 +101,10 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 DEFAULT_BATCH_SIZE = 5000
-#: Points kept per observation series (model, kind, feature, segment, signal).
-DEFAULT_SERIES_CAP = 2000
 #: A topic replay that receives nothing for this long while records remain is an error.
 IDLE_TIMEOUT_SECONDS = 60.0
 
-Kind = Literal["prediction", "label"]
 Partitioner = Literal["murmur2", "consistent"]
-#: (model_id, kind, feature, segment, signal)
-SeriesKey = tuple[str, str, str | None, str | None, str]
-#: (model_id, kind, feature, segment): the series of one feature (or model-level signals).
-Scope = tuple[str, str, str | None, str | None]
 
 
 class ReplayError(StreamMonitorError):
@@ -186,301 +193,6 @@ def parse_position(text: str) -> Position:
             "(e.g. 2026-11-01T00:00:00Z)"
         )
     return Position("time", round(when.timestamp() * 1000))
-
-
-# --- observations -------------------------------------------------------------------------------
-@dataclass(slots=True)
-class Series:
-    """One signal's observations over event time, decimated to at most ``cap`` points.
-
-    Every ``stride``-th observation is kept, and ``stride`` doubles whenever the series is
-    full (older points are thinned to match), so the points stay spread over the whole
-    replay. Breached observations are kept besides; only if they alone would fill more than
-    half the series (a signal breached for most of the replay) are they thinned the same way.
-    Counts, maxima and the time span are exact whatever was dropped.
-    """
-
-    key: SeriesKey
-    cap: int = DEFAULT_SERIES_CAP
-    stride: int = 1
-    breach_stride: int = 1
-    #: Observations and breached observations seen.
-    n: int = 0
-    n_breached: int = 0
-    #: Kept points: (index, breach index or -1, observed_at, value, threshold).
-    points: list[tuple[int, int, float, float, float]] = field(default_factory=list)
-    first_at: float = math.inf
-    last_at: float = -math.inf
-    max_value: float = -math.inf
-    #: Largest value / threshold and threshold / value (the signal's direction picks one).
-    max_up: float = -math.inf
-    max_down: float = -math.inf
-    #: +1 when larger values are worse, -1 when smaller are, 0 while unknown.
-    direction: int = 0
-
-    def add(self, o: Observation) -> None:
-        i = self.n
-        self.n += 1
-        v, thr, t = float(o.value), float(o.threshold), float(o.observed_at)
-        self.first_at = min(self.first_at, t)
-        self.last_at = max(self.last_at, t)
-        if math.isfinite(v):
-            self.max_value = max(self.max_value, v)
-            if thr > 0:
-                self.max_up = max(self.max_up, v / thr)
-                if v > 0:
-                    self.max_down = max(self.max_down, thr / v)
-        if v != thr and (o.breached or (o.cleared and self.direction == 0)):
-            # A breach says which side is bad; a cleared value sits on the good side.
-            up = v > thr
-            self.direction = (1 if up else -1) if o.breached else (-1 if up else 1)
-        if o.breached:
-            b = self.n_breached
-            self.n_breached += 1
-            if b % self.breach_stride == 0:
-                self.points.append((i, b, t, v, thr))
-        elif i % self.stride == 0:
-            self.points.append((i, -1, t, v, thr))
-        if len(self.points) > self.cap:
-            self._thin()
-
-    def _thin(self) -> None:
-        while len(self.points) > self.cap:
-            breached = sum(1 for p in self.points if p[1] >= 0)
-            if breached > self.cap // 2:
-                self.breach_stride *= 2
-                s = self.breach_stride
-                self.points = [p for p in self.points if p[1] < 0 or p[1] % s == 0]
-            else:
-                self.stride *= 2
-                s = self.stride
-                self.points = [p for p in self.points if p[1] >= 0 or p[0] % s == 0]
-
-    @property
-    def ratio(self) -> float:
-        """How close the signal came to (or how far past) its threshold at worst: 1 = at it."""
-        r = self.max_down if self.direction < 0 else self.max_up
-        return r if math.isfinite(r) else 0.0
-
-
-class SeriesRecorder:
-    """The observer set on every replayed ``PartitionState``: bounded series per signal.
-
-    It also buffers the observations of the current ``process`` call, for :class:`IncidentLog`.
-
-    >>> rec = SeriesRecorder(cap=8)
-    >>> for i in range(1000):
-    ...     rec(Observation("m", "data_drift", "x", "psi", i % 7 / 10, 0.25, i % 7 > 2,
-    ...                     i % 7 < 2, float(i)))
-    >>> s = rec.series[("m", "data_drift", "x", None, "psi")]
-    >>> s.n, len(s.points) <= 8, s.max_value, s.direction
-    (1000, True, 0.6, 1)
-    """
-
-    def __init__(self, cap: int = DEFAULT_SERIES_CAP) -> None:
-        if cap < 4:
-            raise ValueError(f"cap must be >= 4, got {cap}")
-        self.cap = cap
-        self.series: dict[SeriesKey, Series] = {}
-        self._batch: list[Observation] = []
-
-    def __call__(self, o: Observation) -> None:
-        key: SeriesKey = (o.model_id, o.kind, o.feature, o.segment, o.signal)
-        s = self.series.get(key)
-        if s is None:
-            s = self.series[key] = Series(key, self.cap)
-        s.add(o)
-        self._batch.append(o)
-
-    def take_batch(self) -> list[Observation]:
-        out, self._batch = self._batch, []
-        return out
-
-
-@dataclass(slots=True)
-class Incident:
-    """One incident as its alert events tell it: firing, then resolved (or still firing)."""
-
-    dedup_key: str
-    model_id: str
-    kind: str
-    segment: str | None
-    severity: str
-    #: The feature and signal of the firing transition, and the largest value that signal
-    #: took while the incident was open.
-    feature: str | None
-    signal: str
-    threshold: float
-    started_at: float
-    peak: float
-    resolved_at: float | None = None
-    #: Features the alert events named for the incident (its own, its signals' and its top
-    #: features); None stands for model-level signals.
-    features: set[str | None] = field(default_factory=set)
-
-    @property
-    def scopes(self) -> set[Scope]:
-        """(model, kind, feature, segment) of the series that belong to this incident: every
-        signal of every feature it named."""
-        return {(self.model_id, self.kind, f, self.segment) for f in self.features}
-
-
-def _features(a: AlertEvent) -> set[str | None]:
-    out: set[str | None] = {a.feature}
-    for s in getattr(a, "signals", None) or ():
-        out.add(s.feature)
-    out.update(getattr(a, "top_features", None) or ())
-    return out
-
-
-class IncidentLog:
-    """Rebuilds incidents (by dedup key) from alert events, with the peak of the firing signal.
-
-    ``feed`` takes one ``PartitionState.process`` call's observations (in the order the alert
-    tracker judged them) and the alert events it returned; each event is matched to the
-    observation of its signal at its event time, so the peak covers the observations between
-    firing and resolving. An event that matches no observation is applied after the call's
-    observations.
-    """
-
-    def __init__(self) -> None:
-        self.incidents: list[Incident] = []
-        self.open: dict[str, Incident] = {}
-        #: Open incidents by the series of their firing signal, for the peaks.
-        self._peaks: dict[SeriesKey, Incident] = {}
-
-    def feed(self, observations: Sequence[Observation], alerts: Sequence[AlertEvent]) -> None:
-        pending: dict[SeriesKey, deque[AlertEvent]] = {}
-        for a in alerts:
-            k: SeriesKey = (a.model_id, a.kind, a.feature, a.segment, a.signal)
-            pending.setdefault(k, deque()).append(a)
-        for o in observations:
-            key: SeriesKey = (o.model_id, o.kind, o.feature, o.segment, o.signal)
-            q = pending.get(key) if pending else None
-            if q and q[0].observed_at == o.observed_at:
-                self._apply(q.popleft())
-                continue
-            inc = self._peaks.get(key)
-            if inc is not None and math.isfinite(o.value):
-                inc.peak = max(inc.peak, o.value)
-        for q in pending.values():
-            for a in q:
-                self._apply(a)
-
-    def _apply(self, a: AlertEvent) -> None:
-        if a.status == "firing":
-            old = self.open.pop(a.dedup_key, None)
-            if old is not None:  # firing twice without resolving: close the first here
-                old.resolved_at = a.observed_at
-                self._forget(old)
-            inc = Incident(
-                dedup_key=a.dedup_key,
-                model_id=a.model_id,
-                kind=a.kind,
-                segment=a.segment,
-                severity=a.severity,
-                feature=a.feature,
-                signal=a.signal,
-                threshold=a.threshold,
-                started_at=a.started_at,
-                peak=a.value,
-                features=_features(a),
-            )
-            self.incidents.append(inc)
-            self.open[a.dedup_key] = inc
-            self._peaks[(a.model_id, a.kind, a.feature, a.segment, a.signal)] = inc
-        else:
-            done = self.open.pop(a.dedup_key, None)
-            if done is not None:
-                done.resolved_at = a.observed_at
-                done.features |= _features(a)
-                self._forget(done)
-
-    def _forget(self, inc: Incident) -> None:
-        key = (inc.model_id, inc.kind, inc.feature, inc.segment, inc.signal)
-        if self._peaks.get(key) is inc:
-            del self._peaks[key]
-
-
-# --- the pipeline -------------------------------------------------------------------------------
-class Replay:
-    """Partition states, counters and outputs of one replay (no I/O of its own).
-
-    ``process`` is ``Application.process_batch`` without Kafka: per partition number, the
-    batch's predictions then its labels go through ``PartitionState.process``.
-    """
-
-    def __init__(
-        self,
-        cfg: MonitorConfig,
-        *,
-        profiles: Mapping[Any, Any] | None = None,
-        series_cap: int = DEFAULT_SERIES_CAP,
-        on_alert: Callable[[AlertEvent], None] | None = None,
-    ) -> None:
-        self.cfg = cfg
-        #: Reference profiles, read as ``Application`` reads them (ConfigError).
-        self.profiles = load_profiles(cfg.references) if profiles is None else profiles
-        self.states: dict[int, PartitionState] = {}
-        self.recorder = SeriesRecorder(series_cap)
-        self.incidents = IncidentLog()
-        self.alerts: list[AlertEvent] = []
-        self.on_alert = on_alert
-        self.predictions = 0
-        self.labels = 0
-        #: Records that did not decode, by (kind, reason).
-        self.invalid: Counter[tuple[str, str]] = Counter()
-        self.first_event_at = math.inf
-        self.last_event_at = -math.inf
-
-    @property
-    def events(self) -> int:
-        return self.predictions + self.labels + sum(self.invalid.values())
-
-    def state(self, partition: int) -> PartitionState:
-        st = self.states.get(partition)
-        if st is None:
-            st = self.states[partition] = PartitionState(partition, self.cfg, self.profiles)
-            st.observer = self.recorder
-        return st
-
-    def decode(self, rec: RawRecord | Any, kind: Kind) -> PredictionEvent | LabelEvent | None:
-        """Decode one record like the Application; count it; None when invalid."""
-        ev = decode_record(rec, kind=kind, max_bytes=self.cfg.limits.max_event_bytes)
-        if isinstance(ev, DeadLetter):
-            self.invalid[(kind, ev.reason)] += 1
-            return None
-        if kind == "prediction":
-            self.predictions += 1
-        else:
-            self.labels += 1
-        t = ev.timestamp
-        if t < self.first_event_at:
-            self.first_event_at = t
-        if t > self.last_event_at:
-            self.last_event_at = t
-        return ev
-
-    def process(
-        self,
-        predictions: Mapping[int, Sequence[PredictionEvent]],
-        labels: Mapping[int, Sequence[LabelEvent]],
-    ) -> list[AlertEvent]:
-        out: list[AlertEvent] = []
-        for part in sorted(predictions.keys() | labels.keys()):
-            alerts = self.state(part).process(predictions.get(part, ()), labels.get(part, ()))
-            self.incidents.feed(self.recorder.take_batch(), alerts)
-            out.extend(alerts)
-        self.alerts.extend(out)
-        if self.on_alert is not None:
-            for a in out:
-                self.on_alert(a)
-        return out
-
-    @property
-    def events_refused(self) -> int:
-        """Predictions of models over ``limits.max_models_per_partition``, not monitored."""
-        return sum(st.events_refused for st in self.states.values())
 
 
 # --- progress -----------------------------------------------------------------------------------
@@ -855,55 +567,6 @@ def _align(
             paused.discard(p)
 
 
-# --- results ------------------------------------------------------------------------------------
-@dataclass
-class ReplayResult:
-    """What a replay read and produced, for the summary and the report."""
-
-    config_path: str | None
-    input: str
-    replay: Replay
-    wall_seconds: float
-    out_dir: Path | None = None
-    #: Per topic and partition, the (start, end) offsets of a topic replay.
-    offsets: dict[str, dict[int, tuple[int, int]]] | None = None
-
-    @property
-    def alerts(self) -> list[AlertEvent]:
-        return self.replay.alerts
-
-    @property
-    def incidents(self) -> list[Incident]:
-        return self.replay.incidents.incidents
-
-    @property
-    def events(self) -> int:
-        return self.replay.events
-
-    @property
-    def events_per_second(self) -> float:
-        return self.events / self.wall_seconds if self.wall_seconds > 0 else 0.0
-
-    def pages(self) -> list[AlertEvent]:
-        """The alert events that would have paged: firing, severity critical."""
-        return [a for a in self.alerts if a.status == "firing" and a.severity == "critical"]
-
-    def pages_per_day(self) -> dict[str, int]:
-        """Pages per UTC day of their event time."""
-        days: Counter[str] = Counter(_day(a.observed_at) for a in self.pages())
-        return dict(sorted(days.items()))
-
-    def invalid_by_reason(self) -> dict[str, int]:
-        c: Counter[str] = Counter()
-        for (_kind, reason), k in self.replay.invalid.items():
-            c[reason] += k
-        return dict(c.most_common())
-
-
-def _day(t: float) -> str:
-    return dt.datetime.fromtimestamp(t, dt.UTC).strftime("%Y-%m-%d")
-
-
 def format_time(t: float) -> str:
     """Unix seconds as an RFC 3339 UTC time (to the second), or "-"."""
     if not math.isfinite(t):
@@ -1000,8 +663,6 @@ def run_replay(
     config's ``batch_size`` (the live monitor's) for topics. Raises ConfigError (bad profiles,
     topics), OSError (files) or ReplayError.
     """
-    from stream_monitor.report import render_report
-
     if (predictions is None) == (not from_kafka):
         raise ValueError("give either predictions (files) or from_kafka, not both")
     if predictions is not None:

@@ -18,10 +18,8 @@ import html
 import math
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from stream_monitor.replay import Incident, ReplayResult, Scope, Series
+from stream_monitor.replay_model import Incident, ReplayResult, Scope, Series
 
 __all__ = ["MAX_INCIDENT_ROWS", "MAX_INCIDENT_SERIES", "MAX_OTHER_SERIES", "render_report"]
 
