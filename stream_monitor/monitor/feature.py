@@ -18,8 +18,8 @@ Page-Hinkley on PIT-standardised values) that see every value in arrival order.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -53,6 +53,7 @@ __all__ = [
     "feature_from_snapshot",
     "pit_standardise",
     "run_detectors",
+    "window_statistics",
 ]
 
 SNAPSHOT_VERSION = 2
@@ -129,13 +130,13 @@ class FeatureMonitor:
         return self.quality_ratios.get("missing_ratio")
 
     # --- phases -------------------------------------------------------------------------------
-    def observe_reference(self, column: list[Any]) -> None:
+    def observe_reference(self, column: Sequence[Any]) -> None:
         raise NotImplementedError
 
     def freeze(self, ring_size: int) -> None:
         raise NotImplementedError
 
-    def ingest(self, column: list[Any], slots: np.ndarray) -> None:
+    def ingest(self, column: Sequence[Any], slots: np.ndarray) -> None:
         """Bin one segment of values into the ring slots the clock assigned (-1: late), and
         leave each row's bin in :attr:`last_bins`."""
         raise NotImplementedError
@@ -176,9 +177,17 @@ class FeatureMonitor:
 
     # --- windows ------------------------------------------------------------------------------
     def close(
-        self, closure: Closure, model_id: str, observed_at: float, model_version: str | None
+        self,
+        closure: Closure,
+        model_id: str,
+        observed_at: float,
+        model_version: str | None,
+        statistics: Mapping[str, float] | None = None,
     ) -> list[Observation]:
-        """Judge the window ``closure`` describes, then release the panes it frees."""
+        """Judge the window ``closure`` describes, then release the panes it frees.
+
+        ``statistics``: the window's statistics when the caller computed them already for
+        many features at once (see :func:`window_statistics`)."""
         obs: list[Observation] = []
         self.drifting = False
         if closure.window_slots:
@@ -205,8 +214,9 @@ class FeatureMonitor:
                 )
 
             if win.sum() > 0 and self.ref_counts is not None:
-                ref, n_ref = self._reference_for(closure)
-                self._judge_statistics(ref, n_ref, win, o, slots)
+                ref, n_ref, rolling = self._reference_for(closure)
+                self.rolling_windows += rolling
+                self._judge_statistics(ref, n_ref, win, o, slots, statistics)
             if q[EVENTS] > 0:
                 self._judge_quality(q, o)
             self.windows_closed += 1
@@ -219,23 +229,44 @@ class FeatureMonitor:
     def _release(self, slot: int) -> None:
         """Zero a subclass's own per-slot state."""
 
-    def _reference_for(self, closure: Closure) -> tuple[np.ndarray, int]:
+    def _reference_for(self, closure: Closure) -> tuple[np.ndarray, int, bool]:
+        """The counts a window is compared with, their total, and whether they are the
+        rolling reference (an earlier window) rather than the fixed one."""
         assert self.ref_counts is not None
         if closure.reference_slots:
             rc = self.counts[list(closure.reference_slots)].sum(axis=0)
             if rc.sum() >= self.cfg.reference.min_events:
-                self.rolling_windows += 1
-                return rc, int(rc.sum())
-        return self.ref_counts, int(self.ref_counts.sum())
+                return rc, int(rc.sum()), True
+        return self.ref_counts, int(self.ref_counts.sum()), False
+
+    def window_inputs(self, closure: Closure) -> WindowInputs | None:
+        """What the window's statistics are computed from, or None when there are none."""
+        if not closure.window_slots or self.ref_counts is None:
+            return None
+        win = self.counts[list(closure.window_slots)].sum(axis=0)
+        if win.sum() <= 0:
+            return None
+        ref, _, _ = self._reference_for(closure)
+        points, scale = self._wasserstein_points()
+        names = tuple(s for s in self.cfg.statistics if self._applies(s, points))
+        return WindowInputs(ref, win, names, points, scale)
 
     def _judge_statistics(
-        self, ref: np.ndarray, n_ref: int, win: np.ndarray, o: Any, slots: list[int]
+        self,
+        ref: np.ndarray,
+        n_ref: int,
+        win: np.ndarray,
+        o: Any,
+        slots: list[int],
+        statistics: Mapping[str, float] | None = None,
     ) -> None:
         cfg = self.cfg
         points, scale = self._wasserstein_points()
-        names = [s for s in cfg.statistics if self._applies(s, points)]
-        values = batch_statistics(ref, win[None, :], names, points=points, scale=scale)
-        self.scores = {k: float(v[0]) for k, v in values.items() if math.isfinite(v[0])}
+        if statistics is None:
+            names = [s for s in cfg.statistics if self._applies(s, points)]
+            values = batch_statistics(ref, win[None, :], names, points=points, scale=scale)
+            statistics = {k: float(v[0]) for k, v in values.items()}
+        self.scores = {k: v for k, v in statistics.items() if math.isfinite(v)}
         n_win = int(win.sum())
         calib = self._calibrate(n_ref, n_win, points, scale)
         th = cfg.thresholds
@@ -405,32 +436,44 @@ class FeatureMonitor:
 
 
 def _numeric_column(
-    column: list[Any],
+    column: Sequence[Any],
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Floats with NaN where no usable number is; and boolean masks of the missing values
     (null, absent, NaN, inf), of the absent fields, and of wrongly typed values."""
     n = len(column)
-    out = np.full(n, np.nan)
-    missing = np.zeros(n, dtype=bool)
-    absent = np.zeros(n, dtype=bool)
-    bad = np.zeros(n, dtype=bool)
-    for i, v in enumerate(column):
-        t = type(v)
-        if t is float or t is int:
-            out[i] = v
-        elif v is None:
-            missing[i] = True
-        elif v is ABSENT:
-            missing[i] = True
-            absent[i] = True
-        else:
-            bad[i] = True
+    if _NUMBERS.issuperset(map(type, column)):
+        # Only ints and floats (the usual case): one conversion, no loop in Python.
+        out = np.array(column, dtype=np.float64)
+        missing = np.zeros(n, dtype=bool)
+        absent = np.zeros(n, dtype=bool)
+        bad = np.zeros(n, dtype=bool)
+    else:
+        out = np.full(n, np.nan)
+        missing = np.zeros(n, dtype=bool)
+        absent = np.zeros(n, dtype=bool)
+        bad = np.zeros(n, dtype=bool)
+        for i, v in enumerate(column):
+            t = type(v)
+            if t is float or t is int:
+                out[i] = v
+            elif v is None:
+                missing[i] = True
+            elif v is ABSENT:
+                missing[i] = True
+                absent[i] = True
+            else:
+                bad[i] = True
     # NaN or inf sent as numbers count as missing too.
     nonfinite = ~np.isfinite(out) & ~missing & ~bad
     if nonfinite.any():
         out[nonfinite] = np.nan
         missing |= nonfinite
     return out, missing, absent, bad
+
+
+#: The Python types a numeric column holds when nothing is missing or mistyped (bool is not
+#: among them: ``True`` sent for a number is a type error).
+_NUMBERS = frozenset({float, int})
 
 
 _UNIFORM_STD = math.sqrt(1.0 / 12.0)
@@ -527,7 +570,7 @@ class NumericFeature(FeatureMonitor):
         return ["statistic", "mean"]
 
     def _feed(
-        self, column: list[Any]
+        self, column: Sequence[Any]
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Parse a column; return the values, the missing, absent and wrongly-typed masks, and
         the PIT scores (NaN where no value). The present scores wait in :attr:`pending_z` for
@@ -579,7 +622,7 @@ class NumericFeature(FeatureMonitor):
         for name, ats in accepted.items():
             self.last_firing[name] = ats[-1]
 
-    def observe_reference(self, column: list[Any]) -> None:
+    def observe_reference(self, column: Sequence[Any]) -> None:
         values, missing, absent, bad, _ = self._feed(column)
         self.ref_n += len(column)
         self.ref_missing += int(np.count_nonzero(missing))
@@ -644,7 +687,7 @@ class NumericFeature(FeatureMonitor):
         f._alloc_numeric(ring_size)
         return f
 
-    def ingest(self, column: list[Any], slots: np.ndarray) -> None:
+    def ingest(self, column: Sequence[Any], slots: np.ndarray) -> None:
         values, missing, absent, bad, z = self._feed(column)
         self.last_u = z * _UNIFORM_STD + 0.5
         ok = slots >= 0
@@ -681,7 +724,12 @@ class NumericFeature(FeatureMonitor):
         self.value_sums[slot] = 0.0
 
     def close(
-        self, closure: Closure, model_id: str, observed_at: float, model_version: str | None
+        self,
+        closure: Closure,
+        model_id: str,
+        observed_at: float,
+        model_version: str | None,
+        statistics: Mapping[str, float] | None = None,
     ) -> list[Observation]:
         """As :meth:`FeatureMonitor.close`, plus the window's ``mean`` against the reference
         mean: judged by no monitor threshold, only by the rules that name it."""
@@ -691,7 +739,7 @@ class NumericFeature(FeatureMonitor):
             if n > 0:
                 # 12 significant digits: the sum's last bits depend on how batches were cut.
                 mean = float(f"{total / n:.12g}")
-        obs = super().close(closure, model_id, observed_at, model_version)
+        obs = super().close(closure, model_id, observed_at, model_version, statistics)
         if mean is not None:
             obs.append(
                 Observation(
@@ -841,6 +889,43 @@ class NumericFeature(FeatureMonitor):
         return f
 
 
+class WindowInputs(NamedTuple):
+    """A window's counts and what its statistics need besides them."""
+
+    reference: np.ndarray
+    window: np.ndarray
+    names: tuple[str, ...]
+    points: np.ndarray | None
+    scale: float | None
+
+
+def window_statistics(
+    features: Sequence[FeatureMonitor], closure: Closure
+) -> list[dict[str, float] | None]:
+    """The statistics of the window ``closure`` describes for every feature (None where it
+    has none), computed with one :func:`batch_statistics` call per group of features with the
+    same number of bins and statistics, instead of one per feature."""
+    inputs = [f.window_inputs(closure) for f in features]
+    groups: dict[tuple[Any, ...], list[int]] = {}
+    for i, w in enumerate(inputs):
+        if w is not None:
+            groups.setdefault((len(w.window), w.names, w.points is None), []).append(i)
+    out: list[dict[str, float] | None] = [None] * len(features)
+    for (_, names, no_points), members in groups.items():
+        rows = [w for w in (inputs[i] for i in members) if w is not None]
+        values = batch_statistics(
+            np.stack([w.reference for w in rows]),
+            np.stack([w.window for w in rows]),
+            names,
+            points=None if no_points else np.stack([w.points for w in rows]),  # type: ignore[misc]
+            scale=None if no_points else np.array([w.scale for w in rows]),
+        )
+        table = {k: v.tolist() for k, v in values.items()}
+        for r, i in enumerate(members):
+            out[i] = {k: v[r] for k, v in table.items()}
+    return out
+
+
 def run_detectors(features: Sequence[FeatureMonitor]) -> None:
     """Feed the pending PIT scores of every numeric feature to its per-value detectors, one
     array pass per detector kind for all of them, and let each judge its firings."""
@@ -860,16 +945,18 @@ def run_detectors(features: Sequence[FeatureMonitor]) -> None:
 
 
 def _categorical_column(
-    column: list[Any],
+    column: Sequence[Any],
 ) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The string values; their row positions; and boolean masks (over all rows) of missing,
     absent and wrongly typed values."""
     n = len(column)
-    out: list[str] = []
-    rows: list[int] = []
     missing = np.zeros(n, dtype=bool)
     absent = np.zeros(n, dtype=bool)
     bad = np.zeros(n, dtype=bool)
+    if all(type(v) is str for v in column):  # the usual case: no loop over flags
+        return list(column), np.arange(n, dtype=np.int64), missing, absent, bad
+    out: list[str] = []
+    rows: list[int] = []
     for i, v in enumerate(column):
         t = type(v)
         if t is str:
@@ -905,7 +992,7 @@ class CategoricalFeature(FeatureMonitor):
         #: Values outside the reference categories, over all windows.
         self.unseen_total = 0
 
-    def observe_reference(self, column: list[Any]) -> None:
+    def observe_reference(self, column: Sequence[Any]) -> None:
         values, _, missing, absent, bad = _categorical_column(column)
         self.type_errors += int(np.count_nonzero(bad))
         self.ref_n += len(column)
@@ -968,7 +1055,7 @@ class CategoricalFeature(FeatureMonitor):
         f._alloc(ring_size, len(prof.categories) + 1, NEW_CATEGORY + 1)
         return f
 
-    def ingest(self, column: list[Any], slots: np.ndarray) -> None:
+    def ingest(self, column: Sequence[Any], slots: np.ndarray) -> None:
         values, rows, missing, absent, bad = _categorical_column(column)
         self.type_errors += int(np.count_nonzero(bad))
         other = len(self._index)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
@@ -23,6 +24,7 @@ from stream_monitor.monitor.feature import (
     is_numeric_value,
     pit_standardise,
     run_detectors,
+    window_statistics,
 )
 from stream_monitor.monitor.join import PendingPrediction
 from stream_monitor.monitor.performance import PerformanceMonitor
@@ -408,8 +410,9 @@ class ModelMonitor:
         self, closure: Closure, observed_at: float, version: str | None
     ) -> list[Observation]:
         out: list[Observation] = []
-        for f in self._all():
-            out.extend(f.close(closure, self.model_id, observed_at, version))
+        features = self._all()
+        for f, stats in zip(features, window_statistics(features, closure), strict=True):
+            out.extend(f.close(closure, self.model_id, observed_at, version, stats))
         if closure.window_slots:
             out.extend(self._model_signals(closure, observed_at, version))
         if self.versions is not None:
@@ -419,7 +422,7 @@ class ModelMonitor:
             self.confidence_panes[s] = 0
         return out
 
-    def _add_confidence(self, scores: list[Any], slots: np.ndarray) -> None:
+    def _add_confidence(self, scores: Sequence[Any], slots: np.ndarray) -> None:
         """Proxy metrics before labels: a scored classifier's confidence, per pane."""
         p = np.array([np.nan if v is None else v for v in scores], dtype=float)
         ok = (slots >= 0) & np.isfinite(p)
@@ -578,10 +581,22 @@ class ModelMonitor:
         self.schema_panes[:, 0] += np.bincount(slots[ok], minlength=r)
         self.schema_panes[:, 1] += np.bincount(slots[ok & flags], minlength=r)
 
-    def _columns(self, chunk: Sequence[PredictionEvent]) -> dict[str, list[Any]]:
-        cols: dict[str, list[Any]] = {
-            name: [e.features.get(name, ABSENT) for e in chunk] for name in self.features
-        }
+    def _columns(self, chunk: Sequence[PredictionEvent]) -> dict[str, Sequence[Any]]:
+        """The chunk as one column per feature (``ABSENT`` where an event lacks the field)."""
+        names = list(self.features)
+        cols: dict[str, Sequence[Any]] = {}
+        if len(names) > 1:
+            # One C-level lookup of every feature per event, then a transpose; an event that
+            # lacks a field sends the chunk down the per-field path.
+            get = operator.itemgetter(*names)
+            try:
+                rows = [get(e.features) for e in chunk]
+            except KeyError:
+                rows = None
+            if rows is not None:
+                cols = dict(zip(names, zip(*rows, strict=True), strict=True))
+        if not cols:
+            cols = {name: [e.features.get(name, ABSENT) for e in chunk] for name in names}
         if PREDICTION_SCORE in self.outputs:
             cols[PREDICTION_SCORE] = [e.prediction_score() for e in chunk]
         if PREDICTION_LABEL in self.outputs:

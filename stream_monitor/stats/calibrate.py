@@ -59,19 +59,22 @@ def _check_names(names: Iterable[str]) -> tuple[str, ...]:
 
 
 def _check_points_scale(
-    points: npt.ArrayLike | None, scale: float | None, k: int
-) -> tuple[np.ndarray, float]:
+    points: npt.ArrayLike | None, scale: npt.ArrayLike | None, k: int
+) -> tuple[np.ndarray, np.ndarray | float]:
+    """Points of shape ``(k,)`` or ``(m, k)`` (one row per pair) and a scale or ``m`` scales."""
     if points is None or scale is None:
         raise ValueError("the wasserstein statistic needs both points and scale")
-    x = np.asarray(points, dtype=np.float64).ravel()
-    if x.shape != (k,):
-        raise ValueError(f"points has length {x.size}, expected one per bin ({k})")
-    if not np.all(np.isfinite(x)) or np.any(np.diff(x) < 0):
+    x = np.asarray(points, dtype=np.float64)
+    if x.ndim != 2:
+        x = x.ravel()
+    if x.shape[-1] != k:
+        raise ValueError(f"points has length {x.shape[-1]}, expected one per bin ({k})")
+    if not np.all(np.isfinite(x)) or np.any(np.diff(x, axis=-1) < 0):
         raise ValueError("points must be finite and non-decreasing")
-    s = float(scale)
-    if not (math.isfinite(s) and s > 0):
+    s = np.asarray(scale, dtype=np.float64)
+    if not (np.all(np.isfinite(s)) and np.all(s > 0)):
         raise ValueError("scale must be positive and finite")
-    return x, s
+    return x, (float(s) if s.ndim == 0 else s)
 
 
 def _as_count_matrix(a: npt.ArrayLike, what: str) -> np.ndarray:
@@ -96,7 +99,7 @@ def batch_statistics(
     names: Iterable[str] = STATISTICS,
     *,
     points: npt.ArrayLike | None = None,
-    scale: float | None = None,
+    scale: npt.ArrayLike | None = None,
     eps: float = 1e-4,
 ) -> dict[str, np.ndarray]:
     """Drift statistics for many (reference, current) count-vector pairs at once.
@@ -127,8 +130,9 @@ def batch_statistics(
     names
         Statistics to compute, a subset of :data:`STATISTICS`.
     points, scale
-        Representative value of each bin and a positive reference spread; only used (and then
-        required) for ``"wasserstein"``.
+        Representative value of each bin and a positive reference spread, for every row or
+        (shapes ``(m, k)`` and ``(m,)``) per row; only used (and then required) for
+        ``"wasserstein"``.
     eps
         Lower clip of the proportions for ``"psi"``.
 
@@ -200,7 +204,7 @@ def batch_statistics(
             if "ks" in wanted:
                 out["ks"] = np.max(cdf_diff, axis=1)
             if "wasserstein" in wanted:
-                out["wasserstein"] = (cdf_diff[:, :-1] @ np.diff(x)) / s
+                out["wasserstein"] = np.sum(cdf_diff[:, :-1] * np.diff(x, axis=-1), axis=1) / s
         if "chi_squared" in wanted:
             keep = (ref > 0) | (cur > 0)
             n_tot = r_tot + c_tot
@@ -513,8 +517,16 @@ def cached_calibrate(
     draws: int | None = None,
 ) -> dict[str, Calibration]:
     """:func:`calibrate` for these sizes with a fixed seed, memoised process-wide (the caller
-    rounds sizes that vary with :func:`calibration_size`)."""
+    rounds sizes that vary with :func:`calibration_size`).
+
+    The key is what determines the null: the reference counts, the sizes, the rate, the
+    statistics and the draws; bin points and scale only where ``"wasserstein"`` is among the
+    statistics (nothing else reads them), so the features of a model whose references have the
+    same counts (quantile bins make them equal) share one calibration.
+    """
     nr, nw = n_ref, n_win
+    if "wasserstein" not in names:
+        points = scale = None
     key = (
         ref_counts.tobytes(),
         nr,

@@ -46,6 +46,7 @@ import numpy as np
 from river import drift
 
 from stream_monitor.stats.drift import ADWIN, PageHinkley
+from stream_monitor.stats.drift.base import SHORT, feed_by_value
 
 SNAPSHOT_VERSION = 2
 EWMA_ALPHA = 0.1
@@ -184,6 +185,8 @@ class StreamDetector:
             [0, 1] for :data:`UNIT_INTERVAL_KINDS`. Checked before anything is fed, so the
             detector is unchanged.
         """
+        if len(values) <= SHORT and isinstance(self._detector, ADWIN | PageHinkley):
+            return self._update_few(values)
         v = np.asarray(values, dtype=np.float64).ravel()
         self._check_domain(v)
         present = ~np.isnan(v)
@@ -197,6 +200,29 @@ class StreamDetector:
         if len(x) == len(v):
             return fired
         return np.flatnonzero(present)[fired].tolist()
+
+    def _update_few(self, values: Any) -> list[int]:
+        """:meth:`update_many` for a few values, in plain Python (one value per window)."""
+        rows = [i for i, x in enumerate(values) if x == x]  # NaN is not equal to itself
+        xs = [float(values[i]) for i in rows]
+        if not xs:
+            return []
+        assert isinstance(self._detector, ADWIN | PageHinkley)
+        fired = feed_by_value(self._detector, xs)
+        hit = set(fired)
+        for i, x in enumerate(xs):
+            self._ewma = x if self._ewma is None else self._ewma + EWMA_ALPHA * (x - self._ewma)
+            if i in hit:
+                seg = self._seg_sum / self._seg_n if self._seg_n else None
+                self.mean_before_last_detection = seg
+                self.mean_after_last_detection = self._ewma
+                self._seg_sum, self._seg_n = 0.0, 0
+            else:
+                self._seg_sum += x
+                self._seg_n += 1
+        self.n_seen += len(xs)
+        self.n_detections += len(fired)
+        return [rows[i] for i in fired]
 
     def _levels(self, x: np.ndarray, fired: list[int]) -> None:
         """Track the level before and after each firing, and carry both to the next batch."""

@@ -179,3 +179,21 @@ def test_debouncer_snapshot_round_trip() -> None:
     assert fresh.last_accepted is None and fresh.offer(0)
     with pytest.raises(ValueError):
         Debouncer.from_snapshot({**d.snapshot(), "v": 0})
+
+
+@pytest.mark.parametrize("kind", ["adwin", "page_hinkley"])
+def test_value_by_value_matches_one_call(kind: str) -> None:
+    """Calls of a few values (the per-window detectors) take a plain-Python path; it fires at
+    the same positions and reports the same levels as one array call."""
+    x = np.concatenate([_shift_stream(seed=4), _shift_stream(seed=5, shift=-1.5)])
+    x[[5, 700, 2100]] = np.nan
+    whole = StreamDetector(kind)
+    expected = whole.update_many(x)
+    det = StreamDetector(kind)
+    got = [i for i in range(len(x)) if det.update_many(x[i : i + 1])]
+    assert got == expected and len(expected) >= 2
+    assert det.n_seen == whole.n_seen == len(x) - 3
+    assert det.mean_before_last_detection == pytest.approx(whole.mean_before_last_detection)
+    assert det.mean_after_last_detection == pytest.approx(whole.mean_after_last_detection)
+    snap = json.loads(json.dumps(det.snapshot()))
+    assert StreamDetector.from_snapshot(snap).update_many(x[:100]) == whole.update_many(x[:100])

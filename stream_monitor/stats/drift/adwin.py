@@ -122,12 +122,12 @@ class ADWIN:
         """
         return update_all([self], [values])[0]
 
-    def _first_firing_by_value(self, x: np.ndarray) -> int:
+    def _first_firing_by_value(self, x: Sequence[float]) -> int:
         """Feed ``x`` value by value (short batches); stop at the first firing (-1: none)."""
         sizes, totals, m2s = self._sizes.tolist(), self._totals.tolist(), self._m2s.tolist()
         m = self.max_buckets
         hit = -1
-        for i, v in enumerate(x.tolist()):
+        for i, v in enumerate(x):
             # Welford's update of the window's sum of squared deviations.
             if self._n:
                 d = v - self._total / self._n
@@ -210,7 +210,7 @@ def _first_firings(dets: list[ADWIN], xs: list[np.ndarray]) -> list[int]:
     long = []
     for i, (det, x) in enumerate(zip(dets, xs, strict=True)):
         if len(x) <= SHORT:
-            hits[i] = det._first_firing_by_value(x)
+            hits[i] = det._first_firing_by_value(x.tolist())
         else:
             long.append(i)
     if long:

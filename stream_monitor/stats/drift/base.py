@@ -7,7 +7,7 @@ from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
-__all__ = ["SHORT", "BatchDetector", "feed_streams"]
+__all__ = ["SHORT", "BatchDetector", "feed_by_value", "feed_streams"]
 
 #: Batches up to this long are fed value by value: below it, the array pass costs more than a
 #: plain loop (the per-window detectors see one value per call).
@@ -27,6 +27,8 @@ class BatchDetector(Protocol):
     def update_many(self, values: np.ndarray) -> list[int]: ...
 
     def snapshot(self) -> dict[str, Any]: ...
+
+    def _first_firing_by_value(self, x: Sequence[float]) -> int: ...
 
 
 D = TypeVar("D", bound=BatchDetector)
@@ -69,4 +71,24 @@ def feed_streams(
                 if start[i] < len(xs[i]):
                     again.append(i)
             active = again
+    return fired
+
+
+def feed_by_value(det: BatchDetector, values: Sequence[float]) -> list[int]:
+    """Feed a few values (no NaNs) to one detector in plain Python; return where it fired.
+
+    The same firings as :func:`feed_streams`, without its array set-up: for the per-window
+    detectors, which see one value per call."""
+    fired: list[int] = []
+    start = 0
+    while start < len(values):
+        if det.drift_detected:
+            det._reset()
+            det.drift_detected = False
+        at = det._first_firing_by_value(values[start:])
+        if at < 0:
+            break
+        fired.append(start + at)
+        det.drift_detected = True
+        start += at + 1
     return fired

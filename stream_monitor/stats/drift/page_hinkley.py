@@ -111,9 +111,9 @@ class PageHinkley:
         """
         return update_all([self], [values])[0]
 
-    def _first_firing_by_value(self, x: np.ndarray) -> int:
+    def _first_firing_by_value(self, x: Sequence[float]) -> int:
         """Feed ``x`` value by value (short batches); stop at the first firing (-1: none)."""
-        for i, v in enumerate(x.tolist()):
+        for i, v in enumerate(x):
             self._n += 1
             self._mean += (v - self._mean) / self._n
             dev = v - self._mean
@@ -174,7 +174,7 @@ def _first_firings(dets: list[PageHinkley], xs: list[np.ndarray]) -> list[int]:
     long = []
     for i, (det, x) in enumerate(zip(dets, xs, strict=True)):
         if len(x) <= SHORT:
-            hits[i] = det._first_firing_by_value(x)
+            hits[i] = det._first_firing_by_value(x.tolist())
         else:
             long.append(i)
     if long:
