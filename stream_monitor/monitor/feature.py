@@ -47,6 +47,7 @@ from stream_monitor.stats.windows import Closure
 
 __all__ = [
     "ABSENT",
+    "NUMBER_TYPES",
     "CategoricalFeature",
     "FeatureMonitor",
     "NumericFeature",
@@ -435,14 +436,20 @@ class FeatureMonitor:
         )
 
 
+#: The Python types a numeric column holds when nothing is missing or mistyped (bool is not
+#: among them: ``True`` sent for a number is a type error).
+NUMBER_TYPES = frozenset({float, int})
+
+
 def _numeric_column(
     column: Sequence[Any],
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Floats with NaN where no usable number is; and boolean masks of the missing values
     (null, absent, NaN, inf), of the absent fields, and of wrongly typed values."""
     n = len(column)
-    if _NUMBERS.issuperset(map(type, column)):
-        # Only ints and floats (the usual case): one conversion, no loop in Python.
+    if isinstance(column, np.ndarray) or NUMBER_TYPES.issuperset(map(type, column)):
+        # Only ints and floats (the usual case; the model converts such columns in one call):
+        # no loop in Python.
         out = np.array(column, dtype=np.float64)
         missing = np.zeros(n, dtype=bool)
         absent = np.zeros(n, dtype=bool)
@@ -469,11 +476,6 @@ def _numeric_column(
         out[nonfinite] = np.nan
         missing |= nonfinite
     return out, missing, absent, bad
-
-
-#: The Python types a numeric column holds when nothing is missing or mistyped (bool is not
-#: among them: ``True`` sent for a number is a type error).
-_NUMBERS = frozenset({float, int})
 
 
 _UNIFORM_STD = math.sqrt(1.0 / 12.0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import operator
 from collections.abc import Sequence
@@ -17,6 +18,7 @@ from stream_monitor.events.schema import AlertKind, PredictionEvent, _label_str
 from stream_monitor.monitor.concept import ConceptDriftMonitor
 from stream_monitor.monitor.feature import (
     ABSENT,
+    NUMBER_TYPES,
     CategoricalFeature,
     FeatureMonitor,
     NumericFeature,
@@ -582,26 +584,44 @@ class ModelMonitor:
         self.schema_panes[:, 1] += np.bincount(slots[ok & flags], minlength=r)
 
     def _columns(self, chunk: Sequence[PredictionEvent]) -> dict[str, Sequence[Any]]:
-        """The chunk as one column per feature (``ABSENT`` where an event lacks the field)."""
-        names = list(self.features)
+        """The chunk as one column per feature (``ABSENT`` where an event lacks the field).
+
+        When every event carries every feature and the numeric ones hold only numbers (the
+        usual case), the numeric columns come as float arrays converted in one call.
+        """
         cols: dict[str, Sequence[Any]] = {}
-        if len(names) > 1:
-            # One C-level lookup of every feature per event, then a transpose; an event that
-            # lacks a field sends the chunk down the per-field path.
-            get = operator.itemgetter(*names)
-            try:
-                rows = [get(e.features) for e in chunk]
-            except KeyError:
-                rows = None
-            if rows is not None:
-                cols = dict(zip(names, zip(*rows, strict=True), strict=True))
-        if not cols:
-            cols = {name: [e.features.get(name, ABSENT) for e in chunk] for name in names}
+        numeric = [n for n, f in self.features.items() if isinstance(f, NumericFeature)]
+        other = [n for n, f in self.features.items() if not isinstance(f, NumericFeature)]
+        try:
+            num_rows = _rows(chunk, numeric)
+            other_rows = _rows(chunk, other)
+        except KeyError:  # an event lacks a field: the per-field path
+            return self._columns_by_field(chunk)
+        if numeric:
+            if NUMBER_TYPES.issuperset(map(type, itertools.chain.from_iterable(num_rows))):
+                matrix = np.array(num_rows, dtype=np.float64).reshape(len(chunk), len(numeric))
+                cols.update(zip(numeric, np.ascontiguousarray(matrix.T), strict=True))
+            else:
+                cols.update(zip(numeric, zip(*num_rows, strict=True), strict=True))
+        if other:
+            cols.update(zip(other, zip(*other_rows, strict=True), strict=True))
+        self._add_outputs(cols, chunk)
+        return cols
+
+    def _columns_by_field(self, chunk: Sequence[PredictionEvent]) -> dict[str, Sequence[Any]]:
+        cols: dict[str, Sequence[Any]] = {
+            name: [e.features.get(name, ABSENT) for e in chunk] for name in self.features
+        }
+        self._add_outputs(cols, chunk)
+        return cols
+
+    def _add_outputs(
+        self, cols: dict[str, Sequence[Any]], chunk: Sequence[PredictionEvent]
+    ) -> None:
         if PREDICTION_SCORE in self.outputs:
             cols[PREDICTION_SCORE] = [e.prediction_score() for e in chunk]
         if PREDICTION_LABEL in self.outputs:
             cols[PREDICTION_LABEL] = [e.prediction_label() for e in chunk]
-        return cols
 
     @property
     def late_events(self) -> int:
@@ -736,6 +756,18 @@ class ModelMonitor:
         m.segment_values, m.segments_refused = (dict(x) for x in d["segment_counts"])
         m.fairness = {sid: dict(v) for sid, v in d["fairness"].items()}
         return m
+
+
+def _rows(chunk: Sequence[PredictionEvent], names: list[str]) -> list[Any]:
+    """Per event, the tuple of the values of ``names``; raises ``KeyError`` when an event
+    lacks one."""
+    if not names:
+        return []
+    if len(names) == 1:
+        name = names[0]
+        return [(e.features[name],) for e in chunk]
+    get = operator.itemgetter(*names)
+    return [get(e.features) for e in chunk]
 
 
 def _version_args(cfg: MonitorConfig, segment: str | None) -> dict[str, Any]:
