@@ -240,11 +240,10 @@ class _Group:
         # deviations keep their precision whatever the offset of the stream.
         first_values = np.array([x[0] for x in xs])
         self.shift = np.where(self.n_old > 0, self.total / np.maximum(self.n_old, 1), first_values)
-        y = np.zeros((len(dets), int(self.lengths.max())))
+        self.x = np.zeros((len(dets), int(self.lengths.max())))
         for r, x in enumerate(xs):
-            y[r, : len(x)] = x
-        y -= self.shift[:, None]
-        self.y = y
+            self.x[r, : len(x)] = x
+        y = self.x - self.shift[:, None]
         self.s1 = np.cumsum(y, axis=1)
         self.s2 = np.cumsum(y * y, axis=1)
         counts = np.array([len(d._sizes) for d in dets], dtype=np.int64)
@@ -307,10 +306,10 @@ class _Group:
         new_m2 = np.maximum(s2 - t * new_mean * new_mean, 0.0)
         m2 = self.m2[t_stream] + new_m2 + t_n_old * t / (t_n_old + t) * new_mean**2
         total = self.total[t_stream] + s1 + t * self.shift[t_stream]
-        width = ends[rows].astype(np.float64)
         cut = cuts.astype(np.float64)
-        n_after = width - cut
-        delta_prime = np.log(2.0 * np.log(width) / self.delta)
+        n_after = (ends[rows] - cuts).astype(np.float64)
+        # Per test, then per cut: the bound's confidence term and the window variance.
+        delta_prime = np.log(2.0 * np.log(ends.astype(np.float64)) / self.delta)[rows]
         m_recip = 1.0 / (cut - mwl + 1.0) + 1.0 / (n_after - mwl + 1.0)
         var = (m2 / ends)[rows]
         eps = np.sqrt(2.0 * m_recip * var * delta_prime) + 2.0 / 3.0 * delta_prime * m_recip
@@ -330,18 +329,24 @@ class _Group:
                 take[s] = at + 1  # the window as it was at the firing (reset after)
         n_new = self.n_old + take
         s_count = len(self.dets)
-        # Atoms: each stream's stored buckets, then its new values; every new bucket is a run
-        # of atoms of its own stream.
+        # Atoms: each stream's stored buckets, then its new values, placed stream after stream
+        # (every new bucket is a run of atoms of its own stream).
+        n_buckets = np.diff(self.b_lo)
+        a_count = n_buckets + take
+        a_lo = np.concatenate([[0], np.cumsum(a_count)])
+        to_old = np.arange(len(self.sizes)) - self.b_lo[self.b_stream] + a_lo[self.b_stream]
         v_stream = np.repeat(np.arange(s_count), take)
-        cols = np.arange(len(v_stream)) - np.repeat(np.cumsum(take) - take, take)
-        v_total = self.y[v_stream, cols] + self.shift[v_stream]
-        a_stream = np.concatenate([self.b_stream, v_stream])
-        order = np.argsort(a_stream, kind="stable")
-        a_stream = a_stream[order]
-        a_size = np.concatenate([self.sizes, np.ones(len(v_stream), dtype=np.int64)])[order]
-        a_total = np.concatenate([self.totals, v_total])[order]
-        a_m2 = np.concatenate([self.m2s, np.zeros(len(v_stream))])[order]
-        a_lo = np.concatenate([[0], np.cumsum(np.bincount(a_stream, minlength=s_count))])
+        v_rank = np.arange(len(v_stream)) - np.repeat(np.cumsum(take) - take, take)
+        to_new = a_lo[v_stream] + n_buckets[v_stream] + v_rank
+        valid = np.arange(self.x.shape[1])[None, :] < take[:, None]
+        a_size = np.ones(int(a_lo[-1]), dtype=np.int64)
+        a_size[to_old] = self.sizes
+        a_total = np.empty(int(a_lo[-1]))
+        a_total[to_old] = self.totals
+        a_total[to_new] = self.x[valid]  # row-major: stream after stream, in order
+        a_m2 = np.zeros(int(a_lo[-1]))
+        a_m2[to_old] = self.m2s
+        a_stream = np.repeat(np.arange(s_count), a_count)
         a_key = a_stream * _KEY + _segment_cumsum(a_size, a_lo) - a_size  # atom starts
         counts = _level_counts(n_new, self.max_buckets)[:, ::-1]
         levels = counts.shape[1]
