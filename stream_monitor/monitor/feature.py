@@ -498,8 +498,12 @@ def pit_standardise(values: np.ndarray, grid: np.ndarray) -> np.ndarray:
     array([-1.73,  0.  ,  1.73])
     """
     n = len(grid)
-    lo = np.searchsorted(grid, values, side="left")
     hi = np.searchsorted(grid, values, side="right")
+    # The left rank differs only for a value equal to a grid point: search again just those.
+    tied = (hi > 0) & (grid[np.maximum(hi - 1, 0)] == values)
+    lo = hi.copy()
+    if tied.any():
+        lo[tied] = np.searchsorted(grid, values[tied], side="left")
     u = (lo + hi) / (2.0 * n)
     return (u - 0.5) / _UNIFORM_STD
 
