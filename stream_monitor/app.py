@@ -266,11 +266,15 @@ class Application:
         if ckpt is None or not ckpt.has_pending():
             return True
         started = time.perf_counter()
+        # A snapshot (the whole state, every waiting prediction included) is needed for the
+        # changelog (an HMAC key is set) and, under exactly-once, as the state to rewind to
+        # after an aborted transaction; otherwise it would be built and thrown away.
+        keep = self._hmac is not None or self.exactly_once
         with self.lock:
             dirty = sorted(p for p in self._dirty if p in self.states)
-            snapshots = {p: self.states[p].snapshot() for p in dirty}
+            snapshots = {p: self.states[p].snapshot() for p in dirty} if keep else {}
         records = []
-        for p in dirty:
+        for p in snapshots:
             rec = self._snapshot_record(p, snapshots[p])
             while rec is not None and len(rec.value or b"") > SNAPSHOT_LIMIT_BYTES:
                 # Too large for one changelog record: shed the oldest predictions still
@@ -313,7 +317,7 @@ class Application:
             self._base[p] = snap
         for key, offset in self._positions.items():
             self._start[key] = offset
-        self._dirty.difference_update(snapshots)
+        self._dirty.difference_update(dirty)
         effects, self._on_commit = self._on_commit, []
         for effect in effects:
             effect()

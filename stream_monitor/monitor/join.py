@@ -31,7 +31,7 @@ import heapq
 import math
 from bisect import bisect_left
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import astuple, dataclass
 from typing import Any, NamedTuple
 
@@ -353,6 +353,91 @@ class LabelJoin:
         for m in touched:
             self._expire(m)
 
+    def add_predictions(self, model_id: str, rows: Sequence[tuple[str, PendingPrediction]]) -> None:
+        """Store ``(event_id, prediction)`` rows of one model, in order: the same final state,
+        counters and histograms as :meth:`add_prediction` called for each row in turn.
+
+        Examples
+        --------
+        >>> a = LabelJoin(capacity=3, ttl_seconds=60.0)
+        >>> b = LabelJoin(capacity=3, ttl_seconds=60.0)
+        >>> rows = [(e, PendingPrediction(t, None, 0.5)) for e, t in
+        ...         [("a", 0.0), ("b", 10.0), ("a", 20.0), ("c", 30.0), ("d", 90.0)]]
+        >>> b.add_predictions("m", rows)
+        >>> for e, p in rows:
+        ...     a.add_prediction("m", e, p.timestamp, label=p.label, score=p.score)
+        >>> a.snapshot() == b.snapshot(), b.by_model["m"]
+        (True, ModelJoinStats(pending=2, matched=0, expired=1, evicted=1, duplicates=1, \
+labels_unmatched=0))
+        """
+        if not rows:
+            return
+        q = self._queues.get(model_id)
+        if q is None:
+            q = self._queues[model_id] = OrderedDict()
+            self.by_model[model_id] = ModelJoinStats()
+        st = self.by_model[model_id]
+        watermarks, future_runs = self._watermarks, self._future_runs
+        max_future, capacity = self.max_future_seconds, self.capacity
+        model_cap, ttl = self.capacity_of(model_id), self.ttl_of(model_id)
+        wm = watermarks.get(model_id)
+        horizon = -math.inf if wm is None else wm - ttl
+        seq = self._seq
+        for event_id, p in rows:
+            ts = p.timestamp
+            # The head of the queue can change only if something leaves it or it was empty;
+            # otherwise it is known not to be expired, and stays so unless the watermark moves.
+            head_may_expire = not q
+            if q.pop(event_id, None) is not None:
+                st.duplicates += 1
+                st.pending -= 1
+                self.duplicate_predictions += 1
+                self._size -= 1
+                head_may_expire = True
+            if wm is None:
+                wm = watermarks[model_id] = ts
+                horizon = wm - ttl
+                head_may_expire = True
+            elif ts - wm > max_future:
+                self.future_timestamps += 1
+                run, earliest = future_runs.get(model_id, (0, ts))
+                run, earliest = run + 1, min(earliest, ts)
+                if run >= FUTURE_CONFIRM:
+                    wm = watermarks[model_id] = earliest
+                    horizon = wm - ttl
+                    head_may_expire = True
+                    future_runs.pop(model_id, None)
+                else:
+                    future_runs[model_id] = (run, earliest)
+            else:
+                if future_runs:
+                    future_runs.pop(model_id, None)
+                if ts > wm:
+                    wm = watermarks[model_id] = ts
+                    horizon = wm - ttl
+                    head_may_expire = True
+            q[event_id] = (seq, p)
+            seq += 1
+            st.pending += 1
+            self._size += 1
+            while len(q) > model_cap:
+                self._evict_oldest(model_id)
+                head_may_expire = True
+            victims: list[str] | None = None
+            while self._size > capacity:
+                victim = self._fullest()
+                self._evict_oldest(victim)
+                if victim == model_id:
+                    head_may_expire = True
+                else:
+                    victims = victims or []
+                    victims.append(victim)
+            if head_may_expire and q and next(iter(q.values()))[1].timestamp < horizon:
+                self._expire(model_id)
+            for m in victims or ():
+                self._expire(m)
+        self._seq = seq
+
     def match(
         self,
         model_id: str,
@@ -613,6 +698,26 @@ class EarlyLabels:
         if found is None:
             return None
         self.matched += 1
+        return found
+
+    def take_many(self, model_id: str, event_ids: Iterable[str]) -> dict[int, tuple[float, Any]]:
+        """:meth:`take_with_time` for each event id in turn: the labels found (removed), with
+        their event time, by position in ``event_ids``.
+
+        >>> early = EarlyLabels(capacity=10, grace_seconds=30.0)
+        >>> early.add("m", "b", 5.0, 1)
+        >>> early.take_many("m", ["a", "b", "b"]), early.matched
+        ({1: (5.0, 1)}, 1)
+        """
+        if not self._waiting:
+            return {}
+        pop = self._waiting.pop
+        found = {}
+        for i, event_id in enumerate(event_ids):
+            hit = pop((model_id, event_id), None)
+            if hit is not None:
+                found[i] = hit
+        self.matched += len(found)
         return found
 
     def snapshot(self) -> dict[str, Any]:

@@ -80,32 +80,7 @@ class PartitionState:
                 self.events_refused += len(events)
                 continue
             observations.extend(model.update(events))
-            routes = model.last_routes
-            for i, e in enumerate(events):
-                segments = routes[i] if routes is not None and routes[i] else None
-                pending = PendingPrediction(
-                    e.timestamp,
-                    e.prediction_label(),
-                    e.prediction_score(),
-                    e.model_version,
-                    segments,
-                )
-                early = self.early.take_with_time(model_id, e.event_id)
-                if early is not None:  # its label was read first
-                    label_ts, label = early
-                    self.join.count_early_match(model_id, e.timestamp, label_ts)
-                    joined.setdefault(model_id, []).append((pending, label))
-                    joined_at[model_id] = e.timestamp
-                    continue
-                self.join.add_prediction(
-                    model_id,
-                    e.event_id,
-                    e.timestamp,
-                    label=pending.label,
-                    score=pending.score,
-                    model_version=e.model_version,
-                    segments=segments,
-                )
+            self._join_predictions(model_id, events, model.last_routes, joined, joined_at)
         for lab in labels:
             found = self.join.match(
                 lab.model_id, lab.event_id, count_unmatched=False, label_timestamp=lab.timestamp
@@ -123,6 +98,36 @@ class PartitionState:
             for o in observations:
                 self.observer(o)
         return self.tracker.observe_many(observations)
+
+    def _join_predictions(
+        self,
+        model_id: str,
+        events: Sequence[PredictionEvent],
+        routes: Sequence[tuple[str, ...] | None] | None,
+        joined: dict[str, list[tuple[PendingPrediction, Any]]],
+        joined_at: dict[str, float],
+    ) -> None:
+        """Predictions of one model into the label join, or straight to ``joined`` when their
+        label was read first (in event order: runs between such events go in as one batch)."""
+        early = self.early.take_many(model_id, [e.event_id for e in events])
+        rows: list[tuple[str, PendingPrediction]] = []
+        for i, e in enumerate(events):
+            label, score = _outputs(e)
+            segments = routes[i] if routes is not None and routes[i] else None
+            pending = PendingPrediction(e.timestamp, label, score, e.model_version, segments)
+            hit = early.get(i) if early else None
+            if hit is None:
+                rows.append((e.event_id, pending))
+                continue
+            if rows:  # keep the order of the join's operations
+                self.join.add_predictions(model_id, rows)
+                rows = []
+            label_ts, true_label = hit
+            self.join.count_early_match(model_id, e.timestamp, label_ts)
+            joined.setdefault(model_id, []).append((pending, true_label))
+            joined_at[model_id] = e.timestamp
+        if rows:
+            self.join.add_predictions(model_id, rows)
 
     def _model(self, model_id: str, version: str | None) -> ModelMonitor | None:
         model = self.models.get(model_id)
@@ -206,6 +211,17 @@ def describe_windows(cfg: MonitorConfig) -> dict[str, str]:
         "performance": perf,
         "concept_drift": "error stream",
     }
+
+
+def _outputs(e: PredictionEvent) -> tuple[str | None, float | None]:
+    """``(e.prediction_label(), e.prediction_score())``, without the two method calls for a
+    plain float or int prediction (a regression value or a 0/1 score)."""
+    p = e.prediction
+    if type(p) is float:
+        return None, p
+    if type(p) is int:
+        return None, float(p)
+    return e.prediction_label(), e.prediction_score()
 
 
 def _group(events: Sequence[E]) -> dict[str, list[E]]:

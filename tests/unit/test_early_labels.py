@@ -65,3 +65,16 @@ def test_shed_evicts_the_oldest_waiting_predictions() -> None:
     assert j.shed(3) == 3 and (len(j), j.evicted) == (7, 3)
     assert j.match("m", "e2") is None and j.match("m", "e3") is not None
     assert j.shed(100) == 6 and len(j) == 0 and j.evicted == 9
+
+
+def test_take_many_equals_take_with_time_in_turn() -> None:
+    a, b = EarlyLabels(100, 1e9), EarlyLabels(100, 1e9)
+    for e in EarlyLabels(0, 0.0), a, b:
+        for i in range(0, 30, 3):
+            e.add("m", f"e{i}", float(i), i % 2)
+        e.add("other", "e1", 1.0, 1)
+    ids = [f"e{i}" for i in range(20)] + ["e3", "e1"]
+    want = {i: hit for i, ev in enumerate(ids) if (hit := a.take_with_time("m", ev)) is not None}
+    assert b.take_many("m", ids) == want
+    assert b.snapshot() == a.snapshot() and b.matched == 7
+    assert EarlyLabels(10, 1.0).take_many("m", ids) == {}

@@ -755,3 +755,128 @@ def test_a_model_resuming_after_a_long_silence_moves_its_watermark() -> None:
     assert j.by_model["m"].expired == 1
     restored = LabelJoin.from_snapshot(orjson.loads(orjson.dumps(j.snapshot())))
     assert restored.snapshot() == j.snapshot()
+
+
+# ------------------------------------------------------------------------- batch adds
+
+
+def _random_join(rng: np.random.Generator, models: tuple[str, ...]) -> LabelJoin:
+    """Small capacities, short or infinite TTLs, overrides and a tight or disabled future guard."""
+    overrides = {
+        m: (float(rng.choice([5.0, 40.0, math.inf])), int(rng.integers(1, 6)))
+        for m in models
+        if rng.random() < 0.4
+    }
+    return LabelJoin(
+        int(rng.integers(1, 16)),
+        float(rng.choice([3.0, 20.0, 200.0, math.inf])),
+        model_capacity=None if rng.random() < 0.5 else int(rng.integers(1, 8)),
+        overrides=overrides,
+        max_future_seconds=float(rng.choice([0.0, 15.0, 100.0, math.inf])),
+    )
+
+
+def _random_batches(
+    rng: np.random.Generator, models: tuple[str, ...], n: int
+) -> list[tuple[Any, ...]]:
+    """("batch", model, rows) | ("match", model, event, label_ts) | ("early", model, ts, label_ts)
+    | ("shed", n): runs of one model's predictions with duplicates, jitter, jumps back and
+    far-future timestamps (sometimes FUTURE_CONFIRM and more in a row)."""
+    out: list[tuple[Any, ...]] = []
+    t = 0.0
+    for _ in range(n):
+        m = models[int(rng.integers(len(models)))]
+        u = rng.random()
+        if u < 0.15:
+            out.append(("match", m, f"e{int(rng.integers(12))}", t + float(rng.uniform(-5, 50))))
+        elif u < 0.2:
+            out.append(("early", m, t, t + float(rng.uniform(0, 9))))
+        elif u < 0.23:
+            out.append(("shed", int(rng.integers(1, 4))))
+        else:
+            rows = []
+            future_run = rng.random() < 0.1
+            for _ in range(int(rng.integers(1, 25))):
+                t += float(rng.exponential(2.0))
+                ts = t - float(rng.uniform(0.0, 30.0)) if rng.random() < 0.3 else t
+                if future_run or rng.random() < 0.05:
+                    ts = t + float(rng.uniform(150.0, 1e4))
+                label = None if rng.random() < 0.5 else str(int(rng.integers(2)))
+                score = None if rng.random() < 0.5 else float(rng.random())
+                segments = None if rng.random() < 0.8 else ("k=v",)
+                p = PendingPrediction(ts, label, score, f"v{int(rng.integers(2))}", segments)
+                rows.append((f"e{int(rng.integers(12))}", p))
+            out.append(("batch", m, rows))
+    return out
+
+
+def _state(j: LabelJoin) -> tuple[Any, ...]:
+    return (
+        orjson.dumps(j.snapshot()),  # bytes: key order (models, pending) counts too
+        len(j),
+        {m: astuple(st) for m, st in j.by_model.items()},
+        {m: j.delay_histogram(m) for m in j.by_model},
+        j.watermark,
+    )
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_add_predictions_equals_add_prediction_per_event(seed: int) -> None:
+    """Per event into one join, in batches into another: identical state after every step."""
+    rng = np.random.default_rng(1000 + seed)
+    for _ in range(40):
+        models = ("a", "b", "c")[: int(rng.integers(1, 4))]
+        j = _random_join(rng, models)
+        jb = LabelJoin.from_snapshot(j.snapshot())
+        for op in _random_batches(rng, models, 60):
+            if op[0] == "batch":
+                _, m, rows = op
+                for e, p in rows:
+                    j.add_prediction(
+                        m,
+                        e,
+                        p.timestamp,
+                        label=p.label,
+                        score=p.score,
+                        model_version=p.model_version,
+                        segments=p.segments,
+                    )
+                jb.add_predictions(m, rows)
+            elif op[0] == "match":
+                assert j.match(*op[1:3], label_timestamp=op[3]) == jb.match(
+                    *op[1:3], label_timestamp=op[3]
+                )
+            elif op[0] == "early":
+                j.count_early_match(*op[1:])
+                jb.count_early_match(*op[1:])
+            else:
+                assert j.shed(op[1]) == jb.shed(op[1])
+            assert _state(j) == _state(jb), op
+        _check_sums(jb)
+        assert j.future_timestamps == jb.future_timestamps
+        assert LabelJoin.from_snapshot(jb.snapshot()).snapshot() == j.snapshot()
+
+
+def test_add_predictions_covers_every_path() -> None:
+    """The random streams above do reach duplicates, both evictions, expiry and the guard."""
+    rng = np.random.default_rng(1000)
+    totals = Counter[str]()
+    for _ in range(40):
+        models = ("a", "b", "c")[: int(rng.integers(1, 4))]
+        j = _random_join(rng, models)
+        for op in _random_batches(rng, models, 60):
+            if op[0] == "batch":
+                j.add_predictions(op[1], op[2])
+        totals.update(
+            duplicates=j.duplicate_predictions,
+            evicted=j.evicted,
+            expired=j.expired,
+            future=j.future_timestamps,
+        )
+    assert min(totals.values()) > 50, totals
+
+
+def test_add_predictions_of_an_empty_batch_changes_nothing() -> None:
+    j = LabelJoin(4, 10.0)
+    j.add_predictions("m", [])
+    assert j.snapshot() == LabelJoin(4, 10.0).snapshot()

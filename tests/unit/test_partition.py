@@ -556,3 +556,61 @@ def test_concept_drift_reported_whatever_the_label_batch_size(batch: int) -> Non
     window = range(3000, 4000)
     right = sum(preds[i].prediction == labels[i].label for i in window)
     assert alerts[1].value == perf.last_metrics["accuracy"] == right / 1000
+
+
+def test_predictions_join_like_one_add_per_event_with_early_labels_between() -> None:
+    """The batched join path of ``process`` leaves the join and the early-label buffer exactly
+    as one ``take_with_time``/``add_prediction`` (or ``count_early_match``) per event would."""
+    from stream_monitor.monitor.join import EarlyLabels, LabelJoin
+
+    cfg = _cfg(labels={"capacity": 40, "ttl_seconds": 30.0, "max_future_seconds": 100.0})
+    rng = np.random.default_rng(5)
+    outputs: list[Any] = [0.25, 1, True, "cat", ScoredPrediction(label=1.0, score=0.5)]
+    state = PartitionState(0, cfg)
+    join = LabelJoin(cfg.labels.capacity, cfg.labels.ttl_seconds, max_future_seconds=100.0)
+    early = EarlyLabels(cfg.labels.early_capacity, cfg.labels.early_grace_seconds)
+    t = 1_700_000_000.0
+    for _ in range(12):
+        preds, labels = [], []
+        for _ in range(60):
+            t += float(rng.exponential(1.0))
+            ts = t + 1e4 if rng.random() < 0.05 else t - float(rng.uniform(0, 5))
+            event = f"e{int(rng.integers(200))}"  # duplicates within and across batches
+            model = ("m1", "m2", "m3")[int(rng.integers(3))]
+            if rng.random() < 0.4:
+                labels.append(LabelEvent(event_id=event, model_id=model, timestamp=t, label=1))
+            preds.append(
+                PredictionEvent(
+                    event_id=event,
+                    model_id=model,
+                    timestamp=ts,
+                    features={"x": float(rng.random())},
+                    prediction=outputs[int(rng.integers(len(outputs)))],
+                )
+            )
+        # the labels of one batch are the early labels of the next
+        state.process(preds, labels)
+        for model in dict.fromkeys(e.model_id for e in preds):
+            for e in (e for e in preds if e.model_id == model):
+                hit = early.take_with_time(model, e.event_id)
+                if hit is not None:
+                    join.count_early_match(model, e.timestamp, hit[0])
+                    continue
+                join.add_prediction(
+                    model,
+                    e.event_id,
+                    e.timestamp,
+                    label=e.prediction_label(),
+                    score=e.prediction_score(),
+                    model_version=e.model_version,
+                )
+        for lab in labels:
+            found = join.match(
+                lab.model_id, lab.event_id, count_unmatched=False, label_timestamp=lab.timestamp
+            )
+            if found is None:
+                early.add(lab.model_id, lab.event_id, lab.timestamp, lab.label)
+        assert orjson.dumps(state.join.snapshot()) == orjson.dumps(join.snapshot())
+        assert state.early.snapshot() == early.snapshot()
+    assert early.matched > 0 and join.evicted > 0 and join.expired > 0
+    assert join.duplicate_predictions > 0 and join.future_timestamps > 0
