@@ -581,6 +581,8 @@ class NumericFeature(FeatureMonitor):
         """Parse a column; return the values, the missing, absent and wrongly-typed masks, and
         the PIT scores (NaN where no value). The present scores wait in :attr:`pending_z` for
         the per-value detectors (see :func:`run_detectors`)."""
+        if self.pending_z is not None:  # the previous chunk's scores were not fed yet
+            run_detectors([self])
         values, missing, absent, bad = _numeric_column(column)
         self.type_errors += int(np.count_nonzero(bad))
         present = ~(missing | bad)
