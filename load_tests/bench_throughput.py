@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -708,6 +709,86 @@ def drift_index(args: argparse.Namespace, n: int) -> int | None:
     return None if args.drift_at < 0 else int(n * args.drift_at)
 
 
+def wide_events(
+    n: int, models: list[str], topic: str, rate: float, seed: int, drift_at: int | None
+) -> Iterable[Record]:
+    """``--wide``: predictions only (no labels) of models with 20 numeric and 3 categorical
+    features each and a scored prediction; from ``drift_at`` on, two numeric features of every
+    model shift by one standard deviation and one category doubles its share."""
+    rng = np.random.default_rng(seed)
+    start = time.time() - n / rate - 60
+    cats = np.array(["a", "b", "c", "d", "e"])
+    block = 5000
+    for lo in range(0, n, block):
+        m = min(block, n - lo)
+        x = rng.normal(0.0, 1.0, (m, 20))
+        c = rng.choice(cats, (m, 3), p=[0.4, 0.25, 0.15, 0.1, 0.1])
+        score = rng.random(m)
+        idx = np.arange(lo, lo + m)
+        if drift_at is not None:
+            late = idx >= drift_at
+            x[late, :2] += 1.0
+            c[late & (rng.random(m) < 0.3), 0] = "e"
+        for j in range(m):
+            i = lo + j
+            model = models[i % len(models)]
+            features: dict[str, Any] = {f"x{k}": v for k, v in enumerate(x[j].tolist())}
+            features.update({f"c{k}": v for k, v in enumerate(c[j].tolist())})
+            ts = start + i / rate
+            value = orjson.dumps(
+                {
+                    "event_id": f"w{i}",
+                    "model_id": model,
+                    "timestamp": ts,
+                    "features": features,
+                    "prediction": {"score": float(score[j]), "label": int(score[j] > 0.5)},
+                }
+            )
+            yield Record(topic, model.encode(), value, ts)
+
+
+def floor(
+    bootstrap: str, topics: list[str], expected: int, args: argparse.Namespace
+) -> dict[str, Any]:
+    """Read every record of ``topics`` with a bare confluent-kafka consumer (batched
+    ``consume``, ``orjson.loads`` of every value, nothing else): the speed a monitor could at
+    best reach on this broker and data. Same batch size as the monitor's default."""
+    from confluent_kafka import Consumer
+
+    c = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"floor-{uuid.uuid4().hex[:8]}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+            "enable.partition.eof": False,
+        }
+    )
+    c.subscribe(topics)
+    batch = MonitorConfig(bootstrap_servers="x:1").batch_size
+    n = 0
+    started: float | None = None
+    deadline = time.monotonic() + args.consume_timeout
+    try:
+        while n < expected and time.monotonic() < deadline:
+            msgs = c.consume(batch, 1.0)
+            if msgs and started is None:
+                started = time.perf_counter()  # assignment and first fetch excluded
+            for m in msgs:
+                if m.error() is None:
+                    orjson.loads(m.value())
+                    n += 1
+        seconds = time.perf_counter() - (started or time.perf_counter())
+    finally:
+        c.close()
+    return {
+        "floor_records": n,
+        "floor_seconds": seconds,
+        "floor_rate": n / seconds if seconds > 0 else None,
+        "floor_complete": n >= expected,
+    }
+
+
 def phase_drain(
     args: argparse.Namespace,
     bootstrap: str,
@@ -735,9 +816,14 @@ def phase_drain(
         f"phase 1: producing {n:,} predictions (+ labels), {len(names)} models, "
         f"{args.partitions} partitions, drift at {drift_index(args, n)}"
     )
+    records = (
+        wide_events(n, names, topics["predictions"], ev_rate, args.seed, drift_index(args, n))
+        if args.wide
+        else gen.events(n)
+    )
     pr = produce(
         bootstrap,
-        gen.events(n),
+        records,
         topics["predictions"],
         time_limit=args.produce_timeout,
         paced=False,
@@ -769,6 +855,13 @@ def phase_drain(
         f"{r['produce_rate']:,.0f} records/s"
         + (" (STOPPED AT THE TIME LIMIT)" if pr.stopped_early else "")
         + ("" if produced == pr.handed else f"; WARNING {pr.handed - produced} not delivered")
+    )
+
+    log("phase 1b: the floor, a bare consumer that reads and parses every record")
+    r.update(floor(bootstrap, [topics["predictions"], topics["labels"]], produced, args))
+    log(
+        f"floor: {r['floor_records']:,} records in {r['floor_seconds']:.1f} s = "
+        f"{r['floor_rate']:,.0f} records/s"
     )
 
     log("phase 2: draining with `stream-monitor run`")
@@ -1161,6 +1254,19 @@ def report(
             f"predictions/s** (over {f(d.get('window_seconds'), '.1f')} s)",
         ),
         (
+            "**floor: bare consumer, `consume` + `orjson.loads` of every record**",
+            f"**{f(d.get('floor_rate'))} records/s** ({f(d.get('floor_records'))} records in "
+            f"{f(d.get('floor_seconds'), '.1f')} s"
+            + ("" if d.get("floor_complete") else ", **INCOMPLETE**")
+            + "); monitor / floor = **"
+            + (
+                f"{d['rate_records'] / d['floor_rate']:.2f}"
+                if d.get("rate_records") and d.get("floor_rate")
+                else "n/a"
+            )
+            + "** (same broker, same records, this run)",
+        ),
+        (
             "whole drain",
             f"{f(d.get('consumed'))} records in {f(d.get('drain_seconds'), '.1f')} s from process "
             f"start (first record at {f(d.get('first_record_seconds'), '.1f')} s)"
@@ -1283,6 +1389,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     ap.add_argument("--predictions", type=int, default=2_000_000)
     ap.add_argument("--models", type=int, default=20)
+    ap.add_argument(
+        "--wide",
+        action="store_true",
+        help="predictions only, 20 numeric + 3 categorical features per model (the issue-13 "
+        "scenario: --wide --models 5 --predictions 500000)",
+    )
     ap.add_argument("--partitions", type=int, default=6)
     ap.add_argument("--seed", type=int, default=11)
     ap.add_argument(
