@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from stream_monitor.stats.drift.base import SHORT, feed_streams
+from stream_monitor.stats.drift.base import DetectorBase, feed_streams
 
 __all__ = ["ADWIN", "update_all"]
 
@@ -40,7 +40,7 @@ _TESTS_PER_PASS = 512
 _KEY = 1 << 40
 
 
-class ADWIN:
+class ADWIN(DetectorBase):
     """Adaptive windowing change detector fed with arrays.
 
     Parameters
@@ -65,6 +65,12 @@ class ADWIN:
     >>> 1000 <= fired[0] < 1100
     True
     """
+
+    PARAMS = ("delta", "clock", "max_buckets", "min_window_length", "grace_period")
+
+    @staticmethod
+    def _array_pass(dets: list[Any], xs: list[np.ndarray]) -> list[int]:
+        return _array_pass(dets, xs)
 
     def __init__(
         self,
@@ -102,25 +108,6 @@ class ADWIN:
     def estimation(self) -> float:
         """Mean of the current window (0 when empty)."""
         return self._total / self._n if self._n else 0.0
-
-    @property
-    def params(self) -> dict[str, Any]:
-        """The constructor's arguments."""
-        return {
-            "delta": self.delta,
-            "clock": self.clock,
-            "max_buckets": self.max_buckets,
-            "min_window_length": self.min_window_length,
-            "grace_period": self.grace_period,
-        }
-
-    def update_many(self, values: np.ndarray) -> list[int]:
-        """Feed ``values`` in order; return the indices of the values at which it fired.
-
-        Every value counts (the caller drops missing ones). After a firing the detector starts
-        afresh with the next value.
-        """
-        return update_all([self], [values])[0]
 
     def _first_firing_by_value(self, x: Sequence[float]) -> int:
         """Feed ``x`` value by value (short batches); stop at the first firing (-1: none)."""
@@ -202,24 +189,14 @@ def update_all(detectors: Sequence[ADWIN], batches: Sequence[np.ndarray]) -> lis
     """Feed ``batches[i]`` to ``detectors[i]`` for every ``i``, all streams in one pass when
     they share parameters; return each stream's firing indices (as :meth:`ADWIN.update_many`).
     """
-    return feed_streams(detectors, batches, _first_firings)
+    return feed_streams(detectors, batches, _array_pass)
 
 
-def _first_firings(dets: list[ADWIN], xs: list[np.ndarray]) -> list[int]:
-    hits = [-1] * len(dets)
-    long = []
-    for i, (det, x) in enumerate(zip(dets, xs, strict=True)):
-        if len(x) <= SHORT:
-            hits[i] = det._first_firing_by_value(x.tolist())
-        else:
-            long.append(i)
-    if long:
-        group = _Group([dets[i] for i in long], [xs[i] for i in long])
-        found = group.first_cuts()
-        group.absorb(found)
-        for i, at in zip(long, found, strict=True):
-            hits[i] = at
-    return hits
+def _array_pass(dets: list[ADWIN], xs: list[np.ndarray]) -> list[int]:
+    group = _Group(dets, xs)
+    found = group.first_cuts()
+    group.absorb(found)
+    return found
 
 
 class _Group:
@@ -449,3 +426,4 @@ def _cut_points(ends: np.ndarray, max_buckets: int) -> tuple[np.ndarray, np.ndar
     cuts = cum - row_start[rows]
     keep = cuts < ends[rows]  # not after the newest bucket
     return rows[keep], cuts[keep]
+

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol, TypeVar
+from typing import Any, ClassVar, Protocol, TypeVar
 
 import numpy as np
 
-__all__ = ["SHORT", "BatchDetector", "feed_by_value", "feed_streams"]
+__all__ = ["SHORT", "BatchDetector", "DetectorBase", "feed_by_value", "feed_streams"]
 
 #: Batches up to this long are fed value by value: below it, the array pass costs more than a
 #: plain loop (the per-window detectors see one value per call).
@@ -34,18 +34,59 @@ class BatchDetector(Protocol):
 D = TypeVar("D", bound=BatchDetector)
 
 
+class DetectorBase:
+    """What ADWIN and Page-Hinkley share: parameters read back by name (``PARAMS``) and
+    ``update_many`` as a one-stream call of the class's array pass."""
+
+    #: Names of the constructor's arguments, kept as attributes of the same names.
+    PARAMS: ClassVar[tuple[str, ...]] = ()
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """The constructor's arguments."""
+        return {k: getattr(self, k) for k in self.PARAMS}
+
+    @staticmethod
+    def _array_pass(dets: list[Any], xs: list[np.ndarray]) -> list[int]:
+        raise NotImplementedError
+
+    def update_many(self, values: np.ndarray) -> list[int]:
+        """Feed ``values`` in order; return the indices of the values at which it fired.
+
+        Every value counts (the caller drops missing ones). After a firing the detector starts
+        afresh with the next value, exactly as a per-value loop over river's detector would.
+        """
+        return feed_streams([self], [values], type(self)._array_pass)[0]  # type: ignore[type-var]
+
+
 def feed_streams(
     detectors: Sequence[D],
     batches: Sequence[np.ndarray],
-    first_firings: Callable[[list[D], list[np.ndarray]], list[int]],
+    array_pass: Callable[[list[D], list[np.ndarray]], list[int]],
 ) -> list[list[int]]:
     """Feed ``batches[i]`` to ``detectors[i]``; return each stream's firing indices.
 
-    ``first_firings(dets, xs)`` advances each detector over its values up to and including its
+    ``array_pass(dets, xs)`` advances each detector over its values up to and including its
     first firing (or to the end) and returns that index per stream (-1: none); it sees
-    detectors of equal parameters only. A detector that fired starts afresh with the next value,
-    as river's detectors do, so a stream that fired goes round again with the rest of its batch.
+    detectors of equal parameters only, each with more than :data:`SHORT` values (shorter ones
+    go value by value). A detector that fired starts afresh with the next value, as river's
+    detectors do, so a stream that fired goes round again with the rest of its batch.
     """
+
+    def first_firings(dets: list[D], xs: list[np.ndarray]) -> list[int]:
+        hits = [-1] * len(dets)
+        long = []
+        for i, (det, x) in enumerate(zip(dets, xs, strict=True)):
+            if len(x) <= SHORT:
+                hits[i] = det._first_firing_by_value(x.tolist())
+            else:
+                long.append(i)
+        if long:
+            found = array_pass([dets[i] for i in long], [xs[i] for i in long])
+            for i, at in zip(long, found, strict=True):
+                hits[i] = at
+        return hits
+
     fired: list[list[int]] = [[] for _ in detectors]
     groups: dict[tuple[Any, ...], list[int]] = {}
     for i, det in enumerate(detectors):

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from stream_monitor.stats.drift.base import SHORT, feed_streams
+from stream_monitor.stats.drift.base import DetectorBase, feed_streams
 
 __all__ = ["PageHinkley", "update_all"]
 
@@ -32,7 +32,7 @@ _MAX_EXPONENT = 60.0
 _MAX_CHUNK = 8192
 
 
-class PageHinkley:
+class PageHinkley(DetectorBase):
     """Page-Hinkley change detector fed with arrays.
 
     Parameters
@@ -63,6 +63,12 @@ class PageHinkley:
     [1018]
     """
 
+    PARAMS = ("min_instances", "delta", "threshold", "alpha", "mode")
+
+    @staticmethod
+    def _array_pass(dets: list[Any], xs: list[np.ndarray]) -> list[int]:
+        return _scan(dets, xs)
+
     def __init__(
         self,
         min_instances: int = 30,
@@ -91,25 +97,6 @@ class PageHinkley:
         self._sum_decrease = 0.0
         self._min_increase = math.inf
         self._max_decrease = -1.0  # river starts the decrease maximum at -1, not -inf
-
-    @property
-    def params(self) -> dict[str, Any]:
-        """The constructor's arguments."""
-        return {
-            "min_instances": self.min_instances,
-            "delta": self.delta,
-            "threshold": self.threshold,
-            "alpha": self.alpha,
-            "mode": self.mode,
-        }
-
-    def update_many(self, values: np.ndarray) -> list[int]:
-        """Feed ``values`` in order; return the indices of the values at which it fired.
-
-        Every value counts (the caller drops missing ones). After a firing the detector starts
-        afresh with the next value, exactly as a per-value loop over river's detector would.
-        """
-        return update_all([self], [values])[0]
 
     def _first_firing_by_value(self, x: Sequence[float]) -> int:
         """Feed ``x`` value by value (short batches); stop at the first firing (-1: none)."""
@@ -166,21 +153,7 @@ def update_all(
 ) -> list[list[int]]:
     """Feed ``batches[i]`` to ``detectors[i]`` for every ``i``, all streams in one pass when
     they share parameters; return each stream's firing indices (as :meth:`update_many`)."""
-    return feed_streams(detectors, batches, _first_firings)
-
-
-def _first_firings(dets: list[PageHinkley], xs: list[np.ndarray]) -> list[int]:
-    hits = [-1] * len(dets)
-    long = []
-    for i, (det, x) in enumerate(zip(dets, xs, strict=True)):
-        if len(x) <= SHORT:
-            hits[i] = det._first_firing_by_value(x.tolist())
-        else:
-            long.append(i)
-    if long:
-        for i, at in zip(long, _scan([dets[i] for i in long], [xs[i] for i in long]), strict=True):
-            hits[i] = at
-    return hits
+    return feed_streams(detectors, batches, _scan)
 
 
 def _scan(dets: list[PageHinkley], xs: list[np.ndarray]) -> list[int]:
@@ -252,3 +225,4 @@ def _scan_block(dets: list[PageHinkley], x: np.ndarray, lengths: np.ndarray) -> 
         d._sum_increase, d._sum_decrease = float(inc[r, k]), float(dec[r, k])
         d._min_increase, d._max_decrease = float(min_inc[r, k]), float(max_dec[r, k])
     return at
+
