@@ -27,12 +27,18 @@ Examples
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal, TypeVar
 
 import orjson
 from pydantic import ValidationError
 
-from stream_monitor.events.schema import LabelEvent, PredictionEvent
+from stream_monitor.events.schema import (
+    MAX_FEATURES_PER_EVENT,
+    MAX_ID_LENGTH,
+    LabelEvent,
+    PredictionEvent,
+    ScoredPrediction,
+)
 from stream_monitor.kafka.protocols import MessageLike
 
 __all__ = ["DeadLetter", "DecodeReason", "Decoded", "dead_letter_headers", "decode_record"]
@@ -74,11 +80,15 @@ def decode_record(
         return _dead(msg, "decode_error", f"not valid UTF-8 JSON: {exc}")
     if not isinstance(obj, dict):
         return _dead(msg, "decode_error", f"JSON value is a {type(obj).__name__}, not an object")
-    model = PredictionEvent if kind == "prediction" else LabelEvent
-    try:
-        event = model.model_validate(obj)
-    except ValidationError as exc:
-        return _dead(msg, "validation_error", _summarise(exc))
+    fast = _fast_prediction(obj) if kind == "prediction" else _fast_label(obj)
+    if fast is not None:
+        event: PredictionEvent | LabelEvent = fast
+    else:
+        model = PredictionEvent if kind == "prediction" else LabelEvent
+        try:
+            event = model.model_validate(obj)
+        except ValidationError as exc:
+            return _dead(msg, "validation_error", _summarise(exc))
     key = msg.key()
     if key is not None and key != event.model_id.encode():
         return _dead(
@@ -88,6 +98,104 @@ def decode_record(
             "the key must be the model_id so that a model's events share one partition",
         )
     return event
+
+
+# --- the fast path ---------------------------------------------------------------------------
+# Events of the usual shape are checked by hand and built without a second validation; anything
+# these checks are not sure of goes through pydantic, which gives the dead-letter reason. So the
+# fast path may only accept what the models accept, and must build the objects they would
+# (tests/unit/test_decode.py compares both on generated valid and invalid payloads).
+
+_SCALARS = frozenset({float, int, bool, str})
+_FEATURE_VALUES = frozenset({float, int, bool, str, type(None)})
+_PREDICTION_FIELDS = frozenset(PredictionEvent.model_fields)
+_LABEL_FIELDS = frozenset(LabelEvent.model_fields)
+
+
+def _identifier(v: object) -> bool:
+    return type(v) is str and 0 < len(v) <= MAX_ID_LENGTH
+
+
+def _seconds(v: object) -> float | None:
+    """A Unix-seconds timestamp as the schema's validator converts it (numbers only)."""
+    if (type(v) is float or type(v) is int) and 0 <= v < 1e11:  # type: ignore[operator]
+        return float(v)  # type: ignore[arg-type]
+    return None
+
+
+def _fast_prediction(obj: dict[str, Any]) -> PredictionEvent | None:
+    ts = _seconds(obj.get("timestamp"))
+    features = obj.get("features")
+    version = obj.get("model_version")
+    segments = obj.get("segments")
+    if (
+        ts is None
+        or not _identifier(obj.get("event_id"))
+        or not _identifier(obj.get("model_id"))
+        or type(features) is not dict
+        or len(features) > MAX_FEATURES_PER_EVENT
+        or not _FEATURE_VALUES.issuperset(map(type, features.values()))
+        or not (version is None or (type(version) is str and len(version) <= MAX_ID_LENGTH))
+        or not (
+            segments is None
+            or (type(segments) is dict and all(type(v) is str for v in segments.values()))
+        )
+    ):
+        return None
+    p = obj.get("prediction")
+    prediction: Any
+    if type(p) in _SCALARS:
+        prediction = p
+    elif type(p) is dict and type(p.get("label")) in _SCALARS and type(p.get("score")) in (
+        float,
+        int,
+    ):
+        prediction = _construct(
+            ScoredPrediction, {"label", "score"}, {"label": p["label"], "score": p["score"]}
+        )
+    else:
+        return None
+    values = {
+        "event_id": obj["event_id"],
+        "model_id": obj["model_id"],
+        "model_version": version,
+        "timestamp": ts,
+        "features": features,
+        "prediction": prediction,
+        "segments": segments,
+    }
+    return _construct(PredictionEvent, set(_PREDICTION_FIELDS.intersection(obj)), values)
+
+
+def _fast_label(obj: dict[str, Any]) -> LabelEvent | None:
+    ts = _seconds(obj.get("timestamp"))
+    label = obj.get("label")
+    if (
+        ts is None
+        or not _identifier(obj.get("event_id"))
+        or not _identifier(obj.get("model_id"))
+        or type(label) not in _SCALARS
+    ):
+        return None
+    values = {"event_id": obj["event_id"], "model_id": obj["model_id"], "timestamp": ts}
+    values["label"] = label
+    return _construct(LabelEvent, set(_LABEL_FIELDS.intersection(obj)), values)
+
+
+def _construct(cls: type[M], fields_set: set[str], values: dict[str, Any]) -> M:
+    """An instance of ``cls`` holding ``values`` (every field, in declaration order), set up as
+    pydantic's ``model_construct`` sets one up, without its per-field Python loop (which costs
+    about as much as validating). The decode tests compare the result with model_validate's."""
+    m = object.__new__(cls)
+    _setattr(m, "__dict__", values)
+    _setattr(m, "__pydantic_fields_set__", fields_set)
+    _setattr(m, "__pydantic_extra__", None)
+    _setattr(m, "__pydantic_private__", None)
+    return m
+
+
+_setattr = object.__setattr__
+M = TypeVar("M", PredictionEvent, LabelEvent, ScoredPrediction)
 
 
 def _summarise(exc: ValidationError) -> str:

@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import calendar
+import random
 from typing import Any
 
 import orjson
 import pytest
+from pydantic import ValidationError
 
-from stream_monitor.events.decode import DeadLetter, dead_letter_headers, decode_record
+from stream_monitor.events.decode import (
+    DeadLetter,
+    _fast_label,
+    _fast_prediction,
+    dead_letter_headers,
+    decode_record,
+)
 from stream_monitor.events.schema import LabelEvent, PredictionEvent, ScoredPrediction
 from stream_monitor.kafka.records import RawRecord
 from stream_monitor.simulate import bad_records
@@ -386,3 +394,78 @@ def test_bad_records_get_their_expected_reason(topic: str, kind: str) -> None:
         got.append(out.reason)
     assert got == [reason for _, _, reason in records]
     assert set(got) == {"decode_error", "empty", "validation_error", "oversized"}
+
+
+# -- the fast path decides exactly as pydantic ----------------------------------------------------
+
+_JUNK: list[object] = [
+    None, True, False, 0, -1, 1.5, 1e10, 1e12, -3.0, "", "x", "2026-01-01T00:00:00Z",
+    "2026-01-01", [], [1], {}, {"a": 1}, "é" * 257, "y" * 256, 2**40,
+]  # fmt: skip
+
+
+def _random_payload(rng: random.Random, kind: str) -> dict[str, Any]:
+    """Mostly valid events with zero, one or two random faults."""
+    obj: dict[str, Any] = {
+        "event_id": f"e{rng.randrange(10**6)}",
+        "model_id": rng.choice(["m", "fraud", "x" * 256]),
+        "timestamp": rng.choice([1.7e9 + rng.random(), 1_700_000_000, 0, 99_999_999_999.0]),
+    }
+    if kind == "prediction":
+        obj["features"] = {
+            f"f{i}": rng.choice([rng.random(), rng.randrange(100), "cat", True, None])
+            for i in range(rng.randrange(0, 6))
+        }
+        obj["prediction"] = rng.choice(
+            [0.7, 3, "yes", False, {"label": 1, "score": 0.9}, {"label": "a", "score": 1, "x": 2}]
+        )
+        if rng.random() < 0.3:
+            obj["model_version"] = rng.choice(["v1", None, "v" * 257])
+        if rng.random() < 0.3:
+            obj["segments"] = rng.choice([{"country": "fr"}, None, {"country": 3}])
+    else:
+        obj["label"] = rng.choice([1, 0.5, "spam", True])
+    if rng.random() < 0.2:
+        obj["extra_field"] = "ignored"
+    for _ in range(rng.choice([0, 0, 1, 2])):
+        target = rng.choice([*obj.keys(), "features", "prediction", "label"])
+        if rng.random() < 0.2:
+            obj.pop(target, None)
+        elif target == "features" and isinstance(obj.get("features"), dict) and rng.random() < 0.5:
+            obj["features"]["bad"] = rng.choice(_JUNK)
+        elif target == "prediction" and rng.random() < 0.5:
+            obj["prediction"] = {"label": rng.choice(_JUNK), "score": rng.choice(_JUNK)}
+        else:
+            obj[target] = rng.choice(_JUNK)
+    return obj
+
+
+@pytest.mark.parametrize("kind", ["prediction", "label"])
+def test_fast_path_matches_pydantic_on_generated_payloads(kind: str) -> None:
+    """On generated valid and invalid payloads, the hand-checked fast path accepts only what
+    pydantic accepts, builds equal events with the same fields set, and takes most valid ones;
+    decode_record gives pydantic's event or a validation_error dead letter."""
+    model = PredictionEvent if kind == "prediction" else LabelEvent
+    fast = _fast_prediction if kind == "prediction" else _fast_label
+    rng = random.Random(5)
+    valid = accepted = 0
+    for i in range(3000):
+        raw = orjson.dumps(_random_payload(rng, kind))
+        obj = orjson.loads(raw)
+        quick = fast(obj)
+        got = decode_record(RawRecord(raw), kind=kind, max_bytes=1 << 20)  # type: ignore[arg-type]
+        try:
+            expected = model.model_validate(orjson.loads(raw))
+        except ValidationError:
+            assert quick is None, (i, obj)
+            assert isinstance(got, DeadLetter) and got.reason == "validation_error", (i, obj)
+            continue
+        valid += 1
+        assert got == expected and got.model_fields_set == expected.model_fields_set, (i, obj)
+        if quick is not None:
+            accepted += 1
+            assert quick == expected, (i, obj)
+            assert quick.model_fields_set == expected.model_fields_set, (i, obj)
+            assert quick.model_dump() == expected.model_dump(), (i, obj)
+    assert valid > 1000
+    assert accepted > 0.9 * valid  # only RFC 3339 timestamps and the like go to pydantic
