@@ -123,15 +123,20 @@ def _seconds(v: object) -> float | None:
     return None
 
 
+def _ids_and_time(obj: dict[str, Any]) -> float | None:
+    """The timestamp in seconds when both identifiers and the timestamp pass, else None."""
+    if _identifier(obj.get("event_id")) and _identifier(obj.get("model_id")):
+        return _seconds(obj.get("timestamp"))
+    return None
+
+
 def _fast_prediction(obj: dict[str, Any]) -> PredictionEvent | None:
-    ts = _seconds(obj.get("timestamp"))
+    ts = _ids_and_time(obj)
     features = obj.get("features")
     version = obj.get("model_version")
     segments = obj.get("segments")
     if (
         ts is None
-        or not _identifier(obj.get("event_id"))
-        or not _identifier(obj.get("model_id"))
         or type(features) is not dict
         or len(features) > MAX_FEATURES_PER_EVENT
         or not _FEATURE_VALUES.issuperset(map(type, features.values()))
@@ -168,18 +173,17 @@ def _fast_prediction(obj: dict[str, Any]) -> PredictionEvent | None:
 
 
 def _fast_label(obj: dict[str, Any]) -> LabelEvent | None:
-    ts = _seconds(obj.get("timestamp"))
+    ts = _ids_and_time(obj)
     label = obj.get("label")
-    if (
-        ts is None
-        or not _identifier(obj.get("event_id"))
-        or not _identifier(obj.get("model_id"))
-        or type(label) not in _SCALARS
-    ):
+    if ts is None or type(label) not in _SCALARS:
         return None
     values = {"event_id": obj["event_id"], "model_id": obj["model_id"], "timestamp": ts}
     values["label"] = label
     return _construct(LabelEvent, set(_LABEL_FIELDS.intersection(obj)), values)
+
+
+_setattr = object.__setattr__
+M = TypeVar("M", PredictionEvent, LabelEvent, ScoredPrediction)
 
 
 def _construct(cls: type[M], fields_set: set[str], values: dict[str, Any]) -> M:
@@ -192,10 +196,6 @@ def _construct(cls: type[M], fields_set: set[str], values: dict[str, Any]) -> M:
     _setattr(m, "__pydantic_extra__", None)
     _setattr(m, "__pydantic_private__", None)
     return m
-
-
-_setattr = object.__setattr__
-M = TypeVar("M", PredictionEvent, LabelEvent, ScoredPrediction)
 
 
 def _summarise(exc: ValidationError) -> str:
