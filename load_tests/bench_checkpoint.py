@@ -35,10 +35,7 @@ import argparse
 import gc
 import itertools
 import re
-import shutil
 import statistics
-import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -46,22 +43,18 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import _harness as h
 import orjson
+from _results import machine_busy_cores_s
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-
-import bench_throughput as bt  # noqa: E402
-from _results import machine_busy_cores_s, machine_info, update_section  # noqa: E402
-
-from stream_monitor.config import MonitorConfig  # noqa: E402
-from stream_monitor.events.schema import LabelEvent, PredictionEvent  # noqa: E402
-from stream_monitor.kafka.clients import producer_config  # noqa: E402
-from stream_monitor.monitor.join import LabelJoin  # noqa: E402
-from stream_monitor.monitor.partition import PartitionState  # noqa: E402
-from stream_monitor.simulate import TrafficGenerator  # noqa: E402
-from stream_monitor.state import CHANGELOG_MAX_MESSAGE_BYTES  # noqa: E402
-from stream_monitor.state.envelope import (  # noqa: E402
+from stream_monitor.config import MonitorConfig
+from stream_monitor.events.schema import LabelEvent, PredictionEvent
+from stream_monitor.kafka.clients import producer_config
+from stream_monitor.monitor.join import LabelJoin
+from stream_monitor.monitor.partition import PartitionState
+from stream_monitor.simulate import TrafficGenerator
+from stream_monitor.state import CHANGELOG_MAX_MESSAGE_BYTES
+from stream_monitor.state.envelope import (
     Snapshot,
     decode_snapshot,
     encode_snapshot,
@@ -74,15 +67,10 @@ PRED_TOPIC, LABEL_TOPIC = "predictions", "labels"
 PRODUCER_MAX_BYTES = int(
     producer_config(MonitorConfig(bootstrap_servers="unused:9092"))["message.max.bytes"]
 )
-log = bt.log
 
 
 def nbytes(obj: Any) -> int:
     return len(orjson.dumps(obj))
-
-
-def fmt_int(v: float | None) -> str:
-    return "n/a" if v is None else f"{v:,.0f}"
 
 
 def median_ms(fn: Callable[[], Any], repeat: int) -> tuple[float, float, Any]:
@@ -256,17 +244,17 @@ def part_a(args: argparse.Namespace) -> tuple[list[str], list[str]]:
     """Returns (printed lines, markdown lines)."""
     cfg = MonitorConfig(bootstrap_servers="unused:9092")
     key = key_from_secret(SECRET)
-    busy0, own0, wall0 = machine_busy_cores_s(), bt.self_cpu_s(), time.monotonic()
+    busy0, own0, wall0 = machine_busy_cores_s(), h.self_cpu_s(), time.monotonic()
     rows = []
     largest: tuple[PartitionState, dict[str, int], list[Any], dict[str, Any]] | None = None
     for n_models in args.models:
         t0 = time.monotonic()
-        names = bt.model_names(n_models)
+        names = h.model_names(n_models)
         state, offsets, preds = build_state(cfg, names, args.per_model, args.seed, args.batch)
         parts = split_bytes(state)
         tm = timings(state, offsets, key, args.repeat)
         rows.append((n_models, parts, tm))
-        log(
+        h.log(
             f"part a: {n_models} models, {sum(offsets.values()):,} records in "
             f"{time.monotonic() - t0:.1f} s -> {tm['bytes']:,} bytes, pending {parts['pending']:,}"
         )
@@ -298,12 +286,12 @@ def part_a(args: argparse.Namespace) -> tuple[list[str], list[str]]:
         if n == 0:
             base_bytes = tm["bytes"]
         sweep.append((n, uuids, jb, tm))
-        log(
+        h.log(
             f"part a: join with {n:,} pending{' (UUID ids)' if uuids else ''} "
             f"-> {tm['bytes']:,} bytes"
         )
     state.join = saved
-    busy1, own1, wall1 = machine_busy_cores_s(), bt.self_cpu_s(), time.monotonic()
+    busy1, own1, wall1 = machine_busy_cores_s(), h.self_cpu_s(), time.monotonic()
     others = (
         None
         if busy0 is None or busy1 is None
@@ -413,12 +401,7 @@ _CKPT_SERIES = (
     "stream_monitor_batch_processing_seconds_count",
     "stream_monitor_batch_processing_seconds_sum",
 )
-_CKPT_PATH = "/metrics?" + "&".join(f"name[]={n}" for n in _CKPT_SERIES)
-
-
-def scrape(mon: bt.Monitor, path: str = _CKPT_PATH) -> bt.Series | None:
-    status, text = mon.get(path, 10.0)
-    return bt.parse_metrics(text, None) if status == 200 else None
+_CKPT_PATH = h.metrics_path(_CKPT_SERIES)
 
 
 class AlertReader:
@@ -448,10 +431,11 @@ class AlertReader:
             c.assign([TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in meta.partitions])
             while not self.stop.is_set():
                 msg = c.poll(0.05)
-                if msg is None or msg.error() is not None or msg.value() is None:
+                value = None if msg is None or msg.error() is not None else msg.value()
+                if value is None:
                     continue
                 now = time.time()
-                published = orjson.loads(msg.value()).get("published_at")
+                published = orjson.loads(value).get("published_at")
                 if published:
                     self.delays.append(now - published)
         except Exception as exc:  # reported, not fatal
@@ -473,30 +457,28 @@ def run_guarantee(
     bootstrap: str,
     run_id: str,
     workdir: Path,
-    broker: bt.Broker | None,
+    broker: h.Broker | None,
     run_no: int = 1,
 ) -> dict[str, Any]:
     r: dict[str, Any] = {"guarantee": guarantee, "run": run_no}
     phase = ("eos" if guarantee == "exactly_once" else "alo") + str(run_no)
-    topics = bt.make_topics(bootstrap, run_id, phase, args.partitions)
+    topics = h.make_topics(bootstrap, run_id, phase, args.partitions)
     group = f"bench-{run_id}-{phase}"
     settings = {"processing_guarantee": guarantee, "checkpoint.hmac_key": SECRET}
     if args.interval_seconds is not None:
         settings["checkpoint.interval_seconds"] = str(args.interval_seconds)
-    mon = bt.Monitor(workdir, f"ckpt-{phase}", bootstrap, topics, group, settings=settings)
+    mon = h.Monitor(workdir, f"ckpt-{phase}", bootstrap, topics, group, settings=settings)
     n = int(args.rate * args.seconds)
-    names = bt.model_names(args.live_models)
+    names = h.model_names(args.live_models)
     reader: AlertReader | None = None
-    stop = threading.Event()
-    holder: dict[str, bt.ProduceResult] = {}
-    polls: list[tuple[float, bt.Series]] = []
+    producer: h.PacedProducer | None = None
+    polls: list[h.Series] = []
     try:
         mon.start()
         r["ready_seconds"] = mon.wait_ready(60)
         reader = AlertReader(bootstrap, topics["alerts"])
         reader.thread.start()
-        lead = 2.0 + 1.8 * n / 40_000
-        start = time.time() + lead
+        start = time.time() + h.lead_seconds(n)
         gen = TrafficGenerator(
             seed=args.seed + 1,
             drift_at=int(n * args.drift_at),
@@ -506,84 +488,49 @@ def run_guarantee(
             prediction_topic=topics["predictions"],
             label_topic=topics["labels"],
         )
-        records = list(gen.events(n))
-
-        def produce() -> None:
-            holder["p"] = bt.produce(
-                bootstrap,
-                records,
-                topics["predictions"],
-                time_limit=args.seconds + 30,
-                paced=True,
-                stop=stop,
-                conf={"linger.ms": 5, "acks": "all", "queue.buffering.max.messages": 500_000},
-            )
-
-        th = threading.Thread(target=produce, name="producer", daemon=True)
-        th.start()
+        producer = h.PacedProducer(
+            bootstrap, list(gen.events(n)), topics["predictions"], args.seconds + 30
+        )
         t_start = time.monotonic() + (start - time.time())
-        cpu0: tuple[float, ...] | None = None
-        broker_pid = broker.pid() if broker else None
-
-        def cpu_now() -> tuple[float, ...]:
-            return (
-                time.monotonic(),
-                bt.cpu_seconds(mon.pid) or 0.0,
-                bt.cpu_seconds(broker_pid) or 0.0,
-                machine_busy_cores_s() or 0.0,
-                bt.self_cpu_s(),
-            )
-
-        tick = time.monotonic()
-        while th.is_alive() and time.monotonic() < t_start + args.seconds + 60:
-            tick += args.poll
-            s = scrape(mon)
-            if s is not None:
-                polls.append((time.monotonic(), s))
-            if cpu0 is None and time.monotonic() >= t_start:
-                cpu0 = cpu_now()
-            if not mon.alive():
-                raise RuntimeError(f"monitor exited; log:\n{mon.tail()}")
-            time.sleep(max(0.0, tick - time.monotonic()))
-        th.join(5)
-        if cpu0 is not None:
-            d = [b - a for a, b in zip(cpu0, cpu_now(), strict=True)]
-            r["cpu"] = {
-                "monitor": d[1] / d[0],
-                "broker": d[2] / d[0],
-                "others": max(0.0, (d[3] - d[1] - d[2] - d[4]) / d[0]),
-            }
-        pr = holder.get("p")
-        if pr is None:
-            raise RuntimeError("producer did not finish")
-        counts = bt.high_watermarks(bootstrap, [topics["predictions"], topics["labels"]])
+        samples = h.poll(
+            mon,
+            _CKPT_PATH,
+            broker.pid() if broker else None,
+            every=args.poll,
+            limit=t_start + args.seconds + 60 - time.monotonic(),
+            running=producer.alive,
+        )
+        polls += [s.series for s in samples]
+        while_producing = [s for s in samples if s.t >= t_start]
+        if len(while_producing) >= 2:
+            r["cpu"] = h.cpu_shares(while_producing[0].cpu, while_producing[-1].cpu)
+        pr = producer.finish()
+        counts = h.high_watermarks(bootstrap, [topics["predictions"], topics["labels"]])
         produced = sum(counts.values())
         # Catch up, then wait for one more checkpoint so that the last alerts are committed.
         deadline = time.monotonic() + 60
         consumed, ckpts_at_catchup = 0.0, None
         while time.monotonic() < deadline:
-            s = scrape(mon)
+            s = mon.metrics(_CKPT_PATH)
             if s is not None:
-                polls.append((time.monotonic(), s))
-                consumed = bt.total(s, "stream_monitor_events_consumed_total")
-                ck = bt.total(s, "stream_monitor_checkpoints_total")
+                polls.append(s)
+                consumed = h.total(s, "stream_monitor_events_consumed_total")
+                ck = h.total(s, "stream_monitor_checkpoints_total")
                 if consumed >= produced and ckpts_at_catchup is None:
                     ckpts_at_catchup = ck
                 elif ckpts_at_catchup is not None and ck > ckpts_at_catchup:
                     break
             time.sleep(args.poll)
         time.sleep(1.0)  # let the alert reader fetch what the last commit released
-        final_status, final_text = mon.get("/metrics", 30.0)
-        final = bt.parse_metrics(final_text, None) if final_status == 200 else {}
+        final = mon.metrics("/metrics", 30.0) or {}
         r.update(produced=produced, consumed=consumed, complete=consumed >= produced)
         r["produced_predictions"] = counts[topics["predictions"]]
-        r["achieved_rate"] = (pr.predictions - 1) / max(
-            1e-9, pr.last_pred_wall - pr.first_pred_wall
-        )
+        r["achieved_rate"] = pr.achieved_rate
         r["peak_rss_mib"] = mon.peak_rss_mib()
         r["mode"] = mon.mode()
     finally:
-        stop.set()
+        if producer is not None:
+            producer.stop.set()
         if reader is not None:
             reader.stop.set()
             reader.thread.join(10)
@@ -592,23 +539,23 @@ def run_guarantee(
 
     # --- figures from the final scrape ---------------------------------------------------------
     def tot(name: str, **match: str) -> float:
-        return bt.total(final, name, **match)
+        return h.total(final, name, **match)
 
     count = tot("stream_monitor_checkpoint_seconds_count")
     ssum = tot("stream_monitor_checkpoint_seconds_sum")
-    cum = bt.buckets(final, "stream_monitor_checkpoint_seconds")
+    cum = h.buckets(final, "stream_monitor_checkpoint_seconds")
     r["checkpoints"] = tot("stream_monitor_checkpoints_total")
     r["ckpt_mean_s"] = ssum / count if count else None
-    r["ckpt_p50_hist_s"] = bt.hist_quantile(0.5, cum)
-    r["ckpt_p95_hist_s"] = bt.hist_quantile(0.95, cum)
+    r["ckpt_p50_hist_s"] = h.hist_quantile(0.5, cum)
+    r["ckpt_p95_hist_s"] = h.hist_quantile(0.95, cum)
     r["ckpt_buckets"] = [(b, c) for b, c in cum if c > 0][:4]
     bcount = tot("stream_monitor_checkpoint_snapshot_bytes_count")
     r["snapshot_records"] = bcount
     r["snapshot_bytes_mean"] = (
         tot("stream_monitor_checkpoint_snapshot_bytes_sum") / bcount if bcount else None
     )
-    r["snapshot_bytes_p50_hist"] = bt.hist_quantile(
-        0.5, bt.buckets(final, "stream_monitor_checkpoint_snapshot_bytes")
+    r["snapshot_bytes_p50_hist"] = h.hist_quantile(
+        0.5, h.buckets(final, "stream_monitor_checkpoint_snapshot_bytes")
     )
     r["failures"] = tot("stream_monitor_checkpoint_failures_total")
     r["aborted"] = tot("stream_monitor_transactions_aborted_total")
@@ -624,23 +571,11 @@ def run_guarantee(
     # each checkpoint's own duration: sum increase between polls where the count rose by one
     singles: list[float] = []
     sizes: list[float] = []
-    for (_, a), (_, b) in itertools.pairwise(polls):
-        dc = bt.total(b, "stream_monitor_checkpoint_seconds_count") - bt.total(
-            a, "stream_monitor_checkpoint_seconds_count"
-        )
-        if dc == 1:
-            singles.append(
-                bt.total(b, "stream_monitor_checkpoint_seconds_sum")
-                - bt.total(a, "stream_monitor_checkpoint_seconds_sum")
-            )
-            db = bt.total(b, "stream_monitor_checkpoint_snapshot_bytes_count") - bt.total(
-                a, "stream_monitor_checkpoint_snapshot_bytes_count"
-            )
-            if db:
-                sizes.append(
-                    bt.total(b, "stream_monitor_checkpoint_snapshot_bytes_sum")
-                    - bt.total(a, "stream_monitor_checkpoint_snapshot_bytes_sum")
-                )
+    for a, b in itertools.pairwise(polls):
+        if h.increase(a, b, "stream_monitor_checkpoint_seconds_count") == 1:
+            singles.append(h.increase(a, b, "stream_monitor_checkpoint_seconds_sum"))
+            if h.increase(a, b, "stream_monitor_checkpoint_snapshot_bytes_count"):
+                sizes.append(h.increase(a, b, "stream_monitor_checkpoint_snapshot_bytes_sum"))
     r["single_ckpt_s"] = singles
     r["single_ckpt_bytes"] = sizes  # bytes of all snapshot records of one checkpoint
     if reader is not None:
@@ -650,16 +585,12 @@ def run_guarantee(
         r["changelog_disk_bytes"] = sum(
             dir_bytes(p) or 0 for p in (broker.inst / "data").glob(f"{group}-changelog-*")
         )
-    log(
+    h.log(
         f"{guarantee}: {r['checkpoints']:.0f} checkpoints, mean "
         f"{1000 * (r['ckpt_mean_s'] or 0):.1f} ms, snapshot mean "
-        f"{fmt_int(r['snapshot_bytes_mean'])} bytes, {len(r.get('alert_delays', []))} alerts read"
+        f"{h.fmt(r['snapshot_bytes_mean'])} bytes, {len(r.get('alert_delays', []))} alerts read"
     )
     return r
-
-
-def pct(values: Sequence[float], q: float) -> float | None:
-    return bt.pct(list(values), q)
 
 
 def run_capacity(
@@ -671,7 +602,7 @@ def run_capacity(
     from stream_monitor.simulate import Record
 
     r: dict[str, Any] = {"attempts": []}
-    topics = bt.make_topics(bootstrap, run_id, "cap", 1)
+    topics = h.make_topics(bootstrap, run_id, "cap", 1)
     group = f"bench-{run_id}-cap"
     n = args.capacity_predictions
     gen = TrafficGenerator(
@@ -689,8 +620,8 @@ def run_capacity(
         ev = orjson.loads(rec.value)
         ev["event_id"] = str(uuid.UUID(int=(i + 1) * 0x9E3779B97F4A7C15 % (1 << 128)))
         records.append(Record(rec.topic, rec.key, orjson.dumps(ev), rec.timestamp))
-    log(f"part c: producing {n:,} predictions without labels (UUID event ids), 1 partition")
-    bt.produce(
+    h.log(f"part c: producing {n:,} predictions without labels (UUID event ids), 1 partition")
+    h.produce(
         bootstrap,
         records,
         topics["predictions"],
@@ -699,10 +630,10 @@ def run_capacity(
         conf={"linger.ms": 50, "batch.size": 1_000_000, "queue.buffering.max.messages": 500_000},
     )
     del records
-    produced = sum(bt.high_watermarks(bootstrap, [topics["predictions"]]).values())
+    produced = sum(h.high_watermarks(bootstrap, [topics["predictions"]]).values())
     r["produced"] = produced
     for attempt in (1, 2):
-        mon = bt.Monitor(
+        mon = h.Monitor(
             workdir,
             f"cap-{attempt}",
             bootstrap,
@@ -712,37 +643,30 @@ def run_capacity(
         )
         a: dict[str, Any] = {"attempt": attempt}
         largest, pending, consumed, ck = 0.0, 0.0, 0.0, 0.0
-        prev: bt.Series | None = None
+        prev: h.Series | None = None
         seen: list[tuple[float, float]] = []  # (snapshot bytes, seconds) of single checkpoints
         try:
             mon.start()
             deadline = time.monotonic() + args.capacity_timeout
             while time.monotonic() < deadline and mon.alive():
-                if "ready_s" not in a and mon.get("/readyz", 2.0)[0] == 200:
+                if "ready_s" not in a and mon.ready():
                     a["ready_s"] = time.monotonic() - mon.started_at
-                status, text = mon.get("/metrics", 10.0)
-                if status == 200:
-                    s = bt.parse_metrics(text, None)
-                    pending = bt.total(s, "stream_monitor_label_join_pending")
-                    consumed = bt.total(s, "stream_monitor_events_consumed_total")
-                    ck = bt.total(s, "stream_monitor_checkpoints_total")
+                s = mon.metrics("/metrics", 10.0)
+                if s is not None:
+                    pending = h.total(s, "stream_monitor_label_join_pending")
+                    consumed = h.total(s, "stream_monitor_events_consumed_total")
+                    ck = h.total(s, "stream_monitor_checkpoints_total")
                     a["restores"] = {
                         lab.get("outcome", "?"): v
                         for lab, v in s.get("stream_monitor_state_restores_total", [])
                     }
-                    if prev is not None:
-                        db = bt.total(
-                            s, "stream_monitor_checkpoint_snapshot_bytes_count"
-                        ) - bt.total(prev, "stream_monitor_checkpoint_snapshot_bytes_count")
-                        if db == 1:
-                            size = bt.total(
-                                s, "stream_monitor_checkpoint_snapshot_bytes_sum"
-                            ) - bt.total(prev, "stream_monitor_checkpoint_snapshot_bytes_sum")
-                            secs = bt.total(s, "stream_monitor_checkpoint_seconds_sum") - bt.total(
-                                prev, "stream_monitor_checkpoint_seconds_sum"
-                            )
-                            largest = max(largest, size)
-                            seen.append((size, secs))
+                    if prev is not None and (
+                        h.increase(prev, s, "stream_monitor_checkpoint_snapshot_bytes_count") == 1
+                    ):
+                        size = h.increase(prev, s, "stream_monitor_checkpoint_snapshot_bytes_sum")
+                        secs = h.increase(prev, s, "stream_monitor_checkpoint_seconds_sum")
+                        largest = max(largest, size)
+                        seen.append((size, secs))
                     prev = s
                     # Done once it has read everything and is ready (a restored monitor may
                     # have nothing left to read before /readyz turns 200).
@@ -771,14 +695,14 @@ def run_capacity(
         ]
         a["frames"] = " → ".join(frames[-4:])
         r["attempts"].append(a)
-        log(
+        h.log(
             f"part c attempt {attempt}: exit code {rc}, consumed {consumed:,.0f}/{produced:,}, "
             f"pending {pending:,.0f}, checkpoints {ck:.0f}, error: {a['error'][:160]}"
         )
     return r
 
 
-def restored_at(mon: bt.Monitor, topic: str) -> int:
+def restored_at(mon: h.Monitor, topic: str) -> int:
     """The offset of ``topic`` the monitor restored from its checkpoint (0 if none), from its
     log line ``restored partition=0 models=1 offsets={'<topic>': N, ...}``."""
     try:
@@ -819,17 +743,15 @@ def capacity_md(r: dict[str, Any], args: argparse.Namespace) -> list[str]:
 
 def part_b(args: argparse.Namespace) -> tuple[list[str], list[str], str]:
     run_id = uuid.uuid4().hex[:8]
-    workdir = Path(tempfile.mkdtemp(prefix="stream-monitor-bench-ckpt-"))
-    broker: bt.Broker | None = None
-    kafka = "external broker"
+    kafka = h.broker_label(args)
     results: list[dict[str, Any]] = []
-    try:
-        if args.bootstrap_servers:
-            bootstrap = args.bootstrap_servers
-        else:
-            kafka = bt.kafka_version(args.kafka_jars_dir)
-            broker = bt.Broker(args.kafka_port, args.kafka_jars_dir, "1g", False)
-            bootstrap = broker.start()
+    with (
+        h.workdir_session("stream-monitor-bench-ckpt-") as workdir,
+        h.broker_session(args) as (
+            bootstrap,
+            broker,
+        ),
+    ):
         # Rounds alternate the order (A B, B A, ...) so that broker warm-up and drifting load
         # do not all fall on one guarantee.
         for k in range(args.rounds if "b" in args.part else 0):
@@ -838,13 +760,6 @@ def part_b(args: argparse.Namespace) -> tuple[list[str], list[str], str]:
                 r = run_guarantee(args, g, bootstrap, run_id, workdir, broker, k + 1)
                 results.append(r)
         capacity = run_capacity(args, bootstrap, run_id, workdir) if "c" in args.part else None
-    except BaseException:
-        log(f"failed; monitor configs and logs are in {workdir}")
-        raise
-    finally:
-        if broker is not None:
-            broker.stop()
-    shutil.rmtree(workdir, ignore_errors=True)
     md: list[str] = []
     if results:
         md += b_md(args, results, kafka)
@@ -854,8 +769,8 @@ def part_b(args: argparse.Namespace) -> tuple[list[str], list[str], str]:
     return text, md, kafka
 
 
-def ms(v: float | None, fmt: str = ".1f") -> str:
-    return "n/a" if v is None else f"{1000 * v:{fmt}}"
+def ms(v: float | None, spec: str = ".1f") -> str:
+    return "n/a" if v is None else f"{1000 * v:{spec}}"
 
 
 def b_md(args: argparse.Namespace, results: list[dict[str, Any]], kafka: str) -> list[str]:
@@ -882,10 +797,10 @@ def b_md(args: argparse.Namespace, results: list[dict[str, Any]], kafka: str) ->
     row("start-up log", lambda r: r.get("mode", "?"))
     row(
         "records consumed / produced",
-        lambda r: f"{fmt_int(r.get('consumed'))} / {fmt_int(r.get('produced'))}",
+        lambda r: f"{h.fmt(r.get('consumed'))} / {h.fmt(r.get('produced'))}",
     )
-    row("predictions/s achieved", lambda r: fmt_int(r.get("achieved_rate")))
-    row("checkpoints committed", lambda r: fmt_int(r.get("checkpoints")))
+    row("predictions/s achieved", lambda r: h.fmt(r.get("achieved_rate")))
+    row("checkpoints committed", lambda r: h.fmt(r.get("checkpoints")))
     row(
         "**checkpoint time, mean (sum/count)**",
         lambda r: f"**{ms(r.get('ckpt_mean_s'))} ms**",
@@ -893,7 +808,7 @@ def b_md(args: argparse.Namespace, results: list[dict[str, Any]], kafka: str) ->
     row(
         "checkpoint time, each (from polls): median / max",
         lambda r: (
-            f"{ms(pct(r['single_ckpt_s'], 50))} / {ms(max(r['single_ckpt_s']))} ms "
+            f"{ms(h.pct(r['single_ckpt_s'], 50))} / {ms(max(r['single_ckpt_s']))} ms "
             f"(n={len(r['single_ckpt_s'])})"
             if r.get("single_ckpt_s")
             else "n/a"
@@ -906,14 +821,14 @@ def b_md(args: argparse.Namespace, results: list[dict[str, Any]], kafka: str) ->
     row(
         "snapshot records / mean bytes (histogram median)",
         lambda r: (
-            f"{fmt_int(r.get('snapshot_records'))} / {fmt_int(r.get('snapshot_bytes_mean'))} "
-            f"({fmt_int(r.get('snapshot_bytes_p50_hist'))})"
+            f"{h.fmt(r.get('snapshot_records'))} / {h.fmt(r.get('snapshot_bytes_mean'))} "
+            f"({h.fmt(r.get('snapshot_bytes_p50_hist'))})"
         ),
     )
     row(
         "bytes of all snapshots of one checkpoint: median / max",
         lambda r: (
-            f"{fmt_int(pct(r['single_ckpt_bytes'], 50))} / {fmt_int(max(r['single_ckpt_bytes']))}"
+            f"{h.fmt(h.pct(r['single_ckpt_bytes'], 50))} / {h.fmt(max(r['single_ckpt_bytes']))}"
             if r.get("single_ckpt_bytes")
             else "n/a"
         ),
@@ -921,19 +836,19 @@ def b_md(args: argparse.Namespace, results: list[dict[str, Any]], kafka: str) ->
     row(
         "changelog on the broker's disk (lz4) / per snapshot record",
         lambda r: (
-            f"{fmt_int(r.get('changelog_disk_bytes'))} / "
-            f"{fmt_int(r['changelog_disk_bytes'] / r['snapshot_records'])}"
+            f"{h.fmt(r.get('changelog_disk_bytes'))} / "
+            f"{h.fmt(r['changelog_disk_bytes'] / r['snapshot_records'])}"
             if r.get("changelog_disk_bytes") and r.get("snapshot_records")
             else "n/a"
         ),
     )
-    row("predictions pending in the join at the end", lambda r: fmt_int(r.get("pending")))
+    row("predictions pending in the join at the end", lambda r: h.fmt(r.get("pending")))
     row(
         "**alert visibility** (received - published_at): median / p95 / max",
         lambda r: (
-            f"**{pct(r['alert_delays'], 50):.3f} / {pct(r['alert_delays'], 95):.3f} / "
+            f"**{h.pct(r['alert_delays'], 50):.3f} / {h.pct(r['alert_delays'], 95):.3f} / "
             f"{max(r['alert_delays']):.3f} s** ({len(r['alert_delays'])} alerts; "
-            f"{fmt_int(r.get('alerts_published'))} published)"
+            f"{h.fmt(r.get('alerts_published'))} published)"
             if r.get("alert_delays")
             else f"n/a ({r.get('alert_reader_error') or 'no alerts'})"
         ),
@@ -942,8 +857,8 @@ def b_md(args: argparse.Namespace, results: list[dict[str, Any]], kafka: str) ->
     row(
         "CPU cores while producing: monitor / broker / other processes; monitor peak RSS",
         lambda r: (
-            f"{r['cpu']['monitor']:.2f} / {r['cpu']['broker']:.2f} / {r['cpu']['others']:.2f}; "
-            f"{fmt_int(r.get('peak_rss_mib'))} MiB"
+            " / ".join(h.fmt(r["cpu"].get(k), ".2f") for k in ("monitor", "broker", "others"))
+            + f"; {h.fmt(r.get('peak_rss_mib'))} MiB"
             if r.get("cpu")
             else "n/a"
         ),
@@ -952,10 +867,10 @@ def b_md(args: argparse.Namespace, results: list[dict[str, Any]], kafka: str) ->
         "restores at start / aborted transactions / failed checkpoints",
         lambda r: (
             ", ".join(f"{k} {v:.0f}" for k, v in sorted(r.get("restores", {}).items()))
-            + f" / {fmt_int(r.get('aborted'))} / {fmt_int(r.get('failures'))}"
+            + f" / {h.fmt(r.get('aborted'))} / {h.fmt(r.get('failures'))}"
         ),
     )
-    row("label-partition pauses", lambda r: fmt_int(r.get("pauses")))
+    row("label-partition pauses", lambda r: h.fmt(r.get("pauses")))
     row(
         "SIGTERM → exit",
         lambda r: f"code {r.get('exit_code')} in {r.get('exit_seconds', 0):.1f} s",
@@ -976,9 +891,9 @@ def b_md(args: argparse.Namespace, results: list[dict[str, Any]], kafka: str) ->
         delays = sorted(x for r in rs for x in r.get("alert_delays", []))
         md.append(
             f"| `{g}` | {total_n:,.0f} | **{ms(total_s / total_n if total_n else None)}** / "
-            f"{ms(pct(singles, 50))} / {ms(max(singles) if singles else None)} ms "
+            f"{ms(h.pct(singles, 50))} / {ms(max(singles) if singles else None)} ms "
             + (
-                f"| **{pct(delays, 50):.3f}** / {pct(delays, 95):.3f} / {max(delays):.3f} s "
+                f"| **{h.pct(delays, 50):.3f}** / {h.pct(delays, 95):.3f} / {max(delays):.3f} s "
                 f"({len(delays)}) |"
                 if delays
                 else "| n/a |"
@@ -1030,11 +945,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--rounds", type=int, default=2, help="part b: runs per guarantee (order alternates)"
     )
     ap.add_argument("--poll", type=float, default=0.25)
-    ap.add_argument("--bootstrap-servers", help="use this broker instead of starting one")
-    ap.add_argument("--kafka-port", type=int, default=39192)
-    ap.add_argument("--kafka-jars-dir", type=Path, default=bt.DEFAULT_JARS)
-    ap.add_argument("--results-file", type=Path, default=HERE / "RESULTS.md")
-    ap.add_argument("--no-results", action="store_true")
+    h.add_broker_args(ap, 39192)
+    h.add_results_args(ap)
     args = ap.parse_args(argv)
     args.guarantees = [g for g in args.guarantees.split(",") if g]
     for g in args.guarantees:
@@ -1044,14 +956,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     t0 = time.monotonic()
     if not args.part or set(args.part) - set("abc"):
         ap.error("--part takes letters among a, b and c")
-    kafka = None if args.part == "a" else bt.kafka_version(args.kafka_jars_dir)
-    machine = machine_info(kafka=kafka)
-    cmd = " ".join(
-        [
-            ".venv/bin/python load_tests/bench_checkpoint.py",
-            *(sys.argv[1:] if argv is None else argv),
-        ]
-    )
+    machine = h.machine_info(kafka=None if args.part == "a" else h.broker_label(args))
+    cmd = h.command_line("bench_checkpoint.py", argv)
     md: list[str] = []
     out: list[str] = []
     if "a" in args.part:
@@ -1064,21 +970,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         md += ["", *m]
     total_s = time.monotonic() - t0
     print("\n".join(out), flush=True)
-    if not args.no_results:
-        body = [
-            f"Run {time.strftime('%Y-%m-%d %H:%M %Z')} — {machine}",
-            "",
-            f"Command: `{cmd.strip()}` (total {total_s:.0f} s)",
-            "",
-            *md,
-        ]
-        update_section(
-            args.results_file,
-            "bench_checkpoint",
-            "Checkpoint costs (load_tests/bench_checkpoint.py)",
-            "\n".join(body),
-        )
-        log(f"updated {args.results_file}")
+    h.write_results(
+        args,
+        "bench_checkpoint",
+        "Checkpoint costs (load_tests/bench_checkpoint.py)",
+        machine=machine,
+        cmd=cmd,
+        total_s=total_s,
+        body=md,
+    )
     return 0
 
 
