@@ -27,10 +27,10 @@ Examples
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
 import orjson
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from stream_monitor.events.schema import (
     MAX_FEATURES_PER_EVENT,
@@ -38,6 +38,7 @@ from stream_monitor.events.schema import (
     LabelEvent,
     PredictionEvent,
     ScoredPrediction,
+    _to_unix_seconds,
 )
 from stream_monitor.kafka.protocols import MessageLike
 
@@ -104,98 +105,164 @@ def decode_record(
 # Events of the usual shape are checked by hand and built without a second validation; anything
 # these checks are not sure of goes through pydantic, which gives the dead-letter reason. So the
 # fast path may only accept what the models accept, and must build the objects they would
-# (tests/unit/test_decode.py compares both on generated valid and invalid payloads).
+# (tests/unit/test_decode.py compares both on generated valid and invalid payloads). It never
+# changes ``obj``: pydantic validates the very same dict when the fast path declines.
+#
+# The checks are written out in one function per kind, without helper calls, because at this
+# size every Python call counts: checking and building a 23-feature scored prediction costs
+# about as much as orjson takes to parse it, half of what model_validate takes (measured by
+# load_tests/bench_decode.py). RFC 3339 timestamps are converted by the schema's own
+# _to_unix_seconds, the function pydantic calls. Every label field and both ScoredPrediction
+# fields are required, so their fields_set is always all of them.
 
 _SCALARS = frozenset({float, int, bool, str})
 _FEATURE_VALUES = frozenset({float, int, bool, str, type(None)})
+_STR = frozenset({str})
 _PREDICTION_FIELDS = frozenset(PredictionEvent.model_fields)
+_REQUIRED_PREDICTION_FIELDS = frozenset(
+    name for name, field in PredictionEvent.model_fields.items() if field.is_required()
+)
+_REQUIRED_PREDICTION_FIELDS_AND_VERSION = _REQUIRED_PREDICTION_FIELDS | {"model_version"}
 _LABEL_FIELDS = frozenset(LabelEvent.model_fields)
-
-
-def _identifier(v: object) -> bool:
-    return type(v) is str and 0 < len(v) <= MAX_ID_LENGTH
-
-
-def _seconds(v: object) -> float | None:
-    """A Unix-seconds timestamp as the schema's validator converts it (numbers only)."""
-    if (type(v) is float or type(v) is int) and 0 <= v < 1e11:  # type: ignore[operator]
-        return float(v)  # type: ignore[arg-type]
-    return None
-
-
-def _ids_and_time(obj: dict[str, Any]) -> float | None:
-    """The timestamp in seconds when both identifiers and the timestamp pass, else None."""
-    if _identifier(obj.get("event_id")) and _identifier(obj.get("model_id")):
-        return _seconds(obj.get("timestamp"))
-    return None
+_SCORED_FIELDS = frozenset(ScoredPrediction.model_fields)
+_new = object.__new__
+# The setters of the slots every pydantic model has, called directly (a little cheaper than
+# object.__setattr__, which looks the slot up first); model_construct sets the same four.
+_set_dict = vars(BaseModel)["__dict__"].__set__
+_set_fields_set = vars(BaseModel)["__pydantic_fields_set__"].__set__
+_set_extra = vars(BaseModel)["__pydantic_extra__"].__set__
+_set_private = vars(BaseModel)["__pydantic_private__"].__set__
 
 
 def _fast_prediction(obj: dict[str, Any]) -> PredictionEvent | None:
-    ts = _ids_and_time(obj)
-    features = obj.get("features")
-    version = obj.get("model_version")
-    segments = obj.get("segments")
+    """The event pydantic would build from ``obj``, or None when not sure it would build one."""
+    try:
+        event_id = obj["event_id"]
+        model_id = obj["model_id"]
+        ts = obj["timestamp"]
+        features = obj["features"]
+        p = obj["prediction"]
+    except KeyError:
+        return None
     if (
-        ts is None
-        or type(features) is not dict
-        or len(features) > MAX_FEATURES_PER_EVENT
-        or not _FEATURE_VALUES.issuperset(map(type, features.values()))
-        or not (version is None or (type(version) is str and len(version) <= MAX_ID_LENGTH))
-        or not (
-            segments is None
-            or (type(segments) is dict and all(type(v) is str for v in segments.values()))
-        )
+        type(event_id) is not str
+        or type(model_id) is not str
+        or not 0 < len(event_id) <= MAX_ID_LENGTH
+        or not 0 < len(model_id) <= MAX_ID_LENGTH
     ):
         return None
-    p = obj.get("prediction")
-    prediction: Any
-    if type(p) in _SCALARS:
-        prediction = p
-    elif type(p) is dict and type(p.get("label")) in _SCALARS and type(p.get("score")) in (
-        float,
-        int,
-    ):
-        prediction = _construct(
-            ScoredPrediction, {"label", "score"}, {"label": p["label"], "score": p["score"]}
-        )
+    # the timestamp as schema._to_unix_seconds converts it (numbers inline, strings by it)
+    t = type(ts)
+    if t is float:
+        if not 0.0 <= ts < 1e11:
+            return None
+    elif t is int:
+        if not 0 <= ts < 1e11:
+            return None
+        ts = float(ts)
+    elif t is str:
+        try:
+            ts = _to_unix_seconds(ts)
+        except Exception:
+            return None
     else:
         return None
-    values = {
-        "event_id": obj["event_id"],
-        "model_id": obj["model_id"],
-        "model_version": version,
-        "timestamp": ts,
-        "features": features,
-        "prediction": prediction,
-        "segments": segments,
-    }
-    return _construct(PredictionEvent, set(_PREDICTION_FIELDS.intersection(obj)), values)
+    if (
+        type(features) is not dict
+        or len(features) > MAX_FEATURES_PER_EVENT
+        or not _FEATURE_VALUES.issuperset(map(type, features.values()))
+    ):
+        return None
+    t = type(p)
+    if t is dict:
+        try:
+            label = p["label"]
+            score = p["score"]
+        except KeyError:
+            return None
+        t = type(score)
+        if type(label) not in _SCALARS or (t is not float and t is not int):
+            return None
+        p = _new(ScoredPrediction)
+        _set_dict(p, {"label": label, "score": score})
+        _set_fields_set(p, set(_SCORED_FIELDS))
+        _set_extra(p, None)
+        _set_private(p, None)
+    elif t not in _SCALARS:
+        return None
+    version = obj.get("model_version")
+    if version is not None and (type(version) is not str or len(version) > MAX_ID_LENGTH):
+        return None
+    segments = obj.get("segments")
+    if segments is not None and (
+        type(segments) is not dict or not _STR.issuperset(map(type, segments.values()))
+    ):
+        return None
+    ev = _new(PredictionEvent)
+    # every field, in declaration order, as model_validate leaves them in __dict__
+    _set_dict(
+        ev,
+        {
+            "event_id": event_id,
+            "model_id": model_id,
+            "model_version": version,
+            "timestamp": ts,
+            "features": features,
+            "prediction": p,
+            "segments": segments,
+        },
+    )
+    # the fields the payload names (model_validate's fields_set), cheaply for the usual layouts
+    n = len(obj)
+    if n == 5:
+        _set_fields_set(ev, set(_REQUIRED_PREDICTION_FIELDS))
+    elif n == 6 and "model_version" in obj:
+        _set_fields_set(ev, set(_REQUIRED_PREDICTION_FIELDS_AND_VERSION))
+    else:
+        _set_fields_set(ev, obj.keys() & _PREDICTION_FIELDS)
+    _set_extra(ev, None)
+    _set_private(ev, None)
+    return ev
 
 
 def _fast_label(obj: dict[str, Any]) -> LabelEvent | None:
-    ts = _ids_and_time(obj)
-    label = obj.get("label")
-    if ts is None or type(label) not in _SCALARS:
+    """The event pydantic would build from ``obj``, or None when not sure it would build one."""
+    try:
+        event_id = obj["event_id"]
+        model_id = obj["model_id"]
+        ts = obj["timestamp"]
+        label = obj["label"]
+    except KeyError:
         return None
-    values = {"event_id": obj["event_id"], "model_id": obj["model_id"], "timestamp": ts}
-    values["label"] = label
-    return _construct(LabelEvent, set(_LABEL_FIELDS.intersection(obj)), values)
-
-
-_setattr = object.__setattr__
-M = TypeVar("M", PredictionEvent, LabelEvent, ScoredPrediction)
-
-
-def _construct(cls: type[M], fields_set: set[str], values: dict[str, Any]) -> M:
-    """An instance of ``cls`` holding ``values`` (every field, in declaration order), set up as
-    pydantic's ``model_construct`` sets one up, without its per-field Python loop (which costs
-    about as much as validating). The decode tests compare the result with model_validate's."""
-    m = object.__new__(cls)
-    _setattr(m, "__dict__", values)
-    _setattr(m, "__pydantic_fields_set__", fields_set)
-    _setattr(m, "__pydantic_extra__", None)
-    _setattr(m, "__pydantic_private__", None)
-    return m
+    if (
+        type(event_id) is not str
+        or type(model_id) is not str
+        or not 0 < len(event_id) <= MAX_ID_LENGTH
+        or not 0 < len(model_id) <= MAX_ID_LENGTH
+        or type(label) not in _SCALARS
+    ):
+        return None
+    t = type(ts)
+    if t is float:
+        if not 0.0 <= ts < 1e11:
+            return None
+    elif t is int:
+        if not 0 <= ts < 1e11:
+            return None
+        ts = float(ts)
+    elif t is str:
+        try:
+            ts = _to_unix_seconds(ts)
+        except Exception:
+            return None
+    else:
+        return None
+    ev = _new(LabelEvent)
+    _set_dict(ev, {"event_id": event_id, "model_id": model_id, "timestamp": ts, "label": label})
+    _set_fields_set(ev, set(_LABEL_FIELDS))  # every field is required, so all were given
+    _set_extra(ev, None)
+    _set_private(ev, None)
+    return ev
 
 
 def _summarise(exc: ValidationError) -> str:

@@ -10,6 +10,7 @@ import orjson
 import pytest
 from pydantic import ValidationError
 
+import stream_monitor.events.decode as decode_module
 from stream_monitor.events.decode import (
     DeadLetter,
     _fast_label,
@@ -397,75 +398,216 @@ def test_bad_records_get_their_expected_reason(topic: str, kind: str) -> None:
 
 
 # -- the fast path decides exactly as pydantic ----------------------------------------------------
+# decode_record checks the usual shapes by hand and builds the event without pydantic; anything
+# else goes through model_validate. Generated payloads, valid and faulty, are decoded twice:
+# as shipped, and with the fast path switched off (pydantic alone, as before it existed). Both
+# must give the same event (same field values and types, same fields set) or the same dead
+# letter (reason and detail).
 
-_JUNK: list[object] = [
-    None, True, False, 0, -1, 1.5, 1e10, 1e12, -3.0, "", "x", "2026-01-01T00:00:00Z",
-    "2026-01-01", [], [1], {}, {"a": 1}, "é" * 257, "y" * 256, 2**40,
+_GOOD_IDS: list[object] = ["m", "fraud-model", "x" * 256, "é" * 256, "\U0001d4b3" * 256, " "]
+_BAD_IDS: list[object] = ["", "x" * 257, "é" * 257, 42, 1.5, True, None, ["m"], {"m": 1}]
+_GOOD_TS: list[object] = [
+    0, 0.0, -0.0, 1, 1_700_000_000, 99_999_999_999, 99_999_999_999.99, 12.5,
+    "2026-11-22T00:00:00Z", "2026-11-22T02:30:00.123+02:00", " 2026-11-22T00:00:00z ",
+    "1970-01-01T00:00:00+00:00", "0001-01-01T00:00:00+01:00", "2026-11-22 00:00:00-05:00",
 ]  # fmt: skip
+_BAD_TS: list[object] = [
+    -1, -0.001, 1e11, 100_000_000_000, 1.7e12, 1_700_000_000_000, 2**63, True, False, None,
+    "", "yesterday", "2026-11-22T00:00:00", "2026-11-22", "1700000000", "2026-13-01T00:00:00Z",
+    [1.7e9], {"s": 1},
+]  # fmt: skip
+_GOOD_SCALARS: list[object] = [
+    0, 1, -7, 2**62, 0.0, -0.0, 0.5, 1e300, 3.0, True, False, "", "cat", "é", "1",
+]  # fmt: skip
+_JUNK: list[object] = [None, [], [1], [None], {}, {"a": 1}, {"label": 1, "score": 0.5}]
+
+
+def _pick(rng: random.Random, good: list[object], bad: list[object], p_bad: float) -> object:
+    return rng.choice(bad) if rng.random() < p_bad else rng.choice(good)
+
+
+def _features(rng: random.Random) -> object:
+    r = rng.random()
+    if r < 0.03:
+        return rng.choice(["age=41", [["age", 41]], None, 1, True, ""])
+    if r < 0.04:  # at and just over MAX_FEATURES_PER_EVENT
+        return {f"f{i}": float(i) for i in range(rng.choice([2048, 2049]))}
+    feats: dict[str, object] = {
+        f"num_{i}": rng.choice([rng.gauss(0, 1), rng.randrange(-5, 100), 0.0])
+        for i in range(rng.randrange(0, 24))
+    }
+    for name in rng.sample(["country", "device", "plan", "vip", "missing"], rng.randrange(0, 4)):
+        feats[name] = rng.choice([*_GOOD_SCALARS, None])
+    if rng.random() < 0.06:
+        feats[rng.choice([*feats, "extra"])] = rng.choice(_JUNK[1:])
+    return feats
+
+
+def _prediction_value(rng: random.Random) -> object:
+    r = rng.random()
+    if r < 0.4:
+        scored: dict[str, object] = {
+            "label": rng.choice(_GOOD_SCALARS),
+            "score": rng.choice([rng.random(), 0, 1, -2.5, 1e300]),
+        }
+        if rng.random() < 0.1:
+            scored["why"] = rng.choice(_JUNK)
+        return scored
+    if r < 0.93:
+        return rng.choice(_GOOD_SCALARS)
+    return rng.choice(
+        [
+            *_JUNK,
+            {"label": 1},
+            {"score": 0.5},
+            {"label": [1], "score": 1},
+            {"label": None, "score": 1},
+            {"label": 1, "score": True},
+            {"label": 1, "score": "0.9"},
+            {"label": 1, "score": None},
+            {"label": {"a": 1}, "score": 0.2},
+        ]
+    )
 
 
 def _random_payload(rng: random.Random, kind: str) -> dict[str, Any]:
-    """Mostly valid events with zero, one or two random faults."""
+    """A prediction or label with each field usually valid, sometimes faulty or missing."""
     obj: dict[str, Any] = {
-        "event_id": f"e{rng.randrange(10**6)}",
-        "model_id": rng.choice(["m", "fraud", "x" * 256]),
-        "timestamp": rng.choice([1.7e9 + rng.random(), 1_700_000_000, 0, 99_999_999_999.0]),
+        "event_id": _pick(rng, _GOOD_IDS, _BAD_IDS, 0.03),
+        "model_id": _pick(rng, _GOOD_IDS, _BAD_IDS, 0.03),
+        "timestamp": _pick(rng, [*_GOOD_TS, 1.7e9 + rng.random() * 1e7], _BAD_TS, 0.06),
     }
     if kind == "prediction":
-        obj["features"] = {
-            f"f{i}": rng.choice([rng.random(), rng.randrange(100), "cat", True, None])
-            for i in range(rng.randrange(0, 6))
-        }
-        obj["prediction"] = rng.choice(
-            [0.7, 3, "yes", False, {"label": 1, "score": 0.9}, {"label": "a", "score": 1, "x": 2}]
-        )
+        obj["features"] = _features(rng)
+        obj["prediction"] = _prediction_value(rng)
+        if rng.random() < 0.6:
+            obj["model_version"] = _pick(rng, [None, "", "1.4.2", "v" * 256], ["v" * 257, 1], 0.1)
         if rng.random() < 0.3:
-            obj["model_version"] = rng.choice(["v1", None, "v" * 257])
-        if rng.random() < 0.3:
-            obj["segments"] = rng.choice([{"country": "fr"}, None, {"country": 3}])
+            obj["segments"] = _pick(
+                rng,
+                [None, {}, {"country": "fr", "tier": ""}],
+                [{"country": 1}, {"c": None}, {"c": True}, {"c": ["fr"]}, ["fr"], "fr"],
+                0.2,
+            )
     else:
-        obj["label"] = rng.choice([1, 0.5, "spam", True])
-    if rng.random() < 0.2:
-        obj["extra_field"] = "ignored"
-    for _ in range(rng.choice([0, 0, 1, 2])):
-        target = rng.choice([*obj.keys(), "features", "prediction", "label"])
-        if rng.random() < 0.2:
-            obj.pop(target, None)
-        elif target == "features" and isinstance(obj.get("features"), dict) and rng.random() < 0.5:
-            obj["features"]["bad"] = rng.choice(_JUNK)
-        elif target == "prediction" and rng.random() < 0.5:
-            obj["prediction"] = {"label": rng.choice(_JUNK), "score": rng.choice(_JUNK)}
-        else:
-            obj[target] = rng.choice(_JUNK)
-    return obj
+        obj["label"] = _pick(rng, _GOOD_SCALARS, _JUNK, 0.05)
+    if rng.random() < 0.05:
+        del obj[rng.choice(list(obj))]
+    if rng.random() < 0.1:
+        obj[rng.choice(["extra", "note", "label", "prediction"])] = rng.choice([*_JUNK, "x", 1])
+    items = list(obj.items())
+    rng.shuffle(items)  # the order of the fields does not matter
+    return dict(items)
+
+
+def _random_key(rng: random.Random, obj: dict[str, Any]) -> bytes | None:
+    model_id = obj.get("model_id")
+    r = rng.random()
+    if r < 0.2:
+        return None
+    if r < 0.25 or not isinstance(model_id, str):
+        return b"some-other-model"
+    return model_id.encode()
+
+
+def _decode_all(records: list[RawRecord], kind: str) -> list[Any]:
+    return [decode_record(r, kind=kind, max_bytes=MAX_BYTES) for r in records]  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("kind", ["prediction", "label"])
-def test_fast_path_matches_pydantic_on_generated_payloads(kind: str) -> None:
-    """On generated valid and invalid payloads, the hand-checked fast path accepts only what
-    pydantic accepts, builds equal events with the same fields set, and takes most valid ones;
-    decode_record gives pydantic's event or a validation_error dead letter."""
+def test_fast_path_matches_pydantic_on_generated_payloads(
+    kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rng = random.Random(20261205)
+    records = []
+    for i in range(4000):
+        obj = _random_payload(rng, kind)
+        records.append(RawRecord(orjson.dumps(obj), key=_random_key(rng, obj), offset=i))
+    fast = _decode_all(records, kind)
+    # the fast path never changes the parsed payload (pydantic may validate it next)
+    quick = _fast_prediction if kind == "prediction" else _fast_label
+    for rec in records[:500]:
+        obj = orjson.loads(rec.value())  # type: ignore[arg-type]
+        quick(obj)
+        assert orjson.dumps(obj) == rec.value()
+
+    monkeypatch.setattr(decode_module, "_fast_prediction", lambda obj: None)
+    monkeypatch.setattr(decode_module, "_fast_label", lambda obj: None)
+    slow = _decode_all(records, kind)
+
     model = PredictionEvent if kind == "prediction" else LabelEvent
-    fast = _fast_prediction if kind == "prediction" else _fast_label
-    rng = random.Random(5)
-    valid = accepted = 0
-    for i in range(3000):
-        raw = orjson.dumps(_random_payload(rng, kind))
-        obj = orjson.loads(raw)
-        quick = fast(obj)
-        got = decode_record(RawRecord(raw), kind=kind, max_bytes=1 << 20)  # type: ignore[arg-type]
+    reasons: dict[str, int] = {}
+    for rec, got, expected in zip(records, fast, slow, strict=True):
+        where = rec.value()
+        assert type(got) is type(expected), where
+        if isinstance(expected, DeadLetter):
+            assert got == expected, where  # same reason, detail and original record
+            reasons[expected.reason] = reasons.get(expected.reason, 0) + 1
+            continue
+        assert isinstance(got, model)
+        assert got == expected, where
+        # == treats 1 == 1.0 == True; the reprs tell the types apart
+        assert repr(got) == repr(expected), where
+        assert got.model_fields_set == expected.model_fields_set, where
+        assert type(got.model_fields_set) is set, where
+        assert got.model_dump_json() == expected.model_dump_json(), where
+        if isinstance(got, PredictionEvent) and isinstance(got.prediction, ScoredPrediction):
+            assert got.prediction.model_fields_set == {"label", "score"}, where
+        reasons["ok"] = reasons.get("ok", 0) + 1
+    # the generator reaches every outcome often enough to mean something
+    assert reasons["ok"] > 1500, reasons
+    assert reasons["validation_error"] > 500, reasons
+    assert reasons["key_mismatch"] > 50, reasons
+
+
+@pytest.mark.parametrize("kind", ["prediction", "label"])
+def test_fast_path_takes_every_valid_generated_event(kind: str) -> None:
+    """The hand checks cover every valid shape the generator makes, RFC 3339 timestamps too:
+    pydantic is left for the faulty events."""
+    quick = _fast_prediction if kind == "prediction" else _fast_label
+    model = PredictionEvent if kind == "prediction" else LabelEvent
+    rng = random.Random(7)
+    valid = 0
+    for _ in range(2000):
+        obj = orjson.loads(orjson.dumps(_random_payload(rng, kind)))
         try:
-            expected = model.model_validate(orjson.loads(raw))
+            expected = model.model_validate(obj)
         except ValidationError:
-            assert quick is None, (i, obj)
-            assert isinstance(got, DeadLetter) and got.reason == "validation_error", (i, obj)
+            assert quick(obj) is None, obj
             continue
         valid += 1
-        assert got == expected and got.model_fields_set == expected.model_fields_set, (i, obj)
-        if quick is not None:
-            accepted += 1
-            assert quick == expected, (i, obj)
-            assert quick.model_fields_set == expected.model_fields_set, (i, obj)
-            assert quick.model_dump() == expected.model_dump(), (i, obj)
+        assert quick(obj) == expected, obj
     assert valid > 1000
-    assert accepted > 0.9 * valid  # only RFC 3339 timestamps and the like go to pydantic
+
+
+def test_fast_event_behaves_like_a_validated_one() -> None:
+    obj = orjson.loads(orjson.dumps(_prediction(timestamp="2023-11-14T22:13:20.250Z")))
+    quick = _fast_prediction(obj)
+    assert quick is not None
+    expected = PredictionEvent.model_validate(obj)
+    assert quick.timestamp == 1_700_000_000.25
+    assert quick.model_copy(update={"model_id": "n"}) == expected.model_copy(
+        update={"model_id": "n"}
+    )
+    assert quick.model_copy(update={"model_id": "n"}).model_fields_set == (
+        expected.model_fields_set
+    )
+    with pytest.raises(ValidationError):
+        quick.model_id = "n"  # frozen, like the validated one
+    assert quick.prediction_score() == 0.93 and quick.prediction_label() == "1"
+    assert PredictionEvent.model_validate(quick.model_dump()) == quick
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        b'{"event_id":"e","model_id":"m","timestamp":NaN,"features":{},"prediction":1}',
+        b'{"event_id":"e","model_id":"m","timestamp":1,"features":{"x":Infinity},"prediction":1}',
+        b'{"event_id":"e","model_id":"m","timestamp":1,"features":{},"prediction":-Infinity}',
+        b'{"event_id":"e","model_id":"m","timestamp":1,"features":{"x":1e400},"prediction":1}',
+    ],
+    ids=["nan", "infinity", "minus-infinity", "overflow"],
+)
+def test_json_has_no_nan_or_infinity(value: bytes) -> None:
+    # orjson refuses NaN, Infinity and numbers out of the double range, so no event carries one
+    assert _reason(value) == "decode_error"
