@@ -1,7 +1,7 @@
 """Speed of ``stream-monitor replay`` (the backtest) on generated JSON Lines files.
 
     .venv/bin/python load_tests/bench_replay.py [--predictions 200000] [--models 20]
-        [--batch-size 5000] [--partitions N] [--workdir DIR] [--keep]
+        [--batch-size 5000] [--partitions N] [--workdir DIR] [--keep] [--no-results]
 
 Phases (each bounded by a count and a time limit):
 
@@ -17,9 +17,9 @@ Phases (each bounded by a count and a time limit):
    (the machine is shared), the peak RSS, and what the replay kept: alert events, incidents,
    series and plotted points, the report's size.
 
-Nothing is sent anywhere; no broker is involved. The figures are printed only (this script
-does not touch RESULTS.md). ``--max-seconds`` stops the replay early (figures then cover what
-was replayed).
+Nothing is sent anywhere; no broker is involved. The figures are printed and written to the
+``bench_replay`` section of RESULTS.md (not with ``--no-results``). ``--max-seconds`` stops the
+replay early (figures then cover what was replayed, and RESULTS.md is left alone).
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from _results import machine_busy_cores_s, machine_info  # noqa: E402
+from _results import machine_busy_cores_s, machine_info, update_section  # noqa: E402
 
 from stream_monitor.config import MonitorConfig  # noqa: E402
 from stream_monitor.kafka.records import RawRecord  # noqa: E402
@@ -123,8 +123,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--keep", action="store_true", help="keep the workdir (files and report)")
     ap.add_argument("--skip-decode", action="store_true", help="skip the decode-only phase")
     ap.add_argument("--max-seconds", type=float, default=900.0, help="replay time limit")
+    ap.add_argument("--no-results", action="store_true", help="do not write RESULTS.md")
     args = ap.parse_args(argv)
-    print(f"machine: {machine_info(kafka=None)}", flush=True)
+    machine = machine_info(kafka=None)
+    print(f"machine: {machine}", flush=True)
 
     work = Path(args.workdir or tempfile.mkdtemp(prefix="bench-replay-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -139,10 +141,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             flush=True,
         )
         cfg = MonitorConfig(bootstrap_servers="unused:9092")
+        decode_line = "decode only:  skipped (--skip-decode)"
         if not args.skip_decode:
             gc.collect()
             n, t = decode_only(cfg, [preds, labels])
-            print(f"decode only:  {n:,} records in {t:.1f} s = {n / t:,.0f} records/s", flush=True)
+            decode_line = f"decode only:  {n:,} records in {t:.1f} s = {n / t:,.0f} records/s"
+            print(decode_line, flush=True)
 
         gc.collect()
         busy0, own0, wall0 = machine_busy_cores_s(), own_cpu(), time.monotonic()
@@ -172,25 +176,44 @@ def main(argv: Sequence[str] | None = None) -> int:
         points = sum(len(s.points) for s in series)
         report = (work / "out" / "report.html").stat().st_size
         rss = peak_rss_mib()
-        print(
-            "\n".join(
+        lines = [
+            f"replay:       {result.events:,} records in {result.wall_seconds:.1f} s = "
+            f"{result.events_per_second:,.0f} events/s "
+            f"(batch {args.batch_size:,}, {len(r.states)} partition state(s))",
+            f"CPU:          this process {(own1 - own0) / wall:.2f} cores, other "
+            "processes "
+            + ("?" if others is None else f"{others:.2f} cores")
+            + f" over {wall:.1f} s",
+            "peak RSS:     " + ("?" if rss is None else f"{rss:,.0f} MiB (whole run)"),
+            f"alerts:       {len(result.alerts):,} events, {len(result.incidents):,} "
+            f"incidents, {len(result.pages()):,} pages",
+            f"series:       {len(r.recorder.series):,}, {points:,} points kept "
+            f"(cap {r.recorder.cap:,} each); report.html {report / 1024:,.0f} KiB",
+        ]
+        print("\n".join(lines), flush=True)
+        if not args.no_results:
+            cmd = "load_tests/bench_replay.py" + "".join(f" {a}" for a in (argv or sys.argv[1:]))
+            when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+            body = "\n".join(
                 [
-                    f"replay:       {result.events:,} records in {result.wall_seconds:.1f} s = "
-                    f"{result.events_per_second:,.0f} events/s "
-                    f"(batch {args.batch_size:,}, {len(r.states)} partition state(s))",
-                    f"CPU:          this process {(own1 - own0) / wall:.2f} cores, other "
-                    "processes "
-                    + ("?" if others is None else f"{others:.2f} cores")
-                    + f" over {wall:.1f} s",
-                    "peak RSS:     " + ("?" if rss is None else f"{rss:,.0f} MiB (whole run)"),
-                    f"alerts:       {len(result.alerts):,} events, {len(result.incidents):,} "
-                    f"incidents, {len(result.pages()):,} pages",
-                    f"series:       {len(r.recorder.series):,}, {points:,} points kept "
-                    f"(cap {r.recorder.cap:,} each); report.html {report / 1024:,.0f} KiB",
+                    f"`.venv/bin/python {cmd.strip()}`, {when}",
+                    "",
+                    f"machine: {machine}",
+                    "",
+                    "```",
+                    f"generated:    {n_rec:,} records ({args.predictions:,} predictions, "
+                    f"{args.models} models, drift at the middle), {size / 2**20:,.1f} MiB",
+                    decode_line,
+                    *lines,
+                    "```",
                 ]
-            ),
-            flush=True,
-        )
+            )
+            update_section(
+                HERE / "RESULTS.md",
+                "bench_replay",
+                "Backtest speed (load_tests/bench_replay.py)",
+                body,
+            )
         return 0
     finally:
         if args.keep:

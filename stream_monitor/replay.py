@@ -38,8 +38,9 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import gc
 import gzip
-import heapq
+import itertools
 import logging
 import math
 import os
@@ -51,14 +52,13 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Literal
+from typing import IO, Any, Literal, TypeVar
 
 import orjson
 
 from stream_monitor.config import MonitorConfig
 from stream_monitor.errors import ConfigError, StreamMonitorError, TopicsNotReady
 from stream_monitor.events.schema import AlertEvent, LabelEvent, PredictionEvent
-from stream_monitor.kafka.records import RawRecord
 from stream_monitor.reference import load_profiles
 from stream_monitor.replay_model import (
     DEFAULT_SERIES_CAP,
@@ -103,8 +103,11 @@ log = logging.getLogger(__name__)
 DEFAULT_BATCH_SIZE = 5000
 #: A topic replay that receives nothing for this long while records remain is an error.
 IDLE_TIMEOUT_SECONDS = 60.0
+#: The cyclic garbage collector's first threshold during ``run_replay`` (Python's is 700).
+GC_THRESHOLD = 100_000
 
 Partitioner = Literal["murmur2", "consistent"]
+_E = TypeVar("_E", PredictionEvent, LabelEvent)
 
 
 class ReplayError(StreamMonitorError):
@@ -263,32 +266,69 @@ def _duration(seconds: float) -> str:
 
 
 # --- files --------------------------------------------------------------------------------------
-class _JsonLines:
-    """One JSON Lines file of raw record values (``.gz`` allowed), decoded line by line.
+class _Line:
+    """One line of a file as the record it was on the topic (a lighter ``RawRecord``).
 
-    Yields ``(event time, kind, partition, event or None)``; a line that does not decode
-    takes the event time of the line before it, so the merge keeps it in its place.
+    Implements :class:`stream_monitor.kafka.protocols.MessageLike`: no key, no headers, no
+    timestamp; the offset is the line's index in its file.
+    """
+
+    __slots__ = ("_offset", "_topic", "_value")
+
+    def __init__(self, value: bytes, topic: str, offset: int) -> None:
+        self._value = value
+        self._topic = topic
+        self._offset = offset
+
+    def topic(self) -> str:
+        return self._topic
+
+    def partition(self) -> int:
+        return 0
+
+    def offset(self) -> int:
+        return self._offset
+
+    def key(self) -> None:
+        return None
+
+    def value(self) -> bytes:
+        return self._value
+
+    def headers(self) -> None:
+        return None
+
+    def timestamp(self) -> tuple[int, int]:
+        return (0, -1)
+
+    def error(self) -> None:
+        return None
+
+
+class _JsonLines:
+    """One JSON Lines file of raw record values (``.gz`` allowed), decoded a chunk at a time.
+
+    :meth:`read` decodes the next lines and returns their events (None for a line that does
+    not decode) and their merge keys: the largest event time of the file so far, see
+    :func:`_cut`.
     """
 
     def __init__(
-        self,
-        path: str | os.PathLike[str],
-        kind: Kind,
-        topic: str,
-        replay: Replay,
-        route: Callable[[str], int],
+        self, path: str | os.PathLike[str], kind: Kind, topic: str, replay: Replay
     ) -> None:
         self.path = Path(path)
         self.kind: Kind = kind
         self.topic = topic
         self.replay = replay
-        self.route = route
         self.raw = open(self.path, "rb")  # noqa: SIM115 - closed by close()
         self.size = os.fstat(self.raw.fileno()).st_size
         self.fh: IO[bytes] | gzip.GzipFile = self.raw
         if self.path.suffix == ".gz":
             self.fh = gzip.GzipFile(fileobj=self.raw, mode="rb")
+        #: Lines read so far (the offset of the next one), and whether the file is finished.
         self.lines = 0
+        self.eof = False
+        self._key = -math.inf
 
     @property
     def done_bytes(self) -> int:
@@ -297,26 +337,65 @@ class _JsonLines:
         except (OSError, ValueError):
             return self.size
 
-    def __iter__(self) -> Iterator[tuple[float, Kind, int, PredictionEvent | LabelEvent | None]]:
-        last = -math.inf
-        kind, topic, replay, route = self.kind, self.topic, self.replay, self.route
-        for offset, line in enumerate(self.fh):
-            if line.endswith(b"\n"):
-                line = line[:-1]
-                if line.endswith(b"\r"):
-                    line = line[:-1]
-            self.lines = offset + 1
-            ev = replay.decode(RawRecord(line, topic=topic, offset=offset), kind)
-            if ev is None:
-                yield last, kind, 0, None
-                continue
-            last = ev.timestamp
-            yield last, kind, route(ev.model_id), ev
+    def read(self, n: int) -> tuple[list[PredictionEvent | LabelEvent | None], list[float]]:
+        """Decode up to ``n`` more lines: their events and merge keys."""
+        lines = list(itertools.islice(self.fh, n))
+        if len(lines) < n:
+            self.eof = True
+        first, self.lines = self.lines, self.lines + len(lines)
+        topic = self.topic
+        # A trailing "\n" or "\r\n" is not part of the value.
+        records = [
+            _Line(
+                line[:-2]
+                if line.endswith(b"\r\n")
+                else line[:-1]
+                if line.endswith(b"\n")
+                else line,
+                topic,
+                offset,
+            )
+            for offset, line in enumerate(lines, first)
+        ]
+        events = self.replay.decode_many(records, self.kind)
+        times = [-math.inf if ev is None else ev.timestamp for ev in events]
+        keys = list(itertools.accumulate(times, max, initial=self._key))
+        self._key = keys[-1]
+        del keys[0]
+        return events, keys
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
             self.fh.close()
         self.raw.close()
+
+
+def _cut(pred_keys: Sequence[float], label_keys: Sequence[float], n: int) -> int:
+    """How many of the first ``n`` records of the merge are predictions.
+
+    The files are merged as ``heapq.merge`` merges them by event time: the earlier of the two
+    next records goes first, the prediction on equal times, and a line that does not decode
+    takes the event time of the line before it. That greedy merge of two sequences whose
+    times may go backwards is the same as a stable merge of their running maxima (a record
+    can only go first once every record before it in its file has), so with the merge keys of
+    :meth:`_JsonLines.read` the first ``n`` records are ``i`` predictions and ``n - i`` labels
+    for the largest ``i`` whose last prediction is not later than the next label.
+
+    >>> _cut([1, 3, 5], [2, 2, 4], 2), _cut([3, 5], [2, 4], 2), _cut([5], [4], 2)
+    (1, 1, 1)
+    >>> _cut([1, 1], [1], 2), _cut([], [1, 2], 2), _cut([7, 8], [], 2)
+    (2, 0, 2)
+    """
+    n = min(n, len(pred_keys) + len(label_keys))
+    lo, hi = max(0, n - len(label_keys)), min(n, len(pred_keys))
+    # i = lo is always possible; "i predictions" is while pred_keys[i-1] <= label_keys[n-i].
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if pred_keys[mid - 1] <= label_keys[n - mid]:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
 
 
 def replay_files(
@@ -331,44 +410,58 @@ def replay_files(
 ) -> None:
     """Feed the recorded predictions (and labels) to ``replay`` in event-time order.
 
-    Both files are opened before anything is processed (OSError for a missing one).
+    Both files are opened before anything is processed (OSError for a missing one). Each file
+    is decoded at most one batch ahead of the merge.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    routes: dict[str, int] = {}
 
-    def route(model_id: str) -> int:
+    def grouped(events: Sequence[_E | None]) -> dict[int, list[_E]]:
         if partitions is None:
-            return 0
-        return partition_for(model_id.encode(), partitions, partitioner)
+            valid = [ev for ev in events if ev is not None]
+            return {0: valid} if valid else {}
+        out: dict[int, list[_E]] = {}
+        for ev in events:
+            if ev is None:
+                continue
+            part = routes.get(ev.model_id)
+            if part is None:
+                part = routes[ev.model_id] = partition_for(
+                    ev.model_id.encode(), partitions, partitioner
+                )
+            out.setdefault(part, []).append(ev)
+        return out
 
     topics = replay.cfg.topics
-    sources = [_JsonLines(predictions, "prediction", topics.predictions, replay, route)]
+    sources = [_JsonLines(predictions, "prediction", topics.predictions, replay)]
     try:
         if labels is not None:
-            sources.append(_JsonLines(labels, "label", topics.labels, replay, route))
+            sources.append(_JsonLines(labels, "label", topics.labels, replay))
         total = sum(s.size for s in sources)
-        # heapq.merge is stable: on equal times the predictions file (listed first) goes first,
-        # and each file's own order is kept whatever its timestamps.
-        merged = heapq.merge(*sources, key=lambda item: item[0])
-        preds: dict[int, list[PredictionEvent]] = {}
-        labs: dict[int, list[LabelEvent]] = {}
-        n = 0
-        for _t, _kind, part, ev in merged:
-            n += 1
-            if isinstance(ev, PredictionEvent):
-                preds.setdefault(part, []).append(ev)
-            elif isinstance(ev, LabelEvent):
-                labs.setdefault(part, []).append(ev)
-            if n >= batch_size:
-                replay.process(preds, labs)
-                preds, labs, n = {}, {}, 0
-                if progress is not None:
-                    done = sum(s.done_bytes for s in sources)
-                    progress.update(
-                        replay.events, done / total if total else None, len(replay.alerts)
-                    )
-        if n:
-            replay.process(preds, labs)
+        # Decoded, not yet processed: events (None for a bad line) and merge keys per file.
+        events: list[list[Any]] = [[] for _ in sources]
+        keys: list[list[float]] = [[] for _ in sources]
+        while True:
+            for s, evs, ks in zip(sources, events, keys, strict=True):
+                if len(evs) < batch_size and not s.eof:
+                    more, more_keys = s.read(batch_size - len(evs))
+                    evs += more
+                    ks += more_keys
+            if not any(events):
+                break
+            label_keys = keys[1] if labels is not None else []
+            i = _cut(keys[0], label_keys, batch_size)
+            j = min(batch_size - i, len(label_keys))
+            replay.process(
+                grouped(events[0][:i]), grouped(events[1][:j]) if labels is not None else {}
+            )
+            del events[0][:i], keys[0][:i]
+            if labels is not None:
+                del events[1][:j], keys[1][:j]
+            if progress is not None:
+                done = sum(s.done_bytes for s in sources)
+                progress.update(replay.events, done / total if total else None, len(replay.alerts))
     finally:
         for s in sources:
             s.close()
@@ -641,6 +734,24 @@ def format_summary(result: ReplayResult) -> str:
     return "\n".join(lines)
 
 
+@contextlib.contextmanager
+def _fewer_collections(threshold: int = GC_THRESHOLD) -> Iterator[None]:
+    """Run the cyclic garbage collector every ``threshold`` allocations instead of every 700.
+
+    A replay allocates millions of short-lived objects (records, events, observations) next to
+    a large long-lived monitor state; at the default threshold the collector ran thousands of
+    times per 360,000 records, and its full collections walked the whole state, about a fifth
+    of the replay's time (load_tests/bench_replay.py). The events form no reference cycles, so
+    collecting less often frees the same memory. The previous thresholds are restored after.
+    """
+    old = gc.get_threshold()
+    gc.set_threshold(max(old[0], threshold), *old[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*old)
+
+
 def run_replay(
     cfg: MonitorConfig,
     out_dir: str | os.PathLike[str],
@@ -674,7 +785,7 @@ def run_replay(
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     offsets = None
-    with open(out / "alerts.jsonl", "wb") as sink:
+    with _fewer_collections(), open(out / "alerts.jsonl", "wb") as sink:
 
         def write(a: AlertEvent) -> None:
             # The serialisation of the alerts topic (Application.process_batch); not published,

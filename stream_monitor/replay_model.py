@@ -321,6 +321,29 @@ class Replay:
             self.last_event_at = t
         return ev
 
+    def decode_many(
+        self, records: Sequence[RawRecord | Any], kind: Kind
+    ) -> list[PredictionEvent | LabelEvent | None]:
+        """:meth:`decode` for several records of one kind, counted once for all of them."""
+        max_bytes = self.cfg.limits.max_event_bytes
+        out: list[Any] = [decode_record(rec, kind=kind, max_bytes=max_bytes) for rec in records]
+        invalid = self.invalid
+        times: list[float] = []
+        for i, ev in enumerate(out):
+            if isinstance(ev, DeadLetter):
+                invalid[(kind, ev.reason)] += 1
+                out[i] = None
+            else:
+                times.append(ev.timestamp)
+        if kind == "prediction":
+            self.predictions += len(times)
+        else:
+            self.labels += len(times)
+        if times:
+            self.first_event_at = min(self.first_event_at, min(times))
+            self.last_event_at = max(self.last_event_at, max(times))
+        return out
+
     def process(
         self,
         predictions: Mapping[int, Sequence[PredictionEvent]],

@@ -9,8 +9,10 @@ drift is (which feature, from when), not on how many alert events it gives.
 from __future__ import annotations
 
 import gzip
+import heapq
 import io
 import math
+import random
 from collections import Counter
 from html.parser import HTMLParser
 from pathlib import Path
@@ -378,6 +380,70 @@ def test_files_are_merged_in_event_time_order_and_bad_lines_keep_their_place(
     assert r.calls[:2] == [(["p1"], []), ([], ["l1"])]
 
 
+def _merged_batches(
+    preds: list[tuple[float | None, str]], labels: list[tuple[float | None, str]], size: int
+) -> list[tuple[list[str], list[str]]]:
+    """The batches of the reference merge: ``heapq.merge`` of both files one line at a time,
+    a bad line (time None) taking the time of the line before it in its file."""
+
+    def keyed(lines: list[tuple[float | None, str]], kind: str) -> list[tuple[float, str, str]]:
+        last, out = -math.inf, []
+        for t, name in lines:
+            last = last if t is None else t
+            out.append((last, kind, "" if t is None else name))
+        return out
+
+    merged = list(heapq.merge(keyed(preds, "p"), keyed(labels, "l"), key=lambda x: x[0]))
+    batches = []
+    for i in range(0, len(merged), size):
+        chunk = merged[i : i + size]
+        batches.append(
+            (
+                [n for _t, k, n in chunk if k == "p" and n],
+                [n for _t, k, n in chunk if k == "l" and n],
+            )
+        )
+    return batches
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_batches_are_cut_as_the_line_by_line_merge_cuts_them(tmp_path: Path, seed: int) -> None:
+    """Files are decoded a batch ahead and each batch is cut with the running maxima of event
+    time; the batches (and so the alerts) are those of a line-by-line heapq.merge, for times
+    that go backwards, equal times and bad lines, whatever the batch size."""
+    rng = random.Random(seed)
+
+    def lines(n: int) -> list[tuple[float | None, str]]:
+        out: list[tuple[float | None, str]] = []
+        t = 0.0
+        for _ in range(n):
+            if rng.random() < 0.1:
+                out.append((None, ""))
+                continue
+            t = max(0.0, t + rng.choice([-3, -1, 0, 0, 1, 1, 2, 5]))
+            out.append((t, f"{t:g}"))
+        return out
+
+    preds, labels = lines(rng.randint(0, 300)), lines(rng.randint(0, 300))
+
+    def write(path: Path, rows: list[tuple[float | None, str]], make: Any) -> None:
+        path.write_bytes(
+            b"".join(
+                (b"{oops" if t is None else make(i, t)) + b"\n" for i, (t, _) in enumerate(rows)
+            )
+        )
+
+    write(tmp_path / "p.jsonl", preds, _pred)
+    write(tmp_path / "l.jsonl", labels, _label)
+    for size in (1, 2, 7, 100, 5000):
+        r = _Recording()
+        replay_files(r, tmp_path / "p.jsonl", tmp_path / "l.jsonl", batch_size=size)
+        expected = _merged_batches(preds, labels, size)
+        got = [([n[1:] for n in p], [n[1:] for n in lab]) for p, lab in r.calls]
+        assert got == expected, size
+        assert r.predictions + r.labels + sum(r.invalid.values()) == len(preds) + len(labels)
+
+
 def test_gzip_files_and_windows_line_ends(tmp_path: Path) -> None:
     preds = tmp_path / "p.jsonl.gz"
     with gzip.open(preds, "wb") as fh:
@@ -386,7 +452,7 @@ def test_gzip_files_and_windows_line_ends(tmp_path: Path) -> None:
     progress = Progress(io.StringIO(), enabled=True, interval=0.0)
     replay_files(r, preds, batch_size=10, progress=progress)
     assert r.predictions == 50 and not r.invalid
-    assert "replay: 50 events, 100.0%" in progress.stream.getvalue()  # type: ignore[attr-defined]
+    assert "replay: 50 events, 100.0%" in progress.stream.getvalue()  # type: ignore[union-attr]
 
 
 def test_missing_file_is_an_os_error(tmp_path: Path) -> None:
