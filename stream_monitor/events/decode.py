@@ -134,6 +134,22 @@ _set_extra = vars(BaseModel)["__pydantic_extra__"].__set__
 _set_private = vars(BaseModel)["__pydantic_private__"].__set__
 
 
+def _seconds(ts: Any) -> float | None:
+    """The timestamp as schema._to_unix_seconds converts it (numbers inline, strings by it), or
+    None where it would refuse it."""
+    t = type(ts)
+    if t is float:
+        return ts if 0.0 <= ts < 1e11 else None
+    if t is int:
+        return float(ts) if 0 <= ts < 1e11 else None
+    if t is str:
+        try:
+            return _to_unix_seconds(ts)
+        except Exception:
+            return None
+    return None
+
+
 def _fast_prediction(obj: dict[str, Any]) -> PredictionEvent | None:
     """The event pydantic would build from ``obj``, or None when not sure it would build one."""
     try:
@@ -152,20 +168,8 @@ def _fast_prediction(obj: dict[str, Any]) -> PredictionEvent | None:
     ):
         return None
     # the timestamp as schema._to_unix_seconds converts it (numbers inline, strings by it)
-    t = type(ts)
-    if t is float:
-        if not 0.0 <= ts < 1e11:
-            return None
-    elif t is int:
-        if not 0 <= ts < 1e11:
-            return None
-        ts = float(ts)
-    elif t is str:
-        try:
-            ts = _to_unix_seconds(ts)
-        except Exception:
-            return None
-    else:
+    ts = _seconds(ts)
+    if ts is None:
         return None
     if (
         type(features) is not dict
@@ -242,20 +246,8 @@ def _fast_label(obj: dict[str, Any]) -> LabelEvent | None:
         or type(label) not in _SCALARS
     ):
         return None
-    t = type(ts)
-    if t is float:
-        if not 0.0 <= ts < 1e11:
-            return None
-    elif t is int:
-        if not 0 <= ts < 1e11:
-            return None
-        ts = float(ts)
-    elif t is str:
-        try:
-            ts = _to_unix_seconds(ts)
-        except Exception:
-            return None
-    else:
+    ts = _seconds(ts)
+    if ts is None:
         return None
     ev = _new(LabelEvent)
     _set_dict(ev, {"event_id": event_id, "model_id": model_id, "timestamp": ts, "label": label})
