@@ -167,7 +167,6 @@ def _fast_prediction(obj: dict[str, Any]) -> PredictionEvent | None:
         or not 0 < len(model_id) <= MAX_ID_LENGTH
     ):
         return None
-    # the timestamp as schema._to_unix_seconds converts it (numbers inline, strings by it)
     ts = _seconds(ts)
     if ts is None:
         return None
