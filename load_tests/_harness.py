@@ -493,7 +493,8 @@ class Monitor:
 
     def start(self) -> None:
         exe = [str(VENV_BIN / "stream-monitor")]
-        if self.profile is not None:
+        spy = self.profile is not None and self.profile.suffix == ".txt"
+        if self.profile is not None and not spy:
             exe = [sys.executable, "-m", "cProfile", "-o", str(self.profile), "-m"]
             exe.append("stream_monitor")
         # --bootstrap-servers on the command line as well: some versions of `run` let their
@@ -505,6 +506,16 @@ class Monitor:
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.started_at = time.monotonic()
         self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, cwd=str(ROOT))
+        if spy:
+            # py-spy (installed in the venv by hand) samples the running monitor until it
+            # exits and writes collapsed stacks: little overhead, unlike cProfile.
+            spy_cmd = [str(VENV_BIN / "py-spy"), "record", "--format", "raw", "--rate", "200"]
+            spy_cmd += ["--nonblocking", "--pid", str(self.proc.pid), "-o", str(self.profile)]
+            subprocess.Popen(
+                spy_cmd,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
 
     @property
     def pid(self) -> int:

@@ -769,7 +769,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument(
         "--monitor-profile",
         type=Path,
-        help="run the drain-phase monitor under cProfile and write its stats here (slow)",
+        help="profile the drain-phase monitor into this file: py-spy collapsed stacks if it ends "
+        "in .txt (py-spy must be installed in the venv), else cProfile stats (slow)",
     )
     add_broker_args(ap, 39092)
     ap.add_argument("--keep-workdir", action="store_true", help="keep the monitors' TOML and logs")

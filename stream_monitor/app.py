@@ -34,6 +34,7 @@ from stream_monitor.config import MonitorConfig
 from stream_monitor.errors import ConfigError, TopicsNotReady
 from stream_monitor.events.decode import DeadLetter, dead_letter_headers, decode_record
 from stream_monitor.events.schema import AlertEvent, LabelEvent, PredictionEvent, RetrainTrigger
+from stream_monitor.gc_tuning import fewer_collections
 from stream_monitor.kafka import clients
 from stream_monitor.metrics.collector import StateCollector
 from stream_monitor.metrics.instruments import Instruments
@@ -156,7 +157,8 @@ class Application:
             self.server.start()
             log.info("metrics on http://%s:%d/metrics", cfg.metrics_host, self.server.port)
         try:
-            self._run()
+            with fewer_collections():
+                self._run()
         finally:
             self.health.alive = False
             if self.server is not None:

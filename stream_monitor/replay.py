@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import gc
 import gzip
 import itertools
 import logging
@@ -49,7 +48,7 @@ import time
 import uuid
 import zlib
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Literal, TypeVar
@@ -59,6 +58,7 @@ import orjson
 from stream_monitor.config import MonitorConfig
 from stream_monitor.errors import ConfigError, StreamMonitorError, TopicsNotReady
 from stream_monitor.events.schema import AlertEvent, LabelEvent, PredictionEvent
+from stream_monitor.gc_tuning import fewer_collections
 from stream_monitor.reference import load_profiles
 from stream_monitor.replay_model import (
     DEFAULT_SERIES_CAP,
@@ -103,8 +103,6 @@ log = logging.getLogger(__name__)
 DEFAULT_BATCH_SIZE = 5000
 #: A topic replay that receives nothing for this long while records remain is an error.
 IDLE_TIMEOUT_SECONDS = 60.0
-#: The cyclic garbage collector's first threshold during ``run_replay`` (Python's is 700).
-GC_THRESHOLD = 100_000
 
 Partitioner = Literal["murmur2", "consistent"]
 _E = TypeVar("_E", PredictionEvent, LabelEvent)
@@ -734,24 +732,6 @@ def format_summary(result: ReplayResult) -> str:
     return "\n".join(lines)
 
 
-@contextlib.contextmanager
-def _fewer_collections(threshold: int = GC_THRESHOLD) -> Iterator[None]:
-    """Run the cyclic garbage collector every ``threshold`` allocations instead of every 700.
-
-    A replay allocates millions of short-lived objects (records, events, observations) next to
-    a large long-lived monitor state; at the default threshold the collector ran thousands of
-    times per 360,000 records, and its full collections walked the whole state, about a fifth
-    of the replay's time (load_tests/bench_replay.py). The events form no reference cycles, so
-    collecting less often frees the same memory. The previous thresholds are restored after.
-    """
-    old = gc.get_threshold()
-    gc.set_threshold(max(old[0], threshold), *old[1:])
-    try:
-        yield
-    finally:
-        gc.set_threshold(*old)
-
-
 def run_replay(
     cfg: MonitorConfig,
     out_dir: str | os.PathLike[str],
@@ -785,7 +765,7 @@ def run_replay(
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     offsets = None
-    with _fewer_collections(), open(out / "alerts.jsonl", "wb") as sink:
+    with fewer_collections(), open(out / "alerts.jsonl", "wb") as sink:
 
         def write(a: AlertEvent) -> None:
             # The serialisation of the alerts topic (Application.process_batch); not published,

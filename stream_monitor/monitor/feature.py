@@ -937,9 +937,7 @@ def window_statistics(
 def run_detectors(features: Sequence[FeatureMonitor]) -> None:
     """Feed the pending PIT scores of every numeric feature to its per-value detectors, one
     array pass per detector kind for all of them, and let each judge its firings."""
-    waiting = [
-        f for f in features if isinstance(f, NumericFeature) and f.pending_z is not None
-    ]
+    waiting = [f for f in features if isinstance(f, NumericFeature) and f.pending_z is not None]
     if not waiting:
         return
     fired: list[dict[str, list[int]]] = [{} for _ in waiting]

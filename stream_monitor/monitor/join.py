@@ -33,6 +33,7 @@ from bisect import bisect_left
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import astuple, dataclass
+from operator import itemgetter
 from typing import Any, NamedTuple
 
 __all__ = [
@@ -43,8 +44,8 @@ __all__ = [
     "PendingPrediction",
 ]
 
-#: Version of :meth:`LabelJoin.snapshot` (2: per-model queues, stats and delay histograms).
-SNAPSHOT_VERSION = 2
+#: Version of :meth:`LabelJoin.snapshot` (3: the waiting predictions as columns per model).
+SNAPSHOT_VERSION = 3
 #: Consecutive predictions beyond ``max_future_seconds`` that confirm a jump of event time.
 FUTURE_CONFIRM = 10
 #: Version of :meth:`EarlyLabels.snapshot`.
@@ -117,6 +118,12 @@ def _tagged(
 ) -> Iterator[tuple[int, str, str, PendingPrediction]]:
     for event_id, (seq, p) in q.items():
         yield seq, model_id, event_id, p
+
+
+_SEQ = itemgetter(0)
+_PREDICTION = itemgetter(1)
+#: The snapshot's columns of a waiting prediction, with their getters.
+_COLUMNS = {name: itemgetter(i) for i, name in enumerate(PendingPrediction._fields)}
 
 
 def _enc(x: float) -> float | None:
@@ -553,19 +560,43 @@ labels_unmatched=0))
 
     # ------------------------------------------------------------------------ snapshots
 
-    def snapshot(self) -> dict[str, Any]:
-        """JSON-able state: the waiting predictions in arrival order (``[model, event,
-        timestamp, label, score, model_version]``) and, per model, its watermark, counters
-        and delay histogram."""
+    def waiting(self) -> list[tuple[str, str, PendingPrediction]]:
+        """``(model, event id, prediction)`` of every waiting prediction, in arrival order.
+
+        >>> j = LabelJoin(capacity=10, ttl_seconds=60.0)
+        >>> for m, e in [("b", "x"), ("a", "y"), ("b", "z")]:
+        ...     j.add_prediction(m, e, 0.0, label=None, score=None)
+        >>> [(m, e) for m, e, _ in j.waiting()]
+        [('b', 'x'), ('a', 'y'), ('b', 'z')]
+        """
         merged = heapq.merge(*(_tagged(m, q) for m, q in self._queues.items()))
+        return [(m, e, p) for _, m, e, p in merged]
+
+    def snapshot(self) -> dict[str, Any]:
+        """JSON-able state: per model, its watermark, counters, delay histogram and its waiting
+        predictions as columns (``event_id``, ``seq``, ``timestamp``, ``label``, ``score``,
+        ``model_version``, ``segments``), each in arrival order.
+
+        Columns, not one row per prediction: a partition can hold hundreds of thousands of
+        waiting predictions, and a snapshot is taken at every checkpoint (the state to rewind
+        to under exactly-once), so its cost is a few C-level passes over each queue.
+        """
         models: dict[str, Any] = {}
         for m, st in self.by_model.items():
             d = self._delays.get(m)
+            q = self._queues[m]
+            entries = list(q.values())
+            preds = list(map(_PREDICTION, entries))
             models[m] = {
                 "watermark": self._watermarks[m],
                 "future_run": list(self._future_runs.get(m, (0, 0.0))),
                 "stats": list(astuple(st)),
                 "delays": None if d is None else [d.counts, d.total, d.count],
+                "pending": {
+                    "event_id": list(q),
+                    "seq": list(map(_SEQ, entries)),
+                    **{name: list(map(get, preds)) for name, get in _COLUMNS.items()},
+                },
             }
         return {
             "v": SNAPSHOT_VERSION,
@@ -574,18 +605,7 @@ labels_unmatched=0))
             "model_capacity": self.model_capacity,
             "overrides": {m: [_enc(t), c] for m, (t, c) in self.overrides.items()},
             "max_future_seconds": _enc(self.max_future_seconds),
-            "pending": [
-                [
-                    m,
-                    e,
-                    p.timestamp,
-                    p.label,
-                    p.score,
-                    p.model_version,
-                    None if p.segments is None else list(p.segments),
-                ]
-                for _, m, e, p in merged
-            ],
+            "next_seq": self._seq,
             "models": models,
             "counters": [
                 self.evicted,
@@ -601,7 +621,8 @@ labels_unmatched=0))
 
     @classmethod
     def from_snapshot(cls, d: dict[str, Any]) -> LabelJoin:
-        """Rebuild from :meth:`snapshot`; other versions (v1 included) raise ValueError."""
+        """Rebuild from :meth:`snapshot`; other versions raise ValueError, and so do columns
+        of unequal lengths."""
         if d.get("v") != SNAPSHOT_VERSION:
             raise ValueError(f"unsupported label-join snapshot version {d.get('v')!r}")
         j = cls(
@@ -611,8 +632,8 @@ labels_unmatched=0))
             overrides={m: (_dec(t, math.inf), c) for m, (t, c) in d["overrides"].items()},
             max_future_seconds=_dec(d["max_future_seconds"], math.inf),
         )
+        size = 0
         for m, s in d["models"].items():
-            j._queues[m] = OrderedDict()
             j.by_model[m] = ModelJoinStats(*s["stats"])
             j._watermarks[m] = s["watermark"]
             run, earliest = s["future_run"]
@@ -621,10 +642,17 @@ labels_unmatched=0))
             if s["delays"] is not None:
                 h = j._delays[m] = _Delays()
                 h.counts, h.total, h.count = list(s["delays"][0]), s["delays"][1], s["delays"][2]
-        for seq, (m, e, ts, label, score, version, segs) in enumerate(d["pending"]):
-            segments = None if segs is None else tuple(segs)
-            j._queues[m][e] = (seq, PendingPrediction(ts, label, score, version, segments))
-        j._seq = j._size = len(d["pending"])
+            cols = s["pending"]
+            ids = cols["event_id"]
+            columns = [cols[name] for name in _COLUMNS]
+            if any(len(c) != len(ids) for c in (cols["seq"], *columns)):
+                raise ValueError(f"label-join snapshot: columns of model {m!r} differ in length")
+            # JSON gives lists where the state held tuples (segments)
+            columns[-1] = [g if g is None or type(g) is tuple else tuple(g) for g in columns[-1]]
+            preds = map(PendingPrediction._make, zip(*columns, strict=True))
+            j._queues[m] = OrderedDict(zip(ids, zip(cols["seq"], preds, strict=True), strict=True))
+            size += len(ids)
+        j._seq, j._size = d["next_seq"], size
         (
             j.evicted,
             j.expired,

@@ -5,7 +5,6 @@ reference written here (one plain dict in insertion order, scanned in full at ev
 from __future__ import annotations
 
 import math
-import time
 from collections import Counter
 from dataclasses import astuple, dataclass, field
 from typing import Any
@@ -155,7 +154,7 @@ def _counters(j: LabelJoin) -> tuple[int, int, int, int, int]:
 
 
 def _pending(j: LabelJoin) -> list[tuple[tuple[str, str], Value]]:
-    return [((m, e), (ts, lab, sc, v)) for m, e, ts, lab, sc, v, _ in j.snapshot()["pending"]]
+    return [((m, e), (p.timestamp, p.label, p.score, p.model_version)) for m, e, p in j.waiting()]
 
 
 def _random_ops(
@@ -298,7 +297,7 @@ def test_evicted_count_without_matches_is_closed_form() -> None:
         j.add_prediction("m", f"e{i}", float(i), label=None, score=float(i))
     assert (len(j), j.evicted) == (7, 100 - 7)
     # the survivors are the 7 newest, oldest first
-    assert [e for _, e, *_ in j.snapshot()["pending"]] == [f"e{i}" for i in range(93, 100)]
+    assert [e for _, e, _ in j.waiting()] == [f"e{i}" for i in range(93, 100)]
     assert j.match("m", "e92") is None
     assert j.match("m", "e93") == PendingPrediction(93.0, None, 93.0)
 
@@ -323,7 +322,7 @@ def test_fair_share_evicts_from_the_model_holding_the_most() -> None:
     j.add_prediction("quiet", "q1", 6.0, label=None, score=None)
     j.add_prediction("chatty", "c5", 7.0, label=None, score=None)
     assert (j.by_model["chatty"].evicted, j.by_model["quiet"].evicted) == (2, 0)
-    assert [e for _, e, *_ in j.snapshot()["pending"]] == ["c2", "c3", "c4", "q0", "q1", "c5"]
+    assert [e for _, e, _ in j.waiting()] == ["c2", "c3", "c4", "q0", "q1", "c5"]
     # chatty 4, quiet 2; a quiet one more makes 4/3: chatty's oldest goes; then 3/4: from
     # then on quiet, now the larger, loses its own oldest
     for i in range(2, 5):
@@ -333,7 +332,7 @@ def test_fair_share_evicts_from_the_model_holding_the_most() -> None:
     # a third model makes 3/3/1: a tie, which goes to the smallest model id
     j.add_prediction("zeta", "z0", 20.0, label=None, score=None)
     assert (j.by_model["chatty"].evicted, j.by_model["quiet"].evicted) == (4, 2)
-    assert [e for _, e, *_ in j.snapshot()["pending"]] == ["c4", "c5", "q2", "q3", "q4", "z0"]
+    assert [e for _, e, _ in j.waiting()] == ["c4", "c5", "q2", "q3", "q4", "z0"]
     _check_sums(j)
 
 
@@ -544,7 +543,7 @@ def test_unmatched_labels_are_counted_and_change_nothing() -> None:
     for e in ("x", "y", "z"):
         assert j.match("m", e, label_timestamp=9.0) is None
     after = j.snapshot()
-    assert after["pending"] == before["pending"]
+    assert after["models"]["m"]["pending"] == before["models"]["m"]["pending"]
     assert after["models"]["m"]["watermark"] == before["models"]["m"]["watermark"]
     assert (j.unmatched_labels, j.matched, len(j)) == (3, 0, 1)
     assert j.by_model["m"].labels_unmatched == 3
@@ -555,7 +554,7 @@ def test_model_version_is_kept() -> None:
     j = LabelJoin(capacity=10, ttl_seconds=1e6)
     j.add_prediction("m", "a", 1.0, label="1", score=0.5, model_version="2024-01")
     j.add_prediction("m", "b", 2.0, label="0", score=0.1)
-    assert j.snapshot()["pending"][0][5] == "2024-01"
+    assert j.snapshot()["models"]["m"]["pending"]["model_version"] == ["2024-01", None]
     r = LabelJoin.from_snapshot(orjson.loads(orjson.dumps(j.snapshot())))
     assert r.match("m", "a") == PendingPrediction(1.0, "1", 0.5, "2024-01")
     assert r.match("m", "b") == PendingPrediction(2.0, "0", 0.1, None)
@@ -635,7 +634,7 @@ def test_shed_evicts_the_globally_oldest_across_models() -> None:
     for i, (m, e) in enumerate(order):
         j.add_prediction(m, e, float(i), label=None, score=None)
     assert j.shed(3) == 3
-    assert [(m, e) for m, e, *_ in j.snapshot()["pending"]] == order[3:]
+    assert [(m, e) for m, e, _ in j.waiting()] == order[3:]
     assert (j.by_model["a"].evicted, j.by_model["b"].evicted, j.evicted) == (1, 2, 3)
     assert j.shed(0) == 0 and j.shed(100) == 3 and len(j) == 0 and j.evicted == 6
     assert j.shed(1) == 0
@@ -678,7 +677,7 @@ def test_snapshot_round_trip_gives_identical_behaviour(split: int) -> None:
 def test_snapshot_of_empty_join_round_trips() -> None:
     j = LabelJoin(capacity=3, ttl_seconds=10.0)
     snap = orjson.loads(orjson.dumps(j.snapshot()))
-    assert snap["models"] == {} and snap["pending"] == []
+    assert snap["models"] == {} and snap["next_seq"] == 0
     r = LabelJoin.from_snapshot(snap)
     assert r.watermark == -math.inf and r.model_watermark("m") is None
     assert (r.capacity, r.ttl_seconds, r.model_capacity, r.overrides) == (3, 10.0, None, {})
@@ -689,9 +688,9 @@ def test_snapshot_of_empty_join_round_trips() -> None:
 
 def test_snapshot_refuses_other_versions() -> None:
     snap = LabelJoin(capacity=3, ttl_seconds=10.0).snapshot()
-    assert snap["v"] == 2
+    assert snap["v"] == 3
     v1 = {"v": 1, "capacity": 3, "ttl_seconds": 10.0, "pending": [], "watermark": None}
-    for bad in (v1, {**snap, "v": 1}, {**snap, "v": 3}):
+    for bad in (v1, {**snap, "v": 2}, {**snap, "v": 4}):
         with pytest.raises(ValueError, match="version"):
             LabelJoin.from_snapshot(bad)
 
@@ -713,7 +712,6 @@ def test_memory_is_bounded_under_a_long_random_workload() -> None:
     skew = rng.random(n)
     t = 1_700_000_000.0
     adds = 0
-    start = time.perf_counter()
     for i in range(n):
         m = models[mi[i]]
         if kind[i] < 0.6:
@@ -727,11 +725,10 @@ def test_memory_is_bounded_under_a_long_random_workload() -> None:
         else:
             j.shed(int(ids[i]) % 50)
         assert len(j) <= j.capacity
-    assert time.perf_counter() - start < 10.0
     assert j.evicted > 0 and j.expired > 0 and j.future_timestamps > 0
     assert adds == len(j) + j.matched + j.expired + j.evicted + j.duplicate_predictions
     _check_sums(j)
-    assert len(j.snapshot()["pending"]) == len(j)
+    assert len(j.waiting()) == len(j)
 
 
 def test_a_model_resuming_after_a_long_silence_moves_its_watermark() -> None:
@@ -880,3 +877,15 @@ def test_add_predictions_of_an_empty_batch_changes_nothing() -> None:
     j = LabelJoin(4, 10.0)
     j.add_predictions("m", [])
     assert j.snapshot() == LabelJoin(4, 10.0).snapshot()
+
+
+def test_snapshot_columns_of_unequal_length_are_refused() -> None:
+    j = LabelJoin(capacity=10, ttl_seconds=1e6)
+    j.add_prediction("m", "a", 1.0, label="1", score=0.5, segments=("region=eu",))
+    j.add_prediction("m", "b", 2.0, label="0", score=0.1)
+    snap = orjson.loads(orjson.dumps(j.snapshot()))
+    r = LabelJoin.from_snapshot(snap)
+    assert r.waiting() == j.waiting() and r.snapshot() == j.snapshot()
+    snap["models"]["m"]["pending"]["score"].pop()
+    with pytest.raises(ValueError, match="length"):
+        LabelJoin.from_snapshot(snap)

@@ -125,8 +125,10 @@ class ADWIN(DetectorBase):
             totals.append(v)
             m2s.append(0.0)
             _carry(sizes, totals, m2s, m)
-            if self._n % self.clock == 0 and self._n > self.grace_period and self._cut(
-                sizes, totals
+            if (
+                self._n % self.clock == 0
+                and self._n > self.grace_period
+                and self._cut(sizes, totals)
             ):
                 hit = i
                 break
@@ -426,4 +428,3 @@ def _cut_points(ends: np.ndarray, max_buckets: int) -> tuple[np.ndarray, np.ndar
     cuts = cum - row_start[rows]
     keep = cuts < ends[rows]  # not after the newest bucket
     return rows[keep], cuts[keep]
-

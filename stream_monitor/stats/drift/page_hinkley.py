@@ -148,9 +148,7 @@ class PageHinkley(DetectorBase):
         return ph
 
 
-def update_all(
-    detectors: Sequence[PageHinkley], batches: Sequence[np.ndarray]
-) -> list[list[int]]:
+def update_all(detectors: Sequence[PageHinkley], batches: Sequence[np.ndarray]) -> list[list[int]]:
     """Feed ``batches[i]`` to ``detectors[i]`` for every ``i``, all streams in one pass when
     they share parameters; return each stream's firing indices (as :meth:`update_many`)."""
     return feed_streams(detectors, batches, _scan)
@@ -225,4 +223,3 @@ def _scan_block(dets: list[PageHinkley], x: np.ndarray, lengths: np.ndarray) -> 
         d._sum_increase, d._sum_decrease = float(inc[r, k]), float(dec[r, k])
         d._min_increase, d._max_decrease = float(min_inc[r, k]), float(max_dec[r, k])
     return at
-
