@@ -88,9 +88,11 @@ start() {
     resolve_jars
     write_config
     if [[ ! -f "$inst/data/meta.properties" ]]; then
-        # The cluster id is 16 random bytes, URL-safe base64 without padding.
-        cid="$(head -c16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')"
-        java -cp "$jars/*" kafka.tools.StorageTool format -t "$cid" \
+        # Kafka's own random cluster id: a hand-made base64 one starts with '-' one time in
+        # 64, and StorageTool then reads it as an option. --cluster-id=... for the same reason.
+        cid="$(java -cp "$jars/*" kafka.tools.StorageTool random-uuid)" \
+            || die "StorageTool random-uuid failed"
+        java -cp "$jars/*" kafka.tools.StorageTool format "--cluster-id=$cid" \
             -c "$inst/server.properties" > "$inst/format.out" 2>&1 \
             || { cat "$inst/format.out" >&2; die "storage format failed"; }
     fi

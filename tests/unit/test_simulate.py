@@ -11,7 +11,10 @@ from typing import Any
 import numpy as np
 import orjson
 import pytest
+from scipy import stats
 
+from stream_monitor import simulate as simulate_module
+from stream_monitor.events.decode import DeadLetter, decode_record
 from stream_monitor.kafka.records import RawRecord
 from stream_monitor.simulate import (
     ARCHETYPES,
@@ -24,8 +27,6 @@ from stream_monitor.simulate import (
     bad_records,
     run_simulation,
 )
-
-stats = pytest.importorskip("scipy.stats")
 
 N_DRIFT = 45_000
 DRIFT_AT = 22_500
@@ -163,14 +164,11 @@ def test_features_have_about_one_percent_nulls(drift_run: list[Record]) -> None:
 
 
 def test_generated_records_pass_the_decoder() -> None:
-    decode = pytest.importorskip("stream_monitor.events.decode")
     records = list(TrafficGenerator(seed=5, drift_at=1_000).events(3_000))
     for rec in records:
         kind = "prediction" if rec.topic == "predictions" else "label"
-        out = decode.decode_record(
-            _Msg(rec.topic, rec.key, rec.value), kind=kind, max_bytes=1 << 20
-        )
-        assert not isinstance(out, decode.DeadLetter), (out.reason, out.detail)
+        out = decode_record(_Msg(rec.topic, rec.key, rec.value), kind=kind, max_bytes=1 << 20)
+        assert not isinstance(out, DeadLetter), (out.reason, out.detail)
 
 
 # --------------------------------------------------------------------------- labels
@@ -405,16 +403,6 @@ def test_negative_n_is_rejected() -> None:
         TrafficGenerator().events(-1)
 
 
-def test_generation_is_fast() -> None:
-    gen = TrafficGenerator(seed=0, drift_at=25_000)
-    t0 = time.perf_counter()
-    count = sum(1 for _ in gen.events(50_000))
-    elapsed = time.perf_counter() - t0
-    assert count > 50_000
-    # The benchmark needs > 50k/s; allow a slow, shared CI core a wide margin.
-    assert 50_000 / elapsed > 15_000, f"{50_000 / elapsed:.0f} predictions/s"
-
-
 # --------------------------------------------------------------------------- bad records
 
 
@@ -485,11 +473,10 @@ def test_bad_label_records_are_label_shaped() -> None:
 
 @pytest.mark.parametrize("topic", ["predictions", "labels"])
 def test_bad_records_get_the_expected_reason_from_the_decoder(topic: str) -> None:
-    decode = pytest.importorskip("stream_monitor.events.decode")
     kind = "label" if topic == "labels" else "prediction"
     for key, value, expected in bad_records(topic):
-        out = decode.decode_record(_Msg(topic, key, value), kind=kind, max_bytes=1 << 20)
-        assert isinstance(out, decode.DeadLetter), (expected, value[:80])
+        out = decode_record(_Msg(topic, key, value), kind=kind, max_bytes=1 << 20)
+        assert isinstance(out, DeadLetter), (expected, value[:80])
         assert out.reason == expected, (out.reason, out.detail, value[:80])
 
 
@@ -573,14 +560,14 @@ def test_run_simulation_paces_to_rate() -> None:
     elapsed = time.monotonic() - t0
     assert count == 101
     assert elapsed >= 0.19  # 100 intervals of 2 ms
-    assert elapsed < 2.0
 
 
-def test_run_simulation_unpaced_is_fast() -> None:
+def test_run_simulation_unpaced_never_sleeps(monkeypatch: pytest.MonkeyPatch) -> None:
+    slept: list[float] = []
+    monkeypatch.setattr(simulate_module.time, "sleep", slept.append)
     producer = FakeProducer()
-    t0 = time.monotonic()
     run_simulation(producer, TrafficGenerator(seed=3, label_rate=0.0), 2_000, rate=None)
-    assert time.monotonic() - t0 < 1.0  # paced at any rate <= 2000/s this would take >= 1 s
+    assert len(producer.sent) == 2_000 and slept == []
 
 
 def test_run_simulation_stops_when_asked() -> None:
@@ -602,13 +589,11 @@ def test_run_simulation_stop_interrupts_pacing() -> None:
     stop = threading.Event()
     timer = threading.Timer(0.2, stop.set)
     timer.start()
-    t0 = time.monotonic()
     try:
         count = run_simulation(FakeProducer(), TrafficGenerator(), 1_000, rate=2.0, stop=stop)
     finally:
         timer.cancel()
-    assert time.monotonic() - t0 < 2.0  # unpaused it would take ~500 s
-    assert 1 <= count < 10
+    assert 1 <= count < 10  # unpaused, all 1,000 would go (and take ~500 s)
 
 
 def test_run_simulation_stop_while_buffer_full() -> None:
