@@ -17,9 +17,12 @@ from __future__ import annotations
 import math
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, model_validator
+
+from stream_monitor.stats.statistics import default_fixed, default_min_effect
+from stream_monitor.stats.statistics import names as statistic_names
 
 __all__ = [
     "AlertRule",
@@ -88,15 +91,18 @@ class DetectorConfig(_Frozen):
     cooldown_events: int = Field(default=500, ge=1)
 
 
-Statistic = Literal["psi", "jensen_shannon", "hellinger", "ks", "wasserstein", "chi_squared"]
-STATISTIC_NAMES: tuple[Statistic, ...] = (
-    "psi",
-    "jensen_shannon",
-    "hellinger",
-    "ks",
-    "wasserstein",
-    "chi_squared",
-)
+#: The statistics' names, from the registry (stream_monitor/stats/statistics.py).
+STATISTIC_NAMES: tuple[str, ...] = statistic_names()
+
+
+def _known_statistic(name: str) -> str:
+    if name not in STATISTIC_NAMES:
+        raise ValueError(f"unknown statistic {name!r}; choose from {list(STATISTIC_NAMES)}")
+    return name
+
+
+#: A statistic's name, checked against the registry (stream_monitor/stats/statistics.py).
+Statistic = Annotated[str, AfterValidator(_known_statistic)]
 
 
 class WindowConfig(_Frozen):
@@ -159,21 +165,8 @@ class ThresholdConfig(_Frozen):
 
     mode: Literal["fixed", "calibrated"] = "calibrated"
     false_alarm_rate: float = Field(default=0.001, gt=0, lt=0.5)
-    fixed: dict[str, float] = {
-        "psi": 0.25,
-        "jensen_shannon": 0.2,
-        "hellinger": 0.2,
-        "ks": 0.15,
-        "wasserstein": 0.5,
-    }
-    min_effect: dict[str, float] = {
-        "psi": 0.1,
-        "jensen_shannon": 0.1,
-        "hellinger": 0.1,
-        "ks": 0.05,
-        "wasserstein": 0.1,
-        "chi_squared": 0.0,
-    }
+    fixed: dict[str, float] = Field(default_factory=default_fixed)
+    min_effect: dict[str, float] = Field(default_factory=default_min_effect)
     resolve_ratio: float = Field(default=0.5, gt=0, lt=1)
     #: Bootstrap draws per calibration; default ``max(2000, 20 / false_alarm_rate)``, so about
     #: 20 simulated windows lie beyond the threshold: its false-alarm rate is then the target

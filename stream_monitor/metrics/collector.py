@@ -17,10 +17,18 @@ from prometheus_client.registry import Collector
 from stream_monitor.monitor.feature import CategoricalFeature, NumericFeature
 from stream_monitor.monitor.join import DELAY_BUCKETS
 from stream_monitor.monitor.partition import PartitionState
+from stream_monitor.stats.statistics import REGISTRY as STATISTIC_REGISTRY
 
 __all__ = ["QUALITY_HELP", "StateCollector"]
 
 #: One gauge per data-quality signal (``stream_monitor_feature_<signal>``), last closed window.
+#: ``name: help`` of every statistic (stats/statistics.py); those needing ordered bins apply
+#: to numeric features only.
+_STATISTICS_HELP = "; ".join(
+    f"{s.name}: {s.help}{' (numeric features only)' if s.ordered else ''}"
+    for s in STATISTIC_REGISTRY.values()
+)
+
 QUALITY_HELP = {
     "missing_ratio": "Share of missing values (null, absent, NaN) in the last closed window.",
     "absent_ratio": "Share of events without the field at all (schema drift: field removed).",
@@ -54,9 +62,9 @@ class StateCollector(Collector):
         mf = ["model_id", "feature"]
         drift = GaugeMetricFamily(
             p + "feature_drift_score",
-            "Drift of the last closed window against the reference, by statistic (psi, "
-            "jensen_shannon, hellinger, ks, chi_squared; numeric features also wasserstein, "
-            "scaled by the reference IQR).",
+            "Drift of the last closed window against the reference, by statistic ("
+            + _STATISTICS_HELP
+            + ").",
             labels=[*mf, "statistic"],
         )
         threshold = GaugeMetricFamily(

@@ -43,6 +43,7 @@ from stream_monitor.stats.calibrate import (
 )
 from stream_monitor.stats.drift import ADWIN, PageHinkley, update_all
 from stream_monitor.stats.pit import PIT_POINTS
+from stream_monitor.stats.statistics import REGISTRY as STATISTIC_REGISTRY
 from stream_monitor.stats.windows import Closure
 
 __all__ = [
@@ -302,14 +303,14 @@ class FeatureMonitor:
     def _window_values(self, slots: list[int]) -> dict[str, float]:
         return {}
 
-    #: Statistics that need an order among bins (meaningless for categories).
-    ordered_only = frozenset({"ks", "wasserstein"})
+    #: Bins have an order (numeric): statistics that need one apply (stats/statistics.py).
     ordered = True
 
     def _applies(self, statistic: str, points: np.ndarray | None) -> bool:
-        if statistic in self.ordered_only and not self.ordered:
+        s = STATISTIC_REGISTRY[statistic]
+        if s.ordered and not self.ordered:
             return False
-        return statistic != "wasserstein" or points is not None
+        return not s.needs_points or points is not None
 
     def _calibrate(
         self, n_ref: int, n_win: int, points: np.ndarray | None, scale: float | None

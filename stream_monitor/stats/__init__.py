@@ -1,9 +1,9 @@
 """Pure statistics: fixed-bin sketches, divergences and drift detectors. No I/O, no clocks.
 
 Everything here takes values and returns values: histograms and bounded counters with
-JSON-serialisable, versioned snapshots; PSI and its no-drift noise floor; Jensen-Shannon,
-Hellinger, binned Wasserstein and Kolmogorov-Smirnov distances and a chi-squared homogeneity
-test on count vectors, also vectorised over many windows; thresholds calibrated to a false-alarm
+JSON-serialisable, versioned snapshots; the window statistics (PSI, Jensen-Shannon, Hellinger,
+binned Kolmogorov-Smirnov and Wasserstein, chi-squared), one registry entry each
+(statistics.py), vectorised over many windows; thresholds calibrated to a false-alarm
 rate by simulating no-drift windows; river drift detectors behind a small batch interface, plus a
 debouncer for their raw firings; the window clock (count or event-time panes, tumbling or
 sliding, with a watermark); and a kernel (MMD) two-sample test for joint drift.
@@ -19,17 +19,6 @@ from stream_monitor.stats.calibrate import (
     share_increase_limit,
 )
 from stream_monitor.stats.detectors import Debouncer, StreamDetector
-from stream_monitor.stats.divergence import (
-    chi2_sf,
-    chi_squared,
-    hellinger,
-    jensen_shannon,
-    ks_binned,
-    psi,
-    psi_noise_floor,
-    wasserstein_binned,
-    wasserstein_scaled,
-)
 from stream_monitor.stats.histogram import (
     BoundedCounter,
     CategoricalHistogram,
@@ -59,16 +48,7 @@ __all__ = [
     "cached_calibrate",
     "calibrate",
     "calibration_size",
-    "chi2_sf",
-    "chi_squared",
-    "hellinger",
-    "jensen_shannon",
-    "ks_binned",
-    "psi",
-    "psi_noise_floor",
     "quantile_edges",
     "share_increase_limit",
     "top_categories",
-    "wasserstein_binned",
-    "wasserstein_scaled",
 ]

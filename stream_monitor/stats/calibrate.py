@@ -26,16 +26,12 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from stream_monitor.stats.statistics import REGISTRY, Pairs, names
+
 SNAPSHOT_VERSION = 1
 
-STATISTICS: tuple[str, ...] = (
-    "psi",
-    "jensen_shannon",
-    "hellinger",
-    "ks",
-    "wasserstein",
-    "chi_squared",
-)
+#: The statistics' names (:data:`stream_monitor.stats.statistics.REGISTRY`).
+STATISTICS: tuple[str, ...] = names()
 
 _MAX_DRAWS = 200_000
 _MIN_DRAWS = 2_000
@@ -104,18 +100,19 @@ def batch_statistics(
 ) -> dict[str, np.ndarray]:
     """Drift statistics for many (reference, current) count-vector pairs at once.
 
-    Row ``i`` of every output equals the scalar function of
-    :mod:`stream_monitor.stats.divergence` applied to ``(reference[i], current[i])`` (or to
-    ``(reference, current[i])`` for a 1-D ``reference``), up to floating-point rounding:
+    Row ``i`` of every output equals the scalar oracle of tests/oracles/divergence.py applied
+    to ``(reference[i], current[i])`` (or to ``(reference, current[i])`` for a 1-D
+    ``reference``), up to floating-point rounding (one entry per statistic in
+    :data:`stream_monitor.stats.statistics.REGISTRY`):
 
-    - ``"psi"``: :func:`~stream_monitor.stats.divergence.psi` with the same ``eps`` clipping;
+    - ``"psi"``: :func:`~tests.oracles.divergence.psi` with the same ``eps`` clipping;
     - ``"jensen_shannon"``: the Jensen-Shannon *distance*, natural log;
     - ``"hellinger"``: the Hellinger distance;
-    - ``"ks"``: :func:`~stream_monitor.stats.divergence.ks_binned`;
-    - ``"wasserstein"``: :func:`~stream_monitor.stats.divergence.wasserstein_scaled` with
+    - ``"ks"``: :func:`~tests.oracles.divergence.ks_binned`;
+    - ``"wasserstein"``: :func:`~tests.oracles.divergence.wasserstein_scaled` with
       ``points`` and ``scale`` (both required for this statistic);
     - ``"chi_squared"``: the statistic (first element) of
-      :func:`~stream_monitor.stats.divergence.chi_squared`: bins empty in both rows contribute
+      :func:`~tests.oracles.divergence.chi_squared`: bins empty in both rows contribute
       nothing, and a pair with fewer than two non-empty bins gives 0.0.
 
     Fully vectorised: no Python loop over rows.
@@ -170,50 +167,18 @@ def batch_statistics(
     if ref.shape[0] != cur.shape[0] and 1 not in (ref.shape[0], cur.shape[0]):
         raise ValueError(f"row count mismatch: {ref.shape[0]} reference vs {cur.shape[0]} current")
     k = ref.shape[1]
-    if "wasserstein" in wanted:
+    x: np.ndarray | None = None
+    s: np.ndarray | float | None = None
+    if any(REGISTRY[name].needs_points for name in wanted):
         x, s = _check_points_scale(points, scale, k)
     m = max(ref.shape[0], cur.shape[0])
     ref = np.broadcast_to(ref, (m, k))
     cur = np.broadcast_to(cur, (m, k))
 
-    r_tot = ref.sum(axis=1)
-    c_tot = cur.sum(axis=1)
-    valid = (r_tot > 0) & (c_tot > 0)
-    # Proportions; invalid rows get a harmless dummy total and are set to NaN at the end.
-    p = ref / np.where(r_tot > 0, r_tot, 1.0)[:, None]
-    q = cur / np.where(c_tot > 0, c_tot, 1.0)[:, None]
-
-    out: dict[str, np.ndarray] = {}
+    pairs = Pairs(ref, cur, points=x, scale=s, eps=eps)
+    valid = (pairs.r_tot > 0) & (pairs.c_tot > 0)
     with np.errstate(divide="ignore", invalid="ignore"):
-        if "psi" in wanted:
-            pc = np.clip(p, eps, None)
-            qc = np.clip(q, eps, None)
-            out["psi"] = np.sum((qc - pc) * np.log(qc / pc), axis=1)
-        if "jensen_shannon" in wanted:
-            mid = 0.5 * (p + q)
-            kl_pm = np.sum(np.where(p > 0, p * np.log(np.where(p > 0, p / mid, 1.0)), 0.0), axis=1)
-            kl_qm = np.sum(np.where(q > 0, q * np.log(np.where(q > 0, q / mid, 1.0)), 0.0), axis=1)
-            out["jensen_shannon"] = np.sqrt(np.maximum(0.5 * (kl_pm + kl_qm), 0.0))
-        if "hellinger" in wanted:
-            h2 = 0.5 * np.sum((np.sqrt(p) - np.sqrt(q)) ** 2, axis=1)
-            out["hellinger"] = np.sqrt(np.clip(h2, 0.0, 1.0))
-        if "ks" in wanted or "wasserstein" in wanted:
-            cr = np.cumsum(ref, axis=1)
-            cc = np.cumsum(cur, axis=1)
-            cdf_diff = np.abs(cr / cr[:, -1:] - cc / cc[:, -1:])
-            if "ks" in wanted:
-                out["ks"] = np.max(cdf_diff, axis=1)
-            if "wasserstein" in wanted:
-                out["wasserstein"] = np.sum(cdf_diff[:, :-1] * np.diff(x, axis=-1), axis=1) / s
-        if "chi_squared" in wanted:
-            keep = (ref > 0) | (cur > 0)
-            n_tot = r_tot + c_tot
-            col = ref + cur
-            e_ref = r_tot[:, None] * col / n_tot[:, None]
-            e_cur = c_tot[:, None] * col / n_tot[:, None]
-            terms = (ref - e_ref) ** 2 / e_ref + (cur - e_cur) ** 2 / e_cur
-            stat = np.sum(np.where(keep, terms, 0.0), axis=1)
-            out["chi_squared"] = np.where(keep.sum(axis=1) >= 2, stat, 0.0)
+        out = {name: REGISTRY[name].compute(pairs) for name in wanted}
     return {
         name: np.where(valid, out[name], np.nan).astype(np.float64, copy=False) for name in wanted
     }
@@ -405,7 +370,7 @@ def calibrate(
     if np.any(counts < 0) or counts.sum() <= 0:
         raise ValueError("reference_counts must be non-negative with a positive sum")
     k = counts.size
-    if "wasserstein" in wanted:
+    if any(REGISTRY[name].needs_points for name in wanted):
         _check_points_scale(points, scale, k)
     n_draws = default_draws(far) if draws is None else int(draws)
     if draws is not None and (int(draws) != draws or n_draws < 1):
@@ -520,12 +485,13 @@ def cached_calibrate(
     rounds sizes that vary with :func:`calibration_size`).
 
     The key is what determines the null: the reference counts, the sizes, the rate, the
-    statistics and the draws; bin points and scale only where ``"wasserstein"`` is among the
-    statistics (nothing else reads them), so the features of a model whose references have the
-    same counts (quantile bins make them equal) share one calibration.
+    statistics and the draws; bin points and scale only where a statistic that needs them
+    (``"wasserstein"``) is among them (nothing else reads them), so the features of a model
+    whose references have the same counts (quantile bins make them equal) share one
+    calibration.
     """
     nr, nw = n_ref, n_win
-    if "wasserstein" not in names:
+    if not any(REGISTRY[name].needs_points for name in names):
         points = scale = None
     key = (
         ref_counts.tobytes(),

@@ -1,4 +1,5 @@
-"""Tests for the count-vector distances and the chi-squared test in stats.divergence.
+"""Tests of the scalar oracles in tests/oracles/divergence.py (count-vector distances and
+the chi-squared test) that stats/statistics.py is checked against.
 
 Reference values come from scipy (a dev-only dependency) or from plain-Python loops.
 """
@@ -15,14 +16,13 @@ import pytest
 from scipy import stats
 from scipy.spatial.distance import jensenshannon as scipy_js
 
-from stream_monitor.stats import (
-    bin_counts,
+from stream_monitor.stats import bin_counts, quantile_edges
+from tests.oracles.divergence import (
     chi2_sf,
     chi_squared,
     hellinger,
     jensen_shannon,
     ks_binned,
-    quantile_edges,
     wasserstein_binned,
     wasserstein_scaled,
 )
