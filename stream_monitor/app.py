@@ -39,6 +39,7 @@ from stream_monitor.kafka import clients
 from stream_monitor.metrics.collector import StateCollector
 from stream_monitor.metrics.instruments import Instruments
 from stream_monitor.metrics.server import HealthState, MetricsServer
+from stream_monitor.monitor.join import Mark
 from stream_monitor.monitor.partition import PartitionState
 from stream_monitor.reference import load_profiles
 from stream_monitor.state import (
@@ -272,9 +273,16 @@ class Application:
         # changelog (an HMAC key is set) and, under exactly-once, as the state to rewind to
         # after an aborted transaction; otherwise it would be built and thrown away.
         keep = self._hmac is not None or self.exactly_once
+        # Without a changelog, the state to rewind to leaves the waiting predictions out: the
+        # join goes back by its undo journal, so this costs what changed, not what is held.
+        marks: dict[int, Mark] = {}
         with self.lock:
             dirty = sorted(p for p in self._dirty if p in self.states)
-            snapshots = {p: self.states[p].snapshot() for p in dirty} if keep else {}
+            if keep and self._hmac is None:
+                snapshots = {p: self.states[p].snapshot(join=False) for p in dirty}
+                marks = {p: self.states[p].join.mark() for p in dirty}
+            else:
+                snapshots = {p: self.states[p].snapshot() for p in dirty} if keep else {}
         records = []
         for p in snapshots:
             rec = self._snapshot_record(p, snapshots[p])
@@ -317,6 +325,8 @@ class Application:
             return False
         for p, snap in snapshots.items():
             self._base[p] = snap
+            if p in marks:
+                self.states[p].join.settle(marks[p])
         for key, offset in self._positions.items():
             self._start[key] = offset
         self._dirty.difference_update(dirty)
@@ -353,10 +363,14 @@ class Application:
         with self.lock:
             for p in list(self.states):
                 base = self._base.get(p)
+                join = None
+                if base is not None and base["join"] is None:
+                    join = self.states[p].join
+                    join.rewind()
                 self.states[p] = (
                     PartitionState(p, self.cfg, self.profiles)
                     if base is None
-                    else PartitionState.from_snapshot(base, self.cfg, self.profiles)
+                    else PartitionState.from_snapshot(base, self.cfg, self.profiles, join=join)
                 )
             self._dirty.clear()
             for key, offset in self._start.items():

@@ -40,6 +40,7 @@ __all__ = [
     "DELAY_BUCKETS",
     "EarlyLabels",
     "LabelJoin",
+    "Mark",
     "ModelJoinStats",
     "PendingPrediction",
 ]
@@ -111,6 +112,31 @@ class _Delays:
 
 #: A waiting prediction and its global arrival sequence number.
 _Entry = tuple[int, PendingPrediction]
+
+
+def _arrival(item: tuple[str, _Entry]) -> int:
+    return item[1][0]
+
+
+@dataclass(frozen=True)
+class _Meta:
+    """The small part of a :class:`LabelJoin` (no waiting predictions), copied at a mark."""
+
+    counters: list[int]
+    next_seq: int
+    size: int
+    stats: dict[str, tuple[int, ...]]
+    watermarks: dict[str, float]
+    future_runs: dict[str, tuple[int, float]]
+    delays: dict[str, tuple[list[int], float, int]]
+    queues: frozenset[str]
+
+
+class Mark(NamedTuple):
+    """A point in a :class:`LabelJoin`'s history (see :meth:`LabelJoin.mark`)."""
+
+    position: int
+    meta: _Meta
 
 
 def _tagged(
@@ -228,6 +254,11 @@ class LabelJoin:
         self.negative_delays = 0
         #: Unmatched labels of models without any prediction here (also in unmatched_labels).
         self.labels_unknown_model = 0
+        #: Undo records since the settled mark (see :meth:`mark`): ``(model, event id, None)``
+        #: for a prediction stored, ``(model, event id, entry)`` for one removed. None: off.
+        self._journal: list[tuple[str, str, _Entry | None]] | None = None
+        #: The small part of the state at the settled mark (counters, watermarks, ...).
+        self._settled: _Meta | None = None
 
     def __len__(self) -> int:
         return self._size
@@ -318,7 +349,11 @@ class LabelJoin:
             q = self._queues[model_id] = OrderedDict()
             self.by_model[model_id] = ModelJoinStats()
         st = self.by_model[model_id]
-        if q.pop(event_id, None) is not None:
+        journal = self._journal
+        old = q.pop(event_id, None)
+        if old is not None:
+            if journal is not None:
+                journal.append((model_id, event_id, old))
             st.duplicates += 1
             st.pending -= 1
             self.duplicate_predictions += 1
@@ -346,6 +381,8 @@ class LabelJoin:
             self._seq,
             PendingPrediction(timestamp, label, score, model_version, segments),
         )
+        if journal is not None:
+            journal.append((model_id, event_id, None))
         self._seq += 1
         st.pending += 1
         self._size += 1
@@ -390,12 +427,16 @@ labels_unmatched=0))
         wm = watermarks.get(model_id)
         horizon = -math.inf if wm is None else wm - ttl
         seq = self._seq
+        journal = self._journal
         for event_id, p in rows:
             ts = p.timestamp
             # The head of the queue can change only if something leaves it or it was empty;
             # otherwise it is known not to be expired, and stays so unless the watermark moves.
             head_may_expire = not q
-            if q.pop(event_id, None) is not None:
+            old = q.pop(event_id, None)
+            if old is not None:
+                if journal is not None:
+                    journal.append((model_id, event_id, old))
                 st.duplicates += 1
                 st.pending -= 1
                 self.duplicate_predictions += 1
@@ -424,6 +465,8 @@ labels_unmatched=0))
                     horizon = wm - ttl
                     head_may_expire = True
             q[event_id] = (seq, p)
+            if journal is not None:
+                journal.append((model_id, event_id, None))
             seq += 1
             st.pending += 1
             self._size += 1
@@ -472,6 +515,8 @@ labels_unmatched=0))
                 else:
                     unknown.labels_unmatched += 1
             return None
+        if self._journal is not None:
+            self._journal.append((model_id, event_id, entry))
         found = entry[1]
         st = self.by_model[model_id]
         st.matched += 1
@@ -536,7 +581,9 @@ labels_unmatched=0))
         return min((-len(q), m) for m, q in self._queues.items())[1]
 
     def _evict_oldest(self, model_id: str) -> None:
-        self._queues[model_id].popitem(last=False)
+        event_id, entry = self._queues[model_id].popitem(last=False)
+        if self._journal is not None:
+            self._journal.append((model_id, event_id, entry))
         self.by_model[model_id].evicted += 1
         self.by_model[model_id].pending -= 1
         self.evicted += 1
@@ -549,7 +596,9 @@ labels_unmatched=0))
         while q:
             if next(iter(q.values()))[1].timestamp >= horizon:
                 break
-            q.popitem(last=False)
+            event_id, entry = q.popitem(last=False)
+            if self._journal is not None:
+                self._journal.append((model_id, event_id, entry))
             n += 1
         if n:
             st = self.by_model[model_id]
@@ -557,6 +606,111 @@ labels_unmatched=0))
             st.pending -= n
             self.expired += n
             self._size -= n
+
+    # ----------------------------------------------------------------- marks and rewinds
+
+    def mark(self) -> Mark:
+        """A point to come back to with :meth:`rewind` once :meth:`settle` confirms it.
+
+        A snapshot copies every waiting prediction, so taking one at every checkpoint only to
+        have a state to rewind to after an aborted transaction costs time in proportion to
+        the state. A mark copies the small part (counters, watermarks, histograms: per model)
+        and the position in an undo journal that records every prediction stored or removed
+        from then on; :meth:`rewind` replays that journal backwards. The journal holds what
+        changed since the settled mark only (it is cut at every :meth:`settle`).
+
+        Examples
+        --------
+        >>> j = LabelJoin(capacity=10, ttl_seconds=60.0)
+        >>> j.add_prediction("m", "a", 0.0, label=None, score=None)
+        >>> before = j.snapshot()
+        >>> j.settle(j.mark())
+        >>> j.add_prediction("m", "b", 1.0, label=None, score=None)
+        >>> _ = j.match("m", "a")
+        >>> j.rewind()
+        >>> j.snapshot() == before
+        True
+        """
+        if self._journal is None:
+            self._journal = []
+        meta = _Meta(
+            counters=self._counters(),
+            next_seq=self._seq,
+            size=self._size,
+            stats={m: astuple(st) for m, st in self.by_model.items()},
+            watermarks=dict(self._watermarks),
+            future_runs=dict(self._future_runs),
+            delays={m: (list(d.counts), d.total, d.count) for m, d in self._delays.items()},
+            queues=frozenset(self._queues),
+        )
+        return Mark(len(self._journal), meta)
+
+    def settle(self, mark: Mark) -> None:
+        """Make ``mark`` the point :meth:`rewind` returns to (its checkpoint was committed),
+        and forget the journal before it."""
+        assert self._journal is not None, "settle() of a mark this join did not make"
+        del self._journal[: mark.position]
+        self._settled = mark.meta
+
+    @property
+    def settled(self) -> bool:
+        """Whether a settled mark exists for :meth:`rewind` to return to."""
+        return self._settled is not None
+
+    def rewind(self) -> None:
+        """Back to the settled mark: undo the journal backwards (removed predictions return
+        to their place in arrival order, stored ones leave) and restore the small part.
+        Costs time in proportion to the queues that lost predictions since the mark."""
+        meta, journal = self._settled, self._journal
+        if meta is None or journal is None:
+            raise RuntimeError("rewind() without a settled mark")
+        reordered: set[str] = set()
+        for model_id, event_id, entry in reversed(journal):
+            q = self._queues[model_id]
+            if entry is None:
+                del q[event_id]
+            else:
+                q[event_id] = entry
+                reordered.add(model_id)
+        journal.clear()
+        for m in reordered:
+            q = self._queues[m]
+            self._queues[m] = OrderedDict(sorted(q.items(), key=_arrival))
+        for m in [m for m in self._queues if m not in meta.queues]:
+            del self._queues[m]
+        self._restore_counters(meta.counters)
+        self._seq, self._size = meta.next_seq, meta.size
+        self.by_model = {m: ModelJoinStats(*st) for m, st in meta.stats.items()}
+        self._watermarks = dict(meta.watermarks)
+        self._future_runs = dict(meta.future_runs)
+        self._delays = {}
+        for m, (counts, total, count) in meta.delays.items():
+            h = self._delays[m] = _Delays()
+            h.counts, h.total, h.count = list(counts), total, count
+
+    def _counters(self) -> list[int]:
+        return [
+            self.evicted,
+            self.expired,
+            self.matched,
+            self.unmatched_labels,
+            self.duplicate_predictions,
+            self.future_timestamps,
+            self.negative_delays,
+            self.labels_unknown_model,
+        ]
+
+    def _restore_counters(self, counters: Sequence[int]) -> None:
+        (
+            self.evicted,
+            self.expired,
+            self.matched,
+            self.unmatched_labels,
+            self.duplicate_predictions,
+            self.future_timestamps,
+            self.negative_delays,
+            self.labels_unknown_model,
+        ) = counters
 
     # ------------------------------------------------------------------------ snapshots
 
@@ -591,7 +745,7 @@ labels_unmatched=0))
                 "watermark": self._watermarks[m],
                 "future_run": list(self._future_runs.get(m, (0, 0.0))),
                 "stats": list(astuple(st)),
-                "delays": None if d is None else [d.counts, d.total, d.count],
+                "delays": None if d is None else [list(d.counts), d.total, d.count],
                 "pending": {
                     "event_id": list(q),
                     "seq": list(map(_SEQ, entries)),
@@ -607,16 +761,7 @@ labels_unmatched=0))
             "max_future_seconds": _enc(self.max_future_seconds),
             "next_seq": self._seq,
             "models": models,
-            "counters": [
-                self.evicted,
-                self.expired,
-                self.matched,
-                self.unmatched_labels,
-                self.duplicate_predictions,
-                self.future_timestamps,
-                self.negative_delays,
-                self.labels_unknown_model,
-            ],
+            "counters": self._counters(),
         }
 
     @classmethod
@@ -653,16 +798,7 @@ labels_unmatched=0))
             j._queues[m] = OrderedDict(zip(ids, zip(cols["seq"], preds, strict=True), strict=True))
             size += len(ids)
         j._seq, j._size = d["next_seq"], size
-        (
-            j.evicted,
-            j.expired,
-            j.matched,
-            j.unmatched_labels,
-            j.duplicate_predictions,
-            j.future_timestamps,
-            j.negative_delays,
-            j.labels_unknown_model,
-        ) = d["counters"]
+        j._restore_counters(d["counters"])
         return j
 
 

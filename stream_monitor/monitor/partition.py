@@ -153,12 +153,15 @@ class PartitionState:
         """How many distinct models the cap refused (exact up to ``REFUSED_MEMORY``)."""
         return len(self._refused_models)
 
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self, *, join: bool = True) -> dict[str, Any]:
+        """JSON-able state; without the label join's waiting predictions (``"join": None``)
+        when ``join`` is false: the state to rewind to after an aborted transaction, whose
+        join goes back by its own undo journal (:meth:`LabelJoin.mark`)."""
         return {
             "v": SNAPSHOT_VERSION,
             "partition": self.partition,
             "models": [m.snapshot() for m in self.models.values()],
-            "join": self.join.snapshot(),
+            "join": self.join.snapshot() if join else None,
             "early": self.early.snapshot(),
             "tracker": self.tracker.snapshot(),
             "refused_models": sorted(self._refused_models),
@@ -171,9 +174,11 @@ class PartitionState:
         d: dict[str, Any],
         cfg: MonitorConfig,
         profiles: Mapping[tuple[str, str | None], Profile] | None = None,
+        join: LabelJoin | None = None,
     ) -> PartitionState:
         """Rebuild from :meth:`snapshot`; models already in the snapshot keep the reference
-        they had (a profile applies to models first seen after it was configured)."""
+        they had (a profile applies to models first seen after it was configured). A snapshot
+        taken without the join takes ``join`` (already rewound) instead."""
         if d.get("v") != SNAPSHOT_VERSION:
             raise ValueError(f"unsupported partition snapshot version {d.get('v')!r}")
         st = cls(d["partition"], cfg, profiles)
@@ -181,7 +186,12 @@ class PartitionState:
             m["model_id"]: ModelMonitor.from_snapshot(m, cfg, st._profile(m["model_id"], None))
             for m in d["models"]
         }
-        st.join = LabelJoin.from_snapshot(d["join"])
+        if d["join"] is not None:
+            st.join = LabelJoin.from_snapshot(d["join"])
+        elif join is not None:
+            st.join = join
+        else:
+            raise ValueError("partition snapshot without its label join, and no join given")
         st.early = EarlyLabels.from_snapshot(d["early"])
         st.tracker = AlertTracker.from_snapshot(d["tracker"], cfg.alerts, describe_windows(cfg))
         st._refused_models = set(d["refused_models"])

@@ -8,8 +8,9 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from stream_monitor.app import Application
-from stream_monitor.checkpoint import OutputRecord
+from stream_monitor.checkpoint import OutputRecord, TransactionAborted
 from stream_monitor.config import MonitorConfig
+from stream_monitor.events.schema import LabelEvent, PredictionEvent
 from stream_monitor.monitor.partition import PartitionState
 
 
@@ -28,9 +29,9 @@ class _FakeCheckpoint:
 class _CountingState(PartitionState):
     snapshots = 0
 
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self, *, join: bool = True) -> dict[str, Any]:
         type(self).snapshots += 1
-        return super().snapshot()
+        return super().snapshot(join=join)
 
 
 @pytest.mark.parametrize(
@@ -62,3 +63,65 @@ def test_checkpoint_takes_a_snapshot_only_when_something_uses_it(
     assert len(fake.committed) == 1 and len(fake.committed[0]) == (1 if hmac_key else 0)
     assert not app._dirty and (0 in app._base) == (snapshots == 1)
     assert app.registry.get_sample_value("stream_monitor_checkpoints_total") == 1.0
+
+
+class _AbortingCheckpoint(_FakeCheckpoint):
+    """Commits once, then every transaction aborts."""
+
+    def commit(self, records: list[OutputRecord]) -> bool:
+        if self.committed:
+            raise TransactionAborted("fenced")
+        return super().commit(records)
+
+
+def _predictions(lo: int, hi: int) -> list[PredictionEvent]:
+    return [
+        PredictionEvent.model_validate(
+            {
+                "event_id": f"e{i}",
+                "model_id": f"m{i % 2}",
+                "timestamp": 1_700_000_000.0 + i,
+                "features": {"x": float(i % 17), "c": "ab"[i % 2]},
+                "prediction": {"label": str(i % 2), "score": (i % 10) / 10},
+            }
+        )
+        for i in range(lo, hi)
+    ]
+
+
+def _labels(ids: range) -> list[LabelEvent]:
+    return [
+        LabelEvent.model_validate(
+            {"event_id": f"e{i}", "model_id": f"m{i % 2}", "timestamp": 1_700_000_900.0 + i,
+             "label": str(i % 3 == 0)}
+        )
+        for i in ids
+    ]  # fmt: skip
+
+
+def test_an_aborted_transaction_rewinds_the_state_waiting_predictions_included() -> None:
+    """Exactly-once without a changelog: the rewind point leaves the waiting predictions out
+    of the snapshot, and the label join goes back by its undo journal; the state after the
+    rewind equals the state at the last committed checkpoint."""
+    cfg = MonitorConfig.model_validate(
+        {"bootstrap_servers": "unused:9092", "processing_guarantee": "exactly_once"}
+    )
+    app = Application(cfg, registry=CollectorRegistry(), serve_metrics=False)
+    app._ckpt = _AbortingCheckpoint()  # type: ignore[assignment]
+    state = app.states[0] = PartitionState(0, cfg)
+    state.process(_predictions(0, 1500), _labels(range(0, 600, 3)))
+    app._dirty.add(0)
+    assert app.checkpoint()
+    assert app._base[0]["join"] is None and app.states[0].join.settled
+    committed = app.states[0].snapshot()
+    # more predictions, labels for old and new ones, a duplicate: then the commit aborts
+    app.states[0].process(_predictions(1400, 2600), _labels(range(1, 2000, 2)))
+    app._dirty.add(0)
+    assert app.states[0].snapshot() != committed
+    assert not app.checkpoint()
+    assert app.states[0].snapshot() == committed
+    # and it goes on from there as a state restored from that snapshot would
+    twin = PartitionState.from_snapshot(committed, cfg)
+    for s in (app.states[0], twin):
+        s.process(_predictions(2600, 3000), _labels(range(2, 3000, 5)))
+    assert app.states[0].snapshot() == twin.snapshot()

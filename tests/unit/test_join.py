@@ -889,3 +889,75 @@ def test_snapshot_columns_of_unequal_length_are_refused() -> None:
     snap["models"]["m"]["pending"]["score"].pop()
     with pytest.raises(ValueError, match="length"):
         LabelJoin.from_snapshot(snap)
+
+
+# ---------------------------------------------------------------------- marks and rewinds
+
+
+def _apply_batched(j: LabelJoin, ops: list[Op]) -> None:
+    """``ops`` with runs of adds of one model stored by one add_predictions call."""
+    i = 0
+    while i < len(ops):
+        op = ops[i]
+        if op[0] != "add":
+            _apply(j, op)
+            i += 1
+            continue
+        rows = []
+        while i < len(ops) and ops[i][0] == "add" and ops[i][1] == op[1]:
+            _, _, e, ts, label, score, version = ops[i]
+            rows.append((e, PendingPrediction(ts, label, score, version)))
+            i += 1
+        j.add_predictions(op[1], rows)
+
+
+@pytest.mark.parametrize("batched", [False, True])
+@pytest.mark.parametrize(("a", "b", "c"), [(0, 0, 1), (10, 700, 1500), (1500, 1501, 4000)])
+def test_rewind_returns_to_the_settled_mark(batched: bool, a: int, b: int, c: int) -> None:
+    ops = _random_ops(
+        seed=9, n=5000, n_ids=150, p_match=0.3, monotone=False, jitter=3.0,
+        models=("a", "b", "c"), p_future=0.005, p_shed=0.005,
+    )  # fmt: skip
+    j = LabelJoin(capacity=60, ttl_seconds=15.0, model_capacity=40, overrides={"a": (5.0, 25)})
+    run = _apply_batched if batched else (lambda jj, oo: [_apply(jj, o) for o in oo])
+    run(j, ops[:a])
+    first = j.mark()
+    at_first = j.snapshot()
+    j.settle(first)
+    run(j, ops[a:b])
+    j.mark()  # a checkpoint whose commit failed: never settled
+    run(j, ops[b:c])
+    j.rewind()
+    assert j.snapshot() == at_first
+    assert j.waiting() == LabelJoin.from_snapshot(at_first).waiting()
+    _check_sums(j)
+    # ... and from there it behaves as the state it went back to
+    ref = LabelJoin.from_snapshot(at_first)
+    for op in ops[a:]:
+        assert _apply(j, op) == _apply(ref, op)
+    assert j.snapshot() == ref.snapshot()
+
+
+def test_a_second_settle_moves_the_rewind_point_and_cuts_the_journal() -> None:
+    j = LabelJoin(capacity=100, ttl_seconds=1e9)
+    for i in range(10):
+        j.add_prediction("m", f"e{i}", float(i), label=None, score=None)
+    j.settle(j.mark())
+    _ = j.match("m", "e3"), j.match("m", "e7")
+    second = j.mark()
+    at_second = j.snapshot()
+    j.settle(second)
+    assert j._journal == []
+    j.add_prediction("n", "x", 20.0, label=None, score=None)
+    _ = j.match("m", "e0")
+    j.rewind()
+    assert j.snapshot() == at_second and "n" not in j.by_model
+
+
+def test_rewind_without_a_settled_mark_is_refused() -> None:
+    j = LabelJoin(capacity=10, ttl_seconds=60.0)
+    with pytest.raises(RuntimeError, match="settled"):
+        j.rewind()
+    j.mark()  # made but never settled (its checkpoint failed)
+    with pytest.raises(RuntimeError, match="settled"):
+        j.rewind()
