@@ -463,8 +463,11 @@ class Monitor:
         profile: Path | None = None,
         settings: dict[str, str] | None = None,
         processes: int = 1,
+        source: Path | None = None,
     ) -> None:
         self.profile = profile
+        #: A folder holding another revision's ``stream_monitor`` package to run instead.
+        self.source = source
         self.processes = processes
         self.port = free_ports(processes)
         self.bootstrap = bootstrap
@@ -505,7 +508,12 @@ class Monitor:
             cmd += ["--processes", str(self.processes)]
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.started_at = time.monotonic()
-        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, cwd=str(ROOT))
+        env = None
+        if self.source is not None:  # PYTHONPATH comes before the editable install
+            env = {**os.environ, "PYTHONPATH": str(self.source.resolve())}
+        self.proc = subprocess.Popen(
+            cmd, stdout=self._log, stderr=subprocess.STDOUT, cwd=str(ROOT), env=env
+        )
         if spy:
             # py-spy (installed in the venv by hand) samples the running monitor until it
             # exits and writes collapsed stacks: little overhead, unlike cProfile.

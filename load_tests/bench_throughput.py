@@ -349,7 +349,12 @@ class Bench:
         return make_topics(self.bootstrap, self.run_id, name, self.args.partitions)
 
     def start_monitor(
-        self, scenario: str, phase: str, topics: dict[str, str], profile: Path | None = None
+        self,
+        scenario: str,
+        phase: str,
+        topics: dict[str, str],
+        profile: Path | None = None,
+        source: Path | None = None,
     ) -> tuple[Monitor, float]:
         """A started `stream-monitor run` on ``topics`` and the seconds until it was ready."""
         name = f"{scenario}-{phase}"
@@ -363,6 +368,7 @@ class Bench:
             profile=profile,
             settings=self.args.monitor_setting,
             processes=self.args.processes,
+            source=source,
         )
         mon.start()
         try:
@@ -452,13 +458,38 @@ def phase_drain(bench: Bench, scenario: str) -> dict[str, Any]:
     r.update(floor(bootstrap, inputs, produced, args.consume_timeout))
     log(f"{scenario}: floor {fmt(r['floor_rate'])} records/s ({r['floor_records']:,} read)")
 
-    mon, r["ready_seconds"] = bench.start_monitor(scenario, "drain", topics, args.monitor_profile)
+    r.update(drain(bench, scenario, topics, produced, w.labels, profile=args.monitor_profile))
+    if args.baseline_source is not None:
+        # The same records drained by another revision (a checkout of it), in this run.
+        base = drain(bench, scenario, topics, produced, w.labels, source=args.baseline_source)
+        r["baseline"] = {k: base.get(k) for k in ("rate_records", "cpu_us_per_record")}
+        log(
+            f"{scenario}: baseline {args.baseline_source} {fmt(base.get('rate_records'))} records/s"
+        )
+    return r
+
+
+def drain(
+    bench: Bench,
+    scenario: str,
+    topics: dict[str, str],
+    produced: int,
+    labels: bool,
+    *,
+    profile: Path | None = None,
+    source: Path | None = None,
+) -> dict[str, Any]:
+    """A monitor (of this checkout, or of ``source``) drains ``topics`` from the start."""
+    args = bench.args
+    r: dict[str, Any] = {}
+    phase = "drain" if source is None else "drain-baseline"
+    mon, r["ready_seconds"] = bench.start_monitor(scenario, phase, topics, profile, source)
     try:
         samples = bench.poll(mon, args.consume_timeout, done=lambda s: consumed_of(s) >= produced)
         if not samples:
             raise RuntimeError(f"no /metrics sample; log:\n{mon.tail()}")
         r["peak_rss_mib"] = mon.peak_rss_mib()
-        if w.labels:
+        if labels:
             r["join"] = join_figures(mon)
     finally:
         r["exit_code"], r["exit_seconds"] = mon.stop(30)
@@ -492,7 +523,8 @@ def phase_drain(bench: Bench, scenario: str) -> dict[str, Any]:
     r["alerts_published"] = total(last.series, "stream_monitor_alerts_published_total")
     r["invalid"] = total(last.series, "stream_monitor_events_invalid_total")
     log(
-        f"{scenario}: monitor drained {r['consumed']:,.0f}/{produced:,} in "
+        f"{scenario}: {'monitor' if source is None else 'baseline'} drained "
+        f"{r['consumed']:,.0f}/{produced:,} in "
         f"{r['drain_seconds']:.1f} s; {fmt(r['rate_records'])} records/s; exit code "
         f"{r['exit_code']} after {r['exit_seconds']:.1f} s"
     )
@@ -616,6 +648,18 @@ def summary_md(results: dict[str, dict[str, Any]]) -> list[str]:
             f"| **{fmt(lv.get('age_p50'), '.2f')} / {fmt(lv.get('age_p95'), '.2f')} / "
             f"{fmt(lv.get('age_p99'), '.2f')} s** |"
         )
+    for sc, res in results.items():
+        d = res["drain"]
+        base = d.get("baseline")
+        if base and base.get("rate_records") and d.get("rate_records"):
+            md.append("")
+            md.append(
+                f"Scenario {sc}, the same records drained in this run by the baseline "
+                f"(`--baseline-source`): **{fmt(base['rate_records'])} records/s** = "
+                f"{fmt(base['rate_records'] / d['floor_rate'], '.3f')} of the floor, "
+                f"{fmt(base.get('cpu_us_per_record'), '.0f', ' µs')} CPU per record; this "
+                f"revision / baseline = **{fmt(d['rate_records'] / base['rate_records'], '.2f')}**."
+            )
     return md
 
 
@@ -765,6 +809,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     ap.add_argument(
         "--processes", type=int, default=1, help="passed to `stream-monitor run --processes N`"
+    )
+    ap.add_argument(
+        "--baseline-source",
+        type=Path,
+        help="also drain the same records with the stream_monitor package of this folder "
+        "(e.g. `git worktree add /tmp/base <rev>`), in the same run: before/after figures",
     )
     ap.add_argument(
         "--monitor-profile",

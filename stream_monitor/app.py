@@ -18,6 +18,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from operator import attrgetter
 from typing import Any
 
 import orjson
@@ -32,7 +33,7 @@ from stream_monitor.checkpoint import (
 )
 from stream_monitor.config import MonitorConfig
 from stream_monitor.errors import ConfigError, TopicsNotReady
-from stream_monitor.events.decode import DeadLetter, dead_letter_headers, decode_record
+from stream_monitor.events.decode import DeadLetter, Decoded, dead_letter_headers, decode_record
 from stream_monitor.events.schema import AlertEvent, LabelEvent, PredictionEvent, RetrainTrigger
 from stream_monitor.gc_tuning import fewer_collections
 from stream_monitor.kafka import clients
@@ -58,6 +59,8 @@ from stream_monitor.state import (
 __all__ = ["SNAPSHOT_LIMIT_BYTES", "Application"]
 
 log = logging.getLogger(__name__)
+
+_TIMESTAMP = attrgetter("timestamp")
 
 #: The largest snapshot record written: the changelog topic's limit less room for the batch.
 SNAPSHOT_LIMIT_BYTES = CHANGELOG_MAX_MESSAGE_BYTES - 1024 * 1024
@@ -509,8 +512,12 @@ class Application:
         preds: dict[int, list[PredictionEvent]] = {}
         labels: dict[int, list[LabelEvent]] = {}
         dead: list[DeadLetter] = []
-        newest: dict[str, float] = {}
-        consumed: dict[str, int] = {}
+        pred_topic, max_bytes = cfg.topics.predictions, cfg.limits.max_event_bytes
+        states = self.states
+        # Per topic-partition of this batch: the first and the last offset, and how many.
+        first: dict[tuple[str, int], int] = {}
+        last: dict[tuple[str, int], int] = {}
+        count: dict[tuple[str, int], int] = {}
         for m in msgs:
             err = m.error()
             if err is not None:
@@ -519,28 +526,47 @@ class Application:
                     log.warning("consume error=%s", err.str())
                 continue
             topic, part, offset = m.topic(), m.partition(), m.offset()
-            if part not in self.states:
+            if part not in states:
                 continue  # a record of a partition no longer assigned: not ours to process
-            consumed[topic] = consumed.get(topic, 0) + 1
-            ckpt.add_offset(topic, part, offset)
-            self._start.setdefault((topic, part), offset)
-            self._positions[(topic, part)] = offset + 1
-            self._dirty.add(part)
-            if topic == cfg.topics.predictions:
-                ev = decode_record(m, kind="prediction", max_bytes=cfg.limits.max_event_bytes)
-                if isinstance(ev, PredictionEvent):
-                    preds.setdefault(part, []).append(ev)
+            key = (topic, part)
+            n = count.get(key)
+            if n is None:
+                first[key] = last[key] = offset
+                count[key] = 1
             else:
-                ev = decode_record(m, kind="label", max_bytes=cfg.limits.max_event_bytes)
-                if isinstance(ev, LabelEvent):
-                    labels.setdefault(part, []).append(ev)
-            if isinstance(ev, DeadLetter):
+                count[key] = n + 1
+                if offset > last[key]:
+                    last[key] = offset
+            if topic == pred_topic:
+                ev: Decoded = decode_record(m, kind="prediction", max_bytes=max_bytes)
+                by_part: dict[int, list[Any]] = preds
+            else:
+                ev = decode_record(m, kind="label", max_bytes=max_bytes)
+                by_part = labels
+            if type(ev) is DeadLetter:
                 dead.append(ev)
             else:
-                newest[topic] = max(newest.get(topic, 0.0), ev.timestamp)
+                events = by_part.get(part)
+                if events is None:
+                    by_part[part] = [ev]
+                else:
+                    events.append(ev)
+        consumed: dict[str, int] = {}
+        for key, n in count.items():
+            topic, part = key
+            consumed[topic] = consumed.get(topic, 0) + n
+            ckpt.add_offsets(topic, part, last[key], n)
+            self._start.setdefault(key, first[key])
+            self._positions[key] = last[key] + 1
+            self._dirty.add(part)
+        newest: dict[str, float] = {}
+        for topic, by_part in ((pred_topic, preds), (cfg.topics.labels, labels)):
+            for part, events in by_part.items():
+                t = max(map(_TIMESTAMP, events))
+                newest[topic] = max(newest.get(topic, 0.0), t)
                 key = (topic, part)
-                if ev.timestamp > self._event_time.get(key, float("-inf")):
-                    self._event_time[key] = ev.timestamp
+                if t > self._event_time.get(key, float("-inf")):
+                    self._event_time[key] = t
         alerts: list[AlertEvent] = []
         with self.lock:
             for part in sorted(preds.keys() | labels.keys()):

@@ -124,6 +124,14 @@ class Checkpoint:
             self._offsets[key] = offset + 1
         self.pending_events += 1
 
+    def add_offsets(self, topic: str, partition: int, offset: int, count: int) -> None:
+        """:meth:`add_offset` of ``count`` records of ``topic``/``partition`` whose highest
+        offset is ``offset``."""
+        key = (topic, partition)
+        if offset + 1 > self._offsets.get(key, -1):
+            self._offsets[key] = offset + 1
+        self.pending_events += count
+
     def has_pending(self) -> bool:
         return bool(self._offsets or self._unconfirmed or self._in_txn)
 
