@@ -28,6 +28,7 @@ Prints the figures and rewrites the ``bench_throughput`` section of load_tests/R
 from __future__ import annotations
 
 import argparse
+import subprocess
 import time
 import uuid
 from collections import deque
@@ -463,10 +464,25 @@ def phase_drain(bench: Bench, scenario: str) -> dict[str, Any]:
         # The same records drained by another revision (a checkout of it), in this run.
         base = drain(bench, scenario, topics, produced, w.labels, source=args.baseline_source)
         r["baseline"] = {k: base.get(k) for k in ("rate_records", "cpu_us_per_record")}
+        r["baseline"]["revision"] = revision_of(args.baseline_source)
         log(
             f"{scenario}: baseline {args.baseline_source} {fmt(base.get('rate_records'))} records/s"
         )
     return r
+
+
+def revision_of(folder: Path) -> str:
+    """The git revision checked out in ``folder`` (short), or "unknown"."""
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(folder), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return out.stdout.strip() or "unknown"
 
 
 def drain(
@@ -655,7 +671,8 @@ def summary_md(results: dict[str, dict[str, Any]]) -> list[str]:
             md.append("")
             md.append(
                 f"Scenario {sc}, the same records drained in this run by the baseline "
-                f"(`--baseline-source`): **{fmt(base['rate_records'])} records/s** = "
+                f"(`--baseline-source`, revision {base.get('revision', 'unknown')}): "
+                f"**{fmt(base['rate_records'])} records/s** = "
                 f"{fmt(base['rate_records'] / d['floor_rate'], '.3f')} of the floor, "
                 f"{fmt(base.get('cpu_us_per_record'), '.0f', ' µs')} CPU per record; this "
                 f"revision / baseline = **{fmt(d['rate_records'] / base['rate_records'], '.2f')}**."

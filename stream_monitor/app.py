@@ -17,14 +17,14 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from operator import attrgetter
 from typing import Any
 
-import orjson
 from confluent_kafka import KafkaError, TopicPartition
 from prometheus_client import CollectorRegistry
 
+from stream_monitor.alerts.sinks import AlertSink, KafkaAlertSink
 from stream_monitor.checkpoint import (
     Checkpoint,
     OutputRecord,
@@ -34,7 +34,7 @@ from stream_monitor.checkpoint import (
 from stream_monitor.config import MonitorConfig
 from stream_monitor.errors import ConfigError, TopicsNotReady
 from stream_monitor.events.decode import DeadLetter, Decoded, dead_letter_headers, decode_record
-from stream_monitor.events.schema import AlertEvent, LabelEvent, PredictionEvent, RetrainTrigger
+from stream_monitor.events.schema import AlertEvent, LabelEvent, PredictionEvent
 from stream_monitor.gc_tuning import fewer_collections
 from stream_monitor.kafka import clients
 from stream_monitor.metrics.collector import StateCollector
@@ -103,6 +103,7 @@ class Application:
         clock: Callable[[], float] = time.time,
         serve_metrics: bool = True,
         on_alert: Callable[[AlertEvent], None] | None = None,
+        alert_sinks: Sequence[AlertSink] | None = None,
     ) -> None:
         self.cfg = cfg
         #: Reference profiles by (model_id, model_version), read once at start (ConfigError).
@@ -116,6 +117,14 @@ class Application:
         self.registry.register(StateCollector(lambda: self.states, self.lock))
         self.stop_event = threading.Event()
         self.on_alert = on_alert
+        #: Where each batch's alert events go (default: the alerts and retrain topics, in the
+        #: checkpoint's transaction). A sink writes at processing time: one that does not take
+        #: part in the checkpoint sees the alerts of a batch whose transaction may abort.
+        self.alert_sinks: list[AlertSink] = (
+            list(alert_sinks)
+            if alert_sinks is not None
+            else [KafkaAlertSink(self._add_output, cfg.topics.alerts, cfg.topics.retrain)]
+        )
         self._serve_metrics = serve_metrics
         self.server: MetricsServer | None = None
         self._dead_log = _BurstLog(10.0, clock)
@@ -165,6 +174,8 @@ class Application:
                 self._run()
         finally:
             self.health.alive = False
+            for sink in self.alert_sinks:
+                sink.close()
             if self.server is not None:
                 self.server.stop()
             log.info("stopped")
@@ -500,6 +511,10 @@ class Application:
         self._client_log("kafka client error=%s", err.str())
 
     # --- the batch ----------------------------------------------------------------------------
+    def _add_output(self, rec: OutputRecord) -> None:
+        assert self._ckpt is not None
+        self._ckpt.add_output(rec)
+
     def process_batch(self, msgs: list[Any]) -> list[AlertEvent]:
         """Decode, monitor and produce the outputs of one batch; return its alert events.
 
@@ -590,10 +605,8 @@ class Application:
             )
             self._on_commit.append(self.metrics.dead_letters_published.inc)
         now = self.clock()
-        published = []
-        for a in alerts:
-            a = a.model_copy(update={"published_at": now})
-            published.append(a)
+        published = [a.model_copy(update={"published_at": now}) for a in alerts]
+        for a in published:
             log.info(
                 "alert status=%s kind=%s model=%s feature=%s signal=%s value=%.4g",
                 a.status,
@@ -603,30 +616,16 @@ class Application:
                 a.signal,
                 a.value,
             )
-            ckpt.add_output(
-                OutputRecord(
-                    cfg.topics.alerts,
-                    a.dedup_key.encode(),
-                    orjson.dumps(a.model_dump()),
-                    [("content-type", b"application/json"), ("alert-id", a.alert_id.encode())],
-                )
-            )
             self._on_commit.append(
                 self.metrics.alerts_published.labels(kind=a.kind, status=a.status).inc
             )
             if a.retrain and cfg.topics.retrain is not None:
-                trigger = RetrainTrigger.from_alert(a)
-                ckpt.add_output(
-                    OutputRecord(
-                        cfg.topics.retrain,
-                        a.model_id.encode(),
-                        orjson.dumps(trigger.model_dump()),
-                        [("content-type", b"application/json")],
-                    )
-                )
                 self._on_commit.append(self.metrics.retrain_triggers.inc)
             if self.on_alert is not None:
                 self._on_commit.append(lambda a=a: self.on_alert(a))  # type: ignore[misc]
+        if published:
+            for sink in self.alert_sinks:
+                sink.write(published)
         for topic, ts in newest.items():
             self.metrics.last_event_timestamp.labels(topic=topic).set(ts)
         self.metrics.batch_events.observe(len(msgs))

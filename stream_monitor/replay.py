@@ -53,11 +53,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Literal, TypeVar
 
-import orjson
-
+from stream_monitor.alerts.sinks import JsonLinesAlertSink
 from stream_monitor.config import MonitorConfig
 from stream_monitor.errors import ConfigError, StreamMonitorError, TopicsNotReady
-from stream_monitor.events.schema import AlertEvent, LabelEvent, PredictionEvent
+from stream_monitor.events.schema import LabelEvent, PredictionEvent
 from stream_monitor.gc_tuning import fewer_collections
 from stream_monitor.reference import load_profiles
 from stream_monitor.replay_model import (
@@ -765,14 +764,12 @@ def run_replay(
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     offsets = None
-    with fewer_collections(), open(out / "alerts.jsonl", "wb") as sink:
-
-        def write(a: AlertEvent) -> None:
-            # The serialisation of the alerts topic (Application.process_batch); not published,
-            # so published_at stays null.
-            sink.write(orjson.dumps(a.model_dump()) + b"\n")
-
-        replay = Replay(cfg, profiles=profiles, series_cap=series_cap, on_alert=write)
+    with fewer_collections(), open(out / "alerts.jsonl", "wb") as timeline:
+        # The alerts topic's serialisation; not published, so published_at stays null.
+        sink = JsonLinesAlertSink(timeline)
+        replay = Replay(
+            cfg, profiles=profiles, series_cap=series_cap, on_alert=lambda a: sink.write([a])
+        )
         if predictions is not None:
             replay_files(
                 replay,

@@ -169,7 +169,7 @@ class _Incident:
     held: bool = False
     #: The member that fired the incident.
     lead: str = ""
-    #: Event time of its last judged observation (None: not known yet, for old snapshots).
+    #: Event time of its last judged observation (None: none judged yet).
     seen_at: float | None = None
 
     @property
@@ -264,7 +264,7 @@ class AlertTracker:
             if key in touched:
                 continue
             if inc.seen_at is None:
-                inc.seen_at = now  # restored from a snapshot that did not know: start counting
+                inc.seen_at = now  # none judged yet: start counting
             if now - inc.seen_at <= stale:
                 continue
             if inc.firing:
@@ -520,20 +520,15 @@ class AlertTracker:
         windows: dict[str, str] | None = None,
     ) -> AlertTracker:
         t = cls(cfg, windows)
-        if d.get("v") == 1:
-            t._load_v1(d)
-            return t
-        if d.get("v") not in (2, SNAPSHOT_VERSION):
+        if d.get("v") != SNAPSHOT_VERSION:
             raise ValueError(f"unsupported alert-tracker snapshot version {d.get('v')!r}")
-        # Version 2 had no staleness clock: its open incidents start counting when next checked.
         for k, row in d["incidents"].items():
             model_id, kind, feature, segment, seq, state, started, resolved = row[:8]
-            rule, version, held, members, lead = row[8:13]
+            rule, version, held, members, lead, seen_at = row[8:14]
             inc = _Incident(
                 model_id, kind, feature, segment, seq, state, started, resolved, rule, version
             )
-            inc.held, inc.lead = held, lead
-            inc.seen_at = row[13] if len(row) > 13 else None
+            inc.held, inc.lead, inc.seen_at = held, lead, seen_at
             for r in members:
                 m = _Member(*r)
                 inc.members[f"{m.feature or '-'}/{m.signal}"] = m
@@ -542,29 +537,9 @@ class AlertTracker:
                 t._open.setdefault((model_id, kind), set()).add(k)
         t._scores = {(m, s): v for m, s, v in d["scores"]}
         t.suppressed = int(d["suppressed"])
-        t.stale_resolved = int(d.get("stale_resolved", 0))
-        t._now = {(m, k): float(v) for m, k, v in d.get("now", ())}
+        t.stale_resolved = int(d["stale_resolved"])
+        t._now = {(m, k): float(v) for m, k, v in d["now"]}
         return t
-
-    def _load_v1(self, d: dict[str, Any]) -> None:
-        """Incidents of a version-1 snapshot (one per feature, no rules), regrouped under the
-        current keys; a firing one keeps firing until its signals clear."""
-        for row in d["incidents"].values():
-            model_id, kind, feature, seq, firing, started, cleared = row[:7]
-            segment = row[7] if len(row) > 7 else None
-            grouped_feature = None if self.cfg.group_features else feature
-            key = dedup_key(model_id, kind, grouped_feature, segment)
-            inc = self._incidents.get(key)
-            if inc is None:
-                inc = self._incidents[key] = _Incident(model_id, kind, grouped_feature, segment)
-            inc.seq = max(inc.seq, int(seq))
-            if firing:
-                inc.started_at = started if inc.state != "firing" else min(inc.started_at, started)
-                inc.state = "firing"
-                self._open.setdefault((model_id, kind), set()).add(key)
-                for signal, ok in cleared.items():
-                    m = _Member(feature, signal, "default", breached=not ok, cleared=ok)
-                    inc.members[f"{feature or '-'}/{signal}"] = m
 
 
 def _suggest(kind: str, signal: str, score: float | None) -> SuggestedAction:

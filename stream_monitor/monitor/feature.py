@@ -878,13 +878,8 @@ class NumericFeature(FeatureMonitor):
         f.ref_min, f.ref_max = d["ref_range"]
         f.sentinels = np.asarray(d["sentinels"], dtype=float)
         f.pit_sums = _matrix(d["pit_sums"], np.int64)
-        # Snapshots from before the mean signal: no mean until the panes refill.
-        f.value_sums = (
-            _matrix(d["value_sums"], float)
-            if "value_sums" in d
-            else np.zeros((len(f.pit_sums), 2), dtype=float)
-        )
-        f.ref_mean = d.get("ref_mean")
+        f.value_sums = _matrix(d["value_sums"], float)
+        f.ref_mean = d["ref_mean"]
         kinds: dict[str, type[ADWIN] | type[PageHinkley]] = {
             "adwin": ADWIN,
             "page_hinkley": PageHinkley,

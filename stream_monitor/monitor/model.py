@@ -131,7 +131,7 @@ class ModelMonitor:
         self.confidence_panes = np.zeros((0, 4), dtype=np.int64)
         self.confidence: dict[str, float] = {}
         self.confidence_baseline: float | None = None
-        #: Scored predictions in the baseline window (None: restored from an older snapshot).
+        #: Scored predictions in the baseline window (None: no baseline yet).
         self.confidence_baseline_n: int | None = None
         self.drift_score: float | None = None
         self.drifting_features: list[str] = []
@@ -738,15 +738,14 @@ class ModelMonitor:
         )
         m.clock = None if d["clock"] is None else PaneClock.from_snapshot(d["clock"])
         m.schema_panes = np.asarray(d["schema_panes"], dtype=np.int64).reshape(-1, 2)
-        panes, m.confidence, m.confidence_baseline, *n_base = d["confidence"]
-        m.confidence_baseline_n = n_base[0] if n_base else None  # older snapshots had none
+        panes, m.confidence, m.confidence_baseline, m.confidence_baseline_n = d["confidence"]
         m.confidence_panes = np.asarray(panes, dtype=np.int64).reshape(-1, 4)
         m.drift_score, m.drifting_features = d["drift"]
         m.mmd = None if d["mmd"] is None else MMDDrift.from_snapshot(d["mmd"])
         m.mmd_features = list(d["mmd_features"])
         m._mv_rows = list(d["mv_rows"])
         m.segment = d["segment"]
-        vs = d.get("versions")  # absent from older snapshots: the comparison starts now
+        vs = d["versions"]
         m.versions = None
         if vs is not None and m.segment is None and cfg.segments.by_version:
             m.versions = VersionComparison.from_snapshot(vs, cfg.drift, cfg.segments)

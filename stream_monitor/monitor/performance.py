@@ -416,11 +416,9 @@ class PerformanceMonitor:
         pm.last_metrics = dict(d["last_metrics"])
         pm.last_fairness = dict(d["last_fairness"])
         pm.baseline_values = [float(v) for v in d["baseline_values"]]
-        pm.metric_baselines = {
-            k: [float(x) for x in v] for k, v in d.get("metric_baselines", {}).items()
-        }
+        pm.metric_baselines = {k: [float(x) for x in v] for k, v in d["metric_baselines"].items()}
         pm.windows = int(d["windows"])
-        vs = d.get("versions")  # absent from older snapshots
+        vs = d["versions"]
         if vs is not None and versions:
             pm.version_names = [str(v) for v in vs["names"]]
             pm.version_panes = [[load.from_snapshot(p) for p in ring] for ring in vs["panes"]]

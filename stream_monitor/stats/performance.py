@@ -44,8 +44,6 @@ import numpy as np
 
 SNAPSHOT_VERSION = 1
 
-OTHER = "(other)"
-"""Display name of the shared slot for classes beyond ``max_classes`` (never a lookup key)."""
 
 _PROB_EPS = 1e-15
 _LOSS_COLUMNS = 4  # per true class: sum -log p, sum -log(1-p), sum (1-p)^2, sum p^2

@@ -352,7 +352,7 @@ def test_confidence_proxy_on_small_windows_breaches_on_signal_not_noise() -> Non
 
 def test_confidence_baseline_size_survives_a_snapshot() -> None:
     """The baseline window's size is part of the model snapshot (same verdicts after a
-    restore); a snapshot from before it loads and judges with the fixed increase alone."""
+    restore)."""
     cfg = _config(window={"size": 100})
     cols = _columns(4000, PREDICTION_SEED)
     rng = np.random.default_rng(PREDICTION_SEED + 1)
@@ -366,15 +366,6 @@ def test_confidence_baseline_size_survives_a_snapshot() -> None:
     rest = [o for o in _feed(m, events[2000:]) if o.signal == "low_confidence_ratio"]
     assert rest == [o for o in _feed(restored, events[2000:]) if o.signal == "low_confidence_ratio"]
     assert any(o.breached for o in rest)
-
-    old = orjson.loads(orjson.dumps(snap))
-    del old["confidence"][3]
-    fixed = ModelMonitor.from_snapshot(old, cfg)
-    assert fixed.confidence_baseline_n is None
-    judged = [o for o in _feed(fixed, events[2000:]) if o.signal == "low_confidence_ratio"]
-    assert [o.threshold for o in judged] == pytest.approx([m.confidence_baseline + 0.1] * 20)
-    assert [o.value for o in judged] == [o.value for o in rest]
-    assert all(a.threshold > b.threshold for a, b in zip(rest, judged, strict=True))
 
 
 def _feed(m: ModelMonitor, events: Sequence[PredictionEvent]) -> list[Observation]:

@@ -522,23 +522,6 @@ def test_snapshot_mid_window_continues_identically() -> None:
     assert orjson.dumps(restored.snapshot()) == orjson.dumps(whole.snapshot())
 
 
-def test_snapshot_without_version_state_still_loads() -> None:
-    """A snapshot from before version comparison (no "versions" keys) loads, and the
-    comparison starts with the next window."""
-    events = _shifted_canary(seed=502, windows=6)
-    cfg = _cfg()
-    m = ModelMonitor("m", cfg)
-    _feed(m, events[: REF + 2 * WIN], 500)
-    snap = orjson.loads(orjson.dumps(m.snapshot()))
-    del snap["versions"]
-    assert snap["performance"] is not None
-    del snap["performance"]["versions"]
-    restored = ModelMonitor.from_snapshot(snap, cfg)
-    assert restored.versions is not None and restored.versions.versions == []
-    obs = _version_psi(_feed(restored, events[REF + 2 * WIN :], 500))
-    assert [_window(o) for o in obs] == [2, 3, 4, 5]
-
-
 def test_batch_size_does_not_change_the_version_observations() -> None:
     """Batches of 1 and of 500 predictions (and labelled pairs) give the same version
     observations: windows of 300, v2's scores shift from the fourth window on."""
