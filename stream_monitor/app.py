@@ -33,7 +33,13 @@ from stream_monitor.checkpoint import (
 )
 from stream_monitor.config import MonitorConfig
 from stream_monitor.errors import ConfigError, TopicsNotReady
-from stream_monitor.events.decode import DeadLetter, Decoded, dead_letter_headers, decode_record
+from stream_monitor.events.decode import (
+    DeadLetter,
+    Decoded,
+    dead_letter_headers,
+    decode_record,
+    deserializer_for,
+)
 from stream_monitor.events.schema import AlertEvent, LabelEvent, PredictionEvent
 from stream_monitor.gc_tuning import fewer_collections
 from stream_monitor.kafka import clients
@@ -108,6 +114,8 @@ class Application:
         self.cfg = cfg
         #: Reference profiles by (model_id, model_version), read once at start (ConfigError).
         self.profiles = load_profiles(cfg.references)
+        #: The input format (ConfigError for an unknown one, before anything starts).
+        self.deserializer = deserializer_for(cfg.input_format)
         self.registry = registry if registry is not None else CollectorRegistry()
         self.clock = clock
         self.metrics = Instruments(self.registry)
@@ -528,6 +536,7 @@ class Application:
         labels: dict[int, list[LabelEvent]] = {}
         dead: list[DeadLetter] = []
         pred_topic, max_bytes = cfg.topics.predictions, cfg.limits.max_event_bytes
+        fmt = self.deserializer
         states = self.states
         # Per topic-partition of this batch: the first and the last offset, and how many.
         first: dict[tuple[str, int], int] = {}
@@ -553,10 +562,12 @@ class Application:
                 if offset > last[key]:
                     last[key] = offset
             if topic == pred_topic:
-                ev: Decoded = decode_record(m, kind="prediction", max_bytes=max_bytes)
+                ev: Decoded = decode_record(
+                    m, kind="prediction", max_bytes=max_bytes, deserializer=fmt
+                )
                 by_part: dict[int, list[Any]] = preds
             else:
-                ev = decode_record(m, kind="label", max_bytes=max_bytes)
+                ev = decode_record(m, kind="label", max_bytes=max_bytes, deserializer=fmt)
                 by_part = labels
             if type(ev) is DeadLetter:
                 dead.append(ev)

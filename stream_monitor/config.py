@@ -610,6 +610,9 @@ class MonitorConfig(_Frozen):
     instance_id: str | None = None
     checkpoint: CheckpointConfig = CheckpointConfig()
     topics: TopicsConfig = TopicsConfig()
+    #: The format of the input records' values, by name in events/decode.py's DESERIALIZERS
+    #: (``json``: one UTF-8 JSON object per record, docs/wire-contract.md).
+    input_format: str = "json"
     drift: DriftConfig = DriftConfig()
     references: tuple[ReferenceFile, ...] = ()
     labels: LabelJoinConfig = LabelJoinConfig()

@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 from stream_monitor.alerts.observation import Observation
 from stream_monitor.config import MonitorConfig
-from stream_monitor.events.decode import DeadLetter, decode_record
+from stream_monitor.events.decode import DeadLetter, decode_record, deserializer_for
 from stream_monitor.events.schema import AlertEvent, LabelEvent, PredictionEvent
 from stream_monitor.kafka.records import RawRecord
 from stream_monitor.monitor.partition import PartitionState
@@ -281,6 +281,8 @@ class Replay:
         self.cfg = cfg
         #: Reference profiles, read as ``Application`` reads them (ConfigError).
         self.profiles = load_profiles(cfg.references) if profiles is None else profiles
+        #: The input format, as ``Application`` chooses it (ConfigError).
+        self.deserializer = deserializer_for(cfg.input_format)
         self.states: dict[int, PartitionState] = {}
         self.recorder = SeriesRecorder(series_cap)
         self.incidents = IncidentLog()
@@ -306,7 +308,8 @@ class Replay:
 
     def decode(self, rec: RawRecord | Any, kind: Kind) -> PredictionEvent | LabelEvent | None:
         """Decode one record like the Application; count it; None when invalid."""
-        ev = decode_record(rec, kind=kind, max_bytes=self.cfg.limits.max_event_bytes)
+        max_bytes = self.cfg.limits.max_event_bytes
+        ev = decode_record(rec, kind=kind, max_bytes=max_bytes, deserializer=self.deserializer)
         if isinstance(ev, DeadLetter):
             self.invalid[(kind, ev.reason)] += 1
             return None
@@ -326,7 +329,10 @@ class Replay:
     ) -> list[PredictionEvent | LabelEvent | None]:
         """:meth:`decode` for several records of one kind, counted once for all of them."""
         max_bytes = self.cfg.limits.max_event_bytes
-        out: list[Any] = [decode_record(rec, kind=kind, max_bytes=max_bytes) for rec in records]
+        fmt = self.deserializer
+        out: list[Any] = [
+            decode_record(rec, kind=kind, max_bytes=max_bytes, deserializer=fmt) for rec in records
+        ]
         invalid = self.invalid
         times: list[float] = []
         for i, ev in enumerate(out):

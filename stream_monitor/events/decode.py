@@ -27,11 +27,12 @@ Examples
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import orjson
 from pydantic import BaseModel, ValidationError
 
+from stream_monitor.errors import ConfigError
 from stream_monitor.events.schema import (
     MAX_FEATURES_PER_EVENT,
     MAX_ID_LENGTH,
@@ -42,7 +43,19 @@ from stream_monitor.events.schema import (
 )
 from stream_monitor.kafka.protocols import MessageLike
 
-__all__ = ["DeadLetter", "DecodeReason", "Decoded", "dead_letter_headers", "decode_record"]
+__all__ = [
+    "DESERIALIZERS",
+    "JSON",
+    "DeadLetter",
+    "DecodeReason",
+    "Decoded",
+    "DeserializeError",
+    "Deserializer",
+    "JsonDeserializer",
+    "dead_letter_headers",
+    "decode_record",
+    "deserializer_for",
+]
 
 DecodeReason = Literal["empty", "oversized", "decode_error", "validation_error", "key_mismatch"]
 MAX_DETAIL_CHARS = 1000
@@ -66,21 +79,84 @@ class DeadLetter:
 Decoded = PredictionEvent | LabelEvent | DeadLetter
 
 
+# --- input formats ---------------------------------------------------------------------------
+
+
+class DeserializeError(ValueError):
+    """The record value is not a document of the input format (the message is the dead
+    letter's detail)."""
+
+
+class Deserializer(Protocol):
+    """An input format: record value bytes -> the mapping of fields the wire contract names
+    (docs/wire-contract.md), validated afterwards by the same checks whatever the format."""
+
+    #: Its name in the configuration (``input_format``).
+    name: str
+
+    def loads(self, value: bytes) -> dict[str, Any]:
+        """The fields of one event; raise :class:`DeserializeError` when ``value`` is not a
+        document of this format (the record goes to the dead-letter topic with reason
+        ``decode_error``)."""
+        ...
+
+
+class JsonDeserializer:
+    """JSON (UTF-8), one object per record value, parsed by orjson."""
+
+    name = "json"
+
+    def loads(self, value: bytes) -> dict[str, Any]:
+        try:
+            obj = orjson.loads(value)
+        except orjson.JSONDecodeError as exc:
+            raise DeserializeError(f"not valid UTF-8 JSON: {exc}") from None
+        if not isinstance(obj, dict):
+            raise DeserializeError(f"JSON value is a {type(obj).__name__}, not an object")
+        return obj
+
+
+JSON = JsonDeserializer()
+
+#: The input formats by configuration name; a new one (Avro, Protobuf) is one more entry here
+#: with its ``loads``, and tests/unit/test_decode.py's checks run on it.
+DESERIALIZERS: dict[str, Deserializer] = {JSON.name: JSON}
+
+
+def deserializer_for(name: str) -> Deserializer:
+    """The input format called ``name`` (``MonitorConfig.input_format``).
+
+    >>> deserializer_for("json").name
+    'json'
+    >>> deserializer_for("avro")
+    Traceback (most recent call last):
+    ...
+    stream_monitor.errors.ConfigError: unknown input_format 'avro'; choose from ['json']
+    """
+    found = DESERIALIZERS.get(name)
+    if found is None:
+        raise ConfigError(f"unknown input_format {name!r}; choose from {sorted(DESERIALIZERS)}")
+    return found
+
+
 def decode_record(
-    msg: MessageLike, *, kind: Literal["prediction", "label"], max_bytes: int
+    msg: MessageLike,
+    *,
+    kind: Literal["prediction", "label"],
+    max_bytes: int,
+    deserializer: Deserializer = JSON,
 ) -> Decoded:
-    """Decode and validate one record of the predictions or labels topic."""
+    """Decode (with ``deserializer``, JSON by default) and validate one record of the
+    predictions or labels topic."""
     value = msg.value()
     if not value:
         return _dead(msg, "empty", "record has no value (tombstone or empty payload)")
     if len(value) > max_bytes:
         return _dead(msg, "oversized", f"value is {len(value)} bytes, limit is {max_bytes}")
     try:
-        obj = orjson.loads(value)
-    except orjson.JSONDecodeError as exc:
-        return _dead(msg, "decode_error", f"not valid UTF-8 JSON: {exc}")
-    if not isinstance(obj, dict):
-        return _dead(msg, "decode_error", f"JSON value is a {type(obj).__name__}, not an object")
+        obj = deserializer.loads(value)
+    except DeserializeError as exc:
+        return _dead(msg, "decode_error", str(exc))
     fast = _fast_prediction(obj) if kind == "prediction" else _fast_label(obj)
     if fast is not None:
         event: PredictionEvent | LabelEvent = fast

@@ -611,3 +611,48 @@ def test_fast_event_behaves_like_a_validated_one() -> None:
 def test_json_has_no_nan_or_infinity(value: bytes) -> None:
     # orjson refuses NaN, Infinity and numbers out of the double range, so no event carries one
     assert _reason(value) == "decode_error"
+
+
+# ------------------------------------------------------------------------------ input formats
+
+
+class _Framed:
+    """A toy input format: a 4-byte magic, then a JSON object (stands in for a registry-framed
+    encoding such as Confluent's Avro wire format)."""
+
+    name = "framed"
+
+    def loads(self, value: bytes) -> dict[str, Any]:
+        if value[:4] != b"FRM1":
+            raise decode_module.DeserializeError("no FRM1 frame")
+        return decode_module.JSON.loads(value[4:])
+
+
+def test_decode_uses_the_given_input_format_and_keeps_its_reason() -> None:
+    body = orjson.dumps(
+        {"event_id": "e1", "model_id": "m", "timestamp": 5, "features": {"x": 1.5},
+         "prediction": 0.25}
+    )  # fmt: skip
+    framed = _Framed()
+    ok = decode_record(
+        RawRecord(b"FRM1" + body, key=b"m", offset=1),
+        kind="prediction", max_bytes=1 << 20, deserializer=framed,
+    )  # fmt: skip
+    plain = decode_record(RawRecord(body, key=b"m", offset=1), kind="prediction", max_bytes=1 << 20)
+    assert isinstance(ok, PredictionEvent) and ok == plain
+    bad = decode_record(
+        RawRecord(body, key=b"m", offset=2),
+        kind="prediction", max_bytes=1 << 20, deserializer=framed,
+    )  # fmt: skip
+    assert isinstance(bad, DeadLetter)
+    assert (bad.reason, bad.detail, bad.value) == ("decode_error", "no FRM1 frame", body)
+
+
+def test_an_unknown_input_format_is_a_config_error_at_start() -> None:
+    from stream_monitor.app import Application
+    from stream_monitor.config import MonitorConfig
+    from stream_monitor.errors import ConfigError
+
+    cfg = MonitorConfig(bootstrap_servers="unused:9092", input_format="avro")
+    with pytest.raises(ConfigError, match="input_format 'avro'"):
+        Application(cfg, serve_metrics=False)
