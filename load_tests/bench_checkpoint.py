@@ -168,7 +168,7 @@ def split_bytes(state: PartitionState) -> dict[str, Any]:
             fsum += b
             kind = "numeric" if f.type_name == "numeric" else "categorical"
             feats[f"{name} ({kind} output)"].append(b)
-        e = nbytes(m.errors.snapshot())
+        e = nbytes(m.concept.snapshot())
         errors.append(e)
         other.append(per_model[m.model_id] - fsum - e)
     return {

@@ -43,6 +43,7 @@ __all__ = [
     "ScoredPrediction",
     "Severity",
     "SuggestedAction",
+    "label_str",
 ]
 
 MAX_ID_LENGTH = 256
@@ -112,9 +113,9 @@ class PredictionEvent(_Event):
         """The predicted class as a string, if the model is a classifier."""
         p = self.prediction
         if isinstance(p, ScoredPrediction):
-            return _label_str(p.label)
+            return label_str(p.label)
         if isinstance(p, str | bool):
-            return _label_str(p)
+            return label_str(p)
         return None
 
 
@@ -127,7 +128,12 @@ class LabelEvent(_Event):
     label: Scalar
 
 
-def _label_str(v: object) -> str:
+def label_str(v: object) -> str:
+    """A class label as text, the one spelling predictions and labels are compared in.
+
+    >>> label_str(True), label_str(1.0), label_str(2), label_str("yes")
+    ('true', '1', '2', 'yes')
+    """
     if isinstance(v, bool):
         return "true" if v else "false"
     if isinstance(v, float) and v.is_integer():

@@ -224,7 +224,7 @@ class ModelSamples:
         self.ref_ready.add_metric([mid], 1 if m.reference_frozen else 0)
         self.unexpected.add_metric([mid], m.unexpected_fields)
         self.refused_f.add_metric([mid], m.features_refused)
-        self.labelled.add_metric([mid], m.errors.n)
+        self.labelled.add_metric([mid], m.concept.n)
         self.ref_info.add_metric([mid, m.reference_source], 1)
         self.late.add_metric([mid], m.late_events)
         if m.clock is not None:
@@ -232,18 +232,18 @@ class ModelSamples:
         if m.drift_score is not None:
             self.model_score.add_metric([mid], m.drift_score)
             self.model_drifting.add_metric([mid], len(m.drifting_features))
-        for det, n in m.errors.detections.items():
+        for det, n in m.concept.detections.items():
             self.concept.add_metric([mid, det], n)
-        self.concept.add_metric([mid, "merged"], m.errors.merged_detections)
+        self.concept.add_metric([mid, "merged"], m.concept.merged_detections)
         for stat, value in m.confidence.items():
             self.confidence.add_metric([mid, stat], value)
         if m.last_mmd is not None:
             self.mmd_p.add_metric([mid], m.last_mmd.p_value)
-        err_metric = m.errors.metric
-        if err_metric is not None and m.errors.mean is not None:
-            self.err.add_metric([mid, err_metric], m.errors.mean)
-        if err_metric is not None and m.errors.baseline is not None:
-            self.err_base.add_metric([mid, err_metric], m.errors.baseline)
+        err_metric = m.concept.metric
+        if err_metric is not None and m.concept.mean is not None:
+            self.err.add_metric([mid, err_metric], m.concept.mean)
+        if err_metric is not None and m.concept.baseline is not None:
+            self.err_base.add_metric([mid, err_metric], m.concept.baseline)
 
     def families(self) -> list[Family]:
         return [

@@ -1,4 +1,4 @@
-"""Per-model monitoring: the reference, the window clock, features, model-level signals, errors."""
+"""Per-model monitoring: the reference, the window clock, features, model signals, concept drift."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import numpy as np
 from stream_monitor.alerts.observation import Observation
 from stream_monitor.config import MonitorConfig
 from stream_monitor.events.outputs import PREDICTION_LABEL, PREDICTION_SCORE
-from stream_monitor.events.schema import AlertKind, PredictionEvent, _label_str
+from stream_monitor.events.schema import AlertKind, PredictionEvent, label_str
 from stream_monitor.monitor.concept import ConceptDriftMonitor
 from stream_monitor.monitor.feature import (
     ABSENT,
@@ -38,7 +38,7 @@ from stream_monitor.stats.windows import Closure, PaneClock
 
 __all__ = ["CONFIDENCE", "JOINT", "ModelMonitor"]
 
-SNAPSHOT_VERSION = 2
+SNAPSHOT_VERSION = 3
 #: The ``feature`` of multivariate (joint) drift signals.
 JOINT = "(joint)"
 #: The ``feature`` of the confidence proxy signals of a scored classifier.
@@ -107,7 +107,7 @@ class ModelMonitor:
         self.model_version: str | None = None
         lab = cfg.labels
         #: Concept drift: the selected detectors on the error stream, firings merged.
-        self.errors = ConceptDriftMonitor(
+        self.concept = ConceptDriftMonitor(
             lab.model_detectors.get(model_id, lab.detectors),
             baseline_size=lab.baseline_size,
             min_relative_increase=lab.min_relative_increase,
@@ -635,11 +635,11 @@ class ModelMonitor:
         """Feed joined (prediction, true label) pairs, in order; return the observations."""
         errors: list[float] = []
         # The first labelled pair fixes the task; pairs of the other kind are incompatible.
-        metric = self.errors.metric
+        metric = self.concept.metric
         for pending, truth in pairs:
             numeric_truth = isinstance(truth, int | float) and not isinstance(truth, bool)
             if pending.label is not None and metric in (None, "error_rate"):
-                errors.append(0.0 if pending.label == _label_str(truth) else 1.0)
+                errors.append(0.0 if pending.label == label_str(truth) else 1.0)
                 metric = "error_rate"
             elif (
                 pending.label is None
@@ -655,8 +655,8 @@ class ModelMonitor:
         if self.performance is not None:
             out.extend(self.performance.update(pairs, observed_at, self.model_id))
         if errors and metric is not None:
-            self.errors.update(np.asarray(errors), metric)
-            o = self.errors.observation(self.model_id, observed_at, self.model_version)
+            self.concept.update(np.asarray(errors), metric)
+            o = self.concept.observation(self.model_id, observed_at, self.model_version)
             if o is not None:
                 out.append(o)
         if self.segments:
@@ -682,7 +682,7 @@ class ModelMonitor:
             "reference_source": self.reference_source,
             "last_event_time": self.last_event_time,
             "model_version": self.model_version,
-            "errors": self.errors.snapshot(),
+            "concept": self.concept.snapshot(),
             "performance": None if self.performance is None else self.performance.snapshot(),
             "versions": None if self.versions is None else self.versions.snapshot(),
             "clock": None if self.clock is None else self.clock.snapshot(),
@@ -727,7 +727,7 @@ class ModelMonitor:
         m.reference_source = d["reference_source"]
         m.last_event_time = d["last_event_time"]
         m.model_version = d["model_version"]
-        m.errors = ConceptDriftMonitor.from_snapshot(d["errors"])
+        m.concept = ConceptDriftMonitor.from_snapshot(d["concept"])
         perf = d["performance"]
         m.performance = (
             None

@@ -22,7 +22,7 @@ import numpy as np
 
 from stream_monitor.alerts.observation import Observation
 from stream_monitor.config import PerformanceConfig
-from stream_monitor.events.schema import _label_str
+from stream_monitor.events.schema import label_str
 from stream_monitor.monitor.join import PendingPrediction
 from stream_monitor.monitor.versions import assign_rows
 from stream_monitor.stats.performance import ClassificationSketch, RegressionSketch
@@ -193,7 +193,7 @@ class PerformanceMonitor:
                     continue
                 self.panes = [self._new_sketch() for _ in range(self.clock.ring_size)]
             if self.task == "classification" and pending.label is not None:
-                kept.append((pending, _label_str(truth)))
+                kept.append((pending, label_str(truth)))
             elif self.task == "regression" and pending.score is not None and _is_number(truth):
                 kept.append((pending, float(truth)))
             else:

@@ -40,7 +40,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from stream_monitor.config import ReferenceFile
 from stream_monitor.errors import ConfigError
 from stream_monitor.events.outputs import PREDICTION_LABEL, PREDICTION_SCORE
-from stream_monitor.events.schema import PredictionEvent, _label_str
+from stream_monitor.events.schema import PredictionEvent, label_str
 from stream_monitor.stats import bin_counts, quantile_edges, top_categories
 from stream_monitor.stats.pit import PIT_POINTS
 
@@ -312,7 +312,7 @@ def _label_value(v: Any) -> Any:
     if t is float and not math.isfinite(v):
         return None
     if t is str or t is bool or t is int or t is float:
-        return _label_str(v)
+        return label_str(v)
     return v  # None, or a type error counted by the categorical column
 
 

@@ -38,7 +38,7 @@ def test_labels_first_join_like_predictions_first() -> None:
     reversed_order.process(preds, [])
     assert len(reversed_order.early) == 0
     assert reversed_order.early.matched == len(labels)
-    a, b = normal.models["fraud-detector"].errors, reversed_order.models["fraud-detector"].errors
+    a, b = normal.models["fraud-detector"].concept, reversed_order.models["fraud-detector"].concept
     assert a.n == b.n == len(labels)
     assert normal.unmatched_labels == reversed_order.unmatched_labels == 0
 

@@ -145,7 +145,7 @@ def test_model_counters_and_ratios(
     _, labels = traffic
     labelled_m = sum(lab.model_id == "m" for lab in labels)
     assert g("stream_monitor_model_labelled_predictions_total", {"model_id": "m"}) == labelled_m
-    err = states[0].models["m"].errors
+    err = states[0].models["m"].concept
     assert err.metric == "absolute_error"
     assert (
         g("stream_monitor_model_error_baseline", {"model_id": "m", "metric": "absolute_error"})
@@ -219,7 +219,7 @@ def test_issue5_label_delay_awaiting_and_performance_series(
     rmse = g("stream_monitor_model_performance", {**m, "metric": "rmse", "class": ""})
     assert rmse == pytest.approx(np.sqrt((errors**2).mean()), rel=1e-12)
     assert g("stream_monitor_model_late_labels_total", m) == 0
-    errors = states[0].models["m"].errors
+    errors = states[0].models["m"].concept
     assert (
         g("stream_monitor_model_concept_detections_total", {**m, "detector": "adwin"})
         == (errors.detections["adwin"])

@@ -476,7 +476,7 @@ def test_concept_drift_fires_after_the_change_and_not_before(
         assert a.severity == "critical" and a.value > a.threshold
     # the error levels agree with the generator: ~10 % errors before, ~40 % after
     for mid in ("fraud-detector", "churn-model"):
-        err = st.models[mid].errors
+        err = st.models[mid].concept
         assert err.baseline is not None and 0.05 < err.baseline < 0.15
         assert err.mean is not None and 0.3 < err.mean < 0.5
     # nothing alerted before the change, of any kind
@@ -493,7 +493,7 @@ def test_concept_drift_of_every_model_with_small_batches(
     t_change = gen.start_time + GEN_DRIFT_AT / gen.rate
     st, alerts = _run_mixed(events, batch=50)
     # ADWIN detects the change in every model's error stream ...
-    assert all(m.errors.merged_detections >= 1 for m in st.models.values())
+    assert all(m.concept.merged_detections >= 1 for m in st.models.values())
     concept = [a for a in alerts if a.kind == "concept_drift"]
     assert all(a.observed_at > t_change for a in concept)
     # ... and every model gets its concept-drift alert, whatever the batch size
@@ -536,7 +536,7 @@ def test_concept_drift_reported_whatever_the_label_batch_size(batch: int) -> Non
     alerts: list[AlertEvent] = []
     for i in range(0, len(preds), batch):
         alerts += st.process(preds[i : i + batch], labels[i : i + batch])
-    err = st.models["m"].errors
+    err = st.models["m"].concept
     assert (
         err.baseline
         == sum(p.prediction != lab.label for p, lab in zip(preds[:500], labels[:500], strict=True))

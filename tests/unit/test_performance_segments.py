@@ -434,7 +434,7 @@ def test_shuffled_late_duplicate_missing_and_early_labels(ttl: float | None) -> 
     pm = m.performance
     assert pm is not None
     # nothing double-counted: each distinct matched pair reaches the windows exactly once
-    assert pm.clock.events == len(sim.pairs) == m.errors.n
+    assert pm.clock.events == len(sim.pairs) == m.concept.n
     assert pm.windows == len(sim.pairs) // size
     y, yp, _ = _arrays(_last_window(sim.pairs, size))
     assert pm.last_metrics["accuracy"] == pytest.approx(accuracy_score(y, yp), rel=REL)
@@ -502,7 +502,7 @@ def test_concept_drift_alert_after_the_change_only(detectors: tuple[str, ...]) -
     assert [a.status for a in concept] == ["firing"]
     assert CONCEPT_CHANGE < concept[0].observed_at < CONCEPT_CHANGE + 1500
     assert concept[0].signal == "error_rate" and concept[0].segment is None
-    errors = st.models["m"].errors
+    errors = st.models["m"].concept
     assert errors.kinds == detectors and set(errors.detections) == set(detectors)
     assert errors.merged_detections == 1
     assert errors.baseline == pytest.approx(0.1, abs=0.04)
@@ -517,9 +517,9 @@ def test_model_detectors_select_per_model() -> None:
         )
     ]
     alerts = _flat(_run(st, batches))
-    assert st.models["m2"].errors.kinds == ("eddm",)
-    assert set(st.models["m2"].errors.detections) == {"eddm"}
-    assert st.models["m"].errors.kinds == ("adwin",)  # the default
+    assert st.models["m2"].concept.kinds == ("eddm",)
+    assert set(st.models["m2"].concept.detections) == {"eddm"}
+    assert st.models["m"].concept.kinds == ("adwin",)  # the default
     for model in ("m", "m2"):
         concept = [a for a in alerts if a.kind == "concept_drift" and a.model_id == model]
         assert [a.status for a in concept] == ["firing"], model
@@ -609,7 +609,7 @@ def test_degraded_segment_is_flagged_while_the_overall_accuracy_stays_flat(
     assert child.performance is not None
     assert child.performance.windows == len(apac_pairs) // SEG_WIN >= 3
     _assert_clf_metrics(child.performance.last_metrics, _last_window(apac_pairs, SEG_WIN))
-    assert child.errors.n == len(apac_pairs)
+    assert child.concept.n == len(apac_pairs)
     for sid in ("region=eu", "region=us"):
         sub = [pair for pair in sim.pairs if _region(pair[0]) == sid]
         cp = st.models["m"].segments[sid].performance
@@ -692,7 +692,7 @@ def test_max_values_caps_segment_monitors_and_counts_refused_events(cap_run: Cap
     other = m.segments["region=(other)"]
     assert other.n_events == len(refused)
     # labels follow their prediction's segment, the refused ones to (other)
-    assert other.errors.n == len(refused)
+    assert other.concept.n == len(refused)
     pm = other.performance
     assert pm is not None and pm.clock.events == len(refused)
     other_pairs = [
