@@ -25,6 +25,7 @@ from confluent_kafka import KafkaError, TopicPartition
 from prometheus_client import CollectorRegistry
 
 from stream_monitor.alerts.sinks import AlertSink, KafkaAlertSink
+from stream_monitor.alignment import LabelAlignment
 from stream_monitor.checkpoint import (
     Checkpoint,
     OutputRecord,
@@ -154,10 +155,8 @@ class Application:
         self._start: dict[tuple[str, int], int] = {}
         #: The last committed snapshot of each partition, to rewind to after an abort.
         self._base: dict[int, dict[str, Any] | None] = {}
-        #: Newest event time processed per (topic, partition), for the event-time alignment.
-        self._event_time: dict[tuple[str, int], float] = {}
-        #: Labels partitions paused because they ran ahead of their predictions partition.
-        self._paused: set[int] = set()
+        #: Labels partitions paused while they run ahead of their predictions partition.
+        self.alignment = LabelAlignment(cfg, self.metrics.label_pauses.inc)
         #: Effects that count only once committed (metrics, callbacks).
         self._on_commit: list[Callable[[], None]] = []
 
@@ -232,8 +231,8 @@ class Application:
                 msgs = consumer.consume(cfg.batch_size, cfg.batch_timeout_seconds)
                 if msgs:
                     self.process_batch(msgs)
-                if msgs or self._paused:
-                    self._align(consumer)
+                if msgs or self.alignment.paused:
+                    self.alignment.align(consumer, self.states)
                 self._producer.poll(0)
                 if self._due():
                     self.checkpoint()
@@ -468,7 +467,7 @@ class Application:
             if start is not None:
                 tp.offset = start
         consumer.assign(partitions)
-        self._paused.clear()  # a new assignment starts unpaused
+        self.alignment.assigned()
         self._set_assignment_gauges()
         self.health.partitions_assigned = bool(partitions)
         self.health.reason = "ready" if partitions else "no partitions assigned"
@@ -496,10 +495,10 @@ class Application:
                 del self.states[p]
                 self._base.pop(p, None)
                 self._dirty.discard(p)
-            for d in (self._positions, self._start, self._event_time):
+            for d in (self._positions, self._start):
                 for key in [k for k in d if k in gone]:
                     del d[key]
-            self._paused.intersection_update(kept)
+            self.alignment.forget(gone, kept)
         self._set_assignment_gauges()
         self.health.partitions_assigned = bool(self._assigned)
         for topic, part in gone:
@@ -590,9 +589,7 @@ class Application:
             for part, events in by_part.items():
                 t = max(map(_TIMESTAMP, events))
                 newest[topic] = max(newest.get(topic, 0.0), t)
-                key = (topic, part)
-                if t > self._event_time.get(key, float("-inf")):
-                    self._event_time[key] = t
+                self.alignment.observe(topic, part, t)
         alerts: list[AlertEvent] = []
         with self.lock:
             for part in sorted(preds.keys() | labels.keys()):
@@ -644,48 +641,6 @@ class Application:
         self.metrics.last_batch_timestamp.set(now)
         self.health.broker_reachable = True
         return published
-
-    def _align(self, consumer: Any) -> None:
-        """Keep each labels partition from running ahead of its predictions partition.
-
-        Labels are small, so on a backlog the consumer reads them several times faster than
-        predictions and most would arrive before their prediction. A labels partition is
-        paused while its predictions partition still has records to read and either its
-        newest label is more than ``labels.align_seconds`` (event time) ahead of the newest
-        prediction, or the early-label buffer is half full; it is resumed once the
-        predictions caught up (half the margin, a quarter of the buffer) or ran out of records.
-        """
-        t = self.cfg.topics
-        margin = self.cfg.labels.align_seconds
-        capacity = self.cfg.labels.early_capacity
-        for p, state in list(self.states.items()):
-            pred_time = self._event_time.get((t.predictions, p), float("-inf"))
-            label_time = self._event_time.get((t.labels, p), float("-inf"))
-            ahead = label_time - pred_time
-            waiting = len(state.early)
-            labels_tp = TopicPartition(t.labels, p)
-            if p not in self._paused:
-                if (ahead > margin or waiting > capacity / 2) and self._has_backlog(
-                    consumer, t.predictions, p
-                ):
-                    consumer.pause([labels_tp])
-                    self._paused.add(p)
-                    self.metrics.label_pauses.inc()
-            elif (ahead <= margin / 2 and waiting <= capacity / 4) or not self._has_backlog(
-                consumer, t.predictions, p
-            ):
-                consumer.resume([labels_tp])
-                self._paused.discard(p)
-
-    @staticmethod
-    def _has_backlog(consumer: Any, topic: str, p: int) -> bool:
-        tp = TopicPartition(topic, p)
-        try:
-            position = consumer.position([tp])[0].offset
-            _low, high = consumer.get_watermark_offsets(tp, cached=True)
-        except Exception:  # unknown: do not hold labels back
-            return False
-        return position >= 0 and high > position
 
     def _update_lag(self, consumer: Any) -> None:
         now = self.clock()

@@ -1,0 +1,86 @@
+"""Event-time alignment of the two input topics: labels do not run ahead of predictions.
+
+Labels are small, so on a backlog the consumer reads them several times faster than
+predictions and most would arrive before their prediction (and wait, bounded, among the early
+labels). :class:`LabelAlignment` keeps the newest event time processed per input
+topic-partition and pauses a labels partition while its predictions partition still has
+records to read and either its newest label is more than ``labels.align_seconds`` (event time)
+ahead of the newest prediction, or the early-label buffer is half full; it resumes it once the
+predictions caught up (half the margin, a quarter of the buffer) or ran out of records.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from confluent_kafka import TopicPartition
+
+from stream_monitor.config import MonitorConfig
+from stream_monitor.monitor.partition import PartitionState
+
+__all__ = ["LabelAlignment"]
+
+
+class LabelAlignment:
+    """Pauses and resumes labels partitions of one consumer (see the module docstring).
+
+    ``on_pause`` is called at every pause (a counter, say).
+    """
+
+    def __init__(self, cfg: MonitorConfig, on_pause: Callable[[], None]) -> None:
+        self.predictions, self.labels = cfg.topics.predictions, cfg.topics.labels
+        self.margin = cfg.labels.align_seconds
+        self.capacity = cfg.labels.early_capacity
+        self._on_pause = on_pause
+        #: Newest event time processed per (topic, partition).
+        self.event_time: dict[tuple[str, int], float] = {}
+        #: Labels partitions paused now.
+        self.paused: set[int] = set()
+
+    def observe(self, topic: str, partition: int, newest: float) -> None:
+        """The newest event time of a batch's records of ``topic``/``partition``."""
+        key = (topic, partition)
+        if newest > self.event_time.get(key, float("-inf")):
+            self.event_time[key] = newest
+
+    def align(self, consumer: Any, states: Mapping[int, PartitionState]) -> None:
+        """Pause or resume each assigned labels partition."""
+        for p, state in list(states.items()):
+            pred_time = self.event_time.get((self.predictions, p), float("-inf"))
+            label_time = self.event_time.get((self.labels, p), float("-inf"))
+            ahead = label_time - pred_time
+            waiting = len(state.early)
+            labels_tp = TopicPartition(self.labels, p)
+            if p not in self.paused:
+                if (ahead > self.margin or waiting > self.capacity / 2) and _has_backlog(
+                    consumer, self.predictions, p
+                ):
+                    consumer.pause([labels_tp])
+                    self.paused.add(p)
+                    self._on_pause()
+            elif (ahead <= self.margin / 2 and waiting <= self.capacity / 4) or not _has_backlog(
+                consumer, self.predictions, p
+            ):
+                consumer.resume([labels_tp])
+                self.paused.discard(p)
+
+    def assigned(self) -> None:
+        """A new assignment starts unpaused."""
+        self.paused.clear()
+
+    def forget(self, gone: Iterable[tuple[str, int]], kept: set[int]) -> None:
+        """Drop what is known of the topic-partitions ``gone``; only ``kept`` stay paused."""
+        for key in gone:
+            self.event_time.pop(key, None)
+        self.paused.intersection_update(kept)
+
+
+def _has_backlog(consumer: Any, topic: str, p: int) -> bool:
+    tp = TopicPartition(topic, p)
+    try:
+        position = consumer.position([tp])[0].offset
+        _low, high = consumer.get_watermark_offsets(tp, cached=True)
+    except Exception:  # unknown: do not hold labels back
+        return False
+    return position >= 0 and high > position
