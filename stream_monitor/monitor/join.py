@@ -146,6 +146,17 @@ def _tagged(
         yield seq, model_id, event_id, p
 
 
+#: The partition totals, in the order snapshots and marks hold them.
+_COUNTERS = (
+    "evicted",
+    "expired",
+    "matched",
+    "unmatched_labels",
+    "duplicate_predictions",
+    "future_timestamps",
+    "negative_delays",
+    "labels_unknown_model",
+)
 _SEQ = itemgetter(0)
 _PREDICTION = itemgetter(1)
 #: The snapshot's columns of a waiting prediction, with their getters.
@@ -689,28 +700,13 @@ labels_unmatched=0))
             h.counts, h.total, h.count = list(counts), total, count
 
     def _counters(self) -> list[int]:
-        return [
-            self.evicted,
-            self.expired,
-            self.matched,
-            self.unmatched_labels,
-            self.duplicate_predictions,
-            self.future_timestamps,
-            self.negative_delays,
-            self.labels_unknown_model,
-        ]
+        return [getattr(self, name) for name in _COUNTERS]
 
     def _restore_counters(self, counters: Sequence[int]) -> None:
-        (
-            self.evicted,
-            self.expired,
-            self.matched,
-            self.unmatched_labels,
-            self.duplicate_predictions,
-            self.future_timestamps,
-            self.negative_delays,
-            self.labels_unknown_model,
-        ) = counters
+        if len(counters) != len(_COUNTERS):
+            raise ValueError(f"label-join counters: {len(counters)} values, {len(_COUNTERS)} names")
+        for name, value in zip(_COUNTERS, counters, strict=True):
+            setattr(self, name, int(value))
 
     # ------------------------------------------------------------------------ snapshots
 
