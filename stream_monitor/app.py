@@ -40,6 +40,7 @@ from stream_monitor.events.decode import (
     dead_letter_headers,
     decode_record,
     deserializer_for,
+    processing_error,
 )
 from stream_monitor.events.schema import AlertEvent, LabelEvent, PredictionEvent
 from stream_monitor.gc_tuning import fewer_collections
@@ -48,7 +49,7 @@ from stream_monitor.metrics.collector import StateCollector
 from stream_monitor.metrics.instruments import Instruments
 from stream_monitor.metrics.server import HealthState, MetricsServer
 from stream_monitor.monitor.join import Mark
-from stream_monitor.monitor.partition import PartitionState
+from stream_monitor.monitor.partition import Failure, PartitionState
 from stream_monitor.reference import load_profiles
 from stream_monitor.state import (
     CHANGELOG_MAX_MESSAGE_BYTES,
@@ -137,6 +138,7 @@ class Application:
         self._serve_metrics = serve_metrics
         self.server: MetricsServer | None = None
         self._dead_log = _BurstLog(10.0, clock)
+        self._failure_log = _BurstLog(10.0, clock)
         self._client_log = _BurstLog(10.0, clock)
         self._lag_at = 0.0
         self._assigned: list[TopicPartition] = []
@@ -534,6 +536,7 @@ class Application:
         preds: dict[int, list[PredictionEvent]] = {}
         labels: dict[int, list[LabelEvent]] = {}
         dead: list[DeadLetter] = []
+        origin: dict[int, Any] = {}
         pred_topic, max_bytes = cfg.topics.predictions, cfg.limits.max_event_bytes
         fmt = self.deserializer
         states = self.states
@@ -571,6 +574,7 @@ class Application:
             if type(ev) is DeadLetter:
                 dead.append(ev)
             else:
+                origin[id(ev)] = m  # its record, should processing it fail
                 events = by_part.get(part)
                 if events is None:
                     by_part[part] = [ev]
@@ -593,7 +597,27 @@ class Application:
         alerts: list[AlertEvent] = []
         with self.lock:
             for part in sorted(preds.keys() | labels.keys()):
-                alerts.extend(self.states[part].process(preds.get(part, []), labels.get(part, [])))
+                state = self.states[part]
+                p_events, l_events = preds.get(part, []), labels.get(part, [])
+                try:
+                    alerts.extend(state.process(p_events, l_events))
+                    failures = state.take_failures()
+                except Exception as exc:  # outside any one model: the partition's whole batch
+                    state.take_failures()
+                    failures = [Failure([*p_events, *l_events], exc)]
+                for failure in failures:
+                    # The traceback at debug level; a burst-limited warning names the error.
+                    log.debug("processing failed partition=%d", part, exc_info=failure.error)
+                    self._failure_log(
+                        "processing failed partition=%d records=%d error=%s: dead-lettered "
+                        "with reason processing_error",
+                        part,
+                        len(failure.events),
+                        f"{type(failure.error).__name__}: {failure.error}",
+                    )
+                    dead.extend(
+                        processing_error(origin[id(e)], failure.error) for e in failure.events
+                    )
         for topic, n in consumed.items():
             self.metrics.events_consumed.labels(topic=topic).inc(n)
         for dl in dead:

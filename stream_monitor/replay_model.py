@@ -10,6 +10,7 @@ read and produced. :mod:`stream_monitor.replay` feeds these from files or topics
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import math
 from collections import Counter, deque
 from collections.abc import Callable, Mapping, Sequence
@@ -22,7 +23,7 @@ from stream_monitor.config import MonitorConfig
 from stream_monitor.events.decode import DeadLetter, decode_record, deserializer_for
 from stream_monitor.events.schema import AlertEvent, LabelEvent, PredictionEvent
 from stream_monitor.kafka.records import RawRecord
-from stream_monitor.monitor.partition import PartitionState
+from stream_monitor.monitor.partition import Failure, PartitionState
 from stream_monitor.reference import load_profiles
 
 __all__ = [
@@ -37,6 +38,8 @@ __all__ = [
     "SeriesKey",
     "SeriesRecorder",
 ]
+
+log = logging.getLogger(__name__)
 
 #: Points kept per observation series (model, kind, feature, segment, signal).
 DEFAULT_SERIES_CAP = 2000
@@ -357,7 +360,29 @@ class Replay:
     ) -> list[AlertEvent]:
         out: list[AlertEvent] = []
         for part in sorted(predictions.keys() | labels.keys()):
-            alerts = self.state(part).process(predictions.get(part, ()), labels.get(part, ()))
+            state = self.state(part)
+            p_events, l_events = predictions.get(part, ()), labels.get(part, ())
+            try:
+                alerts = state.process(p_events, l_events)
+                failures = state.take_failures()
+            except Exception as exc:  # as Application.process_batch: the partition's batch
+                state.take_failures()
+                alerts, failures = [], [Failure([*p_events, *l_events], exc)]
+            for failure in failures:
+                log.warning(
+                    "processing failed partition=%d records=%d error=%s: counted as invalid",
+                    part,
+                    len(failure.events),
+                    f"{type(failure.error).__name__}: {failure.error}",
+                )
+                for e in failure.events:
+                    kind = "prediction" if isinstance(e, PredictionEvent) else "label"
+                    self.invalid[(kind, "processing_error")] += 1
+                    # counted once as invalid, no longer as a monitored event
+                    if kind == "prediction":
+                        self.predictions -= 1
+                    else:
+                        self.labels -= 1
             self.incidents.feed(self.recorder.take_batch(), alerts)
             out.extend(alerts)
         self.alerts.extend(out)

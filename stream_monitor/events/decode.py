@@ -55,9 +55,14 @@ __all__ = [
     "dead_letter_headers",
     "decode_record",
     "deserializer_for",
+    "processing_error",
 ]
 
-DecodeReason = Literal["empty", "oversized", "decode_error", "validation_error", "key_mismatch"]
+#: Why a record went to the dead-letter topic; ``processing_error``: it decoded, but processing
+#: it raised (the detail names the exception).
+DecodeReason = Literal[
+    "empty", "oversized", "decode_error", "validation_error", "key_mismatch", "processing_error"
+]
 MAX_DETAIL_CHARS = 1000
 
 
@@ -341,6 +346,11 @@ def _summarise(exc: ValidationError) -> str:
     if more > 0:
         parts.append(f"and {more} more")
     return "; ".join(parts)[:MAX_DETAIL_CHARS]
+
+
+def processing_error(msg: MessageLike, exc: BaseException) -> DeadLetter:
+    """The dead letter of a record whose processing raised ``exc``."""
+    return _dead(msg, "processing_error", f"{type(exc).__name__}: {exc}")
 
 
 def _dead(msg: MessageLike, reason: DecodeReason, detail: str) -> DeadLetter:

@@ -8,7 +8,7 @@ does no I/O, reads no clock and is snapshot-able as plain JSON-compatible data.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from stream_monitor.alerts.observation import Observation
 from stream_monitor.alerts.tracker import AlertTracker
@@ -18,15 +18,27 @@ from stream_monitor.monitor.join import EarlyLabels, LabelJoin, PendingPredictio
 from stream_monitor.monitor.model import ModelMonitor
 from stream_monitor.reference.profile import Profile
 
-__all__ = ["PartitionState"]
+__all__ = ["Failure", "PartitionState"]
 
 SNAPSHOT_VERSION = 1
 REFUSED_MEMORY = 1000
 E = TypeVar("E", PredictionEvent, LabelEvent)
 
 
+class Failure(NamedTuple):
+    """Events of one model whose processing raised, and the exception."""
+
+    events: list[Any]
+    error: Exception
+
+
 class PartitionState:
     """Monitors the models of one partition.
+
+    An exception while one model processes its part of a batch does not stop the others: its
+    events are kept, with the exception, for :meth:`take_failures` (the application sends them
+    to the dead-letter topic with reason ``processing_error``); the model goes on with the next
+    batch.
 
     Examples
     --------
@@ -66,6 +78,8 @@ class PartitionState:
         #: Called with every observation before the alert rules see it (the backtest report
         #: plots them); not part of the state.
         self.observer: Callable[[Observation], None] | None = None
+        #: Events whose processing raised, with the exception, until :meth:`take_failures`.
+        self._failures: list[Failure] = []
 
     def process(
         self, predictions: Sequence[PredictionEvent], labels: Sequence[LabelEvent]
@@ -79,8 +93,12 @@ class PartitionState:
             if model is None:
                 self.events_refused += len(events)
                 continue
-            observations.extend(model.update(events))
-            self._join_predictions(model_id, events, model.last_routes, joined, joined_at)
+            try:
+                observations.extend(model.update(events))
+                self._join_predictions(model_id, events, model.last_routes, joined, joined_at)
+            except Exception as exc:  # one model's failure must not stop the others
+                self._failures.append(Failure(list(events), exc))
+        labelled: dict[str, list[LabelEvent]] = {}
         for lab in labels:
             found = self.join.match(
                 lab.model_id, lab.event_id, count_unmatched=False, label_timestamp=lab.timestamp
@@ -89,15 +107,27 @@ class PartitionState:
                 self.early.add(lab.model_id, lab.event_id, lab.timestamp, lab.label)
                 continue
             joined.setdefault(lab.model_id, []).append((found, lab.label))
+            labelled.setdefault(lab.model_id, []).append(lab)
             joined_at[lab.model_id] = max(joined_at.get(lab.model_id, 0.0), lab.timestamp)
         for model_id, pairs in joined.items():
             model = self.models.get(model_id)
             if model is not None:
-                observations.extend(model.update_errors(pairs, joined_at[model_id]))
+                try:
+                    observations.extend(model.update_errors(pairs, joined_at[model_id]))
+                except Exception as exc:
+                    # The labels read in this batch that joined (a prediction that met its
+                    # early label belongs to the predictions above).
+                    self._failures.append(Failure(labelled.get(model_id, []), exc))
         if self.observer is not None:
             for o in observations:
                 self.observer(o)
         return self.tracker.observe_many(observations)
+
+    def take_failures(self) -> list[Failure]:
+        """The events whose processing raised since the last call (each with its exception),
+        for the caller to dead-letter: the rest of their batch was processed."""
+        out, self._failures = self._failures, []
+        return out
 
     def _join_predictions(
         self,

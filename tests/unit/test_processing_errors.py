@@ -1,0 +1,113 @@
+"""No exception skips input: a record whose processing raises goes to the dead-letter topic
+with reason ``processing_error`` and its original bytes; the rest of the batch is processed.
+
+The trigger is the one found in the wild: a regression prediction of -1.7e308 and its label
+1.7e308, both finite and schema-valid, make the absolute error infinite and the concept-drift
+monitor raise.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from prometheus_client import CollectorRegistry
+
+from stream_monitor.app import Application
+from stream_monitor.checkpoint import OutputRecord
+from stream_monitor.config import MonitorConfig
+from stream_monitor.events.schema import LabelEvent, PredictionEvent
+from stream_monitor.kafka.records import RawRecord
+from stream_monitor.monitor.partition import PartitionState
+
+CFG = MonitorConfig.model_validate(
+    {"bootstrap_servers": "unused:9092", "processing_guarantee": "at_least_once"}
+)
+BAD = 5  # the event whose score and label overflow the error
+
+
+def _prediction(model: str, i: int) -> dict[str, Any]:
+    return {
+        "event_id": f"{model}-{i}",
+        "model_id": model,
+        "timestamp": float(i),
+        "features": {"x": float(i % 7)},
+        "prediction": -1.7e308 if (model == "bad" and i == BAD) else 0.5,
+    }
+
+
+def _label(model: str, i: int) -> dict[str, Any]:
+    truth = 1.7e308 if (model == "bad" and i == BAD) else 0.4
+    return {"event_id": f"{model}-{i}", "model_id": model, "timestamp": 100.0 + i, "label": truth}
+
+
+def test_one_models_failure_leaves_the_others_processed() -> None:
+    st = PartitionState(0, CFG)
+    for model in ("bad", "good"):
+        st.process([PredictionEvent.model_validate(_prediction(model, i)) for i in range(50)], [])
+    labels = [LabelEvent.model_validate(_label(m, i)) for i in range(50) for m in ("bad", "good")]
+    st.process([], labels)
+    (failure,) = st.take_failures()
+    assert isinstance(failure.error, ValueError)
+    assert {e.model_id for e in failure.events} == {"bad"} and len(failure.events) == 50
+    assert st.models["good"].concept.n == 50  # the other model's labels were used
+    assert st.take_failures() == []
+
+
+class _Collecting:
+    """The part of checkpoint.Checkpoint that process_batch uses."""
+
+    def __init__(self) -> None:
+        self.outputs: list[OutputRecord] = []
+        self.offsets: dict[tuple[str, int], int] = {}
+
+    def add_offsets(self, topic: str, partition: int, offset: int, count: int) -> None:
+        self.offsets[(topic, partition)] = offset + 1
+
+    def add_output(self, rec: OutputRecord) -> None:
+        self.outputs.append(rec)
+
+
+def test_the_application_dead_letters_the_failed_records_and_goes_on() -> None:
+    app = Application(CFG, registry=CollectorRegistry(), serve_metrics=False)
+    ckpt = app._ckpt = _Collecting()  # type: ignore[assignment]
+    app.states[0] = PartitionState(0, CFG)
+    preds = [
+        RawRecord(orjson.dumps(_prediction(m, i)), key=m.encode(), topic="predictions", offset=k)
+        for k, (i, m) in enumerate((i, m) for i in range(50) for m in ("bad", "good"))
+    ]
+    app.process_batch(preds)
+    labels = [
+        RawRecord(orjson.dumps(_label(m, i)), key=m.encode(), topic="labels", offset=k)
+        for k, (i, m) in enumerate((i, m) for i in range(50) for m in ("bad", "good"))
+    ]
+    app.process_batch(labels)  # must not raise
+    dead = [r for r in ckpt.outputs if r.topic == CFG.topics.dead_letter]
+    assert len(dead) == 50
+    headers = [dict(r.headers or []) for r in dead]
+    assert {h["x-dead-letter-reason"] for h in headers} == {b"processing_error"}
+    assert all(h["x-dead-letter-detail"].startswith(b"ValueError: ") for h in headers)
+    # the original bytes, each record of the failed model's labels once
+    assert sorted(r.value for r in dead) == sorted(
+        r.value() for r in labels if r.key() == b"bad"
+    )  # fmt: skip
+    assert ckpt.offsets[("labels", 0)] == len(labels)  # every record accounted for
+    assert app.states[0].models["good"].concept.n == 50
+    reason = {"topic": "labels", "reason": "processing_error"}
+    assert app.registry.get_sample_value("stream_monitor_events_invalid_total", reason) == 50
+
+
+def test_a_replay_counts_the_failed_records_as_invalid_and_goes_on() -> None:
+    from stream_monitor.replay_model import Replay
+
+    replay = Replay(CFG)
+    for model in ("bad", "good"):
+        events = [PredictionEvent.model_validate(_prediction(model, i)) for i in range(50)]
+        replay.predictions += len(events)
+        replay.process({0: events}, {})
+    labels = [LabelEvent.model_validate(_label(m, i)) for i in range(50) for m in ("bad", "good")]
+    replay.labels += len(labels)
+    replay.process({}, {0: labels})  # must not raise
+    assert replay.invalid[("label", "processing_error")] == 50
+    assert (replay.predictions, replay.labels) == (100, 50)
+    assert replay.states[0].models["good"].concept.n == 50
