@@ -36,6 +36,7 @@ from stream_monitor.errors import ConfigError
 from stream_monitor.events.schema import (
     MAX_FEATURES_PER_EVENT,
     MAX_ID_LENGTH,
+    MAX_NAME_LENGTH,
     LabelEvent,
     PredictionEvent,
     ScoredPrediction,
@@ -255,6 +256,7 @@ def _fast_prediction(obj: dict[str, Any]) -> PredictionEvent | None:
         type(features) is not dict
         or len(features) > MAX_FEATURES_PER_EVENT
         or not _FEATURE_VALUES.issuperset(map(type, features.values()))
+        or (features and max(map(len, features)) > MAX_NAME_LENGTH)
     ):
         return None
     t = type(p)
@@ -267,19 +269,23 @@ def _fast_prediction(obj: dict[str, Any]) -> PredictionEvent | None:
         t = type(score)
         if type(label) not in _SCALARS or (t is not float and t is not int):
             return None
+        if type(label) is str and len(label) > MAX_NAME_LENGTH:
+            return None
         p = _new(ScoredPrediction)
         _set_dict(p, {"label": label, "score": score})
         _set_fields_set(p, set(_SCORED_FIELDS))
         _set_extra(p, None)
         _set_private(p, None)
-    elif t not in _SCALARS:
+    elif t not in _SCALARS or (t is str and len(p) > MAX_NAME_LENGTH):
         return None
     version = obj.get("model_version")
-    if version is not None and (type(version) is not str or len(version) > MAX_ID_LENGTH):
+    if version is not None and (type(version) is not str or len(version) > MAX_NAME_LENGTH):
         return None
     segments = obj.get("segments")
     if segments is not None and (
-        type(segments) is not dict or not _STR.issuperset(map(type, segments.values()))
+        type(segments) is not dict
+        or not _STR.issuperset(map(type, segments.values()))
+        or (segments and max(map(len, [*segments, *segments.values()])) > MAX_NAME_LENGTH)
     ):
         return None
     ev = _new(PredictionEvent)
@@ -324,6 +330,7 @@ def _fast_label(obj: dict[str, Any]) -> LabelEvent | None:
         or not 0 < len(event_id) <= MAX_ID_LENGTH
         or not 0 < len(model_id) <= MAX_ID_LENGTH
         or type(label) not in _SCALARS
+        or (type(label) is str and len(label) > MAX_NAME_LENGTH)
     ):
         return None
     ts = _seconds(ts)

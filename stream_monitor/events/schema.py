@@ -30,6 +30,7 @@ from pydantic import (
 )
 
 __all__ = [
+    "MAX_NAME_LENGTH",
     "PRIORITY",
     "AlertEvent",
     "AlertKind",
@@ -47,6 +48,10 @@ __all__ = [
 ]
 
 MAX_ID_LENGTH = 256
+#: Longest feature name, segment key or value, model version and class label (characters):
+#: they become metric label values and snapshot keys, so their size is bounded; an event with a
+#: longer one is refused (dead letter ``validation_error``), never truncated.
+MAX_NAME_LENGTH = 128
 MAX_FEATURES_PER_EVENT = 2048
 
 
@@ -74,8 +79,10 @@ def _to_unix_seconds(v: Any) -> float:
 
 Timestamp = Annotated[float, BeforeValidator(_to_unix_seconds)]
 Identifier = Annotated[StrictStr, Field(min_length=1, max_length=MAX_ID_LENGTH)]
+Name = Annotated[StrictStr, Field(max_length=MAX_NAME_LENGTH)]
 FeatureValue = StrictFloat | StrictInt | StrictBool | StrictStr | None
-Scalar = StrictFloat | StrictInt | StrictBool | StrictStr
+#: A class label (or a regression value): a string one is a name, bounded.
+Scalar = StrictFloat | StrictInt | StrictBool | Name
 
 
 class _Event(BaseModel):
@@ -94,11 +101,11 @@ class PredictionEvent(_Event):
 
     event_id: Identifier
     model_id: Identifier
-    model_version: Annotated[StrictStr, Field(max_length=MAX_ID_LENGTH)] | None = None
+    model_version: Name | None = None
     timestamp: Timestamp
-    features: Annotated[dict[str, FeatureValue], Field(max_length=MAX_FEATURES_PER_EVENT)]
-    prediction: StrictFloat | StrictInt | StrictBool | StrictStr | ScoredPrediction
-    segments: dict[str, StrictStr] | None = None
+    features: Annotated[dict[Name, FeatureValue], Field(max_length=MAX_FEATURES_PER_EVENT)]
+    prediction: StrictFloat | StrictInt | StrictBool | Name | ScoredPrediction
+    segments: dict[Name, Name] | None = None
 
     def prediction_score(self) -> float | None:
         """The numeric output (a regression value or a classifier's score), if any."""

@@ -18,7 +18,12 @@ from stream_monitor.events.decode import (
     dead_letter_headers,
     decode_record,
 )
-from stream_monitor.events.schema import LabelEvent, PredictionEvent, ScoredPrediction
+from stream_monitor.events.schema import (
+    MAX_NAME_LENGTH,
+    LabelEvent,
+    PredictionEvent,
+    ScoredPrediction,
+)
 from stream_monitor.kafka.records import RawRecord
 from stream_monitor.simulate import bad_records
 
@@ -417,9 +422,12 @@ _BAD_TS: list[object] = [
     [1.7e9], {"s": 1},
 ]  # fmt: skip
 _GOOD_SCALARS: list[object] = [
-    0, 1, -7, 2**62, 0.0, -0.0, 0.5, 1e300, 3.0, True, False, "", "cat", "é", "1",
+    0, 1, -7, 2**62, 0.0, -0.0, 0.5, 1e300, 3.0, True, False, "", "cat", "é", "1", "c" * 128,
 ]  # fmt: skip
-_JUNK: list[object] = [None, [], [1], [None], {}, {"a": 1}, {"label": 1, "score": 0.5}]
+_LONG_NAME = "c" * 129  # over MAX_NAME_LENGTH
+_JUNK: list[object] = [
+    None, [], [1], [None], {}, {"a": 1}, {"label": 1, "score": 0.5}, _LONG_NAME,
+]  # fmt: skip
 
 
 def _pick(rng: random.Random, good: list[object], bad: list[object], p_bad: float) -> object:
@@ -440,6 +448,8 @@ def _features(rng: random.Random) -> object:
         feats[name] = rng.choice([*_GOOD_SCALARS, None])
     if rng.random() < 0.06:
         feats[rng.choice([*feats, "extra"])] = rng.choice(_JUNK[1:])
+    if rng.random() < 0.05:  # names at and just over MAX_NAME_LENGTH
+        feats["n" * rng.choice([128, 129])] = 1.0
     return feats
 
 
@@ -481,12 +491,21 @@ def _random_payload(rng: random.Random, kind: str) -> dict[str, Any]:
         obj["features"] = _features(rng)
         obj["prediction"] = _prediction_value(rng)
         if rng.random() < 0.6:
-            obj["model_version"] = _pick(rng, [None, "", "1.4.2", "v" * 256], ["v" * 257, 1], 0.1)
+            obj["model_version"] = _pick(rng, [None, "", "1.4.2", "v" * 128], ["v" * 129, 1], 0.1)
         if rng.random() < 0.3:
             obj["segments"] = _pick(
                 rng,
                 [None, {}, {"country": "fr", "tier": ""}],
-                [{"country": 1}, {"c": None}, {"c": True}, {"c": ["fr"]}, ["fr"], "fr"],
+                [
+                    {"country": 1},
+                    {"c": None},
+                    {"c": True},
+                    {"c": ["fr"]},
+                    ["fr"],
+                    "fr",
+                    {"c": _LONG_NAME},
+                    {_LONG_NAME: "fr"},
+                ],
                 0.2,
             )
     else:
@@ -656,3 +675,30 @@ def test_an_unknown_input_format_is_a_config_error_at_start() -> None:
     cfg = MonitorConfig(bootstrap_servers="unused:9092", input_format="avro")
     with pytest.raises(ConfigError, match="input_format 'avro'"):
         Application(cfg, serve_metrics=False)
+
+
+@pytest.mark.parametrize(
+    ("where", "make"),
+    [
+        ("feature name", lambda n: _prediction(features={"x" * n: 1.0})),
+        ("segment key", lambda n: _prediction(segments={"k" * n: "fr"})),
+        ("segment value", lambda n: _prediction(segments={"country": "f" * n})),
+        ("model version", lambda n: _prediction(model_version="v" * n)),
+        ("predicted class", lambda n: _prediction(prediction="c" * n)),
+        ("scored class", lambda n: _prediction(prediction={"label": "c" * n, "score": 0.5})),
+    ],
+)
+def test_names_are_bounded(where: str, make: Any) -> None:
+    """Names become metric label values and snapshot keys: 128 characters pass, 129 are
+    refused with a reason (never truncated)."""
+    assert isinstance(_decode_pred(make(MAX_NAME_LENGTH)), PredictionEvent), where
+    out = _decode_pred(make(MAX_NAME_LENGTH + 1))
+    assert isinstance(out, DeadLetter) and out.reason == "validation_error", where
+    if "class" not in where:  # a class is one branch of a union: pydantic lists them all
+        assert "at most 128 characters" in out.detail, out.detail
+
+
+def test_class_labels_of_label_events_are_bounded() -> None:
+    assert isinstance(_decode_label(_label(label="y" * MAX_NAME_LENGTH)), LabelEvent)
+    out = _decode_label(_label(label="y" * (MAX_NAME_LENGTH + 1)))
+    assert isinstance(out, DeadLetter) and out.reason == "validation_error"
