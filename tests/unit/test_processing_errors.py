@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
+import pytest
 from prometheus_client import CollectorRegistry
 
 from stream_monitor.app import Application
@@ -24,6 +25,9 @@ CFG = MonitorConfig.model_validate(
     {"bootstrap_servers": "unused:9092", "processing_guarantee": "at_least_once"}
 )
 BAD = 5  # the event whose score and label overflow the error
+
+# numpy warns about the overflow these tests provoke on purpose
+pytestmark = pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")
 
 
 def _prediction(model: str, i: int) -> dict[str, Any]:
