@@ -831,7 +831,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--baseline-source",
         type=Path,
         help="also drain the same records with the stream_monitor package of this folder "
-        "(e.g. `git worktree add /tmp/base <rev>`), in the same run: before/after figures",
+        "(e.g. `git worktree add /tmp/base <rev>`), in the same run, after this revision's "
+        "drain: before/after figures (the second drain ran ~6 %% faster in an A/A check)",
     )
     ap.add_argument(
         "--monitor-profile",
