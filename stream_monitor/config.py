@@ -327,7 +327,8 @@ class LabelJoinConfig(_Frozen):
     #: Per-model TTL and capacity, by model id.
     models: dict[str, ModelLabelConfig] = {}
     #: A prediction this far ahead of its model's newest event time does not move the
-    #: model's watermark (a wrong clock would otherwise expire every waiting prediction).
+    #: model's watermark (a wrong clock would otherwise expire every waiting prediction); nor
+    #: does a label read before its prediction move the early labels' watermark.
     max_future_seconds: float = Field(default=3600.0, gt=0)
     #: A labels partition more than this far ahead (event time) of its predictions partition
     #: is paused until the predictions catch up (see Application._align).

@@ -49,8 +49,8 @@ __all__ = [
 SNAPSHOT_VERSION = 3
 #: Consecutive predictions beyond ``max_future_seconds`` that confirm a jump of event time.
 FUTURE_CONFIRM = 10
-#: Version of :meth:`EarlyLabels.snapshot`.
-EARLY_SNAPSHOT_VERSION = 1
+#: Version of :meth:`EarlyLabels.snapshot` (2: the future guard's run).
+EARLY_SNAPSHOT_VERSION = 2
 
 #: Upper bounds (seconds, inclusive: Prometheus ``le``) of the label-delay histogram buckets;
 #: a last ``+Inf`` bucket is implied.
@@ -817,17 +817,36 @@ class EarlyLabels:
     >>> early.add("m", "c", 50.0, 0)   # "b" is 40 s behind the newest label: expires
     >>> early.expired, len(early)
     (1, 1)
+
+    A label more than ``max_future_seconds`` ahead of the watermark (a producer with a wrong
+    clock) waits but does not move it, as predictions do in :class:`LabelJoin`; otherwise every
+    later label would expire on arrival. ``FUTURE_CONFIRM`` such labels in a row confirm the
+    jump (the watermark moves to the earliest of them).
+
+    >>> early = EarlyLabels(capacity=10, grace_seconds=30.0, max_future_seconds=3600.0)
+    >>> early.add("m", "a", 100.0, 1)
+    >>> early.add("m", "far", 9.9e10, 1)   # held back: the watermark stays at 100
+    >>> early.add("m", "b", 110.0, 0)
+    >>> early.watermark, early.future_timestamps, len(early), early.expired
+    (110.0, 1, 3, 0)
     """
 
-    def __init__(self, capacity: int, grace_seconds: float) -> None:
+    def __init__(
+        self, capacity: int, grace_seconds: float, max_future_seconds: float = math.inf
+    ) -> None:
         self.capacity = capacity
         self.grace_seconds = grace_seconds
+        self.max_future_seconds = max_future_seconds
         self._waiting: OrderedDict[tuple[str, str], tuple[float, Any]] = OrderedDict()
         self.watermark = float("-inf")
         self.parked = 0
         self.matched = 0
         self.expired = 0
         self.evicted = 0
+        #: Labels too far ahead of the watermark to move it.
+        self.future_timestamps = 0
+        #: Consecutive such labels, and the earliest of them.
+        self._future_run: tuple[int, float] = (0, 0.0)
 
     def __len__(self) -> int:
         return len(self._waiting)
@@ -835,7 +854,17 @@ class EarlyLabels:
     def add(self, model_id: str, event_id: str, timestamp: float, label: Any) -> None:
         self._waiting[(model_id, event_id)] = (timestamp, label)
         self.parked += 1
-        self.watermark = max(self.watermark, timestamp)
+        if self.watermark != float("-inf") and timestamp - self.watermark > self.max_future_seconds:
+            self.future_timestamps += 1
+            run, earliest = self._future_run
+            run, earliest = run + 1, (timestamp if run == 0 else min(earliest, timestamp))
+            if run >= FUTURE_CONFIRM:
+                self.watermark, self._future_run = earliest, (0, 0.0)
+            else:
+                self._future_run = (run, earliest)
+        else:
+            self._future_run = (0, 0.0)
+            self.watermark = max(self.watermark, timestamp)
         while len(self._waiting) > self.capacity:
             self._waiting.popitem(last=False)
             self.evicted += 1
@@ -888,15 +917,19 @@ class EarlyLabels:
             "waiting": [[m, e, ts, lab] for (m, e), (ts, lab) in self._waiting.items()],
             "watermark": self.watermark if self.watermark != float("-inf") else None,
             "counters": [self.parked, self.matched, self.expired, self.evicted],
+            "max_future_seconds": _enc(self.max_future_seconds),
+            "future": [self.future_timestamps, *self._future_run],
         }
 
     @classmethod
     def from_snapshot(cls, d: dict[str, Any]) -> EarlyLabels:
         if d.get("v") != EARLY_SNAPSHOT_VERSION:
             raise ValueError(f"unsupported early-labels snapshot version {d.get('v')!r}")
-        e = cls(d["capacity"], d["grace_seconds"])
+        e = cls(d["capacity"], d["grace_seconds"], _dec(d["max_future_seconds"], math.inf))
         for m, ev, ts, lab in d["waiting"]:
             e._waiting[(m, ev)] = (ts, lab)
         e.watermark = float("-inf") if d["watermark"] is None else d["watermark"]
         e.parked, e.matched, e.expired, e.evicted = d["counters"]
+        e.future_timestamps, run, earliest = d["future"]
+        e._future_run = (int(run), float(earliest))
         return e

@@ -70,7 +70,9 @@ class PartitionState:
             overrides={m: (c.ttl_seconds, c.capacity) for m, c in lab.models.items()},
             max_future_seconds=lab.max_future_seconds,
         )
-        self.early = EarlyLabels(cfg.labels.early_capacity, cfg.labels.early_grace_seconds)
+        self.early = EarlyLabels(
+            lab.early_capacity, lab.early_grace_seconds, max_future_seconds=lab.max_future_seconds
+        )
         self.tracker = AlertTracker(cfg.alerts, windows=describe_windows(cfg))
         #: Distinct refused model ids, remembered up to ``REFUSED_MEMORY`` (bounded).
         self._refused_models: set[str] = set()

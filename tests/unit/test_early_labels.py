@@ -78,3 +78,23 @@ def test_take_many_equals_take_with_time_in_turn() -> None:
     assert b.take_many("m", ids) == want
     assert b.snapshot() == a.snapshot() and b.matched == 7
     assert EarlyLabels(10, 1.0).take_many("m", ids) == {}
+
+
+def test_a_far_future_label_does_not_expire_the_labels_read_after_it() -> None:
+    """A label timestamped 9.9e10 (schema-valid) used to move the early labels' watermark so
+    that every later label read before its prediction expired on arrival."""
+    from stream_monitor.monitor.join import FUTURE_CONFIRM, EarlyLabels
+
+    early = EarlyLabels(capacity=10_000, grace_seconds=600.0, max_future_seconds=3600.0)
+    early.add("m", "first", 1.7e9 - 1, 1)
+    early.add("m", "bogus", 9.9e10, 1)
+    for i in range(1000):
+        early.add("m", f"e{i}", 1.7e9 + i / 10, i % 2)
+    assert early.expired == 0 and early.future_timestamps == 1
+    assert sum(early.take("m", f"e{i}") is not None for i in range(1000)) == 1000
+    # a producer whose clock really jumped: FUTURE_CONFIRM labels in a row move it
+    for i in range(FUTURE_CONFIRM):
+        early.add("m", f"late{i}", 1.8e9 + i, 0)
+    assert early.watermark == 1.8e9  # the earliest of the run, as LabelJoin does
+    restored = EarlyLabels.from_snapshot(early.snapshot())
+    assert restored.snapshot() == early.snapshot()

@@ -568,7 +568,11 @@ def test_predictions_join_like_one_add_per_event_with_early_labels_between() -> 
     outputs: list[Any] = [0.25, 1, True, "cat", ScoredPrediction(label=1.0, score=0.5)]
     state = PartitionState(0, cfg)
     join = LabelJoin(cfg.labels.capacity, cfg.labels.ttl_seconds, max_future_seconds=100.0)
-    early = EarlyLabels(cfg.labels.early_capacity, cfg.labels.early_grace_seconds)
+    early = EarlyLabels(
+        cfg.labels.early_capacity,
+        cfg.labels.early_grace_seconds,
+        max_future_seconds=cfg.labels.max_future_seconds,
+    )
     t = 1_700_000_000.0
     for _ in range(12):
         preds, labels = [], []
