@@ -23,6 +23,7 @@ True
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass
 
 from stream_monitor.alerts.observation import Observation
@@ -77,26 +78,28 @@ class RuleBook:
         """The verdict of the rule matching ``o``; None when the rule is disabled or cannot
         judge it (a relative rule on a signal without a baseline)."""
         r = self.rule_for(o)
-        if not r.enabled or not math.isfinite(o.value):
+        if not r.enabled or math.isnan(o.value):
             return None  # a value that is not a number judges nothing
+        # An overflow (an MAE of inf) breaches like the largest number, never vanishes.
+        value = _finite(o.value)
         base = o.baseline if o.baseline is not None and math.isfinite(o.baseline) else None
         if r.mode == "calibrated":
             if not math.isfinite(o.threshold):
                 return None  # an informational signal (a mean, a metric): only rules judge it
             return Verdict(
                 r.name,
-                o.value,
+                value,
                 o.threshold,
                 base,
                 o.breached,
                 o.cleared,
-                _strength(o.value, o.threshold, o.breached),
+                _strength(value, o.threshold, o.breached),
             )
         assert r.threshold is not None
         thr = r.threshold
         keep = self.cfg.resolve_ratio
         if r.mode == "absolute":
-            v = o.value
+            v = value
             if r.direction == "above":
                 res = (
                     thr - (1 - keep) * abs(thr)
@@ -111,15 +114,21 @@ class RuleBook:
         b = base
         if b is None or b == 0:
             return None
-        change = (o.value - b) / abs(b)
+        change = _finite((value - b) / abs(b))
         size = {"above": change, "below": -change, "both": abs(change)}[r.direction]
         res = thr * keep if r.resolve_threshold is None else r.resolve_threshold
         return Verdict(r.name, change, thr, b, size > thr, size <= res, _ratio(size, thr))
 
 
+def _finite(x: float) -> float:
+    """``x``, with an infinity replaced by the largest finite float of its sign (alert events
+    and snapshots carry finite numbers only)."""
+    return math.copysign(sys.float_info.max, x) if math.isinf(x) else x
+
+
 def _ratio(a: float, b: float) -> float:
     if b > 0 and math.isfinite(a):
-        return a / b
+        return _finite(a / b)
     return 0.0
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -548,3 +549,19 @@ def test_relative_rule_on_the_mean_fires_after_the_shift_only() -> None:
         "P2",
         True,
     )
+
+
+def test_an_overflowing_signal_breaches_and_its_incident_resolves() -> None:
+    """An MAE of inf (a schema-valid 1.7e308 prediction against a -1.7e308 label) used to be
+    dropped: it breached window after window and paged nobody, and an open incident could not
+    resolve. It now breaches as the largest finite number, and alert events stay valid JSON."""
+    t = tracker()
+    kw: dict[str, Any] = {"feature": None, "signal": "mae", "kind": "performance"}
+    events = run(t, [obs(float("inf"), 60.0 * i, **kw) for i in range(3)])
+    assert [a.status for a in events] == ["firing"]
+    assert events[0].value == sys.float_info.max
+    assert orjson.loads(orjson.dumps(events[0].model_dump()))["value"] == sys.float_info.max
+    assert AlertTracker.from_snapshot(orjson.loads(orjson.dumps(t.snapshot()))).firing()
+    resolved = run(t, [obs(0.01, 600.0 + 60.0 * i, **kw) for i in range(3)])
+    assert [a.status for a in resolved] == ["resolved"]
+    assert t.observe(obs(float("nan"), 900.0, **kw)) == []  # not a number: judges nothing
