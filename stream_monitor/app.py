@@ -241,8 +241,10 @@ class Application:
                 self._update_lag(consumer)
         finally:
             self.health.reason = "stopping"
-            with contextlib.suppress(Exception):
+            try:
                 self.checkpoint()
+            except Exception as exc:  # nothing committed: a restart re-reads the interval
+                log.error("final checkpoint failed: %s: %s", type(exc).__name__, exc)
             consumer.close()  # leaves the group: revocation checkpoints nothing more
             self._producer.flush(10.0)
 
@@ -398,10 +400,31 @@ class Application:
             self._dirty.clear()
             for key, offset in self._start.items():
                 self._positions[key] = offset
-                with contextlib.suppress(Exception):
-                    self._consumer.seek(TopicPartition(key[0], key[1], offset))
+                self._seek_or_hold(TopicPartition(key[0], key[1], offset))
             for key in [k for k in self._positions if k not in self._start]:
                 del self._positions[key]
+
+    def _seek_or_hold(self, tp: TopicPartition) -> None:
+        """Seek back to ``tp.offset``; if that fails, stop reading the partition (its state
+        went back, so reading on from where the consumer is would skip input) until a
+        rebalance reassigns it from the committed offsets; if even that fails, stop."""
+        try:
+            self._consumer.seek(tp)
+            return
+        except Exception as exc:
+            log.error(
+                "seek of %s[%d] to %d failed (%s: %s): pausing it until it is reassigned",
+                tp.topic,
+                tp.partition,
+                tp.offset,
+                type(exc).__name__,
+                exc,
+            )
+        try:
+            self._consumer.pause([tp])
+        except Exception as exc:
+            log.critical("cannot pause %s[%d] either (%s): stopping", tp.topic, tp.partition, exc)
+            self.stop_event.set()
 
     def _restore(self, p: int) -> tuple[PartitionState, dict[str, int]]:
         """The partition's state from its last snapshot, or a fresh one (and why, logged)."""
@@ -482,8 +505,10 @@ class Application:
 
     def _on_lost(self, consumer: Any, partitions: list[TopicPartition]) -> None:
         if self._ckpt is not None:
-            with contextlib.suppress(Exception):
+            try:
                 self._ckpt.abort()
+            except Exception as exc:  # the broker aborts it when the transaction times out
+                log.warning("abort after lost partitions failed: %s: %s", type(exc).__name__, exc)
         self._on_commit = []
         self._drop(partitions)
         log.warning("lost partitions=%s", _fmt(partitions))

@@ -125,3 +125,43 @@ def test_an_aborted_transaction_rewinds_the_state_waiting_predictions_included()
     for s in (app.states[0], twin):
         s.process(_predictions(2600, 3000), _labels(range(2, 3000, 5)))
     assert app.states[0].snapshot() == twin.snapshot()
+
+
+class _StuckConsumer:
+    """A consumer whose seek fails (and, with ``pause_fails``, whose pause fails too)."""
+
+    def __init__(self, pause_fails: bool = False) -> None:
+        self.pause_fails = pause_fails
+        self.paused: list[tuple[str, int]] = []
+
+    def seek(self, tp: Any) -> None:
+        raise RuntimeError("Erroneous state")
+
+    def pause(self, tps: list[Any]) -> None:
+        if self.pause_fails:
+            raise RuntimeError("unknown partition")
+        self.paused.extend((tp.topic, tp.partition) for tp in tps)
+
+
+@pytest.mark.parametrize("pause_fails", [False, True])
+def test_a_failed_seek_after_a_rewind_holds_the_partition_instead_of_skipping(
+    pause_fails: bool,
+) -> None:
+    cfg = MonitorConfig.model_validate(
+        {"bootstrap_servers": "unused:9092", "processing_guarantee": "exactly_once"}
+    )
+    app = Application(cfg, registry=CollectorRegistry(), serve_metrics=False)
+    app._ckpt = _AbortingCheckpoint()  # type: ignore[assignment]
+    consumer = app._consumer = _StuckConsumer(pause_fails)
+    app.states[0] = PartitionState(0, cfg)
+    app._start[("predictions", 0)] = 0
+    app.states[0].process(_predictions(0, 10), [])
+    app._dirty.add(0)
+    assert app.checkpoint()  # the first commit succeeds; the next one aborts
+    app.states[0].process(_predictions(10, 20), [])
+    app._dirty.add(0)
+    assert not app.checkpoint()
+    if pause_fails:
+        assert app.stop_event.is_set()  # neither seek nor pause: stop rather than skip
+    else:
+        assert consumer.paused == [("predictions", 0)] and not app.stop_event.is_set()
