@@ -449,7 +449,10 @@ class Application:
             self.metrics.restores.labels(outcome="empty").inc()
             return fresh
         key, value, headers = rec
-        snap = decode_snapshot(key, value, headers, self._hmac, expected_partition=p)
+        try:
+            snap = decode_snapshot(key, value, headers, self._hmac, expected_partition=p)
+        except Exception as exc:  # decode_snapshot refuses by value; anything else is a bug
+            snap = Refused("malformed", f"{type(exc).__name__}: {exc}")
         if isinstance(snap, Refused):
             self.metrics.restores.labels(outcome=snap.reason).inc()
             log.error(
@@ -462,12 +465,13 @@ class Application:
             return fresh
         try:
             state = PartitionState.from_snapshot(snap.state, self.cfg, self.profiles)
-        except (ValueError, KeyError, TypeError, IndexError) as exc:
+        except Exception as exc:  # e.g. UnpicklingError, AttributeError after an upgrade
             self.metrics.restores.labels(outcome="incompatible_state").inc()
             log.error(
                 "refusing the checkpoint of partition=%d: this release cannot read its state "
-                "(%s); rebuilding state from the committed offsets",
+                "(%s: %s); rebuilding state from the committed offsets",
                 p,
+                type(exc).__name__,
                 exc,
             )
             return fresh

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 from typing import Any
 
 import pytest
@@ -165,3 +166,32 @@ def test_a_failed_seek_after_a_rewind_holds_the_partition_instead_of_skipping(
         assert app.stop_event.is_set()  # neither seek nor pause: stop rather than skip
     else:
         assert consumer.paused == [("predictions", 0)] and not app.stop_event.is_set()
+
+
+@pytest.mark.parametrize(
+    "error", [pickle.UnpicklingError("bad pickle"), AttributeError("no attribute"), ImportError()]
+)
+def test_a_signed_but_unreadable_snapshot_starts_the_partition_fresh(
+    monkeypatch: pytest.MonkeyPatch, error: Exception
+) -> None:
+    """After an upgrade, a genuine checkpoint can hold state this release cannot load: the
+    assignment must start the partition fresh (counted), not fail in the callback."""
+    import stream_monitor.app as app_module
+    from stream_monitor.state import Snapshot
+
+    cfg = MonitorConfig.model_validate(
+        {"bootstrap_servers": "unused:9092", "checkpoint": {"hmac_key": "k" * 32}}
+    )
+    app = Application(cfg, registry=CollectorRegistry(), serve_metrics=False)
+    snap = Snapshot(partition=0, offsets={"predictions": 7}, state={"v": 1}, created_at=0.0)
+    monkeypatch.setattr(app_module, "read_latest", lambda *a, **k: (b"0", b"{}", []))
+    monkeypatch.setattr(app_module, "decode_snapshot", lambda *a, **k: snap)
+
+    def unreadable(*a: Any, **k: Any) -> PartitionState:
+        raise error
+
+    monkeypatch.setattr(PartitionState, "from_snapshot", unreadable)
+    state, offsets = app._restore(0)
+    assert offsets == {} and state.models == {}
+    outcome = {"outcome": "incompatible_state"}
+    assert app.registry.get_sample_value("stream_monitor_state_restores_total", outcome) == 1.0
