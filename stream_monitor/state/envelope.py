@@ -53,8 +53,9 @@ ENVELOPE_VERSION = 1
 FORMAT_HEADER = "x-checkpoint-format"
 #: Header carrying the hex HMAC-SHA256 of the record.
 SIGNATURE_HEADER = "x-hmac-sha256"
-#: Shortest secret :func:`key_from_secret` accepts, in characters.
-MIN_SECRET_LENGTH = 16
+#: Shortest secret :func:`key_from_secret` accepts, in bytes (UTF-8): an HMAC-SHA256 key
+#: should be at least as long as its output.
+MIN_SECRET_LENGTH = 32
 
 RefusalReason = Literal[
     "unsigned", "bad_signature", "malformed", "unsupported_version", "wrong_partition"
@@ -112,7 +113,7 @@ class Refused:
 def key_from_secret(secret: str) -> bytes:
     """Turn the configured checkpoint secret into an HMAC key (its UTF-8 bytes).
 
-    Secrets shorter than :data:`MIN_SECRET_LENGTH` characters are refused: every changelog
+    Secrets shorter than :data:`MIN_SECRET_LENGTH` bytes (UTF-8) are refused: every changelog
     record is a (message, MAC) pair that anyone able to read the topic can use to guess the
     secret offline, and a guessed secret lets them sign a checkpoint whose pickled detector state
     runs arbitrary code in the monitor when it is restored. Use a long random value, e.g.
@@ -131,25 +132,26 @@ def key_from_secret(secret: str) -> bytes:
     Raises
     ------
     ValueError
-        If ``secret`` is empty or shorter than :data:`MIN_SECRET_LENGTH` characters.
+        If ``secret`` is empty or shorter than :data:`MIN_SECRET_LENGTH` bytes.
 
     Examples
     --------
-    >>> key_from_secret("correct horse battery staple")
-    b'correct horse battery staple'
+    >>> key_from_secret("correct horse battery staple, twice")
+    b'correct horse battery staple, twice'
     >>> key_from_secret("hunter2")
     Traceback (most recent call last):
     ...
-    ValueError: the checkpoint secret must be at least 16 characters long, got 7
+    ValueError: the checkpoint secret must be at least 32 bytes long (UTF-8), got 7
     """
     if not secret:
         raise ValueError("the checkpoint secret is empty; configure a long random secret")
-    if len(secret) < MIN_SECRET_LENGTH:
+    key = secret.encode("utf-8")
+    if len(key) < MIN_SECRET_LENGTH:
         raise ValueError(
-            f"the checkpoint secret must be at least {MIN_SECRET_LENGTH} characters long, "
-            f"got {len(secret)}"
+            f"the checkpoint secret must be at least {MIN_SECRET_LENGTH} bytes long (UTF-8), "
+            f"got {len(key)}"
         )
-    return secret.encode("utf-8")
+    return key
 
 
 def _record_key(partition: int) -> bytes:

@@ -26,7 +26,7 @@ from stream_monitor.state.envelope import (
 )
 
 KEY = key_from_secret("unit-test-secret-0123456789abcdef")
-OTHER_KEY = key_from_secret("another-secret-fedcba9876543210")
+OTHER_KEY = key_from_secret("another-secret-fedcba9876543210-0")
 
 Headers = list[tuple[str, bytes | None]]
 
@@ -367,12 +367,15 @@ def test_empty_hmac_key_is_a_configuration_error() -> None:
 
 
 def test_key_from_secret() -> None:
-    assert key_from_secret("x" * 16) == b"x" * 16
-    assert key_from_secret("clé-secrète-très-longue") == "clé-secrète-très-longue".encode()
+    assert key_from_secret("x" * 32) == b"x" * 32
+    secret = "clé-secrète-très-longue, deux fois"  # 34 characters, 38 bytes
+    assert key_from_secret(secret) == secret.encode()
     with pytest.raises(ValueError, match="empty"):
         key_from_secret("")
-    with pytest.raises(ValueError, match="16"):
-        key_from_secret("x" * 15)
+    with pytest.raises(ValueError, match="32 bytes"):
+        key_from_secret("x" * 31)
+    with pytest.raises(ValueError, match="32 bytes"):
+        key_from_secret("é" * 15)  # 15 characters, 30 bytes
 
 
 # --- forged pickles are never loaded -----------------------------------------------------------
