@@ -350,7 +350,7 @@ class Application:
             return False
         for p, snap in snapshots.items():
             self._base[p] = snap
-            if p in marks:
+            if p in marks and p in self.states:
                 self.states[p].join.settle(marks[p])
         for key, offset in self._positions.items():
             self._start[key] = offset
