@@ -3,7 +3,7 @@
 Generates TrafficGenerator records, then measures, each on its own and without a profiler:
 
 * ``generate``: TrafficGenerator.events() alone (records/s);
-* ``decode``:   stream_monitor.events.decode.decode_record on a tiny fake message per record;
+* ``decode``:   stream_monitor.events.decode.decode_record on a RawRecord per record;
 * ``monitor``:  PartitionState.process over the already decoded events, fed in batches of
                 ``--batch`` records (the Application's default batch size, 2000) split into
                 predictions and labels the way Application.process_batch does;
@@ -32,7 +32,7 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -43,45 +43,12 @@ from stream_monitor.checkpoint import Checkpoint  # noqa: E402
 from stream_monitor.config import MonitorConfig  # noqa: E402
 from stream_monitor.events.decode import DeadLetter, decode_record  # noqa: E402
 from stream_monitor.events.schema import LabelEvent, PredictionEvent  # noqa: E402
+from stream_monitor.kafka.records import RawRecord  # noqa: E402
 from stream_monitor.metrics.instruments import Instruments  # noqa: E402
 from stream_monitor.monitor.partition import PartitionState  # noqa: E402
-from stream_monitor.simulate import ARCHETYPES, Record, TrafficGenerator  # noqa: E402
+from stream_monitor.simulate import ARCHETYPES, TrafficGenerator  # noqa: E402
 
 PRED_TOPIC, LABEL_TOPIC = "predictions", "labels"
-
-
-class FakeMessage:
-    """The part of ``confluent_kafka.Message`` that decode_record reads."""
-
-    __slots__ = ("_key", "_offset", "_topic", "_ts", "_value")
-
-    def __init__(self, rec: Record, offset: int) -> None:
-        self._topic, self._key, self._value = rec.topic, rec.key, rec.value
-        self._offset, self._ts = offset, round(rec.timestamp * 1000)
-
-    def topic(self) -> str:
-        return self._topic
-
-    def partition(self) -> int:
-        return 0
-
-    def offset(self) -> int:
-        return self._offset
-
-    def key(self) -> bytes:
-        return self._key
-
-    def value(self) -> bytes:
-        return self._value
-
-    def headers(self) -> None:
-        return None
-
-    def timestamp(self) -> tuple[int, int]:
-        return (1, self._ts)
-
-    def error(self) -> None:
-        return None
 
 
 def model_names(n: int) -> list[str]:
@@ -89,10 +56,10 @@ def model_names(n: int) -> list[str]:
     return [f"{ARCHETYPES[i % len(ARCHETYPES)]}-{i}" for i in range(n)]
 
 
-def decode_all(msgs: Sequence[FakeMessage], max_bytes: int) -> list[Any]:
+def decode_all(msgs: Sequence[RawRecord], max_bytes: int) -> list[Any]:
     out = []
     for m in msgs:
-        kind = "prediction" if m.topic() == PRED_TOPIC else "label"
+        kind: Literal["prediction", "label"] = "prediction" if m.topic() == PRED_TOPIC else "label"
         out.append(decode_record(m, kind=kind, max_bytes=max_bytes))
     return out
 
@@ -138,7 +105,7 @@ def scrape_cost(state: PartitionState, repeat: int = 15) -> tuple[float, int, in
     return times[len(times) // 2], len(out), out.count(b"\n")
 
 
-def decode_and_monitor(cfg: MonitorConfig, msgs: Sequence[FakeMessage], size: int) -> int:
+def decode_and_monitor(cfg: MonitorConfig, msgs: Sequence[RawRecord], size: int) -> int:
     state = PartitionState(0, cfg)
     alerts = 0
     for i in range(0, len(msgs), size):
@@ -162,7 +129,7 @@ class _NullConsumer:
     def store_offsets(self, *, offsets: Any) -> None: ...
 
 
-def bookkeeping(msgs: Sequence[FakeMessage], events: Sequence[Any], size: int) -> None:
+def bookkeeping(msgs: Sequence[RawRecord], events: Sequence[Any], size: int) -> None:
     """The per-record work Application.process_batch does besides decode and process: error
     check, assignment check, consumed count, ``Checkpoint.add_offset``, start/position/dirty
     bookkeeping for checkpoints and the event-time maxima for the label alignment; then, per
@@ -268,7 +235,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     t_gen, records = timed(lambda: list(gen.events(args.predictions)))
     n_rec = len(records)
     n_pred = sum(1 for r in records if r.topic == PRED_TOPIC)
-    msgs = [FakeMessage(r, i) for i, r in enumerate(records)]
+    msgs = [
+        RawRecord(
+            r.value, key=r.key, topic=r.topic, offset=i, timestamp=(1, round(r.timestamp * 1000))
+        )
+        for i, r in enumerate(records)
+    ]
     print(
         f"generated {n_rec:,} records ({n_pred:,} predictions, {args.models} models) "
         f"in {t_gen:.2f} s = {n_rec / t_gen:,.0f} records/s",
