@@ -49,7 +49,7 @@ from stream_monitor.metrics.collector import StateCollector
 from stream_monitor.metrics.instruments import Instruments
 from stream_monitor.metrics.server import HealthState, MetricsServer
 from stream_monitor.monitor.join import Mark
-from stream_monitor.monitor.partition import Failure, PartitionState
+from stream_monitor.monitor.partition import PartitionState
 from stream_monitor.reference import load_profiles
 from stream_monitor.state import (
     CHANGELOG_MAX_MESSAGE_BYTES,
@@ -627,14 +627,8 @@ class Application:
         with self.lock:
             for part in sorted(preds.keys() | labels.keys()):
                 state = self.states[part]
-                p_events, l_events = preds.get(part, []), labels.get(part, [])
-                try:
-                    alerts.extend(state.process(p_events, l_events))
-                    failures = state.take_failures()
-                except Exception as exc:  # outside any one model: the partition's whole batch
-                    state.take_failures()
-                    failures = [Failure([*p_events, *l_events], exc)]
-                for failure in failures:
+                alerts.extend(state.process(preds.get(part, []), labels.get(part, [])))
+                for failure in state.take_failures():
                     # The traceback at debug level; a burst-limited warning names the error.
                     log.debug("processing failed partition=%d", part, exc_info=failure.error)
                     self._failure_log(

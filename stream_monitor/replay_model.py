@@ -23,7 +23,7 @@ from stream_monitor.config import MonitorConfig
 from stream_monitor.events.decode import DeadLetter, decode_record, deserializer_for
 from stream_monitor.events.schema import AlertEvent, LabelEvent, PredictionEvent
 from stream_monitor.kafka.records import RawRecord
-from stream_monitor.monitor.partition import Failure, PartitionState
+from stream_monitor.monitor.partition import PartitionState
 from stream_monitor.reference import load_profiles
 
 __all__ = [
@@ -361,14 +361,8 @@ class Replay:
         out: list[AlertEvent] = []
         for part in sorted(predictions.keys() | labels.keys()):
             state = self.state(part)
-            p_events, l_events = predictions.get(part, ()), labels.get(part, ())
-            try:
-                alerts = state.process(p_events, l_events)
-                failures = state.take_failures()
-            except Exception as exc:  # as Application.process_batch: the partition's batch
-                state.take_failures()
-                alerts, failures = [], [Failure([*p_events, *l_events], exc)]
-            for failure in failures:
+            alerts = state.process(predictions.get(part, ()), labels.get(part, ()))
+            for failure in state.take_failures():
                 log.warning(
                     "processing failed partition=%d records=%d error=%s: counted as invalid",
                     part,

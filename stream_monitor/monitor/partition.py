@@ -86,7 +86,19 @@ class PartitionState:
     def process(
         self, predictions: Sequence[PredictionEvent], labels: Sequence[LabelEvent]
     ) -> list[AlertEvent]:
-        """Feed one batch (predictions first, then labels); return the alert events it causes."""
+        """Feed one batch (predictions first, then labels); return the alert events it causes.
+
+        Never raises on data: what failed is kept for :meth:`take_failures` (one model's
+        events, or the whole batch if the failure was outside any one model)."""
+        try:
+            return self._process(predictions, labels)
+        except Exception as exc:
+            self._failures.append(Failure([*predictions, *labels], exc))
+            return []
+
+    def _process(
+        self, predictions: Sequence[PredictionEvent], labels: Sequence[LabelEvent]
+    ) -> list[AlertEvent]:
         observations: list[Observation] = []
         joined: dict[str, list[tuple[PendingPrediction, Any]]] = {}
         joined_at: dict[str, float] = {}

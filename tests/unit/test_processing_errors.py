@@ -115,3 +115,18 @@ def test_a_replay_counts_the_failed_records_as_invalid_and_goes_on() -> None:
     assert replay.invalid[("label", "processing_error")] == 50
     assert (replay.predictions, replay.labels) == (100, 50)
     assert replay.states[0].models["good"].concept.n == 50
+
+
+def test_a_failure_outside_any_one_model_fails_the_partitions_batch(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    st = PartitionState(0, CFG)
+    preds = [PredictionEvent.model_validate(_prediction("good", i)) for i in range(20)]
+
+    def broken(*a: Any, **k: Any) -> list[Any]:
+        raise RuntimeError("tracker bug")
+
+    monkeypatch.setattr(st.tracker, "observe_many", broken)
+    assert st.process(preds, []) == []  # does not raise
+    (failure,) = st.take_failures()
+    assert isinstance(failure.error, RuntimeError) and failure.events == preds
