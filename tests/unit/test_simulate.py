@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from collections import Counter
 from collections.abc import Iterable
 from typing import Any
@@ -552,14 +551,32 @@ def test_run_simulation_retries_on_buffer_error() -> None:
     assert any(t > 0 for t in producer.polls)  # waited for the queue to drain
 
 
-def test_run_simulation_paces_to_rate() -> None:
+class _Clock:
+    """A monotonic clock that moves only when slept on."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.sleeps: list[float] = []
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+def test_run_simulation_paces_to_rate(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = _Clock()
+    monkeypatch.setattr(simulate_module, "time", clock)
     gen = TrafficGenerator(seed=3, label_rate=0.0)
-    producer = FakeProducer()
-    t0 = time.monotonic()
-    count = run_simulation(producer, gen, 101, rate=500.0)
-    elapsed = time.monotonic() - t0
+    count = run_simulation(FakeProducer(), gen, 101, rate=500.0)
     assert count == 101
-    assert elapsed >= 0.19  # 100 intervals of 2 ms
+    # the 101st prediction is due 100 intervals of 2 ms after the first: the loop slept up to
+    # it, within the pacing slack
+    slack = simulate_module._PACING_SLACK_S
+    assert 0.2 - slack <= clock.now - 1000.0 <= 0.2 + 1e-9
+    assert len(clock.sleeps) >= 50
 
 
 def test_run_simulation_unpaced_never_sleeps(monkeypatch: pytest.MonkeyPatch) -> None:
