@@ -222,7 +222,7 @@ class ModelSamples:
     def add(self, mid: str, m: ModelMonitor) -> None:
         self.events.add_metric([mid], m.n_events)
         self.ref_ready.add_metric([mid], 1 if m.reference_frozen else 0)
-        self.unexpected.add_metric([mid], m.unexpected_fields)
+        self.unexpected.add_metric([mid], m.schema.unexpected_fields)
         self.refused_f.add_metric([mid], m.features_refused)
         self.labelled.add_metric([mid], m.concept.n)
         self.ref_info.add_metric([mid, m.reference_source], 1)
@@ -235,10 +235,10 @@ class ModelSamples:
         for det, n in m.concept.detections.items():
             self.concept.add_metric([mid, det], n)
         self.concept.add_metric([mid, "merged"], m.concept.merged_detections)
-        for stat, value in m.confidence.items():
+        for stat, value in m.confidence.summary.items():
             self.confidence.add_metric([mid, stat], value)
-        if m.last_mmd is not None:
-            self.mmd_p.add_metric([mid], m.last_mmd.p_value)
+        if m.joint.last is not None:
+            self.mmd_p.add_metric([mid], m.joint.last.p_value)
         err_metric = m.concept.metric
         if err_metric is not None and m.concept.mean is not None:
             self.err.add_metric([mid, err_metric], m.concept.mean)
@@ -423,7 +423,7 @@ class SegmentSamples:
         )
 
     def add(self, mid: str, m: ModelMonitor) -> None:
-        for key, n in m.segments_refused.items():
+        for key, n in m.segments.refused.items():
             self.seg_refused.add_metric([mid, key], n)
         for sid, child in m.segments.items():
             sl = [mid, sid]
@@ -437,7 +437,7 @@ class SegmentSamples:
                 value = cp.last_metrics.get(cp.metric)
                 if value is not None:
                     self.seg_perf.add_metric([*sl, cp.metric], value)
-            for metric, value in m.fairness.get(sid, {}).items():
+            for metric, value in m.segments.fairness.get(sid, {}).items():
                 self.seg_fair.add_metric([*sl, metric], value)
 
     def add_firing(self, tracker: AlertTracker) -> None:

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import itertools
-import math
 import operator
 from collections.abc import Sequence
-from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -16,6 +14,7 @@ from stream_monitor.config import MonitorConfig
 from stream_monitor.events.outputs import PREDICTION_LABEL, PREDICTION_SCORE
 from stream_monitor.events.schema import AlertKind, PredictionEvent, label_str
 from stream_monitor.monitor.concept import ConceptDriftMonitor
+from stream_monitor.monitor.confidence import ConfidenceProxy
 from stream_monitor.monitor.feature import (
     ABSENT,
     NUMBER_TYPES,
@@ -24,29 +23,21 @@ from stream_monitor.monitor.feature import (
     NumericFeature,
     feature_from_snapshot,
     is_numeric_value,
-    pit_standardise,
     run_detectors,
     window_statistics,
 )
 from stream_monitor.monitor.join import PendingPrediction
+from stream_monitor.monitor.joint import JointDrift
 from stream_monitor.monitor.performance import PerformanceMonitor
+from stream_monitor.monitor.schema_drift import SchemaDrift
+from stream_monitor.monitor.segments import Segments
 from stream_monitor.monitor.versions import VersionComparison
 from stream_monitor.reference.profile import NumericProfile, Profile
-from stream_monitor.stats.calibrate import share_increase_limit
-from stream_monitor.stats.multivariate import MMDDrift, MMDResult
 from stream_monitor.stats.windows import Closure, PaneClock
 
-__all__ = ["CONFIDENCE", "JOINT", "ModelMonitor"]
+__all__ = ["ModelMonitor"]
 
-SNAPSHOT_VERSION = 3
-#: The ``feature`` of multivariate (joint) drift signals.
-JOINT = "(joint)"
-#: The ``feature`` of the confidence proxy signals of a scored classifier.
-CONFIDENCE = "prediction.confidence"
-CONFIDENCE_UNIT = 1_000_000
-#: The value shared by a segment key's values beyond ``segments.max_values``.
-OTHER_SEGMENT = "(other)"
-_UNIFORM_STD = math.sqrt(1.0 / 12.0)
+SNAPSHOT_VERSION = 4
 
 
 class ModelMonitor:
@@ -58,7 +49,7 @@ class ModelMonitor:
     value is a number is numeric, a string or boolean makes it categorical. At most
     ``max_features_per_model`` are monitored; the others are counted in ``features_refused``.
     Fields unknown to the reference that appear later are schema drift: counted per window
-    (``unexpected_field_ratio``) and in ``unexpected_fields``, not monitored.
+    (``unexpected_field_ratio``, in :attr:`schema`), not monitored.
 
     Once the reference is frozen a :class:`~stream_monitor.stats.windows.PaneClock` cuts the
     stream into windows (by count or event time, tumbling or sliding, see ``drift.window``);
@@ -83,14 +74,9 @@ class ModelMonitor:
         self.cfg = cfg
         #: ``key=value`` when this monitor watches one segment of its model, else None.
         self.segment = segment
-        #: Segment monitors by ``key=value`` (whole-model monitors only).
-        self.segments: dict[str, ModelMonitor] = {}
-        #: Per key: distinct values given a monitor, and events sent to ``key=(other)``.
-        self.segment_values: dict[str, int] = {}
-        self.segments_refused: dict[str, int] = {}
-        #: Per segment: fairness ratios of its last performance window (see SegmentsConfig).
-        self.fairness: dict[str, dict[str, float]] = {}
         self._profile = profile
+        #: Segment monitors by ``key=value`` (whole-model monitors only), and their fairness.
+        self.segments: Segments[ModelMonitor] = Segments(cfg.segments, self._new_segment)
         #: Segments of each event of the last ``update`` (None without segment keys); the
         #: label join keeps them so labels reach the segments' performance.
         self.last_routes: list[tuple[str, ...]] | None = None
@@ -98,7 +84,6 @@ class ModelMonitor:
         self.outputs: dict[str, FeatureMonitor] = {}
         self._refused: set[str] = set()
         self.features_refused = 0
-        self.unexpected_fields = 0
         self.n_events = 0
         self.n_reference = 0
         self.reference_frozen = False
@@ -124,22 +109,14 @@ class ModelMonitor:
         self.versions: VersionComparison | None = None
         self.labels_incompatible = 0
         self.clock: PaneClock | None = None
-        #: Per ring slot: events, and events carrying fields unknown to the reference.
-        self.schema_panes = np.zeros((0, 2), dtype=np.int64)
-        #: Per ring slot: scored predictions, sum of confidence, sum of entropy (bits), and
-        #: low-confidence predictions (proxy metrics before labels).
-        self.confidence_panes = np.zeros((0, 4), dtype=np.int64)
-        self.confidence: dict[str, float] = {}
-        self.confidence_baseline: float | None = None
-        #: Scored predictions in the baseline window (None: no baseline yet).
-        self.confidence_baseline_n: int | None = None
+        #: Fields unknown to the reference, per pane.
+        self.schema = SchemaDrift()
+        #: A scored classifier's confidence per pane (a proxy before labels).
+        self.confidence = ConfidenceProxy()
         self.drift_score: float | None = None
         self.drifting_features: list[str] = []
-        self.mmd: MMDDrift | None = None
-        self.mmd_features: list[str] = []
-        self.last_mmd: MMDResult | None = None
-        #: Raw numeric rows of the reference period, for the multivariate reference sample.
-        self._mv_rows: list[dict[str, Any]] = []
+        #: The multivariate test (``drift.multivariate``).
+        self.joint = JointDrift(cfg.drift.multivariate)
         if profile is not None:
             self._load_profile(profile)
 
@@ -172,27 +149,26 @@ class ModelMonitor:
                 target[name] = NumericFeature.from_profile(name, kind, dcfg, prof, ring)
             else:
                 target[name] = CategoricalFeature.from_profile(name, kind, dcfg, prof, ring)
-        self.schema_panes = np.zeros((ring, 2), dtype=np.int64)
-        self.confidence_panes = np.zeros((ring, 4), dtype=np.int64)
+        self.schema = SchemaDrift(ring)
+        self.confidence = ConfidenceProxy(ring)
         self.reference_frozen = True
         self.reference_source = "profile"
         self._start_versions()
         if dcfg.multivariate.enabled:
             rows = [dict(zip(profile.sample_columns, r, strict=True)) for r in profile.sample_rows]
-            self._start_mmd(rows)
+            self.joint.start(self.features, rows)
 
     def _freeze(self) -> None:
         self.clock = self._new_clock()
         ring = self.clock.ring_size
         for f in self._all():
             f.freeze(ring)
-        self.schema_panes = np.zeros((ring, 2), dtype=np.int64)
-        self.confidence_panes = np.zeros((ring, 4), dtype=np.int64)
+        self.schema = SchemaDrift(ring)
+        self.confidence = ConfidenceProxy(ring)
         self.reference_frozen = True
         self._start_versions()
         if self.cfg.drift.multivariate.enabled:
-            self._start_mmd(self._mv_rows)
-        self._mv_rows = []
+            self.joint.start(self.features)
 
     def _start_versions(self) -> None:
         """Version comparison over the outputs' bins, for the whole model with ``by_version``."""
@@ -203,34 +179,6 @@ class ModelMonitor:
             self.versions = VersionComparison(
                 bins, self.clock.ring_size, self.cfg.drift, self.cfg.segments
             )
-
-    def _start_mmd(self, rows: list[dict[str, Any]]) -> None:
-        mv = self.cfg.drift.multivariate
-        names = [
-            n
-            for n, f in self.features.items()
-            if isinstance(f, NumericFeature) and f.pit_grid is not None
-        ][: mv.max_features]
-        if len(names) < 2 or len(rows) < 10:
-            return
-        u = np.column_stack([self._pit_u(n, [r.get(n) for r in rows]) for n in names])
-        self.mmd_features = names
-        self.mmd = MMDDrift(
-            u,
-            window_sample=mv.window_sample,
-            permutations=mv.permutations,
-            max_reference=mv.reference_sample,
-            seed=0,
-        )
-
-    def _pit_u(self, name: str, raw: list[Any]) -> np.ndarray:
-        f = self.features[name]
-        assert isinstance(f, NumericFeature) and f.pit_grid is not None
-        v = np.array([x if type(x) in (int, float) else np.nan for x in raw], dtype=float)
-        out = np.full(len(v), np.nan)
-        ok = np.isfinite(v)
-        out[ok] = pit_standardise(v[ok], f.pit_grid) * _UNIFORM_STD + 0.5
-        return out
 
     # --- predictions --------------------------------------------------------------------------
     def update(self, events: Sequence[PredictionEvent]) -> list[Observation]:
@@ -247,8 +195,7 @@ class ModelMonitor:
             for name, col in self._columns(chunk).items():
                 self._monitor(name).observe_reference(col)
             if self.cfg.drift.multivariate.enabled:
-                room = self.cfg.drift.multivariate.reference_sample - len(self._mv_rows)
-                self._mv_rows.extend(dict(e.features) for e in chunk[: max(room, 0)])
+                self.joint.collect([e.features for e in chunk])
             self.n_reference += take
             self.n_events += take
             i = take
@@ -261,99 +208,12 @@ class ModelMonitor:
         self.model_version = last.model_version
         self.last_routes = None
         if self.segment is None and self.cfg.segments.all_keys:
-            routes = self.last_routes = self.route(events)
-            groups: dict[str, list[PredictionEvent]] = {}
-            for e, sids in zip(events, routes, strict=True):
-                for sid in sids:
-                    groups.setdefault(sid, []).append(e)
-            for sid, sub in groups.items():
-                out.extend(replace(o, segment=sid) for o in self.segments[sid].update(sub))
+            routes = self.last_routes = self.segments.route(events)
+            out.extend(self.segments.update(events, routes))
         return out
 
-    # --- segments -----------------------------------------------------------------------------
-    def route(self, events: Sequence[PredictionEvent]) -> list[tuple[str, ...]]:
-        """The ``key=value`` segments of each event, creating segment monitors as needed (at
-        most ``max_values`` per key; later values share ``key=(other)``, counted)."""
-        seg = self.cfg.segments
-        keys = seg.all_keys
-        out: list[tuple[str, ...]] = []
-        for e in events:
-            ids: list[str] = []
-            for k in keys:
-                v = e.model_version if k == "model_version" else (e.segments or {}).get(k)
-                if v is None:
-                    continue
-                sid = f"{k}={v}"
-                if sid not in self.segments:
-                    if self.segment_values.get(k, 0) >= seg.max_values:
-                        self.segments_refused[k] = self.segments_refused.get(k, 0) + 1
-                        sid = f"{k}={OTHER_SEGMENT}"
-                    else:
-                        self.segment_values[k] = self.segment_values.get(k, 0) + 1
-                    if sid not in self.segments:
-                        self.segments[sid] = ModelMonitor(
-                            self.model_id, self.cfg, self._profile, segment=sid
-                        )
-                ids.append(sid)
-            out.append(tuple(ids))
-        return out
-
-    def _segment_errors(
-        self, pairs: Sequence[tuple[PendingPrediction, Any]], observed_at: float
-    ) -> list[Observation]:
-        groups: dict[str, list[tuple[PendingPrediction, Any]]] = {}
-        for pair in pairs:
-            for sid in pair[0].segments or ():
-                if sid in self.segments:
-                    groups.setdefault(sid, []).append(pair)
-        out: list[Observation] = []
-        for sid, sub in groups.items():
-            child = self.segments[sid]
-            before = child.performance.windows if child.performance is not None else 0
-            out.extend(replace(o, segment=sid) for o in child.update_errors(sub, observed_at))
-            after = child.performance.windows if child.performance is not None else 0
-            if after > before:
-                out.extend(self._judge_fairness(sid, observed_at))
-        return out
-
-    def _judge_fairness(self, sid: str, observed_at: float) -> list[Observation]:
-        """Ratios of a segment's positive-prediction and true-positive rates to the reference
-        (the whole model, or the configured reference segment of the same key)."""
-        seg = self.cfg.segments
-        child = self.segments[sid].performance
-        key = sid.split("=", 1)[0]
-        ref_value = seg.fairness_reference.get(key)
-        ref_monitor = self.segments.get(f"{key}={ref_value}") if ref_value else self
-        if child is None or ref_monitor is None or ref_monitor.performance is None:
-            return []
-        mine, ref = child.last_fairness, ref_monitor.performance.last_fairness
-        ratios = {
-            name: mine[rate] / ref[rate]
-            for name, rate in (("disparate_impact", "positive_rate"), ("tpr_ratio", "tpr"))
-            if rate in mine and ref.get(rate)
-        }
-        fpr_ref = ref.get("fpr")
-        if "fpr" in mine and fpr_ref:
-            ratios["fpr_ratio"] = mine["fpr"] / fpr_ref
-        self.fairness[sid] = {**{f"segment_{k}": v for k, v in mine.items()}, **ratios}
-        lo = seg.min_ratio
-        return [
-            Observation(
-                model_id=self.model_id,
-                kind="performance",
-                feature=None,
-                signal=name,
-                value=ratios[name],
-                threshold=lo,
-                breached=ratios[name] < lo,
-                cleared=ratios[name] >= (1 + lo) / 2,
-                observed_at=observed_at,
-                model_version=self.model_version,
-                segment=sid,
-            )
-            for name in ("disparate_impact", "tpr_ratio")
-            if name in ratios
-        ]
+    def _new_segment(self, sid: str) -> ModelMonitor:
+        return ModelMonitor(self.model_id, self.cfg, self._profile, segment=sid)
 
     def _windowed(self, events: Sequence[PredictionEvent]) -> list[Observation]:
         assert self.clock is not None
@@ -366,13 +226,19 @@ class ModelMonitor:
             chunk = events[seg.start : seg.stop]
             if chunk:
                 slots = seg.slots
-                self._count_unexpected(chunk, slots)
+                self.schema.count(
+                    [e.features for e in chunk], self.features.keys() | self._refused, slots
+                )
                 cols = self._columns(chunk)
                 for name, col in cols.items():
                     self._monitor(name).ingest(col, slots)
                 run_detectors(self._all())
                 if PREDICTION_SCORE in cols and PREDICTION_LABEL in cols:
-                    self._add_confidence(cols[PREDICTION_SCORE], slots)
+                    self.confidence.add(
+                        cols[PREDICTION_SCORE],
+                        slots,
+                        low_confidence=self.cfg.performance.low_confidence,
+                    )
                 if self.versions is not None:
                     self.versions.ingest(
                         [e.model_version for e in chunk],
@@ -388,25 +254,11 @@ class ModelMonitor:
                     o = f.detector_observation(self.model_id, at, version)
                     if o is not None:
                         out.append(o)
-                if self.mmd is not None:
-                    self._feed_mmd(slots)
+                self.joint.feed(self.features, slots)
             for closure in seg.closures:
                 at = closure.end if self.clock.kind == "time" else last_ts
                 out.extend(self._close(closure, at, version))
         return out
-
-    def _feed_mmd(self, slots: np.ndarray) -> None:
-        assert self.mmd is not None
-        cols = []
-        for n in self.mmd_features:
-            f = self.features[n]
-            assert isinstance(f, NumericFeature)
-            if f.last_u is None:
-                return
-            cols.append(f.last_u)
-        rows = np.column_stack(cols)[slots >= 0]
-        if len(rows):
-            self.mmd.update(rows)
 
     def _close(
         self, closure: Closure, observed_at: float, version: str | None
@@ -419,30 +271,9 @@ class ModelMonitor:
             out.extend(self._model_signals(closure, observed_at, version))
         if self.versions is not None:
             out.extend(self.versions.close(closure, self.model_id, observed_at))
-        for s in closure.release_slots:
-            self.schema_panes[s] = 0
-            self.confidence_panes[s] = 0
+        self.schema.release(closure.release_slots)
+        self.confidence.release(closure.release_slots)
         return out
-
-    def _add_confidence(self, scores: Sequence[Any], slots: np.ndarray) -> None:
-        """Proxy metrics before labels: a scored classifier's confidence, per pane."""
-        p = np.array([np.nan if v is None else v for v in scores], dtype=float)
-        ok = (slots >= 0) & np.isfinite(p)
-        if not ok.any():
-            return
-        p = np.clip(p[ok], 0.0, 1.0)
-        conf = np.maximum(p, 1.0 - p)  # the score is the positive class's probability
-        q = np.clip(p, 1e-12, 1 - 1e-12)
-        entropy = -(q * np.log2(q) + (1 - q) * np.log2(1 - q))
-        low = conf < self.cfg.performance.low_confidence
-        r = len(self.confidence_panes)
-        s = slots[ok]
-        # Sums in integer micro-units: exact, so they do not depend on how batches were cut.
-        for j, w in enumerate((np.ones(len(p)), conf, entropy, low.astype(float))):
-            units = np.rint(w * CONFIDENCE_UNIT).astype(np.int64)
-            self.confidence_panes[:, j] += np.bincount(s, weights=units, minlength=r).astype(
-                np.int64
-            )
 
     def _model_signals(
         self, closure: Closure, observed_at: float, version: str | None
@@ -450,32 +281,6 @@ class ModelMonitor:
         out: list[Observation] = []
         dcfg = self.cfg.drift
         n_win = closure.events
-
-        def obs(
-            kind: AlertKind,
-            feature: str | None,
-            signal: str,
-            value: float,
-            thr: float,
-            clear: float,
-            breached: bool | None = None,
-        ) -> None:
-            out.append(
-                Observation(
-                    model_id=self.model_id,
-                    kind=kind,
-                    feature=feature,
-                    signal=signal,
-                    value=value,
-                    threshold=thr,
-                    breached=value > thr if breached is None else breached,
-                    cleared=value <= clear,
-                    observed_at=observed_at,
-                    window_events=n_win,
-                    model_version=version,
-                )
-            )
-
         judged = [(n, f) for n, f in self.features.items() if f.windows_closed]
         if judged:
             weights = {n: dcfg.weight(self.model_id, n) for n, _ in judged}
@@ -484,58 +289,45 @@ class ModelMonitor:
             score = sum(weights[n] for n in self.drifting_features) / total if total else 0.0
             self.drift_score = score
             thr = dcfg.model_score_threshold
-            obs("data_drift", None, "model_drift_score", score, thr, thr / 2, score >= thr)
-        events, unexpected = self.schema_panes[list(closure.window_slots)].sum(axis=0)
-        if events:
-            limit = dcfg.quality.unexpected_field_ratio
-            obs(
-                "data_quality",
-                None,
-                "unexpected_field_ratio",
-                unexpected / events,
-                limit,
-                limit / 2,
-            )
-        n_conf, sum_conf, sum_entropy, n_low = (
-            int(x) for x in self.confidence_panes[list(closure.window_slots)].sum(axis=0)
-        )
-        if n_conf > 0:
-            self.confidence = {
-                "mean_confidence": float(sum_conf / n_conf),
-                "mean_entropy": float(sum_entropy / n_conf),
-                "low_confidence_ratio": float(n_low / n_conf),
-            }
-            low = self.confidence["low_confidence_ratio"]
-            n_scored = n_conf // CONFIDENCE_UNIT  # the panes count in micro-units
-            if self.confidence_baseline is None:
-                # The first window sets the baseline.
-                self.confidence_baseline, self.confidence_baseline_n = low, n_scored
-            increase = self.cfg.performance.low_confidence_increase
-            base, n_base = self.confidence_baseline, self.confidence_baseline_n
-            th = dcfg.thresholds
-            if th.mode == "fixed" or n_base is None:
-                limit = base + increase
-            else:  # a share of a small window is noisy: the increase must also be significant
-                k_low = n_low // CONFIDENCE_UNIT
-                limit = share_increase_limit(
-                    base * n_base, n_base, k_low, n_scored, th.false_alarm_rate, increase
+            out.append(
+                Observation(
+                    model_id=self.model_id,
+                    kind="data_drift",
+                    feature=None,
+                    signal="model_drift_score",
+                    value=score,
+                    threshold=thr,
+                    breached=score >= thr,
+                    cleared=score <= thr / 2,
+                    observed_at=observed_at,
+                    window_events=n_win,
+                    model_version=version,
                 )
-            margin = limit - base
-            obs(
-                "prediction_drift",
-                CONFIDENCE,
-                "low_confidence_ratio",
-                low,
-                limit,
-                limit - margin / 2,
             )
-        if self.mmd is not None:
-            res = self.mmd.close_window()
-            if res is not None:
-                self.last_mmd = res
-                alpha = dcfg.multivariate.p_value
-                # Judged as 1 - p so that a larger value is worse, like every other signal.
-                obs("data_drift", JOINT, "mmd", 1.0 - res.p_value, 1.0 - alpha, 0.9)
+        slots, mid = closure.window_slots, self.model_id
+        for o in (
+            self.schema.judge(
+                slots,
+                dcfg.quality.unexpected_field_ratio,
+                model_id=mid,
+                observed_at=observed_at,
+                window_events=n_win,
+                version=version,
+            ),
+            self.confidence.judge(
+                slots,
+                self.cfg,
+                model_id=mid,
+                observed_at=observed_at,
+                window_events=n_win,
+                version=version,
+            ),
+            self.joint.judge(
+                model_id=mid, observed_at=observed_at, window_events=n_win, version=version
+            ),
+        ):
+            if o is not None:
+                out.append(o)
         return out
 
     def _all(self) -> list[FeatureMonitor]:
@@ -570,18 +362,6 @@ class ModelMonitor:
                     continue
                 cls = NumericFeature if numeric else CategoricalFeature
                 known[name] = cls(name, "data_drift", self.cfg.drift)
-
-    def _count_unexpected(self, chunk: Sequence[PredictionEvent], slots: np.ndarray) -> None:
-        known = self.features.keys() | self._refused
-        flags = np.zeros(len(chunk), dtype=bool)
-        for i, e in enumerate(chunk):
-            if not known.issuperset(e.features.keys()):
-                self.unexpected_fields += len(e.features.keys() - known)
-                flags[i] = True
-        ok = slots >= 0
-        r = len(self.schema_panes)
-        self.schema_panes[:, 0] += np.bincount(slots[ok], minlength=r)
-        self.schema_panes[:, 1] += np.bincount(slots[ok & flags], minlength=r)
 
     def _columns(self, chunk: Sequence[PredictionEvent]) -> dict[str, Sequence[Any]]:
         """The chunk as one column per feature (``ABSENT`` where an event lacks the field).
@@ -660,7 +440,15 @@ class ModelMonitor:
             if o is not None:
                 out.append(o)
         if self.segments:
-            out.extend(self._segment_errors(pairs, observed_at))
+            out.extend(
+                self.segments.update_errors(
+                    pairs,
+                    observed_at,
+                    self.performance,
+                    model_id=self.model_id,
+                    version=self.model_version,
+                )
+            )
         return out
 
     # --- snapshots ----------------------------------------------------------------------------
@@ -673,7 +461,6 @@ class ModelMonitor:
             "refused": sorted(self._refused),
             "counters": [
                 self.features_refused,
-                self.unexpected_fields,
                 self.n_events,
                 self.n_reference,
                 self.labels_incompatible,
@@ -686,21 +473,12 @@ class ModelMonitor:
             "performance": None if self.performance is None else self.performance.snapshot(),
             "versions": None if self.versions is None else self.versions.snapshot(),
             "clock": None if self.clock is None else self.clock.snapshot(),
-            "schema_panes": self.schema_panes.tolist(),
-            "confidence": [
-                self.confidence_panes.tolist(),
-                self.confidence,
-                self.confidence_baseline,
-                self.confidence_baseline_n,
-            ],
+            "schema": self.schema.snapshot(),
+            "confidence": self.confidence.snapshot(),
             "drift": [self.drift_score, self.drifting_features],
-            "mmd": None if self.mmd is None else self.mmd.snapshot(),
-            "mmd_features": self.mmd_features,
-            "mv_rows": self._mv_rows,
+            "joint": self.joint.snapshot(),
             "segment": self.segment,
-            "segments": {sid: child.snapshot() for sid, child in self.segments.items()},
-            "segment_counts": [self.segment_values, self.segments_refused],
-            "fairness": self.fairness,
+            "segments": self.segments.snapshot(),
         }
 
     @classmethod
@@ -718,7 +496,6 @@ class ModelMonitor:
         m._refused = set(d["refused"])
         (
             m.features_refused,
-            m.unexpected_fields,
             m.n_events,
             m.n_reference,
             m.labels_incompatible,
@@ -737,13 +514,10 @@ class ModelMonitor:
             )
         )
         m.clock = None if d["clock"] is None else PaneClock.from_snapshot(d["clock"])
-        m.schema_panes = np.asarray(d["schema_panes"], dtype=np.int64).reshape(-1, 2)
-        panes, m.confidence, m.confidence_baseline, m.confidence_baseline_n = d["confidence"]
-        m.confidence_panes = np.asarray(panes, dtype=np.int64).reshape(-1, 4)
+        m.schema = SchemaDrift.from_snapshot(d["schema"])
+        m.confidence = ConfidenceProxy.from_snapshot(d["confidence"])
         m.drift_score, m.drifting_features = d["drift"]
-        m.mmd = None if d["mmd"] is None else MMDDrift.from_snapshot(d["mmd"])
-        m.mmd_features = list(d["mmd_features"])
-        m._mv_rows = list(d["mv_rows"])
+        m.joint = JointDrift.from_snapshot(d["joint"], cfg.drift.multivariate)
         m.segment = d["segment"]
         vs = d["versions"]
         m.versions = None
@@ -751,9 +525,12 @@ class ModelMonitor:
             m.versions = VersionComparison.from_snapshot(vs, cfg.drift, cfg.segments)
         elif m.reference_frozen:
             m._start_versions()
-        m.segments = {sid: cls.from_snapshot(c, cfg, profile) for sid, c in d["segments"].items()}
-        m.segment_values, m.segments_refused = (dict(x) for x in d["segment_counts"])
-        m.fairness = {sid: dict(v) for sid, v in d["fairness"].items()}
+        m.segments = Segments.from_snapshot(
+            d["segments"],
+            cfg.segments,
+            m._new_segment,
+            lambda c: cls.from_snapshot(c, cfg, profile),
+        )
         return m
 
 

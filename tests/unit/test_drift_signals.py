@@ -35,7 +35,8 @@ from stream_monitor.config import MonitorConfig
 from stream_monitor.events.outputs import PREDICTION_LABEL, PREDICTION_SCORE
 from stream_monitor.events.schema import PredictionEvent, ScoredPrediction
 from stream_monitor.monitor.feature import CategoricalFeature, NumericFeature
-from stream_monitor.monitor.model import JOINT, ModelMonitor
+from stream_monitor.monitor.joint import JOINT
+from stream_monitor.monitor.model import ModelMonitor
 from stream_monitor.reference.profile import CategoricalProfile, NumericProfile, build_profile
 from stream_monitor.stats.calibrate import calibrate, calibration_size
 
@@ -315,9 +316,9 @@ def test_confidence_proxy_equals_brute_force_and_is_quiet_when_stable() -> None:
     conf = np.maximum(p, 1 - p)
     q = np.clip(p, 1e-12, 1 - 1e-12)
     entropy = -(q * np.log2(q) + (1 - q) * np.log2(1 - q))
-    assert m.confidence["mean_confidence"] == pytest.approx(conf.mean(), abs=1e-6)
-    assert m.confidence["mean_entropy"] == pytest.approx(entropy.mean(), abs=1e-6)
-    assert m.confidence["low_confidence_ratio"] == np.mean(conf < 0.6)
+    assert m.confidence.summary["mean_confidence"] == pytest.approx(conf.mean(), abs=1e-6)
+    assert m.confidence.summary["mean_entropy"] == pytest.approx(entropy.mean(), abs=1e-6)
+    assert m.confidence.summary["low_confidence_ratio"] == np.mean(conf < 0.6)
     assert lows[-1].value == np.mean(conf < 0.6)
 
 
@@ -359,10 +360,10 @@ def test_confidence_baseline_size_survives_a_snapshot() -> None:
     cols["score"][3000:] = rng.beta(5.0, 5.0, 1000)
     events = _events(cols, validate=False)
     m, _ = _run(cfg, events[:2000], batch=500)
-    assert m.confidence_baseline_n == 100
+    assert m.confidence.baseline_n == 100
     snap = orjson.loads(orjson.dumps(m.snapshot()))
     restored = ModelMonitor.from_snapshot(snap, cfg)
-    assert restored.confidence_baseline_n == 100
+    assert restored.confidence.baseline_n == 100
     rest = [o for o in _feed(m, events[2000:]) if o.signal == "low_confidence_ratio"]
     assert rest == [o for o in _feed(restored, events[2000:]) if o.signal == "low_confidence_ratio"]
     assert any(o.breached for o in rest)
@@ -555,7 +556,7 @@ def test_data_quality_fault_is_flagged_by_its_own_signal(
     _assert_judged(obs, (QN - REF) // WIN, [n for n in MONITORED if n != gone])
     if signal == "unexpected_field_ratio":
         assert "device" not in m.features
-        assert m.unexpected_fields == QN - QC
+        assert m.schema.unexpected_fields == QN - QC
 
 
 # ------------------------------------------------------------------ 5. multivariate
@@ -583,7 +584,7 @@ def test_broken_correlation_is_caught_by_mmd_only() -> None:
     events, before, after = _copula_events(MV_SEED)
     assert before > 0.88 and abs(after) < 0.05  # the stream is what it claims
     m, obs = _run(_config(multivariate={"enabled": True}), events)
-    assert m.mmd_features == list(NUMERIC)
+    assert m.joint.features == list(NUMERIC)
     first = _first_breaches(obs)
     mmd: Key = ("data_drift", JOINT, "mmd")
     # Within two windows (seeds 0-9: always the first one, 6999).

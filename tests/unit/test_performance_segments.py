@@ -685,8 +685,8 @@ def test_max_values_caps_segment_monitors_and_counts_refused_events(cap_run: Cap
     m = cap_run.st.models["capm"]
     assert len(set(values)) == 30
     assert set(m.segments) == {f"region={v}" for v in first} | {"region=(other)"}
-    assert m.segment_values == {"region": CAP}
-    assert m.segments_refused == {"region": len(refused)}
+    assert m.segments.values_per_key == {"region": CAP}
+    assert m.segments.refused == {"region": len(refused)}
     for v in first:
         assert m.segments[f"region={v}"].n_events == values.count(v)
     other = m.segments["region=(other)"]
@@ -800,7 +800,7 @@ def test_fairness_ratios_equal_brute_force(reference: str | None) -> None:
     want = _fairness_sim(
         sim.batch_pairs, size, None if reference is None else f"region={reference}"
     )
-    got = st.models["m"].fairness
+    got = st.models["m"].segments.fairness
     assert got.keys() == want.keys() == {"region=eu", "region=us", "region=apac"}
     for sid in want:
         assert got[sid].keys() == want[sid].keys(), sid
@@ -868,10 +868,10 @@ def test_canary_version_is_flagged_against_the_whole_model() -> None:
     assert v2[0].dedup_key == "m/performance/-@model_version=v2"
     assert v2[0].model_version == m.model_version  # the version of the latest event
     assert not [a for a in alerts if a.segment == "model_version=v1"]
-    fair = m.fairness["model_version=v2"]
+    fair = m.segments.fairness["model_version=v2"]
     assert fair["disparate_impact"] < 0.5 and fair["tpr_ratio"] < 0.8
     # v1's windows and the whole model's cover different periods (200 labels each): noisy
-    assert m.fairness["model_version=v1"]["disparate_impact"] > 0.8
+    assert m.segments.fairness["model_version=v1"]["disparate_impact"] > 0.8
 
 
 def test_canary_version_drifts_against_a_training_profile() -> None:
@@ -956,7 +956,7 @@ def test_snapshot_mid_stream_round_trips_and_continues_identically() -> None:
         "model_version=v1",
         "model_version=v2",
     }
-    assert m.fairness and m.performance is not None and m.performance.windows > 0
+    assert m.segments.fairness and m.performance is not None and m.performance.windows > 0
     rest = _flat(_run(whole, batches[cut:]))
     again = _flat(_run(restored, batches[cut:]))
     assert _dump(again) == _dump(rest)
@@ -1016,8 +1016,8 @@ def test_segment_and_performance_series_equal_the_state(
             g("stream_monitor_segment_performance", {**lv, "metric": "accuracy"})
             == (cp.last_metrics["accuracy"])
         )
-        assert m.fairness[sid]
-        for metric, value in m.fairness[sid].items():
+        assert m.segments.fairness[sid]
+        for metric, value in m.segments.fairness[sid].items():
             assert g("stream_monitor_segment_fairness", {**lv, "metric": metric}) == value
     refused = sum(v not in list(dict.fromkeys(cap_run.values))[:CAP] for v in cap_run.values)
     assert (
