@@ -3,11 +3,11 @@
     consume -> decode (ok | dead letter) -> PartitionState.process -> alert events
             -> produce outputs -> every interval: Checkpoint.commit (state, outputs, offsets)
 
-State belongs to partitions: each assigned partition number of the predictions topic (and the
-same partition of the co-partitioned labels topic) has one ``PartitionState``. On assignment it
-is restored from the last signed snapshot in the changelog topic and consumption resumes from
-exactly the offsets that snapshot covers; on revocation it is checkpointed first. The order of
-the commit steps, per processing guarantee, is written in ``stream_monitor/checkpoint.py``.
+The loop and the batch live here; what is kept per assigned partition (its state, restore from
+the changelog, positions, the snapshot to rewind to) is ``stream_monitor/assignment.py``, the
+event-time alignment of the two inputs ``stream_monitor/alignment.py``, and the order of the
+commit steps, per processing guarantee, ``stream_monitor/checkpoint.py``. On revocation the
+partitions are checkpointed first.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from prometheus_client import CollectorRegistry
 
 from stream_monitor.alerts.sinks import AlertSink, KafkaAlertSink
 from stream_monitor.alignment import LabelAlignment
+from stream_monitor.assignment import Assignment
 from stream_monitor.checkpoint import (
     Checkpoint,
     OutputRecord,
@@ -48,30 +49,19 @@ from stream_monitor.kafka import clients
 from stream_monitor.metrics.collector import StateCollector
 from stream_monitor.metrics.instruments import Instruments
 from stream_monitor.metrics.server import HealthState, MetricsServer
-from stream_monitor.monitor.join import Mark
 from stream_monitor.monitor.partition import PartitionState
 from stream_monitor.reference import load_profiles
 from stream_monitor.state import (
-    CHANGELOG_MAX_MESSAGE_BYTES,
-    ENVELOPE_VERSION,
-    Refused,
-    Snapshot,
     changelog_topic_name,
-    decode_snapshot,
-    encode_snapshot,
     ensure_changelog_topic,
     key_from_secret,
-    read_latest,
 )
 
-__all__ = ["SNAPSHOT_LIMIT_BYTES", "Application"]
+__all__ = ["Application"]
 
 log = logging.getLogger(__name__)
 
 _TIMESTAMP = attrgetter("timestamp")
-
-#: The largest snapshot record written: the changelog topic's limit less room for the batch.
-SNAPSHOT_LIMIT_BYTES = CHANGELOG_MAX_MESSAGE_BYTES - 1024 * 1024
 
 
 class _BurstLog:
@@ -122,8 +112,18 @@ class Application:
         self.clock = clock
         self.metrics = Instruments(self.registry)
         self.health = HealthState()
-        self.lock = threading.Lock()
-        self.states: dict[int, PartitionState] = {}
+        key = cfg.checkpoint.hmac_key
+        hmac = key_from_secret(key.get_secret_value()) if key else None
+        #: The assigned partitions: their states, positions and last committed snapshots.
+        self.assignment = Assignment(
+            cfg,
+            self.profiles,
+            self.metrics,
+            hmac=hmac,
+            changelog_topic=cfg.checkpoint.topic or changelog_topic_name(cfg.group_id),
+            keep_rewind_point=self.exactly_once,
+            clock=clock,
+        )
         self.registry.register(StateCollector(lambda: self.states, self.lock))
         self.stop_event = threading.Event()
         self.on_alert = on_alert
@@ -141,22 +141,10 @@ class Application:
         self._failure_log = _BurstLog(10.0, clock)
         self._client_log = _BurstLog(10.0, clock)
         self._lag_at = 0.0
-        self._assigned: list[TopicPartition] = []
         self._ckpt: Checkpoint | None = None
         self._consumer: Any = None
         self._producer: Any = None
-        key = cfg.checkpoint.hmac_key
-        self._hmac: bytes | None = key_from_secret(key.get_secret_value()) if key else None
-        self.changelog_topic = cfg.checkpoint.topic or changelog_topic_name(cfg.group_id)
         self.instance_id = cfg.instance_id or socket.gethostname()
-        #: Partitions processed since the last checkpoint.
-        self._dirty: set[int] = set()
-        #: Next offset to read per input (topic, partition), as far as processed.
-        self._positions: dict[tuple[str, int], int] = {}
-        #: Where each input (topic, partition) stood at the last checkpoint (or assignment).
-        self._start: dict[tuple[str, int], int] = {}
-        #: The last committed snapshot of each partition, to rewind to after an abort.
-        self._base: dict[int, dict[str, Any] | None] = {}
         #: Labels partitions paused while they run ahead of their predictions partition.
         self.alignment = LabelAlignment(cfg, self.metrics.label_pauses.inc)
         #: Effects that count only once committed (metrics, callbacks).
@@ -165,6 +153,20 @@ class Application:
     @property
     def exactly_once(self) -> bool:
         return self.cfg.processing_guarantee == "exactly_once"
+
+    @property
+    def states(self) -> dict[int, PartitionState]:
+        """The state of each assigned partition number (read it under :attr:`lock`)."""
+        return self.assignment.states
+
+    @property
+    def lock(self) -> threading.Lock:
+        """Held while the states change (processing, assignment, rewind) and while scraped."""
+        return self.assignment.lock
+
+    @property
+    def changelog_topic(self) -> str:
+        return self.assignment.changelog_topic
 
     # --- lifecycle ----------------------------------------------------------------------------
     def stop(self) -> None:
@@ -195,7 +197,7 @@ class Application:
         partitions = self._wait_for_topics(admin)
         if partitions is None:
             return
-        if self._hmac is not None:
+        if self.assignment.hmac is not None:
             ensure_changelog_topic(
                 admin, self.changelog_topic, partitions, cfg.checkpoint.replication_factor
             )
@@ -220,7 +222,7 @@ class Application:
             cfg.group_id,
             self.instance_id,
             cfg.processing_guarantee,
-            self.changelog_topic if self._hmac else "-",
+            self.changelog_topic if self.assignment.hmac else "-",
         )
         try:
             consumer.subscribe(
@@ -294,46 +296,9 @@ class Application:
         if ckpt is None or not ckpt.has_pending():
             return True
         started = time.perf_counter()
-        # A snapshot (the whole state, every waiting prediction included) is needed for the
-        # changelog (an HMAC key is set) and, under exactly-once, as the state to rewind to
-        # after an aborted transaction; otherwise it would be built and thrown away.
-        keep = self._hmac is not None or self.exactly_once
-        # Without a changelog, the state to rewind to leaves the waiting predictions out: the
-        # join goes back by its undo journal, so this costs what changed, not what is held.
-        marks: dict[int, Mark] = {}
-        with self.lock:
-            dirty = sorted(p for p in self._dirty if p in self.states)
-            if keep and self._hmac is None:
-                snapshots = {p: self.states[p].snapshot(join=False) for p in dirty}
-                marks = {p: self.states[p].join.mark() for p in dirty}
-            else:
-                snapshots = {p: self.states[p].snapshot() for p in dirty} if keep else {}
-        records = []
-        for p in snapshots:
-            rec = self._snapshot_record(p, snapshots[p])
-            while rec is not None and len(rec.value or b"") > SNAPSHOT_LIMIT_BYTES:
-                # Too large for one changelog record: shed the oldest predictions still
-                # waiting for a label (counted as evicted) rather than fail every checkpoint.
-                with self.lock:
-                    join = self.states[p].join
-                    shed = join.shed(max(1, len(join) // 4))
-                    snapshots[p] = self.states[p].snapshot()
-                self.metrics.checkpoint_failures.labels(reason="snapshot_too_large").inc()
-                log.error(
-                    "snapshot of partition=%d is %d bytes, over %d: evicted %d predictions "
-                    "awaiting labels (lower labels.capacity or shorten event ids)",
-                    p,
-                    len(rec.value or b""),
-                    SNAPSHOT_LIMIT_BYTES,
-                    shed,
-                )
-                if shed == 0:
-                    break
-                rec = self._snapshot_record(p, snapshots[p])
-            if rec is not None:
-                records.append(rec)
+        pending = self.assignment.prepare()
         try:
-            ok = ckpt.commit(records)
+            ok = ckpt.commit(pending.records)
         except ProducerWedged as exc:
             self.metrics.transactions_aborted.inc()
             log.error("replacing the transactional producer: %s (librdkafka #5511)", exc)
@@ -348,61 +313,21 @@ class Application:
         if not ok:
             self.metrics.checkpoint_failures.labels(reason="not_acknowledged").inc()
             return False
-        for p, snap in snapshots.items():
-            self._base[p] = snap
-            if p in marks and p in self.states:
-                self.states[p].join.settle(marks[p])
-        for key, offset in self._positions.items():
-            self._start[key] = offset
-        self._dirty.difference_update(dirty)
+        self.assignment.committed(pending)
         effects, self._on_commit = self._on_commit, []
         for effect in effects:
             effect()
         self.metrics.checkpoints.inc()
         self.metrics.checkpoint_seconds.observe(time.perf_counter() - started)
-        for r in records:
+        for r in pending.records:
             self.metrics.checkpoint_bytes.observe(len(r.value or b""))
         return True
-
-    def _snapshot_record(self, p: int, state: dict[str, Any]) -> OutputRecord | None:
-        if self._hmac is None:
-            return None
-        offsets = {
-            topic: self._positions[(topic, p)]
-            for topic in (self.cfg.topics.predictions, self.cfg.topics.labels)
-            if (topic, p) in self._positions
-        }
-        snap = Snapshot(
-            partition=p,
-            offsets=offsets,
-            state=state,
-            created_at=self.clock(),
-            version=ENVELOPE_VERSION,
-        )
-        key, value, headers = encode_snapshot(snap, self._hmac)
-        return OutputRecord(self.changelog_topic, key, value, headers, partition=p)
 
     def _rewind(self) -> None:
         """After an aborted transaction: state back to the last checkpoint, inputs re-read."""
         self._on_commit = []
-        with self.lock:
-            for p in list(self.states):
-                base = self._base.get(p)
-                join = None
-                if base is not None and base["join"] is None:
-                    join = self.states[p].join
-                    join.rewind()
-                self.states[p] = (
-                    PartitionState(p, self.cfg, self.profiles)
-                    if base is None
-                    else PartitionState.from_snapshot(base, self.cfg, self.profiles, join=join)
-                )
-            self._dirty.clear()
-            for key, offset in self._start.items():
-                self._positions[key] = offset
-                self._seek_or_hold(TopicPartition(key[0], key[1], offset))
-            for key in [k for k in self._positions if k not in self._start]:
-                del self._positions[key]
+        for tp in self.assignment.rewind():
+            self._seek_or_hold(tp)
 
     def _seek_or_hold(self, tp: TopicPartition) -> None:
         """Seek back to ``tp.offset``; if that fails, stop reading the partition (its state
@@ -426,75 +351,9 @@ class Application:
             log.critical("cannot pause %s[%d] either (%s): stopping", tp.topic, tp.partition, exc)
             self.stop_event.set()
 
-    def _restore(self, p: int) -> tuple[PartitionState, dict[str, int]]:
-        """The partition's state from its last snapshot, or a fresh one (and why, logged)."""
-        fresh: tuple[PartitionState, dict[str, int]] = (
-            PartitionState(p, self.cfg, self.profiles),
-            {},
-        )
-        if self._hmac is None:
-            return fresh
-        try:
-            rec = read_latest(
-                clients.client_config(self.cfg),
-                self.changelog_topic,
-                p,
-                self.cfg.checkpoint.restore_timeout_seconds,
-            )
-        except Exception as exc:
-            self.metrics.restores.labels(outcome="read_error").inc()
-            log.error("could not read the changelog partition=%d error=%s; fresh state", p, exc)
-            return fresh
-        if rec is None or rec[1] is None:
-            self.metrics.restores.labels(outcome="empty").inc()
-            return fresh
-        key, value, headers = rec
-        try:
-            snap = decode_snapshot(key, value, headers, self._hmac, expected_partition=p)
-        except Exception as exc:  # decode_snapshot refuses by value; anything else is a bug
-            snap = Refused("malformed", f"{type(exc).__name__}: {exc}")
-        if isinstance(snap, Refused):
-            self.metrics.restores.labels(outcome=snap.reason).inc()
-            log.error(
-                "refusing the checkpoint of partition=%d reason=%s detail=%s; rebuilding state "
-                "from the committed offsets",
-                p,
-                snap.reason,
-                snap.detail,
-            )
-            return fresh
-        try:
-            state = PartitionState.from_snapshot(snap.state, self.cfg, self.profiles)
-        except Exception as exc:  # e.g. UnpicklingError, AttributeError after an upgrade
-            self.metrics.restores.labels(outcome="incompatible_state").inc()
-            log.error(
-                "refusing the checkpoint of partition=%d: this release cannot read its state "
-                "(%s: %s); rebuilding state from the committed offsets",
-                p,
-                type(exc).__name__,
-                exc,
-            )
-            return fresh
-        self.metrics.restores.labels(outcome="restored").inc()
-        log.info("restored partition=%d models=%d offsets=%s", p, len(state.models), snap.offsets)
-        return state, dict(snap.offsets)
-
     # --- rebalances ---------------------------------------------------------------------------
     def _on_assign(self, consumer: Any, partitions: list[TopicPartition]) -> None:
-        numbers = sorted({tp.partition for tp in partitions})
-        restored = {p: self._restore(p) for p in numbers if p not in self.states}
-        with self.lock:
-            for p, (state, offsets) in restored.items():
-                self.states[p] = state
-                self._base[p] = state.snapshot() if offsets else None
-                for topic, offset in offsets.items():
-                    self._start[(topic, p)] = offset
-                    self._positions[(topic, p)] = offset
-            self._assigned = list(partitions)
-        for tp in partitions:
-            start = self._start.get((tp.topic, tp.partition))
-            if start is not None:
-                tp.offset = start
+        self.assignment.assign(partitions)
         consumer.assign(partitions)
         self.alignment.assigned()
         self._set_assignment_gauges()
@@ -518,27 +377,18 @@ class Application:
         log.warning("lost partitions=%s", _fmt(partitions))
 
     def _drop(self, partitions: list[TopicPartition]) -> None:
-        gone = {(tp.topic, tp.partition) for tp in partitions}
+        gone, kept = self.assignment.drop(partitions)
         with self.lock:
-            self._assigned = [tp for tp in self._assigned if (tp.topic, tp.partition) not in gone]
-            kept = {tp.partition for tp in self._assigned}
-            for p in [p for p in self.states if p not in kept]:
-                del self.states[p]
-                self._base.pop(p, None)
-                self._dirty.discard(p)
-            for d in (self._positions, self._start):
-                for key in [k for k in d if k in gone]:
-                    del d[key]
             self.alignment.forget(gone, kept)
         self._set_assignment_gauges()
-        self.health.partitions_assigned = bool(self._assigned)
+        self.health.partitions_assigned = bool(self.assignment.assigned)
         for topic, part in gone:
             with contextlib.suppress(KeyError):  # never had a lag sample
                 self.metrics.consumer_lag.remove(topic, str(part))
 
     def _set_assignment_gauges(self) -> None:
         for topic in (self.cfg.topics.predictions, self.cfg.topics.labels):
-            n = sum(1 for tp in self._assigned if tp.topic == topic)
+            n = sum(1 for tp in self.assignment.assigned if tp.topic == topic)
             self.metrics.assigned_partitions.labels(topic=topic).set(n)
 
     def _on_client_error(self, err: KafkaError) -> None:
@@ -569,6 +419,7 @@ class Application:
         pred_topic, max_bytes = cfg.topics.predictions, cfg.limits.max_event_bytes
         fmt = self.deserializer
         states = self.states
+        advance = self.assignment.advance
         # Per topic-partition of this batch: the first and the last offset, and how many.
         first: dict[tuple[str, int], int] = {}
         last: dict[tuple[str, int], int] = {}
@@ -614,9 +465,7 @@ class Application:
             topic, part = key
             consumed[topic] = consumed.get(topic, 0) + n
             ckpt.add_offsets(topic, part, last[key], n)
-            self._start.setdefault(key, first[key])
-            self._positions[key] = last[key] + 1
-            self._dirty.add(part)
+            advance(key, first[key], last[key])
         newest: dict[str, float] = {}
         for topic, by_part in ((pred_topic, preds), (cfg.topics.labels, labels)):
             for part, events in by_part.items():
@@ -691,11 +540,12 @@ class Application:
 
     def _update_lag(self, consumer: Any) -> None:
         now = self.clock()
-        if now - self._lag_at < 1.0 or not self._assigned:
+        assigned = self.assignment.assigned
+        if now - self._lag_at < 1.0 or not assigned:
             return
         self._lag_at = now
         try:
-            for tp in consumer.position(list(self._assigned)):
+            for tp in consumer.position(list(assigned)):
                 if tp.offset < 0:
                     continue
                 _low, high = consumer.get_watermark_offsets(tp, cached=True)

@@ -58,11 +58,11 @@ def test_checkpoint_takes_a_snapshot_only_when_something_uses_it(
     app._ckpt = fake  # type: ignore[assignment]
     _CountingState.snapshots = 0
     app.states[0] = _CountingState(0, cfg)
-    app._dirty.add(0)
+    app.assignment.dirty.add(0)
     assert app.checkpoint()
     assert _CountingState.snapshots == snapshots
     assert len(fake.committed) == 1 and len(fake.committed[0]) == (1 if hmac_key else 0)
-    assert not app._dirty and (0 in app._base) == (snapshots == 1)
+    assert not app.assignment.dirty and (0 in app.assignment.base) == (snapshots == 1)
     assert app.registry.get_sample_value("stream_monitor_checkpoints_total") == 1.0
 
 
@@ -111,13 +111,13 @@ def test_an_aborted_transaction_rewinds_the_state_waiting_predictions_included()
     app._ckpt = _AbortingCheckpoint()  # type: ignore[assignment]
     state = app.states[0] = PartitionState(0, cfg)
     state.process(_predictions(0, 1500), _labels(range(0, 600, 3)))
-    app._dirty.add(0)
+    app.assignment.dirty.add(0)
     assert app.checkpoint()
-    assert app._base[0]["join"] is None and app.states[0].join.settled
+    assert app.assignment.base[0]["join"] is None and app.states[0].join.settled
     committed = app.states[0].snapshot()
     # more predictions, labels for old and new ones, a duplicate: then the commit aborts
     app.states[0].process(_predictions(1400, 2600), _labels(range(1, 2000, 2)))
-    app._dirty.add(0)
+    app.assignment.dirty.add(0)
     assert app.states[0].snapshot() != committed
     assert not app.checkpoint()
     assert app.states[0].snapshot() == committed
@@ -155,12 +155,12 @@ def test_a_failed_seek_after_a_rewind_holds_the_partition_instead_of_skipping(
     app._ckpt = _AbortingCheckpoint()  # type: ignore[assignment]
     consumer = app._consumer = _StuckConsumer(pause_fails)
     app.states[0] = PartitionState(0, cfg)
-    app._start[("predictions", 0)] = 0
+    app.assignment.start[("predictions", 0)] = 0
     app.states[0].process(_predictions(0, 10), [])
-    app._dirty.add(0)
+    app.assignment.dirty.add(0)
     assert app.checkpoint()  # the first commit succeeds; the next one aborts
     app.states[0].process(_predictions(10, 20), [])
-    app._dirty.add(0)
+    app.assignment.dirty.add(0)
     assert not app.checkpoint()
     if pause_fails:
         assert app.stop_event.is_set()  # neither seek nor pause: stop rather than skip
@@ -176,7 +176,7 @@ def test_a_signed_but_unreadable_snapshot_starts_the_partition_fresh(
 ) -> None:
     """After an upgrade, a genuine checkpoint can hold state this release cannot load: the
     assignment must start the partition fresh (counted), not fail in the callback."""
-    import stream_monitor.app as app_module
+    import stream_monitor.assignment as assignment_module
     from stream_monitor.state import Snapshot
 
     cfg = MonitorConfig.model_validate(
@@ -184,14 +184,14 @@ def test_a_signed_but_unreadable_snapshot_starts_the_partition_fresh(
     )
     app = Application(cfg, registry=CollectorRegistry(), serve_metrics=False)
     snap = Snapshot(partition=0, offsets={"predictions": 7}, state={"v": 1}, created_at=0.0)
-    monkeypatch.setattr(app_module, "read_latest", lambda *a, **k: (b"0", b"{}", []))
-    monkeypatch.setattr(app_module, "decode_snapshot", lambda *a, **k: snap)
+    monkeypatch.setattr(assignment_module, "read_latest", lambda *a, **k: (b"0", b"{}", []))
+    monkeypatch.setattr(assignment_module, "decode_snapshot", lambda *a, **k: snap)
 
     def unreadable(*a: Any, **k: Any) -> PartitionState:
         raise error
 
     monkeypatch.setattr(PartitionState, "from_snapshot", unreadable)
-    state, offsets = app._restore(0)
+    state, offsets = app.assignment.restore(0)
     assert offsets == {} and state.models == {}
     outcome = {"outcome": "incompatible_state"}
     assert app.registry.get_sample_value("stream_monitor_state_restores_total", outcome) == 1.0

@@ -1,0 +1,305 @@
+"""The partitions assigned to one member of the consumer group, and what is kept per partition.
+
+State belongs to partitions: each assigned partition number of the predictions topic (and the
+same partition of the co-partitioned labels topic) has one
+:class:`~stream_monitor.monitor.partition.PartitionState`. :class:`Assignment` is its life
+cycle, apart from the loop that feeds it (``app.Application``):
+
+* **assign**: a partition's state is restored from its last signed snapshot in the changelog
+  topic (or starts fresh, with the reason counted and logged), and consumption resumes from
+  exactly the offsets that snapshot covers;
+* **advance**: where each input (topic, partition) stands as far as processed, and which
+  partitions changed since the last checkpoint;
+* **checkpoint**: the snapshots (and changelog records) of the partitions that changed; once
+  committed, they are the state to rewind to;
+* **rewind**: after an aborted transaction, every state goes back to its last committed
+  snapshot and the positions the inputs must be re-read from;
+* **drop**: on revocation or loss, the partitions' states and positions are forgotten.
+
+Everything the metrics scrape reads (``states``) is changed under ``lock``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from confluent_kafka import TopicPartition
+
+from stream_monitor.checkpoint import OutputRecord
+from stream_monitor.config import MonitorConfig
+from stream_monitor.kafka import clients
+from stream_monitor.metrics.instruments import Instruments
+from stream_monitor.monitor.join import Mark
+from stream_monitor.monitor.partition import PartitionState
+from stream_monitor.reference import Profile
+from stream_monitor.state import (
+    CHANGELOG_MAX_MESSAGE_BYTES,
+    ENVELOPE_VERSION,
+    Refused,
+    Snapshot,
+    decode_snapshot,
+    encode_snapshot,
+    read_latest,
+)
+
+__all__ = ["SNAPSHOT_LIMIT_BYTES", "Assignment", "PendingCheckpoint"]
+
+log = logging.getLogger(__name__)
+
+#: The largest snapshot record written: the changelog topic's limit less room for the batch.
+SNAPSHOT_LIMIT_BYTES = CHANGELOG_MAX_MESSAGE_BYTES - 1024 * 1024
+
+#: An input partition: (topic, partition number).
+Key = tuple[str, int]
+
+
+@dataclass
+class PendingCheckpoint:
+    """What one checkpoint covers until it is committed (or not)."""
+
+    #: The partitions that changed since the last checkpoint.
+    dirty: list[int]
+    #: Their snapshots (empty when nothing uses them), the state to rewind to once committed.
+    snapshots: dict[int, dict[str, Any]] = field(default_factory=dict)
+    #: The label joins' undo-journal marks, when the snapshots leave the joins out.
+    marks: dict[int, Mark] = field(default_factory=dict)
+    #: The changelog records of the snapshots (with ``checkpoint.hmac_key``).
+    records: list[OutputRecord] = field(default_factory=list)
+
+
+class Assignment:
+    """The assigned input partitions: their states, positions and last committed snapshots.
+
+    ``hmac`` is the changelog key (None: nothing is written to or restored from the changelog);
+    ``keep_rewind_point`` (exactly-once): keep each committed state to rewind to after an
+    aborted transaction even without a changelog.
+    """
+
+    def __init__(
+        self,
+        cfg: MonitorConfig,
+        profiles: Mapping[tuple[str, str | None], Profile],
+        metrics: Instruments,
+        *,
+        hmac: bytes | None,
+        changelog_topic: str,
+        keep_rewind_point: bool,
+        clock: Callable[[], float],
+    ) -> None:
+        self.cfg = cfg
+        self.profiles = profiles
+        self.metrics = metrics
+        self.hmac = hmac
+        self.changelog_topic = changelog_topic
+        self.keep_rewind_point = keep_rewind_point
+        self.clock = clock
+        self.lock = threading.Lock()
+        self.states: dict[int, PartitionState] = {}
+        #: The assigned input (topic, partition)s.
+        self.assigned: list[TopicPartition] = []
+        #: Partitions processed since the last checkpoint.
+        self.dirty: set[int] = set()
+        #: Next offset to read per input (topic, partition), as far as processed.
+        self.positions: dict[Key, int] = {}
+        #: Where each input (topic, partition) stood at the last checkpoint (or assignment).
+        self.start: dict[Key, int] = {}
+        #: The last committed snapshot of each partition, to rewind to after an abort.
+        self.base: dict[int, dict[str, Any] | None] = {}
+
+    # --- assign and drop ------------------------------------------------------------------------
+    def assign(self, partitions: list[TopicPartition]) -> None:
+        """Restore the state of each newly assigned partition number and set each
+        ``TopicPartition``'s offset to where its snapshot left off (if it has one)."""
+        numbers = sorted({tp.partition for tp in partitions})
+        restored = {p: self.restore(p) for p in numbers if p not in self.states}
+        with self.lock:
+            for p, (state, offsets) in restored.items():
+                self.states[p] = state
+                self.base[p] = state.snapshot() if offsets else None
+                for topic, offset in offsets.items():
+                    self.start[(topic, p)] = offset
+                    self.positions[(topic, p)] = offset
+            self.assigned = list(partitions)
+        for tp in partitions:
+            start = self.start.get((tp.topic, tp.partition))
+            if start is not None:
+                tp.offset = start
+
+    def drop(self, partitions: list[TopicPartition]) -> tuple[set[Key], set[int]]:
+        """Forget revoked or lost inputs; the partition numbers no longer held lose their
+        state. Returns the inputs gone and the partition numbers still held."""
+        gone = {(tp.topic, tp.partition) for tp in partitions}
+        with self.lock:
+            self.assigned = [tp for tp in self.assigned if (tp.topic, tp.partition) not in gone]
+            kept = {tp.partition for tp in self.assigned}
+            for p in [p for p in self.states if p not in kept]:
+                del self.states[p]
+                self.base.pop(p, None)
+                self.dirty.discard(p)
+            for d in (self.positions, self.start):
+                for key in [k for k in d if k in gone]:
+                    del d[key]
+        return gone, kept
+
+    def restore(self, p: int) -> tuple[PartitionState, dict[str, int]]:
+        """The partition's state from its last snapshot, or a fresh one (and why, logged)."""
+        fresh: tuple[PartitionState, dict[str, int]] = (
+            PartitionState(p, self.cfg, self.profiles),
+            {},
+        )
+        if self.hmac is None:
+            return fresh
+        restores = self.metrics.restores
+        try:
+            rec = read_latest(
+                clients.client_config(self.cfg),
+                self.changelog_topic,
+                p,
+                self.cfg.checkpoint.restore_timeout_seconds,
+            )
+        except Exception as exc:
+            restores.labels(outcome="read_error").inc()
+            log.error("could not read the changelog partition=%d error=%s; fresh state", p, exc)
+            return fresh
+        if rec is None or rec[1] is None:
+            restores.labels(outcome="empty").inc()
+            return fresh
+        key, value, headers = rec
+        try:
+            snap = decode_snapshot(key, value, headers, self.hmac, expected_partition=p)
+        except Exception as exc:  # decode_snapshot refuses by value; anything else is a bug
+            snap = Refused("malformed", f"{type(exc).__name__}: {exc}")
+        if isinstance(snap, Refused):
+            restores.labels(outcome=snap.reason).inc()
+            log.error(
+                "refusing the checkpoint of partition=%d reason=%s detail=%s; rebuilding state "
+                "from the committed offsets",
+                p,
+                snap.reason,
+                snap.detail,
+            )
+            return fresh
+        try:
+            state = PartitionState.from_snapshot(snap.state, self.cfg, self.profiles)
+        except Exception as exc:  # e.g. UnpicklingError, AttributeError after an upgrade
+            restores.labels(outcome="incompatible_state").inc()
+            log.error(
+                "refusing the checkpoint of partition=%d: this release cannot read its state "
+                "(%s: %s); rebuilding state from the committed offsets",
+                p,
+                type(exc).__name__,
+                exc,
+            )
+            return fresh
+        restores.labels(outcome="restored").inc()
+        log.info("restored partition=%d models=%d offsets=%s", p, len(state.models), snap.offsets)
+        return state, dict(snap.offsets)
+
+    # --- processing -------------------------------------------------------------------------------
+    def advance(self, key: Key, first: int, last: int) -> None:
+        """Offsets ``first`` to ``last`` of input ``key`` were processed (or dead-lettered)."""
+        self.start.setdefault(key, first)
+        self.positions[key] = last + 1
+        self.dirty.add(key[1])
+
+    # --- checkpoints ------------------------------------------------------------------------------
+    def prepare(self) -> PendingCheckpoint:
+        """The snapshots (and changelog records) of the partitions changed since the last
+        checkpoint; nothing is changed until :meth:`committed`."""
+        # A snapshot (the whole state, every waiting prediction included) is needed for the
+        # changelog (an HMAC key is set) and, under exactly-once, as the state to rewind to
+        # after an aborted transaction; otherwise it would be built and thrown away.
+        changelog = self.hmac is not None
+        with self.lock:
+            pending = PendingCheckpoint(sorted(p for p in self.dirty if p in self.states))
+            if not changelog and self.keep_rewind_point:
+                # The state to rewind to leaves the waiting predictions out: the join goes
+                # back by its undo journal, so this costs what changed, not what is held.
+                for p in pending.dirty:
+                    pending.snapshots[p] = self.states[p].snapshot(join=False)
+                    pending.marks[p] = self.states[p].join.mark()
+            elif changelog or self.keep_rewind_point:
+                pending.snapshots = {p: self.states[p].snapshot() for p in pending.dirty}
+        if changelog:
+            pending.records = [self._fitting_record(p, pending) for p in pending.snapshots]
+        return pending
+
+    def _fitting_record(self, p: int, pending: PendingCheckpoint) -> OutputRecord:
+        """The changelog record of ``p``'s snapshot, shedding the oldest predictions awaiting
+        labels (counted as evicted) while it is too large for one record, rather than fail
+        every checkpoint."""
+        rec = self._record(p, pending.snapshots[p])
+        while len(rec.value or b"") > SNAPSHOT_LIMIT_BYTES:
+            with self.lock:
+                join = self.states[p].join
+                shed = join.shed(max(1, len(join) // 4))
+                pending.snapshots[p] = self.states[p].snapshot()
+            self.metrics.checkpoint_failures.labels(reason="snapshot_too_large").inc()
+            log.error(
+                "snapshot of partition=%d is %d bytes, over %d: evicted %d predictions "
+                "awaiting labels (lower labels.capacity or shorten event ids)",
+                p,
+                len(rec.value or b""),
+                SNAPSHOT_LIMIT_BYTES,
+                shed,
+            )
+            if shed == 0:
+                break
+            rec = self._record(p, pending.snapshots[p])
+        return rec
+
+    def _record(self, p: int, state: dict[str, Any]) -> OutputRecord:
+        assert self.hmac is not None
+        offsets = {
+            topic: self.positions[(topic, p)]
+            for topic in (self.cfg.topics.predictions, self.cfg.topics.labels)
+            if (topic, p) in self.positions
+        }
+        snap = Snapshot(
+            partition=p,
+            offsets=offsets,
+            state=state,
+            created_at=self.clock(),
+            version=ENVELOPE_VERSION,
+        )
+        key, value, headers = encode_snapshot(snap, self.hmac)
+        return OutputRecord(self.changelog_topic, key, value, headers, partition=p)
+
+    def committed(self, pending: PendingCheckpoint) -> None:
+        """``pending`` is committed: its snapshots become the states to rewind to, and the
+        inputs' positions the places to re-read from."""
+        for p, snap in pending.snapshots.items():
+            self.base[p] = snap
+            if p in pending.marks and p in self.states:
+                self.states[p].join.settle(pending.marks[p])
+        for key, offset in self.positions.items():
+            self.start[key] = offset
+        self.dirty.difference_update(pending.dirty)
+
+    def rewind(self) -> list[TopicPartition]:
+        """After an aborted transaction: every state back to its last committed snapshot (a
+        fresh state where there is none); returns where each input must be re-read from."""
+        with self.lock:
+            for p in list(self.states):
+                base = self.base.get(p)
+                join = None
+                if base is not None and base["join"] is None:
+                    join = self.states[p].join
+                    join.rewind()
+                self.states[p] = (
+                    PartitionState(p, self.cfg, self.profiles)
+                    if base is None
+                    else PartitionState.from_snapshot(base, self.cfg, self.profiles, join=join)
+                )
+            self.dirty.clear()
+            seeks = []
+            for key, offset in self.start.items():
+                self.positions[key] = offset
+                seeks.append(TopicPartition(key[0], key[1], offset))
+            for key in [k for k in self.positions if k not in self.start]:
+                del self.positions[key]
+        return seeks
