@@ -48,6 +48,7 @@ from stream_monitor.gc_tuning import fewer_collections
 from stream_monitor.kafka import clients
 from stream_monitor.metrics.collector import StateCollector
 from stream_monitor.metrics.instruments import Instruments
+from stream_monitor.metrics.reads import OwnerReads
 from stream_monitor.metrics.server import HealthState, MetricsServer
 from stream_monitor.monitor.partition import PartitionState
 from stream_monitor.reference import load_profiles
@@ -124,7 +125,11 @@ class Application:
             keep_rewind_point=self.exactly_once,
             clock=clock,
         )
-        self.registry.register(StateCollector(lambda: self.states, self.lock))
+        #: Scrapes read the state on the loop's thread, between batches; the loop answers
+        #: within a consume timeout when idle, so waiting a little longer falls back to the
+        #: lock only when it is stuck (a long batch, a rebalance).
+        self.reads = OwnerReads(self.lock, timeout=cfg.batch_timeout_seconds + 0.5)
+        self.registry.register(StateCollector(lambda: self.states, self.reads))
         self.stop_event = threading.Event()
         self.on_alert = on_alert
         #: Where each batch's alert events go (default: the alerts and retrain topics, in the
@@ -231,7 +236,9 @@ class Application:
                 on_revoke=self._on_revoke,
                 on_lost=self._on_lost,
             )
+            self.reads.started()
             while not self.stop_event.is_set():
+                self.reads.serve()
                 msgs = consumer.consume(cfg.batch_size, cfg.batch_timeout_seconds)
                 if msgs:
                     self.process_batch(msgs)
@@ -242,6 +249,7 @@ class Application:
                     self.checkpoint()
                 self._update_lag(consumer)
         finally:
+            self.reads.stopped()
             self.health.reason = "stopping"
             try:
                 self.checkpoint()

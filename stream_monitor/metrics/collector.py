@@ -2,8 +2,9 @@
 
 Each ``*Samples`` class owns the metric families of one area (features, models, performance,
 the label join, segments, versions, alerts, partition caps) and reads the piece of state it
-describes in ``add``; :class:`StateCollector` walks the partitions once under the application
-lock and hands each piece to its area. A new metric goes into the area whose state it reads.
+describes in ``add``; :class:`StateCollector` walks the partitions once (on the loop's thread
+between two batches, see ``metrics/reads.py``) and hands each piece to its area. A new metric
+goes into the area whose state it reads.
 
 Series exist only for models and features the state holds now, so a model that moves to another
 instance (rebalance) disappears from this one's /metrics; label values come from bounded
@@ -15,12 +16,13 @@ from __future__ import annotations
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
 from stream_monitor.alerts.tracker import AlertTracker
+from stream_monitor.metrics.reads import OwnerReads
 from stream_monitor.monitor.feature import CategoricalFeature, FeatureMonitor, NumericFeature
 from stream_monitor.monitor.join import DELAY_BUCKETS
 from stream_monitor.monitor.model import ModelMonitor
@@ -578,34 +580,47 @@ class PartitionSamples:
         return [self.refused_m, self.refused_e]
 
 
+class _Area(Protocol):
+    def families(self) -> list[Family]: ...
+
+
 class StateCollector(Collector):
-    """Reads every partition's state at scrape time (under ``lock``) into the area samples."""
+    """Reads every partition's state at scrape time into the area samples.
+
+    ``reads`` runs the reading on the loop's thread between two batches
+    (:class:`~stream_monitor.metrics.reads.OwnerReads`); a plain lock reads under it on the
+    scrape's thread. Rendering the families happens afterwards, on the scrape's thread.
+    """
 
     def __init__(
-        self, states: Callable[[], Mapping[int, PartitionState]], lock: threading.Lock
+        self,
+        states: Callable[[], Mapping[int, PartitionState]],
+        reads: OwnerReads | threading.Lock,
     ) -> None:
         self._states = states
-        self._lock = lock
+        self._reads = reads if isinstance(reads, OwnerReads) else OwnerReads(reads)
 
     def describe(self) -> Iterable[Any]:
         return []  # dynamic collector: nothing to check at registration
 
     def collect(self) -> Iterable[Family]:
+        for area in self._reads.read(self._read):
+            yield from area.families()
+
+    def _read(self) -> list[_Area]:
         features, models, performance = FeatureSamples(), ModelSamples(), PerformanceSamples()
         join, segments, versions = LabelJoinSamples(), SegmentSamples(), VersionSamples()
         alerts, partitions = AlertSamples(), PartitionSamples()
-        with self._lock:
-            for part, st in sorted(self._states().items()):
-                alerts.add(st.tracker)
-                segments.add_firing(st.tracker)
-                join.add(part, st)
-                partitions.add(part, st)
-                for mid, m in st.models.items():
-                    models.add(mid, m)
-                    performance.add(mid, m)
-                    segments.add(mid, m)
-                    versions.add(mid, m)
-                    for name, f in [*m.features.items(), *m.outputs.items()]:
-                        features.add(mid, name, f)
-        for area in (features, models, performance, join, segments, versions, alerts, partitions):
-            yield from area.families()
+        for part, st in sorted(self._states().items()):
+            alerts.add(st.tracker)
+            segments.add_firing(st.tracker)
+            join.add(part, st)
+            partitions.add(part, st)
+            for mid, m in st.models.items():
+                models.add(mid, m)
+                performance.add(mid, m)
+                segments.add(mid, m)
+                versions.add(mid, m)
+                for name, f in [*m.features.items(), *m.outputs.items()]:
+                    features.add(mid, name, f)
+        return [features, models, performance, join, segments, versions, alerts, partitions]

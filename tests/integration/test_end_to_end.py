@@ -64,6 +64,8 @@ def test_sudden_shift_alerts_on_the_shifted_feature_only(kafka_bootstrap, topic_
 
         wait_until(lambda: consumed() == produced, 120, f"{produced} records consumed")
         metrics = scrape(port)
+        # the scrapes read the state on the loop's thread, between batches
+        assert app.reads.served > 0
         ready = (
             __import__("urllib.request")
             .request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5)
