@@ -159,3 +159,62 @@ def test_lazy_and_type_checking_imports_count(tmp_path: Path) -> None:
     }
     assert find_cycles(graph) == [["pkg.a", "pkg.sub.b", "pkg.c", "pkg.a"]]
     assert find_cycles({"x": {"y"}, "y": set()}) == []
+
+
+#: The rooms of docs/architecture.md, bottom to top, and the rooms each may import (besides
+#: itself and the package root, which holds only the version). A room is a subpackage or a
+#: top-level module.
+ROOMS: dict[str, set[str]] = {
+    "errors": set(),
+    "stats": set(),
+    "config": {"stats", "errors"},
+    "kafka": {"config", "errors"},
+    "state": {"errors"},
+    "checkpoint": {"errors", "kafka"},
+    "events": {"kafka", "errors"},
+    "reference": {"stats", "events", "config", "errors"},
+    "alerts": {"events", "config", "kafka", "checkpoint", "errors"},
+    "monitor": {"stats", "reference", "events", "alerts", "config"},
+    "metrics": {"monitor", "alerts", "stats"},
+    "alignment": {"config", "monitor"},
+    "gc_tuning": set(),
+    "assignment": {
+        "checkpoint", "config", "kafka", "metrics", "monitor", "reference", "state",
+    },
+    "app": {
+        "alerts", "alignment", "assignment", "checkpoint", "config", "errors", "events",
+        "gc_tuning", "kafka", "metrics", "monitor", "reference", "state",
+    },
+    "backtest": {
+        "alerts", "config", "errors", "events", "gc_tuning", "kafka", "monitor", "reference",
+    },
+    "simulate": {"kafka"},
+    "cli": {
+        "alerts", "app", "backtest", "config", "errors", "events", "kafka", "reference",
+        "simulate",
+    },
+    "__main__": {"cli"},
+}  # fmt: skip
+
+
+def _room(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else parts[0]
+
+
+def test_every_room_imports_only_the_rooms_below_it() -> None:
+    """No upward imports: each edge between rooms is one docs/architecture.md allows; a new
+    room (subpackage or top-level module) must be placed in the table first."""
+    graph = import_graph(Path(stream_monitor.__file__).parent, "stream_monitor")
+    rooms = {_room(m) for m in graph} - {"stream_monitor"}
+    assert rooms == set(ROOMS), f"rooms not in the table: {sorted(rooms - set(ROOMS))}"
+    upward = sorted(
+        f"{module} -> {dep}"
+        for module, deps in graph.items()
+        for dep in deps
+        if _room(dep) not in {_room(module), "stream_monitor"}
+        and _room(dep) not in ROOMS[_room(module)]
+    )
+    assert not upward, "imports the architecture does not allow:\n" + "\n".join(upward)
+    # the table itself has no cycle: it is an order from the bottom up
+    assert not find_cycles({r: set(d) for r, d in ROOMS.items()})
