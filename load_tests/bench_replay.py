@@ -10,7 +10,7 @@ Phases (each bounded by a count and a time limit):
    labels.jsonl, one raw record value per line, as a topic would hold them.
 2. decode: every line through ``decode_record`` alone (the part of the pipeline that does not
    depend on the monitor), for a ceiling.
-3. replay: ``stream_monitor.replay.run_replay`` over both files with the default configuration
+3. replay: ``stream_monitor.backtest.run_replay`` over both files with the default configuration
    (file merge, decode, ``PartitionState.process``, observation series, incidents,
    alerts.jsonl, report.html), as ``stream-monitor replay`` runs it. It reports events/s over
    the wall time, the CPU time this process used and what other processes used meanwhile
@@ -40,9 +40,9 @@ sys.path.insert(0, str(HERE))
 
 from _results import machine_busy_cores_s, machine_info, update_section  # noqa: E402
 
+from stream_monitor.backtest import DEFAULT_BATCH_SIZE, Progress, Replay, run_replay  # noqa: E402
 from stream_monitor.config import MonitorConfig  # noqa: E402
 from stream_monitor.kafka.records import RawRecord  # noqa: E402
-from stream_monitor.replay import DEFAULT_BATCH_SIZE, Progress, Replay, run_replay  # noqa: E402
 from stream_monitor.simulate import ARCHETYPES, TrafficGenerator  # noqa: E402
 
 

@@ -246,19 +246,11 @@ def cmd_alerts(args: argparse.Namespace) -> int:
 
 def cmd_forward(args: argparse.Namespace) -> int:
     """Post alert events to Alertmanager or PagerDuty (stream_monitor/alerts/forward.py)."""
-    from stream_monitor.alerts.forward import Delivery, Destination, Forwarder
+    from stream_monitor.alerts.forward import Forwarder
+    from stream_monitor.alerts.http_sinks import sinks_from_args
     from stream_monitor.config import load_config
 
-    if args.to == "pagerduty" and not args.routing_key:
-        print(
-            "stream-monitor forward: error: --to pagerduty needs --routing-key "
-            "(or $STREAM_MONITOR_PAGERDUTY_ROUTING_KEY)",
-            file=sys.stderr,
-        )
-        return 2
-    if args.to == "alertmanager" and not args.url:
-        print("stream-monitor forward: error: --to alertmanager needs --url", file=sys.stderr)
-        return 2
+    sinks = sinks_from_args(args)  # a missing --url / --routing-key: ConfigError, exit status 2
     cfg = load_config(
         args.config,
         defaults={"bootstrap_servers": _bootstrap_default()},
@@ -266,23 +258,42 @@ def cmd_forward(args: argparse.Namespace) -> int:
     )
     forwarder = Forwarder(
         cfg,
-        Destination(
-            args.to,
-            url=args.url,
-            routing_key=args.routing_key,
-            source=args.source,
-            client_url=args.client_url,
-            generator_url=args.generator_url,
-        ),
+        sinks,
         topic=args.topic,
         group_id=args.group_id,
         from_beginning=args.from_beginning,
-        resend_seconds=args.resend_seconds,
-        delivery=Delivery(timeout=args.timeout, retries=args.retries),
     )
     _install_stop(forwarder.stop)
     forwarder.run()
     return 0
+
+
+def _add_http_sink_arguments(p: argparse.ArgumentParser) -> None:
+    """The flags :func:`stream_monitor.alerts.http_sinks.sinks_from_args` reads."""
+    g = p.add_argument_group("alert destination (stream_monitor/alerts/http_sinks.py)")
+    g.add_argument("--to", choices=["alertmanager", "pagerduty"], required=True)
+    g.add_argument(
+        "--url",
+        default=None,
+        help="Alertmanager base URL (http://host:9093); for PagerDuty default "
+        "https://events.pagerduty.com/v2/enqueue",
+    )
+    g.add_argument(
+        "--routing-key",
+        default=os.environ.get("STREAM_MONITOR_PAGERDUTY_ROUTING_KEY"),
+        help="PagerDuty integration key; default $STREAM_MONITOR_PAGERDUTY_ROUTING_KEY",
+    )
+    g.add_argument("--source", default="stream-monitor", help="PagerDuty payload.source")
+    g.add_argument("--client-url", default=None, help="PagerDuty client_url")
+    g.add_argument("--generator-url", default=None, help="Alertmanager generatorURL")
+    g.add_argument("--timeout", type=float, default=10.0, help="seconds per request")
+    g.add_argument("--retries", type=int, default=8, help="retries on 429/5xx/network errors")
+    g.add_argument(
+        "--resend-seconds",
+        type=float,
+        default=60.0,
+        help="Alertmanager: re-post firing alerts this often (keep below its resolve_timeout)",
+    )
 
 
 def _positive_int(text: str) -> int:
@@ -347,14 +358,14 @@ def cmd_replay(args: argparse.Namespace) -> int:
     """Backtest: replay recorded events through the pipeline; alerts.jsonl, report.html."""
     from confluent_kafka import KafkaException
 
-    from stream_monitor.config import load_config
-    from stream_monitor.replay import (
+    from stream_monitor.backtest import (
         Progress,
         ReplayError,
         format_summary,
         parse_position,
         run_replay,
     )
+    from stream_monitor.config import load_config
 
     if not args.from_kafka and (args.start is not None or args.end is not None):
         raise ConfigError("--start and --end select a range of the topics: use --from-kafka")
@@ -461,35 +472,13 @@ def build_parser() -> argparse.ArgumentParser:
     fw.add_argument("--config", help="TOML configuration file (bootstrap, security, topics)")
     fw.add_argument("--bootstrap-servers", default=None, help="overrides the config file")
     fw.add_argument("--topic", default=None, help="default: the config's topics.alerts")
-    fw.add_argument("--to", choices=["alertmanager", "pagerduty"], required=True)
-    fw.add_argument(
-        "--url",
-        default=None,
-        help="Alertmanager base URL (http://host:9093); for PagerDuty default "
-        "https://events.pagerduty.com/v2/enqueue",
-    )
-    fw.add_argument(
-        "--routing-key",
-        default=os.environ.get("STREAM_MONITOR_PAGERDUTY_ROUTING_KEY"),
-        help="PagerDuty integration key; default $STREAM_MONITOR_PAGERDUTY_ROUTING_KEY",
-    )
     fw.add_argument("--group-id", default="stream-monitor-forward")
     fw.add_argument(
         "--from-beginning",
         action="store_true",
         help="a new group starts at the oldest retained alert (default: new alerts only)",
     )
-    fw.add_argument("--source", default="stream-monitor", help="PagerDuty payload.source")
-    fw.add_argument("--client-url", default=None, help="PagerDuty client_url")
-    fw.add_argument("--generator-url", default=None, help="Alertmanager generatorURL")
-    fw.add_argument("--timeout", type=float, default=10.0, help="seconds per request")
-    fw.add_argument("--retries", type=int, default=8, help="retries on 429/5xx/network errors")
-    fw.add_argument(
-        "--resend-seconds",
-        type=float,
-        default=60.0,
-        help="Alertmanager: re-post firing alerts this often (keep below its resolve_timeout)",
-    )
+    _add_http_sink_arguments(fw)
     fw.set_defaults(func=cmd_forward)
 
     pr = sub.add_parser("profile", help="build a reference profile from a training set")

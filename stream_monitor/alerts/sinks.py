@@ -4,9 +4,11 @@
 a trigger to the retrain topic) inside the checkpoint's transaction: :class:`KafkaAlertSink`.
 ``stream-monitor replay`` writes the same JSON, one alert per line: :class:`JsonLinesAlertSink`.
 Both serialise with :func:`alert_value`, so a replayed timeline and the topic hold the same
-bytes for the same alert. A new destination is one more class with ``write`` and ``close``;
-HTTP destinations (Alertmanager, PagerDuty) read the topic instead (``stream-monitor forward``,
-alerts/forward.py), so that a transaction that aborts never pages anybody.
+bytes for the same alert. A new destination is one more class with ``write`` and ``close``.
+The HTTP ones, :class:`~stream_monitor.alerts.http_sinks.AlertmanagerSink` and
+:class:`~stream_monitor.alerts.http_sinks.PagerDutySink` (alerts/http_sinks.py), are fed from the
+topic by ``stream-monitor forward`` (alerts/forward.py) rather than by ``run``, so that a
+transaction that aborts never pages anybody.
 
 Examples
 --------

@@ -1,7 +1,8 @@
 """``stream-monitor forward`` on the real broker: alert events posted to a real local HTTP server
 (and, when Debian's prometheus-alertmanager is installed, to a real Alertmanager), exactly as
-the documented mappings say, surviving malformed records, retrying, and re-posting firing
-alerts to Alertmanager across a restart."""
+the documented mappings say, surviving malformed records, retrying, leaving a record uncommitted
+when stopped while waiting to retry it, and re-posting firing alerts to Alertmanager across a
+restart."""
 
 from __future__ import annotations
 
@@ -25,7 +26,8 @@ import orjson
 import pytest
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from stream_monitor.alerts.forward import Delivery, Destination, Forwarder
+from stream_monitor.alerts.forward import Forwarder
+from stream_monitor.alerts.http_sinks import AlertmanagerSink, Delivery, PagerDutySink
 from stream_monitor.alerts.routing import to_alertmanager, to_pagerduty
 from stream_monitor.events.schema import AlertEvent
 from stream_monitor.kafka.clients import ensure_topics
@@ -170,8 +172,13 @@ def test_forward_to_alertmanager(kafka_bootstrap, topic_names, recorder):
         ],
     )
     cfg = monitor_config(kafka_bootstrap, t)
-    dest = Destination("alertmanager", url=recorder.url, generator_url="http://monitor/metrics")
-    fw = Forwarder(cfg, dest, group_id=group, from_beginning=True, delivery=FAST)
+
+    def sink(**kw: Any) -> AlertmanagerSink:
+        return AlertmanagerSink(
+            recorder.url, generator_url="http://monitor/metrics", delivery=FAST, **kw
+        )
+
+    fw = Forwarder(cfg, [sink()], group_id=group, from_beginning=True)
     with forwarding(fw):
         wait_until(lambda: len(recorder.accepted()) >= 3, 60, "three alerts posted")
         wait_until(lambda: _all_committed(kafka_bootstrap, group, topic), 30, "offsets committed")
@@ -192,7 +199,7 @@ def test_forward_to_alertmanager(kafka_bootstrap, topic_names, recorder):
     # firing -- learnt from the partitions it is assigned -- so Alertmanager does not resolve it
     # after its resolve_timeout; the resolved one is not re-posted.
     n = len(recorder.requests)
-    fw2 = Forwarder(cfg, dest, group_id=group, resend_seconds=0.5, delivery=FAST)
+    fw2 = Forwarder(cfg, [sink(resend_seconds=0.5)], group_id=group)
     with forwarding(fw2):
         wait_until(lambda: len(recorder.accepted()) >= n + 2, 60, "two re-posts")
         resent = [b for _p, b in recorder.accepted()[n:]]
@@ -225,16 +232,8 @@ def test_forward_to_pagerduty_retries_and_survives_malformed_records(
         ],
     )
     recorder.statuses[:] = [503, 429]  # PagerDuty busy: retried, then accepted
-    dest = Destination(
-        "pagerduty", url=f"{recorder.url}/v2/enqueue", routing_key="R0UTING", source="test"
-    )
-    fw = Forwarder(
-        monitor_config(kafka_bootstrap, t),
-        dest,
-        group_id=group,
-        from_beginning=True,
-        delivery=FAST,
-    )
+    dest = PagerDutySink("R0UTING", url=f"{recorder.url}/v2/enqueue", source="test", delivery=FAST)
+    fw = Forwarder(monitor_config(kafka_bootstrap, t), [dest], group_id=group, from_beginning=True)
     with forwarding(fw):
         wait_until(lambda: len(recorder.accepted()) >= 2, 60, "trigger and resolve posted")
         wait_until(lambda: _all_committed(kafka_bootstrap, group, topic), 30, "offsets committed")
@@ -261,19 +260,47 @@ def test_forward_gives_up_and_moves_on(kafka_bootstrap, topic_names, recorder):
     second = _alert("fraud/performance/-", "resolved", feature=None, t=60)
     produce_all(kafka_bootstrap, [_record(topic, first), _record(topic, second)])
     recorder.statuses[:] = [500] * (FAST.retries + 1)  # the first alert never gets through
-    dest = Destination("pagerduty", url=recorder.url, routing_key="K")
-    fw = Forwarder(
-        monitor_config(kafka_bootstrap, t),
-        dest,
-        group_id=group,
-        from_beginning=True,
-        delivery=FAST,
-    )
+    dest = PagerDutySink("K", url=recorder.url, delivery=FAST)
+    fw = Forwarder(monitor_config(kafka_bootstrap, t), [dest], group_id=group, from_beginning=True)
     with forwarding(fw):
         wait_until(lambda: len(recorder.accepted()) >= 1, 60, "the second alert posted")
         wait_until(lambda: _all_committed(kafka_bootstrap, group, topic), 30, "offsets committed")
     assert fw.stats.failed == 1 and fw.stats.posted == 1
     assert recorder.accepted() == [("/", to_pagerduty(second, "K"))]
+
+
+def test_forward_stop_during_backoff_leaves_the_record_uncommitted(
+    kafka_bootstrap, topic_names, recorder
+):
+    t = topic_names
+    topic, group = t["alerts"], f"{t['group']}-forward"
+    _create(kafka_bootstrap, topic)
+    a = _alert("fraud/performance/-", "firing", feature=None)
+    produce_all(kafka_bootstrap, [_record(topic, a)])
+    cfg = monitor_config(kafka_bootstrap, t)
+    recorder.statuses[:] = [503]  # busy: the forwarder waits 30 s to retry ...
+    slow = Delivery(timeout=5.0, retries=8, backoff=30.0)
+    sink = PagerDutySink("K", url=recorder.url, delivery=slow)
+    fw = Forwarder(cfg, [sink], group_id=group, from_beginning=True)
+    with forwarding(fw):
+        wait_until(lambda: len(recorder.requests) >= 1, 60, "the first attempt")
+        stopping = time.monotonic()  # ... and is stopped (as by SIGTERM) while it waits
+    assert time.monotonic() - stopping < 15, "the stop waited for the backoff"
+    assert fw.stats.attempts == 1 and fw.stats.posted == fw.stats.failed == 0
+    assert all(c < 0 for c in committed_offsets(kafka_bootstrap, group, topic, PARTITIONS))
+
+    # Not committed: a restarted forwarder posts it.
+    fw2 = Forwarder(
+        cfg,
+        [PagerDutySink("K", url=recorder.url, delivery=FAST)],
+        group_id=group,
+        from_beginning=True,
+    )
+    with forwarding(fw2):
+        wait_until(lambda: len(recorder.accepted()) >= 1, 60, "posted after the restart")
+        wait_until(lambda: _all_committed(kafka_bootstrap, group, topic), 30, "offsets committed")
+    assert recorder.accepted() == [("/", to_pagerduty(a, "K"))]
+    assert fw2.stats.posted == 1
 
 
 @pytest.mark.parametrize("recorder", [202], indirect=True)
@@ -424,14 +451,8 @@ def test_forward_to_a_real_alertmanager(kafka_bootstrap, topic_names, alertmanag
         [_record(topic, x) for x in (a, b_firing)]
         + [(topic, b"junk", MALFORMED[0]), _record(topic, b_resolved)],
     )
-    dest = Destination("alertmanager", url=alertmanager, generator_url="http://monitor/metrics")
-    fw = Forwarder(
-        monitor_config(kafka_bootstrap, t),
-        dest,
-        group_id=group,
-        from_beginning=True,
-        delivery=FAST,
-    )
+    dest = AlertmanagerSink(alertmanager, generator_url="http://monitor/metrics", delivery=FAST)
+    fw = Forwarder(monitor_config(kafka_bootstrap, t), [dest], group_id=group, from_beginning=True)
     with forwarding(fw):
         wait_until(lambda: fw.stats.posted == 3, 60, "three alerts accepted by Alertmanager")
         active = _active_alerts(alertmanager)

@@ -30,15 +30,15 @@ import orjson
 import pytest
 from confluent_kafka import Producer
 
-from stream_monitor.cli import main
-from stream_monitor.events.schema import AlertEvent
-from stream_monitor.kafka.clients import ensure_input_topics
-from stream_monitor.replay import (
+from stream_monitor.backtest import (
     Replay,
     partition_for,
     replay_files,
     run_replay,
 )
+from stream_monitor.cli import main
+from stream_monitor.events.schema import AlertEvent
+from stream_monitor.kafka.clients import ensure_input_topics
 from stream_monitor.simulate import Record, TrafficGenerator, bad_records, run_simulation
 
 from .kafka_utils import monitor_config, read_all, running_app, scrape, wait_until

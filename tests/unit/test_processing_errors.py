@@ -102,7 +102,7 @@ def test_the_application_dead_letters_the_failed_records_and_goes_on() -> None:
 
 
 def test_a_replay_counts_the_failed_records_as_invalid_and_goes_on() -> None:
-    from stream_monitor.replay_model import Replay
+    from stream_monitor.backtest import Replay
 
     replay = Replay(CFG)
     for model in ("bad", "good"):

@@ -22,10 +22,7 @@ import orjson
 import pytest
 
 from stream_monitor.alerts.observation import Observation
-from stream_monitor.cli import main
-from stream_monitor.config import MonitorConfig
-from stream_monitor.events.schema import AlertEvent, LabelEvent, PredictionEvent
-from stream_monitor.replay import (
+from stream_monitor.backtest import (
     IncidentLog,
     Position,
     Progress,
@@ -39,6 +36,9 @@ from stream_monitor.replay import (
     replay_files,
     run_replay,
 )
+from stream_monitor.cli import main
+from stream_monitor.config import MonitorConfig
+from stream_monitor.events.schema import AlertEvent, LabelEvent, PredictionEvent
 from stream_monitor.simulate import TrafficGenerator
 
 N = 18_000

@@ -1,4 +1,4 @@
-"""Mappings of alert events to PagerDuty Events API v2 and Alertmanager, and the forwarder's
+"""Mappings of alert events to PagerDuty Events API v2 and Alertmanager, and the HTTP sinks'
 HTTP delivery (retries, backoff, giving up) against a real local HTTP server."""
 
 from __future__ import annotations
@@ -14,7 +14,12 @@ import orjson
 import pytest
 
 from stream_monitor import cli
-from stream_monitor.alerts.forward import Delivery, Destination, post_json
+from stream_monitor.alerts.http_sinks import (
+    AlertmanagerSink,
+    Delivery,
+    PagerDutySink,
+    post_json,
+)
 from stream_monitor.alerts.routing import (
     alertname,
     iso8601,
@@ -351,18 +356,18 @@ def test_post_retries_connection_errors_and_stops_when_asked():
     assert post_json(url, {}, slow, stop=stop) == "stopped"
 
 
-def test_destination_endpoints_and_bodies():
-    am = Destination("alertmanager", url="http://am:9093/")
+def test_sink_endpoints_and_bodies():
+    am = AlertmanagerSink("http://am:9093/")
     assert am.endpoint == "http://am:9093/api/v2/alerts"
-    assert Destination("alertmanager", url="http://am/api/v2/alerts").endpoint.count("api") == 1
+    assert AlertmanagerSink("http://am/api/v2/alerts").endpoint.count("api") == 1
     assert am.body(alert()) == [to_alertmanager(alert())]
-    pd = Destination("pagerduty", routing_key="K")
+    pd = PagerDutySink("K")
     assert pd.endpoint == "https://events.pagerduty.com/v2/enqueue"
     assert pd.body(alert()) == to_pagerduty(alert(), "K")
     with pytest.raises(ValueError):
-        Destination("pagerduty")
+        PagerDutySink("")
     with pytest.raises(ValueError):
-        Destination("alertmanager")
+        AlertmanagerSink("")
 
 
 def test_cli_needs_a_routing_key_for_pagerduty(monkeypatch, capsys):

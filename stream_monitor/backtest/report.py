@@ -19,7 +19,8 @@ import math
 from collections import Counter
 from collections.abc import Iterable, Sequence
 
-from stream_monitor.replay_model import Incident, ReplayResult, Scope, Series
+from stream_monitor.backtest.result import ReplayResult
+from stream_monitor.backtest.series import Incident, Scope, Series
 
 __all__ = ["MAX_INCIDENT_ROWS", "MAX_INCIDENT_SERIES", "MAX_OTHER_SERIES", "render_report"]
 

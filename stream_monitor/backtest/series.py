@@ -1,50 +1,35 @@
-"""The replay's data model: the pipeline state, the series and incidents it records, the result.
+"""What a backtest records: bounded series of observations, and incidents from alert events.
 
-:class:`Replay` holds the partition states, counters and outputs of one replay (no I/O of its
-own); :class:`SeriesRecorder` keeps bounded :class:`Series` per signal and :class:`IncidentLog`
-rebuilds :class:`Incident` objects from the alert events; :class:`ReplayResult` is what a replay
-read and produced. :mod:`stream_monitor.replay` feeds these from files or topics and
-:mod:`stream_monitor.report` renders them, so neither of those two imports the other.
+:class:`SeriesRecorder` (the observer of every replayed ``PartitionState``) keeps bounded
+:class:`Series` per signal; :class:`IncidentLog` rebuilds :class:`Incident` objects (firing ->
+resolved, with the peak of their signal) from the alert events. The pipeline state
+(:mod:`stream_monitor.backtest.state`) feeds them and the report
+(:mod:`stream_monitor.backtest.report`) reads them.
 """
 
 from __future__ import annotations
 
-import datetime as dt
-import logging
 import math
-from collections import Counter, deque
-from collections.abc import Callable, Mapping, Sequence
+from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Literal
 
 from stream_monitor.alerts.observation import Observation
-from stream_monitor.config import MonitorConfig
-from stream_monitor.events.decode import DeadLetter, decode_record, deserializer_for
-from stream_monitor.events.schema import AlertEvent, LabelEvent, PredictionEvent
-from stream_monitor.kafka.records import RawRecord
-from stream_monitor.monitor.partition import PartitionState
-from stream_monitor.reference import load_profiles
+from stream_monitor.events.schema import AlertEvent
 
 __all__ = [
     "DEFAULT_SERIES_CAP",
     "Incident",
     "IncidentLog",
-    "Kind",
-    "Replay",
-    "ReplayResult",
     "Scope",
     "Series",
     "SeriesKey",
     "SeriesRecorder",
 ]
 
-log = logging.getLogger(__name__)
-
 #: Points kept per observation series (model, kind, feature, segment, signal).
 DEFAULT_SERIES_CAP = 2000
 
-Kind = Literal["prediction", "label"]
 #: (model_id, kind, feature, segment, signal)
 SeriesKey = tuple[str, str, str | None, str | None, str]
 #: (model_id, kind, feature, segment): the series of one feature (or model-level signals).
@@ -263,178 +248,3 @@ class IncidentLog:
         key = (inc.model_id, inc.kind, inc.feature, inc.segment, inc.signal)
         if self._peaks.get(key) is inc:
             del self._peaks[key]
-
-
-# --- the pipeline -------------------------------------------------------------------------------
-class Replay:
-    """Partition states, counters and outputs of one replay (no I/O of its own).
-
-    ``process`` is ``Application.process_batch`` without Kafka: per partition number, the
-    batch's predictions then its labels go through ``PartitionState.process``.
-    """
-
-    def __init__(
-        self,
-        cfg: MonitorConfig,
-        *,
-        profiles: Mapping[Any, Any] | None = None,
-        series_cap: int = DEFAULT_SERIES_CAP,
-        on_alert: Callable[[AlertEvent], None] | None = None,
-    ) -> None:
-        self.cfg = cfg
-        #: Reference profiles, read as ``Application`` reads them (ConfigError).
-        self.profiles = load_profiles(cfg.references) if profiles is None else profiles
-        #: The input format, as ``Application`` chooses it (ConfigError).
-        self.deserializer = deserializer_for(cfg.input_format)
-        self.states: dict[int, PartitionState] = {}
-        self.recorder = SeriesRecorder(series_cap)
-        self.incidents = IncidentLog()
-        self.alerts: list[AlertEvent] = []
-        self.on_alert = on_alert
-        self.predictions = 0
-        self.labels = 0
-        #: Records that did not decode, by (kind, reason).
-        self.invalid: Counter[tuple[str, str]] = Counter()
-        self.first_event_at = math.inf
-        self.last_event_at = -math.inf
-
-    @property
-    def events(self) -> int:
-        return self.predictions + self.labels + sum(self.invalid.values())
-
-    def state(self, partition: int) -> PartitionState:
-        st = self.states.get(partition)
-        if st is None:
-            st = self.states[partition] = PartitionState(partition, self.cfg, self.profiles)
-            st.observer = self.recorder
-        return st
-
-    def decode(self, rec: RawRecord | Any, kind: Kind) -> PredictionEvent | LabelEvent | None:
-        """Decode one record like the Application; count it; None when invalid."""
-        max_bytes = self.cfg.limits.max_event_bytes
-        ev = decode_record(rec, kind=kind, max_bytes=max_bytes, deserializer=self.deserializer)
-        if isinstance(ev, DeadLetter):
-            self.invalid[(kind, ev.reason)] += 1
-            return None
-        if kind == "prediction":
-            self.predictions += 1
-        else:
-            self.labels += 1
-        t = ev.timestamp
-        if t < self.first_event_at:
-            self.first_event_at = t
-        if t > self.last_event_at:
-            self.last_event_at = t
-        return ev
-
-    def decode_many(
-        self, records: Sequence[RawRecord | Any], kind: Kind
-    ) -> list[PredictionEvent | LabelEvent | None]:
-        """:meth:`decode` for several records of one kind, counted once for all of them."""
-        max_bytes = self.cfg.limits.max_event_bytes
-        fmt = self.deserializer
-        out: list[Any] = [
-            decode_record(rec, kind=kind, max_bytes=max_bytes, deserializer=fmt) for rec in records
-        ]
-        invalid = self.invalid
-        times: list[float] = []
-        for i, ev in enumerate(out):
-            if isinstance(ev, DeadLetter):
-                invalid[(kind, ev.reason)] += 1
-                out[i] = None
-            else:
-                times.append(ev.timestamp)
-        if kind == "prediction":
-            self.predictions += len(times)
-        else:
-            self.labels += len(times)
-        if times:
-            self.first_event_at = min(self.first_event_at, min(times))
-            self.last_event_at = max(self.last_event_at, max(times))
-        return out
-
-    def process(
-        self,
-        predictions: Mapping[int, Sequence[PredictionEvent]],
-        labels: Mapping[int, Sequence[LabelEvent]],
-    ) -> list[AlertEvent]:
-        out: list[AlertEvent] = []
-        for part in sorted(predictions.keys() | labels.keys()):
-            state = self.state(part)
-            alerts = state.process(predictions.get(part, ()), labels.get(part, ()))
-            for failure in state.take_failures():
-                log.warning(
-                    "processing failed partition=%d records=%d error=%s: counted as invalid",
-                    part,
-                    len(failure.events),
-                    f"{type(failure.error).__name__}: {failure.error}",
-                )
-                for e in failure.events:
-                    kind = "prediction" if isinstance(e, PredictionEvent) else "label"
-                    self.invalid[(kind, "processing_error")] += 1
-                    # counted once as invalid, no longer as a monitored event
-                    if kind == "prediction":
-                        self.predictions -= 1
-                    else:
-                        self.labels -= 1
-            self.incidents.feed(self.recorder.take_batch(), alerts)
-            out.extend(alerts)
-        self.alerts.extend(out)
-        if self.on_alert is not None:
-            for a in out:
-                self.on_alert(a)
-        return out
-
-    @property
-    def events_refused(self) -> int:
-        """Predictions of models over ``limits.max_models_per_partition``, not monitored."""
-        return sum(st.events_refused for st in self.states.values())
-
-
-# --- results ------------------------------------------------------------------------------------
-@dataclass
-class ReplayResult:
-    """What a replay read and produced, for the summary and the report."""
-
-    config_path: str | None
-    input: str
-    replay: Replay
-    wall_seconds: float
-    out_dir: Path | None = None
-    #: Per topic and partition, the (start, end) offsets of a topic replay.
-    offsets: dict[str, dict[int, tuple[int, int]]] | None = None
-
-    @property
-    def alerts(self) -> list[AlertEvent]:
-        return self.replay.alerts
-
-    @property
-    def incidents(self) -> list[Incident]:
-        return self.replay.incidents.incidents
-
-    @property
-    def events(self) -> int:
-        return self.replay.events
-
-    @property
-    def events_per_second(self) -> float:
-        return self.events / self.wall_seconds if self.wall_seconds > 0 else 0.0
-
-    def pages(self) -> list[AlertEvent]:
-        """The alert events that would have paged: firing, severity critical."""
-        return [a for a in self.alerts if a.status == "firing" and a.severity == "critical"]
-
-    def pages_per_day(self) -> dict[str, int]:
-        """Pages per UTC day of their event time."""
-        days: Counter[str] = Counter(_day(a.observed_at) for a in self.pages())
-        return dict(sorted(days.items()))
-
-    def invalid_by_reason(self) -> dict[str, int]:
-        c: Counter[str] = Counter()
-        for (_kind, reason), k in self.replay.invalid.items():
-            c[reason] += k
-        return dict(c.most_common())
-
-
-def _day(t: float) -> str:
-    return dt.datetime.fromtimestamp(t, dt.UTC).strftime("%Y-%m-%d")

@@ -1,97 +1,48 @@
-"""Backtest: replay recorded events through the live pipeline, as fast as the CPU allows.
+"""The backtest's loops: feed files or a topic range through :class:`Replay`, then report.
 
-``stream-monitor replay`` feeds recorded events to exactly what ``stream-monitor run`` runs on
-a batch::
-
-    bytes -> decode_record (limits.max_event_bytes) -> PartitionState.process -> alert events
-
-with the same :class:`~stream_monitor.config.MonitorConfig` and the same reference profiles
-(:func:`stream_monitor.reference.load_profiles`, as the Application loads them). There is no
-sleeping and no wall clock in the pipeline: event time is the only clock, so a month of
-events replays in minutes. Records that do not decode are counted by reason (the live monitor
-would dead-letter them) and never stop the replay.
-
-Two inputs:
-
-* **JSON Lines files** (:func:`replay_files`): ``--predictions`` and optionally ``--labels``,
-  one raw record value per line, exactly as published on the topic. The two files are merged
-  in event-time order (stable; a line that does not decode keeps its place in its own file)
-  and fed in batches of ``batch_size`` records, predictions first within a batch as the
-  Application does. One ``PartitionState`` holds every model, or, with ``partitions=N``, one
-  per partition number as the producer's partitioner would pick it for the key ``model_id``.
-* **A range of the input topics** (:func:`replay_topics`): an assigned consumer (no group
-  membership, no commits) reads both topics together, from ``start`` to the end offsets
-  captured when the replay starts, and feeds batches as they are read, one ``PartitionState``
-  per partition, with the live monitor's label alignment.
-
-Observations are collected through ``PartitionState.observer`` into bounded series
-(:class:`~stream_monitor.replay_model.SeriesRecorder`: at most ``cap`` points each, by
-decimation) for the HTML report (:mod:`stream_monitor.report`); incidents (firing -> resolved)
-are rebuilt from the alert events with the peak value of their signal
-(:class:`~stream_monitor.replay_model.IncidentLog`). Those, the pipeline state
-(:class:`~stream_monitor.replay_model.Replay`) and the result live in
-:mod:`stream_monitor.replay_model`, which the report reads; their names are re-exported here.
-See docs/backtest.md.
+:func:`replay_files` merges the two JSON Lines files in event-time order and feeds them in
+batches; :func:`replay_topics` reads a range of both input topics with an assigned consumer and
+the live monitor's label alignment (:func:`_align`); :func:`run_replay` runs either one and
+writes ``alerts.jsonl`` and ``report.html``. :class:`Progress` prints the progress line.
 """
 
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
-import gzip
-import itertools
 import logging
 import math
 import os
 import sys
 import time
-import uuid
-import zlib
-from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Literal, TypeVar
+from typing import IO, Any, TypeVar
 
 from stream_monitor.alerts.sinks import JsonLinesAlertSink
+from stream_monitor.backtest.report import render_report
+from stream_monitor.backtest.result import ReplayResult
+from stream_monitor.backtest.series import DEFAULT_SERIES_CAP
+from stream_monitor.backtest.sources import (
+    Partitioner,
+    Position,
+    _cut,
+    _JsonLines,
+    _replay_consumer,
+    _resolve,
+    partition_for,
+)
+from stream_monitor.backtest.state import Replay
 from stream_monitor.config import MonitorConfig
 from stream_monitor.errors import ConfigError, StreamMonitorError, TopicsNotReady
 from stream_monitor.events.schema import LabelEvent, PredictionEvent
 from stream_monitor.gc_tuning import fewer_collections
 from stream_monitor.reference import load_profiles
-from stream_monitor.replay_model import (
-    DEFAULT_SERIES_CAP,
-    Incident,
-    IncidentLog,
-    Kind,
-    Replay,
-    ReplayResult,
-    Scope,
-    Series,
-    SeriesKey,
-    SeriesRecorder,
-)
-from stream_monitor.report import render_report
 
 __all__ = [
     "DEFAULT_BATCH_SIZE",
-    "DEFAULT_SERIES_CAP",
-    "Incident",
-    "IncidentLog",
-    "Partitioner",
-    "Position",
+    "IDLE_TIMEOUT_SECONDS",
     "Progress",
-    "Replay",
     "ReplayError",
-    "ReplayResult",
-    "Scope",
-    "Series",
-    "SeriesKey",
-    "SeriesRecorder",
-    "format_summary",
-    "murmur2",
-    "parse_position",
-    "partition_for",
     "replay_files",
     "replay_topics",
     "run_replay",
@@ -103,96 +54,11 @@ DEFAULT_BATCH_SIZE = 5000
 #: A topic replay that receives nothing for this long while records remain is an error.
 IDLE_TIMEOUT_SECONDS = 60.0
 
-Partitioner = Literal["murmur2", "consistent"]
 _E = TypeVar("_E", PredictionEvent, LabelEvent)
 
 
 class ReplayError(StreamMonitorError):
     """The replay cannot go on (input unreadable, broker unreachable, no progress)."""
-
-
-# --- partitioning -------------------------------------------------------------------------------
-def murmur2(data: bytes) -> int:
-    """Kafka's murmur2 hash (``org.apache.kafka.common.utils.Utils.murmur2``), a signed int.
-
-    >>> murmur2(b"21"), murmur2(b"foobar"), murmur2(b"abc")
-    (-973932308, -790332482, 479470107)
-    """
-    length = len(data)
-    m = 0x5BD1E995
-    h = (0x9747B28C ^ length) & 0xFFFFFFFF
-    for i in range(0, length - length % 4, 4):
-        k = int.from_bytes(data[i : i + 4], "little")
-        k = (k * m) & 0xFFFFFFFF
-        k ^= k >> 24
-        k = (k * m) & 0xFFFFFFFF
-        h = ((h * m) & 0xFFFFFFFF) ^ k
-    rest, tail = length % 4, length - length % 4
-    if rest == 3:
-        h ^= data[tail + 2] << 16
-    if rest >= 2:
-        h ^= data[tail + 1] << 8
-    if rest >= 1:
-        h ^= data[tail]
-        h = (h * m) & 0xFFFFFFFF
-    h ^= h >> 13
-    h = (h * m) & 0xFFFFFFFF
-    h ^= h >> 15
-    return h - (1 << 32) if h & 0x80000000 else h
-
-
-def partition_for(key: bytes, partitions: int, partitioner: Partitioner = "murmur2") -> int:
-    """The partition a keyed record lands on with the producer's default partitioner.
-
-    ``murmur2``: the Java client's default (and librdkafka's ``murmur2_random``);
-    ``consistent``: librdkafka's default ``consistent_random`` (CRC-32 of the key), which
-    confluent-kafka producers use unless configured otherwise.
-
-    >>> partition_for(b"21", 3), partition_for(b"21", 3, "consistent")
-    (0, 1)
-    """
-    if partitions < 1:
-        raise ValueError(f"partitions must be >= 1, got {partitions}")
-    if partitioner == "murmur2":
-        return (murmur2(key) & 0x7FFFFFFF) % partitions
-    return zlib.crc32(key) % partitions
-
-
-# --- positions in a topic -----------------------------------------------------------------------
-@dataclass(frozen=True, slots=True)
-class Position:
-    """``--start`` / ``--end``: an offset (every partition of both topics) or an event time."""
-
-    kind: Literal["offset", "time"]
-    #: The offset, or the time in Unix milliseconds.
-    value: int
-
-
-def parse_position(text: str) -> Position:
-    """An offset (``1200``) or an RFC 3339 time with its offset (``2026-11-01T00:00:00Z``).
-
-    >>> parse_position("1200")
-    Position(kind='offset', value=1200)
-    >>> parse_position("2023-11-14T22:13:20Z")
-    Position(kind='time', value=1700000000000)
-    >>> parse_position("2023-11-14 22:13")
-    Traceback (most recent call last):
-    ...
-    stream_monitor.errors.ConfigError: '2023-11-14 22:13': not an offset nor an RFC 3339 time ...
-    """
-    s = text.strip()
-    if s.isdigit():
-        return Position("offset", int(s))
-    try:
-        when = dt.datetime.fromisoformat(s)
-    except ValueError:
-        when = None
-    if when is None or when.tzinfo is None:
-        raise ConfigError(
-            f"{text!r}: not an offset nor an RFC 3339 time with a UTC offset "
-            "(e.g. 2026-11-01T00:00:00Z)"
-        )
-    return Position("time", round(when.timestamp() * 1000))
 
 
 # --- progress -----------------------------------------------------------------------------------
@@ -263,138 +129,6 @@ def _duration(seconds: float) -> str:
 
 
 # --- files --------------------------------------------------------------------------------------
-class _Line:
-    """One line of a file as the record it was on the topic (a lighter ``RawRecord``).
-
-    Implements :class:`stream_monitor.kafka.protocols.MessageLike`: no key, no headers, no
-    timestamp; the offset is the line's index in its file.
-    """
-
-    __slots__ = ("_offset", "_topic", "_value")
-
-    def __init__(self, value: bytes, topic: str, offset: int) -> None:
-        self._value = value
-        self._topic = topic
-        self._offset = offset
-
-    def topic(self) -> str:
-        return self._topic
-
-    def partition(self) -> int:
-        return 0
-
-    def offset(self) -> int:
-        return self._offset
-
-    def key(self) -> None:
-        return None
-
-    def value(self) -> bytes:
-        return self._value
-
-    def headers(self) -> None:
-        return None
-
-    def timestamp(self) -> tuple[int, int]:
-        return (0, -1)
-
-    def error(self) -> None:
-        return None
-
-
-class _JsonLines:
-    """One JSON Lines file of raw record values (``.gz`` allowed), decoded a chunk at a time.
-
-    :meth:`read` decodes the next lines and returns their events (None for a line that does
-    not decode) and their merge keys: the largest event time of the file so far, see
-    :func:`_cut`.
-    """
-
-    def __init__(
-        self, path: str | os.PathLike[str], kind: Kind, topic: str, replay: Replay
-    ) -> None:
-        self.path = Path(path)
-        self.kind: Kind = kind
-        self.topic = topic
-        self.replay = replay
-        self.raw = open(self.path, "rb")  # noqa: SIM115 - closed by close()
-        self.size = os.fstat(self.raw.fileno()).st_size
-        self.fh: IO[bytes] | gzip.GzipFile = self.raw
-        if self.path.suffix == ".gz":
-            self.fh = gzip.GzipFile(fileobj=self.raw, mode="rb")
-        #: Lines read so far (the offset of the next one), and whether the file is finished.
-        self.lines = 0
-        self.eof = False
-        self._key = -math.inf
-
-    @property
-    def done_bytes(self) -> int:
-        try:
-            return self.raw.tell()
-        except (OSError, ValueError):
-            return self.size
-
-    def read(self, n: int) -> tuple[list[PredictionEvent | LabelEvent | None], list[float]]:
-        """Decode up to ``n`` more lines: their events and merge keys."""
-        lines = list(itertools.islice(self.fh, n))
-        if len(lines) < n:
-            self.eof = True
-        first, self.lines = self.lines, self.lines + len(lines)
-        topic = self.topic
-        # A trailing "\n" or "\r\n" is not part of the value.
-        records = [
-            _Line(
-                line[:-2]
-                if line.endswith(b"\r\n")
-                else line[:-1]
-                if line.endswith(b"\n")
-                else line,
-                topic,
-                offset,
-            )
-            for offset, line in enumerate(lines, first)
-        ]
-        events = self.replay.decode_many(records, self.kind)
-        times = [-math.inf if ev is None else ev.timestamp for ev in events]
-        keys = list(itertools.accumulate(times, max, initial=self._key))
-        self._key = keys[-1]
-        del keys[0]
-        return events, keys
-
-    def close(self) -> None:
-        with contextlib.suppress(Exception):
-            self.fh.close()
-        self.raw.close()
-
-
-def _cut(pred_keys: Sequence[float], label_keys: Sequence[float], n: int) -> int:
-    """How many of the first ``n`` records of the merge are predictions.
-
-    The files are merged as ``heapq.merge`` merges them by event time: the earlier of the two
-    next records goes first, the prediction on equal times, and a line that does not decode
-    takes the event time of the line before it. That greedy merge of two sequences whose
-    times may go backwards is the same as a stable merge of their running maxima (a record
-    can only go first once every record before it in its file has), so with the merge keys of
-    :meth:`_JsonLines.read` the first ``n`` records are ``i`` predictions and ``n - i`` labels
-    for the largest ``i`` whose last prediction is not later than the next label.
-
-    >>> _cut([1, 3, 5], [2, 2, 4], 2), _cut([3, 5], [2, 4], 2), _cut([5], [4], 2)
-    (1, 1, 1)
-    >>> _cut([1, 1], [1], 2), _cut([], [1, 2], 2), _cut([7, 8], [], 2)
-    (2, 0, 2)
-    """
-    n = min(n, len(pred_keys) + len(label_keys))
-    lo, hi = max(0, n - len(label_keys)), min(n, len(pred_keys))
-    # i = lo is always possible; "i predictions" is while pred_keys[i-1] <= label_keys[n-i].
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        if pred_keys[mid - 1] <= label_keys[n - mid]:
-            lo = mid
-        else:
-            hi = mid - 1
-    return lo
-
-
 def replay_files(
     replay: Replay,
     predictions: str | os.PathLike[str],
@@ -465,49 +199,6 @@ def replay_files(
 
 
 # --- topics -------------------------------------------------------------------------------------
-def _replay_consumer(cfg: MonitorConfig) -> Any:
-    from confluent_kafka import Consumer
-
-    from stream_monitor.kafka import clients
-
-    conf = clients.consumer_config(cfg)
-    conf.pop("group.instance.id", None)
-    conf.update(
-        {
-            # Required by the client; never joined (the consumer is assigned) nor committed to.
-            "group.id": f"stream-monitor-replay-{uuid.uuid4().hex[:12]}",
-            "enable.auto.commit": False,
-            "enable.auto.offset.store": False,
-            "enable.partition.eof": True,
-        }
-    )
-    return Consumer(conf)
-
-
-def _resolve(
-    consumer: Any,
-    tps: Sequence[tuple[str, int]],
-    pos: Position | None,
-    default: Literal["low", "high"],
-    marks: Mapping[tuple[str, int], tuple[int, int]],
-) -> dict[tuple[str, int], int]:
-    """The offset of ``pos`` in every partition, clamped to its watermarks."""
-    from confluent_kafka import TopicPartition
-
-    out: dict[tuple[str, int], int] = {}
-    if pos is None:
-        return {tp: marks[tp][0 if default == "low" else 1] for tp in tps}
-    if pos.kind == "offset":
-        return {tp: min(max(pos.value, marks[tp][0]), marks[tp][1]) for tp in tps}
-    found = consumer.offsets_for_times([TopicPartition(t, p, pos.value) for t, p in tps], 30.0)
-    for tp in found:
-        key = (tp.topic, tp.partition)
-        low, high = marks[key]
-        # -1: no record at or after that time: the end.
-        out[key] = high if tp.offset < 0 else min(max(tp.offset, low), high)
-    return out
-
-
 def replay_topics(
     replay: Replay,
     *,
@@ -657,80 +348,7 @@ def _align(
             paused.discard(p)
 
 
-def format_time(t: float) -> str:
-    """Unix seconds as an RFC 3339 UTC time (to the second), or "-"."""
-    if not math.isfinite(t):
-        return "-"
-    return dt.datetime.fromtimestamp(t, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _counts(c: Mapping[str, int]) -> str:
-    return ", ".join(f"{k} {v:,}" for k, v in c.items()) or "-"
-
-
-def format_summary(result: ReplayResult) -> str:
-    """The summary printed after a replay."""
-    r = result.replay
-    alerts = result.alerts
-    lines = [
-        f"replay of {result.input}" + (f" with {result.config_path}" if result.config_path else "")
-    ]
-    span = ""
-    if math.isfinite(r.first_event_at):
-        hours = (r.last_event_at - r.first_event_at) / 3600
-        span = (
-            f"; event time {format_time(r.first_event_at)} .. {format_time(r.last_event_at)}"
-            f" ({hours:,.1f} h)"
-        )
-    lines.append(
-        f"events read    {r.events:,} (predictions {r.predictions:,}, labels {r.labels:,}, "
-        f"invalid {sum(r.invalid.values()):,}){span}"
-    )
-    if r.invalid:
-        by_kind = "; ".join(
-            f"{kind}s: "
-            + _counts({reason: k for (kd, reason), k in sorted(r.invalid.items()) if kd == kind})
-            for kind in ("prediction", "label")
-            if any(kd == kind for kd, _ in r.invalid)
-        )
-        lines.append(f"invalid        {_counts(result.invalid_by_reason())} ({by_kind})")
-    if r.events_refused:
-        lines.append(
-            f"refused        {r.events_refused:,} predictions of models over "
-            "limits.max_models_per_partition"
-        )
-    lines.append(
-        f"alerts         {len(alerts):,} ("
-        + _counts(Counter(a.status for a in alerts))
-        + f"); partitions {len(r.states)}"
-    )
-    if alerts:
-        lines.append(
-            f"  by kind      {_counts(dict(Counter(a.kind for a in alerts).most_common()))}"
-        )
-        lines.append(
-            f"  by severity  {_counts(dict(Counter(a.severity for a in alerts).most_common()))}"
-        )
-    incidents = result.incidents
-    still = sum(1 for i in incidents if i.resolved_at is None)
-    lines.append(
-        f"incidents      {len(incidents):,} ({len(incidents) - still:,} resolved, "
-        f"{still:,} still firing at the end)"
-    )
-    pages = result.pages()
-    lines.append(f"pages          {len(pages):,} (firing alerts of severity critical)")
-    for day, k in result.pages_per_day().items():
-        lines.append(f"  {day}   {k:,}")
-    lines.append(
-        f"wall time      {result.wall_seconds:,.1f} s, {result.events_per_second:,.0f} events/s"
-    )
-    if result.out_dir is not None:
-        lines.append(
-            f"outputs        {result.out_dir / 'alerts.jsonl'}, {result.out_dir / 'report.html'}"
-        )
-    return "\n".join(lines)
-
-
+# --- the run ------------------------------------------------------------------------------------
 def run_replay(
     cfg: MonitorConfig,
     out_dir: str | os.PathLike[str],
