@@ -268,10 +268,10 @@ def cmd_forward(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_http_sink_arguments(p: argparse.ArgumentParser) -> None:
+def _add_http_sink_arguments(p: argparse.ArgumentParser, *, required: bool = True) -> None:
     """The flags :func:`stream_monitor.alerts.http_sinks.sinks_from_args` reads."""
     g = p.add_argument_group("alert destination (stream_monitor/alerts/http_sinks.py)")
-    g.add_argument("--to", choices=["alertmanager", "pagerduty"], required=True)
+    g.add_argument("--to", choices=["alertmanager", "pagerduty"], required=required)
     g.add_argument(
         "--url",
         default=None,
@@ -358,6 +358,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     """Backtest: replay recorded events through the pipeline; alerts.jsonl, report.html."""
     from confluent_kafka import KafkaException
 
+    from stream_monitor.alerts.http_sinks import sinks_from_args
     from stream_monitor.backtest import (
         Progress,
         ReplayError,
@@ -381,6 +382,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
     )
     start = parse_position(args.start) if args.start is not None else None
     end = parse_position(args.end) if args.end is not None else None
+    # --to: the backtest's alerts also go to Alertmanager or PagerDuty (a staging one)
+    sinks = sinks_from_args(args) if args.to is not None else []
     progress = Progress(sys.stderr, enabled=True if args.progress else None)
     try:
         result = run_replay(
@@ -396,6 +399,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
             partitioner=args.partitioner,
             progress=progress,
             config_path=args.config,
+            alert_sinks=sinks,
         )
     except (ReplayError, KafkaException) as exc:
         msg = " ".join(str(exc).split())
@@ -526,6 +530,7 @@ def build_parser() -> argparse.ArgumentParser:
         "offsets when the replay starts)",
     )
     rp.add_argument("--out", required=True, help="output folder (created)")
+    _add_http_sink_arguments(rp, required=False)  # optional: also post the backtest's alerts
     rp.add_argument(
         "--batch-size",
         type=_positive_int,

@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
-from stream_monitor.alerts.sinks import JsonLinesAlertSink
+from stream_monitor.alerts.sinks import AlertSink, JsonLinesAlertSink
 from stream_monitor.backtest.report import render_report
 from stream_monitor.backtest.result import ReplayResult
 from stream_monitor.backtest.series import DEFAULT_SERIES_CAP
@@ -34,7 +34,7 @@ from stream_monitor.backtest.sources import (
 from stream_monitor.backtest.state import Replay
 from stream_monitor.config import MonitorConfig
 from stream_monitor.errors import ConfigError, StreamMonitorError, TopicsNotReady
-from stream_monitor.events.schema import LabelEvent, PredictionEvent
+from stream_monitor.events.schema import AlertEvent, LabelEvent, PredictionEvent
 from stream_monitor.gc_tuning import fewer_collections
 from stream_monitor.reference import load_profiles
 
@@ -364,8 +364,13 @@ def run_replay(
     progress: Progress | None = None,
     config_path: str | None = None,
     series_cap: int = DEFAULT_SERIES_CAP,
+    alert_sinks: Sequence[AlertSink] = (),
 ) -> ReplayResult:
     """Run a replay and write ``alerts.jsonl`` and ``report.html`` to ``out_dir``.
+
+    ``alert_sinks`` also receive every alert as it is raised (e.g. the HTTP sinks of
+    ``stream-monitor forward``, to see a backtest's pages in a staging Alertmanager); they are
+    closed at the end.
 
     ``batch_size`` defaults to :data:`DEFAULT_BATCH_SIZE` records for files and to the
     config's ``batch_size`` (the live monitor's) for topics. Raises ConfigError (bad profiles,
@@ -384,10 +389,13 @@ def run_replay(
     offsets = None
     with fewer_collections(), open(out / "alerts.jsonl", "wb") as timeline:
         # The alerts topic's serialisation; not published, so published_at stays null.
-        sink = JsonLinesAlertSink(timeline)
-        replay = Replay(
-            cfg, profiles=profiles, series_cap=series_cap, on_alert=lambda a: sink.write([a])
-        )
+        sinks: list[AlertSink] = [JsonLinesAlertSink(timeline), *alert_sinks]
+
+        def write(alert: AlertEvent) -> None:
+            for sink in sinks:
+                sink.write([alert])
+
+        replay = Replay(cfg, profiles=profiles, series_cap=series_cap, on_alert=write)
         if predictions is not None:
             replay_files(
                 replay,
@@ -410,6 +418,8 @@ def run_replay(
             span = _offset_span(offsets)
             if span:
                 source += f" ({span})"
+        for sink in sinks:
+            sink.close()
     wall = time.perf_counter() - started
     if progress is not None:
         progress.finish(replay.events, len(replay.alerts))

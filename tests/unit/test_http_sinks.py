@@ -346,3 +346,33 @@ def test_sinks_from_another_commands_flags():
     assert am.resend_seconds == 60.0 and pd.delivery == am.delivery == Delivery()
     with pytest.raises(ConfigError, match="slack"):
         sinks_from_args(argparse.Namespace(to="slack"))
+
+
+# --- the same sinks in a backtest ---------------------------------------------------------------
+def test_replay_posts_its_alerts_to_the_sink_the_flags_name(server, tmp_path):
+    """`stream-monitor replay --to alertmanager --url ...` posts every alert of the backtest,
+    in order, as `forward` would post it from the topic (alerts.jsonl is the same list)."""
+    from stream_monitor.simulate import TrafficGenerator
+
+    preds, labels = tmp_path / "p.jsonl", tmp_path / "l.jsonl"
+    gen = TrafficGenerator(seed=21, drift_at=6_000, rate=100.0, start_time=1_700_000_000.0)
+    with open(preds, "wb") as fp, open(labels, "wb") as fl:
+        for r in gen.events(12_000):
+            (fp if r.topic == "predictions" else fl).write(r.value + b"\n")
+    cfg = tmp_path / "monitor.toml"
+    cfg.write_text('bootstrap_servers = "unused:9092"\n[drift.window]\nsize = 500\n')
+    out = tmp_path / "out"
+    rc = cli.main(
+        [
+            "replay", "--config", str(cfg), "--predictions", str(preds), "--labels",
+            str(labels), "--out", str(out), "--to", "alertmanager", "--url", server.url,
+            "--generator-url", GENERATOR, "--retries", "0",
+        ]
+    )  # fmt: skip
+    assert rc == 0
+    timeline = [
+        AlertEvent.model_validate(orjson.loads(line))
+        for line in (out / "alerts.jsonl").read_bytes().splitlines()
+    ]
+    assert timeline, "the drift at event 6,000 raises alerts"
+    assert server.bodies == [[to_alertmanager(a, generator_url=GENERATOR)] for a in timeline]
