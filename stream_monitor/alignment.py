@@ -44,8 +44,22 @@ class LabelAlignment:
         if newest > self.event_time.get(key, float("-inf")):
             self.event_time[key] = newest
 
-    def align(self, consumer: Any, states: Mapping[int, PartitionState]) -> None:
-        """Pause or resume each assigned labels partition."""
+    def align(
+        self,
+        consumer: Any,
+        states: Mapping[int, PartitionState],
+        has_backlog: Callable[[int], bool] | None = None,
+    ) -> None:
+        """Pause or resume the labels partition of each of ``states``' partitions.
+
+        ``has_backlog(p)``: whether predictions partition ``p`` still has records to read
+        (default: the consumer's position is behind the partition's high watermark; a backtest
+        knows the end of its range instead)."""
+        if has_backlog is None:
+
+            def has_backlog(p: int) -> bool:
+                return _has_backlog(consumer, self.predictions, p)
+
         for p, state in list(states.items()):
             pred_time = self.event_time.get((self.predictions, p), float("-inf"))
             label_time = self.event_time.get((self.labels, p), float("-inf"))
@@ -53,15 +67,11 @@ class LabelAlignment:
             waiting = len(state.early)
             labels_tp = TopicPartition(self.labels, p)
             if p not in self.paused:
-                if (ahead > self.margin or waiting > self.capacity / 2) and _has_backlog(
-                    consumer, self.predictions, p
-                ):
+                if (ahead > self.margin or waiting > self.capacity / 2) and has_backlog(p):
                     consumer.pause([labels_tp])
                     self.paused.add(p)
                     self._on_pause()
-            elif (ahead <= self.margin / 2 and waiting <= self.capacity / 4) or not _has_backlog(
-                consumer, self.predictions, p
-            ):
+            elif (ahead <= self.margin / 2 and waiting <= self.capacity / 4) or not has_backlog(p):
                 consumer.resume([labels_tp])
                 self.paused.discard(p)
 

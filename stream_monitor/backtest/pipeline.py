@@ -2,15 +2,15 @@
 
 :func:`replay_files` merges the two JSON Lines files in event-time order and feeds them in
 batches; :func:`replay_topics` reads a range of both input topics with an assigned consumer and
-the live monitor's label alignment (:func:`_align`); :func:`run_replay` runs either one and
-writes ``alerts.jsonl`` and ``report.html``. :class:`Progress` prints the progress line.
+the live monitor's label alignment (:class:`~stream_monitor.alignment.LabelAlignment`);
+:func:`run_replay` runs either one and writes ``alerts.jsonl`` and ``report.html``.
+:class:`Progress` prints the progress line.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import os
 import sys
 import time
@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import IO, Any, TypeVar
 
 from stream_monitor.alerts.sinks import AlertSink, JsonLinesAlertSink
+from stream_monitor.alignment import LabelAlignment
 from stream_monitor.backtest.report import render_report
 from stream_monitor.backtest.result import ReplayResult
 from stream_monitor.backtest.series import DEFAULT_SERIES_CAP
@@ -247,8 +248,8 @@ def replay_topics(
         total = sum(max(0, ends[tp] - starts[tp]) for tp in tps)
         position = dict(starts)
         consumer.assign([TopicPartition(*tp, starts[tp]) for tp in tps if tp in todo])
-        newest: dict[tuple[str, int], float] = {}
-        paused: set[int] = set()
+        # The live monitor's label alignment, with the end of the range as the backlog.
+        alignment = LabelAlignment(cfg, on_pause=lambda: None)
         last_record = time.monotonic()
 
         def finished(tp: tuple[str, int]) -> None:
@@ -289,8 +290,8 @@ def replay_topics(
                     ev = replay.decode(m, "label")
                     if isinstance(ev, LabelEvent):
                         labs.setdefault(tp[1], []).append(ev)
-                if ev is not None and ev.timestamp > newest.get(tp, -math.inf):
-                    newest[tp] = ev.timestamp
+                if ev is not None:
+                    alignment.observe(tp[0], tp[1], ev.timestamp)
             if msgs:
                 last_record = time.monotonic()
             elif time.monotonic() - last_record > idle_timeout:
@@ -300,7 +301,13 @@ def replay_topics(
                 )
             if preds or labs:
                 replay.process(preds, labs)
-            _align(consumer, replay, newest, paused, todo)
+            # labels partitions read to the end of the range stay as finished() left them
+            alignment.paused.intersection_update(p for topic, p in todo if topic == t.labels)
+            alignment.align(
+                consumer,
+                {p: st for p, st in replay.states.items() if (t.labels, p) in todo},
+                has_backlog=lambda p: (t.predictions, p) in todo,
+            )
             if progress is not None:
                 done = sum(position[tp] - starts[tp] for tp in tps if starts[tp] < ends[tp])
                 progress.update(replay.events, done / total if total else None, len(replay.alerts))
@@ -310,42 +317,6 @@ def replay_topics(
     for (topic, p), s in starts.items():
         out.setdefault(topic, {})[p] = (s, ends[(topic, p)])
     return out
-
-
-def _align(
-    consumer: Any,
-    replay: Replay,
-    newest: Mapping[tuple[str, int], float],
-    paused: set[int],
-    todo: set[tuple[str, int]],
-) -> None:
-    """The live monitor's label alignment (``Application._align``), on the replay's range.
-
-    A labels partition is paused while its predictions partition has records left in the
-    range and either its newest label is more than ``labels.align_seconds`` ahead of the
-    newest prediction or the early-label buffer is half full; it is resumed once predictions
-    caught up (half the margin, a quarter of the buffer) or ran out of records.
-    """
-    from confluent_kafka import TopicPartition
-
-    t = replay.cfg.topics
-    margin = replay.cfg.labels.align_seconds
-    capacity = replay.cfg.labels.early_capacity
-    for p, state in replay.states.items():
-        labels_tp = (t.labels, p)
-        if labels_tp not in todo:
-            paused.discard(p)
-            continue
-        backlog = (t.predictions, p) in todo
-        ahead = newest.get(labels_tp, -math.inf) - newest.get((t.predictions, p), -math.inf)
-        waiting = len(state.early)
-        if p not in paused:
-            if (ahead > margin or waiting > capacity / 2) and backlog:
-                consumer.pause([TopicPartition(*labels_tp)])
-                paused.add(p)
-        elif (ahead <= margin / 2 and waiting <= capacity / 4) or not backlog:
-            consumer.resume([TopicPartition(*labels_tp)])
-            paused.discard(p)
 
 
 # --- the run ------------------------------------------------------------------------------------

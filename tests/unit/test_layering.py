@@ -186,7 +186,8 @@ ROOMS: dict[str, set[str]] = {
         "gc_tuning", "kafka", "metrics", "monitor", "reference", "state",
     },
     "backtest": {
-        "alerts", "config", "errors", "events", "gc_tuning", "kafka", "monitor", "reference",
+        "alerts", "alignment", "config", "errors", "events", "gc_tuning", "kafka", "monitor",
+        "reference",
     },
     "simulate": {"kafka"},
     "cli": {
