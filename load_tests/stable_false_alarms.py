@@ -75,7 +75,9 @@ def run(drift: dict[str, Any], evs: list[PredictionEvent | LabelEvent]) -> dict[
             if a.status == "firing":
                 opened[f"{a.kind}/{a.signal}"] += 1
     cpu = time.process_time() - t0
-    windows = sum(m.clock.windows_closed for m in st.models.values() if m.clock is not None)
+    windows = sum(
+        m.pane_clock.windows_closed for m in st.models.values() if m.pane_clock is not None
+    )
     judged = sum(len(m.features) + len(m.outputs) for m in st.models.values())
     return {"opened": opened, "windows": windows, "features": judged, "cpu": cpu}
 

@@ -229,8 +229,8 @@ class ModelSamples:
         self.labelled.add_metric([mid], m.concept.n)
         self.ref_info.add_metric([mid, m.reference_source], 1)
         self.late.add_metric([mid], m.late_events)
-        if m.clock is not None:
-            self.windows.add_metric([mid], m.clock.windows_closed)
+        if m.pane_clock is not None:
+            self.windows.add_metric([mid], m.pane_clock.windows_closed)
         if m.drift_score is not None:
             self.model_score.add_metric([mid], m.drift_score)
             self.model_drifting.add_metric([mid], len(m.drifting_features))

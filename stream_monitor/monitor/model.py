@@ -108,7 +108,7 @@ class ModelMonitor:
         #: created with the reference's bins.
         self.versions: VersionComparison | None = None
         self.labels_incompatible = 0
-        self.clock: PaneClock | None = None
+        self.pane_clock: PaneClock | None = None
         #: Fields unknown to the reference, per pane.
         self.schema = SchemaDrift()
         #: A scored classifier's confidence per pane (a proxy before labels).
@@ -133,8 +133,8 @@ class ModelMonitor:
         )
 
     def _load_profile(self, profile: Profile) -> None:
-        self.clock = self._new_clock()
-        ring = self.clock.ring_size
+        self.pane_clock = self._new_clock()
+        ring = self.pane_clock.ring_size
         dcfg = self.cfg.drift
         cap = self.cfg.limits.max_features_per_model
         for name, prof in profile.features.items():
@@ -159,8 +159,8 @@ class ModelMonitor:
             self.joint.start(self.features, rows)
 
     def _freeze(self) -> None:
-        self.clock = self._new_clock()
-        ring = self.clock.ring_size
+        self.pane_clock = self._new_clock()
+        ring = self.pane_clock.ring_size
         for f in self._all():
             f.freeze(ring)
         self.schema = SchemaDrift(ring)
@@ -172,12 +172,12 @@ class ModelMonitor:
 
     def _start_versions(self) -> None:
         """Version comparison over the outputs' bins, for the whole model with ``by_version``."""
-        if self.segment is not None or not self.cfg.segments.by_version or self.clock is None:
+        if self.segment is not None or not self.cfg.segments.by_version or self.pane_clock is None:
             return
         bins = {name: f.counts.shape[1] for name, f in self.outputs.items() if f.frozen}
         if bins:
             self.versions = VersionComparison(
-                bins, self.clock.ring_size, self.cfg.drift, self.cfg.segments
+                bins, self.pane_clock.ring_size, self.cfg.drift, self.cfg.segments
             )
 
     # --- predictions --------------------------------------------------------------------------
@@ -216,12 +216,12 @@ class ModelMonitor:
         return ModelMonitor(self.model_id, self.cfg, self._profile, segment=sid)
 
     def _windowed(self, events: Sequence[PredictionEvent]) -> list[Observation]:
-        assert self.clock is not None
+        assert self.pane_clock is not None
         out: list[Observation] = []
         ts = np.fromiter((e.timestamp for e in events), dtype=float, count=len(events))
         version = self.model_version
         last_ts = self.last_event_time
-        for seg in self.clock.plan(ts):
+        for seg in self.pane_clock.plan(ts):
             # A time segment may be empty: closures due before its batch's first event.
             chunk = events[seg.start : seg.stop]
             if chunk:
@@ -256,7 +256,7 @@ class ModelMonitor:
                         out.append(o)
                 self.joint.feed(self.features, slots)
             for closure in seg.closures:
-                at = closure.end if self.clock.kind == "time" else last_ts
+                at = closure.end if self.pane_clock.kind == "time" else last_ts
                 out.extend(self._close(closure, at, version))
         return out
 
@@ -406,7 +406,7 @@ class ModelMonitor:
     @property
     def late_events(self) -> int:
         """Events that arrived after their time window had closed (counted, not binned)."""
-        return 0 if self.clock is None else self.clock.late_events
+        return 0 if self.pane_clock is None else self.pane_clock.late_events
 
     # --- labels -------------------------------------------------------------------------------
     def update_errors(
@@ -472,7 +472,7 @@ class ModelMonitor:
             "concept": self.concept.snapshot(),
             "performance": None if self.performance is None else self.performance.snapshot(),
             "versions": None if self.versions is None else self.versions.snapshot(),
-            "clock": None if self.clock is None else self.clock.snapshot(),
+            "clock": None if self.pane_clock is None else self.pane_clock.snapshot(),
             "schema": self.schema.snapshot(),
             "confidence": self.confidence.snapshot(),
             "drift": [self.drift_score, self.drifting_features],
@@ -513,7 +513,7 @@ class ModelMonitor:
                 perf, cfg.performance, **_version_args(cfg, d["segment"])
             )
         )
-        m.clock = None if d["clock"] is None else PaneClock.from_snapshot(d["clock"])
+        m.pane_clock = None if d["clock"] is None else PaneClock.from_snapshot(d["clock"])
         m.schema = SchemaDrift.from_snapshot(d["schema"])
         m.confidence = ConfidenceProxy.from_snapshot(d["confidence"])
         m.drift_score, m.drifting_features = d["drift"]

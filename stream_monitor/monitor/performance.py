@@ -2,7 +2,7 @@
 
 Joined (prediction, label) pairs are placed in panes by the prediction's event time (or by
 count), with the same :class:`~stream_monitor.stats.windows.PaneClock` as drift windows; each
-pane holds an additive sketch (:mod:`stream_monitor.stats.performance`), and a window is the
+pane holds an additive sketch (:mod:`stream_monitor.stats.performance_sketch`), and a window is the
 merge of its panes. With time windows, ``allowed_lateness_seconds`` is how long a window waits
 for its labels; labels for a window already judged are counted as late.
 
@@ -25,7 +25,7 @@ from stream_monitor.config import PerformanceConfig
 from stream_monitor.events.schema import label_str
 from stream_monitor.monitor.join import PendingPrediction
 from stream_monitor.monitor.versions import assign_rows
-from stream_monitor.stats.performance import ClassificationSketch, RegressionSketch
+from stream_monitor.stats.performance_sketch import ClassificationSketch, RegressionSketch
 from stream_monitor.stats.windows import Closure, PaneClock
 
 __all__ = ["HIGHER_IS_BETTER", "PerformanceMonitor", "fairness_rates"]
@@ -90,7 +90,9 @@ class PerformanceMonitor:
     ) -> None:
         self.cfg = cfg
         w = cfg.window
-        self.clock = PaneClock(w.kind, w.size, w.slide, allowed_lateness=w.allowed_lateness_seconds)
+        self.pane_clock = PaneClock(
+            w.kind, w.size, w.slide, allowed_lateness=w.allowed_lateness_seconds
+        )
         self.task: str | None = None
         self.panes: list[Sketch] = []
         self.incompatible = 0
@@ -133,7 +135,7 @@ class PerformanceMonitor:
 
     @property
     def late_labels(self) -> int:
-        return self.clock.late_events
+        return self.pane_clock.late_events
 
     def _new_sketch(self) -> Sketch:
         if self.task == "regression":
@@ -154,7 +156,7 @@ class PerformanceMonitor:
         version = versions[-1]
         rings = self._register(versions) if self.max_versions else None
         out: list[Observation] = []
-        for seg in self.clock.plan(ts):
+        for seg in self.pane_clock.plan(ts):
             slots = seg.slots
             for slot in np.unique(slots[slots >= 0]).tolist():
                 idx = np.flatnonzero(slots == slot) + seg.start
@@ -174,7 +176,9 @@ class PerformanceMonitor:
         new, rings, refused = assign_rows(versions, self.version_names, self.max_versions)
         for v in new:
             self.version_names.append(v)
-            self.version_panes.append([self._new_sketch() for _ in range(self.clock.ring_size)])
+            self.version_panes.append(
+                [self._new_sketch() for _ in range(self.pane_clock.ring_size)]
+            )
         self.versions_refused += refused
         return rings
 
@@ -191,7 +195,7 @@ class PerformanceMonitor:
                 else:
                     self.incompatible += 1
                     continue
-                self.panes = [self._new_sketch() for _ in range(self.clock.ring_size)]
+                self.panes = [self._new_sketch() for _ in range(self.pane_clock.ring_size)]
             if self.task == "classification" and pending.label is not None:
                 kept.append((pending, label_str(truth)))
             elif self.task == "regression" and pending.score is not None and _is_number(truth):
@@ -371,7 +375,7 @@ class PerformanceMonitor:
     def snapshot(self) -> dict[str, Any]:
         return {
             "v": SNAPSHOT_VERSION,
-            "clock": self.clock.snapshot(),
+            "clock": self.pane_clock.snapshot(),
             "task": self.task,
             "panes": [p.snapshot() for p in self.panes],
             "incompatible": self.incompatible,
@@ -408,7 +412,7 @@ class PerformanceMonitor:
         if d.get("v") != SNAPSHOT_VERSION:
             raise ValueError(f"unsupported performance snapshot version {d.get('v')!r}")
         pm = cls(cfg, versions, baseline_version, min_events)
-        pm.clock = PaneClock.from_snapshot(d["clock"])
+        pm.pane_clock = PaneClock.from_snapshot(d["clock"])
         pm.task = d["task"]
         load = RegressionSketch if pm.task == "regression" else ClassificationSketch
         pm.panes = [load.from_snapshot(p) for p in d["panes"]]

@@ -645,7 +645,7 @@ def test_time_windows_count_late_events_exactly_and_detect_the_shift() -> None:
     expected_late = int(np.count_nonzero(window_end <= watermark))
     assert m.late_events == expected_late
     assert expected_late == len(stragglers)  # +-1 s of jitter is within the 2 s allowed
-    assert m.clock is not None and m.clock.events + m.late_events == N - REF
+    assert m.pane_clock is not None and m.pane_clock.events + m.late_events == N - REF
 
     psi = [o for o in _series(obs, "normal", "psi") if o.breached]
     # The change is at event time T0 + 60: the window [T0 + 60, T0 + 70) is the first after it.

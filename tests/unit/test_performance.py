@@ -23,7 +23,7 @@ from sklearn.metrics import (
 )
 from sklearn.utils.multiclass import unique_labels
 
-from stream_monitor.stats.performance import ClassificationSketch, RegressionSketch
+from stream_monitor.stats.performance_sketch import ClassificationSketch, RegressionSketch
 
 SEEDS = [0, 1, 2, 3]
 REL = 1e-12  # float sums in a different order / grouping

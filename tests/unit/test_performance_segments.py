@@ -45,7 +45,7 @@ from stream_monitor.monitor.join import DELAY_BUCKETS
 from stream_monitor.monitor.partition import PartitionState
 from stream_monitor.monitor.performance import fairness_rates
 from stream_monitor.reference.profile import build_profile
-from stream_monitor.stats.performance import ClassificationSketch
+from stream_monitor.stats.performance_sketch import ClassificationSketch
 
 REL = 1e-12
 Pair = tuple[PredictionEvent, Any]
@@ -264,7 +264,7 @@ def test_count_windows_match_sklearn_on_the_labelled_pairs_of_each_window() -> N
             _assert_clf_metrics(pm.last_metrics, _last_window(sim.pairs[:seen], size))
             checked += 1
     assert sim.early_joined == 0  # every label comes after its prediction here
-    assert len(sim.pairs) == len(labels) and pm.clock.events == len(labels)
+    assert len(sim.pairs) == len(labels) and pm.pane_clock.events == len(labels)
     assert pm.windows == len(labels) // size >= 5 and checked > 20
 
 
@@ -375,7 +375,7 @@ def test_time_windows_by_prediction_time_count_late_labels_exactly() -> None:
         late[k] = math.floor(p.timestamp / width) < math.floor((top - lateness) / width)
     assert 0 < late.sum() < len(late) // 2
     assert pm.late_labels == int(late.sum())
-    assert pm.clock.events == len(sim.pairs) - int(late.sum())
+    assert pm.pane_clock.events == len(sim.pairs) - int(late.sum())
     # the last judged window: the newest complete pane holding a pair that was on time
     last_complete = math.floor((top - lateness) / width) - 1
     panes = np.array([math.floor(p.timestamp / width) for p, _ in sim.pairs])
@@ -434,7 +434,7 @@ def test_shuffled_late_duplicate_missing_and_early_labels(ttl: float | None) -> 
     pm = m.performance
     assert pm is not None
     # nothing double-counted: each distinct matched pair reaches the windows exactly once
-    assert pm.clock.events == len(sim.pairs) == m.concept.n
+    assert pm.pane_clock.events == len(sim.pairs) == m.concept.n
     assert pm.windows == len(sim.pairs) // size
     y, yp, _ = _arrays(_last_window(sim.pairs, size))
     assert pm.last_metrics["accuracy"] == pytest.approx(accuracy_score(y, yp), rel=REL)
@@ -694,7 +694,7 @@ def test_max_values_caps_segment_monitors_and_counts_refused_events(cap_run: Cap
     # labels follow their prediction's segment, the refused ones to (other)
     assert other.concept.n == len(refused)
     pm = other.performance
-    assert pm is not None and pm.clock.events == len(refused)
+    assert pm is not None and pm.pane_clock.events == len(refused)
     other_pairs = [
         (p, int(t))
         for p, t, v in zip(cap_run.preds, cap_run.truth, values, strict=True)
