@@ -415,11 +415,8 @@ class ConceptDriftMonitor:
     # -- persistence --------------------------------------------------------------------------
 
     def snapshot(self) -> dict[str, Any]:
-        """JSON-serialisable state, settings included.
-
-        Detector states are pickled (see :meth:`StreamDetector.snapshot`): store and transport
-        snapshots so that only trusted, authenticated data reaches :meth:`from_snapshot`.
-        """
+        """JSON-serialisable plain data, settings included (detectors too: nothing is
+        pickled)."""
         return {
             "v": SNAPSHOT_VERSION,
             "config": {

@@ -13,18 +13,19 @@ adwin         :class:`~stream_monitor.stats.drift.ADWIN`  any real values (two-s
 page_hinkley  :class:`~stream_monitor.stats.drift.        any real values; ``delta`` and
               PageHinkley`                               ``threshold`` are in the units of the
                                                          input (``mode`` picks the side)
-kswin         river ``drift.KSWIN``                      any real values (two-sample KS test)
-ddm           river ``drift.binary.DDM``                 0/1 only (1 = error); fires on increases
-eddm          river ``drift.binary.EDDM``                0/1 only (1 = error); fires on increases
-hddm_a        river ``drift.binary.HDDMA``               real values in [0, 1]; increases
-hddm_w        river ``drift.binary.HDDMW``               real values in [0, 1]; increases
+kswin         :class:`~stream_monitor.stats.drift.KSWIN`  any real values (two-sample KS test)
+ddm           :class:`~stream_monitor.stats.drift.DDM`    0/1 only (1 = error); fires on increases
+eddm          :class:`~stream_monitor.stats.drift.EDDM`   0/1 only (1 = error); fires on increases
+hddm_a        :class:`~stream_monitor.stats.drift.HDDMA`  real values in [0, 1]; increases
+hddm_w        :class:`~stream_monitor.stats.drift.HDDMW`  real values in [0, 1]; increases
 ============  =========================================  ========================================
 
-ADWIN and Page-Hinkley, which run on every value of every numeric feature, are this package's
-own batch implementations (:mod:`stream_monitor.stats.drift`): a batch is a few array
-operations, their state is plain data, and they fire where river's detectors of the same name
-fire (tested side by side). The other kinds run river's detectors value by value; their state
-is pickled.
+Every kind is this package's own implementation (:mod:`stream_monitor.stats.drift`), with plain
+data as state (JSON, validated when read back: nothing is ever unpickled), firing where river's
+detector of the same name fires on the same values (river is the reference the tests compare
+against, seeded stream by seeded stream). ADWIN and Page-Hinkley, which run on every value of
+every numeric feature, work on a batch with a few array operations; the others run on error
+streams (one value per joined label) value by value.
 
 DDM models the error rate as a Bernoulli proportion and EDDM the distance between values equal
 to 1, so both need 0/1 input (:data:`BINARY_KINDS`). HDDM_A and HDDM_W (Frías-Blanco et al.,
@@ -37,37 +38,33 @@ the kind accepts.
 
 from __future__ import annotations
 
-import base64
-import pickle
 from collections.abc import Mapping
 from typing import Any, Protocol
 
 import numpy as np
-from river import drift
 
-from stream_monitor.stats.drift import ADWIN, PageHinkley
+from stream_monitor.stats.drift import ADWIN, DDM, EDDM, HDDMA, HDDMW, KSWIN, PageHinkley
 from stream_monitor.stats.drift.base import SHORT, feed_by_value
 
-SNAPSHOT_VERSION = 2
+SNAPSHOT_VERSION = 3
 EWMA_ALPHA = 0.1
 """Smoothing of the recent-level estimate reported at a firing (about 10 values)."""
 #: Values older than this weigh less than 1e-18 in the EWMA (0.9 ** 400): the EWMA at a position
 #: is computed from this many values before it.
 _EWMA_SPAN = 400
 
-_RIVER_KINDS: dict[str, type] = {
-    "kswin": drift.KSWIN,
-    "ddm": drift.binary.DDM,
-    "eddm": drift.binary.EDDM,
-    "hddm_a": drift.binary.HDDMA,
-    "hddm_w": drift.binary.HDDMW,
-}
-_OWN_KINDS: dict[str, type[ADWIN] | type[PageHinkley]] = {
+Detector = ADWIN | PageHinkley | KSWIN | DDM | EDDM | HDDMA | HDDMW
+_KINDS: dict[str, type[Detector]] = {
     "adwin": ADWIN,
     "page_hinkley": PageHinkley,
+    "kswin": KSWIN,
+    "ddm": DDM,
+    "eddm": EDDM,
+    "hddm_a": HDDMA,
+    "hddm_w": HDDMW,
 }
 
-KINDS: frozenset[str] = frozenset(_RIVER_KINDS) | frozenset(_OWN_KINDS)
+KINDS: frozenset[str] = frozenset(_KINDS)
 """Every detector kind :class:`StreamDetector` accepts."""
 
 BINARY_KINDS: frozenset[str] = frozenset({"ddm", "eddm"})
@@ -82,22 +79,6 @@ class BatchDetector(Protocol):
     get back the indices at which it fired."""
 
     def update_many(self, values: np.ndarray) -> list[int]: ...
-
-
-class _RiverDetector:
-    """A river detector fed value by value (the kinds without a batch implementation)."""
-
-    def __init__(self, detector: Any) -> None:
-        self.detector = detector
-
-    def update_many(self, values: np.ndarray) -> list[int]:
-        det = self.detector
-        fired: list[int] = []
-        for i, x in enumerate(values.tolist()):
-            det.update(x)
-            if det.drift_detected:
-                fired.append(i)
-        return fired
 
 
 class StreamDetector:
@@ -155,11 +136,7 @@ class StreamDetector:
             raise ValueError(f"unknown detector kind {kind!r}; expected one of {sorted(KINDS)}")
         self.kind: str = kind
         self.params: dict[str, Any] = dict(params)
-        self._detector: ADWIN | PageHinkley | _RiverDetector
-        if kind in _OWN_KINDS:
-            self._detector = _OWN_KINDS[kind](**params)
-        else:
-            self._detector = _RiverDetector(_RIVER_KINDS[kind](**params))
+        self._detector: Detector = _KINDS[kind](**params)
         self.n_seen: int = 0
         self.n_detections: int = 0
         self.mean_before_last_detection: float | None = None
@@ -185,7 +162,7 @@ class StreamDetector:
             [0, 1] for :data:`UNIT_INTERVAL_KINDS`. Checked before anything is fed, so the
             detector is unchanged.
         """
-        if len(values) <= SHORT and isinstance(self._detector, ADWIN | PageHinkley):
+        if len(values) <= SHORT:
             return self._update_few(values)
         v = np.asarray(values, dtype=np.float64).ravel()
         self._check_domain(v)
@@ -207,7 +184,7 @@ class StreamDetector:
         xs = [float(values[i]) for i in rows]
         if not xs:
             return []
-        assert isinstance(self._detector, ADWIN | PageHinkley)
+        self._check_domain(np.asarray(xs))
         fired = feed_by_value(self._detector, xs)
         hit = set(fired)
         for i, x in enumerate(xs):
@@ -262,16 +239,8 @@ class StreamDetector:
                 raise ValueError(f"{self.kind} detectors take values in [0, 1] only")
 
     def snapshot(self) -> dict[str, Any]:
-        """JSON-serialisable state. ADWIN and Page-Hinkley state is plain data; the river
-        kinds' detector is pickled and base64-encoded in ``"state"``, so such snapshots must be
-        stored and transported so that only trusted, authenticated data reaches
-        :meth:`from_snapshot`."""
-        det = self._detector
-        state: Any
-        if isinstance(det, _RiverDetector):
-            state = base64.b64encode(pickle.dumps(det.detector)).decode("ascii")
-        else:
-            state = det.snapshot()
+        """Plain JSON-compatible state (the detector's own ``snapshot()`` in ``"state"``)."""
+        state = self._detector.snapshot()
         return {
             "v": SNAPSHOT_VERSION,
             "kind": self.kind,
@@ -288,36 +257,26 @@ class StreamDetector:
 
     @classmethod
     def from_snapshot(cls, d: Mapping[str, Any]) -> StreamDetector:
-        """Rebuild from :meth:`snapshot`.
-
-        .. warning::
-           For the river kinds this calls :func:`pickle.loads` on ``d["state"]``, which can
-           execute arbitrary code. Only pass snapshots from a trusted, authenticated source
-           (e.g. verified by HMAC).
+        """Rebuild from :meth:`snapshot` (plain data: nothing is unpickled or executed).
 
         Raises
         ------
         ValueError
-            On an unknown snapshot version or kind, or a state of the wrong type.
+            On an unknown snapshot version or kind, or a state that is not the kind's.
         """
-        if d.get("v") != SNAPSHOT_VERSION:
-            raise ValueError(f"unsupported StreamDetector snapshot version {d.get('v')!r}")
-        det = cls(d["kind"], **d["params"])
-        state = d["state"]
-        if det.kind in _OWN_KINDS:
-            if not isinstance(state, Mapping):
-                raise ValueError(f"state of a {det.kind} detector must be a mapping")
-            try:
-                det._detector = _OWN_KINDS[det.kind].from_snapshot(state)
-            except (KeyError, TypeError) as exc:
-                raise ValueError(f"state is not a {det.kind} detector's: {exc}") from exc
-        else:
-            if not isinstance(state, str):
-                raise ValueError(f"state of a {det.kind} detector must be a pickled string")
-            detector = pickle.loads(base64.b64decode(state))  # trusted input only, see above
-            if not isinstance(detector, _RIVER_KINDS[det.kind]):
-                raise ValueError(f"state is a {type(detector).__name__}, not a {det.kind} detector")
-            det._detector = _RiverDetector(detector)
+        if not isinstance(d, Mapping) or d.get("v") != SNAPSHOT_VERSION:
+            got = d.get("v") if isinstance(d, Mapping) else d
+            raise ValueError(f"unsupported StreamDetector snapshot version {got!r}")
+        kind, params, state = d.get("kind"), d.get("params"), d.get("state")
+        if kind not in _KINDS or not isinstance(params, Mapping):
+            raise ValueError(f"unknown detector kind {kind!r} or parameters {params!r}")
+        det = cls(kind, **params)
+        if not isinstance(state, Mapping):
+            raise ValueError(f"state of a {det.kind} detector must be a mapping")
+        try:
+            det._detector = _KINDS[det.kind].from_snapshot(state)
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"state is not a {det.kind} detector's: {exc}") from exc
         det.n_seen = int(d["n_seen"])
         det.n_detections = int(d["n_detections"])
         det.mean_before_last_detection = d["mean_before_last_detection"]

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from stream_monitor.stats import Debouncer, StreamDetector
+from stream_monitor.stats.detectors import BINARY_KINDS, KINDS, UNIT_INTERVAL_KINDS
 
 CHANGE = 2000
 
@@ -105,7 +106,12 @@ def test_params_passed_through() -> None:
 
 
 @pytest.mark.parametrize(
-    ("kind", "params"), [("adwin", {}), ("page_hinkley", {}), ("kswin", {"seed": 42})]
+    ("kind", "params"),
+    [
+        ("adwin", {}),
+        ("page_hinkley", {}),
+        ("kswin", {"seed": 42}),
+    ],
 )
 def test_snapshot_round_trip_mid_stream(kind: str, params: dict[str, int]) -> None:
     x = np.concatenate([_stationary(seed=3, n=3000), _shift_stream(seed=5)])
@@ -113,7 +119,7 @@ def test_snapshot_round_trip_mid_stream(kind: str, params: dict[str, int]) -> No
     orig = StreamDetector(kind, **params)
     orig.update_many(x[:split])
     snap = json.loads(json.dumps(orig.snapshot()))
-    assert snap["v"] == 2 and snap["kind"] == kind
+    assert snap["v"] == 3 and snap["kind"] == kind
     restored = StreamDetector.from_snapshot(snap)
     assert (restored.n_seen, restored.n_detections) == (orig.n_seen, orig.n_detections)
     rest_orig = orig.update_many(x[split:])
@@ -140,14 +146,22 @@ def test_snapshot_refuses_unknown_version_and_wrong_state() -> None:
         StreamDetector.from_snapshot({**kswin, "state": ddm_state})
 
 
-def test_own_kinds_snapshot_is_plain_data() -> None:
-    """ADWIN and Page-Hinkley snapshots hold no pickle: numbers and lists only."""
-    for kind in ("adwin", "page_hinkley"):
-        det = StreamDetector(kind)
-        det.update_many(_shift_stream())
-        state = det.snapshot()["state"]
-        assert isinstance(state, dict)
-        assert json.loads(json.dumps(state)) == state
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_every_kind_snapshot_is_plain_data(kind: str) -> None:
+    """No pickle anywhere: every kind's state survives JSON unchanged, and is refused when it
+    is not the kind's."""
+    det = StreamDetector(kind)
+    x = _shift_stream()
+    if kind in BINARY_KINDS:
+        x = (x > np.median(x)).astype(float)
+    elif kind in UNIT_INTERVAL_KINDS:
+        x = np.clip((x - x.min()) / (x.max() - x.min()), 0.0, 1.0)
+    det.update_many(x)
+    snap = det.snapshot()
+    assert json.loads(json.dumps(snap)) == snap
+    assert isinstance(snap["state"], dict)
+    with pytest.raises(ValueError):
+        StreamDetector.from_snapshot({**snap, "state": "gASVBQAAAAAAAAB9lC4="})  # a pickle
 
 
 def test_debouncer_merges_close_firings() -> None:

@@ -1,11 +1,15 @@
-"""Change detectors that take a batch of values at a time, for many streams at once.
+"""Change detectors, one small module each, with one small interface.
 
-Each detector has the same small interface: ``update_many(values) -> list[int]`` (the indices at
-which it fired), ``drift_detected`` (whether the last value fed fired), ``params``, and
-``snapshot()`` / ``from_snapshot()`` with plain JSON-compatible state. :func:`update_all` feeds
-many detectors (say, one per numeric feature of a model) in one array pass per kind, so the cost
-of a call does not grow with the number of streams. Parameters, defaults and firing positions are
-those of river's detectors of the same name, the reference the tests compare against.
+Each detector has: ``update_many(values) -> list[int]`` (the indices at which it fired; after
+a firing it starts afresh with the next value), ``drift_detected`` (whether the last value fed
+fired), ``params``, and ``snapshot()`` / ``from_snapshot()`` with plain JSON-compatible state,
+validated when read back. Parameters, defaults and firing positions are those of river's
+detectors of the same name, the reference the tests compare against.
+
+ADWIN and Page-Hinkley run on every value of every numeric feature: :func:`update_all` feeds
+many of them (say, one per numeric feature of a model) in one array pass per kind, so the cost
+of a call does not grow with the number of streams. DDM, EDDM, HDDM_A, HDDM_W and KSWIN run on
+a model's error stream (one value per joined label) and go value by value.
 """
 
 from __future__ import annotations
@@ -16,9 +20,14 @@ import numpy as np
 
 from stream_monitor.stats.drift import adwin, page_hinkley
 from stream_monitor.stats.drift.adwin import ADWIN
+from stream_monitor.stats.drift.ddm import DDM
+from stream_monitor.stats.drift.eddm import EDDM
+from stream_monitor.stats.drift.hddm_a import HDDMA
+from stream_monitor.stats.drift.hddm_w import HDDMW
+from stream_monitor.stats.drift.kswin import KSWIN
 from stream_monitor.stats.drift.page_hinkley import PageHinkley
 
-__all__ = ["ADWIN", "PageHinkley", "update_all"]
+__all__ = ["ADWIN", "DDM", "EDDM", "HDDMA", "HDDMW", "KSWIN", "PageHinkley", "update_all"]
 
 
 def update_all(
