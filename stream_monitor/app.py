@@ -120,6 +120,7 @@ class Application:
             cfg,
             self.profiles,
             self.metrics,
+            changelog=cfg.checkpoint.enabled,
             hmac=hmac,
             changelog_topic=cfg.checkpoint.topic or changelog_topic_name(cfg.group_id),
             keep_rewind_point=self.exactly_once,
@@ -202,14 +203,14 @@ class Application:
         partitions = self._wait_for_topics(admin)
         if partitions is None:
             return
-        if self.assignment.hmac is not None:
+        if self.assignment.changelog:
             ensure_changelog_topic(
                 admin, self.changelog_topic, partitions, cfg.checkpoint.replication_factor
             )
         else:
             log.warning(
-                "checkpoint.hmac_key is not set: state is not checkpointed, so a restart or "
-                "rebalance re-learns references and detectors (set it to keep state)"
+                "checkpoint.enabled is false: state is not checkpointed, so a restart or "
+                "rebalance re-learns references and detectors"
             )
         producer = self._new_producer()
         consumer = clients.make_consumer(cfg, error_cb=self._on_client_error)
@@ -227,7 +228,7 @@ class Application:
             cfg.group_id,
             self.instance_id,
             cfg.processing_guarantee,
-            self.changelog_topic if self.assignment.hmac else "-",
+            self.changelog_topic if self.assignment.changelog else "-",
         )
         try:
             consumer.subscribe(
@@ -361,7 +362,8 @@ class Application:
 
     # --- rebalances ---------------------------------------------------------------------------
     def _on_assign(self, consumer: Any, partitions: list[TopicPartition]) -> None:
-        self.assignment.assign(partitions)
+        timeout = self.cfg.checkpoint.restore_timeout_seconds
+        self.assignment.assign(partitions, lambda tps: consumer.committed(tps, timeout=timeout))
         consumer.assign(partitions)
         self.alignment.assigned()
         self._set_assignment_gauges()

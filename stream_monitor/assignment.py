@@ -5,9 +5,12 @@ same partition of the co-partitioned labels topic) has one
 :class:`~stream_monitor.monitor.partition.PartitionState`. :class:`Assignment` is its life
 cycle, apart from the loop that feeds it (``app.Application``):
 
-* **assign**: a partition's state is restored from its last signed snapshot in the changelog
-  topic (or starts fresh, with the reason counted and logged), and consumption resumes from
-  exactly the offsets that snapshot covers;
+* **assign**: a partition's state is restored from its last snapshot in the changelog topic
+  (or starts fresh, with the reason counted and logged), and consumption resumes from exactly
+  the offsets that snapshot covers. A snapshot whose offsets lie behind what the group has
+  committed since is ``stale`` (an old checkpoint produced again, or one left from before the
+  changelog was turned off for a while): using it would re-process committed input and repeat
+  its alerts, so the partition starts fresh from the committed offsets instead;
 * **advance**: where each input (topic, partition) stands as far as processed, and which
   partitions changed since the last checkpoint;
 * **checkpoint**: the snapshots (and changelog records) of the partitions that changed; once
@@ -74,9 +77,9 @@ class PendingCheckpoint:
 class Assignment:
     """The assigned input partitions: their states, positions and last committed snapshots.
 
-    ``hmac`` is the changelog key (None: nothing is written to or restored from the changelog);
-    ``keep_rewind_point`` (exactly-once): keep each committed state to rewind to after an
-    aborted transaction even without a changelog.
+    ``changelog``: write snapshots to and restore them from ``changelog_topic`` (signed when
+    ``hmac`` is a key); ``keep_rewind_point`` (exactly-once): keep each committed state to
+    rewind to after an aborted transaction even without a changelog.
     """
 
     def __init__(
@@ -85,6 +88,7 @@ class Assignment:
         profiles: Mapping[tuple[str, str | None], Profile],
         metrics: Instruments,
         *,
+        changelog: bool,
         hmac: bytes | None,
         changelog_topic: str,
         keep_rewind_point: bool,
@@ -93,8 +97,10 @@ class Assignment:
         self.cfg = cfg
         self.profiles = profiles
         self.metrics = metrics
+        self.changelog = changelog
         self.hmac = hmac
         self.changelog_topic = changelog_topic
+        self.group = cfg.group_id
         self.keep_rewind_point = keep_rewind_point
         self.clock = clock
         self.lock = threading.Lock()
@@ -109,13 +115,24 @@ class Assignment:
         self.start: dict[Key, int] = {}
         #: The last committed snapshot of each partition, to rewind to after an abort.
         self.base: dict[int, dict[str, Any] | None] = {}
+        #: The sequence number of each partition's last checkpoint written or restored (kept
+        #: across rebalances: a restore never goes back behind it).
+        self.sequence: dict[int, int] = {}
 
     # --- assign and drop ------------------------------------------------------------------------
-    def assign(self, partitions: list[TopicPartition]) -> None:
+    def assign(
+        self,
+        partitions: list[TopicPartition],
+        committed: Callable[[list[TopicPartition]], list[TopicPartition]] | None = None,
+    ) -> None:
         """Restore the state of each newly assigned partition number and set each
-        ``TopicPartition``'s offset to where its snapshot left off (if it has one)."""
-        numbers = sorted({tp.partition for tp in partitions})
-        restored = {p: self.restore(p) for p in numbers if p not in self.states}
+        ``TopicPartition``'s offset to where its snapshot left off (if it has one).
+
+        ``committed(tps)``: the group's committed offsets of ``tps`` (the consumer's
+        ``committed``), to refuse stale snapshots; None: not checked."""
+        numbers = sorted({tp.partition for tp in partitions if tp.partition not in self.states})
+        known = self._committed(partitions, numbers, committed)
+        restored = {p: self.restore(p, known.get(p)) for p in numbers}
         with self.lock:
             for p, (state, offsets) in restored.items():
                 self.states[p] = state
@@ -145,13 +162,45 @@ class Assignment:
                     del d[key]
         return gone, kept
 
-    def restore(self, p: int) -> tuple[PartitionState, dict[str, int]]:
-        """The partition's state from its last snapshot, or a fresh one (and why, logged)."""
+    def _committed(
+        self,
+        partitions: list[TopicPartition],
+        numbers: list[int],
+        committed: Callable[[list[TopicPartition]], list[TopicPartition]] | None,
+    ) -> dict[int, dict[str, int]]:
+        """The group's committed offset per input topic of each partition number (only those
+        the group committed); nothing when not known."""
+        if committed is None or not self.changelog or not numbers:
+            return {}
+        want = [TopicPartition(tp.topic, tp.partition) for tp in partitions]
+        want = [tp for tp in want if tp.partition in numbers]
+        try:
+            found = committed(want)
+        except Exception as exc:  # staleness cannot be checked: restore as before
+            log.warning(
+                "could not read the committed offsets (%s): stale checkpoints are "
+                "not detected in this assignment",
+                exc,
+            )
+            return {}
+        out: dict[int, dict[str, int]] = {}
+        for tp in found:
+            if tp.offset >= 0 and tp.error is None:
+                out.setdefault(tp.partition, {})[tp.topic] = tp.offset
+        return out
+
+    def restore(
+        self, p: int, committed: Mapping[str, int] | None = None
+    ) -> tuple[PartitionState, dict[str, int]]:
+        """The partition's state from its last snapshot, or a fresh one (and why, logged).
+
+        ``committed``: the group's committed offset per input topic of the partition; a
+        snapshot behind any of them is stale."""
         fresh: tuple[PartitionState, dict[str, int]] = (
             PartitionState(p, self.cfg, self.profiles),
             {},
         )
-        if self.hmac is None:
+        if not self.changelog:
             return fresh
         restores = self.metrics.restores
         try:
@@ -170,9 +219,13 @@ class Assignment:
             return fresh
         key, value, headers = rec
         try:
-            snap = decode_snapshot(key, value, headers, self.hmac, expected_partition=p)
+            snap = decode_snapshot(
+                key, value, headers, self.hmac, expected_partition=p, expected_group=self.group
+            )
         except Exception as exc:  # decode_snapshot refuses by value; anything else is a bug
             snap = Refused("malformed", f"{type(exc).__name__}: {exc}")
+        if not isinstance(snap, Refused):
+            snap = self._stale(snap, committed) or snap
         if isinstance(snap, Refused):
             restores.labels(outcome=snap.reason).inc()
             log.error(
@@ -196,8 +249,35 @@ class Assignment:
             )
             return fresh
         restores.labels(outcome="restored").inc()
-        log.info("restored partition=%d models=%d offsets=%s", p, len(state.models), snap.offsets)
+        self.sequence[p] = snap.sequence
+        log.info(
+            "restored partition=%d models=%d offsets=%s sequence=%d",
+            p,
+            len(state.models),
+            snap.offsets,
+            snap.sequence,
+        )
         return state, dict(snap.offsets)
+
+    def _stale(self, snap: Snapshot, committed: Mapping[str, int] | None) -> Refused | None:
+        """Why ``snap`` is older than what the group committed since, or None."""
+        behind = {
+            topic: (snap.offsets.get(topic, 0), offset)
+            for topic, offset in (committed or {}).items()
+            if snap.offsets.get(topic, 0) < offset
+        }
+        if behind:
+            return Refused(
+                "stale",
+                "the group committed further since this checkpoint (checkpoint, committed): "
+                + ", ".join(f"{t} {a} < {b}" for t, (a, b) in sorted(behind.items())),
+            )
+        last = self.sequence.get(snap.partition)
+        if last is not None and snap.sequence < last:
+            return Refused(
+                "stale", f"checkpoint sequence {snap.sequence} is behind {last}, seen before"
+            )
+        return None
 
     # --- processing -------------------------------------------------------------------------------
     def advance(self, key: Key, first: int, last: int) -> None:
@@ -213,7 +293,7 @@ class Assignment:
         # A snapshot (the whole state, every waiting prediction included) is needed for the
         # changelog (an HMAC key is set) and, under exactly-once, as the state to rewind to
         # after an aborted transaction; otherwise it would be built and thrown away.
-        changelog = self.hmac is not None
+        changelog = self.changelog
         with self.lock:
             pending = PendingCheckpoint(sorted(p for p in self.dirty if p in self.states))
             if not changelog and self.keep_rewind_point:
@@ -253,7 +333,6 @@ class Assignment:
         return rec
 
     def _record(self, p: int, state: dict[str, Any]) -> OutputRecord:
-        assert self.hmac is not None
         offsets = {
             topic: self.positions[(topic, p)]
             for topic in (self.cfg.topics.predictions, self.cfg.topics.labels)
@@ -265,6 +344,8 @@ class Assignment:
             state=state,
             created_at=self.clock(),
             version=ENVELOPE_VERSION,
+            group=self.group,
+            sequence=self.sequence.get(p, -1) + 1,
         )
         key, value, headers = encode_snapshot(snap, self.hmac)
         return OutputRecord(self.changelog_topic, key, value, headers, partition=p)
@@ -273,6 +354,8 @@ class Assignment:
         """``pending`` is committed: its snapshots become the states to rewind to, and the
         inputs' positions the places to re-read from."""
         for p, snap in pending.snapshots.items():
+            if self.changelog:
+                self.sequence[p] = self.sequence.get(p, -1) + 1
             self.base[p] = snap
             if p in pending.marks and p in self.states:
                 self.states[p].join.settle(pending.marks[p])

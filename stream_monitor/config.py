@@ -580,10 +580,14 @@ class KafkaSecurity(_Frozen):
 class CheckpointConfig(_Frozen):
     """Per-partition state checkpoints in a compacted changelog topic (see checkpoint.py).
 
-    Snapshots are signed with HMAC-SHA256 using ``hmac_key`` and nothing unsigned or forged is
-    ever loaded (they contain pickled river detectors). Without a key, state is not
-    checkpointed: a restart or rebalance re-learns the reference (a warning says so).
+    On by default: the state is plain data (JSON, validated when read back, never unpickled),
+    so a restart or a rebalance resumes every model where it was. ``hmac_key`` (at least 32
+    bytes) signs the snapshots with HMAC-SHA256 over the group, the partition and a sequence
+    number, and then nothing unsigned or forged is loaded; without it they are unsigned.
+    ``enabled = false`` turns the changelog off (a restart re-learns the references).
     """
+
+    enabled: bool = True
 
     #: A checkpoint is taken (and, with exactly-once, the transaction committed) after this
     #: long or this many input records, whichever comes first. It bounds alert latency under

@@ -1,9 +1,10 @@
 """Checkpoints of per-partition monitor state in a compacted Kafka changelog topic.
 
-:mod:`~stream_monitor.state.envelope` signs and verifies checkpoint records (pure);
+:mod:`~stream_monitor.state.envelope` encodes checkpoint records and decodes them (checking
+shape, group, partition and, with a key, the signature; pure);
 :mod:`~stream_monitor.state.changelog` creates the changelog topic and reads a partition's
-latest record (Kafka I/O). A checkpoint's state contains pickles, so it is only ever restored
-from a :class:`Snapshot` returned by :func:`decode_snapshot`, never from raw record data.
+latest record (Kafka I/O). A checkpoint's state is plain data; it is only ever restored from a
+:class:`Snapshot` returned by :func:`decode_snapshot`, never from raw record data.
 """
 
 from __future__ import annotations

@@ -1,23 +1,24 @@
-"""The signed envelope of a partition-state checkpoint (pure: no I/O, no clock, no pickle).
+"""The envelope of a partition-state checkpoint (pure: no I/O, no clock, no pickle).
 
 A checkpoint is one Kafka record of the changelog topic, one per input partition number:
 
 * **record key**: the partition number in ASCII (``b"3"``), so compaction keeps the latest
   checkpoint of each partition and the record is written to changelog partition 3;
-* **record value**: ``orjson.dumps`` of the object ``{"format", "version", "partition",
-  "offsets", "created_at", "state"}``;
-* **headers**: ``x-checkpoint-format`` (``b"stream-monitor-checkpoint/1"``, informational only)
-  and ``x-hmac-sha256``, the lower-case hex HMAC-SHA256 of the record under the configured secret.
+* **record value**: ``orjson.dumps`` of the object ``{"format", "version", "group",
+  "partition", "sequence", "offsets", "created_at", "state"}``;
+* **headers**: ``x-checkpoint-format`` (``b"stream-monitor-checkpoint/2"``, informational only)
+  and, when a secret is configured, ``x-hmac-sha256``: the lower-case hex HMAC-SHA256 of the
+  record under it.
 
-The MAC covers the record key and the value together (see :func:`_mac` for the exact bytes), so
-a genuine checkpoint of partition 1 cannot be replayed under partition 0's key.
-
-Why the signature matters: the ``state`` of a checkpoint holds base64 pickles of river
-detectors, and restoring it calls :func:`pickle.loads`, which runs arbitrary code. Anyone who can
-write to the changelog topic could otherwise take over the monitor. :func:`decode_snapshot`
-therefore verifies the MAC (in constant time) before it even parses the JSON, and it never
-unpickles anything: restoring the state is the caller's business, and only ever with a
-:class:`Snapshot` that this module returned.
+The state is plain data (JSON; nothing in it is ever unpickled or executed), so a checkpoint is
+safe to load without a signature: an unsigned changelog is the default. The signature is
+optional integrity against anyone else who can write the topic. It covers the record key and
+the value together (see :func:`_mac` for the exact bytes), and the value names the consumer
+group, the partition and a per-partition ``sequence`` that grows with every checkpoint, so a
+genuine checkpoint cannot be moved to another partition's key or another group's changelog;
+an old genuine checkpoint produced again is refused by the caller because its input offsets
+lie behind the group's committed offsets (``stale``, see ``assignment.py``).
+:func:`decode_snapshot` verifies the MAC (in constant time) before it even parses the JSON.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ __all__ = [
 #: The ``format`` field of every checkpoint value.
 FORMAT = "stream-monitor-checkpoint"
 #: The envelope version this release writes.
-ENVELOPE_VERSION = 1
+ENVELOPE_VERSION = 2
 #: Header naming format and version (informational: the signed ``version`` field decides).
 FORMAT_HEADER = "x-checkpoint-format"
 #: Header carrying the hex HMAC-SHA256 of the record.
@@ -58,12 +59,20 @@ SIGNATURE_HEADER = "x-hmac-sha256"
 MIN_SECRET_LENGTH = 32
 
 RefusalReason = Literal[
-    "unsigned", "bad_signature", "malformed", "unsupported_version", "wrong_partition"
+    "unsigned",
+    "bad_signature",
+    "malformed",
+    "unsupported_version",
+    "wrong_partition",
+    "wrong_group",
+    "stale",
 ]
 
 # Domain separation: a MAC made with the same secret for any other purpose never verifies here.
 _MAC_DOMAIN = b"stream-monitor-checkpoint-hmac\x00"
-_FIELDS = ("format", "version", "partition", "offsets", "created_at", "state")
+_FIELDS = (
+    "format", "version", "group", "partition", "sequence", "offsets", "created_at", "state",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -82,6 +91,10 @@ class Snapshot:
         Wall-clock time of the checkpoint in seconds since the epoch, given by the caller.
     version
         The envelope version (:data:`ENVELOPE_VERSION` unless testing compatibility).
+    group
+        The consumer group whose state this is.
+    sequence
+        Grows by one with every checkpoint of the partition (restores continue it).
     """
 
     partition: int
@@ -89,6 +102,8 @@ class Snapshot:
     state: dict[str, Any]
     created_at: float
     version: int = ENVELOPE_VERSION
+    group: str = ""
+    sequence: int = 0
 
 
 @dataclass(frozen=True)
@@ -98,10 +113,12 @@ class Refused:
     Attributes
     ----------
     reason
-        Machine-readable: ``"unsigned"`` (no signature header), ``"bad_signature"`` (forged,
-        corrupted, or signed with another secret), ``"malformed"`` (signed but not a checkpoint
-        of the expected shape), ``"unsupported_version"`` (a version this release does not
-        read) or ``"wrong_partition"`` (a genuine checkpoint of another partition).
+        Machine-readable: ``"unsigned"`` (a secret is configured but the record has no
+        signature), ``"bad_signature"`` (forged, corrupted, or signed with another secret),
+        ``"malformed"`` (not a checkpoint of the expected shape), ``"unsupported_version"`` (a
+        version this release does not read), ``"wrong_partition"`` (a checkpoint of another
+        partition), ``"wrong_group"`` (of another consumer group) or ``"stale"`` (older than
+        what the group committed since: decided by the caller).
     detail
         Human-readable explanation, safe to log (never contains the state).
     """
@@ -115,9 +132,8 @@ def key_from_secret(secret: str) -> bytes:
 
     Secrets shorter than :data:`MIN_SECRET_LENGTH` bytes (UTF-8) are refused: every changelog
     record is a (message, MAC) pair that anyone able to read the topic can use to guess the
-    secret offline, and a guessed secret lets them sign a checkpoint whose pickled detector state
-    runs arbitrary code in the monitor when it is restored. Use a long random value, e.g.
-    ``python -c "import secrets; print(secrets.token_urlsafe(32))"``.
+    secret offline, and a guessed secret lets them sign checkpoints of their own. Use a long
+    random value, e.g. ``python -c "import secrets; print(secrets.token_urlsafe(32))"``.
 
     Parameters
     ----------
@@ -178,11 +194,20 @@ def _is_int(x: object) -> TypeGuard[int]:
 
 
 def _shape_problem(
-    partition: object, offsets: object, created_at: object, state: object
+    partition: object,
+    offsets: object,
+    created_at: object,
+    state: object,
+    group: object = "",
+    sequence: object = 0,
 ) -> str | None:
     """What is wrong with the fields of a checkpoint, or None if nothing."""
     if not _is_int(partition) or partition < 0:
         return f"partition is {partition!r}, not a non-negative int"
+    if not isinstance(group, str):
+        return f"group is {group!r}, not a string"
+    if not _is_int(sequence) or sequence < 0:
+        return f"sequence is {sequence!r}, not a non-negative int"
     if not isinstance(offsets, dict) or not all(
         isinstance(t, str) and _is_int(o) and o >= 0 for t, o in offsets.items()
     ):
@@ -198,8 +223,10 @@ def _shape_problem(
     return None
 
 
-def encode_snapshot(snap: Snapshot, key: bytes) -> tuple[bytes, bytes, list[tuple[str, bytes]]]:
-    """Serialise and sign a checkpoint as a changelog record.
+def encode_snapshot(
+    snap: Snapshot, key: bytes | None
+) -> tuple[bytes, bytes, list[tuple[str, bytes]]]:
+    """Serialise (and, with a key, sign) a checkpoint as a changelog record.
 
     Parameters
     ----------
@@ -207,7 +234,7 @@ def encode_snapshot(snap: Snapshot, key: bytes) -> tuple[bytes, bytes, list[tupl
         The checkpoint. ``state`` must be JSON-compatible with str keys; note that ``NaN`` and
         infinities become ``null`` in JSON, so keep them out of the state.
     key
-        The HMAC key (:func:`key_from_secret`).
+        The HMAC key (:func:`key_from_secret`), or None for an unsigned record.
 
     Returns
     -------
@@ -226,17 +253,28 @@ def encode_snapshot(snap: Snapshot, key: bytes) -> tuple[bytes, bytes, list[tupl
     Examples
     --------
     >>> key = key_from_secret("0123456789abcdef-not-a-real-secret")
-    >>> snap = Snapshot(3, {"predictions": 42}, {"v": 1}, created_at=1700000000.5)
+    >>> snap = Snapshot(3, {"predictions": 42}, {"v": 1}, 1700000000.5, group="g", sequence=9)
     >>> rkey, value, headers = encode_snapshot(snap, key)
     >>> rkey
     b'3'
     >>> [name for name, _ in headers]
     ['x-checkpoint-format', 'x-hmac-sha256']
-    >>> decode_snapshot(rkey, value, headers, key, expected_partition=3) == snap
+    >>> decode_snapshot(rkey, value, headers, key, expected_partition=3, expected_group="g") == snap
     True
+
+    Without a key the record is not signed, and reads back without one:
+
+    >>> rkey, value, headers = encode_snapshot(snap, None)
+    >>> [name for name, _ in headers]
+    ['x-checkpoint-format']
+    >>> decode_snapshot(rkey, value, headers, None, expected_partition=3).sequence
+    9
     """
-    _check_key(key)
-    problem = _shape_problem(snap.partition, snap.offsets, snap.created_at, snap.state)
+    if key is not None:
+        _check_key(key)
+    problem = _shape_problem(
+        snap.partition, snap.offsets, snap.created_at, snap.state, snap.group, snap.sequence
+    )
     if problem is None and not _is_int(snap.version):
         problem = f"version is {snap.version!r}, not an int"
     if problem is not None:
@@ -246,16 +284,17 @@ def encode_snapshot(snap: Snapshot, key: bytes) -> tuple[bytes, bytes, list[tupl
         {
             "format": FORMAT,
             "version": snap.version,
+            "group": snap.group,
             "partition": snap.partition,
+            "sequence": snap.sequence,
             "offsets": snap.offsets,
             "created_at": snap.created_at,
             "state": snap.state,
         }
     )
-    headers = [
-        (FORMAT_HEADER, f"{FORMAT}/{snap.version}".encode("ascii")),
-        (SIGNATURE_HEADER, _mac(key, record_key, value)),
-    ]
+    headers = [(FORMAT_HEADER, f"{FORMAT}/{snap.version}".encode("ascii"))]
+    if key is not None:
+        headers.append((SIGNATURE_HEADER, _mac(key, record_key, value)))
     return record_key, value, headers
 
 
@@ -274,21 +313,24 @@ def decode_snapshot(
     record_key: bytes | None,
     value: bytes | None,
     headers: list[tuple[str, bytes | None]] | None,
-    key: bytes,
+    key: bytes | None,
     *,
     expected_partition: int,
+    expected_group: str | None = None,
     supported_versions: frozenset[int] = frozenset({ENVELOPE_VERSION}),
 ) -> Snapshot | Refused:
-    """Authenticate and parse a changelog record; refuse anything that is not a genuine
-    checkpoint of ``expected_partition`` in a supported version.
+    """Authenticate (with a key) and parse a changelog record; refuse anything that is not a
+    checkpoint of ``expected_partition`` (and ``expected_group``) in a supported version.
 
-    Checks, in this order: a signature header is present (``"unsigned"``); the MAC over record
-    key and value verifies in constant time, before anything is parsed (``"bad_signature"``);
+    Checks, in this order, with a key: a signature header is present (``"unsigned"``); the MAC
+    over record key and value verifies in constant time, before anything is parsed
+    (``"bad_signature"``); without a key any signature is ignored; then, either way:
     the value is a JSON object with ``format`` == :data:`FORMAT` and an int ``version``
     (``"malformed"``); the version is in ``supported_versions`` (``"unsupported_version"``; the
     version is checked before the remaining fields because another version may have another
     shape); the remaining fields have the right types (``"malformed"``); the record key and
-    the ``partition`` field both name ``expected_partition`` (``"wrong_partition"``).
+    the ``partition`` field both name ``expected_partition`` (``"wrong_partition"``); the
+    ``group`` field is ``expected_group`` when one is given (``"wrong_group"``).
 
     Nothing is ever unpickled: ``state`` is returned as parsed JSON.
 
@@ -297,9 +339,11 @@ def decode_snapshot(
     record_key, value, headers
         The changelog record as read (a tombstone has ``value=None``).
     key
-        The HMAC key (:func:`key_from_secret`).
+        The HMAC key (:func:`key_from_secret`), or None to read unsigned checkpoints.
     expected_partition
         The input partition being restored.
+    expected_group
+        The consumer group restoring it (None: not checked).
     supported_versions
         Envelope versions the caller can read.
 
@@ -311,7 +355,7 @@ def decode_snapshot(
     Raises
     ------
     ValueError
-        Only if ``key`` is empty (a configuration error, not a data error).
+        Only if ``key`` is empty bytes (a configuration error, not a data error).
 
     Examples
     --------
@@ -327,8 +371,23 @@ def decode_snapshot(
     ...                 expected_partition=1).reason
     'bad_signature'
     """
-    _check_key(key)
     tombstone = " (tombstone)" if value is None else ""
+    if key is not None:
+        refused = _verify(record_key, value, headers, key, tombstone)
+        if refused is not None:
+            return refused
+    elif record_key is not None and not isinstance(record_key, bytes):
+        return Refused("malformed", "record key is not bytes")
+    elif value is not None and not isinstance(value, bytes):
+        return Refused("malformed", "record value is not bytes")
+    return _parse(record_key, value, expected_partition, expected_group, supported_versions)
+
+
+def _verify(
+    record_key: object, value: object, headers: Any, key: bytes, tombstone: str
+) -> Refused | None:
+    """Why the record's signature does not verify under ``key``, or None when it does."""
+    _check_key(key)
     sigs = _signatures(headers)
     if not sigs or all(s is None for s in sigs):
         return Refused("unsigned", f"record has no {SIGNATURE_HEADER} header{tombstone}")
@@ -341,17 +400,26 @@ def decode_snapshot(
         return Refused("bad_signature", "record key is not bytes")
     if value is not None and not isinstance(value, bytes):
         return Refused("bad_signature", "record value is not bytes")
-    expected_mac = _mac(key, record_key or b"", value or b"")
+    expected_mac = _mac(key, record_key or b"", value or b"")  # type: ignore[arg-type]
     if not hmac.compare_digest(expected_mac, sig):
         return Refused(
             "bad_signature",
             "HMAC does not verify: the record was altered, forged, moved to another key, "
             f"or signed with another secret{tombstone}",
         )
+    return None
 
-    # Authenticated from here on: the data was written by a holder of the secret.
+
+def _parse(
+    record_key: bytes | None,
+    value: bytes | None,
+    expected_partition: int,
+    expected_group: str | None,
+    supported_versions: frozenset[int],
+) -> Snapshot | Refused:
+    """The checkpoint in an (authenticated, or unsigned by configuration) record."""
     if value is None:
-        return Refused("malformed", "signed tombstone: no checkpoint value")
+        return Refused("malformed", "tombstone: no checkpoint value")
     try:
         doc = orjson.loads(value)
     except orjson.JSONDecodeError as exc:
@@ -375,7 +443,8 @@ def decode_snapshot(
     offsets = doc["offsets"]
     created_at = doc["created_at"]
     state = doc["state"]
-    problem = _shape_problem(partition, offsets, created_at, state)
+    group, sequence = doc["group"], doc["sequence"]
+    problem = _shape_problem(partition, offsets, created_at, state, group, sequence)
     if problem is not None:
         return Refused("malformed", problem)
     if record_key != _record_key(expected_partition):
@@ -388,10 +457,16 @@ def decode_snapshot(
             "wrong_partition",
             f"checkpoint is of partition {partition}, expected {expected_partition}",
         )
+    if expected_group is not None and group != expected_group:
+        return Refused(
+            "wrong_group", f"checkpoint is of group {group!r}, expected {expected_group!r}"
+        )
     return Snapshot(
         partition=partition,
         offsets=offsets,
         state=state,
         created_at=float(created_at),
         version=version,
+        group=group,
+        sequence=sequence,
     )

@@ -36,21 +36,23 @@ class _CountingState(PartitionState):
 
 
 @pytest.mark.parametrize(
-    ("guarantee", "hmac_key", "snapshots"),
+    ("guarantee", "checkpoint", "snapshots", "records"),
     [
-        ("at_least_once", None, 0),  # nothing would use it: not taken
-        ("exactly_once", None, 1),  # the state to rewind to after an aborted transaction
-        ("at_least_once", "k" * 32, 1),  # the changelog record
+        ("at_least_once", {"enabled": False}, 0, 0),  # nothing would use it: not taken
+        ("exactly_once", {"enabled": False}, 1, 0),  # the state to rewind to after an abort
+        ("at_least_once", {}, 1, 1),  # the default: an unsigned changelog record
+        ("exactly_once", {}, 1, 1),  # the changelog record is also the rewind point
+        ("at_least_once", {"hmac_key": "k" * 32}, 1, 1),  # a signed changelog record
     ],
 )
 def test_checkpoint_takes_a_snapshot_only_when_something_uses_it(
-    guarantee: str, hmac_key: str | None, snapshots: int
+    guarantee: str, checkpoint: dict[str, Any], snapshots: int, records: int
 ) -> None:
     cfg = MonitorConfig.model_validate(
         {
             "bootstrap_servers": "unused:9092",
             "processing_guarantee": guarantee,
-            "checkpoint": {"hmac_key": hmac_key},
+            "checkpoint": checkpoint,
         }
     )
     app = Application(cfg, registry=CollectorRegistry(), serve_metrics=False)
@@ -61,7 +63,9 @@ def test_checkpoint_takes_a_snapshot_only_when_something_uses_it(
     app.assignment.dirty.add(0)
     assert app.checkpoint()
     assert _CountingState.snapshots == snapshots
-    assert len(fake.committed) == 1 and len(fake.committed[0]) == (1 if hmac_key else 0)
+    assert len(fake.committed) == 1 and len(fake.committed[0]) == records
+    signed = [h for r in fake.committed[0] for h, _ in r.headers if h == "x-hmac-sha256"]
+    assert len(signed) == (records if "hmac_key" in checkpoint else 0)
     assert not app.assignment.dirty and (0 in app.assignment.base) == (snapshots == 1)
     assert app.registry.get_sample_value("stream_monitor_checkpoints_total") == 1.0
 
@@ -100,12 +104,20 @@ def _labels(ids: range) -> list[LabelEvent]:
     ]  # fmt: skip
 
 
-def test_an_aborted_transaction_rewinds_the_state_waiting_predictions_included() -> None:
-    """Exactly-once without a changelog: the rewind point leaves the waiting predictions out
-    of the snapshot, and the label join goes back by its undo journal; the state after the
-    rewind equals the state at the last committed checkpoint."""
+@pytest.mark.parametrize("changelog", [False, True])
+def test_an_aborted_transaction_rewinds_the_state_waiting_predictions_included(
+    changelog: bool,
+) -> None:
+    """Exactly-once: the state after the rewind equals the state at the last committed
+    checkpoint. Without a changelog the rewind point leaves the waiting predictions out of the
+    snapshot and the label join goes back by its undo journal; with one (the default) the
+    changelog's snapshot, join included, is the rewind point."""
     cfg = MonitorConfig.model_validate(
-        {"bootstrap_servers": "unused:9092", "processing_guarantee": "exactly_once"}
+        {
+            "bootstrap_servers": "unused:9092",
+            "processing_guarantee": "exactly_once",
+            "checkpoint": {"enabled": changelog},
+        }
     )
     app = Application(cfg, registry=CollectorRegistry(), serve_metrics=False)
     app._ckpt = _AbortingCheckpoint()  # type: ignore[assignment]
@@ -113,7 +125,9 @@ def test_an_aborted_transaction_rewinds_the_state_waiting_predictions_included()
     state.process(_predictions(0, 1500), _labels(range(0, 600, 3)))
     app.assignment.dirty.add(0)
     assert app.checkpoint()
-    assert app.assignment.base[0]["join"] is None and app.states[0].join.settled
+    base = app.assignment.base[0]
+    assert base is not None and (base["join"] is None) == (not changelog)
+    assert app.states[0].join.settled or changelog  # the journal is settled at the mark
     committed = app.states[0].snapshot()
     # more predictions, labels for old and new ones, a duplicate: then the commit aborts
     app.states[0].process(_predictions(1400, 2600), _labels(range(1, 2000, 2)))
@@ -195,3 +209,78 @@ def test_a_signed_but_unreadable_snapshot_starts_the_partition_fresh(
     assert offsets == {} and state.models == {}
     outcome = {"outcome": "incompatible_state"}
     assert app.registry.get_sample_value("stream_monitor_state_restores_total", outcome) == 1.0
+
+
+def _restore_with(
+    monkeypatch: pytest.MonkeyPatch,
+    app: Application,
+    snap: Any,
+    committed: dict[str, int] | None,
+    key: bytes | None = None,
+) -> tuple[PartitionState, dict[str, int]]:
+    import stream_monitor.assignment as assignment_module
+    from stream_monitor.state import encode_snapshot
+
+    record = encode_snapshot(snap, key)
+    monkeypatch.setattr(assignment_module, "read_latest", lambda *a, **k: record)
+    return app.assignment.restore(snap.partition, committed)
+
+
+@pytest.mark.parametrize(
+    ("committed", "outcome"),
+    [
+        (None, "restored"),  # not known: restored as before
+        ({"predictions": 10}, "restored"),  # the group committed exactly this checkpoint
+        ({"predictions": 7}, "restored"),  # at-least-once: the offsets commit came later
+        ({"predictions": 11}, "stale"),  # committed further since: an old checkpoint
+        ({"predictions": 10, "labels": 3}, "stale"),  # labels committed, none in it
+    ],
+)
+def test_a_checkpoint_behind_the_committed_offsets_is_stale(
+    monkeypatch: pytest.MonkeyPatch, committed: dict[str, int] | None, outcome: str
+) -> None:
+    """An old genuine checkpoint produced again (or one left from before the changelog was
+    off for a while) would re-process committed input and repeat its alerts: fresh instead."""
+    from stream_monitor.state import Snapshot
+
+    cfg = MonitorConfig.model_validate({"bootstrap_servers": "unused:9092"})
+    app = Application(cfg, registry=CollectorRegistry(), serve_metrics=False)
+    state = PartitionState(0, cfg)
+    state.process(_predictions(0, 10), [])
+    snap = Snapshot(0, {"predictions": 10}, state.snapshot(), 0.0, group=cfg.group_id)
+    restored, offsets = _restore_with(monkeypatch, app, snap, committed)
+    got = app.registry.get_sample_value("stream_monitor_state_restores_total", {"outcome": outcome})
+    assert got == 1.0
+    assert (offsets, bool(restored.models)) == (
+        ({"predictions": 10}, True) if outcome == "restored" else ({}, False)
+    )
+
+
+def test_a_checkpoint_of_another_group_or_an_older_sequence_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from stream_monitor.state import Snapshot
+
+    key = b"k" * 32
+    cfg = MonitorConfig.model_validate(
+        {"bootstrap_servers": "unused:9092", "checkpoint": {"hmac_key": (key).decode()}}
+    )
+    app = Application(cfg, registry=CollectorRegistry(), serve_metrics=False)
+
+    def outcome(snap: Snapshot) -> tuple[str, ...]:
+        _restore_with(monkeypatch, app, snap, None, key)
+        return tuple(
+            o
+            for o in ("restored", "wrong_group", "stale")
+            if app.registry.get_sample_value("stream_monitor_state_restores_total", {"outcome": o})
+        )
+
+    theirs = Snapshot(0, {"predictions": 3}, PartitionState(0, cfg).snapshot(), 0.0, group="g2")
+    assert outcome(theirs) == ("wrong_group",)
+    ours = Snapshot(0, {"predictions": 3}, PartitionState(0, cfg).snapshot(), 0.0,
+                    group=cfg.group_id, sequence=5)  # fmt: skip
+    assert outcome(ours) == ("restored", "wrong_group")
+    assert app.assignment.sequence[0] == 5
+    older = Snapshot(0, {"predictions": 3}, PartitionState(0, cfg).snapshot(), 0.0,
+                     group=cfg.group_id, sequence=4)  # fmt: skip
+    assert outcome(older) == ("restored", "wrong_group", "stale")

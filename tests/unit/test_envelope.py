@@ -37,6 +37,8 @@ def _snap(partition: int = 0, **state: Any) -> Snapshot:
         offsets={"predictions": 1234, "labels": 56},
         state={"v": 1, "partition": partition, **state},
         created_at=1_700_000_000.25,
+        group="monitor-group",
+        sequence=41,
     )
 
 
@@ -54,8 +56,10 @@ def _sign(record_key: bytes, value: bytes, key: bytes = KEY) -> Headers:
 def _doc(partition: int = 0, **overrides: Any) -> dict[str, Any]:
     doc: dict[str, Any] = {
         "format": FORMAT,
-        "version": 1,
+        "version": 2,
+        "group": "monitor-group",
         "partition": partition,
+        "sequence": 0,
         "offsets": {"predictions": 1},
         "created_at": 1.5,
         "state": {},
@@ -107,13 +111,15 @@ def test_record_layout() -> None:
     assert rkey == b"3"
     assert orjson.loads(value) == {
         "format": "stream-monitor-checkpoint",
-        "version": 1,
+        "version": 2,
+        "group": "monitor-group",
         "partition": 3,
+        "sequence": 41,
         "offsets": {"predictions": 1234, "labels": 56},
         "created_at": 1_700_000_000.25,
         "state": {"v": 1, "partition": 3},
     }
-    assert headers[0] == ("x-checkpoint-format", b"stream-monitor-checkpoint/1")
+    assert headers[0] == ("x-checkpoint-format", b"stream-monitor-checkpoint/2")
     assert headers[1][0] == "x-hmac-sha256"
     assert headers[1:] == _sign(rkey, value)  # the documented MAC construction
 
@@ -235,7 +241,9 @@ def test_signed_empty_value_is_malformed() -> None:
     _refused(_decode(b"0", None, _sign(b"0", b"")), "malformed")
 
 
-@pytest.mark.parametrize("field", ["format", "partition", "offsets", "created_at", "state"])
+@pytest.mark.parametrize(
+    "field", ["format", "group", "partition", "sequence", "offsets", "created_at", "state"]
+)
 def test_missing_field(field: str) -> None:
     doc = _doc()
     del doc[field]
@@ -260,6 +268,11 @@ def test_missing_version_is_malformed() -> None:
         {"partition": False},
         {"partition": -1},
         {"partition": 0.0},
+        {"group": None},
+        {"group": 7},
+        {"sequence": -1},
+        {"sequence": "3"},
+        {"sequence": 1.0},
         {"offsets": [1, 2]},
         {"offsets": {"predictions": "1"}},
         {"offsets": {"predictions": -5}},
@@ -281,15 +294,15 @@ def test_wrong_types(overrides: dict[str, Any]) -> None:
 # --- unsupported version -----------------------------------------------------------------------
 
 
-def test_envelope_version_2() -> None:
-    rkey, value, headers = encode_snapshot(Snapshot(0, {}, {}, 0.0, version=2), KEY)
+def test_envelope_version_1_is_no_longer_read() -> None:
+    rkey, value, headers = encode_snapshot(Snapshot(0, {}, {}, 0.0, version=1), KEY)
     r = _refused(_decode(rkey, value, headers), "unsupported_version")
-    assert "2" in r.detail and "[1]" in r.detail
+    assert "1" in r.detail and "[2]" in r.detail
 
 
 def test_version_is_checked_before_the_rest_of_the_shape() -> None:
     """A future version may have another shape: it is reported as unsupported, not malformed."""
-    value = orjson.dumps({"format": FORMAT, "version": 3, "payload": "new layout"})
+    value = orjson.dumps({"format": FORMAT, "version": 3, "payload": "new layout"})  # no group
     r = _refused(_signed(value), "unsupported_version")
     assert "3" in r.detail
 
@@ -455,3 +468,50 @@ def test_envelope_module_imports_no_deserialiser_of_code() -> None:
     }
     assert imported.isdisjoint({"pickle", "_pickle", "marshal", "shelve", "dill", "cloudpickle"})
     assert "orjson" in imported
+
+
+# --- unsigned checkpoints, the group, the sequence ---------------------------------------------
+
+
+def test_without_a_key_a_record_is_unsigned_and_reads_back() -> None:
+    rkey, value, headers = encode_snapshot(_snap(2), None)
+    assert [name for name, _ in headers] == ["x-checkpoint-format"]
+    decoded = decode_snapshot(rkey, value, headers, None, expected_partition=2)
+    assert decoded == _snap(2)
+
+
+def test_with_a_key_an_unsigned_record_is_refused() -> None:
+    rkey, value, headers = encode_snapshot(_snap(0), None)
+    _refused(_decode(rkey, value, headers), "unsigned")
+
+
+def test_without_a_key_a_signature_is_not_needed_nor_checked() -> None:
+    rkey, value, headers = encode_snapshot(_snap(0), OTHER_KEY)
+    assert decode_snapshot(rkey, value, headers, None, expected_partition=0) == _snap(0)
+
+
+def test_without_a_key_the_shape_is_still_checked() -> None:
+    _refused(decode_snapshot(b"0", b"{not json", [], None, expected_partition=0), "malformed")
+    value = orjson.dumps(_doc(partition=1))
+    _refused(decode_snapshot(b"0", value, [], None, expected_partition=0), "wrong_partition")
+    _refused(decode_snapshot(b"0", None, [], None, expected_partition=0), "malformed")
+
+
+def test_a_checkpoint_of_another_group_is_refused() -> None:
+    rkey, value, headers = encode_snapshot(_snap(0), KEY)
+    ok = _decode(rkey, value, headers, expected_group="monitor-group")
+    assert isinstance(ok, Snapshot) and ok.group == "monitor-group" and ok.sequence == 41
+    r = _refused(_decode(rkey, value, headers, expected_group="other"), "wrong_group")
+    assert "monitor-group" in r.detail
+
+
+def test_the_group_and_sequence_are_signed() -> None:
+    """Moving a genuine checkpoint to another group's changelog, or renumbering it, breaks the
+    signature: both fields are inside the MAC."""
+    rkey, value, headers = encode_snapshot(_snap(0), KEY)
+    for old, new in (
+        (b'"monitor-group"', b'"other-group!!"'),
+        (b'"sequence":41', b'"sequence":99'),
+    ):
+        assert old in value
+        _refused(_decode(rkey, value.replace(old, new), headers), "bad_signature")
