@@ -21,6 +21,10 @@ from stream_monitor.monitor.partition import PartitionState
 
 __all__ = ["LabelAlignment"]
 
+#: Seconds to wait for the broker when a predictions partition's position or high watermark
+#: is not known locally yet (only until its first records arrive).
+_ASK_TIMEOUT = 2.0
+
 
 class LabelAlignment:
     """Pauses and resumes labels partitions of one consumer (see the module docstring).
@@ -37,6 +41,9 @@ class LabelAlignment:
         self.event_time: dict[tuple[str, int], float] = {}
         #: Labels partitions paused now.
         self.paused: set[int] = set()
+        #: Where each predictions partition started (committed offset, else its low
+        #: watermark), looked up while nothing of it has been read since the assignment.
+        self._starts: dict[int, int] = {}
 
     def observe(self, topic: str, partition: int, newest: float) -> None:
         """The newest event time of a batch's records of ``topic``/``partition``."""
@@ -58,7 +65,7 @@ class LabelAlignment:
         if has_backlog is None:
 
             def has_backlog(p: int) -> bool:
-                return _has_backlog(consumer, self.predictions, p)
+                return self._has_backlog(consumer, p)
 
         for p, state in list(states.items()):
             pred_time = self.event_time.get((self.predictions, p), float("-inf"))
@@ -75,22 +82,36 @@ class LabelAlignment:
                 consumer.resume([labels_tp])
                 self.paused.discard(p)
 
+    def _has_backlog(self, consumer: Any, p: int) -> bool:
+        """Whether predictions partition ``p`` has records left to read. Before anything of
+        it was read since the assignment, its position is unknown: it is where the group's
+        committed offset (else the low watermark: ``auto.offset.reset`` is earliest) points,
+        and the high watermark is asked of the broker while no fetch has answered, so that
+        labels read first are held back from the very first batch."""
+        tp = TopicPartition(self.predictions, p)
+        try:
+            position = consumer.position([tp])[0].offset
+            low, high = consumer.get_watermark_offsets(tp, cached=True)
+            if position < 0 or high < 0:
+                low, high = consumer.get_watermark_offsets(tp, timeout=_ASK_TIMEOUT)
+            if position < 0:
+                start = self._starts.get(p)
+                if start is None:
+                    committed = consumer.committed([tp], timeout=_ASK_TIMEOUT)[0].offset
+                    start = self._starts[p] = committed if committed >= 0 else low
+                position = start
+        except Exception:  # unknown: do not hold labels back
+            return False
+        return position >= 0 and high > position
+
     def assigned(self) -> None:
         """A new assignment starts unpaused."""
         self.paused.clear()
+        self._starts.clear()
 
     def forget(self, gone: Iterable[tuple[str, int]], kept: set[int]) -> None:
         """Drop what is known of the topic-partitions ``gone``; only ``kept`` stay paused."""
         for key in gone:
             self.event_time.pop(key, None)
+            self._starts.pop(key[1], None)
         self.paused.intersection_update(kept)
-
-
-def _has_backlog(consumer: Any, topic: str, p: int) -> bool:
-    tp = TopicPartition(topic, p)
-    try:
-        position = consumer.position([tp])[0].offset
-        _low, high = consumer.get_watermark_offsets(tp, cached=True)
-    except Exception:  # unknown: do not hold labels back
-        return False
-    return position >= 0 and high > position
