@@ -86,8 +86,9 @@ def _write_config(path: Path, bootstrap: str, names: dict[str, str], port: int, 
         "[checkpoint]",
         "interval_seconds = 1.0",
         "interval_events = 4000",
-        f'hmac_key = "{SECRET}"',
     ]
+    if extra.pop("signed", True):
+        lines.append(f'hmac_key = "{SECRET}"')
     path.write_text("\n".join(lines) + "\n")
     return path
 
@@ -126,9 +127,12 @@ def _caught_up_now(bootstrap: str, group: str, names: dict[str, str], partitions
     )
 
 
+@pytest.mark.parametrize("signed", [True, False], ids=["hmac_key", "no_key"])
 def test_kill_9_mid_stream_then_restart_equals_an_uninterrupted_run(
-    kafka_bootstrap, topic_names, tmp_path
+    kafka_bootstrap, topic_names, tmp_path, signed
 ):
+    """Checkpoints are on by default: with or without a signing key, a SIGKILL half-way and a
+    restart commit the same alerts as an uninterrupted run, each once."""
     t = topic_names
     partitions = 3
     ensure_input_topics(
@@ -143,7 +147,8 @@ def test_kill_9_mid_stream_then_restart_equals_an_uninterrupted_run(
     ref = {**t, "group": t["group"] + "-ref", "alerts": t["alerts"] + "-ref"}
     port = _free_port()
     proc = _start_cli(
-        _write_config(tmp_path / "ref.toml", kafka_bootstrap, ref, port), tmp_path / "ref.log"
+        _write_config(tmp_path / "ref.toml", kafka_bootstrap, ref, port, signed=signed),
+        tmp_path / "ref.log",
     )
     try:
         wait_until(lambda: _consumed(port) == total, 180, "the reference run to consume all")
@@ -157,7 +162,7 @@ def test_kill_9_mid_stream_then_restart_equals_an_uninterrupted_run(
 
     # The crashing run: killed with SIGKILL part-way, restarted with the same instance id.
     port = _free_port()
-    cfg = _write_config(tmp_path / "crash.toml", kafka_bootstrap, t, port)
+    cfg = _write_config(tmp_path / "crash.toml", kafka_bootstrap, t, port, signed=signed)
     proc = _start_cli(cfg, tmp_path / "crash.log")
     try:
         wait_until(lambda: _consumed(port) >= total * 0.45, 180, "half the stream consumed")
