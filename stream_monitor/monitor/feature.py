@@ -17,6 +17,7 @@ Page-Hinkley on PIT-standardised values) that see every value in arrival order.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
@@ -25,7 +26,7 @@ import numpy as np
 
 from stream_monitor.alerts.observation import Observation
 from stream_monitor.config import DriftConfig
-from stream_monitor.events.schema import AlertKind
+from stream_monitor.events.schema import MAX_NAME_LENGTH, AlertKind
 from stream_monitor.monitor.window_detectors import WindowDetectors
 from stream_monitor.reference.profile import CategoricalProfile, NumericProfile
 from stream_monitor.stats import (
@@ -946,17 +947,40 @@ def run_detectors(features: Sequence[FeatureMonitor]) -> None:
         f.take_firings(firings)
 
 
+def bounded_category(value: str) -> str:
+    """A category as counted and reported: itself when at most ``MAX_NAME_LENGTH`` characters,
+    else its start and a hash of all of it (distinct values stay distinct; the state, the
+    snapshot and /metrics stay bounded whatever the input).
+
+    >>> bounded_category("fr")
+    'fr'
+    >>> long = bounded_category("x" * 10_000)
+    >>> len(long), long[:4], long == bounded_category("x" * 9_999)
+    (128, 'xxxx', False)
+    """
+    if len(value) <= MAX_NAME_LENGTH:
+        return value
+    digest = hashlib.blake2b(value.encode("utf-8", "surrogatepass"), digest_size=8).hexdigest()
+    return f"{value[: MAX_NAME_LENGTH - len(digest) - 2]}…#{digest}"
+
+
+def _bounded(values: list[str]) -> list[str]:
+    if values and max(map(len, values)) > MAX_NAME_LENGTH:  # rare: one C loop to find out
+        return [bounded_category(v) for v in values]
+    return values
+
+
 def _categorical_column(
     column: Sequence[Any],
 ) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """The string values; their row positions; and boolean masks (over all rows) of missing,
-    absent and wrongly typed values."""
+    """The string values (long ones bounded by :func:`bounded_category`); their row positions;
+    and boolean masks (over all rows) of missing, absent and wrongly typed values."""
     n = len(column)
     missing = np.zeros(n, dtype=bool)
     absent = np.zeros(n, dtype=bool)
     bad = np.zeros(n, dtype=bool)
     if all(type(v) is str for v in column):  # the usual case: no loop over flags
-        return list(column), np.arange(n, dtype=np.int64), missing, absent, bad
+        return _bounded(list(column)), np.arange(n, dtype=np.int64), missing, absent, bad
     out: list[str] = []
     rows: list[int] = []
     for i, v in enumerate(column):
@@ -974,7 +998,7 @@ def _categorical_column(
             absent[i] = True
         else:
             bad[i] = True
-    return out, np.asarray(rows, dtype=np.int64), missing, absent, bad
+    return _bounded(out), np.asarray(rows, dtype=np.int64), missing, absent, bad
 
 
 class CategoricalFeature(FeatureMonitor):
@@ -1048,9 +1072,9 @@ class CategoricalFeature(FeatureMonitor):
         f.profiled = True
         f.ref_n, f.ref_missing, f.ref_type_errors = prof.n, prof.missing, prof.type_errors
         f._set_reference(
-            prof.categories,
+            [bounded_category(c) for c in prof.categories],  # as live values are counted
             prof.counts,
-            set(prof.known) if prof.known_complete else None,
+            {bounded_category(c) for c in prof.known} if prof.known_complete else None,
             prof.singletons,
         )
         f._ref_counter = BoundedCounter(capacity=1)

@@ -941,3 +941,33 @@ def test_model_drift_score_of_a_light_feature_does_not_breach() -> None:
         first,
         _drift("uniform", "psi", "change_detectors", "window_detectors", "out_of_range_ratio"),
     )
+
+
+def test_long_categorical_values_are_counted_bounded_and_distinct() -> None:
+    """A free-text categorical feature with huge values: events stay valid, each distinct
+    value is still its own category, and the snapshot stays small."""
+    import orjson
+
+    from stream_monitor.monitor.feature import bounded_category
+
+    rng = np.random.default_rng(3)
+    texts = ["".join(rng.choice(list("abc"), 50_000)) for _ in range(5)]
+    events = [
+        PredictionEvent.model_validate(
+            {
+                "event_id": f"e{i}",
+                "model_id": "m",
+                "timestamp": 1_700_000_000.0 + i,
+                "features": {"text": texts[i % 5], "x": float(i % 7)},
+                "prediction": 0.5,
+            }
+        )
+        for i in range(3000)
+    ]
+    m = ModelMonitor("m", MonitorConfig.model_validate({"bootstrap_servers": "x:1"}))
+    m.update(events)
+    f = m.features["text"]
+    snap = orjson.dumps(f.snapshot())
+    assert len(snap) < 20_000  # five 50 KB values would be 250 KB
+    assert all(bounded_category(t).encode() in snap for t in texts)
+    assert len({bounded_category(t) for t in texts}) == 5
