@@ -305,13 +305,18 @@ class Assignment:
             elif changelog or self.keep_rewind_point:
                 pending.snapshots = {p: self.states[p].snapshot() for p in pending.dirty}
         if changelog:
-            pending.records = [self._fitting_record(p, pending) for p in pending.snapshots]
+            for p in list(pending.snapshots):
+                rec = self._fitting_record(p, pending)
+                if rec is not None:
+                    pending.records.append(rec)
         return pending
 
-    def _fitting_record(self, p: int, pending: PendingCheckpoint) -> OutputRecord:
+    def _fitting_record(self, p: int, pending: PendingCheckpoint) -> OutputRecord | None:
         """The changelog record of ``p``'s snapshot, shedding the oldest predictions awaiting
         labels (counted as evicted) while it is too large for one record, rather than fail
-        every checkpoint."""
+        every checkpoint; None when even without them it does not fit (the partition is
+        then not written to the changelog: its offsets still commit, so a restore finds the
+        last snapshot stale and starts fresh instead of re-processing)."""
         rec = self._record(p, pending.snapshots[p])
         while len(rec.value or b"") > SNAPSHOT_LIMIT_BYTES:
             with self.lock:
@@ -328,7 +333,15 @@ class Assignment:
                 shed,
             )
             if shed == 0:
-                break
+                log.error(
+                    "the state of partition=%d is %d bytes with no prediction awaiting a label, "
+                    "over the changelog record limit: not checkpointed (a restart starts it "
+                    "fresh); lower limits.max_features_per_model, segments.max_values or the "
+                    "number of segment keys",
+                    p,
+                    len(rec.value or b""),
+                )
+                return None
             rec = self._record(p, pending.snapshots[p])
         return rec
 
@@ -353,8 +366,9 @@ class Assignment:
     def committed(self, pending: PendingCheckpoint) -> None:
         """``pending`` is committed: its snapshots become the states to rewind to, and the
         inputs' positions the places to re-read from."""
+        written = {r.partition for r in pending.records}
         for p, snap in pending.snapshots.items():
-            if self.changelog:
+            if p in written:
                 self.sequence[p] = self.sequence.get(p, -1) + 1
             self.base[p] = snap
             if p in pending.marks and p in self.states:

@@ -284,3 +284,37 @@ def test_a_checkpoint_of_another_group_or_an_older_sequence_is_refused(
     older = Snapshot(0, {"predictions": 3}, PartitionState(0, cfg).snapshot(), 0.0,
                      group=cfg.group_id, sequence=4)  # fmt: skip
     assert outcome(older) == ("restored", "wrong_group", "stale")
+
+
+def test_a_state_too_large_for_the_changelog_is_skipped_not_retried_for_ever(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Shedding waiting predictions makes a large snapshot fit; a state too large without any
+    (many segments times many features) is left out of the changelog, counted and logged,
+    and the checkpoint still commits (a restore then finds it stale and starts fresh)."""
+    import stream_monitor.assignment as assignment_module
+
+    cfg = MonitorConfig.model_validate({"bootstrap_servers": "unused:9092"})
+    app = Application(cfg, registry=CollectorRegistry(), serve_metrics=False)
+    fake = _FakeCheckpoint()
+    app._ckpt = fake  # type: ignore[assignment]
+    app.states[0] = PartitionState(0, cfg)
+    app.states[1] = PartitionState(1, cfg)
+    app.states[0].process(_predictions(0, 2000), [])  # m0 and m1: a large state
+    app.states[1].process(_predictions(0, 3), [])  # a small one
+    app.assignment.dirty.update({0, 1})
+    small = len(app.assignment._record(1, app.states[1].snapshot()).value or b"")
+    twin = PartitionState.from_snapshot(app.states[0].snapshot(), cfg)
+    twin.join.shed(len(twin.join))
+    empty = len(app.assignment._record(0, twin.snapshot()).value or b"")
+    assert small < empty  # a limit between the two: partition 0 cannot fit
+    monkeypatch.setattr(assignment_module, "SNAPSHOT_LIMIT_BYTES", (small + empty) // 2)
+    assert app.checkpoint()
+    [rec] = fake.committed[0]
+    assert rec.partition == 1  # partition 0 did not fit, even without waiting predictions
+    assert len(app.states[0].join) == 0 and app.states[0].join.evicted > 0  # shed first
+    failures = app.registry.get_sample_value(
+        "stream_monitor_checkpoint_failures_total", {"reason": "snapshot_too_large"}
+    )
+    assert failures is not None and failures >= 1
+    assert app.assignment.sequence == {1: 0}
