@@ -66,9 +66,12 @@ class PendingCheckpoint:
 
     #: The partitions that changed since the last checkpoint.
     dirty: list[int]
-    #: Their snapshots (empty when nothing uses them), the state to rewind to once committed.
+    #: The states to rewind to once committed (exactly-once), without the join's waiting
+    #: predictions: the join goes back by its undo journal to ``marks``.
     snapshots: dict[int, dict[str, Any]] = field(default_factory=dict)
-    #: The label joins' undo-journal marks, when the snapshots leave the joins out.
+    #: The states written to the changelog (with the newest waiting predictions).
+    states: dict[int, dict[str, Any]] = field(default_factory=dict)
+    #: The label joins' undo-journal marks.
     marks: dict[int, Mark] = field(default_factory=dict)
     #: The changelog records of the snapshots (with ``checkpoint.hmac_key``).
     records: list[OutputRecord] = field(default_factory=list)
@@ -290,43 +293,50 @@ class Assignment:
     def prepare(self) -> PendingCheckpoint:
         """The snapshots (and changelog records) of the partitions changed since the last
         checkpoint; nothing is changed until :meth:`committed`."""
-        # A snapshot (the whole state, every waiting prediction included) is needed for the
-        # changelog (an HMAC key is set) and, under exactly-once, as the state to rewind to
-        # after an aborted transaction; otherwise it would be built and thrown away.
-        changelog = self.changelog
+        changelog, rewind = self.changelog, self.keep_rewind_point
+        cap = self.cfg.checkpoint.max_waiting_predictions
         with self.lock:
             pending = PendingCheckpoint(sorted(p for p in self.dirty if p in self.states))
-            if not changelog and self.keep_rewind_point:
-                # The state to rewind to leaves the waiting predictions out: the join goes
-                # back by its undo journal, so this costs what changed, not what is held.
-                for p in pending.dirty:
-                    pending.snapshots[p] = self.states[p].snapshot(join=False)
-                    pending.marks[p] = self.states[p].join.mark()
-            elif changelog or self.keep_rewind_point:
-                pending.snapshots = {p: self.states[p].snapshot() for p in pending.dirty}
-        if changelog:
-            for p in list(pending.snapshots):
-                rec = self._fitting_record(p, pending)
-                if rec is not None:
-                    pending.records.append(rec)
+            for p in pending.dirty:
+                state = self.states[p]
+                if not (changelog or rewind):
+                    break  # nothing would use a snapshot
+                # Without the waiting predictions: the join goes back by its undo journal,
+                # so the state to rewind to costs what changed, not what is held.
+                base = state.snapshot(join=False)
+                if rewind:
+                    pending.snapshots[p] = base
+                    pending.marks[p] = state.join.mark()
+                if changelog:
+                    # The changelog's copy of the join keeps its newest waiting predictions
+                    # (checkpoint.max_waiting_predictions): its cost does not grow with them.
+                    pending.states[p] = {**base, "join": state.join.snapshot(max_pending=cap)}
+        for p in list(pending.states):
+            rec = self._fitting_record(p, pending)
+            if rec is not None:
+                pending.records.append(rec)
         return pending
 
     def _fitting_record(self, p: int, pending: PendingCheckpoint) -> OutputRecord | None:
-        """The changelog record of ``p``'s snapshot, shedding the oldest predictions awaiting
+        """The changelog record of ``p``'s state, shedding the oldest predictions awaiting
         labels (counted as evicted) while it is too large for one record, rather than fail
         every checkpoint; None when even without them it does not fit (the partition is
         then not written to the changelog: its offsets still commit, so a restore finds the
         last snapshot stale and starts fresh instead of re-processing)."""
-        rec = self._record(p, pending.snapshots[p])
+        rec = self._record(p, pending.states[p])
         while len(rec.value or b"") > SNAPSHOT_LIMIT_BYTES:
             with self.lock:
-                join = self.states[p].join
-                shed = join.shed(max(1, len(join) // 4))
-                pending.snapshots[p] = self.states[p].snapshot()
+                state = self.states[p]
+                shed = state.join.shed(max(1, len(state.join) // 4))
+                cap = self.cfg.checkpoint.max_waiting_predictions
+                pending.states[p] = {
+                    **state.snapshot(join=False),
+                    "join": state.join.snapshot(max_pending=cap),
+                }
             self.metrics.checkpoint_failures.labels(reason="snapshot_too_large").inc()
             log.error(
                 "snapshot of partition=%d is %d bytes, over %d: evicted %d predictions "
-                "awaiting labels (lower labels.capacity or shorten event ids)",
+                "awaiting labels (lower checkpoint.max_waiting_predictions or shorten event ids)",
                 p,
                 len(rec.value or b""),
                 SNAPSHOT_LIMIT_BYTES,
@@ -342,7 +352,7 @@ class Assignment:
                     len(rec.value or b""),
                 )
                 return None
-            rec = self._record(p, pending.snapshots[p])
+            rec = self._record(p, pending.states[p])
         return rec
 
     def _record(self, p: int, state: dict[str, Any]) -> OutputRecord:

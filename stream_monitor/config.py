@@ -588,6 +588,11 @@ class CheckpointConfig(_Frozen):
     """
 
     enabled: bool = True
+    #: The changelog keeps the newest this many predictions awaiting their label per partition
+    #: (``labels.capacity`` to keep all): what a checkpoint costs then stays bounded while the
+    #: label join is full (a model without labels fills it). After a restart, labels of the
+    #: older ones find no prediction (counted as unmatched; the snapshot counts them evicted).
+    max_waiting_predictions: int = Field(default=20_000, ge=0)
 
     #: A checkpoint is taken (and, with exactly-once, the transaction committed) after this
     #: long or this many input records, whichever comes first. It bounds alert latency under

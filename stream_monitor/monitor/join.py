@@ -28,6 +28,7 @@ ModelJoinStats(pending=1, matched=1, expired=1, evicted=1, duplicates=0, labels_
 from __future__ import annotations
 
 import heapq
+import itertools
 import math
 from bisect import bisect_left
 from collections import OrderedDict
@@ -722,32 +723,53 @@ labels_unmatched=0))
         merged = heapq.merge(*(_tagged(m, q) for m, q in self._queues.items()))
         return [(m, e, p) for _, m, e, p in merged]
 
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self, max_pending: int | None = None) -> dict[str, Any]:
         """JSON-able state: per model, its watermark, counters, delay histogram and its waiting
         predictions as columns (``event_id``, ``seq``, ``timestamp``, ``label``, ``score``,
         ``model_version``, ``segments``), each in arrival order.
 
         Columns, not one row per prediction: a partition can hold hundreds of thousands of
-        waiting predictions, and a snapshot is taken at every checkpoint (the state to rewind
-        to under exactly-once), so its cost is a few C-level passes over each queue.
+        waiting predictions, so its cost is a few C-level passes over each queue.
+
+        ``max_pending`` keeps only the newest waiting predictions of each model, that many in
+        all (shared in proportion to the models' queues); the older ones are counted as
+        evicted in the snapshot (a state restored from it lacks them), and the cost no longer
+        grows with what is held.
         """
+        total = self._size
+        cut = max_pending is not None and total > max_pending
         models: dict[str, Any] = {}
+        evicted = 0
         for m, st in self.by_model.items():
             d = self._delays.get(m)
             q = self._queues[m]
-            entries = list(q.values())
+            stats = list(astuple(st))
+            if cut:
+                assert max_pending is not None
+                keep = max_pending * len(q) // total
+                items = list(itertools.islice(reversed(q.items()), keep))[::-1]
+                ids = [event_id for event_id, _ in items]
+                entries = [entry for _, entry in items]
+                dropped = len(q) - keep
+                stats[0] -= dropped  # pending
+                stats[3] += dropped  # evicted
+                evicted += dropped
+            else:
+                ids, entries = list(q), list(q.values())
             preds = list(map(_PREDICTION, entries))
             models[m] = {
                 "watermark": self._watermarks[m],
                 "future_run": list(self._future_runs.get(m, (0, 0.0))),
-                "stats": list(astuple(st)),
+                "stats": stats,
                 "delays": None if d is None else [list(d.counts), d.total, d.count],
                 "pending": {
-                    "event_id": list(q),
+                    "event_id": ids,
                     "seq": list(map(_SEQ, entries)),
                     **{name: list(map(get, preds)) for name, get in _COLUMNS.items()},
                 },
             }
+        counters = self._counters()
+        counters[_COUNTERS.index("evicted")] += evicted
         return {
             "v": SNAPSHOT_VERSION,
             "capacity": self.capacity,
@@ -757,7 +779,7 @@ labels_unmatched=0))
             "max_future_seconds": _enc(self.max_future_seconds),
             "next_seq": self._seq,
             "models": models,
-            "counters": self._counters(),
+            "counters": counters,
         }
 
     @classmethod

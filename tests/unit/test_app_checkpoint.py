@@ -36,17 +36,21 @@ class _CountingState(PartitionState):
 
 
 @pytest.mark.parametrize(
-    ("guarantee", "checkpoint", "snapshots", "records"),
+    ("guarantee", "checkpoint", "snapshots", "records", "rewind_point"),
     [
-        ("at_least_once", {"enabled": False}, 0, 0),  # nothing would use it: not taken
-        ("exactly_once", {"enabled": False}, 1, 0),  # the state to rewind to after an abort
-        ("at_least_once", {}, 1, 1),  # the default: an unsigned changelog record
-        ("exactly_once", {}, 1, 1),  # the changelog record is also the rewind point
-        ("at_least_once", {"hmac_key": "k" * 32}, 1, 1),  # a signed changelog record
+        ("at_least_once", {"enabled": False}, 0, 0, False),  # nothing would use it: not taken
+        ("exactly_once", {"enabled": False}, 1, 0, True),  # the state to rewind to
+        ("at_least_once", {}, 1, 1, False),  # the default: an unsigned changelog record
+        ("exactly_once", {}, 1, 1, True),  # one snapshot serves both
+        ("at_least_once", {"hmac_key": "k" * 32}, 1, 1, False),  # a signed changelog record
     ],
 )
 def test_checkpoint_takes_a_snapshot_only_when_something_uses_it(
-    guarantee: str, checkpoint: dict[str, Any], snapshots: int, records: int
+    guarantee: str,
+    checkpoint: dict[str, Any],
+    snapshots: int,
+    records: int,
+    rewind_point: bool,
 ) -> None:
     cfg = MonitorConfig.model_validate(
         {
@@ -66,7 +70,7 @@ def test_checkpoint_takes_a_snapshot_only_when_something_uses_it(
     assert len(fake.committed) == 1 and len(fake.committed[0]) == records
     signed = [h for r in fake.committed[0] for h, _ in r.headers if h == "x-hmac-sha256"]
     assert len(signed) == (records if "hmac_key" in checkpoint else 0)
-    assert not app.assignment.dirty and (0 in app.assignment.base) == (snapshots == 1)
+    assert not app.assignment.dirty and (0 in app.assignment.base) == rewind_point
     assert app.registry.get_sample_value("stream_monitor_checkpoints_total") == 1.0
 
 
@@ -109,9 +113,8 @@ def test_an_aborted_transaction_rewinds_the_state_waiting_predictions_included(
     changelog: bool,
 ) -> None:
     """Exactly-once: the state after the rewind equals the state at the last committed
-    checkpoint. Without a changelog the rewind point leaves the waiting predictions out of the
-    snapshot and the label join goes back by its undo journal; with one (the default) the
-    changelog's snapshot, join included, is the rewind point."""
+    checkpoint, with or without a changelog: the rewind point leaves the waiting predictions
+    out of the snapshot, and the label join goes back by its undo journal."""
     cfg = MonitorConfig.model_validate(
         {
             "bootstrap_servers": "unused:9092",
@@ -126,8 +129,8 @@ def test_an_aborted_transaction_rewinds_the_state_waiting_predictions_included(
     app.assignment.dirty.add(0)
     assert app.checkpoint()
     base = app.assignment.base[0]
-    assert base is not None and (base["join"] is None) == (not changelog)
-    assert app.states[0].join.settled or changelog  # the journal is settled at the mark
+    assert base is not None and base["join"] is None  # the join goes back by its journal
+    assert app.states[0].join.settled  # the journal is settled at the mark
     committed = app.states[0].snapshot()
     # more predictions, labels for old and new ones, a duplicate: then the commit aborts
     app.states[0].process(_predictions(1400, 2600), _labels(range(1, 2000, 2)))
@@ -318,3 +321,37 @@ def test_a_state_too_large_for_the_changelog_is_skipped_not_retried_for_ever(
     )
     assert failures is not None and failures >= 1
     assert app.assignment.sequence == {1: 0}
+
+
+def test_the_changelog_keeps_the_newest_waiting_predictions_only() -> None:
+    """checkpoint.max_waiting_predictions bounds what a checkpoint writes while the label join
+    is full: the newest are kept (shared among the models), the rest counted as evicted in the
+    restored state; the live join keeps all of them."""
+    from stream_monitor.state import Refused, decode_snapshot
+
+    cfg = MonitorConfig.model_validate(
+        {"bootstrap_servers": "unused:9092", "checkpoint": {"max_waiting_predictions": 300}}
+    )
+    app = Application(cfg, registry=CollectorRegistry(), serve_metrics=False)
+    fake = _FakeCheckpoint()
+    app._ckpt = fake  # type: ignore[assignment]
+    app.states[0] = PartitionState(0, cfg)
+    app.states[0].process(_predictions(0, 1000), [])
+    app.assignment.dirty.add(0)
+    assert app.checkpoint()
+    [rec] = fake.committed[0]
+    snap = decode_snapshot(rec.key, rec.value, rec.headers, None, expected_partition=0)
+    assert not isinstance(snap, Refused)
+    restored = PartitionState.from_snapshot(snap.state, cfg)
+    live = app.states[0].join
+    assert len(live) == 1000 and len(restored.join) == 300
+    assert restored.join.evicted == live.evicted + 700
+    for m in ("m0", "m1"):  # the newest of each model, shared in proportion: 150 each
+        kept = [e for mm, e, _p in restored.join.waiting() if mm == m]
+        assert kept == [e for mm, e, _p in live.waiting() if mm == m][-150:]
+    for m in ("m0", "m1"):
+        st = restored.join.by_model[m]
+        assert (st.pending, st.evicted) == (150, 350)
+    # the labels of kept predictions still join after the restore; older ones are unmatched
+    restored.process([], _labels(range(0, 1000, 1)))
+    assert restored.join.matched == 300
