@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar, Protocol, TypeVar
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
-__all__ = ["SHORT", "BatchDetector", "DetectorBase", "feed_by_value", "feed_streams"]
+__all__ = [
+    "SHORT",
+    "BatchDetector",
+    "DetectorBase",
+    "StrictState",
+    "ValueDetector",
+    "VersionedState",
+    "feed_by_value",
+    "feed_streams",
+    "validated",
+]
 
 #: Batches up to this long are fed value by value: below it, the array pass costs more than a
 #: plain loop (the per-window detectors see one value per call).
@@ -133,3 +144,50 @@ def feed_by_value(det: BatchDetector, values: Sequence[float]) -> list[int]:
         det.drift_detected = True
         start += at + 1
     return fired
+
+
+class ValueDetector(DetectorBase):
+    """What the detectors fed value by value share (those of a model's error stream: one value
+    per joined label): ``update_many`` runs ``_first_firing_by_value`` through
+    :func:`feed_by_value`."""
+
+    def update_many(self, values: np.ndarray) -> list[int]:
+        """Feed ``values`` in order; return the indices of the values at which it fired.
+
+        After a firing the detector starts afresh with the next value, exactly as a per-value
+        loop over river's detector would.
+        """
+        return feed_by_value(self, np.asarray(values, dtype=float).ravel().tolist())  # type: ignore[arg-type]
+
+
+class StrictState(BaseModel):
+    """Fields of a detector's snapshot, checked strictly: no coercion (``1.0`` is not an int,
+    ``"1"`` not a number), no unknown field, no infinity or NaN."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+
+
+class VersionedState(StrictState):
+    """A detector's snapshot: its version ``v`` must be ``VERSION`` (a strict int, so ``1.0``
+    and ``True`` are refused too)."""
+
+    VERSION: ClassVar[int] = 1
+    v: int
+
+    @field_validator("v")
+    @classmethod
+    def _known_version(cls, v: int) -> int:
+        if v != cls.VERSION:
+            raise ValueError(f"unsupported snapshot version {v}")
+        return v
+
+
+S = TypeVar("S", bound=BaseModel)
+
+
+def validated(model: type[S], d: Mapping[str, Any], what: str) -> S:
+    """``d`` checked by ``model``; any problem is a ``ValueError`` naming ``what``."""
+    try:
+        return model.model_validate(dict(d) if isinstance(d, Mapping) else d)
+    except ValidationError as e:
+        raise ValueError(f"invalid {what} snapshot: {e}") from e

@@ -30,24 +30,24 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import numpy as np
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
-    ValidationError,
-    field_validator,
     model_validator,
 )
 
-from stream_monitor.stats.drift.base import DetectorBase, feed_by_value
+from stream_monitor.stats.drift.base import (
+    StrictState,
+    ValueDetector,
+    VersionedState,
+    validated,
+)
 
 __all__ = ["DDM"]
 
 SNAPSHOT_VERSION = 1
 
 
-class DDM(DetectorBase):
+class DDM(ValueDetector):
     """Drift Detection Method for a 0/1 error stream (1 = error).
 
     Parameters
@@ -69,6 +69,7 @@ class DDM(DetectorBase):
 
     Examples
     --------
+    >>> import numpy as np
     >>> rng = np.random.default_rng(7)
     >>> errors = np.concatenate([rng.random(2000) < 0.1, rng.random(2000) < 0.3]).astype(float)
     >>> DDM().update_many(errors)
@@ -104,14 +105,6 @@ class DDM(DetectorBase):
         self._p_min = 0.0
         self._s_min = 0.0
         self._ps_min = math.inf
-
-    def update_many(self, values: np.ndarray) -> list[int]:
-        """Feed ``values`` (0/1) in order; return the indices of the values at which it fired.
-
-        After a firing the detector starts afresh with the next value, exactly as a per-value
-        loop over river's detector would.
-        """
-        return feed_by_value(self, np.asarray(values, dtype=float).ravel().tolist())
 
     def _first_firing_by_value(self, x: Sequence[float]) -> int:
         """Feed ``x`` value by value; stop at the first firing (-1: none)."""
@@ -162,10 +155,7 @@ class DDM(DetectorBase):
     def from_snapshot(cls, d: Mapping[str, Any]) -> DDM:
         """Rebuild from :meth:`snapshot`; raises ``ValueError`` on an unknown version, a
         missing or unknown field, or a field of the wrong type."""
-        try:
-            snap = _Snapshot.model_validate(d)
-        except ValidationError as e:
-            raise ValueError(f"invalid DDM snapshot: {e}") from e
+        snap = validated(_Snapshot, d, "DDM")
         det = cls(**snap.params.model_dump())
         det.drift_detected = snap.drift_detected
         det.warning_detected = snap.warning_detected
@@ -177,18 +167,13 @@ class DDM(DetectorBase):
         return det
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
-
-
-class _Params(_Strict):
+class _Params(StrictState):
     warm_start: int
     warning_threshold: float
     drift_threshold: float
 
 
-class _Snapshot(_Strict):
-    v: int
+class _Snapshot(VersionedState):
     params: _Params
     drift_detected: bool
     warning_detected: bool
@@ -196,14 +181,6 @@ class _Snapshot(_Strict):
     mean: float
     p_min: float | None
     s_min: float | None
-
-    @field_validator("v")
-    @classmethod
-    def _known_version(cls, v: int) -> int:
-        # An int field in strict mode already refuses True and 1.0.
-        if v != SNAPSHOT_VERSION:
-            raise ValueError(f"unsupported snapshot version {v}")
-        return v
 
     @model_validator(mode="after")
     def _minimum_whole(self) -> _Snapshot:

@@ -31,24 +31,24 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import numpy as np
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
-    ValidationError,
-    field_validator,
     model_validator,
 )
 
-from stream_monitor.stats.drift.base import DetectorBase, feed_by_value
+from stream_monitor.stats.drift.base import (
+    StrictState,
+    ValueDetector,
+    VersionedState,
+    validated,
+)
 
 __all__ = ["EDDM"]
 
 SNAPSHOT_VERSION = 1
 
 
-class EDDM(DetectorBase):
+class EDDM(ValueDetector):
     """Early Drift Detection Method for a 0/1 error stream (1 = error).
 
     Parameters
@@ -70,6 +70,7 @@ class EDDM(DetectorBase):
 
     Examples
     --------
+    >>> import numpy as np
     >>> rng = np.random.default_rng(0)
     >>> errors = np.concatenate([rng.random(2000) < 0.1, rng.random(2000) < 0.4]).astype(float)
     >>> EDDM(alpha=0.8, beta=0.7).update_many(errors)
@@ -102,14 +103,6 @@ class EDDM(DetectorBase):
         self._mean = 0.0
         self._m2 = 0.0
         self._p2s_max = -1.0
-
-    def update_many(self, values: np.ndarray) -> list[int]:
-        """Feed ``values`` (0/1) in order; return the indices of the values at which it fired.
-
-        After a firing the detector starts afresh with the next value, exactly as a per-value
-        loop over river's detector would.
-        """
-        return feed_by_value(self, np.asarray(values, dtype=float).ravel().tolist())
 
     def _first_firing_by_value(self, x: Sequence[float]) -> int:
         """Feed ``x`` value by value; stop at the first firing (-1: none)."""
@@ -164,10 +157,7 @@ class EDDM(DetectorBase):
     def from_snapshot(cls, d: Mapping[str, Any]) -> EDDM:
         """Rebuild from :meth:`snapshot`; raises ``ValueError`` on an unknown version, a
         missing or unknown field, a field of the wrong type, or inconsistent counts."""
-        try:
-            snap = _Snapshot.model_validate(d)
-        except ValidationError as e:
-            raise ValueError(f"invalid EDDM snapshot: {e}") from e
+        snap = validated(_Snapshot, d, "EDDM")
         det = cls(**snap.params.model_dump())
         det.drift_detected = snap.drift_detected
         det.warning_detected = snap.warning_detected
@@ -180,18 +170,13 @@ class EDDM(DetectorBase):
         return det
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
-
-
-class _Params(_Strict):
+class _Params(StrictState):
     warm_start: int
     alpha: float
     beta: float
 
 
-class _Snapshot(_Strict):
-    v: int
+class _Snapshot(VersionedState):
     params: _Params
     drift_detected: bool
     warning_detected: bool
@@ -201,14 +186,6 @@ class _Snapshot(_Strict):
     mean: float
     m2: float = Field(ge=0.0)
     p2s_max: float
-
-    @field_validator("v")
-    @classmethod
-    def _known_version(cls, v: int) -> int:
-        # An int field in strict mode already refuses True and 1.0.
-        if v != SNAPSHOT_VERSION:
-            raise ValueError(f"unsupported snapshot version {v}")
-        return v
 
     @model_validator(mode="after")
     def _counts_consistent(self) -> _Snapshot:

@@ -37,17 +37,21 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, model_validator
 
-from stream_monitor.stats.drift.base import DetectorBase, feed_by_value
+from stream_monitor.stats.drift.base import (
+    StrictState,
+    ValueDetector,
+    VersionedState,
+    validated,
+)
 
 __all__ = ["HDDMA"]
 
 SNAPSHOT_VERSION = 1
 
 
-class HDDMA(DetectorBase):
+class HDDMA(ValueDetector):
     """HDDM_A change detector for a stream of values in [0, 1] (1 = worst).
 
     Parameters
@@ -69,6 +73,7 @@ class HDDMA(DetectorBase):
 
     Examples
     --------
+    >>> import numpy as np
     >>> rng = np.random.default_rng(3)
     >>> errors = np.concatenate([rng.random(2000) < 0.1, rng.random(2000) < 0.3]).astype(float)
     >>> HDDMA().update_many(errors)
@@ -120,15 +125,6 @@ class HDDMA(DetectorBase):
         # Cut point for a fall: the prefix with the highest mean - bound.
         self._max_n = 0
         self._max_mean = 0.0
-
-    def update_many(self, values: np.ndarray) -> list[int]:
-        """Feed ``values`` (in [0, 1]) in order; return the indices of the values at which it
-        fired.
-
-        After a firing the detector starts afresh with the next value, exactly as a per-value
-        loop over river's detector would.
-        """
-        return feed_by_value(self, np.asarray(values, dtype=float).ravel().tolist())
 
     def _first_firing_by_value(self, x: Sequence[float]) -> int:
         """Feed ``x`` value by value; stop at the first firing (-1: none)."""
@@ -206,10 +202,7 @@ class HDDMA(DetectorBase):
     def from_snapshot(cls, d: Mapping[str, Any]) -> HDDMA:
         """Rebuild from :meth:`snapshot`; raises ``ValueError`` on an unknown version, a
         missing or unknown field, a field of the wrong type or counts that do not fit."""
-        try:
-            snap = _Snapshot.model_validate(d)
-        except ValidationError as e:
-            raise ValueError(f"invalid HDDMA snapshot: {e}") from e
+        snap = validated(_Snapshot, d, "HDDM_A")
         det = cls(**snap.params.model_dump())
         det.drift_detected = snap.drift_detected
         det.warning_detected = snap.warning_detected
@@ -219,18 +212,13 @@ class HDDMA(DetectorBase):
         return det
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
-
-
-class _Params(_Strict):
+class _Params(StrictState):
     drift_confidence: float
     warning_confidence: float
     two_sided_test: bool
 
 
-class _Snapshot(_Strict):
-    v: int
+class _Snapshot(VersionedState):
     params: _Params
     drift_detected: bool
     warning_detected: bool
@@ -240,14 +228,6 @@ class _Snapshot(_Strict):
     min_mean: float
     max_n: int = Field(ge=0)
     max_mean: float
-
-    @field_validator("v")
-    @classmethod
-    def _known_version(cls, v: int) -> int:
-        # A strict int: 1.0 and True are refused too.
-        if v != SNAPSHOT_VERSION:
-            raise ValueError(f"unsupported snapshot version {v}")
-        return v
 
     @model_validator(mode="after")
     def _counts_fit(self) -> _Snapshot:

@@ -42,10 +42,14 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, model_validator
 
-from stream_monitor.stats.drift.base import DetectorBase, feed_by_value
+from stream_monitor.stats.drift.base import (
+    StrictState,
+    ValueDetector,
+    VersionedState,
+    validated,
+)
 
 __all__ = ["HDDMW"]
 
@@ -58,7 +62,7 @@ _FRESH: _Sample = (0.0, 1.0, False)
 _SAMPLES = ("total", "rise_before", "rise_after", "fall_before", "fall_after")
 
 
-class HDDMW(DetectorBase):
+class HDDMW(ValueDetector):
     """HDDM_W change detector for a stream of values in [0, 1] (1 = worst).
 
     Parameters
@@ -82,6 +86,7 @@ class HDDMW(DetectorBase):
 
     Examples
     --------
+    >>> import numpy as np
     >>> rng = np.random.default_rng(3)
     >>> errors = np.concatenate([rng.random(2000) < 0.1, rng.random(2000) < 0.3]).astype(float)
     >>> HDDMW().update_many(errors)
@@ -139,15 +144,6 @@ class HDDMW(DetectorBase):
         # Lowest EWMA + bound and highest EWMA - bound so far (infinite before the first value).
         self._rise_cut = math.inf
         self._fall_cut = -math.inf
-
-    def update_many(self, values: np.ndarray) -> list[int]:
-        """Feed ``values`` (in [0, 1]) in order; return the indices of the values at which it
-        fired.
-
-        After a firing the detector starts afresh with the next value, exactly as a per-value
-        loop over river's detector would.
-        """
-        return feed_by_value(self, np.asarray(values, dtype=float).ravel().tolist())
 
     def _first_firing_by_value(self, x: Sequence[float]) -> int:
         """Feed ``x`` value by value; stop at the first firing (-1: none)."""
@@ -242,10 +238,7 @@ class HDDMW(DetectorBase):
     def from_snapshot(cls, d: Mapping[str, Any]) -> HDDMW:
         """Rebuild from :meth:`snapshot`; raises ``ValueError`` on an unknown version, a
         missing or unknown field, a field of the wrong type or estimates that do not fit."""
-        try:
-            snap = _Snapshot.model_validate(d)
-        except ValidationError as e:
-            raise ValueError(f"invalid HDDMW snapshot: {e}") from e
+        snap = validated(_Snapshot, d, "HDDM_W")
         det = cls(**snap.params.model_dump())
         det.drift_detected = snap.drift_detected
         det.warning_detected = snap.warning_detected
@@ -266,18 +259,14 @@ def _exceeds(before: _Sample, after: _Sample, log_conf: float) -> bool:
     return after[0] - before[0] > math.sqrt((before[1] + after[1]) * log_conf / 2)
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
-
-
-class _Params(_Strict):
+class _Params(StrictState):
     drift_confidence: float
     warning_confidence: float
     lambda_val: float
     two_sided_test: bool
 
 
-class _SampleModel(_Strict):
+class _SampleModel(StrictState):
     ewma: float
     ibc: float = Field(gt=0.0, le=1.0)
     started: bool
@@ -292,8 +281,7 @@ class _SampleModel(_Strict):
         return (self.ewma, self.ibc, self.started)
 
 
-class _Snapshot(_Strict):
-    v: int
+class _Snapshot(VersionedState):
     params: _Params
     drift_detected: bool
     warning_detected: bool
@@ -304,14 +292,6 @@ class _Snapshot(_Strict):
     fall_after: _SampleModel
     rise_cut: float | None
     fall_cut: float | None
-
-    @field_validator("v")
-    @classmethod
-    def _known_version(cls, v: int) -> int:
-        # A strict int: 1.0 and True are refused too.
-        if v != SNAPSHOT_VERSION:
-            raise ValueError(f"unsupported snapshot version {v}")
-        return v
 
     @model_validator(mode="after")
     def _cuts_fit(self) -> _Snapshot:
