@@ -141,7 +141,8 @@ def plot_series(s: Series, bands: Sequence[tuple[float, float]], t0: float, t1: 
     ys = [p[1] for p in finite] + [p[2] for p in pts if math.isfinite(p[2])]
     lo = min([0.0, *ys])
     hi = max([*ys, lo + 1e-12])
-    hi = hi + (hi - lo) * 0.08 if hi > lo else lo + 1.0
+    # a constant series gets a band around it (lo + 1.0 == lo for magnitudes beyond 2**53)
+    hi = hi + (hi - lo) * 0.08 if hi > lo else lo + max(1.0, abs(lo) * 0.08)
     pw, ph = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
 
     def x(t: float) -> float:

@@ -73,7 +73,7 @@ def _to_unix_seconds(v: Any) -> float:
             raise ValueError(f"timestamp {v!r} is not RFC 3339") from exc
         if dt.tzinfo is None:
             raise ValueError(f"timestamp {v!r} has no UTC offset (RFC 3339 requires one)")
-        return dt.timestamp()
+        return _to_unix_seconds(dt.timestamp())  # the same range as numbers
     raise ValueError("timestamp must be Unix seconds or an RFC 3339 string")
 
 

@@ -36,6 +36,7 @@ from stream_monitor.stats import (
     quantile_edges,
     top_categories,
 )
+from stream_monitor.stats.bounds import clip_magnitude
 from stream_monitor.stats.calibrate import (
     Calibration,
     batch_statistics,
@@ -477,6 +478,7 @@ def _numeric_column(
     if nonfinite.any():
         out[nonfinite] = np.nan
         missing |= nonfinite
+    clip_magnitude(out)  # 1e308 is finite, its square is not (stats/bounds.py)
     return out, missing, absent, bad
 
 

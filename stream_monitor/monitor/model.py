@@ -33,6 +33,7 @@ from stream_monitor.monitor.schema_drift import SchemaDrift
 from stream_monitor.monitor.segments import Segments
 from stream_monitor.monitor.versions import VersionComparison
 from stream_monitor.reference.profile import NumericProfile, Profile
+from stream_monitor.stats.bounds import MAX_MAGNITUDE
 from stream_monitor.stats.windows import Closure, PaneClock
 
 __all__ = ["ModelMonitor"]
@@ -427,7 +428,10 @@ class ModelMonitor:
                 and numeric_truth
                 and metric in (None, "absolute_error")
             ):
-                errors.append(abs(pending.score - float(truth)))
+                # both within +-MAX_MAGNITUDE, so the error and its square stay finite
+                score = min(max(pending.score, -MAX_MAGNITUDE), MAX_MAGNITUDE)
+                true = min(max(float(truth), -MAX_MAGNITUDE), MAX_MAGNITUDE)
+                errors.append(abs(score - true))
                 metric = "absolute_error"
             else:
                 self.labels_incompatible += 1

@@ -90,9 +90,11 @@ class PartitionState:
 
         Never raises on data: what failed is kept for :meth:`take_failures` (one model's
         events, or the whole batch if the failure was outside any one model)."""
+        n = len(self._failures)
         try:
             return self._process(predictions, labels)
         except Exception as exc:
+            del self._failures[n:]  # the whole batch covers a model's failure of it too
             self._failures.append(Failure([*predictions, *labels], exc))
             return []
 
@@ -102,6 +104,8 @@ class PartitionState:
         observations: list[Observation] = []
         joined: dict[str, list[tuple[PendingPrediction, Any]]] = {}
         joined_at: dict[str, float] = {}
+        #: Predictions of this batch that met a label read in an earlier one.
+        met_early: dict[str, list[PredictionEvent]] = {}
         for model_id, events in _group(predictions).items():
             model = self._model(model_id, events[0].model_version)
             if model is None:
@@ -109,7 +113,9 @@ class PartitionState:
                 continue
             try:
                 observations.extend(model.update(events))
-                self._join_predictions(model_id, events, model.last_routes, joined, joined_at)
+                self._join_predictions(
+                    model_id, events, model.last_routes, joined, joined_at, met_early
+                )
             except Exception as exc:  # one model's failure must not stop the others
                 self._failures.append(Failure(list(events), exc))
         labelled: dict[str, list[LabelEvent]] = {}
@@ -129,9 +135,10 @@ class PartitionState:
                 try:
                     observations.extend(model.update_errors(pairs, joined_at[model_id]))
                 except Exception as exc:
-                    # The labels read in this batch that joined (a prediction that met its
-                    # early label belongs to the predictions above).
-                    self._failures.append(Failure(labelled.get(model_id, []), exc))
+                    # The labels read in this batch that joined, and the predictions of this
+                    # batch that met a label read earlier (whose record is committed).
+                    involved = [*labelled.get(model_id, []), *met_early.get(model_id, [])]
+                    self._failures.append(Failure(involved, exc))
         if self.observer is not None:
             for o in observations:
                 self.observer(o)
@@ -150,6 +157,7 @@ class PartitionState:
         routes: Sequence[tuple[str, ...] | None] | None,
         joined: dict[str, list[tuple[PendingPrediction, Any]]],
         joined_at: dict[str, float],
+        met_early: dict[str, list[PredictionEvent]],
     ) -> None:
         """Predictions of one model into the label join, or straight to ``joined`` when their
         label was read first (in event order: runs between such events go in as one batch)."""
@@ -170,6 +178,7 @@ class PartitionState:
             self.join.count_early_match(model_id, e.timestamp, label_ts)
             joined.setdefault(model_id, []).append((pending, true_label))
             joined_at[model_id] = e.timestamp
+            met_early.setdefault(model_id, []).append(e)
         if rows:
             self.join.add_predictions(model_id, rows)
 

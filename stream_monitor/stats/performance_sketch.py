@@ -42,6 +42,8 @@ from typing import Any
 
 import numpy as np
 
+from stream_monitor.stats.bounds import clip_magnitude
+
 SNAPSHOT_VERSION = 1
 
 
@@ -54,6 +56,9 @@ def _check_version(d: Mapping[str, Any], kind: str) -> None:
         raise ValueError(f"unsupported {kind} snapshot version {d.get('v')!r}")
     if d.get("kind") != kind:
         raise ValueError(f"not a {kind} snapshot (kind={d.get('kind')!r})")
+
+
+_EPS = float(np.finfo(np.float64).eps)
 
 
 def _array(values: Any, dtype: Any, shape: tuple[int, ...], what: str) -> np.ndarray:
@@ -622,14 +627,16 @@ class RegressionSketch:
         self.invalid += int(yt.size - n)
         if n == 0:
             return
-        yt, yp = yt[ok], yp[ok]
+        yt, yp = clip_magnitude(yt[ok]), clip_magnitude(yp[ok])  # sums stay finite
         e = yp - yt
         a = np.abs(e)
         self.sum_abs += float(a.sum())
         self.sum_sq += float(np.dot(e, e))
         nz = yt != 0.0
         n_nz = int(np.count_nonzero(nz))
-        self.sum_ape += float((a[nz] / np.abs(yt[nz])).sum())
+        # A tiny true value (5e-324) would make the ratio infinite: its denominator is at
+        # least the machine epsilon, as scikit-learn's mean_absolute_percentage_error does.
+        self.sum_ape += float((a[nz] / np.maximum(np.abs(yt[nz]), _EPS)).sum())
         self.n_ape += n_nz
         self.mape_skipped += n - n_nz
         if yt.min() == yt.max():  # exact, so equal constant panes merge to SST == 0
