@@ -52,7 +52,7 @@ from stream_monitor.events.schema import (
     SuggestedAction,
 )
 
-__all__ = ["SEVERITY", "AlertTracker", "alert_id", "dedup_key"]
+__all__ = ["SEVERITY", "AlertTracker", "dedup_key"]
 
 SNAPSHOT_VERSION = 3
 _NAMESPACE = uuid.UUID("6f1c1c52-3f5e-4a53-9a59-2f0c6e3b9d11")
@@ -150,23 +150,6 @@ class _Member:
             self.since,
             self.window_events,
         ]
-
-
-def alert_id(dedup_key: str, seq: int, started_at: float, status: str) -> str:
-    """The id of one alert event: the incident (its dedup key, its number within that key and
-    the event time its evidence started) and the status. The same incident gets the same ids
-    after a restart or a rewind (all of it is state, or follows from event times), so
-    downstream deduplication drops repeats; two unrelated incidents with the same dedup key and
-    number (e.g. in two runs that each started from fresh state) get different ids, because
-    their evidence started at different event times.
-
-    >>> a = alert_id("fraud/data_drift/-", 1, 1795305600.0, "firing")
-    >>> a == alert_id("fraud/data_drift/-", 1, 1795305600.0, "firing")
-    True
-    >>> a == alert_id("fraud/data_drift/-", 1, 1795309200.0, "firing")
-    False
-    """
-    return str(uuid.uuid5(_NAMESPACE, f"{dedup_key}|{seq}|{started_at!r}|{status}"))
 
 
 @dataclass
@@ -385,7 +368,7 @@ class AlertTracker:
             silent = o.observed_at - inc.seen_at
         summary = self._summary(inc, status, lead, features, score, action, silent)
         return AlertEvent(
-            alert_id=alert_id(key, inc.seq, inc.started_at, status),
+            alert_id=str(uuid.uuid5(_NAMESPACE, f"{key}|{inc.seq}|{status}")),
             dedup_key=key,
             status=status,  # type: ignore[arg-type]
             severity=severity,
