@@ -42,8 +42,9 @@ class LabelAlignment:
         #: Labels partitions paused now.
         self.paused: set[int] = set()
         #: Where each predictions partition started (committed offset, else its low
-        #: watermark), looked up while nothing of it has been read since the assignment.
-        self._starts: dict[int, int] = {}
+        #: watermark) and its high watermark then, asked once while nothing of it has been
+        #: read since the assignment.
+        self._starts: dict[int, tuple[int, int]] = {}
 
     def observe(self, topic: str, partition: int, newest: float) -> None:
         """The newest event time of a batch's records of ``topic``/``partition``."""
@@ -86,20 +87,20 @@ class LabelAlignment:
         """Whether predictions partition ``p`` has records left to read. Before anything of
         it was read since the assignment, its position is unknown: it is where the group's
         committed offset (else the low watermark: ``auto.offset.reset`` is earliest) points,
-        and the high watermark is asked of the broker while no fetch has answered, so that
-        labels read first are held back from the very first batch."""
+        and its high watermark is asked of the broker, both once (kept until its first
+        records arrive), so that labels read first are held back from the very first batch."""
         tp = TopicPartition(self.predictions, p)
         try:
             position = consumer.position([tp])[0].offset
-            low, high = consumer.get_watermark_offsets(tp, cached=True)
-            if position < 0 or high < 0:
-                low, high = consumer.get_watermark_offsets(tp, timeout=_ASK_TIMEOUT)
-            if position < 0:
-                start = self._starts.get(p)
-                if start is None:
+            if position >= 0:
+                _low, high = consumer.get_watermark_offsets(tp, cached=True)
+            else:
+                known = self._starts.get(p)
+                if known is None:
+                    low, high = consumer.get_watermark_offsets(tp, timeout=_ASK_TIMEOUT)
                     committed = consumer.committed([tp], timeout=_ASK_TIMEOUT)[0].offset
-                    start = self._starts[p] = committed if committed >= 0 else low
-                position = start
+                    known = self._starts[p] = (committed if committed >= 0 else low, high)
+                position, high = known
         except Exception:  # unknown: do not hold labels back
             return False
         return position >= 0 and high > position
