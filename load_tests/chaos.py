@@ -47,9 +47,11 @@ from __future__ import annotations
 
 import argparse
 import re
+import shlex
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -104,13 +106,21 @@ AlertKey = tuple[str, str, str]
 # Kafka helpers
 # --------------------------------------------------------------------------------------------
 def committed(bootstrap: str, group: str, topics: Sequence[str], partitions: int) -> list[int]:
-    """The group's committed offsets of every partition of ``topics`` (-1: none)."""
-    from confluent_kafka import Consumer, TopicPartition
+    """The group's committed offsets of every partition of ``topics`` (-1: none); the
+    coordinator can be slow to answer while the group rebalances: up to 4 tries of 15 s."""
+    from confluent_kafka import Consumer, KafkaException, TopicPartition
 
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
     try:
         tps = [TopicPartition(t, p) for t in topics for p in range(partitions)]
-        return [tp.offset for tp in c.committed(tps, timeout=15)]
+        for attempt in range(4):
+            try:
+                return [tp.offset for tp in c.committed(tps, timeout=15)]
+            except KafkaException as exc:
+                if attempt == 3:
+                    raise
+                log(f"committed offsets of {group}: {exc}; asking again")
+        raise AssertionError("unreachable")
     finally:
         c.close()
 
@@ -816,7 +826,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     run_id = uuid.uuid4().hex[:8]
     machine = machine_info(kafka=broker_label(args))
     digest = source_digest()
-    cmd = command_line("chaos.py", argv)
+    # quoted, so that the results' command line can be pasted (--note takes a sentence)
+    cmd = command_line(
+        "chaos.py", [shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv)]
+    )
     workdir = Path(tempfile.mkdtemp(prefix="stream-monitor-chaos-"))
     outcomes: list[Outcome] = []
     keep = args.keep_workdir

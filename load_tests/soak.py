@@ -21,7 +21,9 @@ On its own broker (deploy/local/kafka.sh through _harness.py, default ``--kafka-
    Every ``--poll`` s (1) a small /metrics scrape gives the event-to-metric lag (scrape wall
    time minus the newest prediction event time, as in bench_throughput's live phase); every
    ``--every`` s (30) a full scrape records a point: the monitor's RSS (VmRSS), records
-   consumed, consumer lag (sum of ``stream_monitor_consumer_lag``), checkpoints and their
+   consumed, the same lag for the newest label (a labels topic left behind shows there, not
+   in the predictions' lag), consumer lag (sum of ``stream_monitor_consumer_lag``, and that
+   of the labels topic), checkpoints and their
    snapshot bytes, predictions pending in the label join, alerts, the broker's disk use and
    the CPU of the monitor, the broker, this script and other processes since the last point.
 3. end: a bounded wait (``--catch-up`` 120 s) for the monitor to consume every record
@@ -44,6 +46,8 @@ import contextlib
 import heapq
 import os
 import re
+import shlex
+import sys
 import threading
 import time
 import uuid
@@ -55,6 +59,7 @@ from typing import Any
 
 from _harness import (
     BULK_PRODUCER,
+    KeyValue,
     Monitor,
     Series,
     add_broker_args,
@@ -261,7 +266,14 @@ def measure_max_rate(
     inputs = [topics["predictions"], topics["labels"]]
     produced = sum(high_watermarks(bootstrap, inputs).values())
     log(f"max rate: {produced:,} records in {pr.seconds:.1f} s")
-    mon = Monitor(workdir, "max", bootstrap, topics, group=f"soak-{run_id}-max")
+    mon = Monitor(
+        workdir,
+        "max",
+        bootstrap,
+        topics,
+        group=f"soak-{run_id}-max",
+        settings=args.monitor_setting,
+    )
     mon.start()
     try:
         mon.wait_ready(60)
@@ -317,6 +329,8 @@ class Point:
     produced_predictions: int
     consumer_lag: float
     age_s: float | None  # event-to-metric lag at this scrape
+    label_age_s: float | None  # the same for the newest label
+    consumer_lag_labels: float
     checkpoints: float
     snapshot_bytes: float  # cumulative sum of snapshot bytes
     snapshot_count: float
@@ -360,7 +374,14 @@ def soak(
     seconds = args.minutes * 60.0
     n = int(rate * seconds)
     broker_pid = broker.pid() if broker else None
-    mon = Monitor(workdir, "soak", bootstrap, topics, group=f"soak-{run_id}-soak")
+    mon = Monitor(
+        workdir,
+        "soak",
+        bootstrap,
+        topics,
+        group=f"soak-{run_id}-soak",
+        settings=args.monitor_setting,
+    )
     mon.start()
     r: dict[str, Any] = {"rate": rate, "predictions_planned": n}
     points: list[Point] = []
@@ -408,7 +429,7 @@ def soak(
             if now >= next_point:
                 next_point += args.every
                 got = take_point(
-                    mon, broker, broker_pid, producer.pacing, ptopic, t_start, prev_mark
+                    mon, broker, broker_pid, producer.pacing, (ptopic, ltopic), t_start, prev_mark
                 )
                 if got is not None:
                     pt, prev_mark = got
@@ -438,7 +459,7 @@ def soak(
                 raise RuntimeError(f"monitor exited; log:\n{mon.tail()}")
             time.sleep(1.0)
         r["caught_up_s"] = time.monotonic() - t_end if caught is not None else None
-        last = take_point(mon, broker, broker_pid, pacing, ptopic, t_start, prev_mark)
+        last = take_point(mon, broker, broker_pid, pacing, (ptopic, ltopic), t_start, prev_mark)
         if last is not None:
             points.append(last[0])
         final = mon.metrics("/metrics", 30.0) or {}
@@ -472,11 +493,12 @@ def take_point(
     broker: Any,
     broker_pid: int | None,
     pacing: Pacing,
-    ptopic: str,
+    topics: tuple[str, str],
     t_start: float,
     prev_mark: Any,
 ) -> tuple[Point, Any] | None:
     """A full scrape (the label join's gauges come only with it), RSS and CPU."""
+    ptopic, ltopic = topics
     w0 = time.time()
     s = mon.metrics("/metrics", 20.0)
     wall = (w0 + time.time()) / 2
@@ -491,6 +513,8 @@ def take_point(
         produced_predictions=pacing.predictions,
         consumer_lag=total(s, CONSUMER_LAG),
         age_s=light_age(s, ptopic, wall),
+        label_age_s=light_age(s, ltopic, wall),
+        consumer_lag_labels=total(s, CONSUMER_LAG, topic=ltopic),
         checkpoints=total(s, "stream_monitor_checkpoints_total"),
         snapshot_bytes=total(s, "stream_monitor_checkpoint_snapshot_bytes_sum"),
         snapshot_count=total(s, "stream_monitor_checkpoint_snapshot_bytes_count"),
@@ -552,6 +576,9 @@ def blocks(args: argparse.Namespace, r: dict[str, Any]) -> list[dict[str, Any]]:
                 "rss_median": pct(rss, 50),
                 "rss_max": max(rss) if rss else None,
                 "consumer_lag_max": max((p.consumer_lag for p in bp), default=None),
+                "label_lag_max": max(
+                    (p.label_age_s for p in bp if p.label_age_s is not None), default=None
+                ),
                 "monitor_cores": sum(mon_cores) / len(mon_cores) if mon_cores else None,
                 "other_cores": sum(others) / len(others) if others else None,
             }
@@ -603,7 +630,9 @@ def report(args: argparse.Namespace, mx: dict[str, Any] | None, r: dict[str, Any
         f"{args.models} models (TrafficGenerator archetypes, two groups drifting at "
         f"{', '.join(f'{d:.0%}' for d in args.drifts)} of the run), {args.partitions} "
         f"partitions, event time = wall time; paced producer acks=all, lz4, "
-        f"linger.ms={args.linger_ms:g}. Monitor: `stream-monitor run` with its defaults "
+        f"linger.ms={args.linger_ms:g}. Monitor: `stream-monitor run` with its defaults"
+        + "".join(f", {k}={v}" for k, v in args.monitor_setting.items())
+        + " "
         f"({r.get('mode', '?')}; ready after {fmt(r.get('ready_s'), '.1f')} s). Points every "
         f"{args.every:g} s (full /metrics scrape); lag sampled every {args.poll:g} s "
         f"(scrape wall time - newest prediction event time).",
@@ -612,7 +641,8 @@ def report(args: argparse.Namespace, mx: dict[str, Any] | None, r: dict[str, Any
         md += ["", f"Note: {args.note}"]
     md += [
         "",
-        "| min | records consumed | RSS MiB | lag s | consumer lag | checkpoints (+since) "
+        "| min | records consumed | RSS MiB | lag s, predictions / labels "
+        "| consumer lag (labels) | checkpoints (+since) "
         "| MB per snapshot | checkpoint s each | join pending | alerts | producer late max s "
         "| broker disk GiB | CPU monitor / broker / script / others |",
         "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
@@ -626,7 +656,8 @@ def report(args: argparse.Namespace, mx: dict[str, Any] | None, r: dict[str, Any
         c = p.cpu
         md.append(
             f"| {p.elapsed / 60:.1f} | {p.consumed:,.0f} | {fmt(p.rss_mib)} "
-            f"| {fmt(p.age_s, '.2f')} | {p.consumer_lag:,.0f} "
+            f"| {fmt(p.age_s, '.2f')} / {fmt(p.label_age_s, '.1f')} "
+            f"| {p.consumer_lag:,.0f} ({p.consumer_lag_labels:,.0f}) "
             f"| {p.checkpoints:,.0f} (+{dck:,.0f}) | {fmt(mb, '.1f')} "
             f"| {fmt(dcs / dck if dck else None, '.2f')} | {fmt(p.pending)} | {p.alerts:,.0f} "
             f"| {p.late_max_s:.2f} | {fmt(p.disk_gib, '.1f')} "
@@ -641,8 +672,8 @@ def report(args: argparse.Namespace, mx: dict[str, Any] | None, r: dict[str, Any
         f"Per {size:g}-minute block (lag samples every {args.poll:g} s):",
         "",
         "| block, min | lag p50 / p95 / p99 / max, s | samples | RSS median / max, MiB "
-        "| consumer lag max | monitor cores | other processes, cores |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| consumer lag max | labels lag max, s | monitor cores | other processes, cores |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for b in bl:
         md.append(
@@ -650,6 +681,7 @@ def report(args: argparse.Namespace, mx: dict[str, Any] | None, r: dict[str, Any
             f"{fmt(b['lag_p95'], '.2f')} / {fmt(b['lag_p99'], '.2f')} / "
             f"{fmt(b['lag_max'], '.2f')} | {b['lag_n']} | {fmt(b['rss_median'])} / "
             f"{fmt(b['rss_max'])} | {fmt(b['consumer_lag_max'])} "
+            f"| {fmt(b['label_lag_max'], '.1f')} "
             f"| {fmt(b['monitor_cores'], '.2f')} | {fmt(b['other_cores'], '.2f')} |"
         )
     caught_text = (
@@ -718,6 +750,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     ap.add_argument("--linger-ms", type=float, default=5.0)
     ap.add_argument("--seed", type=int, default=31)
+    ap.add_argument(
+        "--monitor-setting",
+        action=KeyValue,
+        default={},
+        metavar="KEY=VALUE",
+        help="MonitorConfig field of both monitors (dotted for a table); repeatable",
+    )
     ap.add_argument("--note", default="", help="a sentence for the results (e.g. load)")
     ap.add_argument("--keep-workdir", action="store_true", help="keep the monitors' TOML and logs")
     add_broker_args(ap, 39292)
@@ -730,7 +769,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     run_id = uuid.uuid4().hex[:8]
     machine = machine_info(kafka=broker_label(args))
     digest = source_digest()
-    cmd = command_line("soak.py", argv)
+    # quoted, so that the results' command line can be pasted (--note takes a sentence)
+    cmd = command_line(
+        "soak.py", [shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv)]
+    )
     mx: dict[str, Any] | None = None
     with (
         workdir_session("stream-monitor-soak-", args.keep_workdir) as workdir,
