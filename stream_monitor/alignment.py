@@ -5,12 +5,17 @@ predictions and most would arrive before their prediction (and wait, bounded, am
 labels). :class:`LabelAlignment` keeps the newest event time processed per input
 topic-partition and pauses a labels partition while its predictions partition still has
 records to read and either its newest label is more than ``labels.align_seconds`` (event time)
-ahead of the newest prediction, or the early-label buffer is half full; it resumes it once the
-predictions caught up (half the margin, a quarter of the buffer) or ran out of records.
+ahead of the newest prediction, or the early-label buffer is half full while the labels are
+ahead at all; it resumes it once the predictions caught up (within half the margin, and the
+buffer down to a quarter or the labels no longer ahead) or ran out of records. Held back, the
+labels' clock stands still while the predictions' moves on, so a paused partition always
+resumes: the early labels that wait for predictions already read expire against the
+predictions' clock (``EarlyLabels.expire_behind``), not only against the labels'.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -20,6 +25,8 @@ from stream_monitor.config import MonitorConfig
 from stream_monitor.monitor.partition import PartitionState
 
 __all__ = ["LabelAlignment"]
+
+log = logging.getLogger(__name__)
 
 #: Seconds to wait for the broker when a predictions partition's position or high watermark
 #: is not known locally yet (only until its first records arrive).
@@ -75,11 +82,21 @@ class LabelAlignment:
             waiting = len(state.early)
             labels_tp = TopicPartition(self.labels, p)
             if p not in self.paused:
-                if (ahead > self.margin or waiting > self.capacity / 2) and has_backlog(p):
+                full = waiting > self.capacity / 2 and ahead > 0
+                if (ahead > self.margin or full) and has_backlog(p):
                     consumer.pause([labels_tp])
                     self.paused.add(p)
                     self._on_pause()
-            elif (ahead <= self.margin / 2 and waiting <= self.capacity / 4) or not has_backlog(p):
+                    log.debug(
+                        "holding labels partition=%d back: labels %.1f s ahead of "
+                        "predictions, %d early labels waiting",
+                        p,
+                        ahead,
+                        waiting,
+                    )
+            elif (
+                ahead <= self.margin / 2 and (waiting <= self.capacity / 4 or ahead <= 0)
+            ) or not has_backlog(p):
                 consumer.resume([labels_tp])
                 self.paused.discard(p)
 

@@ -32,7 +32,7 @@ import itertools
 import math
 from bisect import bisect_left
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import astuple, dataclass
 from operator import itemgetter
 from typing import Any, NamedTuple
@@ -520,12 +520,7 @@ labels_unmatched=0))
         entry = None if q is None else q.pop(event_id, None)
         if q is None or entry is None:
             if count_unmatched:
-                self.unmatched_labels += 1
-                unknown = self.by_model.get(model_id)
-                if unknown is None:
-                    self.labels_unknown_model += 1
-                else:
-                    unknown.labels_unmatched += 1
+                self.count_unmatched(model_id)
             return None
         if self._journal is not None:
             self._journal.append((model_id, event_id, entry))
@@ -539,6 +534,15 @@ labels_unmatched=0))
             self._observe_delay(model_id, label_timestamp - found.timestamp)
         self._expire(model_id)  # the match may have uncovered an expired entry
         return found
+
+    def count_unmatched(self, model_id: str) -> None:
+        """Count a label that met no waiting prediction and never will (see :meth:`match`)."""
+        self.unmatched_labels += 1
+        st = self.by_model.get(model_id)
+        if st is None:
+            self.labels_unknown_model += 1
+        else:
+            st.labels_unmatched += 1
 
     def _observe_delay(self, model_id: str, delay: float) -> None:
         if not math.isfinite(delay):
@@ -897,6 +901,35 @@ class EarlyLabels:
                 break
             self._waiting.popitem(last=False)
             self.expired += 1
+
+    def expire_behind(self, watermark_of: Callable[[str], float | None]) -> int:
+        """Expire the oldest waiting labels that are more than ``grace_seconds`` behind their
+        model's prediction watermark (``watermark_of(model)``, None: no prediction yet): the
+        predictions up to that time have been read, so theirs is not coming. Stops at the
+        first label that may still match (as :meth:`add`'s expiry does); returns how many
+        expired (counted in ``expired``).
+
+        Without it, labels whose prediction left the join before they were read (evicted or
+        expired there) would wait until the labels' own clock moves on, which it does not
+        while the labels partition is held back.
+
+        >>> early = EarlyLabels(capacity=10, grace_seconds=30.0)
+        >>> early.add("m", "a", 30.0, 1)
+        >>> early.add("m", "b", 50.0, 1)
+        >>> early.expire_behind({"m": 70.0}.get), len(early), early.take("m", "b")
+        (1, 1, 1)
+        """
+        n = 0
+        waiting, grace = self._waiting, self.grace_seconds
+        while waiting:
+            (model_id, _), (ts, _) = next(iter(waiting.items()))
+            wm = watermark_of(model_id)
+            if wm is None or ts >= wm - grace:
+                break
+            waiting.popitem(last=False)
+            n += 1
+        self.expired += n
+        return n
 
     def take(self, model_id: str, event_id: str) -> Any | None:
         """The waiting label of this prediction (removed), or None."""

@@ -20,7 +20,8 @@ from stream_monitor.reference.profile import Profile
 
 __all__ = ["Failure", "PartitionState"]
 
-SNAPSHOT_VERSION = 1
+#: 2: ``labels_behind``.
+SNAPSHOT_VERSION = 2
 REFUSED_MEMORY = 1000
 E = TypeVar("E", PredictionEvent, LabelEvent)
 
@@ -77,6 +78,9 @@ class PartitionState:
         #: Distinct refused model ids, remembered up to ``REFUSED_MEMORY`` (bounded).
         self._refused_models: set[str] = set()
         self.events_refused = 0
+        #: Labels that found no waiting prediction and were more than the early labels'
+        #: grace behind their model's prediction watermark: counted unmatched at once.
+        self.labels_behind = 0
         #: Called with every observation before the alert rules see it (the backtest report
         #: plots them); not part of the state.
         self.observer: Callable[[Observation], None] | None = None
@@ -118,13 +122,23 @@ class PartitionState:
                 )
             except Exception as exc:  # one model's failure must not stop the others
                 self._failures.append(Failure(list(events), exc))
+        early, join = self.early, self.join
+        if predictions and len(early):
+            early.expire_behind(join.model_watermark)
         labelled: dict[str, list[LabelEvent]] = {}
         for lab in labels:
-            found = self.join.match(
+            found = join.match(
                 lab.model_id, lab.event_id, count_unmatched=False, label_timestamp=lab.timestamp
             )
             if found is None:
-                self.early.add(lab.model_id, lab.event_id, lab.timestamp, lab.label)
+                wm = join.model_watermark(lab.model_id)
+                if wm is not None and lab.timestamp < wm - early.grace_seconds:
+                    # Its prediction was read long ago and left the join (evicted, expired):
+                    # waiting among the early labels could only fill them up.
+                    join.count_unmatched(lab.model_id)
+                    self.labels_behind += 1
+                else:
+                    early.add(lab.model_id, lab.event_id, lab.timestamp, lab.label)
                 continue
             joined.setdefault(lab.model_id, []).append((found, lab.label))
             labelled.setdefault(lab.model_id, []).append(lab)
@@ -219,6 +233,7 @@ class PartitionState:
             "tracker": self.tracker.snapshot(),
             "refused_models": sorted(self._refused_models),
             "events_refused": self.events_refused,
+            "labels_behind": self.labels_behind,
         }
 
     @classmethod
@@ -249,6 +264,7 @@ class PartitionState:
         st.tracker = AlertTracker.from_snapshot(d["tracker"], cfg.alerts, describe_windows(cfg))
         st._refused_models = set(d["refused_models"])
         st.events_refused = d["events_refused"]
+        st.labels_behind = d["labels_behind"]
         return st
 
 

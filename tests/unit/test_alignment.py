@@ -8,6 +8,7 @@ from confluent_kafka import TopicPartition
 
 from stream_monitor.alignment import LabelAlignment
 from stream_monitor.config import MonitorConfig
+from stream_monitor.events.schema import LabelEvent, PredictionEvent
 from stream_monitor.monitor.partition import PartitionState
 
 CFG = MonitorConfig.model_validate(
@@ -69,3 +70,81 @@ def test_labels_are_not_held_back_without_a_prediction_backlog() -> None:
     assert consumer.paused == set()
     a.forget([("labels", 0), ("predictions", 0)], kept=set())
     assert a.event_time == {} and a.paused == set()
+
+
+def test_labels_behind_evicted_predictions_never_hold_the_labels_partition_back() -> None:
+    """The 1-hour soak's stall (load_tests/RESULTS.md): labels read long after their
+    predictions, which had left a full join, parked among the early labels; the buffer filled,
+    the labels partition paused while predictions had a backlog, and it never resumed (early
+    labels expired only on the labels' own clock, which stood still while paused).
+
+    Here labels lag 400 s behind predictions (1 a second, all labelled 5 s later), the join
+    holds 100, so every label finds its prediction gone. Every label must still be read, and
+    each one is accounted for as unmatched."""
+    cfg = MonitorConfig.model_validate(
+        {
+            "bootstrap_servers": "unused:9092",
+            "labels": {"capacity": 100, "early_capacity": 20, "early_grace_seconds": 600.0},
+        }
+    )
+    state = PartitionState(0, cfg)
+    a = LabelAlignment(cfg, lambda: None)
+    consumer = _Consumer()
+    n, step, lag = 3000, 50, 400
+    preds = [
+        PredictionEvent(event_id=str(i), model_id="m", timestamp=float(i), features={"x": 1.0},
+                        prediction=0.5)
+        for i in range(n)
+    ]  # fmt: skip
+    labels = [
+        LabelEvent(event_id=str(i), model_id="m", timestamp=float(i + 5), label=1.0)
+        for i in range(n)
+    ]
+    p_pos, l_pos = 0, 0
+    at_end: int | None = None
+    consumer.high_of[("predictions", 0)] = n
+    for _ in range(2 * n // step):
+        batch_p = preds[p_pos : p_pos + step] if p_pos + step <= n else preds[p_pos:]
+        p_pos += len(batch_p)
+        batch_l: list[LabelEvent] = []
+        if p_pos == n and at_end is None:
+            at_end = l_pos  # labels read while the predictions still had a backlog
+        readable = n if p_pos == n else p_pos - lag  # labels produced by now
+        if ("labels", 0) not in consumer.paused and readable > l_pos:
+            batch_l = labels[l_pos : min(l_pos + step, readable)]
+            l_pos += len(batch_l)
+        state.process(batch_p, batch_l)
+        if batch_p:
+            a.observe("predictions", 0, batch_p[-1].timestamp)
+        if batch_l:
+            a.observe("labels", 0, batch_l[-1].timestamp)
+        # the predictions' backlog lasts while they are not all read
+        consumer.position_of[("predictions", 0)] = p_pos
+        a.align(consumer, {0: state})
+        if l_pos == n:
+            break
+    assert at_end is not None and at_end >= n - lag - 2 * step, (
+        f"{at_end} of {n - lag} labels read while predictions had a backlog: labels stalled"
+    )
+    assert l_pos == n
+    assert state.join.matched + state.unmatched_labels + len(state.early) == n
+    # only the predictions still waiting when the labels caught up (the last 100) matched
+    assert state.join.matched == 100 and state.labels_behind == 0
+    assert len(state.early) <= cfg.labels.early_capacity
+
+
+def test_labels_far_behind_their_models_predictions_are_unmatched_at_once() -> None:
+    """A label more than the early grace behind its model's prediction watermark, whose
+    prediction is not waiting, is counted unmatched instead of parked."""
+    cfg = MonitorConfig.model_validate(
+        {"bootstrap_servers": "unused:9092", "labels": {"early_grace_seconds": 60.0}}
+    )
+    state = PartitionState(0, cfg)
+    state.process(
+        [PredictionEvent(event_id="p", model_id="m", timestamp=1000.0, features={"x": 1.0},
+                         prediction=0.5)],
+        [LabelEvent(event_id="old", model_id="m", timestamp=900.0, label=1.0),  # 100 s behind
+         LabelEvent(event_id="new", model_id="m", timestamp=950.0, label=1.0)],  # within grace
+    )  # fmt: skip
+    assert state.labels_behind == 1 and state.join.unmatched_labels == 1
+    assert len(state.early) == 1 and state.early.take("m", "new") == 1.0

@@ -365,7 +365,7 @@ def test_snapshot_round_trip_mid_stream(x2_stream: Stream, split: int) -> None:
 def test_snapshot_refuses_unknown_version() -> None:
     snap = PartitionState(0, CFG).snapshot()
     with pytest.raises(ValueError, match="version"):
-        PartitionState.from_snapshot({**snap, "v": 2}, CFG)
+        PartitionState.from_snapshot({**snap, "v": 99}, CFG)
 
 
 # ------------------------------------------------------------------- (f) model cap
