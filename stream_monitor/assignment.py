@@ -36,7 +36,7 @@ from stream_monitor.checkpoint import OutputRecord
 from stream_monitor.config import MonitorConfig
 from stream_monitor.kafka import clients
 from stream_monitor.metrics.instruments import Instruments
-from stream_monitor.monitor.join import Mark
+from stream_monitor.monitor.join import LabelJoin, Mark
 from stream_monitor.monitor.partition import PartitionState
 from stream_monitor.reference import Profile
 from stream_monitor.state import (
@@ -44,9 +44,14 @@ from stream_monitor.state import (
     ENVELOPE_VERSION,
     Refused,
     Snapshot,
+    chunk_digest,
+    chunk_key,
+    chunk_of,
+    decode_chunk,
     decode_snapshot,
+    encode_chunk,
     encode_snapshot,
-    read_latest,
+    read_by_key,
 )
 
 __all__ = ["SNAPSHOT_LIMIT_BYTES", "Assignment", "PendingCheckpoint"]
@@ -73,7 +78,13 @@ class PendingCheckpoint:
     states: dict[int, dict[str, Any]] = field(default_factory=dict)
     #: The label joins' undo-journal marks.
     marks: dict[int, Mark] = field(default_factory=dict)
-    #: The changelog records of the snapshots (with ``checkpoint.hmac_key``).
+    #: The contents of label-join chunks sealed since their partition's last checkpoint.
+    fresh: dict[int, dict[int, dict[str, Any]]] = field(default_factory=dict)
+    #: The label-join chunks each written checkpoint lists, with their digests.
+    chunks: dict[int, dict[int, str]] = field(default_factory=dict)
+    #: The chunk records to write before each partition's checkpoint.
+    records_of: dict[int, list[OutputRecord]] = field(default_factory=dict)
+    #: The changelog records: chunks, snapshots (with ``checkpoint.hmac_key``), tombstones.
     records: list[OutputRecord] = field(default_factory=list)
 
 
@@ -121,6 +132,12 @@ class Assignment:
         #: The sequence number of each partition's last checkpoint written or restored (kept
         #: across rebalances: a restore never goes back behind it).
         self.sequence: dict[int, int] = {}
+        #: The label-join chunks in the changelog that each partition's last committed
+        #: checkpoint lists, with their digests (written once, deleted once empty).
+        self.chunks: dict[int, dict[int, str]] = {}
+        #: Chunk records in the changelog that no checkpoint lists (left by a crash between
+        #: a checkpoint and its tombstones): deleted with the partition's next checkpoint.
+        self.orphans: dict[int, set[int]] = {}
 
     # --- assign and drop ------------------------------------------------------------------------
     def assign(
@@ -159,6 +176,8 @@ class Assignment:
             for p in [p for p in self.states if p not in kept]:
                 del self.states[p]
                 self.base.pop(p, None)
+                self.chunks.pop(p, None)
+                self.orphans.pop(p, None)
                 self.dirty.discard(p)
             for d in (self.positions, self.start):
                 for key in [k for k in d if k in gone]:
@@ -207,7 +226,7 @@ class Assignment:
             return fresh
         restores = self.metrics.restores
         try:
-            rec = read_latest(
+            records = read_by_key(
                 clients.client_config(self.cfg),
                 self.changelog_topic,
                 p,
@@ -217,6 +236,9 @@ class Assignment:
             restores.labels(outcome="read_error").inc()
             log.error("could not read the changelog partition=%d error=%s; fresh state", p, exc)
             return fresh
+        stored = {k: rec[1] for key, rec in records.items() if (k := chunk_of(key, p)) is not None}
+        self.orphans[p] = set(stored)  # until the checkpoint lists them
+        rec = records.get(str(p).encode("ascii"))
         if rec is None or rec[1] is None:
             restores.labels(outcome="empty").inc()
             return fresh
@@ -240,8 +262,11 @@ class Assignment:
             )
             return fresh
         try:
-            state = PartitionState.from_snapshot(snap.state, self.cfg, self.profiles)
-        except Exception as exc:  # e.g. UnpicklingError, AttributeError after an upgrade
+            join, digests = self._restore_join(p, snap, stored)
+            state = PartitionState.from_snapshot(
+                {**snap.state, "join": None}, self.cfg, self.profiles, join=join
+            )
+        except Exception as exc:  # e.g. a state this release cannot read after an upgrade
             restores.labels(outcome="incompatible_state").inc()
             log.error(
                 "refusing the checkpoint of partition=%d: this release cannot read its state "
@@ -253,6 +278,8 @@ class Assignment:
             return fresh
         restores.labels(outcome="restored").inc()
         self.sequence[p] = snap.sequence
+        self.chunks[p] = digests
+        self.orphans[p].difference_update(digests)
         log.info(
             "restored partition=%d models=%d offsets=%s sequence=%d",
             p,
@@ -261,6 +288,35 @@ class Assignment:
             snap.sequence,
         )
         return state, dict(snap.offsets)
+
+    def _restore_join(
+        self, p: int, snap: Snapshot, stored: Mapping[int, bytes | None]
+    ) -> tuple[LabelJoin, dict[int, str]]:
+        """The label join of a checkpoint, with the chunks it lists that verify against their
+        digests; the predictions of any other listed chunk are counted as evicted (logged)."""
+        listed = {int(k): str(v) for k, v in snap.state.get("chunk_digests", {}).items()}
+        contents: dict[int, dict[str, Any]] = {}
+        for k, digest in listed.items():
+            found = decode_chunk(stored.get(k), digest, group=self.group, partition=p, chunk=k)
+            if isinstance(found, Refused):
+                log.warning(
+                    "label-join chunk %d of partition=%d refused (%s: %s): its predictions "
+                    "awaiting labels are lost",
+                    k,
+                    p,
+                    found.reason,
+                    found.detail,
+                )
+            else:
+                contents[k] = found
+        join = LabelJoin.from_snapshot(snap.state["join"], chunks=contents)
+        if join.lost_on_restore:
+            log.warning(
+                "partition=%d restored without %d predictions awaiting labels (counted evicted)",
+                p,
+                join.lost_on_restore,
+            )
+        return join, {k: listed[k] for k in contents}
 
     def _stale(self, snap: Snapshot, committed: Mapping[str, int] | None) -> Refused | None:
         """Why ``snap`` is older than what the group committed since, or None."""
@@ -294,7 +350,6 @@ class Assignment:
         """The snapshots (and changelog records) of the partitions changed since the last
         checkpoint; nothing is changed until :meth:`committed`."""
         changelog, rewind = self.changelog, self.keep_rewind_point
-        cap = self.cfg.checkpoint.max_waiting_predictions
         with self.lock:
             pending = PendingCheckpoint(sorted(p for p in self.dirty if p in self.states))
             for p in pending.dirty:
@@ -308,14 +363,50 @@ class Assignment:
                     pending.snapshots[p] = base
                     pending.marks[p] = state.join.mark()
                 if changelog:
-                    # The changelog's copy of the join keeps its newest waiting predictions
-                    # (checkpoint.max_waiting_predictions): its cost does not grow with them.
-                    pending.states[p] = {**base, "join": state.join.snapshot(max_pending=cap)}
+                    # The join's older waiting predictions go in chunks, each written once:
+                    # what a checkpoint writes does not grow with what the join holds.
+                    self._split(p, state, base, pending)
         for p in list(pending.states):
-            rec = self._fitting_record(p, pending)
-            if rec is not None:
-                pending.records.append(rec)
+            pending.records.extend(self._fitting_records(p, pending))
         return pending
+
+    def _split(
+        self, p: int, state: PartitionState, base: dict[str, Any], pending: PendingCheckpoint
+    ) -> None:
+        join, fresh = state.join.split_snapshot(self.chunks.get(p, {}))
+        pending.states[p] = {**base, "join": join}
+        pending.fresh[p] = fresh
+
+    def _fitting_records(self, p: int, pending: PendingCheckpoint) -> list[OutputRecord]:
+        """The changelog records of ``p``'s checkpoint, in the order they must be written:
+        the chunks sealed since the last one, the checkpoint (listing every live chunk with
+        its digest), then tombstones of the chunks no longer listed (a crash in between leaves
+        orphans, which the next checkpoint after a restore deletes)."""
+        rec = self._fitting_record(p, pending)
+        if rec is None:
+            return []
+        return [*pending.records_of.pop(p, []), rec, *self._tombstones(p, pending)]
+
+    def _chunk_records(self, p: int, pending: PendingCheckpoint) -> None:
+        """Encode ``p``'s fresh chunks and name every live chunk's digest in its state."""
+        digests = dict(self.chunks.get(p, {}))
+        out = []
+        for k, contents in pending.fresh.get(p, {}).items():
+            value = encode_chunk(self.group, p, k, contents)
+            digests[k] = chunk_digest(value)
+            out.append(OutputRecord(self.changelog_topic, chunk_key(p, k), value, partition=p))
+        live = {int(k): digests[int(k)] for k in pending.states[p]["join"]["chunks"]}
+        pending.states[p]["chunk_digests"] = {str(k): d for k, d in live.items()}
+        pending.chunks[p] = live
+        pending.records_of[p] = out
+
+    def _tombstones(self, p: int, pending: PendingCheckpoint) -> list[OutputRecord]:
+        live = pending.chunks.get(p, {})
+        gone = (set(self.chunks.get(p, {})) | self.orphans.get(p, set())) - set(live)
+        return [
+            OutputRecord(self.changelog_topic, chunk_key(p, k), None, partition=p)
+            for k in sorted(gone)
+        ]
 
     def _fitting_record(self, p: int, pending: PendingCheckpoint) -> OutputRecord | None:
         """The changelog record of ``p``'s state, shedding the oldest predictions awaiting
@@ -323,20 +414,18 @@ class Assignment:
         every checkpoint; None when even without them it does not fit (the partition is
         then not written to the changelog: its offsets still commit, so a restore finds the
         last snapshot stale and starts fresh instead of re-processing)."""
+        self._chunk_records(p, pending)
         rec = self._record(p, pending.states[p])
         while len(rec.value or b"") > SNAPSHOT_LIMIT_BYTES:
             with self.lock:
                 state = self.states[p]
                 shed = state.join.shed(max(1, len(state.join) // 4))
-                cap = self.cfg.checkpoint.max_waiting_predictions
-                pending.states[p] = {
-                    **state.snapshot(join=False),
-                    "join": state.join.snapshot(max_pending=cap),
-                }
+                self._split(p, state, state.snapshot(join=False), pending)
+            self._chunk_records(p, pending)
             self.metrics.checkpoint_failures.labels(reason="snapshot_too_large").inc()
             log.error(
                 "snapshot of partition=%d is %d bytes, over %d: evicted %d predictions "
-                "awaiting labels (lower checkpoint.max_waiting_predictions or shorten event ids)",
+                "awaiting labels (shorten event ids, or fewer models per partition)",
                 p,
                 len(rec.value or b""),
                 SNAPSHOT_LIMIT_BYTES,
@@ -376,7 +465,11 @@ class Assignment:
     def committed(self, pending: PendingCheckpoint) -> None:
         """``pending`` is committed: its snapshots become the states to rewind to, and the
         inputs' positions the places to re-read from."""
-        written = {r.partition for r in pending.records}
+        written = {r.partition for r in pending.records if r.key == str(r.partition).encode()}
+        for p in written:
+            if p in pending.chunks:
+                self.chunks[p] = pending.chunks[p]
+                self.orphans.pop(p, None)
         for p, snap in pending.snapshots.items():
             if p in written:
                 self.sequence[p] = self.sequence.get(p, -1) + 1

@@ -588,16 +588,6 @@ class CheckpointConfig(_Frozen):
     """
 
     enabled: bool = True
-    #: With a number: the changelog keeps only the newest this many predictions awaiting
-    #: their label per partition (the snapshot counts the older ones evicted), so that what a
-    #: checkpoint costs stays bounded while the label join is full (a model without labels
-    #: fills it). Default: all of them. A cap costs labels after a restart: labels of the
-    #: older ones find no prediction and wait among the early labels, and while labels lag
-    #: behind their predictions (a backlog) that can fill the early-label buffer and hold the
-    #: labels partition back (load_tests/chaos.py: 12 of 24 alerts lost under 10 SIGKILLs
-    #: with a cap of 20,000; none without).
-    max_waiting_predictions: int | None = Field(default=None, ge=0)
-
     #: A checkpoint is taken (and, with exactly-once, the transaction committed) after this
     #: long or this many input records, whichever comes first. It bounds alert latency under
     #: exactly-once, since alerts become visible when their transaction commits.

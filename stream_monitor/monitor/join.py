@@ -27,17 +27,21 @@ ModelJoinStats(pending=1, matched=1, expired=1, evicted=1, duplicates=0, labels_
 
 from __future__ import annotations
 
+import base64
 import heapq
 import itertools
 import math
 from bisect import bisect_left
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import astuple, dataclass
 from operator import itemgetter
 from typing import Any, NamedTuple
 
+import numpy as np
+
 __all__ = [
+    "CHUNK_SIZE",
     "DELAY_BUCKETS",
     "EarlyLabels",
     "LabelJoin",
@@ -46,8 +50,11 @@ __all__ = [
     "PendingPrediction",
 ]
 
-#: Version of :meth:`LabelJoin.snapshot` (3: the waiting predictions as columns per model).
-SNAPSHOT_VERSION = 3
+#: Version of :meth:`LabelJoin.snapshot` (3: the waiting predictions as columns per model;
+#: 4: ``chunks``, the older waiting predictions kept apart, see :meth:`LabelJoin.split_snapshot`).
+SNAPSHOT_VERSION = 4
+#: Arrival sequence numbers per chunk of :meth:`LabelJoin.split_snapshot`.
+CHUNK_SIZE = 2048
 #: Consecutive predictions beyond ``max_future_seconds`` that confirm a jump of event time.
 FUTURE_CONFIRM = 10
 #: Version of :meth:`EarlyLabels.snapshot` (2: the future guard's run).
@@ -266,6 +273,8 @@ class LabelJoin:
         self.negative_delays = 0
         #: Unmatched labels of models without any prediction here (also in unmatched_labels).
         self.labels_unknown_model = 0
+        #: Waiting predictions a restore could not find (counted as evicted).
+        self.lost_on_restore = 0
         #: Undo records since the settled mark (see :meth:`mark`): ``(model, event id, None)``
         #: for a prediction stored, ``(model, event id, entry)`` for one removed. None: off.
         self._journal: list[tuple[str, str, _Entry | None]] | None = None
@@ -727,53 +736,98 @@ labels_unmatched=0))
         merged = heapq.merge(*(_tagged(m, q) for m, q in self._queues.items()))
         return [(m, e, p) for _, m, e, p in merged]
 
-    def snapshot(self, max_pending: int | None = None) -> dict[str, Any]:
+    def snapshot(self) -> dict[str, Any]:
         """JSON-able state: per model, its watermark, counters, delay histogram and its waiting
         predictions as columns (``event_id``, ``seq``, ``timestamp``, ``label``, ``score``,
         ``model_version``, ``segments``), each in arrival order.
 
         Columns, not one row per prediction: a partition can hold hundreds of thousands of
         waiting predictions, so its cost is a few C-level passes over each queue.
-
-        ``max_pending`` keeps only the newest waiting predictions of each model, that many in
-        all (shared in proportion to the models' queues); the older ones are counted as
-        evicted in the snapshot (a state restored from it lacks them), and the cost no longer
-        grows with what is held.
         """
-        total = self._size
-        cut = max_pending is not None and total > max_pending
+        models = {m: self._model_snapshot(m, list(q.items())) for m, q in self._queues.items()}
+        return self._snapshot_of(models, {})
+
+    def split_snapshot(
+        self, written: Collection[int]
+    ) -> tuple[dict[str, Any], dict[int, dict[str, Any]]]:
+        """The state as :meth:`snapshot`, with the waiting predictions of *sealed* chunks kept
+        apart: what a checkpoint writes costs what changed, not what is held.
+
+        Arrival sequence numbers ``[k * CHUNK_SIZE, (k + 1) * CHUNK_SIZE)`` form chunk ``k``; a
+        chunk is sealed once the next sequence number is past it, and from then on it only
+        loses predictions (matched, expired, evicted). The snapshot holds the predictions of
+        the open chunk as columns, and per sealed chunk that still has waiting predictions
+        (``chunks[str(k)]``) which of its sequence numbers still wait (a bitmap, or the
+        offsets when few do). The contents of each sealed chunk are written once, as its own
+        record: ``written`` are the chunks already written; the second value holds the
+        contents (``{"models": {model: columns}}``) of the live sealed chunks not among them.
+        :meth:`from_snapshot` puts the two back together.
+
+        >>> j = LabelJoin(capacity=10_000, ttl_seconds=1e9)
+        >>> for i in range(CHUNK_SIZE + 3):
+        ...     j.add_prediction("m", str(i), float(i), label=None, score=None)
+        >>> _ = j.match("m", "5")
+        >>> snap, fresh = j.split_snapshot(written=())
+        >>> len(snap["models"]["m"]["pending"]["event_id"]), list(snap["chunks"]), list(fresh)
+        (3, ['0'], [0])
+        >>> snap, again = j.split_snapshot(written={0})   # chunk 0 written: only its bitmap
+        >>> again, snap["chunks"]["0"][0]
+        ({}, 2047)
+        >>> LabelJoin.from_snapshot(snap, chunks=fresh).snapshot() == j.snapshot()
+        True
+        """
+        sealed = self._seq - self._seq % CHUNK_SIZE
         models: dict[str, Any] = {}
-        evicted = 0
-        for m, st in self.by_model.items():
-            d = self._delays.get(m)
-            q = self._queues[m]
-            stats = list(astuple(st))
-            if cut:
-                assert max_pending is not None
-                keep = max_pending * len(q) // total
-                items = list(itertools.islice(reversed(q.items()), keep))[::-1]
-                ids = [event_id for event_id, _ in items]
-                entries = [entry for _, entry in items]
-                dropped = len(q) - keep
-                stats[0] -= dropped  # pending
-                stats[3] += dropped  # evicted
-                evicted += dropped
-            else:
-                ids, entries = list(q), list(q.values())
-            preds = list(map(_PREDICTION, entries))
-            models[m] = {
-                "watermark": self._watermarks[m],
-                "future_run": list(self._future_runs.get(m, (0, 0.0))),
-                "stats": stats,
-                "delays": None if d is None else [list(d.counts), d.total, d.count],
-                "pending": {
-                    "event_id": ids,
-                    "seq": list(map(_SEQ, entries)),
-                    **{name: list(map(get, preds)) for name, get in _COLUMNS.items()},
-                },
-            }
-        counters = self._counters()
-        counters[_COUNTERS.index("evicted")] += evicted
+        offsets: dict[int, list[np.ndarray]] = {}
+        fresh: dict[int, dict[str, Any]] = {}
+        for m, q in self._queues.items():
+            tail: list[tuple[str, _Entry]] = []
+            for item in reversed(q.items()):
+                if item[1][0] < sealed:
+                    break
+                tail.append(item)
+            tail.reverse()
+            models[m] = self._model_snapshot(m, tail)
+            n_old = len(q) - len(tail)
+            if not n_old:
+                continue
+            seqs = np.fromiter(map(_SEQ, q.values()), dtype=np.int64, count=len(q))[:n_old]
+            ks, starts = np.unique(seqs // CHUNK_SIZE, return_index=True)
+            ends = [*starts[1:].tolist(), n_old]
+            new = [(int(k), int(a), e) for k, a, e in zip(ks, starts, ends, strict=True)]
+            for k, a, e in new:
+                offsets.setdefault(k, []).append(seqs[a:e] % CHUNK_SIZE)
+            new = [(k, a, e) for k, a, e in new if k not in written]
+            if new:
+                lo = new[0][1]
+                items = list(itertools.islice(reversed(q.items()), len(q) - lo))[::-1]
+                for k, a, e in new:
+                    cols = self._columns(items[a - lo : e - lo])
+                    fresh.setdefault(k, {"models": {}})["models"][m] = cols
+        chunks = {str(k): _encode_offsets(np.sort(np.concatenate(v))) for k, v in offsets.items()}
+        return self._snapshot_of(models, chunks), dict(sorted(fresh.items()))
+
+    def _model_snapshot(self, m: str, items: Sequence[tuple[str, _Entry]]) -> dict[str, Any]:
+        d = self._delays.get(m)
+        return {
+            "watermark": self._watermarks[m],
+            "future_run": list(self._future_runs.get(m, (0, 0.0))),
+            "stats": list(astuple(self.by_model[m])),
+            "delays": None if d is None else [list(d.counts), d.total, d.count],
+            "pending": self._columns(items),
+        }
+
+    @staticmethod
+    def _columns(items: Sequence[tuple[str, _Entry]]) -> dict[str, list[Any]]:
+        entries = [entry for _, entry in items]
+        preds = list(map(_PREDICTION, entries))
+        return {
+            "event_id": [event_id for event_id, _ in items],
+            "seq": list(map(_SEQ, entries)),
+            **{name: list(map(get, preds)) for name, get in _COLUMNS.items()},
+        }
+
+    def _snapshot_of(self, models: dict[str, Any], chunks: dict[str, Any]) -> dict[str, Any]:
         return {
             "v": SNAPSHOT_VERSION,
             "capacity": self.capacity,
@@ -783,13 +837,18 @@ labels_unmatched=0))
             "max_future_seconds": _enc(self.max_future_seconds),
             "next_seq": self._seq,
             "models": models,
-            "counters": counters,
+            "chunks": chunks,
+            "counters": self._counters(),
         }
 
     @classmethod
-    def from_snapshot(cls, d: dict[str, Any]) -> LabelJoin:
-        """Rebuild from :meth:`snapshot`; other versions raise ValueError, and so do columns
-        of unequal lengths."""
+    def from_snapshot(
+        cls, d: dict[str, Any], chunks: Mapping[int, dict[str, Any]] | None = None
+    ) -> LabelJoin:
+        """Rebuild from :meth:`snapshot` or :meth:`split_snapshot` (with the contents of its
+        chunks: ``chunks[k]``); other versions raise ValueError, and so do columns of unequal
+        lengths. The predictions of a listed chunk whose contents are missing from ``chunks``
+        are counted as evicted (:attr:`lost_on_restore` says how many)."""
         if d.get("v") != SNAPSHOT_VERSION:
             raise ValueError(f"unsupported label-join snapshot version {d.get('v')!r}")
         j = cls(
@@ -799,6 +858,19 @@ labels_unmatched=0))
             overrides={m: (_dec(t, math.inf), c) for m, (t, c) in d["overrides"].items()},
             max_future_seconds=_dec(d["max_future_seconds"], math.inf),
         )
+        wanted = {int(k): _decode_offsets(v) for k, v in d["chunks"].items()}
+        older: dict[str, list[tuple[list[Any], list[Any]]]] = {}  # per model: (ids, columns)
+        for k in sorted(wanted):
+            payload = (chunks or {}).get(k)
+            if payload is None:
+                continue
+            keep = set((wanted.pop(k) + k * CHUNK_SIZE).tolist())
+            for m, cols in payload["models"].items():
+                ids, columns = _checked_columns(m, cols)
+                rows = [i for i, seq in enumerate(cols["seq"]) if seq in keep]
+                older.setdefault(m, []).append(
+                    ([ids[i] for i in rows], [[c[i] for i in rows] for c in columns])
+                )
         size = 0
         for m, s in d["models"].items():
             j.by_model[m] = ModelJoinStats(*s["stats"])
@@ -809,19 +881,71 @@ labels_unmatched=0))
             if s["delays"] is not None:
                 h = j._delays[m] = _Delays()
                 h.counts, h.total, h.count = list(s["delays"][0]), s["delays"][1], s["delays"][2]
-            cols = s["pending"]
-            ids = cols["event_id"]
-            columns = [cols[name] for name in _COLUMNS]
-            if any(len(c) != len(ids) for c in (cols["seq"], *columns)):
-                raise ValueError(f"label-join snapshot: columns of model {m!r} differ in length")
+            ids, columns = _checked_columns(m, s["pending"])
+            for old_ids, old_columns in reversed(older.pop(m, [])):
+                ids = old_ids + ids
+                columns = [a + b for a, b in zip(old_columns, columns, strict=True)]
             # JSON gives lists where the state held tuples (segments)
             columns[-1] = [g if g is None or type(g) is tuple else tuple(g) for g in columns[-1]]
-            preds = map(PendingPrediction._make, zip(*columns, strict=True))
-            j._queues[m] = OrderedDict(zip(ids, zip(cols["seq"], preds, strict=True), strict=True))
+            preds = map(PendingPrediction._make, zip(*columns[1:], strict=True))
+            j._queues[m] = OrderedDict(zip(ids, zip(columns[0], preds, strict=True), strict=True))
             size += len(ids)
         j._seq, j._size = d["next_seq"], size
         j._restore_counters(d["counters"])
+        lost = sum(len(v) for v in wanted.values())
+        if lost or older:  # a listed chunk without contents, or contents of an unknown model
+            j.lost_on_restore = lost + sum(len(ids) for v in older.values() for ids, _ in v)
+            for m, q in j._queues.items():
+                st = j.by_model[m]
+                gone = st.pending - len(q)
+                st.pending, st.evicted = len(q), st.evicted + gone
+                j.evicted += gone
         return j
+
+
+def _checked_columns(model_id: str, cols: dict[str, Any]) -> tuple[list[Any], list[list[Any]]]:
+    """``(event ids, [seq, *PendingPrediction columns])`` of a snapshot's columns."""
+    ids = cols["event_id"]
+    columns = [cols["seq"], *(cols[name] for name in _COLUMNS)]
+    if any(len(c) != len(ids) for c in columns):
+        raise ValueError(f"label-join snapshot: columns of model {model_id!r} differ in length")
+    return list(ids), [list(c) for c in columns]
+
+
+def _encode_offsets(offsets: np.ndarray) -> list[Any]:
+    """``[count, "o" | "b", base64]``: sorted offsets in a chunk, as 16-bit offsets when few
+    (2 bytes each) or as a bitmap (``CHUNK_SIZE / 8`` bytes).
+
+    >>> enc = _encode_offsets(np.array([0, 5, 2047]))
+    >>> enc[:2], _decode_offsets(enc).tolist()
+    ([3, 'o'], [0, 5, 2047])
+    >>> _decode_offsets(_encode_offsets(np.arange(0, 2048, 2)))[-3:].tolist()
+    [2042, 2044, 2046]
+    """
+    n = len(offsets)
+    if 2 * n < CHUNK_SIZE // 8:
+        raw = offsets.astype("<u2").tobytes()
+        kind = "o"
+    else:
+        bits = np.zeros(CHUNK_SIZE, dtype=bool)
+        bits[offsets] = True
+        raw = np.packbits(bits).tobytes()
+        kind = "b"
+    return [n, kind, base64.b64encode(raw).decode("ascii")]
+
+
+def _decode_offsets(enc: Sequence[Any]) -> np.ndarray:
+    n, kind, data = enc
+    raw = base64.b64decode(data, validate=True)
+    if kind == "o":
+        out = np.frombuffer(raw, dtype="<u2").astype(np.int64)
+    elif kind == "b" and len(raw) == CHUNK_SIZE // 8:
+        out = np.flatnonzero(np.unpackbits(np.frombuffer(raw, dtype=np.uint8)))
+    else:
+        raise ValueError(f"label-join snapshot: unknown chunk encoding {kind!r}")
+    if len(out) != n or (len(out) and out.max() >= CHUNK_SIZE):
+        raise ValueError("label-join snapshot: chunk offsets do not match their count")
+    return out
 
 
 class EarlyLabels:

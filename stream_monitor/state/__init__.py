@@ -17,6 +17,7 @@ from stream_monitor.state.changelog import (
     Record,
     changelog_topic_name,
     ensure_changelog_topic,
+    read_by_key,
     read_latest,
 )
 from stream_monitor.state.envelope import (
@@ -28,7 +29,12 @@ from stream_monitor.state.envelope import (
     RefusalReason,
     Refused,
     Snapshot,
+    chunk_digest,
+    chunk_key,
+    chunk_of,
+    decode_chunk,
     decode_snapshot,
+    encode_chunk,
     encode_snapshot,
     key_from_secret,
 )
@@ -48,9 +54,15 @@ __all__ = [
     "Refused",
     "Snapshot",
     "changelog_topic_name",
+    "chunk_digest",
+    "chunk_key",
+    "chunk_of",
+    "decode_chunk",
     "decode_snapshot",
+    "encode_chunk",
     "encode_snapshot",
     "ensure_changelog_topic",
     "key_from_secret",
+    "read_by_key",
     "read_latest",
 ]

@@ -28,6 +28,7 @@ __all__ = [
     "Record",
     "changelog_topic_name",
     "ensure_changelog_topic",
+    "read_by_key",
     "read_latest",
 ]
 
@@ -265,6 +266,20 @@ def ensure_changelog_topic(
     _warn_unless_compacted(admin, name, deadline)
 
 
+def read_by_key(
+    client_config: dict[str, Any],
+    topic: str,
+    partition: int,
+    timeout: float = 30.0,
+) -> dict[bytes | None, Record]:
+    """Read one changelog partition as :func:`read_latest` does; return the latest record of
+    each key (a key whose latest record is a tombstone is left out): the checkpoint and the
+    label-join chunks of one input partition."""
+    found = _read(client_config, topic, partition, timeout, by_key=True)
+    assert isinstance(found, dict)
+    return found
+
+
 def read_latest(
     client_config: dict[str, Any],
     topic: str,
@@ -277,9 +292,10 @@ def read_latest(
     commit) with ``isolation.level=read_committed``, so aborted and still-open transactions are
     invisible. It stops at the partition-EOF event, not at an offset: under read_committed the
     end can lie beyond the last data record (transaction markers) or before the high watermark
-    (an open transaction). Compaction keeps the latest record of each key, and the changelog
-    partition holds one key, so the last record read is the latest checkpoint; a tombstone
-    (``value`` None) counts as the latest record. The partition must not be written while it
+    (an open transaction). It returns the last record read, a tombstone (``value`` None)
+    included; compaction keeps the latest record of each key, and a monitor's changelog
+    partition holds several (the checkpoint and its label-join chunks): the monitor reads it
+    with :func:`read_by_key`. The partition must not be written while it
     is read (its monitor instance owns it), otherwise the end may keep moving.
 
     Parameters
@@ -318,6 +334,14 @@ def read_latest(
     ...     print(type(exc).__name__)
     ChangelogTimeout
     """
+    found = _read(client_config, topic, partition, timeout, by_key=False)
+    assert not isinstance(found, dict)
+    return found
+
+
+def _read(
+    client_config: dict[str, Any], topic: str, partition: int, timeout: float, *, by_key: bool
+) -> Record | dict[bytes | None, Record] | None:
     deadline = time.monotonic() + timeout
     conf = {
         **client_config,
@@ -353,9 +377,10 @@ def read_latest(
                 time.sleep(0.2)
         if high <= low:
             log.debug("changelog partition is empty topic=%s partition=%d", topic, partition)
-            return None
+            return {} if by_key else None
         consumer.assign([TopicPartition(topic, partition, OFFSET_BEGINNING)])
         last: Record | None = None
+        latest: dict[bytes | None, Record] = {}
         n_read = 0
         last_offset = -1
         while True:
@@ -374,6 +399,11 @@ def read_latest(
             if err is None:
                 if msg.topic() == topic and msg.partition() == partition:
                     last = (msg.key(), msg.value(), _headers(msg.headers()))
+                    if by_key:
+                        if last[1] is None:
+                            latest.pop(last[0], None)
+                        else:
+                            latest[last[0]] = last
                     n_read += 1
                     last_offset = msg.offset() or 0
                 continue
@@ -388,7 +418,7 @@ def read_latest(
                         last_offset,
                         msg.offset(),
                     )
-                    return last
+                    return latest if by_key else last
                 continue
             if err.fatal() or err.code() in _PERMANENT_READ_ERRORS:
                 raise ChangelogError(f"cannot read {where}: {err}")

@@ -1,6 +1,8 @@
 """The envelope of a partition-state checkpoint (pure: no I/O, no clock, no pickle).
 
-A checkpoint is one Kafka record of the changelog topic, one per input partition number:
+A checkpoint is one Kafka record of the changelog topic, one per input partition number
+(plus the chunks of its label join's older waiting predictions, each a record of its own
+under ``"<partition>/join/<chunk>"``, see :func:`encode_chunk`):
 
 * **record key**: the partition number in ASCII (``b"3"``), so compaction keeps the latest
   checkpoint of each partition and the record is written to changelog partition 3;
@@ -33,6 +35,7 @@ from typing import Any, Literal, TypeGuard
 import orjson
 
 __all__ = [
+    "CHUNK_FORMAT",
     "ENVELOPE_VERSION",
     "FORMAT",
     "FORMAT_HEADER",
@@ -41,7 +44,12 @@ __all__ = [
     "RefusalReason",
     "Refused",
     "Snapshot",
+    "chunk_digest",
+    "chunk_key",
+    "chunk_of",
+    "decode_chunk",
     "decode_snapshot",
+    "encode_chunk",
     "encode_snapshot",
     "key_from_secret",
 ]
@@ -470,3 +478,82 @@ def _parse(
         group=group,
         sequence=sequence,
     )
+
+
+# --- label-join chunks --------------------------------------------------------------------------
+#: The ``format`` field of a label-join chunk record.
+CHUNK_FORMAT = "stream-monitor-join-chunk"
+CHUNK_VERSION = 1
+
+
+def chunk_key(partition: int, chunk: int) -> bytes:
+    """The record key of chunk ``chunk`` of ``partition``'s label join (written to changelog
+    partition ``partition`` beside its checkpoint, whose key is the partition number alone).
+
+    >>> chunk_key(3, 17), chunk_of(b"3/join/17", 3), chunk_of(b"3", 3), chunk_of(b"4/join/1", 3)
+    (b'3/join/17', 17, None, None)
+    """
+    return f"{partition}/join/{chunk}".encode("ascii")
+
+
+def chunk_of(record_key: bytes | None, partition: int) -> int | None:
+    """The chunk number a record key names for ``partition``, or None."""
+    prefix = f"{partition}/join/".encode("ascii")
+    if not record_key or not record_key.startswith(prefix):
+        return None
+    rest = record_key[len(prefix) :]
+    return int(rest) if rest.isdigit() and len(rest) < 19 else None
+
+
+def encode_chunk(group: str, partition: int, chunk: int, contents: dict[str, Any]) -> bytes:
+    """The record value of a label-join chunk (``LabelJoin.split_snapshot``'s contents).
+
+    Chunk records carry no signature of their own: the checkpoint that lists a chunk names the
+    :func:`chunk_digest` of its value, so with a signed checkpoint the chunk is authenticated
+    too, and an older or foreign record under the same key is refused.
+
+    >>> value = encode_chunk("g", 3, 17, {"models": {}})
+    >>> decode_chunk(value, chunk_digest(value), group="g", partition=3, chunk=17)
+    {'models': {}}
+    >>> decode_chunk(value, "0" * 64, group="g", partition=3, chunk=17)
+    Refused(reason='bad_signature', detail='chunk 17 does not match its checkpoint digest')
+    """
+    return orjson.dumps(
+        {
+            "format": CHUNK_FORMAT,
+            "version": CHUNK_VERSION,
+            "group": group,
+            "partition": partition,
+            "chunk": chunk,
+            "contents": contents,
+        }
+    )
+
+
+def chunk_digest(value: bytes) -> str:
+    """Hex SHA-256 of a chunk record's value, as its checkpoint names it."""
+    return hashlib.sha256(value).hexdigest()
+
+
+def decode_chunk(
+    value: bytes | None, digest: str, *, group: str, partition: int, chunk: int
+) -> dict[str, Any] | Refused:
+    """The contents of a chunk record whose value has the ``digest`` its checkpoint names, or
+    why not (``bad_signature``: another value; ``malformed``: not a chunk of that group,
+    partition and number)."""
+    if not isinstance(value, bytes):
+        return Refused("malformed", f"chunk {chunk} has no value")
+    if not hmac.compare_digest(chunk_digest(value), str(digest)):
+        return Refused("bad_signature", f"chunk {chunk} does not match its checkpoint digest")
+    try:
+        doc = orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        return Refused("malformed", f"chunk {chunk} is not JSON: {exc}")
+    if not isinstance(doc, dict):
+        return Refused("malformed", f"chunk {chunk} is a JSON {type(doc).__name__}")
+    want = (CHUNK_FORMAT, CHUNK_VERSION, group, partition, chunk)
+    got = tuple(doc.get(f) for f in ("format", "version", "group", "partition", "chunk"))
+    if got != want or not isinstance(doc.get("contents"), dict):
+        return Refused("malformed", f"chunk record is {got!r}, expected {want!r}")
+    contents: dict[str, Any] = doc["contents"]
+    return contents

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import pickle
+from collections.abc import Iterable
 from typing import Any
 
+import orjson
 import pytest
 from prometheus_client import CollectorRegistry
 
@@ -98,7 +100,7 @@ def _predictions(lo: int, hi: int) -> list[PredictionEvent]:
     ]
 
 
-def _labels(ids: range) -> list[LabelEvent]:
+def _labels(ids: Iterable[int]) -> list[LabelEvent]:
     return [
         LabelEvent.model_validate(
             {"event_id": f"e{i}", "model_id": f"m{i % 2}", "timestamp": 1_700_000_900.0 + i,
@@ -201,7 +203,7 @@ def test_a_signed_but_unreadable_snapshot_starts_the_partition_fresh(
     )
     app = Application(cfg, registry=CollectorRegistry(), serve_metrics=False)
     snap = Snapshot(partition=0, offsets={"predictions": 7}, state={"v": 1}, created_at=0.0)
-    monkeypatch.setattr(assignment_module, "read_latest", lambda *a, **k: (b"0", b"{}", []))
+    monkeypatch.setattr(assignment_module, "read_by_key", lambda *a, **k: {b"0": (b"0", b"{}", [])})
     monkeypatch.setattr(assignment_module, "decode_snapshot", lambda *a, **k: snap)
 
     def unreadable(*a: Any, **k: Any) -> PartitionState:
@@ -225,7 +227,7 @@ def _restore_with(
     from stream_monitor.state import encode_snapshot
 
     record = encode_snapshot(snap, key)
-    monkeypatch.setattr(assignment_module, "read_latest", lambda *a, **k: record)
+    monkeypatch.setattr(assignment_module, "read_by_key", lambda *a, **k: {record[0]: record})
     return app.assignment.restore(snap.partition, committed)
 
 
@@ -323,35 +325,64 @@ def test_a_state_too_large_for_the_changelog_is_skipped_not_retried_for_ever(
     assert app.assignment.sequence == {1: 0}
 
 
-def test_the_changelog_keeps_the_newest_waiting_predictions_only() -> None:
-    """checkpoint.max_waiting_predictions bounds what a checkpoint writes while the label join
-    is full: the newest are kept (shared among the models), the rest counted as evicted in the
-    restored state; the live join keeps all of them."""
-    from stream_monitor.state import Refused, decode_snapshot
+def test_checkpoints_write_each_chunk_of_waiting_predictions_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A full label join costs a checkpoint what changed, not what it holds: sealed chunks
+    of waiting predictions are written once, deleted (tombstone) once empty, and a restore
+    from the compacted changelog (the latest record per key) gives back the whole join."""
+    import stream_monitor.assignment as assignment_module
+    from stream_monitor.monitor.join import CHUNK_SIZE
 
-    cfg = MonitorConfig.model_validate(
-        {"bootstrap_servers": "unused:9092", "checkpoint": {"max_waiting_predictions": 300}}
-    )
+    cfg = MonitorConfig.model_validate({"bootstrap_servers": "unused:9092"})
     app = Application(cfg, registry=CollectorRegistry(), serve_metrics=False)
     fake = _FakeCheckpoint()
     app._ckpt = fake  # type: ignore[assignment]
     app.states[0] = PartitionState(0, cfg)
-    app.states[0].process(_predictions(0, 1000), [])
+    n = 4 * CHUNK_SIZE + 100
+    app.states[0].process(_predictions(0, n), [])
     app.assignment.dirty.add(0)
     assert app.checkpoint()
-    [rec] = fake.committed[0]
-    snap = decode_snapshot(rec.key, rec.value, rec.headers, None, expected_partition=0)
-    assert not isinstance(snap, Refused)
-    restored = PartitionState.from_snapshot(snap.state, cfg)
-    live = app.states[0].join
-    assert len(live) == 1000 and len(restored.join) == 300
-    assert restored.join.evicted == live.evicted + 700
-    for m in ("m0", "m1"):  # the newest of each model, shared in proportion: 150 each
-        kept = [e for mm, e, _p in restored.join.waiting() if mm == m]
-        assert kept == [e for mm, e, _p in live.waiting() if mm == m][-150:]
-    for m in ("m0", "m1"):
-        st = restored.join.by_model[m]
-        assert (st.pending, st.evicted) == (150, 350)
-    # the labels of kept predictions still join after the restore; older ones are unmatched
-    restored.process([], _labels(range(0, 1000, 1)))
-    assert restored.join.matched == 300
+    first = fake.committed[-1]
+    assert [r.key for r in first] == [b"0/join/0", b"0/join/1", b"0/join/2", b"0/join/3", b"0"]
+
+    # labels for the first two chunks' predictions (arrival order): those chunks empty out
+    def arrived(lo: int, hi: int) -> list[int]:
+        return [int(e[1:]) for _, e, _ in app.states[0].join.waiting()[lo:hi]]
+
+    app.states[0].process(_predictions(n, n + 50), _labels(arrived(0, 2 * CHUNK_SIZE)))
+    app.assignment.dirty.add(0)
+    assert app.checkpoint()
+    second = fake.committed[-1]
+    assert [(r.key, r.value is None) for r in second] == [
+        (b"0", False), (b"0/join/0", True), (b"0/join/1", True)
+    ]  # fmt: skip
+    full = len(orjson.dumps(app.states[0].join.snapshot()))
+    written = orjson.loads(second[0].value or b"")["state"]["join"]
+    assert len(orjson.dumps(written)) < full / 10
+    # a third, with a label of a chunk still listed: nothing but the checkpoint is written
+    app.states[0].process([], _labels(arrived(CHUNK_SIZE, CHUNK_SIZE + 1)))
+    app.assignment.dirty.add(0)
+    assert app.checkpoint()
+    assert [r.key for r in fake.committed[-1]] == [b"0"]
+
+    compacted: dict[bytes | None, Any] = {}
+    for rec in [r for batch in fake.committed for r in batch]:
+        if rec.value is None:
+            compacted.pop(rec.key, None)
+        else:
+            compacted[rec.key] = (rec.key, rec.value, rec.headers or [])
+    assert sorted(k for k in compacted if k) == [b"0", b"0/join/2", b"0/join/3"]
+    monkeypatch.setattr(assignment_module, "read_by_key", lambda *a, **k: compacted)
+    restored, _ = app.assignment.restore(0)
+    assert restored.join.snapshot() == app.states[0].join.snapshot()
+    assert restored.join.lost_on_restore == 0 and len(restored.join) == len(app.states[0].join)
+    assert app.assignment.chunks[0].keys() == {2, 3} and app.assignment.orphans[0] == set()
+
+    # a chunk lost (or replaced by another record) costs its predictions only, counted
+    compacted[b"0/join/2"] = (b"0/join/2", b"{}", [])
+    compacted[b"0/join/9"] = (b"0/join/9", b"{}", [])  # listed by no checkpoint
+    restored, _ = app.assignment.restore(0)
+    assert restored.join.lost_on_restore == CHUNK_SIZE
+    assert len(restored.join) == len(app.states[0].join) - CHUNK_SIZE
+    assert app.assignment.orphans[0] == {2, 9}  # deleted with the next checkpoint

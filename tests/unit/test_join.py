@@ -14,6 +14,7 @@ import orjson
 import pytest
 
 from stream_monitor.monitor.join import (
+    CHUNK_SIZE,
     DELAY_BUCKETS,
     LabelJoin,
     ModelJoinStats,
@@ -688,9 +689,9 @@ def test_snapshot_of_empty_join_round_trips() -> None:
 
 def test_snapshot_refuses_other_versions() -> None:
     snap = LabelJoin(capacity=3, ttl_seconds=10.0).snapshot()
-    assert snap["v"] == 3
+    assert snap["v"] == 4
     v1 = {"v": 1, "capacity": 3, "ttl_seconds": 10.0, "pending": [], "watermark": None}
-    for bad in (v1, {**snap, "v": 2}, {**snap, "v": 4}):
+    for bad in (v1, {**snap, "v": 3}, {**snap, "v": 5}):
         with pytest.raises(ValueError, match="version"):
             LabelJoin.from_snapshot(bad)
 
@@ -961,3 +962,73 @@ def test_rewind_without_a_settled_mark_is_refused() -> None:
     j.mark()  # made but never settled (its checkpoint failed)
     with pytest.raises(RuntimeError, match="settled"):
         j.rewind()
+
+
+# ----------------------------------------------------------------------- split snapshots
+
+
+def _checkpoints(seed: int, steps: int) -> None:
+    """A join driven by random adds, matches and duplicates (3 models, TTL and capacity
+    evictions), checkpointed with split_snapshot as the application does (each chunk's
+    contents written once, through JSON); at every checkpoint, restoring from what was written
+    gives exactly the join's full snapshot."""
+    rng = np.random.default_rng(seed)
+    j = LabelJoin(capacity=5_000, ttl_seconds=3_000.0, model_capacity=2_500)
+    written: dict[int, dict] = {}  # chunk -> its contents as written (JSON round trip)
+    t, n = 0.0, 0
+    for _ in range(steps):
+        for _ in range(int(rng.integers(1, 1_500))):
+            m = f"m{rng.integers(3)}"
+            if rng.random() < 0.02 and n:  # a duplicate event id
+                e = str(int(rng.integers(n)))
+            else:
+                e, n = str(n), n + 1
+            t += float(rng.exponential(1.0))
+            j.add_prediction(m, e, t, label=None, score=float(rng.random()))
+        for _ in range(int(rng.integers(0, 1_500))):
+            m, e = f"m{rng.integers(3)}", str(int(rng.integers(max(n, 1))))
+            j.match(m, e, label_timestamp=t)
+        snap, fresh = j.split_snapshot(written)
+        assert not set(fresh) & set(written)
+        written.update(orjson.loads(orjson.dumps({str(k): v for k, v in fresh.items()})).items())
+        live = {int(k) for k in snap["chunks"]}
+        for k in [k for k in written if int(k) not in live]:
+            del written[k]  # a tombstone
+        snap = orjson.loads(orjson.dumps(snap))
+        restored = LabelJoin.from_snapshot(snap, chunks={int(k): v for k, v in written.items()})
+        assert restored.lost_on_restore == 0
+        assert restored.snapshot() == j.snapshot()
+        assert len(orjson.dumps(snap)) < 80 * CHUNK_SIZE + 20_000 + 3 * len(live) * CHUNK_SIZE
+        written = {int(k): v for k, v in written.items()}
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_split_snapshots_restore_exactly(seed: int) -> None:
+    _checkpoints(seed, 40)
+
+
+def test_a_split_snapshot_without_a_chunk_restores_the_rest_and_counts_the_loss() -> None:
+    j = LabelJoin(capacity=100_000, ttl_seconds=1e9)
+    for i in range(3 * CHUNK_SIZE + 10):
+        j.add_prediction("m", str(i), float(i), label=None, score=None)
+    snap, fresh = j.split_snapshot(())
+    assert sorted(fresh) == [0, 1, 2] and len(snap["models"]["m"]["pending"]["seq"]) == 10
+    del fresh[1]
+    r = LabelJoin.from_snapshot(snap, chunks=fresh)
+    assert r.lost_on_restore == CHUNK_SIZE and len(r) == 2 * CHUNK_SIZE + 10
+    assert r.by_model["m"].pending == len(r) and r.by_model["m"].evicted == CHUNK_SIZE
+    assert r.evicted == CHUNK_SIZE
+    # arrival order survives: the oldest still waiting is the first of chunk 0
+    assert [e for _, e, _ in r.waiting()][:2] == ["0", "1"]
+    assert [e for _, e, _ in r.waiting()][CHUNK_SIZE] == str(2 * CHUNK_SIZE)
+
+
+def test_split_snapshot_refuses_corrupt_chunk_offsets() -> None:
+    j = LabelJoin(capacity=100_000, ttl_seconds=1e9)
+    for i in range(CHUNK_SIZE + 1):
+        j.add_prediction("m", str(i), float(i), label=None, score=None)
+    snap, fresh = j.split_snapshot(())
+    count, kind, data = snap["chunks"]["0"]
+    for bad in ([count + 1, kind, data], [count, "x", data], [count, kind, "!!"]):
+        with pytest.raises(ValueError):
+            LabelJoin.from_snapshot({**snap, "chunks": {"0": bad}}, chunks=fresh)
