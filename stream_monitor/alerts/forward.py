@@ -199,7 +199,7 @@ class Forwarder:
         return True
 
     def _track(self, alert: AlertEvent, partition: int) -> None:
-        if alert.status == "firing":
+        if alert.status != "resolved":  # firing or updated
             self._partition_of[alert.dedup_key] = partition
         else:
             self._partition_of.pop(alert.dedup_key, None)

@@ -17,7 +17,7 @@ A subclass says what is posted where (``endpoint``, :meth:`HttpAlertSink.body`):
   ``resend_seconds``; :meth:`~AlertmanagerSink.restore` relearns them after a restart and
   :meth:`~AlertmanagerSink.forget` drops those another process now owns.
 - :class:`PagerDutySink` (Events API v2): PagerDuty keeps an incident open until it is resolved;
-  those three are no-ops.
+  those three are no-ops. An ``updated`` alert is a ``trigger`` with the incident's dedup key.
 
 :func:`sinks_from_args` builds them from the command line's ``--to``, ``--url``,
 ``--routing-key``, ... (``stream-monitor forward``), for any command that has those flags.
@@ -58,7 +58,7 @@ from typing import Any, ClassVar, Literal
 
 import orjson
 
-from stream_monitor.alerts.routing import to_alertmanager, to_pagerduty
+from stream_monitor.alerts.routing import iso8601, to_alertmanager, to_pagerduty
 from stream_monitor.errors import ConfigError, StreamMonitorError
 from stream_monitor.events.schema import AlertEvent
 
@@ -328,9 +328,10 @@ class AlertmanagerSink(HttpAlertSink):
     Notes
     -----
     An alert is remembered as firing once its POST is settled (accepted or given up: a given-up
-    firing alert gets another chance at the next re-post) and forgotten when its resolve is. A
-    resolve whose labels differ from the firing alert's (the rule's labels changed in between)
-    also ends the firing alert, so that nothing is left open.
+    firing alert gets another chance at the next re-post) and forgotten when its resolve is. An
+    ``updated`` alert is posted as firing with its new annotations and replaces the one
+    re-posted. A resolve (or an update) whose labels differ from the firing alert's (the rule's
+    labels changed in between) also ends the firing alert, so that nothing is left open.
     """
 
     name: ClassVar[str] = "alertmanager"
@@ -385,8 +386,16 @@ class AlertmanagerSink(HttpAlertSink):
         return outcome
 
     def _track(self, alert: AlertEvent, item: dict[str, Any]) -> None:
-        if alert.status == "firing":
+        if alert.status != "resolved":  # firing, or updated: the alert to keep re-posting
+            prev = self._firing.get(alert.dedup_key)
             self._firing[alert.dedup_key] = item
+            if alert.status == "updated" and prev is not None and prev["labels"] != item["labels"]:
+                # Its labels changed (a rule's labels, a higher severity): the new label set
+                # is another Alertmanager alert, so end the old one now.
+                end = alert.observed_at
+                if alert.published_at is not None:
+                    end = min(end, alert.published_at)
+                self._post([{**prev, "endsAt": iso8601(max(end, alert.started_at))}])
             return
         prev = self._firing.pop(alert.dedup_key, None)
         if prev is not None and prev["labels"] != item["labels"]:
@@ -409,7 +418,7 @@ class AlertmanagerSink(HttpAlertSink):
     def restore(self, alerts: Iterable[AlertEvent]) -> int:
         learnt: set[str] = set()
         for a in alerts:
-            if a.status == "firing":
+            if a.status != "resolved":  # firing or updated: the latest is what is re-posted
                 self._firing[a.dedup_key] = self.item(a)
                 learnt.add(a.dedup_key)
             else:
@@ -430,7 +439,8 @@ class AlertmanagerSink(HttpAlertSink):
 
 
 class PagerDutySink(HttpAlertSink):
-    """Alerts to PagerDuty's Events API v2: ``trigger`` while firing, ``resolve`` when resolved.
+    """Alerts to PagerDuty's Events API v2: ``trigger`` while firing (and for an ``updated``
+    alert, with the same dedup key: it updates the open incident), ``resolve`` when resolved.
 
     Parameters
     ----------

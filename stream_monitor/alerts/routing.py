@@ -97,7 +97,7 @@ def json_schemas() -> dict[str, dict[str, Any]]:
 
     >>> s = json_schemas()["alert-event.schema.json"]
     >>> s["$id"], s["properties"]["status"]["enum"]
-    ('urn:stream-monitor:schema:alert-event:2', ['firing', 'resolved'])
+    ('urn:stream-monitor:schema:alert-event:3', ['firing', 'updated', 'resolved'])
     """
     out = {}
     for name, model in _SCHEMA_MODELS.items():
@@ -198,8 +198,10 @@ def to_pagerduty(
     """The PagerDuty Events API v2 body (POST https://events.pagerduty.com/v2/enqueue).
 
     A firing alert is a ``trigger`` with everything a responder needs in ``custom_details``
-    (fields that are null in the event are left out); a resolved alert is a ``resolve`` with
-    only ``routing_key``, ``event_action`` and ``dedup_key``, as the API asks.
+    (fields that are null in the event are left out); an ``updated`` alert is a ``trigger``
+    too: with the same ``dedup_key`` it goes to the open incident (PagerDuty adds it to the
+    incident's alert and its log) instead of opening another; a resolved alert is a
+    ``resolve`` with only ``routing_key``, ``event_action`` and ``dedup_key``, as the API asks.
 
     >>> r = AlertEvent(alert_id="a2", dedup_key="m/performance/-", status="resolved",
     ...                severity="critical", priority="P0", model_id="m", kind="performance",
@@ -213,6 +215,8 @@ def to_pagerduty(
         return {"routing_key": routing_key, "event_action": "resolve", "dedup_key": key}
     details: dict[str, Any] = {
         "alert_id": alert.alert_id,
+        "incident_id": alert.incident_id,
+        "status": alert.status,
         "dedup_key": alert.dedup_key,
         "priority": alert.priority,
         "model_id": alert.model_id,
@@ -301,9 +305,11 @@ def to_alertmanager(alert: AlertEvent, *, generator_url: str | None = None) -> d
     and ``dashboard_url`` become annotations). Everything else is an annotation.
 
     A firing alert has no ``endsAt``: Alertmanager resolves it after its ``resolve_timeout``
-    unless it is posted again (the forwarder re-posts firing alerts, see docs/alerts.md). A
-    resolved alert ends at ``observed_at``, clamped to no later than ``published_at`` (a clock
-    ahead of the wall clock would otherwise hold it open) and no earlier than ``startsAt``.
+    unless it is posted again (the forwarder re-posts firing alerts, see docs/alerts.md). An
+    ``updated`` alert is the same alert posted again (same labels, no ``endsAt``) with its new
+    annotations. A resolved alert ends at ``observed_at``, clamped to no later than
+    ``published_at`` (a clock ahead of the wall clock would otherwise hold it open) and no
+    earlier than ``startsAt``.
 
     >>> r = AlertEvent(alert_id="a2", dedup_key="m/performance/-@region=eu", status="resolved",
     ...                severity="critical", priority="P0", model_id="m", kind="performance",
@@ -357,6 +363,7 @@ def to_alertmanager(alert: AlertEvent, *, generator_url: str | None = None) -> d
         ),
         "model_version": alert.model_version,
         "alert_id": alert.alert_id,
+        "incident_id": alert.incident_id,
     }
     annotations.update({k: v for k, v in optional.items() if v is not None})
     for name in LINK_LABELS:

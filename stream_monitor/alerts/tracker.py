@@ -2,13 +2,21 @@
 
 Observations are judged by their rule (:mod:`stream_monitor.alerts.rules`). An incident is one
 dedup key: a model, a kind and a segment, plus the feature unless ``alerts.group_features``
-gathers the features of a model into one incident. Each signal that speaks about an incident is
-a *member* of it:
+gathers the features of a model into one incident. One root cause is one incident: a model's
+performance decay and its concept drift (errors rising, inputs unchanged) are both the model
+getting worse, so concept-drift signals join the model's ``performance`` incident
+(:data:`CAUSE`), its severity the highest of its signals' kinds. Each signal that speaks about
+an incident is a *member* of it:
 
 - *pending*: a member breached, but not yet for its rule's ``for_windows`` consecutive
   observations and ``for_seconds`` of event time; a member that stops breaching resets.
 - *firing*: one ``firing`` event, listing the incident's signals (strongest first), its
   features and the model drift score.
+- *updated*: while it fires, a signal that starts breaching or clears changes what the page
+  says; one ``updated`` event (same dedup key, same incident) tells the current picture, at
+  most one per ``alerts.update_interval_seconds`` of event time per incident, so a flapping
+  signal cannot page-storm (a change held back is sent with the next update or never, if it
+  undoes itself).
 - *resolved*: once every member has cleared its resolve threshold (hysteresis: a value between
   the two thresholds keeps the state), one ``resolved`` event. For ``cooldown_seconds`` of event
   time after that the incident stays pending instead of firing again: a value hovering at the
@@ -20,6 +28,13 @@ a *member* of it:
 Observations are taken in runs of one model's instant (the signals of one window arrive
 together), so the features that drift in the same window are in the same alert. Time is event
 time throughout, so replaying recorded events gives the same alerts as live processing.
+
+Every incident gets an ``incident_id`` when it fires: a version-4 UUID drawn from the tracker's
+random key (made when the tracker is, kept in its snapshot) and the incident's key and number,
+so it is unique for ever (two trackers started afresh on the same stream give different ids),
+kept across restarts (it is in the snapshot), and a batch redelivered after a restore gets the
+same ids again (at-least-once). Each event's ``alert_id`` is a UUIDv5 of the incident id, its
+status and its sequence in the incident.
 
 Examples
 --------
@@ -34,6 +49,7 @@ Examples
 
 from __future__ import annotations
 
+import hashlib
 import math
 import uuid
 from collections import Counter
@@ -52,10 +68,16 @@ from stream_monitor.events.schema import (
     SuggestedAction,
 )
 
-__all__ = ["SEVERITY", "AlertTracker", "dedup_key"]
+__all__ = ["CAUSE", "SEVERITY", "AlertTracker", "dedup_key"]
 
-SNAPSHOT_VERSION = 3
-_NAMESPACE = uuid.UUID("6f1c1c52-3f5e-4a53-9a59-2f0c6e3b9d11")
+#: 4: incident ids, ``updated`` events, the kinds of members (3 is read and upgraded).
+SNAPSHOT_VERSION = 4
+_READABLE_VERSIONS = (3, SNAPSHOT_VERSION)
+
+#: The incident kind a signal kind's incidents belong to, when it is another's: concept drift
+#: (the errors rose) and performance decay are one root cause, the model getting worse.
+CAUSE: dict[str, str] = {"concept_drift": "performance"}
+_SEVERITY_RANK = {"info": 0, "warning": 1, "critical": 2}
 
 #: Severity of the default rule, by kind.
 SEVERITY: dict[str, Severity] = {
@@ -80,6 +102,14 @@ _WHAT_MODEL = {
     "data_quality": "the data quality of model {model!r} degraded",
     "concept_drift": "errors of model {model!r} rose",
     "performance": "performance of model {model!r} decayed",
+}
+#: How an ``updated`` event names a kind of signals that joined or left its incident.
+_ASPECT = {
+    "data_drift": "input drift",
+    "prediction_drift": "output drift",
+    "data_quality": "data quality",
+    "concept_drift": "the error-rate detectors",
+    "performance": "the performance metrics",
 }
 _ACTION_TEXT = {
     "investigate_data_pipeline": "check the data pipeline feeding the model",
@@ -134,6 +164,8 @@ class _Member:
     streak: int = 0
     since: float | None = None
     window_events: int | None = None
+    #: The kind of its observations (the incident's, or one that joins it: :data:`CAUSE`).
+    kind: str = ""
 
     def row(self) -> list[Any]:
         return [
@@ -149,6 +181,7 @@ class _Member:
             self.streak,
             self.since,
             self.window_events,
+            self.kind,
         ]
 
 
@@ -171,6 +204,16 @@ class _Incident:
     lead: str = ""
     #: Event time of its last judged observation (None: none judged yet).
     seen_at: float | None = None
+    #: The current (or last) episode's id, given when it fires ("" before its first).
+    incident_id: str = ""
+    #: Severity published by its firing / updated events (it only rises while it fires).
+    severity: str = ""
+    #: ``updated`` events published in the current episode, and the event time of the last
+    #: event published (firing or updated): the update rate limit's clock.
+    updates: int = 0
+    updated_at: float | None = None
+    #: Members (ids) the last published event described as drifting: the picture on the page.
+    shown: list[str] = field(default_factory=list)
 
     @property
     def firing(self) -> bool:
@@ -178,7 +221,7 @@ class _Incident:
 
 
 class AlertTracker:
-    """Turns a stream of observations into firing and resolved alert events.
+    """Turns a stream of observations into firing, updated and resolved alert events.
 
     ``windows`` describes the window of each kind's values (``"count 1000"``), for the events.
     """
@@ -196,11 +239,14 @@ class AlertTracker:
         self.suppressed = 0
         #: Open incidents resolved because their signals fell silent (``stale_seconds``).
         self.stale_resolved = 0
-        #: Latest event time observed per (model, kind): the clock staleness is measured on.
+        #: Latest event time observed per (model, incident kind): the clock staleness is
+        #: measured on.
         self._now: dict[tuple[str, str], float] = {}
         #: Keys of the incidents that may be open, per (model, kind); inactive ones leave it
         #: when next looked at.
         self._open: dict[tuple[str, str], set[str]] = {}
+        #: The random key incident ids are drawn from (see the module doc).
+        self._secret = uuid.uuid4().bytes
 
     # --- observing ----------------------------------------------------------------------------
     def observe(self, o: Observation) -> list[AlertEvent]:
@@ -218,19 +264,22 @@ class AlertTracker:
             touched: dict[str, tuple[_Incident, Observation]] = {}
             kinds: dict[str, Observation] = {}
             for o in run:
-                kinds.setdefault(o.kind, o)
+                cause = CAUSE.get(o.kind, o.kind)
+                kinds.setdefault(cause, o)
+                if cause != o.kind:
+                    kinds.setdefault(o.kind, o)  # incidents opened before CAUSE grouped it
                 if o.signal == MODEL_SCORE and o.feature is None and math.isfinite(o.value):
                     self._scores[(o.model_id, o.segment)] = float(o.value)
                 verdict = self.rules.judge(o)
                 if verdict is None:
                     continue
-                key = self._key(o, verdict.rule)
+                key, kind = self._key(o, verdict.rule)
                 inc = self._incidents.get(key)
                 if inc is None:
                     if not verdict.breached:
                         continue  # state only for incidents that ever happened: bounded
                     feature = None if self.cfg.group_features else o.feature
-                    inc = self._incidents[key] = _Incident(o.model_id, o.kind, feature, o.segment)
+                    inc = self._incidents[key] = _Incident(o.model_id, kind, feature, o.segment)
                 if not inc.members and not verdict.breached:
                     continue
                 self._update_member(inc, o, verdict)
@@ -284,16 +333,31 @@ class AlertTracker:
             inc.members.values(), key=lambda m: (-m.strength, m.feature or "", m.signal)
         )
 
-    def _key(self, o: Observation, rule: str) -> str:
+    def _key(self, o: Observation, rule: str) -> tuple[str, str]:
+        """The dedup key and kind of the incident ``o`` speaks about."""
         feature = None if self.cfg.group_features else o.feature
-        return dedup_key(o.model_id, o.kind, feature, o.segment, rule)
+        kind = CAUSE.get(o.kind, o.kind)
+        if kind != o.kind:
+            # An incident of the signal's own kind still open from before the grouping (a
+            # restored snapshot of version 3) keeps its signals until it resolves.
+            own = dedup_key(o.model_id, o.kind, feature, o.segment, rule)
+            inc = self._incidents.get(own)
+            if inc is not None and inc.state != "inactive":
+                return own, o.kind
+        return dedup_key(o.model_id, kind, feature, o.segment, rule), kind
 
     @staticmethod
-    def _update_member(inc: _Incident, o: Observation, v: Verdict) -> None:
-        mid = f"{o.feature or '-'}/{o.signal}"
+    def _mid(inc: _Incident, kind: str, feature: str | None, signal: str) -> str:
+        """A member's id in its incident (signals of a kind that joined it say their kind)."""
+        mid = f"{feature or '-'}/{signal}"
+        return mid if kind == inc.kind or not kind else f"{kind}:{mid}"
+
+    @classmethod
+    def _update_member(cls, inc: _Incident, o: Observation, v: Verdict) -> None:
+        mid = cls._mid(inc, o.kind, o.feature, o.signal)
         m = inc.members.get(mid)
         if m is None:
-            m = inc.members[mid] = _Member(o.feature, o.signal, v.rule)
+            m = inc.members[mid] = _Member(o.feature, o.signal, v.rule, kind=o.kind)
         m.rule = v.rule
         m.value, m.threshold, m.strength = float(v.value), float(v.threshold), float(v.strength)
         m.baseline = None if v.baseline is None else float(v.baseline)
@@ -324,7 +388,7 @@ class AlertTracker:
                 inc.state, inc.resolved_at = "inactive", now
                 inc.members = {}
                 return [ev]
-            return []
+            return self._update(key, inc, o)
         ready = [m for m in members.values() if self._ready(m, now)]
         if not ready:
             if any(m.breached for m in members.values()):
@@ -344,31 +408,122 @@ class AlertTracker:
             return []
         inc.seq += 1
         inc.state, inc.held, inc.rule = "firing", False, first.rule
-        inc.lead = f"{first.feature or '-'}/{first.signal}"
+        inc.lead = self._mid(inc, first.kind, first.feature, first.signal)
         inc.started_at = min(m.since for m in ready if m.since is not None)
         # The incident is about what breaches now; others join as they speak.
         inc.members = {k: m for k, m in members.items() if m.breached}
+        inc.incident_id = self._incident_id(key, inc.seq)
+        inc.severity, inc.updates, inc.updated_at = "", 0, now
+        inc.shown = sorted(inc.members)
         return [self._event(key, inc, o, "firing", first)]
 
+    def _incident_id(self, key: str, seq: int) -> str:
+        """A version-4 UUID for episode ``seq`` of incident ``key``, from the tracker's random
+        key: unpredictable and unique, yet the same when a restored tracker replays a batch."""
+        digest = hashlib.blake2b(
+            f"{key}\x00{seq}".encode(), key=self._secret, digest_size=16
+        ).digest()
+        return str(uuid.UUID(bytes=digest, version=4))
+
+    @staticmethod
+    def _picture(inc: _Incident) -> list[str]:
+        """The members that drift now, with hysteresis: a breaching one joins the picture, a
+        cleared one leaves it, one between its thresholds stays where it was."""
+        shown = set(inc.shown)
+        return sorted(
+            mid for mid, m in inc.members.items() if m.breached or (mid in shown and not m.cleared)
+        )
+
+    @staticmethod
+    def _aspects(inc: _Incident, mids: Iterable[str]) -> dict[str, list[_Member]]:
+        """What a page says drifts: the features, and the kinds of signals (another statistic
+        of a feature already listed is no news), with the members behind each."""
+        out: dict[str, list[_Member]] = {}
+        for mid in mids:
+            m = inc.members.get(mid)
+            if m is None:
+                continue
+            if m.feature is not None:
+                out.setdefault(m.feature, []).append(m)
+            out.setdefault(_ASPECT.get(m.kind or inc.kind, m.kind), []).append(m)
+        return out
+
+    def _update(self, key: str, inc: _Incident, o: Observation) -> list[AlertEvent]:
+        """An ``updated`` event when the features or kinds of signals a firing incident lists
+        changed, and the rate limit allows one."""
+        interval = self.cfg.update_interval_seconds
+        if interval is None:
+            return []
+        picture = self._picture(inc)
+        if picture == inc.shown:
+            return []
+        now_aspects = self._aspects(inc, picture)
+        was_aspects = self._aspects(inc, inc.shown)
+        if now_aspects.keys() == was_aspects.keys():
+            inc.shown = picture  # another statistic of the same features: no news
+            return []
+        now = o.observed_at
+        if inc.updated_at is not None and now - inc.updated_at < interval:
+            return []  # held: the next update (if the change lasts) tells it
+        joined = [a for a in now_aspects if a not in was_aspects]
+        left = [a for a in was_aspects if a not in now_aspects]
+        pool = [m for a in joined for m in now_aspects[a]]
+        pool = pool or [inc.members[k] for k in picture] or list(inc.members.values())
+        lead = max(pool, key=lambda m: (m.strength, m.signal))
+        inc.updates += 1
+        inc.updated_at = now
+        inc.shown = picture
+        return [self._event(key, inc, o, "updated", lead, (joined, left))]
+
     # --- events -------------------------------------------------------------------------------
+    def _severity(self, inc: _Incident) -> Severity:
+        """The rule's severity, else the highest of the kinds of the incident's signals; it
+        only rises while the incident fires (its page keeps the same labels)."""
+        rule = self.rules.rule(inc.rule)
+        if rule.severity:
+            return rule.severity
+        kinds = {inc.kind, *(m.kind for m in inc.members.values() if m.kind)}
+        best = max((SEVERITY[k] for k in kinds if k in SEVERITY), key=_SEVERITY_RANK.__getitem__)
+        if inc.severity in _SEVERITY_RANK and _SEVERITY_RANK[inc.severity] > _SEVERITY_RANK[best]:
+            return inc.severity  # type: ignore[return-value]
+        return best
+
     def _event(
-        self, key: str, inc: _Incident, o: Observation, status: str, lead: _Member
+        self,
+        key: str,
+        inc: _Incident,
+        o: Observation,
+        status: str,
+        lead: _Member,
+        change: tuple[list[str], list[str]] | None = None,
     ) -> AlertEvent:
         rule = self.rules.rule(inc.rule)
         ranked = sorted(inc.members.values(), key=lambda m: (not m.breached, -m.strength, m.signal))
+        if status != "resolved":
+            # What drifts now first: an updated event lists the cleared signals last.
+            shown = set(inc.shown)
+            ranked.sort(key=lambda m: self._mid(inc, m.kind, m.feature, m.signal) not in shown)
         features: list[str] = []
         for m in ranked:
-            if m.feature is not None and m.feature not in features:
+            drifting = status == "resolved" or not m.cleared
+            if m.feature is not None and m.feature not in features and drifting:
                 features.append(m.feature)
         score = self._scores.get((inc.model_id, inc.segment))
-        severity = rule.severity or SEVERITY[inc.kind]
+        if status == "resolved" and inc.severity:
+            severity: Severity = inc.severity  # type: ignore[assignment]
+        else:
+            severity = inc.severity = self._severity(inc)
         action = rule.action or _suggest(inc.kind, lead.signal, score)
         silent = None
         if status == "resolved" and inc.seen_at is not None and o.observed_at > inc.seen_at:
             silent = o.observed_at - inc.seen_at
-        summary = self._summary(inc, status, lead, features, score, action, silent)
+        summary = self._summary(inc, status, lead, ranked, features, score, action, silent, change)
+        incident_id = inc.incident_id or self._incident_id(key, inc.seq)
+        inc.incident_id = incident_id
+        alert_id = uuid.uuid5(uuid.UUID(incident_id), f"{status}|{inc.updates}")
         return AlertEvent(
-            alert_id=str(uuid.uuid5(_NAMESPACE, f"{key}|{inc.seq}|{status}")),
+            alert_id=str(alert_id),
+            incident_id=incident_id,
             dedup_key=key,
             status=status,  # type: ignore[arg-type]
             severity=severity,
@@ -384,13 +539,14 @@ class AlertTracker:
             baseline=lead.baseline,
             summary=summary,
             window_events=lead.window_events,
-            window=self.windows.get(inc.kind),
+            window=self.windows.get(lead.kind or inc.kind),
             rule=inc.rule,
             labels=dict(rule.labels),
             signals=[
                 AlertSignal(
                     feature=m.feature,
                     signal=m.signal,
+                    kind=(m.kind or inc.kind),  # type: ignore[arg-type]
                     value=m.value,
                     threshold=m.threshold,
                     baseline=m.baseline,
@@ -412,16 +568,19 @@ class AlertTracker:
         inc: _Incident,
         status: str,
         lead: _Member,
+        ranked: list[_Member],
         features: list[str],
         score: float | None,
         action: SuggestedAction,
         silent: float | None = None,
+        change: tuple[list[str], list[str]] | None = None,
     ) -> str:
+        kind = lead.kind or inc.kind
         if inc.feature is not None or (len(features) == 1 and lead.feature is not None):
             feature = features[0] if features else inc.feature
-            what = _WHAT[inc.kind].format(feature=feature, model=inc.model_id)
+            what = _WHAT[kind].format(feature=feature, model=inc.model_id)
         else:
-            what = _WHAT_MODEL[inc.kind].format(model=inc.model_id)
+            what = _WHAT_MODEL[kind].format(model=inc.model_id)
         if inc.segment is not None:
             what = f"{what} in segment {inc.segment}"
         what = what[0].upper() + what[1:]
@@ -433,7 +592,13 @@ class AlertTracker:
         if status == "resolved":
             back = f"{lead.signal} is {lead.value:.4g}"
             return f"Resolved: {what}, and every signal is back ({back})."
-        parts = [what]
+        parts = [what if status == "firing" else f"Updated: {what}"]
+        if change is not None:
+            joined, left = change
+            if joined:
+                parts.append("now also " + ", ".join(joined[:5]))
+            if left:
+                parts.append("back to normal: " + ", ".join(left[:5]))
         if len(features) > 1:
             shown = ", ".join(features[:5]) + (", ..." if len(features) > 5 else "")
             parts.append(f"{len(features)} features ({shown})")
@@ -446,14 +611,23 @@ class AlertTracker:
                 f"{lead.signal}{on} is {lead.value:.4g}, {past} its threshold {lead.threshold:.4g}"
                 + (f" over the last {lead.window_events} events" if lead.window_events else "")
             )
+        others = [m for m in ranked if m.breached and (m.kind or inc.kind) != kind]
+        if others:  # the other kinds of signals of one root cause (CAUSE)
+            parts.append(
+                "also "
+                + ", ".join(
+                    f"{m.signal} {m.value:.4g} (threshold {m.threshold:.4g})" for m in others[:3]
+                )
+            )
         if score and inc.kind == "data_drift":  # 0 is a previous window's: no news
             parts.append(f"model drift score {score:.2f}")
         return "; ".join(parts) + f". Suggested action: {_ACTION_TEXT[action]}."
 
     # --- state --------------------------------------------------------------------------------
     def firing(self) -> list[tuple[str, str, str | None]]:
-        """(model_id, kind, feature) of the whole-model incidents firing now: one per feature
-        still drifting in a group (feature None for model-level signals)."""
+        """(model_id, kind, feature) of the whole-model incidents firing now: one per kind of
+        signals and feature still drifting in a group (feature None for model-level
+        signals)."""
         return [(m, k, f) for m, k, f, s in self._firing() if s is None]
 
     def firing_segments(self) -> list[tuple[str, str, str | None, str]]:
@@ -461,32 +635,41 @@ class AlertTracker:
         return [(m, k, f, s) for m, k, f, s in self._firing() if s is not None]
 
     def _firing(self) -> Iterator[tuple[str, str, str | None, str | None]]:
+        """Per firing incident, the kinds of its signals still drifting (a performance
+        incident's concept-drift signals say ``concept_drift``, as before :data:`CAUSE`), and
+        per kind the features (None for model-level signals)."""
         for i in self._incidents.values():
             if not i.firing:
                 continue
             if i.feature is not None:
                 yield i.model_id, i.kind, i.feature, i.segment
                 continue
-            features = sorted(
-                {m.feature for m in i.members.values() if m.feature is not None and not m.cleared}
-            )
-            if not features:
-                yield i.model_id, i.kind, None, i.segment
-            for f in features:
-                yield i.model_id, i.kind, f, i.segment
+            live = [m for m in i.members.values() if not m.cleared]
+            for kind in sorted({m.kind or i.kind for m in live}) or [i.kind]:
+                features = sorted(
+                    {
+                        m.feature
+                        for m in live
+                        if (m.kind or i.kind) == kind and m.feature is not None
+                    }
+                )
+                if not features:
+                    yield i.model_id, kind, None, i.segment
+                for f in features:
+                    yield i.model_id, kind, f, i.segment
 
     def states(self) -> Counter[tuple[str, str, str]]:
         """Incidents pending and firing now, by (state, kind, severity)."""
         out: Counter[tuple[str, str, str]] = Counter()
         for i in self._incidents.values():
             if i.state != "inactive":
-                severity = self.rules.rule(i.rule).severity or SEVERITY[i.kind]
-                out[(i.state, i.kind, severity)] += 1
+                out[(i.state, i.kind, self._severity(i))] += 1
         return out
 
     def snapshot(self) -> dict[str, Any]:
         return {
             "v": SNAPSHOT_VERSION,
+            "secret": self._secret.hex(),
             "incidents": {
                 k: [
                     i.model_id,
@@ -503,6 +686,11 @@ class AlertTracker:
                     [m.row() for m in i.members.values()],
                     i.lead,
                     i.seen_at,
+                    i.incident_id,
+                    i.severity,
+                    i.updates,
+                    i.updated_at,
+                    list(i.shown),
                 ]
                 for k, i in self._incidents.items()
             },
@@ -519,9 +707,18 @@ class AlertTracker:
         cfg: AlertsConfig | None = None,
         windows: dict[str, str] | None = None,
     ) -> AlertTracker:
+        """A tracker from :meth:`snapshot`. Version 3 (before incident ids) is upgraded: its
+        firing incidents get an id now (from a new random key) and keep their dedup keys, so
+        their ``resolved`` event finds their page; anything else raises ValueError."""
         t = cls(cfg, windows)
-        if d.get("v") != SNAPSHOT_VERSION:
-            raise ValueError(f"unsupported alert-tracker snapshot version {d.get('v')!r}")
+        v = d.get("v")
+        if v not in _READABLE_VERSIONS:
+            raise ValueError(f"unsupported alert-tracker snapshot version {v!r}")
+        if v == SNAPSHOT_VERSION:
+            secret = bytes.fromhex(d["secret"])
+            if len(secret) != 16:
+                raise ValueError("alert-tracker snapshot: bad secret")
+            t._secret = secret
         for k, row in d["incidents"].items():
             model_id, kind, feature, segment, seq, state, started, resolved = row[:8]
             rule, version, held, members, lead, seen_at = row[8:14]
@@ -531,7 +728,15 @@ class AlertTracker:
             inc.held, inc.lead, inc.seen_at = held, lead, seen_at
             for r in members:
                 m = _Member(*r)
-                inc.members[f"{m.feature or '-'}/{m.signal}"] = m
+                m.kind = m.kind or kind  # version 3 rows have no kind: the incident's
+                inc.members[t._mid(inc, m.kind, m.feature, m.signal)] = m
+            if v == SNAPSHOT_VERSION:
+                inc.incident_id, inc.severity, inc.updates, inc.updated_at = row[14:18]
+                inc.shown = [str(x) for x in row[18]]
+            elif state == "firing":
+                inc.incident_id = t._incident_id(k, int(seq))
+                inc.updated_at = started
+                inc.shown = sorted(m for m, x in inc.members.items() if not x.cleared)
             t._incidents[k] = inc
             if state != "inactive":
                 t._open.setdefault((model_id, kind), set()).add(k)

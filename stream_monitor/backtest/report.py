@@ -3,9 +3,10 @@
 No JavaScript, no external CSS, fonts or images: the file opens offline and can be attached to
 a ticket. It holds the replay's figures (input, time span, counts, invalid records, alerts,
 pages per day), the incidents, and for every signal series that took part in an incident (and
-the ``max_other_series`` others that came closest to their threshold) a plot of its values over
-event time, with its threshold as a dashed line and the alert spans (firing -> resolved) as
-shaded bands.
+at most ``max_other_series`` others: first those that breached without an incident of theirs,
+most breaches first, then those that came closest to their threshold) a plot of its values
+over event time, with its threshold as a dashed line and the alert spans (firing -> resolved)
+as shaded bands.
 
 Elements carry classes a test (or a style sheet) can find: ``svg.series`` per plot,
 ``polyline.values``, ``polyline.threshold``, ``rect.alert-band``, ``path.breaches``.
@@ -24,7 +25,8 @@ from stream_monitor.backtest.series import Incident, Scope, Series
 
 __all__ = ["MAX_INCIDENT_ROWS", "MAX_INCIDENT_SERIES", "MAX_OTHER_SERIES", "render_report"]
 
-#: Series plotted besides those of incidents: the closest to their thresholds.
+#: Series plotted besides those of incidents: those that breached, then the closest to their
+#: thresholds.
 MAX_OTHER_SERIES = 20
 #: At most this many incident series are plotted (the worst first), to bound the file size.
 MAX_INCIDENT_SERIES = 300
@@ -215,6 +217,11 @@ def _table(head: Sequence[str], rows: Iterable[Sequence[object]], numeric: set[i
     return "".join(out)
 
 
+def _sort_key(s: Series) -> tuple[str, str, str, str, str]:
+    model, kind, feature, segment, signal = s.key
+    return model, kind, feature or "", segment or "", signal
+
+
 def _bands(incidents: Sequence[Incident], end: float) -> dict[Scope, list[tuple[float, float]]]:
     """Alert spans (firing -> resolved, or to the end) by the scopes of each incident."""
     out: dict[Scope, list[tuple[float, float]]] = {}
@@ -250,8 +257,12 @@ def render_report(
         key=lambda s: (s.key[0], s.key[1], str(s.key[2]), str(s.key[3]), s.key[4]),
     )
     others = [s for s in series if s.key[:4] not in bands and s.n]
-    others.sort(key=lambda s: -s.ratio)
+    # A series that breached (held pending, in a cooldown, silenced by a rule) says more than
+    # one that only came close: breached ones first, by breaches, then by how close.
+    others.sort(key=lambda s: (s.n_breached == 0, -s.n_breached, -s.ratio, _sort_key(s)))
     others = others[:max_other_series]
+    breached = [s for s in others if s.n_breached]
+    closest = [s for s in others if not s.n_breached]
     pages = result.pages()
     still = sum(1 for i in incidents if i.resolved_at is None)
 
@@ -300,17 +311,18 @@ def render_report(
         rows = sorted({(k, sev) for k, sev, _ in kinds})
         h.append(
             _table(
-                ["kind", "severity", "firing", "resolved"],
+                ["kind", "severity", "firing", "updated", "resolved"],
                 (
                     (
                         _e(k),
                         _e(sev),
                         f"{kinds[(k, sev, 'firing')]:,}",
+                        f"{kinds[(k, sev, 'updated')]:,}",
                         f"{kinds[(k, sev, 'resolved')]:,}",
                     )
                     for k, sev in rows
                 ),
-                {2, 3},
+                {2, 3, 4},
             )
         )
     else:
@@ -386,10 +398,20 @@ def render_report(
         f"{r.recorder.cap:,} points (evenly decimated, breached points kept first); counts "
         "and maxima are exact.</p>"
     )
-    for title, group in (
-        ("Series that took part in an incident", with_incident),
-        (f"Other series: the {len(others)} closest to their thresholds", others),
-    ):
+    groups: list[tuple[str, list[Series]]] = [
+        ("Series that took part in an incident", with_incident)
+    ]
+    if breached:
+        groups.append(
+            (
+                f"Other series: {len(breached)} that breached without an incident "
+                "(pending, in a cooldown, or silenced by a rule)",
+                breached,
+            )
+        )
+    if closest or not breached:
+        groups.append((f"Other series: the {len(closest)} closest to their thresholds", closest))
+    for title, group in groups:
         h.append(f"<h2>{_e(title)}</h2>")
         if not group:
             h.append("<p>None.</p>")

@@ -165,12 +165,17 @@ class Incident:
     #: Features the alert events named for the incident (its own, its signals' and its top
     #: features); None stands for model-level signals.
     features: set[str | None] = field(default_factory=set)
+    #: The kinds of its signals (a performance incident lists its concept-drift signals).
+    kinds: set[str] = field(default_factory=set)
+    #: The kind of the firing signal's series (``kind`` unless another kind's signal fired it).
+    signal_kind: str = ""
 
     @property
     def scopes(self) -> set[Scope]:
         """(model, kind, feature, segment) of the series that belong to this incident: every
         signal of every feature it named."""
-        return {(self.model_id, self.kind, f, self.segment) for f in self.features}
+        kinds = self.kinds | {self.kind}
+        return {(self.model_id, k, f, self.segment) for k in kinds for f in self.features}
 
 
 def _features(a: AlertEvent) -> set[str | None]:
@@ -179,6 +184,20 @@ def _features(a: AlertEvent) -> set[str | None]:
         out.add(s.feature)
     out.update(getattr(a, "top_features", None) or ())
     return out
+
+
+def _kinds(a: AlertEvent) -> set[str]:
+    return {a.kind, *(s.kind for s in a.signals if s.kind)}
+
+
+def _series_key(a: AlertEvent) -> SeriesKey:
+    """The series of the signal that made the transition (its own kind, from ``signals``)."""
+    kind: str = a.kind
+    for s in a.signals:
+        if s.feature == a.feature and s.signal == a.signal and s.kind:
+            kind = s.kind
+            break
+    return (a.model_id, kind, a.feature, a.segment, a.signal)
 
 
 class IncidentLog:
@@ -200,8 +219,7 @@ class IncidentLog:
     def feed(self, observations: Sequence[Observation], alerts: Sequence[AlertEvent]) -> None:
         pending: dict[SeriesKey, deque[AlertEvent]] = {}
         for a in alerts:
-            k: SeriesKey = (a.model_id, a.kind, a.feature, a.segment, a.signal)
-            pending.setdefault(k, deque()).append(a)
+            pending.setdefault(_series_key(a), deque()).append(a)
         for o in observations:
             key: SeriesKey = (o.model_id, o.kind, o.feature, o.segment, o.signal)
             q = pending.get(key) if pending else None
@@ -216,6 +234,12 @@ class IncidentLog:
                 self._apply(a)
 
     def _apply(self, a: AlertEvent) -> None:
+        if a.status == "updated":  # the open incident's signals changed: it goes on
+            upd = self.open.get(a.dedup_key)
+            if upd is not None:
+                upd.features |= _features(a)
+                upd.kinds |= _kinds(a)
+            return
         if a.status == "firing":
             old = self.open.pop(a.dedup_key, None)
             if old is not None:  # firing twice without resolving: close the first here
@@ -233,18 +257,22 @@ class IncidentLog:
                 started_at=a.started_at,
                 peak=a.value,
                 features=_features(a),
+                kinds=_kinds(a),
+                signal_kind=_series_key(a)[1],
             )
             self.incidents.append(inc)
             self.open[a.dedup_key] = inc
-            self._peaks[(a.model_id, a.kind, a.feature, a.segment, a.signal)] = inc
+            self._peaks[_series_key(a)] = inc
         else:
             done = self.open.pop(a.dedup_key, None)
             if done is not None:
                 done.resolved_at = a.observed_at
                 done.features |= _features(a)
+                done.kinds |= _kinds(a)
                 self._forget(done)
 
     def _forget(self, inc: Incident) -> None:
-        key = (inc.model_id, inc.kind, inc.feature, inc.segment, inc.signal)
+        kind = inc.signal_kind or inc.kind
+        key = (inc.model_id, kind, inc.feature, inc.segment, inc.signal)
         if self._peaks.get(key) is inc:
             del self._peaks[key]

@@ -148,7 +148,7 @@ def label_str(v: object) -> str:
     return str(v)
 
 
-AlertStatus = Literal["firing", "resolved"]
+AlertStatus = Literal["firing", "updated", "resolved"]
 AlertKind = Literal[
     "data_drift", "prediction_drift", "concept_drift", "performance", "data_quality"
 ]
@@ -179,6 +179,11 @@ class AlertSignal(_Output):
 
     feature: str | None = Field(description="the feature, or null for a model-level signal")
     signal: str = Field(description="the statistic or metric, e.g. psi, accuracy")
+    kind: AlertKind | None = Field(
+        default=None,
+        description="the signal's own kind when the incident gathers several (a performance "
+        "incident lists its concept-drift signals); null in schema_version 2",
+    )
     value: float
     threshold: float
     baseline: float | None = Field(
@@ -190,14 +195,22 @@ class AlertSignal(_Output):
 class AlertEvent(_Output):
     """An alert published to the ``alerts`` topic, keyed by ``dedup_key``.
 
-    ``alert_id`` is deterministic for one transition of one incident, so it doubles as the
+    ``incident_id`` is a random UUID drawn when the incident opens, kept through restarts
+    and shared by its ``firing``, ``updated`` and ``resolved`` events; ``alert_id`` is
+    derived from it, the status and the event's sequence in the incident, so it doubles as the
     idempotency key: a redelivered alert (at-least-once) carries the same ``alert_id``.
     ``signal``, ``feature``, ``value`` and ``threshold`` describe the signal that made the
     transition; ``signals`` lists every signal of the incident (the features of a model that
-    drift together share one incident), the strongest first.
+    drift together share one incident, and so do its performance and concept-drift signals),
+    the strongest first.
     """
 
     alert_id: str
+    incident_id: str | None = Field(
+        default=None,
+        description="the incident (a random UUID drawn when it opens), shared by its firing, "
+        "updated and resolved events; null in schema_version 2",
+    )
     dedup_key: str
     status: AlertStatus
     severity: Severity
@@ -240,7 +253,9 @@ class AlertEvent(_Output):
     started_at: float = Field(description="event time the incident started (Unix seconds)")
     observed_at: float = Field(description="event time of the observation (Unix seconds)")
     published_at: float | None = Field(default=None, description="wall clock at publication")
-    schema_version: Literal[2] = 2
+    #: 3 since ``updated`` events and ``incident_id``; 2 is still read (events on the topic
+    #: from before an upgrade).
+    schema_version: Literal[2, 3] = 3
 
     @model_validator(mode="after")
     def _priority_follows_severity(self) -> AlertEvent:

@@ -6,7 +6,8 @@ through ``stream-monitor replay --from-kafka``, and (b) from JSON Lines files ho
 record values. The alert timelines must be the same.
 
 Prediction-driven alerts (data drift, prediction drift, data quality) must be identical:
-same ``alert_id``, status, dedup key and value, in the same order per dedup key. Their signals
+same status, dedup key, event time and value, in the same order per dedup key (not the same
+ids: every monitor draws its own random incident ids). Their signals
 depend only on each model's predictions, in order, whatever the batches (PartitionState is
 batch-size invariant for them).
 
@@ -114,7 +115,7 @@ def _by_key(alerts: list[AlertEvent], kinds: set[str]) -> dict[str, list[tuple[A
     out: dict[str, list[tuple[Any, ...]]] = {}
     for a in alerts:
         if a.kind in kinds:
-            out.setdefault(a.dedup_key, []).append((a.alert_id, a.status, a.dedup_key, a.value))
+            out.setdefault(a.dedup_key, []).append((a.observed_at, a.status, a.dedup_key, a.value))
     return out
 
 

@@ -68,13 +68,18 @@ def validate(events: list[AlertEvent]) -> None:
 
 
 def check(events: list[AlertEvent]) -> None:
-    """Valid events; per dedup key firing and resolved alternate, starting with firing."""
+    """Valid events; per dedup key firing and resolved alternate, starting with firing, with
+    ``updated`` events of the same incident (same incident id) only in between."""
     validate(events)
-    last: dict[str, str] = {}
+    last: dict[str, AlertEvent] = {}
     for a in events:
-        expected = "resolved" if last.get(a.dedup_key) == "firing" else "firing"
-        assert a.status == expected, (a.dedup_key, a.status)
-        last[a.dedup_key] = a.status
+        prev = last.get(a.dedup_key)
+        if prev is None or prev.status == "resolved":
+            assert a.status == "firing", (a.dedup_key, a.status)
+        else:
+            assert a.status in ("updated", "resolved"), (a.dedup_key, a.status)
+            assert a.incident_id == prev.incident_id
+        last[a.dedup_key] = a
 
 
 def tracker(**cfg: Any) -> AlertTracker:

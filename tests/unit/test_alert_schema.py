@@ -79,6 +79,24 @@ SAMPLES = {
     "firing, minimal": _firing(),
     "firing, segment and signals": _firing(**FULL),
     "resolved, minimal": _firing(status="resolved", feature=None, value=0.05),
+    "updated, with incident and signal kinds": _firing(
+        status="updated",
+        incident_id="3f2b8c1e-9d4a-4b7e-8f21-6a5c0d9e7b14",
+        kind="performance",
+        dedup_key="fraud/performance/-",
+        severity="critical",
+        priority="P0",
+        signals=[
+            AlertSignal(
+                feature=None,
+                signal="error_rate",
+                kind="concept_drift",
+                value=0.3,
+                threshold=0.2,
+                breached=True,
+            )
+        ],
+    ),
     "resolved, segment and signals": _firing(**{**FULL, "status": "resolved", "retrain": False}),
 }
 
@@ -108,10 +126,14 @@ def test_schemas_are_valid_draft_2020_12_with_an_id(name):
     Draft202012Validator.check_schema(schema)
 
 
-def test_alert_schema_documents_every_field_of_version_2():
-    props = json.loads((SCHEMAS / "alert-event.schema.json").read_text())["properties"]
+def test_alert_schema_documents_every_field_of_version_3():
+    schema = json.loads((SCHEMAS / "alert-event.schema.json").read_text())
+    props = schema["properties"]
     assert set(props) == set(AlertEvent.model_fields)
-    assert props["schema_version"]["default"] == 2
+    assert schema["$id"] == "urn:stream-monitor:schema:alert-event:3"
+    assert props["schema_version"]["default"] == 3
+    assert props["status"]["enum"] == ["firing", "updated", "resolved"]
+    assert "incident_id" in props and "kind" in schema["$defs"]["AlertSignal"]["properties"]
     for name in ("priority", "signals", "top_features", "suggested_action", "window", "labels"):
         assert name in props
     assert props["suggested_action"]["enum"] == [
@@ -144,6 +166,10 @@ def _invalid_alerts() -> dict[str, dict[str, Any]]:
         "missing dedup_key": _without(good, "dedup_key"),
         "missing priority": _without(good, "priority"),
         "wrong status": {**good, "status": "pending"},
+        "wrong signal kind": {
+            **good,
+            "signals": [{**good["signals"][0], "kind": "weather"}],
+        },
         "wrong severity": {**good, "severity": "page"},
         "wrong priority": {**good, "priority": "P3"},
         "wrong action": {**good, "suggested_action": "panic"},
@@ -153,6 +179,20 @@ def _invalid_alerts() -> dict[str, dict[str, Any]]:
         "signal without breached": bad_signal,
         "not an object": [good],  # type: ignore[dict-item]
     }
+
+
+def test_version_2_events_on_the_topic_are_still_read():
+    """Events published before the upgrade (no incident_id, no signal kinds) still parse, so
+    the forwarder can resolve what they opened."""
+    old = _wire(SAMPLES["firing, segment and signals"])
+    del old["incident_id"]
+    for s in old["signals"]:
+        del s["kind"]
+    old["schema_version"] = 2
+    a = AlertEvent.model_validate(old)
+    assert (a.schema_version, a.incident_id, a.signals[0].kind) == (2, None, None)
+    with pytest.raises(ValidationError):
+        AlertEvent.model_validate({**old, "schema_version": 4})
 
 
 @pytest.mark.parametrize("case", list(_invalid_alerts()))

@@ -304,6 +304,55 @@ def test_alertmanager_restore_and_forget(server):
     assert sink.firing == []
 
 
+def test_alertmanager_updated_is_reposted_as_firing_with_new_annotations(server):
+    sink = am_sink(server)
+    firing = alert()
+    updated = alert(
+        status="updated",
+        feature="country",
+        value=0.3,
+        top_features=["amount", "country"],
+        summary="Updated: now also country psi",
+    )
+    sink.write([firing, updated])
+    was = to_alertmanager(firing, generator_url=GENERATOR)
+    now = to_alertmanager(updated, generator_url=GENERATOR)
+    assert "endsAt" not in now and now["labels"] == was["labels"]  # the same alert, still firing
+    assert now["annotations"]["top_features"] == "amount, country"
+    assert server.bodies == [[was], [now]]
+    assert sink.firing == [firing.dedup_key]
+    assert sink.tick(time.monotonic() + sink.resend_seconds) == 1
+    assert server.bodies[-1] == [now]  # the re-post tells the current picture
+    # a restart learns the latest event of the incident
+    other = am_sink(server)
+    assert other.restore([firing, updated]) == 1
+    assert other.tick() == 1 and server.bodies[-1] == [now]
+    sink.write([alert(status="resolved")])
+    assert sink.firing == [] and "endsAt" in server.bodies[-1][0]
+
+
+def test_alertmanager_update_with_other_labels_ends_the_old_alert(server):
+    sink = am_sink(server)
+    firing = alert()
+    updated = alert(status="updated", severity="critical", priority="P0")
+    sink.write([firing, updated])
+    was = to_alertmanager(firing, generator_url=GENERATOR)
+    now = to_alertmanager(updated, generator_url=GENERATOR)
+    assert server.bodies[:2] == [[was], [now]]
+    [[ended]] = server.bodies[2:]
+    assert ended["labels"] == was["labels"] and ended["endsAt"] >= was["startsAt"]
+    assert sink.firing == [firing.dedup_key]
+
+
+def test_pagerduty_updated_is_a_trigger_of_the_same_dedup_key(server):
+    sink = PagerDutySink("K", url=server.url, delivery=FAST)
+    sink.write([alert(), alert(status="updated", incident_id="i-1"), alert(status="resolved")])
+    actions = [(b["event_action"], b["dedup_key"]) for b in server.bodies]
+    assert actions == [("trigger", "fraud/data_drift/-")] * 2 + [("resolve", "fraud/data_drift/-")]
+    details = server.bodies[1]["payload"]["custom_details"]
+    assert (details["status"], details["incident_id"]) == ("updated", "i-1")
+
+
 def test_pagerduty_keeps_no_firing_state(server):
     sink = PagerDutySink("K", url=server.url, delivery=FAST)
     sink.write([alert()])

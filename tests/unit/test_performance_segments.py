@@ -111,6 +111,27 @@ def _flat(per_batch: Sequence[Sequence[AlertEvent]]) -> list[AlertEvent]:
     return [a for alerts in per_batch for a in alerts]
 
 
+#: The concept-drift signals: they join the model's performance incident (one root cause).
+CONCEPT_SIGNALS = ("error_rate", "absolute_error")
+
+
+def _concept(alerts: Sequence[AlertEvent]) -> list[AlertEvent]:
+    """Per incident, the first event that lists a breached concept-drift signal (its firing,
+    or the update when the errors rise in an incident that performance opened)."""
+    out: dict[str | None, AlertEvent] = {}
+    for a in alerts:
+        if a.status != "resolved" and any(
+            sig.kind == "concept_drift" and sig.breached for sig in a.signals
+        ):
+            out.setdefault(a.incident_id, a)
+    return list(out.values())
+
+
+def _metric_alerts(alerts: Sequence[AlertEvent]) -> list[AlertEvent]:
+    """The events of performance incidents led by a performance metric (not the errors)."""
+    return [a for a in alerts if a.kind == "performance" and a.signal not in CONCEPT_SIGNALS]
+
+
 # --------------------------------------------------------------------------- the join, by hand
 
 
@@ -291,7 +312,14 @@ def test_regression_count_windows_match_sklearn() -> None:
     )
     batches = _by_time(preds, labels, 100.0)
     sim = JoinSim.of(batches)
-    st = PartitionState(0, _cfg(performance={"window": {"size": size}, "baseline_windows": 2}))
+    # updates without a rate limit: a metric is announced in the window it breaches
+    st = PartitionState(
+        0,
+        _cfg(
+            performance={"window": {"size": size}, "baseline_windows": 2},
+            alerts={"update_interval_seconds": 0},
+        ),
+    )
     seen = 0
     alerts: list[AlertEvent] = []
     for (p, lab), pairs in zip(batches, sim.batch_pairs, strict=True):
@@ -310,9 +338,12 @@ def test_regression_count_windows_match_sklearn() -> None:
         assert got["rmse"] == pytest.approx(math.sqrt(mean_squared_error(yt, yp)), rel=1e-9)
         assert got["r2"] == pytest.approx(r2_score(yt, yp), rel=1e-9)
     assert pm.task == "regression" and pm.windows == n // size
-    # the noise doubles from prediction 1500 on: MAE doubles and breaches, not before
-    perf = [a for a in alerts if a.kind == "performance"]
-    assert perf and (perf[0].status, perf[0].signal) == ("firing", "mae")
+    # the noise doubles from prediction 1500 on: MAE doubles and breaches, not before; the
+    # errors' detectors (absolute_error) opened the model's performance incident first
+    assert [(a.status, a.signal) for a in _concept(alerts)] == [("firing", "absolute_error")]
+    perf = _metric_alerts(alerts)
+    assert perf and (perf[0].status, perf[0].signal) == ("updated", "mae")
+    assert perf[0].incident_id == _concept(alerts)[0].incident_id
     # pairs 1500..1999 (label order) form the first window after the change
     win = sim.pairs[1500:2000]
     mae = mean_absolute_error([t for _, t in win], [q.prediction_score() for q, _ in win])
@@ -327,24 +358,32 @@ def test_performance_alert_fires_in_the_first_degraded_window_and_not_before() -
     truth = _truth(rng, pred, np.where(np.arange(n) >= change, 0.6, 0.9))
     preds = [_clf(i, float(score[i])) for i in range(n)]
     labels = [_label(preds[i], i + 0.5, int(truth[i])) for i in range(n)]
-    st = PartitionState(0, _cfg(performance={"window": {"size": size}, "baseline_windows": 2}))
+    # updates without a rate limit: a metric is announced in the window it breaches
+    st = PartitionState(
+        0,
+        _cfg(
+            performance={"window": {"size": size}, "baseline_windows": 2},
+            alerts={"update_interval_seconds": 0},
+        ),
+    )
     batches = [
         (preds[i : i + per_batch], labels[i : i + per_batch]) for i in range(0, n, per_batch)
     ]
     per = _run(st, batches)
-    perf = [(b, a) for b, alerts in enumerate(per) for a in alerts if a.kind == "performance"]
+    perf = [(b, a) for b, alerts in enumerate(per) for a in _metric_alerts(alerts)]
     assert perf, "no performance alert"
     b, first = perf[0]
-    # the window of labels 3000..3499 closes in the batch of labels 3400..3499
+    # the window of labels 3000..3499 closes in the batch of labels 3400..3499; the errors'
+    # detectors opened the incident before, so the accuracy joins it in an update
     assert b == (change + size) // per_batch - 1
-    assert (first.status, first.signal, first.segment) == ("firing", "accuracy", None)
+    assert (first.status, first.signal, first.segment) == ("updated", "accuracy", None)
     acc = [float(np.mean(pred[k : k + size] == truth[k : k + size])) for k in range(0, n, size)]
     base = (acc[0] + acc[1]) / 2
     assert first.value == pytest.approx(acc[change // size], rel=REL)
     assert first.threshold == pytest.approx(base * 0.9, rel=REL)
     assert first.window_events == size
     assert all(v >= base * 0.9 for v in acc[2 : change // size])  # no breach before
-    assert [a.status for _, a in perf] == ["firing"]
+    assert [a.status for _, a in perf] == ["updated"]  # announced once, in its incident
 
 
 def test_time_windows_by_prediction_time_count_late_labels_exactly() -> None:
@@ -498,7 +537,7 @@ def _bernoulli_errors(seed: int, model: str = "m") -> list[Batch]:
 def test_concept_drift_alert_after_the_change_only(detectors: tuple[str, ...]) -> None:
     st = PartitionState(0, _cfg(labels={"detectors": list(detectors)}))
     alerts = _flat(_run(st, _bernoulli_errors(seed=11)))
-    concept = [a for a in alerts if a.kind == "concept_drift"]
+    concept = _concept(alerts)
     assert [a.status for a in concept] == ["firing"]
     assert CONCEPT_CHANGE < concept[0].observed_at < CONCEPT_CHANGE + 1500
     assert concept[0].signal == "error_rate" and concept[0].segment is None
@@ -521,7 +560,7 @@ def test_model_detectors_select_per_model() -> None:
     assert set(st.models["m2"].concept.detections) == {"eddm"}
     assert st.models["m"].concept.kinds == ("adwin",)  # the default
     for model in ("m", "m2"):
-        concept = [a for a in alerts if a.kind == "concept_drift" and a.model_id == model]
+        concept = [a for a in _concept(alerts) if a.model_id == model]
         assert [a.status for a in concept] == ["firing"], model
         assert concept[0].observed_at > CONCEPT_CHANGE, model
 
@@ -580,21 +619,20 @@ def test_degraded_segment_is_flagged_while_the_overall_accuracy_stays_flat(
 ) -> None:
     st, alerts, sim = seg_run.st, seg_run.alerts, seg_run.sim
     firing = [a for a in alerts if a.status == "firing"]
-    apac = [
-        a
-        for a in firing
-        if a.segment == "region=apac" and a.kind in ("performance", "concept_drift")
-    ]
-    assert {a.kind for a in apac} == {"performance", "concept_drift"}
+    apac = [a for a in firing if a.segment == "region=apac" and a.kind == "performance"]
+    # the segment's errors and its accuracy are one incident: one page
+    assert len(apac) == 1
     assert all(a.observed_at > SEG_CHANGE for a in apac)
-    for a in apac:
-        assert a.dedup_key == f"m/{a.kind}/-@region=apac" and a.dedup_key.endswith("@region=apac")
-    perf = next(a for a in apac if a.kind == "performance")
-    assert perf.signal == "accuracy"
+    assert apac[0].dedup_key == "m/performance/-@region=apac"
+    apac_events = [a for a in alerts if a.dedup_key == apac[0].dedup_key]
+    kinds = {sig.kind for a in apac_events for sig in a.signals if sig.breached}
+    assert kinds == {"performance", "concept_drift"}
+    signals = {sig.signal for a in apac_events for sig in a.signals if sig.kind == "performance"}
+    assert "accuracy" in signals
     others = [a for a in alerts if a.segment in ("region=eu", "region=us")]
     assert others == []
     # the whole model: its accuracy drops by less than 10 % (relative), so no window breaches
-    assert not [a for a in alerts if a.kind == "performance" and a.segment is None]
+    assert not [a for a in _metric_alerts(alerts) if a.segment is None]
     y, yp, _ = _arrays(sim.pairs)
     acc = [
         accuracy_score(y[k : k + SEG_WIN], yp[k : k + SEG_WIN]) for k in range(0, len(y), SEG_WIN)
@@ -1032,7 +1070,7 @@ def test_segment_and_performance_series_equal_the_state(
     last: dict[str, AlertEvent] = {}
     for a in seg_run.alerts:
         last[a.dedup_key] = a
-    firing = {k: a for k, a in last.items() if a.status == "firing" and a.segment is not None}
+    firing = {k: a for k, a in last.items() if a.status != "resolved" and a.segment is not None}
     assert "m/performance/-@region=apac" in firing
     for a in firing.values():
         lv = {"model_id": "m", "kind": a.kind, "feature": a.feature or "", "segment": a.segment}

@@ -94,6 +94,7 @@ def test_pagerduty_trigger_carries_what_a_responder_needs():
             "class": "psi",
             "custom_details": {
                 "alert_id": "2b9f6a4e-8c1d-5f3a-9e7b-1c2d3e4f5a6b",
+                "status": "firing",
                 "dedup_key": "fraud/data_drift/-@region=eu",
                 "priority": "P1",
                 "model_id": "fraud",
@@ -112,6 +113,7 @@ def test_pagerduty_trigger_carries_what_a_responder_needs():
                     {
                         "feature": "amount",
                         "signal": "psi",
+                        "kind": None,
                         "value": 0.41,
                         "threshold": 0.12,
                         "baseline": None,
@@ -120,6 +122,7 @@ def test_pagerduty_trigger_carries_what_a_responder_needs():
                     {
                         "feature": "country",
                         "signal": "psi",
+                        "kind": None,
                         "value": 0.2,
                         "threshold": 0.12,
                         "baseline": None,

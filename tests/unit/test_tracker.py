@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import uuid
 from typing import Any
 
@@ -235,10 +236,13 @@ def test_incidents_are_per_model_kind_and_feature() -> None:
         "m2/data_drift/age",
         "m/data_drift/income",
         "m/prediction_drift/prediction.score",
-        "m/concept_drift/-",
+        "m/performance/-",  # concept drift is the performance incident's (CAUSE)
     ]
     assert [a.severity for a in alerts] == ["warning"] * 4 + ["critical"]
-    assert sorted(dedup_key(*f) for f in t.firing()) == sorted(a.dedup_key for a in alerts)
+    # the firing metric still tells the kinds of signals apart
+    assert sorted(dedup_key(*f) for f in t.firing()) == sorted(
+        [a.dedup_key for a in alerts[:4]] + ["m/concept_drift/-"]
+    )
     assert dedup_key("m", "concept_drift", None) == "m/concept_drift/-"
 
 
@@ -267,18 +271,74 @@ def _incident_cycle(t: AlertTracker, start: float) -> list[AlertEvent]:
     return feed(t, [psi_obs(0.4, start), psi_obs(0.01, start + 1)])
 
 
-def test_alert_id_deterministic_and_distinct_per_transition() -> None:
+def test_alert_ids_are_unique_for_ever_and_distinct_per_transition() -> None:
     a, b = plain(), plain()
     run_a = _incident_cycle(a, 0.0) + _incident_cycle(a, 10.0)
-    # a different tracker, other values and times: same ids (ids name the transition)
-    run_b = feed(
-        b, [psi_obs(0.9, 100.0), psi_obs(0.0, 200.0), psi_obs(0.3, 300.0), psi_obs(0.09, 400.0)]
-    )
+    run_b = _incident_cycle(b, 0.0) + _incident_cycle(b, 10.0)
     assert statuses(run_a) == statuses(run_b) == ["firing", "resolved"] * 2
-    assert [x.alert_id for x in run_a] == [x.alert_id for x in run_b]
+    # two trackers started afresh on the same stream: unrelated incidents, unrelated ids
+    ids_a = {x.alert_id for x in run_a} | {x.incident_id for x in run_a}
+    ids_b = {x.alert_id for x in run_b} | {x.incident_id for x in run_b}
+    assert not ids_a & ids_b
     ids = [x.alert_id for x in run_a]
     assert len(set(ids)) == 4  # firing != resolved, and the second incident has new ids
     assert all(uuid.UUID(i).version == 5 for i in ids)
+    incidents = [x.incident_id for x in run_a]
+    assert incidents[0] == incidents[1] != incidents[2] == incidents[3]
+    assert all(i is not None and uuid.UUID(i).version == 4 for i in incidents)
+    assert all(x.schema_version == 3 for x in run_a)
+
+
+def test_restored_tracker_resolves_with_the_same_incident_id() -> None:
+    t = plain()
+    fired = t.observe(psi_obs(0.4, 0.0))
+    restored = AlertTracker.from_snapshot(orjson.loads(orjson.dumps(t.snapshot())), PLAIN)
+    assert restored.observe(psi_obs(0.2, 1.0)) == []
+    resolved = restored.observe(psi_obs(0.01, 2.0))
+    assert statuses(fired + resolved) == ["firing", "resolved"]
+    assert resolved[0].incident_id == fired[0].incident_id
+    assert resolved[0].alert_id != fired[0].alert_id
+    # the restored tracker keeps the random key: its next incident has a new id, and a second
+    # restore of the same snapshot gives that incident the same id again (a redelivered batch)
+    snap = orjson.loads(orjson.dumps(restored.snapshot()))
+    nxt = _incident_cycle(restored, 10.0)
+    again = _incident_cycle(AlertTracker.from_snapshot(snap, PLAIN), 10.0)
+    assert nxt == again
+    assert nxt[0].incident_id != fired[0].incident_id
+
+
+def test_version_3_snapshot_is_upgraded_and_its_firing_incident_resolves() -> None:
+    t = plain()
+    t.observe(psi_obs(0.4, 0.0))
+    t.observe(psi_obs(0.4, 0.0, kind="concept_drift", feature=None, signal="error_rate"))
+    v4 = orjson.loads(orjson.dumps(t.snapshot()))
+    v3: dict[str, Any] = {k: v for k, v in v4.items() if k != "secret"}
+    v3["v"] = 3
+    v3["incidents"] = {
+        k: [*row[:11], [m[:12] for m in row[11]], *row[12:14]] for k, row in v4["incidents"].items()
+    }
+    # an incident of the release before CAUSE: concept drift had its own dedup key
+    row = v3["incidents"].pop("m/performance/-")
+    row[1] = "concept_drift"
+    v3["incidents"]["m/concept_drift/-"] = row
+    restored = AlertTracker.from_snapshot(v3, PLAIN)
+    out = feed(
+        restored,
+        [
+            psi_obs(0.01, 5.0),
+            psi_obs(0.01, 5.0, kind="concept_drift", feature=None, signal="error_rate"),
+        ],
+    )
+    assert sorted((a.dedup_key, a.status) for a in out) == [
+        ("m/concept_drift/-", "resolved"),
+        ("m/data_drift/age", "resolved"),
+    ]
+    assert all(a.incident_id and uuid.UUID(a.incident_id).version == 4 for a in out)
+    # once resolved, concept drift goes to the model's performance incident
+    again = restored.observe(
+        psi_obs(0.4, 9000.0, kind="concept_drift", feature=None, signal="error_rate")
+    )
+    assert [a.dedup_key for a in again] == ["m/performance/-"]
 
 
 def test_alert_ids_differ_between_incident_keys() -> None:
@@ -339,3 +399,121 @@ def test_snapshot_refuses_unknown_version() -> None:
     snap: dict[str, Any] = plain().snapshot()
     with pytest.raises(ValueError, match="version"):
         AlertTracker.from_snapshot({**snap, "v": 99})
+
+
+# ------------------------------------------------------------ one incident per root cause
+
+
+def _perf(v: float, t: float) -> Observation:
+    """Accuracy of a window: breached below 0.8, cleared from 0.85."""
+    return Observation("m", "performance", None, "accuracy", v, 0.8, v < 0.8, v >= 0.85, t)
+
+
+def _errors(v: float, t: float) -> Observation:
+    """The concept-drift detectors' error level: breached above 0.2, cleared below 0.1."""
+    return Observation("m", "concept_drift", None, "error_rate", v, 0.2, v > 0.2, v < 0.1, t)
+
+
+def test_concept_drift_and_performance_decay_are_one_incident() -> None:
+    t = AlertTracker(AlertsConfig(cooldown_seconds=0, update_interval_seconds=None))
+    alerts = t.observe_many([_errors(0.4, 60.0), _perf(0.6, 60.0)])
+    assert [(a.dedup_key, a.status, a.kind, a.severity) for a in alerts] == [
+        ("m/performance/-", "firing", "performance", "critical")
+    ]
+    fired = alerts[0]
+    assert {(s.kind, s.signal) for s in fired.signals} == {
+        ("concept_drift", "error_rate"),
+        ("performance", "accuracy"),
+    }
+    assert fired.signals_total == 2
+    assert "also" in fired.summary
+    assert sorted(t.firing()) == [("m", "concept_drift", None), ("m", "performance", None)]
+    # it resolves once both kinds of signals are back, once
+    assert t.observe_many([_errors(0.05, 120.0), _perf(0.7, 120.0)]) == []
+    done = t.observe_many([_errors(0.05, 180.0), _perf(0.9, 180.0)])
+    assert [(a.status, a.incident_id) for a in done] == [("resolved", fired.incident_id)]
+
+
+def test_concept_drift_alone_names_the_errors_and_its_window() -> None:
+    t = AlertTracker(AlertsConfig(), windows={"concept_drift": "error stream"})
+    [a] = t.observe(_errors(0.5, 0.0))
+    assert (a.dedup_key, a.kind, a.signal, a.window) == (
+        "m/performance/-",
+        "performance",
+        "error_rate",
+        "error stream",
+    )
+    assert a.summary.startswith("Errors of model 'm' rose")
+    assert a.signals[0].kind == "concept_drift"
+
+
+# ------------------------------------------------------------------------ updated events
+
+
+def _grouped(interval: float | None = 600.0) -> AlertTracker:
+    return AlertTracker(AlertsConfig(cooldown_seconds=0, update_interval_seconds=interval))
+
+
+def test_a_feature_joining_and_leaving_a_firing_incident_updates_it() -> None:
+    t = _grouped()
+    fired = t.observe_many([psi_obs(0.4, 0.0, feature="age"), psi_obs(0.05, 0.0, feature="x")])
+    assert statuses(fired) == ["firing"] and fired[0].top_features == ["age"]
+    # income starts drifting before the rate limit allows an update: held back ...
+    held = t.observe_many([psi_obs(0.4, 60.0), psi_obs(0.5, 60.0, feature="income")])
+    assert held == []
+    # ... and published with the next observation after update_interval_seconds
+    [up] = t.observe_many([psi_obs(0.4, 600.0), psi_obs(0.5, 600.0, feature="income")])
+    assert (up.status, up.dedup_key, up.incident_id) == (
+        "updated",
+        fired[0].dedup_key,
+        fired[0].incident_id,
+    )
+    assert up.alert_id != fired[0].alert_id
+    assert (up.feature, up.signal) == ("income", "psi")
+    assert sorted(up.top_features) == ["age", "income"]
+    assert up.summary.startswith("Updated:") and "now also income" in up.summary
+    assert not up.retrain
+    # no change, no update
+    assert t.observe_many([psi_obs(0.4, 1300.0), psi_obs(0.5, 1300.0, feature="income")]) == []
+    # age clears: the page says so
+    [gone] = t.observe_many([psi_obs(0.05, 1900.0), psi_obs(0.5, 1900.0, feature="income")])
+    assert gone.status == "updated" and gone.top_features == ["income"]
+    assert "back to normal: age" in gone.summary
+    assert [s.feature for s in gone.signals if s.breached] == ["income"]
+    [end] = t.observe_many([psi_obs(0.05, 2000.0), psi_obs(0.01, 2000.0, feature="income")])
+    assert end.status == "resolved" and end.incident_id == fired[0].incident_id
+    ids = [fired[0].alert_id, up.alert_id, gone.alert_id, end.alert_id]
+    assert len(set(ids)) == 4
+
+
+def test_a_flapping_member_cannot_page_storm() -> None:
+    t = _grouped(interval=3600.0)
+    obs = [psi_obs(0.4, 0.0)]
+    for i in range(1, 24 * 60):  # a day of minutes; income flaps between breach and clear
+        obs.append(psi_obs(0.4, 60.0 * i))
+        obs.append(psi_obs(0.5 if i % 2 else 0.05, 60.0 * i, feature="income"))
+    alerts = t.observe_many(obs)
+    ups = [a for a in alerts if a.status == "updated"]
+    assert statuses(alerts)[0] == "firing" and "resolved" not in statuses(alerts)
+    assert 10 <= len(ups) <= 24  # at most one per hour of event time
+    times = [a.observed_at for a in alerts]
+    assert all(b - a >= 3600.0 for a, b in itertools.pairwise(times))
+
+
+def test_updates_can_be_turned_off_and_old_behaviour_kept() -> None:
+    t = _grouped(interval=None)
+    obs = [psi_obs(0.4, 0.0), psi_obs(0.5, 3600.0, feature="income"), psi_obs(0.4, 3600.0)]
+    obs += [psi_obs(0.01, 7200.0), psi_obs(0.01, 7200.0, feature="income")]
+    assert statuses(t.observe_many(obs)) == ["firing", "resolved"]
+
+
+def test_snapshot_keeps_the_update_clock_and_picture() -> None:
+    t = _grouped()
+    t.observe(psi_obs(0.4, 0.0))
+    t.observe_many([psi_obs(0.4, 60.0), psi_obs(0.5, 60.0, feature="income")])  # held
+    restored = AlertTracker.from_snapshot(
+        orjson.loads(orjson.dumps(t.snapshot())), AlertsConfig(cooldown_seconds=0)
+    )
+    rest = [psi_obs(0.4, 600.0), psi_obs(0.5, 600.0, feature="income")]
+    assert restored.observe_many(rest) == t.observe_many(rest)
+    assert restored.snapshot() == t.snapshot()
