@@ -63,6 +63,8 @@ __all__ = ["Application"]
 log = logging.getLogger(__name__)
 
 _TIMESTAMP = attrgetter("timestamp")
+#: How often a wait for a blocking admin call looks for a stop.
+_STOP_POLL_SECONDS = 0.1
 
 
 class _BurstLog:
@@ -74,13 +76,12 @@ class _BurstLog:
         self.last = float("-inf")
         self.suppressed = 0
 
-    def __call__(self, msg: str, *args: Any) -> None:
+    def __call__(self, msg: str, *args: Any, extra: dict[str, Any] | None = None) -> None:
+        """``extra``: structured fields of the record (``--log-format json`` writes them)."""
         now = self.clock()
         if now - self.last >= self.interval:
-            extra = (
-                f" (and {self.suppressed} more since the last report)" if self.suppressed else ""
-            )
-            log.warning(msg + extra, *args)
+            more = f" (and {self.suppressed} more since the last report)" if self.suppressed else ""
+            log.warning(msg + more, *args, extra={**(extra or {}), "suppressed": self.suppressed})
             self.last = now
             self.suppressed = 0
         else:
@@ -103,8 +104,13 @@ class Application:
         serve_metrics: bool = True,
         on_alert: Callable[[AlertEvent], None] | None = None,
         alert_sinks: Sequence[AlertSink] | None = None,
+        shutdown_timeout: float = 10.0,
     ) -> None:
         self.cfg = cfg
+        #: Longest the final checkpoint, leaving the group and the last flush may take after
+        #: ``stop()`` (1 s while the broker is unreachable): then the monitor exits without
+        #: them, and a restart resumes from the last committed checkpoint.
+        self.shutdown_timeout = shutdown_timeout
         #: Reference profiles by (model_id, model_version), read once at start (ConfigError).
         self.profiles = load_profiles(cfg.references)
         #: The input format (ConfigError for an unknown one, before anything starts).
@@ -112,7 +118,7 @@ class Application:
         self.registry = registry if registry is not None else CollectorRegistry()
         self.clock = clock
         self.metrics = Instruments(self.registry)
-        self.health = HealthState()
+        self.health = HealthState(cfg.health.max_loop_stall_seconds)
         key = cfg.checkpoint.hmac_key
         hmac = key_from_secret(key.get_secret_value()) if key else None
         #: The assigned partitions: their states, positions and last committed snapshots.
@@ -186,6 +192,7 @@ class Application:
             )
             self.server.start()
             log.info("metrics on http://%s:%d/metrics", cfg.metrics_host, self.server.port)
+        self.health.cycle()  # the start-up counts as a cycle: /healthz watches it too
         try:
             with fewer_collections():
                 self._run()
@@ -203,6 +210,7 @@ class Application:
         partitions = self._wait_for_topics(admin)
         if partitions is None:
             return
+        self.health.allow(90.0)  # before the first cycle: the changelog topic, init_transactions
         if self.assignment.changelog:
             ensure_changelog_topic(
                 admin, self.changelog_topic, partitions, cfg.checkpoint.replication_factor
@@ -249,15 +257,38 @@ class Application:
                 if self._due():
                     self.checkpoint()
                 self._update_lag(consumer)
+                self.health.cycle()
         finally:
             self.reads.stopped()
             self.health.reason = "stopping"
+            self._shut_down(consumer)
+
+    def _shut_down(self, consumer: Any) -> None:
+        """The final checkpoint, leaving the group and the last flush, within
+        :attr:`shutdown_timeout` (1 s while the broker is unreachable): their Kafka calls
+        block for their own timeouts (up to a minute) when the broker is gone."""
+
+        def steps() -> None:
             try:
                 self.checkpoint()
             except Exception as exc:  # nothing committed: a restart re-reads the interval
                 log.error("final checkpoint failed: %s: %s", type(exc).__name__, exc)
-            consumer.close()  # leaves the group: revocation checkpoints nothing more
-            self._producer.flush(10.0)
+            try:
+                consumer.close()  # leaves the group: revocation checkpoints nothing more
+                self._producer.flush(self.shutdown_timeout)
+            except Exception as exc:
+                log.warning("closing the clients failed: %s: %s", type(exc).__name__, exc)
+
+        budget = self.shutdown_timeout if self.health.broker_reachable else 1.0
+        worker = threading.Thread(target=steps, name="shutdown", daemon=True)
+        worker.start()
+        worker.join(budget)
+        if worker.is_alive():
+            log.error(
+                "the final checkpoint did not finish within %.0f s: stopping without it (a "
+                "restart resumes from the last committed checkpoint)",
+                budget,
+            )
 
     def _new_producer(self) -> Any:
         cfg = self.cfg
@@ -270,9 +301,11 @@ class Application:
 
     def _wait_for_topics(self, admin: Any) -> int | None:
         while not self.stop_event.is_set():
+            self.health.cycle()
             try:
-                clients.ensure_output_topics(admin, self.cfg)
-                n = clients.check_input_topics(admin, self.cfg)
+                n = self._unless_stopped(lambda: self._check_topics(admin))
+                if n is None:
+                    return None
                 self.health.broker_reachable = True
                 return n
             except TopicsNotReady as exc:
@@ -287,6 +320,31 @@ class Application:
                 log.warning("waiting for the broker error=%s", exc)
             self.stop_event.wait(2.0)
         return None
+
+    def _check_topics(self, admin: Any) -> int:
+        clients.ensure_output_topics(admin, self.cfg)
+        return clients.check_input_topics(admin, self.cfg)
+
+    def _unless_stopped(self, call: Callable[[], int]) -> int | None:
+        """``call()`` on a helper thread, None as soon as :meth:`stop` is called. An
+        unreachable broker blocks the admin calls for their whole timeout (30 s), and a signal
+        handler runs only once the main thread is back in Python: here it waits in slices."""
+        box: dict[str, Any] = {}
+
+        def target() -> None:
+            try:
+                box["value"] = call()
+            except BaseException as exc:  # re-raised on the loop's thread
+                box["error"] = exc
+
+        worker = threading.Thread(target=target, name="admin", daemon=True)
+        worker.start()
+        while worker.is_alive():
+            if self.stop_event.wait(_STOP_POLL_SECONDS):
+                return None  # the call ends on its own timeout; nothing waits for it
+        if "error" in box:
+            raise box["error"]
+        return int(box["value"])
 
     # --- checkpoints --------------------------------------------------------------------------
     def _due(self) -> bool:
@@ -305,6 +363,8 @@ class Application:
         if ckpt is None or not ckpt.has_pending():
             return True
         started = time.perf_counter()
+        # its transactional calls may retry for 10 timeouts, the last one block for 2
+        self.health.allow(12 * self.cfg.checkpoint.commit_timeout_seconds)
         pending = self.assignment.prepare()
         try:
             ok = ckpt.commit(pending.records)
@@ -363,6 +423,7 @@ class Application:
     # --- rebalances ---------------------------------------------------------------------------
     def _on_assign(self, consumer: Any, partitions: list[TopicPartition]) -> None:
         timeout = self.cfg.checkpoint.restore_timeout_seconds
+        self.health.allow(timeout * (1 + len(partitions)))  # committed offsets, restores
         self.assignment.assign(partitions, lambda tps: consumer.committed(tps, timeout=timeout))
         consumer.assign(partitions)
         self.alignment.assigned()
@@ -511,6 +572,12 @@ class Application:
                 dl.partition,
                 dl.offset,
                 dl.detail[:200],
+                extra={
+                    "reason": dl.reason,
+                    "topic": dl.topic,
+                    "partition": dl.partition,
+                    "offset": dl.offset,
+                },
             )
             ckpt.add_output(
                 OutputRecord(

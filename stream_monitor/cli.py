@@ -1,6 +1,8 @@
-"""Command line: ``stream-monitor run | simulate | alerts | forward | profile | replay``.
-The only place that configures logging handlers, reads the environment and installs signal
-handlers."""
+"""Command line: ``stream-monitor run | simulate | alerts | forward | config | profile |
+replay``."""
+
+# The only module that configures logging handlers, reads the environment and installs signal
+# handlers (kept out of the docstring, which is the --help text).
 
 from __future__ import annotations
 
@@ -14,21 +16,42 @@ import sys
 import threading
 import time
 import tomllib
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from pydantic import ValidationError
 
 from stream_monitor.errors import ConfigError
+from stream_monitor.logs import LOG_FORMATS, LOG_LEVELS, configure_logging
 
-__all__ = ["main"]
+if TYPE_CHECKING:
+    from stream_monitor.config import MonitorConfig
+
+__all__ = ["DISTRIBUTION", "build_parser", "main", "package_version", "parse_args"]
+
+#: The distribution's name on PyPI (the import package is ``stream_monitor`` and the command
+#: ``stream-monitor``; the name ``stream-monitor`` on PyPI is another project's).
+DISTRIBUTION = "stream-drift-monitor"
 
 log = logging.getLogger("stream_monitor.cli")
 
 
 def _bootstrap_default() -> str:
     return os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
+
+
+def _load_config(args: argparse.Namespace, **overrides: Any) -> MonitorConfig:
+    """The command's configuration: defaults < ``--config`` file < ``STREAM_MONITOR_*``
+    environment < flags (``overrides`` not None)."""
+    from stream_monitor.config import load_config
+
+    return load_config(
+        getattr(args, "config", None),
+        defaults={"bootstrap_servers": _bootstrap_default()},
+        environ=os.environ,
+        **overrides,
+    )
 
 
 def _install_stop(stop: Any) -> None:
@@ -42,7 +65,6 @@ def _install_stop(stop: Any) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from stream_monitor.app import Application
-    from stream_monitor.config import load_config
 
     overrides: dict[str, Any] = {
         "bootstrap_servers": args.bootstrap_servers,
@@ -52,9 +74,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         "processing_guarantee": args.processing_guarantee,
     }
     secret = os.environ.get("STREAM_MONITOR_CHECKPOINT_KEY")
-    cfg = load_config(
-        args.config, defaults={"bootstrap_servers": _bootstrap_default()}, **overrides
-    )
+    cfg = _load_config(args, **overrides)
     if secret and cfg.checkpoint.hmac_key is None:
         cfg = cfg.model_copy(
             update={"checkpoint": cfg.checkpoint.model_copy(update={"hmac_key": secret})}
@@ -72,10 +92,12 @@ def _member_argv(args: argparse.Namespace, instance_id: str, metrics_port: int) 
     """The command line of one member: this ``run`` with one process, its own id and port.
 
     >>> a = build_parser().parse_args(["run", "--config", "m.toml", "--processes", "2"])
-    >>> _member_argv(a, "h-1", 9109)[5:]
-    ['run', '--instance-id', 'h-1', '--metrics-port', '9109', '--config', 'm.toml']
+    >>> _member_argv(a, "h-1", 9109)[3:]  # doctest: +NORMALIZE_WHITESPACE
+    ['--log-level', 'INFO', '--log-format', 'text', 'run', '--instance-id', 'h-1',
+     '--metrics-port', '9109', '--config', 'm.toml']
     """
-    argv = [sys.executable, "-m", "stream_monitor", "--log-level", args.log_level, "run"]
+    argv = [sys.executable, "-m", "stream_monitor", "--log-level", args.log_level]
+    argv += ["--log-format", args.log_format, "run"]
     argv += ["--instance-id", instance_id, "--metrics-port", str(metrics_port)]
     for flag, value in (
         ("--config", args.config),
@@ -147,21 +169,26 @@ def _run_members(args: argparse.Namespace, base_id: str, base_port: int) -> int:
 def cmd_simulate(args: argparse.Namespace) -> int:
     from confluent_kafka import Producer
 
-    from stream_monitor.kafka.clients import ensure_input_topics
+    from stream_monitor.kafka.clients import ensure_input_topics, with_defaults
     from stream_monitor.simulate import TrafficGenerator, run_simulation
 
-    ensure_input_topics(args.bootstrap_servers, partitions=args.partitions)
-    producer = Producer(
-        {
-            "bootstrap.servers": args.bootstrap_servers,
-            "linger.ms": 20,
-            "acks": "all",
-            "compression.type": "lz4",
-            "queue.buffering.max.messages": 500_000,
-        }
-    )
+    cfg = _load_config(args, bootstrap_servers=args.bootstrap_servers)
+    t = cfg.topics
+    ensure_input_topics(cfg, partitions=args.partitions, predictions=t.predictions, labels=t.labels)
+    defaults = {
+        "linger.ms": 20,
+        "acks": "all",
+        "compression.type": "lz4",
+        "queue.buffering.max.messages": 500_000,
+    }
+    producer = Producer(with_defaults(cfg, defaults, cfg.producer_overrides))
     gen = TrafficGenerator(
-        seed=args.seed, drift_at=args.drift_at, rate=args.rate or 1000.0, start_time=time.time()
+        seed=args.seed,
+        drift_at=args.drift_at,
+        rate=args.rate or 1000.0,
+        start_time=time.time(),
+        prediction_topic=t.predictions,
+        label_topic=t.labels,
     )
     stop = threading.Event()
     _install_stop(stop.set)
@@ -177,13 +204,21 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_config(args: argparse.Namespace) -> int:
+    """Print the effective configuration (file, environment and flags merged) as JSON, every
+    secret masked as ``**********``."""
+    cfg = _load_config(args, bootstrap_servers=args.bootstrap_servers)
+    print(cfg.model_dump_json(indent=2), flush=True)
+    return 0
+
+
 def _format_alert(args: argparse.Namespace, value: bytes) -> str:
     """One alert record as the ``alerts`` sub-command prints it (``--format``)."""
     if args.format == "json":
         return value.decode()
     if args.format == "text":
         a = orjson.loads(value)
-        mark = "FIRING  " if a["status"] == "firing" else "RESOLVED"
+        mark = {"firing": "FIRING  ", "updated": "UPDATED "}.get(a["status"], "RESOLVED")
         stamp = time.strftime("%H:%M:%S", time.localtime(a.get("published_at") or time.time()))
         return f"{stamp} {mark} [{a['severity']}] {a['dedup_key']}: {a['summary']}"
     from stream_monitor.alerts.routing import to_alertmanager, to_pagerduty
@@ -202,6 +237,8 @@ def cmd_alerts(args: argparse.Namespace) -> int:
     the PagerDuty Events v2 / Alertmanager body each maps to (docs/alerts.md)."""
     from confluent_kafka import Consumer, KafkaError
 
+    from stream_monitor.kafka.clients import with_defaults
+
     if args.json:
         args.format = "json"
     if args.format == "pagerduty" and not args.routing_key:
@@ -209,18 +246,20 @@ def cmd_alerts(args: argparse.Namespace) -> int:
             "stream-monitor alerts: error: --format pagerduty needs --routing-key", file=sys.stderr
         )
         return 2
-    consumer = Consumer(
+    cfg = _load_config(args, bootstrap_servers=args.bootstrap_servers)
+    conf = with_defaults(cfg, {}, cfg.consumer_overrides)
+    conf.update(
         {
-            "bootstrap.servers": args.bootstrap_servers,
             "group.id": f"stream-monitor-alerts-tail-{os.getpid()}",
             "auto.offset.reset": "earliest" if args.from_beginning else "latest",
             "enable.auto.commit": False,
             "isolation.level": "read_committed",
         }
     )
+    consumer = Consumer(conf)
     stop = threading.Event()
     _install_stop(stop.set)
-    consumer.subscribe([args.topic])
+    consumer.subscribe([args.topic or cfg.topics.alerts])
     try:
         while not stop.is_set():
             msg = consumer.poll(0.5)
@@ -248,14 +287,9 @@ def cmd_forward(args: argparse.Namespace) -> int:
     """Post alert events to Alertmanager or PagerDuty (stream_monitor/alerts/forward.py)."""
     from stream_monitor.alerts.forward import Forwarder
     from stream_monitor.alerts.http_sinks import sinks_from_args
-    from stream_monitor.config import load_config
 
     sinks = sinks_from_args(args)  # a missing --url / --routing-key: ConfigError, exit status 2
-    cfg = load_config(
-        args.config,
-        defaults={"bootstrap_servers": _bootstrap_default()},
-        bootstrap_servers=args.bootstrap_servers,
-    )
+    cfg = _load_config(args, bootstrap_servers=args.bootstrap_servers)
     forwarder = Forwarder(
         cfg,
         sinks,
@@ -306,23 +340,98 @@ def _positive_int(text: str) -> int:
     return n
 
 
+def _share(text: str) -> float:
+    try:
+        x = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0.0 <= x <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {x:g}")
+    return x
+
+
 def _names(text: str) -> list[str]:
     return [t.strip() for t in text.split(",") if t.strip()]
+
+
+class RowProgress:
+    """``profile``'s progress on stderr: a line every ``every_rows`` rows, and at most every
+    ``every_seconds`` in between (checked each 4,096 rows), so a large input shows it is
+    moving and the output stays bounded; a final line only when one was printed before.
+
+    >>> import io
+    >>> out = io.StringIO()
+    >>> p = RowProgress(out, every_rows=2, every_seconds=1e9)
+    >>> sum(1 for _ in p.count(iter(range(5))))
+    5
+    >>> p.finish()
+    >>> print(out.getvalue(), end="")  # doctest: +ELLIPSIS
+    profile: 2 rows read (... rows/s)
+    profile: 4 rows read (... rows/s)
+    profile: 5 rows read in ... s
+    """
+
+    def __init__(
+        self,
+        stream: Any,
+        *,
+        every_rows: int = 1_000_000,
+        every_seconds: float = 10.0,
+        clock: Any = time.monotonic,
+    ) -> None:
+        self.stream = stream
+        self.every_rows = every_rows
+        self.every_seconds = every_seconds
+        self.clock = clock
+        self.rows = 0
+        self.lines = 0
+        self.started = self._last = clock()
+
+    def count(self, rows: Iterator[Any]) -> Iterator[Any]:
+        every = self.every_rows
+        next_line = every if every > 0 else -1
+        for row in rows:
+            yield row
+            self.rows += 1
+            n = self.rows
+            if n == next_line:
+                self._line()
+                next_line += every
+            elif every > 0 and n & 4095 == 0 and self.clock() - self._last >= self.every_seconds:
+                self._line()
+
+    def _line(self) -> None:
+        now = self.clock()
+        rate = self.rows / max(now - self.started, 1e-9)
+        self.stream.write(f"profile: {self.rows:,} rows read ({rate:,.0f} rows/s)\n")
+        self.stream.flush()
+        self._last = now
+        self.lines += 1
+
+    def finish(self) -> None:
+        if self.lines:
+            took = self.clock() - self.started
+            self.stream.write(f"profile: {self.rows:,} rows read in {took:,.1f} s\n")
+            self.stream.flush()
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
     """Profile a training set into a reference profile file; one summary line per feature."""
     from stream_monitor.errors import ConfigError
-    from stream_monitor.reference import NumericProfile, profile_file
+    from stream_monitor.reference import NumericProfile, build_profile, infer_format, read_rows
 
     out = args.output
     if out is None:
         stem = args.model_id + (f"-{args.model_version}" if args.model_version else "")
         out = stem.replace("/", "_").replace(os.sep, "_") + ".profile.json"
     try:
-        prof = profile_file(
-            args.input,
-            args.format,
+        # profile_file's steps, with the rows counted on their way to the profile
+        fmt = args.format or infer_format(args.input)
+        progress = RowProgress(sys.stderr, every_rows=args.progress_rows)
+        prof = build_profile(
+            progress.count(read_rows(args.input, fmt)),
+            source=os.path.basename(args.input),
+            text_cells=fmt == "csv",
             model_id=args.model_id,
             model_version=args.model_version,
             n_bins=args.n_bins,
@@ -334,6 +443,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
             features=args.features,
             sample_size=args.sample_size,
         )
+        progress.finish()
         prof.write(out)
     except (ConfigError, OSError) as exc:
         print(f"stream-monitor profile: error: {exc}", file=sys.stderr)
@@ -366,7 +476,6 @@ def cmd_replay(args: argparse.Namespace) -> int:
         parse_position,
         run_replay,
     )
-    from stream_monitor.config import load_config
 
     if not args.from_kafka and (args.start is not None or args.end is not None):
         raise ConfigError("--start and --end select a range of the topics: use --from-kafka")
@@ -375,11 +484,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     if args.from_kafka and args.partitions is not None:
         raise ConfigError("--partitions is for file replays; a topic keeps its own partitions")
     # The configuration is read as `run` reads it (same file, same defaults).
-    cfg = load_config(
-        args.config,
-        defaults={"bootstrap_servers": _bootstrap_default()},
-        bootstrap_servers=args.bootstrap_servers,
-    )
+    cfg = _load_config(args, bootstrap_servers=args.bootstrap_servers)
     start = parse_position(args.start) if args.start is not None else None
     end = parse_position(args.end) if args.end is not None else None
     # --to: the backtest's alerts also go to Alertmanager or PagerDuty (a staging one)
@@ -406,12 +511,29 @@ def cmd_replay(args: argparse.Namespace) -> int:
         print(f"stream-monitor replay: error: {msg}", file=sys.stderr)
         return 2
     print(format_summary(result), flush=True)
+    share = result.invalid_share
+    if share > args.max_invalid_share:
+        print(
+            f"stream-monitor replay: error: {share:.1%} of the records read were invalid, "
+            f"more than --max-invalid-share {args.max_invalid_share:g}: see the hints above and "
+            f"{result.replay.dead_letters.written:,} records in "
+            f"{os.path.join(args.out, 'dead_letters.jsonl')}",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="stream-monitor", description=__doc__)
-    p.add_argument("--log-level", default=os.environ.get("STREAM_MONITOR_LOG_LEVEL", "INFO"))
+    p = argparse.ArgumentParser(
+        prog="stream-monitor",
+        description="Streaming drift monitor for ML models in production: Kafka in, "
+        "Prometheus metrics and alert events out.",
+        epilog="Global options may also follow the command. Example: stream-monitor run "
+        "--config monitor.toml --log-format json",
+    )
+    p.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
+    _add_global_options(p, suppress=False)
     sub = p.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="monitor the predictions and labels topics")
@@ -438,7 +560,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=cmd_run)
 
     sim = sub.add_parser("simulate", help="produce synthetic model traffic with a drift")
-    sim.add_argument("--bootstrap-servers", default=_bootstrap_default())
+    sim.add_argument("--config", help="TOML configuration file (bootstrap, [kafka], input topics)")
+    sim.add_argument("--bootstrap-servers", default=None, help="overrides the config file")
     sim.add_argument(
         "--rate", type=float, default=500.0, help="predictions per second (0 = as fast as possible)"
     )
@@ -454,8 +577,9 @@ def build_parser() -> argparse.ArgumentParser:
     sim.set_defaults(func=cmd_simulate)
 
     al = sub.add_parser("alerts", help="print alert events as they arrive")
-    al.add_argument("--bootstrap-servers", default=_bootstrap_default())
-    al.add_argument("--topic", default="alerts")
+    al.add_argument("--config", help="TOML configuration file (bootstrap, [kafka], topics)")
+    al.add_argument("--bootstrap-servers", default=None, help="overrides the config file")
+    al.add_argument("--topic", default=None, help="default: the config's topics.alerts")
     al.add_argument("--from-beginning", action="store_true")
     al.add_argument("--json", action="store_true", help="same as --format json")
     al.add_argument(
@@ -485,6 +609,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_http_sink_arguments(fw)
     fw.set_defaults(func=cmd_forward)
 
+    co = sub.add_parser(
+        "config",
+        help="print the effective configuration (file < STREAM_MONITOR_* environment < "
+        "flags), secrets masked",
+    )
+    co.add_argument("--config", help="TOML configuration file")
+    co.add_argument("--bootstrap-servers", default=None, help="overrides the config file")
+    co.set_defaults(func=cmd_config)
+
     pr = sub.add_parser("profile", help="build a reference profile from a training set")
     pr.add_argument("input", help="CSV, JSON Lines or Parquet file (.gz for CSV/JSON Lines)")
     pr.add_argument("--model-id", required=True)
@@ -500,6 +633,13 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--sample-size", type=_positive_int, default=1_000_000)
     pr.add_argument(
         "-o", "--output", default=None, help="default <model_id>[-<version>].profile.json"
+    )
+    pr.add_argument(
+        "--progress-rows",
+        type=int,
+        default=1_000_000,
+        help="a progress line on stderr every this many rows (and at most every 10 s in "
+        "between); 0: none",
     )
     pr.set_defaults(func=cmd_profile)
 
@@ -555,21 +695,129 @@ def build_parser() -> argparse.ArgumentParser:
         "--bootstrap-servers", default=None, help="overrides the config file (--from-kafka)"
     )
     rp.add_argument(
+        "--max-invalid-share",
+        type=_share,
+        default=0.5,
+        help="exit with status 1 when more than this share of the records read is invalid "
+        "(default 0.5; 1: never); they are in <out>/dead_letters.jsonl",
+    )
+    rp.add_argument(
         "--progress",
         action="store_true",
         help="progress on stderr about once a second even when it is not a terminal",
     )
     rp.set_defaults(func=cmd_replay)
+    for name, command in sub.choices.items():
+        # Global options are accepted after the command too (without overriding those given
+        # before it when absent); each command's help ends with an example.
+        _add_global_options(command, suppress=True)
+        command.epilog = _EXAMPLES.get(name)
+        command.formatter_class = argparse.RawDescriptionHelpFormatter
     return p
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+#: The example at the end of each command's --help.
+_EXAMPLES = {
+    "run": "example: stream-monitor run --config monitor.toml --log-format json",
+    "simulate": "example: stream-monitor simulate --events 60000 --drift-at 20000 --rate 500",
+    "alerts": "example: stream-monitor alerts --from-beginning --format text",
+    "forward": "example: stream-monitor forward --config monitor.toml --to alertmanager "
+    "--url http://alertmanager:9093",
+    "config": "example: STREAM_MONITOR_KAFKA__SASL_USERNAME=monitor stream-monitor config "
+    "--config monitor.toml",
+    "profile": "example: stream-monitor profile train.csv --model-id fraud --model-version v7 "
+    "-o fraud-v7.profile.json",
+    "replay": "example: stream-monitor replay --config monitor.toml --predictions "
+    "predictions.jsonl --labels labels.jsonl --out backtest/",
+}
+
+
+def _log_level(text: str) -> str:
+    """``--log-level``: a level name of the logging module, in any case."""
+    level = text.strip().upper()
+    if level == "WARN":
+        level = "WARNING"
+    if level not in LOG_LEVELS:
+        raise argparse.ArgumentTypeError(
+            f"invalid log level {text!r} (choose from {', '.join(LOG_LEVELS)})"
+        )
+    return level
+
+
+def _log_format(text: str) -> str:
+    """``--log-format`` (its environment default is checked too)."""
+    fmt = text.strip().lower()
+    if fmt not in LOG_FORMATS:
+        raise argparse.ArgumentTypeError(
+            f"invalid log format {text!r} (choose from {', '.join(LOG_FORMATS)})"
+        )
+    return fmt
+
+
+def _add_global_options(p: argparse.ArgumentParser, *, suppress: bool) -> None:
+    """``--log-level``, ``--log-format`` and ``--config``, on the main parser (with their
+    defaults) or on a command's (``suppress``: no default, so that an option given before
+    the command stays when it is not repeated after it)."""
+    g = p.add_argument_group("global options")
+
+    def default(value: Any) -> Any:
+        return argparse.SUPPRESS if suppress else value
+
+    g.add_argument(
+        "--log-level",
+        type=_log_level,
+        default=default(os.environ.get("STREAM_MONITOR_LOG_LEVEL", "INFO")),
+        help="DEBUG, INFO, WARNING, ERROR or CRITICAL (default $STREAM_MONITOR_LOG_LEVEL or INFO)",
     )
+    g.add_argument(
+        "--log-format",
+        type=_log_format,
+        choices=LOG_FORMATS,
+        default=default(os.environ.get("STREAM_MONITOR_LOG_FORMAT", "text")),
+        help="text lines, or one JSON object per line (default $STREAM_MONITOR_LOG_FORMAT or text)",
+    )
+    if not suppress:
+        g.add_argument(
+            "--config",
+            dest="global_config",
+            metavar="CONFIG",
+            default=None,
+            help="TOML configuration file, for the commands that read one (also accepted "
+            "after the command)",
+        )
+
+
+def package_version() -> str:
+    """The installed distribution's version (``stream_monitor.__version__`` from a source
+    tree that is not installed)."""
+    from importlib import metadata
+
+    try:
+        return metadata.version(DISTRIBUTION)
+    except metadata.PackageNotFoundError:
+        from stream_monitor import __version__
+
+        return __version__
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The command line's arguments; global options may come before or after the command
+    (usage errors exit with status 2)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    given = args.__dict__.pop("global_config", None)
+    if given is not None:  # --config before the command
+        if not hasattr(args, "config"):
+            parser.error(f"argument --config: {args.command} reads no configuration file")
+        if args.config is not None and args.config != given:
+            parser.error("argument --config: given twice, with different files")
+        args.config = given
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    configure_logging(args.log_level, args.log_format)
     if getattr(args, "rate", None) == 0:
         args.rate = None
     if getattr(args, "drift_at", None) is not None and args.drift_at < 0:

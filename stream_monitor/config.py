@@ -1,5 +1,10 @@
 """Frozen configuration models. The environment and files are read only at the entry point (CLI).
 
+:func:`load_config` layers the sources, each over the one before: the models' defaults, the
+TOML file, the environment (``STREAM_MONITOR_`` + the field path joined by ``__``, e.g.
+``STREAM_MONITOR_CHECKPOINT__HMAC_KEY`` or ``STREAM_MONITOR_KAFKA__SASL_PASSWORD``), then the
+command-line flags. Secrets are ``SecretStr``: they print as ``**********``.
+
 Examples
 --------
 >>> cfg = MonitorConfig(bootstrap_servers="127.0.0.1:9092")
@@ -16,20 +21,27 @@ from __future__ import annotations
 
 import math
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict, SettingsError
 
+from stream_monitor.errors import ConfigError
 from stream_monitor.stats.statistics import default_fixed, default_min_effect
 from stream_monitor.stats.statistics import names as statistic_names
 
 __all__ = [
+    "ENV_PREFIX",
+    "RESERVED_KAFKA_PROPERTIES",
     "AlertRule",
     "AlertsConfig",
     "CheckpointConfig",
     "DetectorConfig",
     "DriftConfig",
+    "HealthConfig",
+    "KafkaConfig",
     "KafkaSecurity",
     "LabelJoinConfig",
     "LimitsConfig",
@@ -45,12 +57,27 @@ __all__ = [
     "TopicsConfig",
     "WindowConfig",
     "WindowDetectorConfig",
+    "config_from_environment",
+    "flatten_kafka",
+    "is_secret_property",
+    "kafka_property_name",
     "load_config",
 ]
 
 
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+def _replication_factor(n: int) -> int:
+    if n == 0 or n < -1:
+        raise ValueError("replication factor must be -1 (the broker's default) or at least 1")
+    return n
+
+
+#: Replicas of a topic the monitor creates: -1 takes the broker's ``default.replication.factor``
+#: (Kafka >= 2.4), so a production cluster's usual 3 applies without configuration.
+ReplicationFactor = Annotated[int, AfterValidator(_replication_factor)]
 
 
 class TopicsConfig(_Frozen):
@@ -61,9 +88,10 @@ class TopicsConfig(_Frozen):
     #: Retraining triggers (a compact event when a rule with ``retrain = true`` fires); unset,
     #: none are published.
     retrain: str | None = None
-    #: Partitions and replication for the output topics the monitor creates when missing.
+    #: Partitions and replication for the output topics the monitor creates when missing
+    #: (replication -1: the broker's ``default.replication.factor``).
     output_partitions: int = Field(default=3, ge=1)
-    output_replication_factor: int = Field(default=1, ge=1)
+    output_replication_factor: ReplicationFactor = -1
 
 
 class DetectorConfig(_Frozen):
@@ -526,7 +554,9 @@ class AlertsConfig(_Frozen):
     fire again for ``cooldown_seconds`` of event time: a value hovering at the threshold makes
     one alert, not one per window. With ``group_features`` the features of a model share one
     incident per kind (and segment), listed in the alert with the model drift score. An incident
-    whose signals all fall silent for ``stale_seconds`` resolves.
+    whose signals all fall silent for ``stale_seconds`` resolves. A firing incident whose
+    features or kinds of signals change publishes an ``updated`` event, at most one per
+    ``update_interval_seconds`` of event time.
     """
 
     rules: tuple[AlertRule, ...] = ()
@@ -542,6 +572,10 @@ class AlertsConfig(_Frozen):
     #: signal no longer measurable), so every ``firing`` event gets its ``resolved``. None keeps
     #: such incidents open. Set it above the longest window of the signals alerted on.
     stale_seconds: float | None = Field(default=7 * 86400.0, gt=0)
+    #: A firing incident whose signals change (a feature or a signal kind joins or clears)
+    #: publishes an ``updated`` event, at most one per this much event time per incident (a
+    #: flapping signal cannot page-storm). None sends no ``updated`` events.
+    update_interval_seconds: float | None = Field(default=600.0, ge=0)
 
     @model_validator(mode="after")
     def _unique(self) -> AlertsConfig:
@@ -561,6 +595,9 @@ class LimitsConfig(_Frozen):
 
 
 class KafkaSecurity(_Frozen):
+    """``[security]``, kept for existing files: ``[kafka]`` takes any librdkafka property and
+    wins where both set one. ``sasl_password_file`` reads the password from a file."""
+
     security_protocol: str = "PLAINTEXT"
     sasl_mechanism: str | None = None
     sasl_username: str | None = None
@@ -577,6 +614,141 @@ class KafkaSecurity(_Frozen):
         return out
 
 
+#: librdkafka property names that really contain an underscore (every other ``_`` in a key of
+#: ``[kafka]`` reads as a dot, so that ``STREAM_MONITOR_KAFKA__SASL_PASSWORD`` names
+#: ``sasl.password``).
+_UNDERSCORE_PROPERTIES = frozenset({"log_level"})
+#: Set per client by the monitor: the group, the transactional id and the delivery guarantee
+#: depend on them (``group_id``, ``instance_id``, ``processing_guarantee``).
+RESERVED_KAFKA_PROPERTIES = frozenset(
+    {
+        "group.id",
+        "group.instance.id",
+        "transactional.id",
+        "enable.auto.commit",
+        "enable.auto.offset.store",
+        "isolation.level",
+        "enable.idempotence",
+        # Range assignment keeps a model's predictions and labels on one instance.
+        "partition.assignment.strategy",
+    }
+)
+_MAX_KAFKA_PROPERTIES = 500
+
+KafkaValue = str | int | float | bool
+
+
+def is_secret_property(name: str) -> bool:
+    """Whether the librdkafka property ``name`` holds a secret (kept as ``SecretStr``).
+
+    >>> [is_secret_property(n) for n in ("sasl.password", "ssl.key.pem", "ssl.ca.location")]
+    [True, True, False]
+    """
+    return (
+        any(w in name for w in ("password", "secret", "passphrase"))
+        or name.endswith("key.pem")
+        or name == "sasl.oauthbearer.config"
+    )
+
+
+def kafka_property_name(key: str) -> str:
+    """The librdkafka property a key of ``[kafka]`` names: lower case, ``_`` read as ``.``.
+
+    >>> kafka_property_name("SASL_PASSWORD"), kafka_property_name("log_level")
+    ('sasl.password', 'log_level')
+    """
+    k = key.strip().lower()
+    return k if k in _UNDERSCORE_PROPERTIES else k.replace("_", ".")
+
+
+def flatten_kafka(section: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``[kafka]`` as flat librdkafka properties: nested tables (``ssl.ca.location = ...`` in
+    TOML, ``KAFKA__SSL__CA__LOCATION`` in the environment) joined by dots.
+
+    >>> flatten_kafka({"security": {"protocol": "SSL"}, "sasl_username": "u", "log_level": 3})
+    {'security.protocol': 'SSL', 'sasl.username': 'u', 'log_level': 3}
+    """
+    out: dict[str, Any] = {}
+    for key, value in section.items():
+        if not isinstance(key, str) or not key.strip():
+            raise ValueError(f"[kafka]: invalid property name {key!r}")
+        name = prefix + kafka_property_name(key)
+        if isinstance(value, Mapping):
+            out.update(flatten_kafka(value, name + "."))
+        else:
+            out[name] = value
+        if len(out) > _MAX_KAFKA_PROPERTIES:
+            raise ValueError(f"[kafka]: more than {_MAX_KAFKA_PROPERTIES} properties")
+    return out
+
+
+def _is_split(section: Mapping[str, Any]) -> bool:
+    return set(section) <= {"properties", "secrets"} and all(
+        isinstance(v, Mapping) for v in section.values()
+    )
+
+
+class KafkaConfig(_Frozen):
+    """``[kafka]``: librdkafka properties for every client the monitor creates.
+
+    Any librdkafka property (``security.protocol``, ``ssl.*``, ``sasl.*``,
+    ``sasl.oauthbearer.*``, ``client.id``, ...) given here reaches the consumers, the producers
+    (the transactional one too), the admin client, the changelog and replay readers, and the
+    ``simulate``, ``alerts`` and ``forward`` commands. Keys may be flat (``"ssl.ca.location"``)
+    or TOML dotted keys (``ssl.ca.location = ...``, the same thing); ``_`` reads as ``.``.
+    ``bootstrap.servers`` here is the top-level ``bootstrap_servers``. Secret properties
+    (passwords, ``*.secret``, private keys) are kept as ``SecretStr``; ``<property>.file``
+    (``sasl.password.file``) reads a property from a file when the configuration is loaded.
+    ``consumer_overrides`` / ``producer_overrides`` still apply on top, to consumers /
+    producers only, and the legacy ``[security]`` table below this one.
+
+    Examples
+    --------
+    >>> k = KafkaConfig.model_validate({"security.protocol": "SASL_SSL",
+    ...                                 "sasl": {"username": "u", "password": "p"}})
+    >>> k
+    KafkaConfig(properties={'security.protocol': 'SASL_SSL', 'sasl.username': 'u'}, \
+secrets={'sasl.password': SecretStr('**********')})
+    >>> k.client_config()["sasl.password"]
+    'p'
+    """
+
+    properties: dict[str, KafkaValue] = {}
+    secrets: dict[str, SecretStr] = {}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _split(cls, data: Any) -> Any:
+        if not isinstance(data, Mapping) or _is_split(data):
+            return data
+        props: dict[str, Any] = {}
+        secrets: dict[str, Any] = {}
+        for name, value in flatten_kafka(data).items():
+            if name == "bootstrap.servers":
+                raise ValueError("[kafka]: set bootstrap_servers (top level) instead")
+            if name in RESERVED_KAFKA_PROPERTIES:
+                raise ValueError(
+                    f"[kafka]: {name!r} is set by the monitor (group_id, instance_id, "
+                    "processing_guarantee); consumer_overrides/producer_overrides can force it"
+                )
+            if name.endswith(".file"):
+                raise ValueError(f"[kafka]: {name!r} is read by load_config, not here")
+            if not isinstance(value, str | int | float | bool | SecretStr):
+                raise ValueError(f"[kafka]: {name!r} must be a string, a number or a boolean")
+            if is_secret_property(name):
+                secrets[name] = value if isinstance(value, SecretStr) else str(value)
+            else:
+                props[name] = value
+        return {"properties": props, "secrets": secrets}
+
+    def client_config(self) -> dict[str, Any]:
+        """The properties, secrets revealed: only for building a client, never for printing."""
+        return {
+            **self.properties,
+            **{k: v.get_secret_value() for k, v in self.secrets.items()},
+        }
+
+
 class CheckpointConfig(_Frozen):
     """Per-partition state checkpoints in a compacted changelog topic (see checkpoint.py).
 
@@ -588,6 +760,7 @@ class CheckpointConfig(_Frozen):
     """
 
     enabled: bool = True
+
     #: A checkpoint is taken (and, with exactly-once, the transaction committed) after this
     #: long or this many input records, whichever comes first. It bounds alert latency under
     #: exactly-once, since alerts become visible when their transaction commits.
@@ -596,14 +769,29 @@ class CheckpointConfig(_Frozen):
     hmac_key: SecretStr | None = None
     #: Default: ``<group_id>-changelog``.
     topic: str | None = None
-    replication_factor: int = Field(default=1, ge=1)
+    #: -1: the broker's ``default.replication.factor``.
+    replication_factor: ReplicationFactor = -1
     restore_timeout_seconds: float = Field(default=60.0, gt=0)
     #: Timeout of each transactional call; one that blocks for twice this long makes the
     #: monitor replace its producer and rewind to the last checkpoint.
     commit_timeout_seconds: float = Field(default=30.0, gt=0)
 
 
+class HealthConfig(_Frozen):
+    """``/healthz`` (liveness): it answers 503 when the processing loop has not completed a
+    cycle for ``max_loop_stall_seconds``, beyond the time the step under way may take by its
+    own timeouts (a checkpoint: ``checkpoint.commit_timeout_seconds``; a restore on assignment:
+    ``checkpoint.restore_timeout_seconds``), so a slow checkpoint or batch stays healthy and a
+    stuck loop is restarted by its liveness probe."""
+
+    max_loop_stall_seconds: float = Field(default=60.0, gt=0)
+
+
 class MonitorConfig(_Frozen):
+    # Validation errors name the field and the rule, never the rejected value: it may be a
+    # secret (a password given as a number, a [kafka] table holding one).
+    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
+
     bootstrap_servers: str
     group_id: str = "stream-monitor"
     #: ``exactly_once`` needs a broker with transactions (Kafka >= 2.5 for the group-fenced
@@ -624,35 +812,181 @@ class MonitorConfig(_Frozen):
     segments: SegmentsConfig = SegmentsConfig()
     alerts: AlertsConfig = AlertsConfig()
     limits: LimitsConfig = LimitsConfig()
+    health: HealthConfig = HealthConfig()
+    #: librdkafka properties for every client (security, timeouts, client.id, ...).
+    kafka: KafkaConfig = KafkaConfig()
     security: KafkaSecurity = KafkaSecurity()
     batch_size: int = Field(default=2000, ge=1)
     batch_timeout_seconds: float = Field(default=0.5, gt=0)
     metrics_host: str = "0.0.0.0"
     metrics_port: int = Field(default=9108, ge=0, le=65535)
-    #: Extra librdkafka settings, passed through unchanged.
+    #: Extra librdkafka settings for consumers / producers only, over ``[kafka]`` and the
+    #: monitor's own per-client settings.
     consumer_overrides: dict[str, Any] = {}
     producer_overrides: dict[str, Any] = {}
 
+    @model_validator(mode="before")
+    @classmethod
+    def _lift_bootstrap(cls, data: Any) -> Any:
+        """``[kafka] bootstrap.servers`` is ``bootstrap_servers``."""
+        if not isinstance(data, Mapping):
+            return data
+        section = data.get("kafka")
+        if not isinstance(section, Mapping) or _is_split(section):
+            return data
+        flat = flatten_kafka(section)
+        servers = flat.pop("bootstrap.servers", None)
+        if servers is None:
+            return data
+        if data.get("bootstrap_servers") not in (None, servers):
+            raise ValueError("bootstrap_servers and [kafka] bootstrap.servers differ: set one")
+        return {**data, "bootstrap_servers": servers, "kafka": flat}
+
+
+#: Environment variables naming configuration fields start with this.
+ENV_PREFIX = "STREAM_MONITOR_"
+_MAX_SECRET_FILE_BYTES = 1024 * 1024
+
+
+class _EnvFields(MonitorConfig, BaseSettings):
+    """MonitorConfig's fields as pydantic-settings reads them from the environment."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        case_sensitive=False,
+        frozen=True,
+        extra="forbid",
+    )
+
+
+class _Environment(EnvSettingsSource):
+    """pydantic-settings' environment source over a given mapping instead of ``os.environ``."""
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self._environ = environ
+        super().__init__(_EnvFields)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        return {k.lower(): v for k, v in self._environ.items()}
+
+
+def config_from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
+    """The configuration the environment sets, as nested data (not validated yet).
+
+    ``STREAM_MONITOR_<FIELD>``, nested fields joined by ``__`` (any case); lists and tables
+    as JSON. Variables naming no field are ignored.
+
+    >>> config_from_environment({"STREAM_MONITOR_TOPICS__ALERTS": "pages",
+    ...                          "STREAM_MONITOR_KAFKA__SASL_USERNAME": "u", "HOME": "/root"})
+    {'topics': {'alerts': 'pages'}, 'kafka': {'sasl_username': 'u'}}
+    """
+    try:
+        return dict(_Environment(environ)())
+    except SettingsError as exc:
+        raise ConfigError(f"environment: {exc}") from None
+
+
+def _read_secret_file(path: str | Path, what: str) -> str:
+    """A secret from a file (at most 1 MiB of UTF-8; the trailing newline removed)."""
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read(_MAX_SECRET_FILE_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(f"{what}: cannot read {path}: {exc.strerror}") from None
+    if len(data) > _MAX_SECRET_FILE_BYTES:
+        raise ConfigError(f"{what}: {path} is larger than {_MAX_SECRET_FILE_BYTES} bytes")
+    try:
+        return data.decode("utf-8").rstrip("\r\n")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{what}: {path} is not UTF-8 text") from None
+
+
+def _secret_from_file(
+    section: dict[str, Any], key: str, file_key: str, base: Path | None, what: str
+) -> None:
+    path = section.pop(file_key, None)
+    if path is None:
+        return
+    if key in section:
+        raise ConfigError(f"{what}: set {key} or {file_key}, not both")
+    if not isinstance(path, str):
+        raise ConfigError(f"{what}: {file_key} must be a path")
+    full = Path(path) if base is None else base / path
+    section[key] = _read_secret_file(full, f"{what}.{file_key}")
+
+
+def _layer(data: dict[str, Any], base: Path | None) -> dict[str, Any]:
+    """One source's data with ``[kafka]`` flattened, its ``bootstrap.servers`` lifted to the
+    top level and the ``*_file`` secrets read (relative paths from ``base``)."""
+    out = dict(data)
+    kafka = out.get("kafka")
+    if isinstance(kafka, Mapping) and not _is_split(kafka):
+        try:
+            flat = flatten_kafka(kafka)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        for file_key in [k for k in flat if k.endswith(".file")]:
+            _secret_from_file(flat, file_key[: -len(".file")], file_key, base, "kafka")
+        servers = flat.pop("bootstrap.servers", None)
+        if servers is not None:
+            if out.get("bootstrap_servers") not in (None, servers):
+                raise ConfigError("bootstrap_servers and [kafka] bootstrap.servers differ")
+            out["bootstrap_servers"] = servers
+        out["kafka"] = flat
+    for name, key in (("security", "sasl_password"), ("checkpoint", "hmac_key")):
+        section = out.get(name)
+        if isinstance(section, Mapping) and f"{key}_file" in section:
+            out[name] = dict(section)
+            _secret_from_file(out[name], key, f"{key}_file", base, name)
+    return out
+
+
+def _merge(low: dict[str, Any], high: Mapping[str, Any]) -> dict[str, Any]:
+    """``high`` over ``low``, tables merged key by key (lists and values replaced)."""
+    out = dict(low)
+    for k, v in high.items():
+        if isinstance(v, Mapping) and isinstance(out.get(k), Mapping):
+            out[k] = _merge(dict(out[k]), v)
+        else:
+            out[k] = v
+    return out
+
 
 def load_config(
-    path: str | Path | None, *, defaults: dict[str, Any] | None = None, **overrides: Any
+    path: str | Path | None,
+    *,
+    defaults: dict[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+    **overrides: Any,
 ) -> MonitorConfig:
-    """Read a TOML file (optional), fill top-level ``defaults`` it lacks, and apply the
-    command-line ``overrides`` that are not None. Relative ``[[references]]`` paths are taken
-    relative to the file's folder."""
+    """The configuration from its sources, each over the one before: the models' defaults,
+    ``defaults`` (top-level values), the TOML file at ``path`` (optional), the environment
+    ``environ`` (``STREAM_MONITOR_*``, see :func:`config_from_environment`; None reads none:
+    the CLI passes ``os.environ``), then the command-line ``overrides`` that are not None.
+
+    Tables merge key by key. Relative ``[[references]]`` and ``*_file`` paths of the file are
+    taken relative to its folder. Secrets may come from files read here: ``[kafka]
+    <property>.file`` (``sasl.password.file``), ``[security] sasl_password_file`` and
+    ``[checkpoint] hmac_key_file``. Raises ``ConfigError`` for an unreadable secret file and
+    pydantic's ``ValidationError`` for invalid values.
+    """
     data: dict[str, Any] = dict(defaults or {})
     if path is not None:
         with open(path, "rb") as fh:
-            data.update(tomllib.load(fh))
+            from_file = tomllib.load(fh)
         # Profile paths are relative to the configuration file, like includes elsewhere.
         base = Path(path).resolve().parent
-        refs = data.get("references")
+        refs = from_file.get("references")
         if isinstance(refs, list):
-            data["references"] = [
+            from_file["references"] = [
                 {**r, "path": str(base / r["path"])}
                 if isinstance(r, dict) and isinstance(r.get("path"), str)
                 else r
                 for r in refs
             ]
+        data = _merge(data, _layer(from_file, base))
+    if environ is not None:
+        data = _merge(data, _layer(config_from_environment(environ), None))
     data.update({k: v for k, v in overrides.items() if v is not None})
     return MonitorConfig.model_validate(data)

@@ -29,8 +29,12 @@ fi
 stamp=".venv/.installed-$(sha1sum pyproject.toml | cut -c1-12)"
 if [[ ! -f "$stamp" ]]; then
     .venv/bin/python -m pip install -q --upgrade pip
+    # The distribution was called stream-monitor before it became stream-drift-monitor (the
+    # name on PyPI is another project's): a venv from before holds both otherwise.
+    .venv/bin/python -m pip uninstall -q -y stream-monitor 2>/dev/null || true
     .venv/bin/python -m pip install -q -e ".[dev]"
     touch "$stamp"
 fi
 bash deploy/local/kafka.sh fetch
+bash deploy/local/tools.sh  # helm, kubeconform, docker-compose for tests/unit/test_deploy_*.py
 echo "setup: ready" >&2

@@ -33,6 +33,8 @@ The modules, each importing only those above it:
 
 * :mod:`~stream_monitor.backtest.series`: :class:`Series`, :class:`SeriesRecorder`,
   :class:`Incident`, :class:`IncidentLog` (what a replay records);
+* :mod:`~stream_monitor.backtest.dead_letters`: :class:`DeadLetterLog` (the invalid records,
+  ``dead_letters.jsonl``) and :func:`hint` (what usually causes a dead-letter reason);
 * :mod:`~stream_monitor.backtest.state`: :class:`Replay`, the pipeline state (partition
   states, decoding, counters; no I/O of its own);
 * :mod:`~stream_monitor.backtest.result`: :class:`ReplayResult`, what a replay read and
@@ -49,6 +51,7 @@ The public names are re-exported here.
 
 from __future__ import annotations
 
+from stream_monitor.backtest.dead_letters import DeadLetterLog, hint
 from stream_monitor.backtest.pipeline import (
     DEFAULT_BATCH_SIZE,
     Progress,
@@ -80,6 +83,7 @@ from stream_monitor.backtest.summary import format_summary
 __all__ = [
     "DEFAULT_BATCH_SIZE",
     "DEFAULT_SERIES_CAP",
+    "DeadLetterLog",
     "Incident",
     "IncidentLog",
     "Partitioner",
@@ -93,6 +97,7 @@ __all__ = [
     "SeriesKey",
     "SeriesRecorder",
     "format_summary",
+    "hint",
     "murmur2",
     "parse_position",
     "partition_for",

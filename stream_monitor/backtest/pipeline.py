@@ -20,6 +20,8 @@ from typing import IO, Any, TypeVar
 
 from stream_monitor.alerts.sinks import AlertSink, JsonLinesAlertSink
 from stream_monitor.alignment import LabelAlignment
+from stream_monitor.backtest.dead_letters import FILE_NAME as DEAD_LETTERS_FILE
+from stream_monitor.backtest.dead_letters import DeadLetterLog
 from stream_monitor.backtest.report import render_report
 from stream_monitor.backtest.result import ReplayResult
 from stream_monitor.backtest.series import DEFAULT_SERIES_CAP
@@ -337,7 +339,8 @@ def run_replay(
     series_cap: int = DEFAULT_SERIES_CAP,
     alert_sinks: Sequence[AlertSink] = (),
 ) -> ReplayResult:
-    """Run a replay and write ``alerts.jsonl`` and ``report.html`` to ``out_dir``.
+    """Run a replay and write ``alerts.jsonl``, ``report.html`` and the invalid records
+    (``dead_letters.jsonl``, :mod:`~stream_monitor.backtest.dead_letters`) to ``out_dir``.
 
     ``alert_sinks`` also receive every alert as it is raised (e.g. the HTTP sinks of
     ``stream-monitor forward``, to see a backtest's pages in a staging Alertmanager); they are
@@ -358,7 +361,11 @@ def run_replay(
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     offsets = None
-    with fewer_collections(), open(out / "alerts.jsonl", "wb") as timeline:
+    with (
+        fewer_collections(),
+        open(out / "alerts.jsonl", "wb") as timeline,
+        open(out / DEAD_LETTERS_FILE, "wb") as dead,
+    ):
         # The alerts topic's serialisation; not published, so published_at stays null.
         sinks: list[AlertSink] = [JsonLinesAlertSink(timeline), *alert_sinks]
 
@@ -366,7 +373,13 @@ def run_replay(
             for sink in sinks:
                 sink.write([alert])
 
-        replay = Replay(cfg, profiles=profiles, series_cap=series_cap, on_alert=write)
+        replay = Replay(
+            cfg,
+            profiles=profiles,
+            series_cap=series_cap,
+            on_alert=write,
+            dead_letters=DeadLetterLog(dead),
+        )
         if predictions is not None:
             replay_files(
                 replay,

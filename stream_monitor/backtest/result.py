@@ -51,6 +51,12 @@ class ReplayResult:
         days: Counter[str] = Counter(_day(a.observed_at) for a in self.pages())
         return dict(sorted(days.items()))
 
+    @property
+    def invalid_share(self) -> float:
+        """The share of the records read that were invalid (0 when none were read)."""
+        bad = sum(self.replay.invalid.values())
+        return bad / self.events if self.events else 0.0
+
     def invalid_by_reason(self) -> dict[str, int]:
         c: Counter[str] = Counter()
         for (_kind, reason), k in self.replay.invalid.items():

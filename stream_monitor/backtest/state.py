@@ -15,6 +15,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
+from stream_monitor.backtest.dead_letters import DeadLetterLog
 from stream_monitor.backtest.series import DEFAULT_SERIES_CAP, IncidentLog, SeriesRecorder
 from stream_monitor.config import MonitorConfig
 from stream_monitor.events.decode import DeadLetter, decode_record, deserializer_for
@@ -44,8 +45,11 @@ class Replay:
         profiles: Mapping[Any, Any] | None = None,
         series_cap: int = DEFAULT_SERIES_CAP,
         on_alert: Callable[[AlertEvent], None] | None = None,
+        dead_letters: DeadLetterLog | None = None,
     ) -> None:
         self.cfg = cfg
+        #: The invalid records: their details (and, given a sink, the records themselves).
+        self.dead_letters = dead_letters if dead_letters is not None else DeadLetterLog()
         #: Reference profiles, read as ``Application`` reads them (ConfigError).
         self.profiles = load_profiles(cfg.references) if profiles is None else profiles
         #: The input format, as ``Application`` chooses it (ConfigError).
@@ -79,6 +83,7 @@ class Replay:
         ev = decode_record(rec, kind=kind, max_bytes=max_bytes, deserializer=self.deserializer)
         if isinstance(ev, DeadLetter):
             self.invalid[(kind, ev.reason)] += 1
+            self.dead_letters.add(kind, ev)
             return None
         if kind == "prediction":
             self.predictions += 1
@@ -105,6 +110,7 @@ class Replay:
         for i, ev in enumerate(out):
             if isinstance(ev, DeadLetter):
                 invalid[(kind, ev.reason)] += 1
+                self.dead_letters.add(kind, ev)
                 out[i] = None
             else:
                 times.append(ev.timestamp)
@@ -136,6 +142,7 @@ class Replay:
                 for e in failure.events:
                     kind = "prediction" if isinstance(e, PredictionEvent) else "label"
                     self.invalid[(kind, "processing_error")] += 1
+                    self.dead_letters.add_processing_error(kind, e, failure.error)
                     # counted once as invalid, no longer as a monitored event
                     if kind == "prediction":
                         self.predictions -= 1

@@ -7,6 +7,8 @@ import math
 from collections import Counter
 from collections.abc import Mapping
 
+from stream_monitor.backtest.dead_letters import FILE_NAME as DEAD_LETTERS_FILE
+from stream_monitor.backtest.dead_letters import hint
 from stream_monitor.backtest.result import ReplayResult
 
 __all__ = ["format_summary", "format_time"]
@@ -49,6 +51,14 @@ def format_summary(result: ReplayResult) -> str:
             if any(kd == kind for kd, _ in r.invalid)
         )
         lines.append(f"invalid        {_counts(result.invalid_by_reason())} ({by_kind})")
+        log = r.dead_letters
+        for (kind, reason), k in r.invalid.most_common():
+            common = log.common(kind, reason)
+            detail = f": {common[0][:300]}" if common else ""
+            lines.append(f"  {kind}s {reason} {k:,}{detail}")
+            why = hint(reason, common[0] if common else "")
+            if why:
+                lines.append(f"    hint: {why}")
     if r.events_refused:
         lines.append(
             f"refused        {r.events_refused:,} predictions of models over "
@@ -83,4 +93,9 @@ def format_summary(result: ReplayResult) -> str:
         lines.append(
             f"outputs        {result.out_dir / 'alerts.jsonl'}, {result.out_dir / 'report.html'}"
         )
+        if r.dead_letters.written:
+            lines.append(
+                f"dead letters   {result.out_dir / DEAD_LETTERS_FILE} "
+                f"({r.dead_letters.written:,} invalid records, reason and original value)"
+            )
     return "\n".join(lines)

@@ -153,7 +153,7 @@ def _read_parquet(p: Path) -> Iterator[dict[str, Any]]:
         import pyarrow.parquet as pq
     except ImportError:
         raise ConfigError(
-            "reading Parquet needs pyarrow: pip install 'stream-monitor[parquet]'"
+            "reading Parquet needs pyarrow: pip install 'stream-drift-monitor[parquet]'"
         ) from None
     try:
         pf = pq.ParquetFile(p)

@@ -190,8 +190,10 @@ ROOMS: dict[str, set[str]] = {
         "reference",
     },
     "simulate": {"kafka"},
+    "client": {"events", "kafka", "errors"},
+    "logs": set(),
     "cli": {
-        "alerts", "app", "backtest", "config", "errors", "events", "kafka", "reference",
+        "alerts", "app", "backtest", "config", "errors", "events", "kafka", "logs", "reference",
         "simulate",
     },
     "__main__": {"cli"},
