@@ -590,6 +590,12 @@ class LimitsConfig(_Frozen):
     """Bounds that keep state and metric series finite whatever the input."""
 
     max_models_per_partition: int = Field(default=50, ge=1)
+    #: A model without a prediction for this long (event time, measured on its partition's
+    #: clock: the newest prediction of its other models, as the label join keeps it) is
+    #: forgotten: its state,
+    #: its series and its slot among ``max_models_per_partition`` go, its firing incidents
+    #: resolve. None keeps every model for ever.
+    model_idle_seconds: float | None = Field(default=7 * 86400.0, gt=0)
     max_features_per_model: int = Field(default=100, ge=1)
     max_event_bytes: int = Field(default=1_048_576, ge=1024)
 

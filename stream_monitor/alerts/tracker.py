@@ -325,6 +325,28 @@ class AlertTracker:
             keys.discard(key)
         return out
 
+    def forget_model(self, model_id: str, now: float) -> list[AlertEvent]:
+        """Forget a model that left (idle for ``limits.model_idle_seconds``): its firing
+        incidents resolve (at event time ``now``; a page never stays open for a model that
+        is gone) and every incident, score and clock of it is dropped."""
+        out: list[AlertEvent] = []
+        for key in sorted(k for k, inc in self._incidents.items() if inc.model_id == model_id):
+            inc = self._incidents.pop(key)
+            if inc.firing and inc.members:
+                lead = self._lead(inc)
+                o = Observation(
+                    model_id, inc.kind, lead.feature, lead.signal, lead.value,  # type: ignore[arg-type]
+                    lead.threshold, False, True, now, segment=inc.segment,
+                )  # fmt: skip
+                out.append(self._event(key, inc, o, "resolved", lead))
+                self.stale_resolved += 1
+        for d in (self._now, self._open):
+            for mk in [mk for mk in d if mk[0] == model_id]:
+                del d[mk]
+        for sk in [sk for sk in self._scores if sk[0] == model_id]:
+            del self._scores[sk]
+        return out
+
     @staticmethod
     def _lead(inc: _Incident) -> _Member:
         """The signal that fired the incident (the order signals speak in within an instant
@@ -412,16 +434,18 @@ class AlertTracker:
         inc.started_at = min(m.since for m in ready if m.since is not None)
         # The incident is about what breaches now; others join as they speak.
         inc.members = {k: m for k, m in members.items() if m.breached}
-        inc.incident_id = self._incident_id(key, inc.seq)
+        inc.incident_id = self._incident_id(key, inc.seq, inc.started_at)
         inc.severity, inc.updates, inc.updated_at = "", 0, now
         inc.shown = sorted(inc.members)
         return [self._event(key, inc, o, "firing", first)]
 
-    def _incident_id(self, key: str, seq: int) -> str:
-        """A version-4 UUID for episode ``seq`` of incident ``key``, from the tracker's random
-        key: unpredictable and unique, yet the same when a restored tracker replays a batch."""
+    def _incident_id(self, key: str, seq: int, started_at: float | None) -> str:
+        """A version-4 UUID for episode ``seq`` of incident ``key`` started at ``started_at``
+        (event time: a forgotten model that comes back starts again at episode 1), from the
+        tracker's random key: unpredictable and unique, yet the same when a restored tracker
+        replays a batch."""
         digest = hashlib.blake2b(
-            f"{key}\x00{seq}".encode(), key=self._secret, digest_size=16
+            f"{key}\x00{seq}\x00{started_at!r}".encode(), key=self._secret, digest_size=16
         ).digest()
         return str(uuid.UUID(bytes=digest, version=4))
 
@@ -518,7 +542,7 @@ class AlertTracker:
         if status == "resolved" and inc.seen_at is not None and o.observed_at > inc.seen_at:
             silent = o.observed_at - inc.seen_at
         summary = self._summary(inc, status, lead, ranked, features, score, action, silent, change)
-        incident_id = inc.incident_id or self._incident_id(key, inc.seq)
+        incident_id = inc.incident_id or self._incident_id(key, inc.seq, inc.started_at)
         inc.incident_id = incident_id
         alert_id = uuid.uuid5(uuid.UUID(incident_id), f"{status}|{inc.updates}")
         return AlertEvent(
@@ -734,7 +758,7 @@ class AlertTracker:
                 inc.incident_id, inc.severity, inc.updates, inc.updated_at = row[14:18]
                 inc.shown = [str(x) for x in row[18]]
             elif state == "firing":
-                inc.incident_id = t._incident_id(k, int(seq))
+                inc.incident_id = t._incident_id(k, int(seq), inc.started_at)
                 inc.updated_at = started
                 inc.shown = sorted(m for m, x in inc.members.items() if not x.cleared)
             t._incidents[k] = inc

@@ -557,7 +557,7 @@ class AlertSamples:
 
 
 class PartitionSamples:
-    """The per-partition caps: models and their predictions refused."""
+    """The per-partition caps: models and their predictions refused, models forgotten."""
 
     def __init__(self) -> None:
         self.refused_m = GaugeMetricFamily(
@@ -570,14 +570,21 @@ class PartitionSamples:
             "Predictions of models refused by the per-partition cap.",
             labels=["partition"],
         )
+        self.forgotten = CounterMetricFamily(
+            P + "models_forgotten",
+            "Models forgotten after limits.model_idle_seconds without a prediction "
+            "(their state, series and slot freed).",
+            labels=["partition"],
+        )
 
     def add(self, part: int, st: PartitionState) -> None:
         pl = [str(part)]
         self.refused_m.add_metric(pl, st.models_refused)
         self.refused_e.add_metric(pl, st.events_refused)
+        self.forgotten.add_metric(pl, st.models_forgotten)
 
     def families(self) -> list[Family]:
-        return [self.refused_m, self.refused_e]
+        return [self.refused_m, self.refused_e, self.forgotten]
 
 
 class _Area(Protocol):

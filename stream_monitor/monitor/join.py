@@ -580,6 +580,22 @@ labels_unmatched=0))
         if label_timestamp is not None:
             self._observe_delay(model_id, label_timestamp - prediction_timestamp)
 
+    def forget_model(self, model_id: str) -> int:
+        """Drop a model that left: its waiting predictions (counted as expired in the
+        partition totals, undone by :meth:`rewind` like any removal), its counters, watermark
+        and delay histogram. Returns how many predictions were waiting."""
+        q = self._queues.pop(model_id, None)
+        n = 0
+        if q is not None:
+            n = len(q)
+            if self._journal is not None:
+                self._journal.extend((model_id, e, entry) for e, entry in q.items())
+            self.expired += n
+            self._size -= n
+        for d in (self.by_model, self._watermarks, self._future_runs, self._delays):
+            d.pop(model_id, None)  # type: ignore[attr-defined]
+        return n
+
     def shed(self, n: int) -> int:
         """Evict the ``n`` oldest waiting predictions of all models (by arrival, counted in
         ``evicted``); return how many.
@@ -691,7 +707,7 @@ labels_unmatched=0))
             raise RuntimeError("rewind() without a settled mark")
         reordered: set[str] = set()
         for model_id, event_id, entry in reversed(journal):
-            q = self._queues[model_id]
+            q = self._queues.setdefault(model_id, OrderedDict())  # a forgotten model returns
             if entry is None:
                 del q[event_id]
             else:

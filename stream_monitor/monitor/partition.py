@@ -7,6 +7,7 @@ does no I/O, reads no clock and is snapshot-able as plain JSON-compatible data.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple, TypeVar
 
@@ -14,14 +15,16 @@ from stream_monitor.alerts.observation import Observation
 from stream_monitor.alerts.tracker import AlertTracker
 from stream_monitor.config import MonitorConfig
 from stream_monitor.events.schema import AlertEvent, LabelEvent, PredictionEvent
-from stream_monitor.monitor.join import EarlyLabels, LabelJoin, PendingPrediction
+from stream_monitor.monitor.join import FUTURE_CONFIRM, EarlyLabels, LabelJoin, PendingPrediction
 from stream_monitor.monitor.model import ModelMonitor
 from stream_monitor.reference.profile import Profile
 
 __all__ = ["Failure", "PartitionState"]
 
-#: 2: ``labels_behind``.
-SNAPSHOT_VERSION = 2
+log = logging.getLogger(__name__)
+
+#: 2: ``labels_behind``; 3: ``models_forgotten``.
+SNAPSHOT_VERSION = 3
 REFUSED_MEMORY = 1000
 E = TypeVar("E", PredictionEvent, LabelEvent)
 
@@ -78,6 +81,10 @@ class PartitionState:
         #: Distinct refused model ids, remembered up to ``REFUSED_MEMORY`` (bounded).
         self._refused_models: set[str] = set()
         self.events_refused = 0
+        #: The partition's event-time clock (see :meth:`_forget_idle`; derived, not state),
+        #: and the models forgotten for being idle.
+        self.clock = float("-inf")
+        self.models_forgotten = 0
         #: Labels that found no waiting prediction and were more than the early labels'
         #: grace behind their model's prediction watermark: counted unmatched at once.
         self.labels_behind = 0
@@ -156,7 +163,43 @@ class PartitionState:
         if self.observer is not None:
             for o in observations:
                 self.observer(o)
-        return self.tracker.observe_many(observations)
+        alerts = self.tracker.observe_many(observations)
+        if predictions:
+            alerts.extend(self._forget_idle())
+        return alerts
+
+    def _forget_idle(self) -> list[AlertEvent]:
+        """Forget the models idle for ``limits.model_idle_seconds`` on the partition's clock:
+        the newest of the label join's per-model watermarks (a model's does not follow a
+        lone jump of event time, see ``LabelJoin``) among models with at least
+        ``FUTURE_CONFIRM`` events (one event of a new model with a wrong clock does not move
+        it either)."""
+        idle = self.cfg.limits.model_idle_seconds
+        if idle is None:
+            return []
+        marks = [
+            wm
+            for m, mon in self.models.items()
+            if mon.n_events >= FUTURE_CONFIRM and (wm := self.join.model_watermark(m)) is not None
+        ]
+        self.clock = max(marks, default=self.clock)
+        horizon = self.clock - idle
+        gone = [m for m, mon in self.models.items() if mon.last_event_time < horizon]
+        out: list[AlertEvent] = []
+        for m in gone:
+            del self.models[m]
+            waiting = self.join.forget_model(m)
+            out.extend(self.tracker.forget_model(m, self.clock))
+            self.models_forgotten += 1
+            log.info(
+                "forgot model=%s partition=%d: no prediction for more than %.0f s of event time "
+                "(%d predictions were awaiting labels)",
+                m,
+                self.partition,
+                idle,
+                waiting,
+            )
+        return out
 
     def take_failures(self) -> list[Failure]:
         """The events whose processing raised since the last call (each with its exception),
@@ -234,6 +277,7 @@ class PartitionState:
             "refused_models": sorted(self._refused_models),
             "events_refused": self.events_refused,
             "labels_behind": self.labels_behind,
+            "models_forgotten": self.models_forgotten,
         }
 
     @classmethod
@@ -265,6 +309,7 @@ class PartitionState:
         st._refused_models = set(d["refused_models"])
         st.events_refused = d["events_refused"]
         st.labels_behind = d["labels_behind"]
+        st.models_forgotten = int(d["models_forgotten"])
         return st
 
 

@@ -1032,3 +1032,17 @@ def test_split_snapshot_refuses_corrupt_chunk_offsets() -> None:
     for bad in ([count + 1, kind, data], [count, "x", data], [count, kind, "!!"]):
         with pytest.raises(ValueError):
             LabelJoin.from_snapshot({**snap, "chunks": {"0": bad}}, chunks=fresh)
+
+
+def test_forgetting_a_model_counts_its_waiting_predictions_and_rewinds() -> None:
+    j = LabelJoin(capacity=100, ttl_seconds=1e9)
+    for i in range(5):
+        j.add_prediction("gone", f"g{i}", float(i), label=None, score=None)
+        j.add_prediction("kept", f"k{i}", float(i), label=None, score=None)
+    j.settle(j.mark())
+    before = j.snapshot()
+    assert j.forget_model("gone") == 5
+    assert len(j) == 5 and j.expired == 5 and "gone" not in j.by_model
+    assert j.model_watermark("gone") is None and j.match("gone", "g0") is None
+    j.rewind()  # an aborted transaction: the model comes back as it was
+    assert j.snapshot() == before

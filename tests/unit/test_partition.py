@@ -655,3 +655,43 @@ def test_predictions_join_like_one_add_per_event_with_early_labels_between() -> 
         assert state.early.snapshot() == early.snapshot()
     assert early.matched > 0 and join.evicted > 0 and join.expired > 0
     assert join.duplicate_predictions > 0 and join.future_timestamps > 0
+
+
+def _pred(model: str, i: int, t: float) -> PredictionEvent:
+    return PredictionEvent(
+        event_id=f"{model}-{i}", model_id=model, timestamp=t, features={"x": 0.5}, prediction=0.1
+    )
+
+
+def test_a_model_idle_for_model_idle_seconds_is_forgotten_and_frees_its_slot() -> None:
+    cfg = MonitorConfig.model_validate(
+        {
+            "bootstrap_servers": "unused:9092",
+            "limits": {"max_models_per_partition": 2, "model_idle_seconds": 100.0},
+        }
+    )
+    st = PartitionState(0, cfg)
+    st.process([_pred("old", i, float(i)) for i in range(10)], [])
+    st.process([_pred("live", i, 50.0 + i) for i in range(10)], [])
+    st.process([_pred("new", 0, 60.0)], [])
+    assert st.models.keys() == {"old", "live"} and st.events_refused == 1  # no slot
+    # one event far in the future does not move the clock (the batch median does)
+    st.process([*(_pred("live", 100 + i, 60.0 + i) for i in range(9)), _pred("live", 9, 1e9)], [])
+    assert st.models.keys() == {"old", "live"} and st.models_forgotten == 0
+    st.process([_pred("live", 200 + i, 115.0) for i in range(10)], [])  # "old" idle 106 s
+    assert st.models.keys() == {"live"} and st.models_forgotten == 1
+    assert st.join.by_model.keys() == {"live"} and st.join.expired == 10
+    st.process([_pred("new", 1, 120.0)], [])  # its slot is free again
+    assert st.models.keys() == {"live", "new"}
+    st.process([_pred("bogus", 0, 1e9)], [])  # a new model's one event: not a clock
+    assert st.models.keys() == {"live", "new", "bogus"} or st.events_refused > 1
+    assert st.clock == 115.0
+    restored = PartitionState.from_snapshot(orjson.loads(orjson.dumps(st.snapshot())), cfg)
+    assert restored.models_forgotten == 1
+    never = MonitorConfig.model_validate(
+        {"bootstrap_servers": "unused:9092", "limits": {"model_idle_seconds": None}}
+    )
+    keep = PartitionState(0, never)
+    keep.process([_pred("old", 0, 0.0)], [])
+    keep.process([_pred("live", 0, 1e9)], [])
+    assert keep.models.keys() == {"old", "live"}

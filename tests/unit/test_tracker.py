@@ -517,3 +517,22 @@ def test_snapshot_keeps_the_update_clock_and_picture() -> None:
     rest = [psi_obs(0.4, 600.0), psi_obs(0.5, 600.0, feature="income")]
     assert restored.observe_many(rest) == t.observe_many(rest)
     assert restored.snapshot() == t.snapshot()
+
+
+def test_forgetting_a_model_resolves_its_firing_incidents_and_drops_its_state() -> None:
+    t = AlertTracker(PLAIN)
+    fired = [ev for i in range(3) for ev in t.observe(psi_obs(0.5, float(i)))]
+    fired += t.observe(psi_obs(0.5, 0.0, model="other"))
+    assert [(e.model_id, e.status) for e in fired] == [("m", "firing"), ("other", "firing")]
+    out = t.forget_model("m", 1000.0)
+    assert [(e.model_id, e.status, e.incident_id) for e in out] == [
+        ("m", "resolved", fired[0].incident_id)
+    ]
+    assert out[0].observed_at == 1000.0
+    assert t.firing() == [("other", "data_drift", "age")]
+    assert all(row[0] != "m" for row in t.snapshot()["incidents"].values())
+    assert t.forget_model("m", 2000.0) == []  # nothing left of it
+    # it may come back as a new model: a new incident, a new id
+    again = [ev for i in range(3) for ev in t.observe(psi_obs(0.5, 3000.0 + i))]
+    assert [e.status for e in again] == ["firing"]
+    assert again[0].incident_id != fired[0].incident_id
