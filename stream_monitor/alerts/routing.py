@@ -1,9 +1,8 @@
-"""Alert events for pager tooling: PagerDuty Events API v2, Alertmanager, and JSON Schemas.
+"""Alert events for pager tooling: PagerDuty Events API v2 and Alertmanager.
 
 Pure functions from an :class:`~stream_monitor.events.schema.AlertEvent` to the body another
-tool accepts as is (documented in docs/alerts.md), and the JSON Schemas of the events on the
-``alerts`` and retrain topics (``docs/schemas/*.schema.json``), generated from the pydantic
-models: ``python -m stream_monitor.alerts.routing --write-schemas [--dir docs/schemas]``.
+tool accepts as is (documented in docs/alerts.md). The JSON Schemas of the events are
+generated in :mod:`stream_monitor.events.json_schemas`.
 
 Examples
 --------
@@ -26,39 +25,28 @@ Examples
 
 from __future__ import annotations
 
-import argparse
 import hashlib
-import json
 import math
 import re
-from collections.abc import Sequence
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel
-
 from stream_monitor.alerts.tracker import dedup_key as incident_key
-from stream_monitor.events.schema import AlertEvent, RetrainTrigger
+from stream_monitor.events.schema import AlertEvent
 
 __all__ = [
     "LINK_LABELS",
     "PAGERDUTY_DEDUP_KEY_MAX",
     "PAGERDUTY_SEVERITY",
     "PAGERDUTY_SUMMARY_MAX",
-    "SCHEMA_DIALECT",
     "alertname",
     "iso8601",
-    "json_schemas",
     "label_name",
     "pagerduty_dedup_key",
-    "schema_text",
     "to_alertmanager",
     "to_pagerduty",
-    "write_schemas",
 ]
 
-SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 #: Limits of the PagerDuty Events API v2 (developer.pagerduty.com, "Send an Alert Event").
 PAGERDUTY_DEDUP_KEY_MAX = 255
 PAGERDUTY_SUMMARY_MAX = 1024
@@ -82,50 +70,6 @@ _RESERVED_LABELS = frozenset(
         "feature",
     }
 )
-
-_SCHEMA_MODELS: dict[str, type[BaseModel]] = {
-    "alert-event": AlertEvent,
-    "retrain-trigger": RetrainTrigger,
-}
-
-
-# --- JSON Schemas ---------------------------------------------------------------------------
-def json_schemas() -> dict[str, dict[str, Any]]:
-    """The JSON Schema (draft 2020-12) of each published event, by file name.
-
-    The ``$id`` is a URN naming the event and its ``schema_version``.
-
-    >>> s = json_schemas()["alert-event.schema.json"]
-    >>> s["$id"], s["properties"]["status"]["enum"]
-    ('urn:stream-monitor:schema:alert-event:3', ['firing', 'updated', 'resolved'])
-    """
-    out = {}
-    for name, model in _SCHEMA_MODELS.items():
-        version = model.model_fields["schema_version"].default
-        body = model.model_json_schema(mode="serialization")
-        out[f"{name}.schema.json"] = {
-            "$schema": SCHEMA_DIALECT,
-            "$id": f"urn:stream-monitor:schema:{name}:{version}",
-            **body,
-        }
-    return out
-
-
-def schema_text(schema: dict[str, Any]) -> str:
-    """The committed form of a schema: 2-space indented JSON, one final newline."""
-    return json.dumps(schema, indent=2, ensure_ascii=False) + "\n"
-
-
-def write_schemas(directory: str | Path) -> list[Path]:
-    """Write :func:`json_schemas` into ``directory``; return the paths written."""
-    d = Path(directory)
-    d.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for name, schema in json_schemas().items():
-        p = d / name
-        p.write_text(schema_text(schema), encoding="utf-8")
-        paths.append(p)
-    return paths
 
 
 # --- shared ---------------------------------------------------------------------------------
@@ -383,21 +327,3 @@ def to_alertmanager(alert: AlertEvent, *, generator_url: str | None = None) -> d
     if generator_url:
         out["generatorURL"] = generator_url
     return out
-
-
-# --- command line ---------------------------------------------------------------------------
-def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        prog="python -m stream_monitor.alerts.routing",
-        description="Write the JSON Schemas of the published events.",
-    )
-    p.add_argument("--write-schemas", action="store_true", required=True)
-    p.add_argument("--dir", default="docs/schemas", help="default docs/schemas")
-    args = p.parse_args(argv)
-    for path in write_schemas(args.dir):
-        print(f"wrote {path}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
