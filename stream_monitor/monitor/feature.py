@@ -23,6 +23,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
+from scipy.signal import lfilter
 
 from stream_monitor.alerts.observation import Observation
 from stream_monitor.config import DriftConfig
@@ -60,7 +61,32 @@ __all__ = [
     "window_statistics",
 ]
 
-SNAPSHOT_VERSION = 2
+#: 3: which way the last detected changes went (see :func:`towards_reference`).
+SNAPSHOT_VERSION = 3
+#: Smoothing of the fast and the slow level of a numeric feature's PIT scores (exponentially
+#: weighted means, spans of about 200 and 2,000 values): a change the detectors agree on is a
+#: return when the fast level is back nearer the reference (0) than the slow one.
+LEVEL_ALPHAS = (0.01, 0.001)
+#: A fast level within this many reference standard deviations of the reference is back.
+LEVEL_NEAR = 0.2
+#: A window whose alerting statistic is within this many standard deviations of its no-drift
+#: centre (its calibrated z-score) looks like the reference: a change the window detectors
+#: find there is not drift.
+WINDOW_NEAR = 0.5
+
+
+def towards_reference(fast: float, slow: float) -> bool:
+    """Whether a change ends nearer the reference than it started: the recent (``fast``) level
+    of standardised values is closer to the reference's 0 than the longer-run (``slow``) one on
+    the same side, or within :data:`LEVEL_NEAR` of it. A change across the reference (from
+    +1 to -1) is not a return.
+
+    >>> towards_reference(0.63, 0.1), towards_reference(0.37, 0.9), towards_reference(-0.3, 0.8)
+    (False, True, False)
+    >>> towards_reference(-0.05, 0.9)   # back, with noise on the other side
+    True
+    """
+    return abs(fast) < LEVEL_NEAR or (fast * slow > 0 and abs(fast) < abs(slow))
 
 
 class _Absent:
@@ -119,6 +145,13 @@ class FeatureMonitor:
         self.window_detectors: WindowDetectors | None = None
         #: Row of the last fed column at which change detectors agreed (numeric only).
         self.agreement_row: int | None = None
+        #: Whether the changes last detected went back towards the reference: by the
+        #: per-value detectors (numeric features) and by the window detectors. Such a change
+        #: is not drift: its signal reads as cleared until a change away from it.
+        self.detectors_returned = False
+        self.windows_returned = False
+        #: The z-score of the alerting statistic in the previous window (None: none yet).
+        self.last_z: float | None = None
         #: Bin of each row of the last ingested segment: -1 where the row has no usable value
         #: or is late (slot -1), for per-version histograms of the model's outputs.
         self.last_bins: np.ndarray | None = None
@@ -296,10 +329,20 @@ class FeatureMonitor:
             if z is not None:
                 streams["statistic"] = z
             fired = wd.feed(streams)
+            if fired and z is not None:
+                # The statistic measures the distance from the reference: a change that
+                # lowered it went back towards the reference, and one that leaves it where it
+                # is without drift (within WINDOW_NEAR of the calibrated null's centre) is there.
+                self.windows_returned = z <= WINDOW_NEAR or (
+                    self.last_z is not None and z < self.last_z
+                )
+            elif fired:
+                self.windows_returned = False
             if wd.windows > self.cfg.window_detectors.min_windows or fired:
-                level = 1.0 if wd.active else 0.0
+                level = 1.0 if wd.active and not self.windows_returned else 0.0
                 o(self.kind, "window_detectors", level, 0.5, 0.0)
-                breached |= fired
+                breached |= fired and not self.windows_returned
+        self.last_z = z
         self.drifting = breached
 
     def _window_values(self, slots: list[int]) -> dict[str, float]:
@@ -414,6 +457,8 @@ class FeatureMonitor:
             "window_detectors": None
             if self.window_detectors is None
             else self.window_detectors.snapshot(),
+            "returned": [self.detectors_returned, self.windows_returned],
+            "last_z": self.last_z,
         }
 
     def _restore_common(self, d: dict[str, Any]) -> None:
@@ -437,6 +482,8 @@ class FeatureMonitor:
         self.window_detectors = (
             None if wd is None else WindowDetectors.from_snapshot(wd, self.cfg.window_detectors)
         )
+        self.detectors_returned, self.windows_returned = (bool(x) for x in d["returned"])
+        self.last_z = None if d["last_z"] is None else float(d["last_z"])
 
 
 #: The Python types a numeric column holds when nothing is missing or mistyped (bool is not
@@ -575,6 +622,9 @@ class NumericFeature(FeatureMonitor):
         #: :func:`run_detectors` (which feeds every feature of a model in one pass).
         self.pending_z: np.ndarray | None = None
         self._pending_rows: np.ndarray | None = None
+        #: The fast and slow levels of the PIT scores (:data:`LEVEL_ALPHAS`), after the last
+        #: value fed to the detectors; 0 is the reference's.
+        self.levels = [0.0, 0.0]
 
     def _window_streams(self) -> list[str]:
         return ["statistic", "mean"]
@@ -607,6 +657,7 @@ class NumericFeature(FeatureMonitor):
         stream was cut into batches."""
         assert self.pending_z is not None and self._pending_rows is not None
         start = self.n_values
+        levels = self._levels(self.pending_z)
         accepted: dict[str, list[int]] = {}
         for name in self.detectors:
             for pos in fired.get(name, ()):
@@ -630,9 +681,22 @@ class NumericFeature(FeatureMonitor):
                     agreeing += 1
             if agreeing >= need:
                 self.agreement_row = int(rows[p - start])
+                fast, slow = levels[0][p - start], levels[1][p - start]
+                self.detectors_returned = towards_reference(float(fast), float(slow))
                 break
         for name, ats in accepted.items():
             self.last_firing[name] = ats[-1]
+
+    def _levels(self, z: np.ndarray) -> list[np.ndarray]:
+        """The fast and slow levels after each of ``z`` (exact recurrences, carried across
+        chunks, so they do not depend on how the stream was cut)."""
+        out = []
+        for i, a in enumerate(LEVEL_ALPHAS):
+            y, _ = lfilter([a], [1.0, a - 1.0], z, zi=[(1.0 - a) * self.levels[i]])
+            out.append(y)
+            if len(y):
+                self.levels[i] = float(y[-1])
+        return out
 
     def observe_reference(self, column: Sequence[Any]) -> None:
         values, missing, absent, bad, _ = self._feed(column)
@@ -833,6 +897,9 @@ class NumericFeature(FeatureMonitor):
         need = self.cfg.detectors.min_agreeing
         agreed = self.agreement_row is not None
         level = need if agreed else self.agreeing_detectors()
+        if self.detectors_returned:
+            # the detectors agreed on a change back towards the reference: not drift
+            agreed, level = False, 0
         return Observation(
             model_id=model_id,
             kind=self.kind,
@@ -863,6 +930,7 @@ class NumericFeature(FeatureMonitor):
             detections=dict(self.detections),
             raw_firings=dict(self.raw_firings),
             n_values=self.n_values,
+            levels=list(self.levels),
         )
         return d
 
@@ -893,6 +961,7 @@ class NumericFeature(FeatureMonitor):
         f.detections = {k: int(v) for k, v in d["detections"].items()}
         f.raw_firings = {k: int(v) for k, v in d["raw_firings"].items()}
         f.n_values = int(d["n_values"])
+        f.levels = [float(x) for x in d["levels"]]
         return f
 
 

@@ -313,14 +313,6 @@ def test_false_alarm_budget(scenario: Scenario, folder: Path) -> None:
 RESOLVE_AFTER_RETURN = 3000
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 16 item 1: the return to the reference is judged as a new change. The "
-    "per-value change detectors and the window detectors fire on the return itself, so the "
-    "open incidents get updated events for it (+999 and +1,999 events after the return: "
-    "prediction.score change_detectors, then window_detectors) and stay open until +6,999 "
-    "events, long after every drift statistic is back under its threshold",
-)
 def test_return_to_the_reference_resolves_without_new_alerts(folder: Path) -> None:
     scenario = next(s for s in SCENARIOS if s.back is not None)
     assert scenario.back is not None
