@@ -44,6 +44,7 @@ from stream_monitor.state import (
     ENVELOPE_VERSION,
     Refused,
     Snapshot,
+    checkpoint_key,
     chunk_digest,
     chunk_key,
     chunk_of,
@@ -82,8 +83,6 @@ class PendingCheckpoint:
     fresh: dict[int, dict[int, dict[str, Any]]] = field(default_factory=dict)
     #: The label-join chunks each written checkpoint lists, with their digests.
     chunks: dict[int, dict[int, str]] = field(default_factory=dict)
-    #: The chunk records to write before each partition's checkpoint.
-    records_of: dict[int, list[OutputRecord]] = field(default_factory=dict)
     #: The changelog records: chunks, snapshots (with ``checkpoint.hmac_key``), tombstones.
     records: list[OutputRecord] = field(default_factory=list)
 
@@ -238,7 +237,7 @@ class Assignment:
             return fresh
         stored = {k: rec[1] for key, rec in records.items() if (k := chunk_of(key, p)) is not None}
         self.orphans[p] = set(stored)  # until the checkpoint lists them
-        rec = records.get(str(p).encode("ascii"))
+        rec = records.get(checkpoint_key(p))
         if rec is None or rec[1] is None:
             restores.labels(outcome="empty").inc()
             return fresh
@@ -382,13 +381,15 @@ class Assignment:
         the chunks sealed since the last one, the checkpoint (listing every live chunk with
         its digest), then tombstones of the chunks no longer listed (a crash in between leaves
         orphans, which the next checkpoint after a restore deletes)."""
-        rec = self._fitting_record(p, pending)
-        if rec is None:
+        found = self._fitting_record(p, pending)
+        if found is None:
             return []
-        return [*pending.records_of.pop(p, []), rec, *self._tombstones(p, pending)]
+        chunks, rec = found
+        return [*chunks, rec, *self._tombstones(p, pending)]
 
-    def _chunk_records(self, p: int, pending: PendingCheckpoint) -> None:
-        """Encode ``p``'s fresh chunks and name every live chunk's digest in its state."""
+    def _chunk_records(self, p: int, pending: PendingCheckpoint) -> list[OutputRecord]:
+        """Encode ``p``'s fresh chunks and name every live chunk's digest in its state; return
+        the chunks' records."""
         digests = dict(self.chunks.get(p, {}))
         out = []
         for k, contents in pending.fresh.get(p, {}).items():
@@ -398,7 +399,7 @@ class Assignment:
         live = {int(k): digests[int(k)] for k in pending.states[p]["join"]["chunks"]}
         pending.states[p]["chunk_digests"] = {str(k): d for k, d in live.items()}
         pending.chunks[p] = live
-        pending.records_of[p] = out
+        return out
 
     def _tombstones(self, p: int, pending: PendingCheckpoint) -> list[OutputRecord]:
         live = pending.chunks.get(p, {})
@@ -408,20 +409,22 @@ class Assignment:
             for k in sorted(gone)
         ]
 
-    def _fitting_record(self, p: int, pending: PendingCheckpoint) -> OutputRecord | None:
-        """The changelog record of ``p``'s state, shedding the oldest predictions awaiting
-        labels (counted as evicted) while it is too large for one record, rather than fail
-        every checkpoint; None when even without them it does not fit (the partition is
-        then not written to the changelog: its offsets still commit, so a restore finds the
-        last snapshot stale and starts fresh instead of re-processing)."""
-        self._chunk_records(p, pending)
+    def _fitting_record(
+        self, p: int, pending: PendingCheckpoint
+    ) -> tuple[list[OutputRecord], OutputRecord] | None:
+        """The records of ``p``'s fresh chunks and of its state, shedding the oldest
+        predictions awaiting labels (counted as evicted) while it is too large for one record,
+        rather than fail every checkpoint; None when even without them it does not fit (the
+        partition is then not written to the changelog: its offsets still commit, so a restore
+        finds the last snapshot stale and starts fresh instead of re-processing)."""
+        chunks = self._chunk_records(p, pending)
         rec = self._record(p, pending.states[p])
         while len(rec.value or b"") > SNAPSHOT_LIMIT_BYTES:
             with self.lock:
                 state = self.states[p]
                 shed = state.join.shed(max(1, len(state.join) // 4))
                 self._split(p, state, state.snapshot(join=False), pending)
-            self._chunk_records(p, pending)
+            chunks = self._chunk_records(p, pending)
             self.metrics.checkpoint_failures.labels(reason="snapshot_too_large").inc()
             log.error(
                 "snapshot of partition=%d is %d bytes, over %d: evicted %d predictions "
@@ -442,7 +445,7 @@ class Assignment:
                 )
                 return None
             rec = self._record(p, pending.states[p])
-        return rec
+        return chunks, rec
 
     def _record(self, p: int, state: dict[str, Any]) -> OutputRecord:
         offsets = {
@@ -465,7 +468,11 @@ class Assignment:
     def committed(self, pending: PendingCheckpoint) -> None:
         """``pending`` is committed: its snapshots become the states to rewind to, and the
         inputs' positions the places to re-read from."""
-        written = {r.partition for r in pending.records if r.key == str(r.partition).encode()}
+        written = {
+            r.partition
+            for r in pending.records
+            if r.partition is not None and r.key == checkpoint_key(r.partition)
+        }
         for p in written:
             if p in pending.chunks:
                 self.chunks[p] = pending.chunks[p]

@@ -44,6 +44,7 @@ __all__ = [
     "RefusalReason",
     "Refused",
     "Snapshot",
+    "checkpoint_key",
     "chunk_digest",
     "chunk_key",
     "chunk_of",
@@ -178,7 +179,8 @@ def key_from_secret(secret: str) -> bytes:
     return key
 
 
-def _record_key(partition: int) -> bytes:
+def checkpoint_key(partition: int) -> bytes:
+    """The record key of ``partition``'s checkpoint: its number in ASCII."""
     return str(partition).encode("ascii")
 
 
@@ -287,7 +289,7 @@ def encode_snapshot(
         problem = f"version is {snap.version!r}, not an int"
     if problem is not None:
         raise ValueError(f"cannot encode snapshot: {problem}")
-    record_key = _record_key(snap.partition)
+    record_key = checkpoint_key(snap.partition)
     value = orjson.dumps(
         {
             "format": FORMAT,
@@ -455,7 +457,7 @@ def _parse(
     problem = _shape_problem(partition, offsets, created_at, state, group, sequence)
     if problem is not None:
         return Refused("malformed", problem)
-    if record_key != _record_key(expected_partition):
+    if record_key != checkpoint_key(expected_partition):
         return Refused(
             "wrong_partition",
             f"record key {record_key!r} does not name partition {expected_partition}",
