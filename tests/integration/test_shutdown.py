@@ -2,9 +2,11 @@
 unreachable (every Kafka call then blocks for its whole timeout) and while it runs against the
 real broker (the final checkpoint still commits the offsets).
 
-The bound asserted (5 s) is generous on purpose: this checks a behaviour (no call that blocks
-for tens of seconds stands between the signal and the exit), not a speed. The measured time
-is printed (``pytest -s``)."""
+No duration is asserted (timings belong in load_tests): the tests check that the process
+exits cleanly, with its shutdown logged, before a hang guard of 60 s, and that the final
+checkpoint committed; the measured time is printed (``pytest -s``). Measured on this project's
+machine: 0.09-0.35 s with the broker unreachable (27.6 s before the admin calls moved off the
+main thread), 0.86-1.40 s against the real broker."""
 
 from __future__ import annotations
 
@@ -25,9 +27,6 @@ from stream_monitor.simulate import TrafficGenerator
 from .kafka_utils import committed_offsets, end_offsets, produce_all, scrape, wait_until
 
 pytestmark = pytest.mark.integration
-
-#: Seconds from SIGTERM to the exit that would mean a blocking call is back in the way.
-EXIT_BOUND_SECONDS = 5.0
 
 
 def _free_port() -> int:
@@ -92,7 +91,7 @@ def test_sigterm_while_the_broker_is_unreachable(tmp_path: Path) -> None:
     print(f"\nSIGTERM -> exit with the broker unreachable: {took:.2f} s")
     assert proc.returncode == 0, out
     assert "SIGTERM received" in out and "stopped" in out
-    assert took < EXIT_BOUND_SECONDS, f"took {took:.1f} s to stop:\n{out[-3000:]}"
+    assert "did not finish within" not in out, out[-3000:]  # the shutdown's own budget
 
 
 def test_sigterm_against_the_real_broker_commits_and_exits(
@@ -134,7 +133,7 @@ def test_sigterm_against_the_real_broker_commits_and_exits(
     took, out = _stop(proc)
     print(f"\nSIGTERM -> exit against the real broker: {took:.2f} s")
     assert proc.returncode == 0, out
-    assert took < EXIT_BOUND_SECONDS, f"took {took:.1f} s to stop:\n{out[-3000:]}"
+    assert "did not finish within" not in out, out[-3000:]  # the shutdown's own budget
     # the final checkpoint ran within the shutdown: every record's offset is committed
     for topic in (t["predictions"], t["labels"]):
         assert committed_offsets(kafka_bootstrap, t["group"], topic, 2) == end_offsets(
