@@ -71,8 +71,9 @@ from stream_monitor.events.schema import (
 __all__ = ["CAUSE", "SEVERITY", "AlertTracker", "dedup_key"]
 
 #: 4: incident ids, ``updated`` events, the kinds of members (3 is read and upgraded).
-SNAPSHOT_VERSION = 4
-_READABLE_VERSIONS = (3, SNAPSHOT_VERSION)
+#: 5: which way each member last moved (``direction``; 4 is read, without it).
+SNAPSHOT_VERSION = 5
+_READABLE_VERSIONS = (3, 4, SNAPSHOT_VERSION)
 
 #: The incident kind a signal kind's incidents belong to, when it is another's: concept drift
 #: (the errors rose) and performance decay are one root cause, the model getting worse.
@@ -166,6 +167,8 @@ class _Member:
     window_events: int | None = None
     #: The kind of its observations (the incident's, or one that joins it: :data:`CAUSE`).
     kind: str = ""
+    #: Which way its last observation moved: away from the reference, back to it, or None.
+    direction: str | None = None
 
     def row(self) -> list[Any]:
         return [
@@ -182,6 +185,7 @@ class _Member:
             self.since,
             self.window_events,
             self.kind,
+            self.direction,
         ]
 
 
@@ -384,6 +388,7 @@ class AlertTracker:
         m.value, m.threshold, m.strength = float(v.value), float(v.threshold), float(v.strength)
         m.baseline = None if v.baseline is None else float(v.baseline)
         m.window_events = o.window_events
+        m.direction = o.direction
         if v.breached:
             m.streak += 1
             if m.since is None:
@@ -613,9 +618,11 @@ class AlertTracker:
                 f"Resolved: {what}; none of its signals was judged for {_span(silent)} of event"
                 f" time (last {lead.signal}: {lead.value:.4g})."
             )
+        direction = _direction(lead, ranked)
         if status == "resolved":
             back = f"{lead.signal} is {lead.value:.4g}"
-            return f"Resolved: {what}, and every signal is back ({back})."
+            how = "Resolved: back to the reference. " if direction == "back" else "Resolved: "
+            return f"{how}{what}, and every signal is back ({back})."
         parts = [what if status == "firing" else f"Updated: {what}"]
         if change is not None:
             joined, left = change
@@ -645,6 +652,8 @@ class AlertTracker:
             )
         if score and inc.kind == "data_drift":  # 0 is a previous window's: no news
             parts.append(f"model drift score {score:.2f}")
+        if direction is not None:
+            parts.append(_DIRECTION_TEXT[direction])
         return "; ".join(parts) + f". Suggested action: {_ACTION_TEXT[action]}."
 
     # --- state --------------------------------------------------------------------------------
@@ -738,7 +747,7 @@ class AlertTracker:
         v = d.get("v")
         if v not in _READABLE_VERSIONS:
             raise ValueError(f"unsupported alert-tracker snapshot version {v!r}")
-        if v == SNAPSHOT_VERSION:
+        if v != 3:
             secret = bytes.fromhex(d["secret"])
             if len(secret) != 16:
                 raise ValueError("alert-tracker snapshot: bad secret")
@@ -754,7 +763,7 @@ class AlertTracker:
                 m = _Member(*r)
                 m.kind = m.kind or kind  # version 3 rows have no kind: the incident's
                 inc.members[t._mid(inc, m.kind, m.feature, m.signal)] = m
-            if v == SNAPSHOT_VERSION:
+            if v != 3:
                 inc.incident_id, inc.severity, inc.updates, inc.updated_at = row[14:18]
                 inc.shown = [str(x) for x in row[18]]
             elif state == "firing":
@@ -785,6 +794,30 @@ def _suggest(kind: str, signal: str, score: float | None) -> SuggestedAction:
     if kind in ("concept_drift", "performance"):
         return "retrain"
     return "investigate"
+
+
+_DIRECTION_TEXT = {
+    "away": "moving away from the reference",
+    "back": "moving back to the reference",
+}
+
+
+def _direction(lead: _Member, ranked: list[_Member]) -> str | None:
+    """Which way the incident moves: its lead signal's last direction, else that of the
+    others that judged one (away from the reference if any of them says so), else None.
+
+    >>> m = _Member("age", "psi", "default")
+    >>> _direction(m, [m]), _direction(replace(m, direction="back"), [m])
+    (None, 'back')
+    >>> _direction(m, [m, replace(m, direction="back"), replace(m, direction="away")])
+    'away'
+    """
+    if lead.direction is not None:
+        return lead.direction
+    said = {m.direction for m in ranked if m.direction is not None}
+    if "away" in said:
+        return "away"
+    return "back" if said else None
 
 
 def _span(seconds: float) -> str:

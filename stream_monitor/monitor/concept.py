@@ -28,14 +28,14 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 
 from stream_monitor.alerts.observation import Observation
 from stream_monitor.stats.detectors import BINARY_KINDS, UNIT_INTERVAL_KINDS, StreamDetector
 
-__all__ = ["CONCEPT_KINDS", "ConceptDriftMonitor", "Metric"]
+__all__ = ["CONCEPT_KINDS", "JUDGE_EVERY", "ConceptDriftMonitor", "Judgement", "Metric"]
 
 SNAPSHOT_VERSION = 1
 #: Errors needed after a firing before its direction is judged and the new level trusted.
@@ -50,6 +50,10 @@ CONFIRM_Z = 4.0
 CONFIRM_WINDOW = 1000
 #: The (lower) bar at the last look, so that small changes the detectors see are not lost.
 FINAL_Z = 3.0
+#: The level is judged after every error whose global index ``g`` has ``(g + 1) % JUDGE_EVERY
+#: == 0``, and at every error that confirms a change (up or down): points that depend on the
+#: error stream only, never on how it was cut into batches.
+JUDGE_EVERY = 100
 #: Detector kinds the monitor accepts. KSWIN is left out: it is randomised and tests the whole
 #: distribution, which for 0/1 errors is the level anyway.
 CONCEPT_KINDS: tuple[str, ...] = ("adwin", "page_hinkley", "ddm", "eddm", "hddm_a", "hddm_w")
@@ -57,6 +61,17 @@ CONCEPT_KINDS: tuple[str, ...] = ("adwin", "page_hinkley", "ddm", "eddm", "hddm_
 _SCALED_KINDS = UNIT_INTERVAL_KINDS | {"page_hinkley"}
 
 Metric = Literal["error_rate", "absolute_error"]
+
+
+class Judgement(NamedTuple):
+    """The verdict on the error level after one error (see :meth:`ConceptDriftMonitor.judge`)."""
+
+    #: Index of the error (into the batch given to :meth:`ConceptDriftMonitor.judge`).
+    position: int
+    value: float
+    threshold: float
+    breached: bool
+    cleared: bool
 
 
 @dataclass(slots=True)
@@ -124,7 +139,9 @@ class ConceptDriftMonitor:
     firing of the last change, or before any change the mean of the last :data:`RECENT_WINDOW`
     errors (a ring). An observation is breached when a merged detection happened since the last
     clear and the level exceeds ``baseline * (1 + min_relative_increase)``; it clears when the
-    level is back within half that margin.
+    level is back within half that margin. :meth:`judge` takes that verdict at fixed points of
+    the error stream (every :data:`JUDGE_EVERY` errors and at every confirmed change), so the
+    same errors give the same verdicts however they are cut into batches.
 
     Parameters
     ----------
@@ -270,6 +287,40 @@ class ConceptDriftMonitor:
             On an unknown or changed metric or values outside its domain; the monitor is then
             unchanged.
         """
+        return self._feed(errors, metric, judge=False)[0]
+
+    def judge(self, errors: np.ndarray, metric: Metric) -> list[Judgement]:
+        """Feed a batch of errors (as :meth:`update`) and judge the level at the fixed points
+        of the error stream the batch contains: after every error whose global index ``g`` has
+        ``(g + 1) % JUDGE_EVERY == 0`` and after every error that confirms a change (up or
+        down), once the baseline and a trusted level exist.
+
+        Each verdict is the one :meth:`observation` would give right after that error (and
+        clears :attr:`detected_since_clear` the same way), so the verdicts do not depend on how
+        the stream is cut into batches.
+
+        Examples
+        --------
+        >>> rng = np.random.default_rng(0)
+        >>> errors = np.concatenate([rng.random(5000) < 0.1, rng.random(5000) < 0.3])
+        >>> whole = ConceptDriftMonitor().judge(errors, "error_rate")
+        >>> cut, starts = ConceptDriftMonitor(), range(0, 10_000, 777)
+        >>> parts = [cut.judge(errors[a : a + 777], "error_rate") for a in starts]
+        >>> pieces = [j._replace(position=j.position + a) for a, p in zip(starts, parts) for j in p]
+        >>> pieces == whole, len(whole) > 95
+        (True, True)
+
+        The first breached verdict is at the error that confirms the change:
+
+        >>> first = [j.position for j in whole if j.breached][:1]
+        >>> first, ConceptDriftMonitor().update(errors, "error_rate")
+        ([5303], [5303])
+        """
+        return self._feed(errors, metric, judge=True)[1]
+
+    def _feed(
+        self, errors: np.ndarray, metric: Metric, *, judge: bool
+    ) -> tuple[list[int], list[Judgement]]:
         if metric not in ("error_rate", "absolute_error"):
             raise ValueError(f"unknown error metric {metric!r}")
         if self.metric is not None and metric != self.metric:
@@ -287,7 +338,7 @@ class ConceptDriftMonitor:
                 raise ValueError(f"none of {self.kinds} can watch absolute errors")
             self.metric = metric
         if x.size == 0:
-            return []
+            return [], []
 
         start_global = self.n
         scaled_from = self._take_baseline(x)
@@ -309,13 +360,23 @@ class ConceptDriftMonitor:
             firings.update(fired)
 
         confirmed: list[int] = []
+        judged: list[Judgement] = []
+        pushed = 0  # errors of x already in the ring
+        first_judged = self.baseline_size - 1  # the baseline is complete from this error on
         for i, e in enumerate(x.tolist()):
             g = start_global + i
-            if self._step(e, g, fire=i in firings):
+            change = self._step(e, g, fire=i in firings)
+            if change > 0:
                 confirmed.append(int(keep[i]))
-        self._push_ring(x)
+            if judge and (change or (g + 1) % JUDGE_EVERY == 0) and g >= first_judged:
+                self._push_ring(x[pushed : i + 1], start_global + pushed)
+                pushed = i + 1
+                verdict = self._verdict()
+                if verdict is not None:
+                    judged.append(Judgement(int(keep[i]), *verdict))
+        self._push_ring(x[pushed:], start_global + pushed)
         self.n += x.size
-        return confirmed
+        return confirmed, judged
 
     def _take_baseline(self, x: np.ndarray) -> int:
         """Add the head of ``x`` to the baseline; return where scaled detectors start in ``x``."""
@@ -340,10 +401,11 @@ class ConceptDriftMonitor:
         self._baseline_buf = []
         return len(head)
 
-    def _step(self, e: float, g: int, *, fire: bool) -> bool:
-        """Account for error ``e`` at global index ``g``; True if it confirms a change up."""
+    def _step(self, e: float, g: int, *, fire: bool) -> int:
+        """Account for error ``e`` at global index ``g``: 1 if it confirms a change up, -1 a
+        change down, else 0."""
         self._segment.add(e)
-        up = False
+        change = 0
         if self._pending:
             for c in self._pending:
                 c.after.add(e)
@@ -355,16 +417,16 @@ class ConceptDriftMonitor:
                     self._changed = True
                     self._last_change = c.position
                     self._pending = []
+                    change = verdict
                     if verdict > 0:
                         self.merged_detections += 1
                         self.detected_since_clear = True
-                        up = True
                     break
             if not verdict:
                 self._pending = [c for c in self._pending if c.after.n < CONFIRM_WINDOW]
         if fire and self._accepts_firing(g):
             self._pending.append(_Candidate(g, self._segment.copy(), _Moments()))
-        return up
+        return change
 
     def _accepts_firing(self, g: int) -> bool:
         if g < self.baseline_size:
@@ -373,11 +435,12 @@ class ConceptDriftMonitor:
             return False
         return not self._pending or g - self._pending[-1].position >= MIN_SEGMENT
 
-    def _push_ring(self, x: np.ndarray) -> None:
+    def _push_ring(self, x: np.ndarray, first: int) -> None:
+        """Put errors ``x`` (global indices from ``first``) in the ring."""
         # Slot of the error with global index g is g % RECENT_WINDOW, whatever the batching.
         tail = x[-RECENT_WINDOW:]
-        first = self.n + x.size - tail.size
-        self._ring[(first + np.arange(tail.size)) % RECENT_WINDOW] = tail
+        start = first + x.size - tail.size
+        self._ring[(start + np.arange(tail.size)) % RECENT_WINDOW] = tail
         self._ring_count = min(self._ring_count + x.size, RECENT_WINDOW)
 
     # -- verdict ------------------------------------------------------------------------------
@@ -389,6 +452,31 @@ class ConceptDriftMonitor:
 
         Clears :attr:`detected_since_clear` when the level is back within half the margin.
         """
+        verdict = self._verdict()
+        if verdict is None:
+            return None
+        return self.to_observation(Judgement(-1, *verdict), model_id, observed_at, model_version)
+
+    def to_observation(
+        self, j: Judgement, model_id: str, observed_at: float, model_version: str | None
+    ) -> Observation:
+        """The observation of a verdict of :meth:`judge`, at event time ``observed_at``."""
+        return Observation(
+            model_id=model_id,
+            kind="concept_drift",
+            feature=None,
+            signal=self.metric or "error_rate",
+            value=j.value,
+            threshold=j.threshold,
+            breached=j.breached,
+            cleared=j.cleared,
+            observed_at=observed_at,
+            model_version=model_version,
+        )
+
+    def _verdict(self) -> tuple[float, float, bool, bool] | None:
+        """``(level, threshold, breached, cleared)`` now (see the class docstring); None until
+        the baseline and a trusted level exist. Clears :attr:`detected_since_clear`."""
         base = self.baseline
         level = self.mean
         if base is None or level is None or self.metric is None:
@@ -399,18 +487,7 @@ class ConceptDriftMonitor:
         cleared = level <= base + margin / 2
         if cleared:
             self.detected_since_clear = False
-        return Observation(
-            model_id=model_id,
-            kind="concept_drift",
-            feature=None,
-            signal=self.metric,
-            value=level,
-            threshold=threshold,
-            breached=breached,
-            cleared=cleared,
-            observed_at=observed_at,
-            model_version=model_version,
-        )
+        return level, threshold, breached, cleared
 
     # -- persistence --------------------------------------------------------------------------
 

@@ -17,6 +17,7 @@ Page-Hinkley on PIT-standardised values) that see every value in arrival order.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import math
 from collections.abc import Mapping, Sequence
@@ -25,7 +26,7 @@ from typing import Any, NamedTuple
 import numpy as np
 from scipy.signal import lfilter
 
-from stream_monitor.alerts.observation import Observation
+from stream_monitor.alerts.observation import Direction, Observation
 from stream_monitor.config import DriftConfig
 from stream_monitor.events.schema import MAX_NAME_LENGTH, AlertKind
 from stream_monitor.monitor.window_detectors import WindowDetectors
@@ -61,14 +62,20 @@ __all__ = [
     "window_statistics",
 ]
 
-#: 3: which way the last detected changes went (see :func:`towards_reference`).
-SNAPSHOT_VERSION = 3
+#: 3: which way the last detected changes went (see :func:`towards_reference`). 4: values
+#: scored against a rolling reference (``rolling_values``); a version-3 snapshot reads with 0.
+SNAPSHOT_VERSION = 4
+#: Feature snapshot versions :meth:`FeatureMonitor._restore_common` reads.
+READABLE_VERSIONS = frozenset({3, SNAPSHOT_VERSION})
 #: Smoothing of the fast and the slow level of a numeric feature's PIT scores (exponentially
 #: weighted means, spans of about 200 and 2,000 values): a change the detectors agree on is a
 #: return when the fast level is back nearer the reference (0) than the slow one.
 LEVEL_ALPHAS = (0.01, 0.001)
 #: A fast level within this many reference standard deviations of the reference is back.
 LEVEL_NEAR = 0.2
+#: Rolling reference: per-value PIT scores against the lagged window are divided by this
+#: (the reference is a sample about as large as the window, see ``_score_rolling``).
+ROLLING_SCALE = math.sqrt(2.0)
 #: A window whose alerting statistic is within this many standard deviations of its no-drift
 #: centre (its calibrated z-score) looks like the reference: a change the window detectors
 #: find there is not drift.
@@ -87,6 +94,39 @@ def towards_reference(fast: float, slow: float) -> bool:
     True
     """
     return abs(fast) < LEVEL_NEAR or (fast * slow > 0 and abs(fast) < abs(slow))
+
+
+def _moving(before: float | None, now: float) -> Direction | None:
+    """Which way a window statistic moved, from its previous value to this one (each divided
+    by its threshold, so windows of different sizes compare): away from the reference when it
+    grew, back when it fell, None without a previous value or a change.
+
+    >>> _moving(0.8, 1.3), _moving(2.0, 1.3), _moving(None, 1.3), _moving(1.3, 1.3)
+    ('away', 'back', None, None)
+    """
+    if before is None or now == before:
+        return None
+    return "away" if now > before else "back"
+
+
+def rolling_lag_panes(cfg: DriftConfig) -> int:
+    """Panes between a pane and the last pane of its rolling reference: ``lag_windows`` times
+    the panes per window (as :class:`~stream_monitor.stats.windows.PaneClock` counts them),
+    or 0 without a rolling reference.
+
+    >>> rolling_lag_panes(DriftConfig(reference={"mode": "rolling", "lag_windows": 24}))
+    24
+    >>> rolling_lag_panes(DriftConfig(
+    ...     reference={"mode": "rolling", "lag_windows": 2}, window={"size": 600, "slide": 200}))
+    6
+    >>> rolling_lag_panes(DriftConfig())
+    0
+    """
+    ref, w = cfg.reference, cfg.window
+    if ref.mode != "rolling":
+        return 0
+    k = 1 if w.slide is None else max(1, round(w.size / w.slide))
+    return ref.lag_windows * k
 
 
 class _Absent:
@@ -140,11 +180,21 @@ class FeatureMonitor:
         self.window_events = 0
         self.windows_closed = 0
         self.rolling_windows = 0  # windows judged against a rolling reference
+        #: With a rolling reference: how many panes back the reference of a pane's values ends
+        #: (``lag_windows`` windows of ``size / slide`` panes); 0 without one.
+        self.lag_panes = rolling_lag_panes(cfg)
         #: True while the last closed window breached an alerting statistic or window detector.
         self.drifting = False
         self.window_detectors: WindowDetectors | None = None
+        #: The window detectors were just restarted for a rolling reference: the window being
+        #: judged reports their signal (cleared) even during their warm-up.
+        self._rebased = False
         #: Row of the last fed column at which change detectors agreed (numeric only).
         self.agreement_row: int | None = None
+        #: The detectors' verdicts in the last fed column, at each row where it may change:
+        #: ``(row, value, breached, cleared, direction)`` (numeric only; see
+        #: :meth:`take_firings`; direction: which way the recent firings went, or None).
+        self.detector_points: list[tuple[int, float, bool, bool, Direction | None]] = []
         #: Whether the changes last detected went back towards the reference: by the
         #: per-value detectors (numeric features) and by the window detectors. Such a change
         #: is not drift: its signal reads as cleared until a change away from it.
@@ -233,7 +283,14 @@ class FeatureMonitor:
             q = self.quality[slots].sum(axis=0)
             self.window_events = int(q[EVENTS])
 
-            def o(kind: AlertKind, signal: str, value: float, thr: float, clear: float) -> None:
+            def o(
+                kind: AlertKind,
+                signal: str,
+                value: float,
+                thr: float,
+                clear: float,
+                direction: Direction | None = None,
+            ) -> None:
                 obs.append(
                     Observation(
                         model_id=model_id,
@@ -247,11 +304,14 @@ class FeatureMonitor:
                         observed_at=observed_at,
                         window_events=int(q[EVENTS]),
                         model_version=model_version,
+                        direction=direction,
                     )
                 )
 
             if win.sum() > 0 and self.ref_counts is not None:
                 ref, n_ref, rolling = self._reference_for(closure)
+                if rolling and not self.rolling_windows:
+                    self._rebase_window_detectors()
                 self.rolling_windows += rolling
                 self._judge_statistics(ref, n_ref, win, o, slots, statistics)
             if q[EVENTS] > 0:
@@ -262,6 +322,20 @@ class FeatureMonitor:
             self.quality[s] = 0
             self._release(s)
         return obs
+
+    def _rebase_window_detectors(self) -> None:
+        """The first window judged against a rolling reference: the window detectors start
+        afresh (with their warm-up), since the streams they saw so far (the statistic and the
+        window mean against the fixed reference) measured against another reference. The
+        firings they made stay counted; their incident clears."""
+        if self.window_detectors is None:
+            return
+        detections = self.window_detectors.detections
+        self.window_detectors = WindowDetectors(self.cfg.window_detectors, self._window_streams())
+        self.window_detectors.detections = dict(detections)
+        self.windows_returned = False
+        self.last_z = None
+        self._rebased = True  # this window reports the signal cleared (see _judge_statistics)
 
     def _release(self, slot: int) -> None:
         """Zero a subclass's own per-slot state."""
@@ -303,6 +377,7 @@ class FeatureMonitor:
             names = [s for s in cfg.statistics if self._applies(s, points)]
             values = batch_statistics(ref, win[None, :], names, points=points, scale=scale)
             statistics = {k: float(v[0]) for k, v in values.items()}
+        before = {k: v / t for k, v in self.scores.items() if (t := self.thresholds.get(k))}
         self.scores = {k: v for k, v in statistics.items() if math.isfinite(v)}
         n_win = int(win.sum())
         calib = self._calibrate(n_ref, n_win, points, scale)
@@ -320,7 +395,7 @@ class FeatureMonitor:
                 thr = max(calib[s].threshold, th.min_effect.get(s, 0.0))
             self.thresholds[s] = thr
             breached |= value > thr
-            o(self.kind, s, value, thr, thr * th.resolve_ratio)
+            o(self.kind, s, value, thr, thr * th.resolve_ratio, _moving(before.get(s), value / thr))
             if z is None and calib is not None:
                 z = calib[s].zscore(value)
         wd = self.window_detectors
@@ -338,9 +413,13 @@ class FeatureMonitor:
                 )
             elif fired:
                 self.windows_returned = False
-            if wd.windows > self.cfg.window_detectors.min_windows or fired:
+            if wd.windows > self.cfg.window_detectors.min_windows or fired or self._rebased:
+                self._rebased = False
                 level = 1.0 if wd.active and not self.windows_returned else 0.0
-                o(self.kind, "window_detectors", level, 0.5, 0.0)
+                direction: Direction | None = None
+                if wd.active:
+                    direction = "back" if self.windows_returned else "away"
+                o(self.kind, "window_detectors", level, 0.5, 0.0, direction)
                 breached |= fired and not self.windows_returned
         self.last_z = z
         self.drifting = breached
@@ -429,6 +508,34 @@ class FeatureMonitor:
     ) -> Observation | None:
         return None
 
+    def detector_observations(
+        self, model_id: str, events: Sequence[Any]
+    ) -> list[tuple[int, Observation]]:
+        """The per-value detectors' verdicts in the last fed column (``events``: its rows,
+        with ``timestamp`` and ``model_version``), each with its row and stamped with that
+        row's event time: at every row where the verdict may change (a firing, the value
+        after it, the value at which it leaves ``agreement_events``), so the same values give
+        the same observations however they are cut into batches."""
+        need = float(self.cfg.detectors.min_agreeing)
+        out = []
+        for row, value, breached, cleared, direction in self.detector_points:
+            e = events[row]
+            o = Observation(
+                model_id=model_id,
+                kind=self.kind,
+                feature=self.name,
+                signal="change_detectors",
+                value=value,
+                threshold=need,
+                breached=breached,
+                cleared=cleared,
+                observed_at=e.timestamp,
+                model_version=e.model_version,
+                direction=direction,
+            )
+            out.append((row, o))
+        return out
+
     def _base_ref_rates(self, n: int) -> list[float]:
         n = max(n, 1)
         return [1.0, self.ref_missing / n, self.ref_absent / n, self.ref_type_errors / n]
@@ -462,7 +569,7 @@ class FeatureMonitor:
         }
 
     def _restore_common(self, d: dict[str, Any]) -> None:
-        if d.get("v") != SNAPSHOT_VERSION:
+        if d.get("v") not in READABLE_VERSIONS:
             raise ValueError(f"unsupported feature snapshot version {d.get('v')!r}")
         self.frozen = bool(d["frozen"])
         self.profiled = bool(d["profiled"])
@@ -625,9 +732,85 @@ class NumericFeature(FeatureMonitor):
         #: The fast and slow levels of the PIT scores (:data:`LEVEL_ALPHAS`), after the last
         #: value fed to the detectors; 0 is the reference's.
         self.levels = [0.0, 0.0]
+        #: Values scored against a rolling reference (see :meth:`_score_rolling`).
+        self.rolling_values = 0
 
     def _window_streams(self) -> list[str]:
         return ["statistic", "mean"]
+
+    def _score_rolling(
+        self, slots: np.ndarray, use: np.ndarray, bins: np.ndarray, z: np.ndarray
+    ) -> None:
+        """With a rolling reference, score each in-window value against the reference PSI
+        uses for its pane: the window that ended :attr:`lag_panes` panes earlier, still held
+        in the ring. ``z`` (the fixed reference's PIT scores) is overwritten in place where
+        that window exists (none of its panes empty) and holds at least
+        ``reference.min_events`` values, so the window ``mean`` stream follows it too; the
+        per-value detectors then see only values with a pane (late values have no reference
+        window).
+
+        The score is the mid-distribution transform over the lagged window's bin counts,
+        ``(below + own / 2) / n``, standardised like :func:`pit_standardise`: a value drawn
+        from the lagged window's distribution scores 0 on average exactly, however few bins
+        the window occupies. The lagged window is itself a sample: the mean score of ``m``
+        values against ``n`` reference values varies as ``1/m + 1/n``, not ``1/m``, and
+        every value of a window shares the reference's error. The scores are divided by
+        :data:`ROLLING_SCALE` (``sqrt(2)``, for ``m`` about ``n``) so the detectors' bounds
+        keep their false-alarm rate. A score depends only on the value's bin and on the
+        counts of panes complete before the value's pane starts, so not on how the stream is
+        cut into batches (for time windows: when the lag spans more than the allowed
+        lateness).
+
+        The per-value detectors and their levels restart at the first value scored so:
+        what they saw before was measured against another reference.
+        """
+        if self.pit_grid is None:
+            return
+        pending = bool(self.detectors) and self.pending_z is not None
+        rows = np.flatnonzero(use)
+        fed = 0
+        if len(rows):
+            s_use = slots[rows]
+            uniq = np.unique(s_use)  # usually one pane per chunk
+            k = max(1, self.lag_panes // self.cfg.reference.lag_windows)
+            lagged = (uniq[:, None] - self.lag_panes - np.arange(k)[None, :]) % self.ring_size
+            ref = self.counts[lagged].sum(axis=1)  # (panes, bins)
+            n = ref.sum(axis=1)
+            twice_below = 2 * np.cumsum(ref, axis=1) - ref  # 2 * below + own
+            at = np.searchsorted(uniq, s_use)
+            # The lagged window exists (none of its panes is empty: a pane before the stream's
+            # start is) and holds enough values, as for the window statistics.
+            exists = (self.quality[lagged, EVENTS] > 0).all(axis=1)
+            rolled = (exists & (n >= self.cfg.reference.min_events))[at]
+            if rolled.any():
+                u = twice_below[at[rolled], bins[rows[rolled]]] / (2.0 * n[at[rolled]])
+                if self.rolling_values == 0 and pending:
+                    # Feed the values before the first rolled one as they were, then restart.
+                    fed = int(np.argmax(rolled))
+                    self.pending_z, self._pending_rows = z[rows[:fed]], rows[:fed]
+                    run_detectors([self])
+                    self._restart_detectors()
+                    # their verdict from here: nothing detected
+                    self.detector_points.append((int(rows[fed]), 0.0, False, True, None))
+                z[rows[rolled]] = (u - 0.5) / (_UNIFORM_STD * ROLLING_SCALE)
+                self.rolling_values += len(u)
+        if pending:
+            self.pending_z, self._pending_rows = z[rows[fed:]], rows[fed:]
+
+    def _restart_detectors(self) -> None:
+        """Fresh per-value detectors, debouncers and levels (their reference changed)."""
+        det = self.cfg.detectors
+        self.detectors = {
+            "adwin": ADWIN(delta=det.adwin_delta),
+            "page_hinkley": PageHinkley(
+                threshold=det.page_hinkley_threshold, delta=det.page_hinkley_delta
+            ),
+        }
+        self.debouncers = {k: Debouncer(det.cooldown_events) for k in self.detectors}
+        self.last_firing = {}
+        self.levels = [0.0, 0.0]
+        self.detectors_returned = False
+        self.agreement_row = None
 
     def _feed(
         self, column: Sequence[Any]
@@ -641,6 +824,7 @@ class NumericFeature(FeatureMonitor):
         self.type_errors += int(np.count_nonzero(bad))
         present = ~(missing | bad)
         self.agreement_row = None
+        self.detector_points = []
         z = np.full(len(values), np.nan)
         if self.pit_grid is not None:
             z[present] = pit_standardise(values[present], self.pit_grid)
@@ -653,8 +837,9 @@ class NumericFeature(FeatureMonitor):
         """Judge where the detectors fired on :attr:`pending_z` (indices into it, per
         detector): set :attr:`agreement_row` to the chunk row at which ``min_agreeing``
         detectors first agreed (fired within ``agreement_events`` values of each other), if that
-        happened in this chunk. Judged per value, so the answer does not depend on how the
-        stream was cut into batches."""
+        happened in this chunk, and add to :attr:`detector_points` the verdict at every value
+        where it may change (see :meth:`detector_observations`). Judged per value, so the
+        answer does not depend on how the stream was cut into batches."""
         assert self.pending_z is not None and self._pending_rows is not None
         start = self.n_values
         levels = self._levels(self.pending_z)
@@ -665,25 +850,65 @@ class NumericFeature(FeatureMonitor):
                 if self.debouncers[name].offer(start + pos):
                     self.detections[name] += 1
                     accepted.setdefault(name, []).append(start + pos)
-        self.n_values += len(self.pending_z)
+        end = self.n_values = start + len(self.pending_z)
         rows = self._pending_rows
         self.pending_z = self._pending_rows = None
-        if not accepted:
-            return
         horizon = self.cfg.detectors.agreement_events
         need = self.cfg.detectors.min_agreeing
-        for p in sorted(at for ats in accepted.values() for at in ats):
-            agreeing = 0
-            for name in self.detectors:
-                recent = [a for a in accepted.get(name, []) if p - horizon <= a <= p]
-                before = self.last_firing.get(name)
-                if recent or (before is not None and p - horizon <= before):
-                    agreeing += 1
-            if agreeing >= need:
-                self.agreement_row = int(rows[p - start])
+        # Each detector's firings that matter here: its last one before, and this chunk's.
+        firings = {
+            name: [*([self.last_firing[name]] if name in self.last_firing else []), *ats]
+            for name, ats in ((n, accepted.get(n, [])) for n in self.detectors)
+        }
+
+        def agreeing(g: int, after: int) -> int:
+            """Detectors whose latest firing up to value ``g`` is at most ``horizon`` values
+            before value ``g + after``."""
+            n = 0
+            for ats in firings.values():
+                k = bisect.bisect_right(ats, g)
+                n += bool(k) and g + after - ats[k - 1] <= horizon
+            return n
+
+        # Agreements: an accepted firing with ``need`` detectors having fired within the
+        # horizon up to it; each judged for direction (a return to the reference is not drift).
+        agreements: dict[int, bool] = {}
+        for p in sorted({a for ats in accepted.values() for a in ats}):
+            if agreeing(p, 0) >= need:
                 fast, slow = levels[0][p - start], levels[1][p - start]
-                self.detectors_returned = towards_reference(float(fast), float(slow))
-                break
+                agreements[p] = towards_reference(float(fast), float(slow))
+                if self.agreement_row is None:
+                    self.agreement_row = int(rows[p - start])
+        # The value before the chunk was an agreement if a detector's last firing is that
+        # value and it had the others' agreement then (the direction it took is the state's).
+        if start - 1 in self.last_firing.values() and agreeing(start - 1, 0) >= need:
+            agreements[start - 1] = self.detectors_returned
+
+        def verdict(g: int, returned: bool) -> tuple[float, bool, bool, Direction | None]:
+            """The verdict after value ``g`` (as a chunk ending there would give it)."""
+            agreed = g in agreements
+            # after g, as agreeing_detectors() counts at the end of a chunk
+            level = need if agreed else agreeing(g, 1)
+            # while recent firings count, they say which way the change went
+            direction: Direction | None = None
+            if level:
+                direction = "back" if returned else "away"
+            if returned:  # the detectors agreed on a change back towards the reference
+                agreed, level = False, 0
+            return float(level), agreed, not agreed and level == 0, direction
+
+        # The verdict changes only at a firing, the value after it and the value at which it
+        # leaves the horizon: a point is each of those where it differs from the value
+        # before's, so the points do not depend on where the chunks end.
+        candidates = {a + d for ats in firings.values() for a in ats for d in (0, 1, horizon)}
+        returned = self.detectors_returned  # as of the value before the next candidate
+        for g in sorted(c for c in candidates if start <= c < end):
+            before = verdict(g - 1, returned)
+            returned = agreements.get(g, returned)
+            now = verdict(g, returned)
+            if now != before:
+                self.detector_points.append((int(rows[g - start]), *now))
+        self.detectors_returned = returned
         for name, ats in accepted.items():
             self.last_firing[name] = ats[-1]
 
@@ -773,6 +998,8 @@ class NumericFeature(FeatureMonitor):
         bins = np.full(len(values), -1, dtype=np.int64)
         bins[use] = np.searchsorted(self.edges, values[use], side="left")
         self.last_bins = bins
+        if self.lag_panes:
+            self._score_rolling(slots, use, bins, z)
         self._add_bins(slots[use], bins[use])
         oor = np.zeros(len(values), dtype=bool)
         if self.ref_min is not None and self.ref_max is not None:
@@ -897,6 +1124,10 @@ class NumericFeature(FeatureMonitor):
         need = self.cfg.detectors.min_agreeing
         agreed = self.agreement_row is not None
         level = need if agreed else self.agreeing_detectors()
+        # While recent firings count, they say which way the change went.
+        direction: Direction | None = None
+        if level:
+            direction = "back" if self.detectors_returned else "away"
         if self.detectors_returned:
             # the detectors agreed on a change back towards the reference: not drift
             agreed, level = False, 0
@@ -911,6 +1142,7 @@ class NumericFeature(FeatureMonitor):
             cleared=not agreed and level == 0,
             observed_at=observed_at,
             model_version=model_version,
+            direction=direction,
         )
 
     def snapshot(self) -> dict[str, Any]:
@@ -931,6 +1163,7 @@ class NumericFeature(FeatureMonitor):
             raw_firings=dict(self.raw_firings),
             n_values=self.n_values,
             levels=list(self.levels),
+            rolling_values=self.rolling_values,
         )
         return d
 
@@ -962,6 +1195,7 @@ class NumericFeature(FeatureMonitor):
         f.raw_firings = {k: int(v) for k, v in d["raw_firings"].items()}
         f.n_values = int(d["n_values"])
         f.levels = [float(x) for x in d["levels"]]
+        f.rolling_values = int(d.get("rolling_values", 0))  # version 3 had none
         return f
 
 

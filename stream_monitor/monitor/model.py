@@ -28,7 +28,7 @@ from stream_monitor.monitor.feature import (
 )
 from stream_monitor.monitor.join import PendingPrediction
 from stream_monitor.monitor.joint import JointDrift
-from stream_monitor.monitor.performance import PerformanceMonitor
+from stream_monitor.monitor.performance import PerformanceMonitor, Times
 from stream_monitor.monitor.schema_drift import SchemaDrift
 from stream_monitor.monitor.segments import Segments
 from stream_monitor.monitor.versions import VersionComparison
@@ -249,12 +249,13 @@ class ModelMonitor:
                 self.n_events += len(chunk)
                 last = chunk[-1]
                 version, last_ts = last.model_version, last.timestamp
-                for f in self._all():
-                    row = f.agreement_row
-                    at = last.timestamp if row is None else chunk[row].timestamp
-                    o = f.detector_observation(self.model_id, at, version)
-                    if o is not None:
-                        out.append(o)
+                # The detectors' verdicts at the rows where they may change, in row order
+                # (features of one row together), stamped with the row's event time.
+                mid = self.model_id
+                points = [p for f in self._all() for p in f.detector_observations(mid, chunk)]
+                if points:
+                    points.sort(key=operator.itemgetter(0))  # stable: features keep their order
+                    out.extend(o for _, o in points)
                 self.joint.feed(self.features, slots)
             for closure in seg.closures:
                 at = closure.end if self.pane_clock.kind == "time" else last_ts
@@ -411,16 +412,32 @@ class ModelMonitor:
 
     # --- labels -------------------------------------------------------------------------------
     def update_errors(
-        self, pairs: Sequence[tuple[PendingPrediction, Any]], observed_at: float
+        self, pairs: Sequence[tuple[PendingPrediction, Any]], observed_at: Times
     ) -> list[Observation]:
-        """Feed joined (prediction, true label) pairs, in order; return the observations."""
+        """Feed joined (prediction, true label) pairs, in order; return the observations.
+
+        ``observed_at`` is the event time each pair was completed at (its label's, or its
+        prediction's when the label was read first; one per pair, or one for all): each
+        observation takes that of the pair that completed its evidence, so the same pairs give
+        the same observations however they are cut into batches."""
+        return [o for _, o in self.update_errors_indexed(pairs, observed_at)]
+
+    def update_errors_indexed(
+        self, pairs: Sequence[tuple[PendingPrediction, Any]], observed_at: Times
+    ) -> list[tuple[int, Observation]]:
+        """:meth:`update_errors`, each observation with the index of the pair that completed
+        its evidence, in the order the pairs fed one at a time would give them (by pair;
+        for one pair: performance, concept drift, segments)."""
+        at = np.broadcast_to(np.asarray(observed_at, dtype=float), (len(pairs),))
         errors: list[float] = []
+        erred: list[int] = []  # the pair of each error
         # The first labelled pair fixes the task; pairs of the other kind are incompatible.
         metric = self.concept.metric
-        for pending, truth in pairs:
+        for i, (pending, truth) in enumerate(pairs):
             numeric_truth = isinstance(truth, int | float) and not isinstance(truth, bool)
             if pending.label is not None and metric in (None, "error_rate"):
                 errors.append(0.0 if pending.label == label_str(truth) else 1.0)
+                erred.append(i)
                 metric = "error_rate"
             elif (
                 pending.label is None
@@ -432,28 +449,27 @@ class ModelMonitor:
                 score = min(max(pending.score, -MAX_MAGNITUDE), MAX_MAGNITUDE)
                 true = min(max(float(truth), -MAX_MAGNITUDE), MAX_MAGNITUDE)
                 errors.append(abs(score - true))
+                erred.append(i)
                 metric = "absolute_error"
             else:
                 self.labels_incompatible += 1
-        out: list[Observation] = []
+        out: list[tuple[int, int, Observation]] = []  # (pair, source, observation)
         if self.performance is not None:
-            out.extend(self.performance.update(pairs, observed_at, self.model_id))
+            found = self.performance.update_indexed(pairs, at, self.model_id)
+            out.extend((i, 0, o) for i, o in found)
         if errors and metric is not None:
-            self.concept.update(np.asarray(errors), metric)
-            o = self.concept.observation(self.model_id, observed_at, self.model_version)
-            if o is not None:
-                out.append(o)
+            concept = self.concept
+            for j in concept.judge(np.asarray(errors), metric):
+                i = erred[j.position]
+                version = getattr(pairs[i][0], "model_version", None)
+                out.append((i, 1, concept.to_observation(j, self.model_id, float(at[i]), version)))
         if self.segments:
-            out.extend(
-                self.segments.update_errors(
-                    pairs,
-                    observed_at,
-                    self.performance,
-                    model_id=self.model_id,
-                    version=self.model_version,
-                )
+            found = self.segments.update_errors_indexed(
+                pairs, at, self.performance, model_id=self.model_id
             )
-        return out
+            out.extend((i, 2, o) for i, o in found)
+        out.sort(key=lambda t: (t[0], t[1]))  # stable: each source is in order already
+        return [(i, o) for i, _, o in out]
 
     # --- snapshots ----------------------------------------------------------------------------
     def snapshot(self) -> dict[str, Any]:

@@ -7,6 +7,7 @@ does no I/O, reads no clock and is snapshot-able as plain JSON-compatible data.
 
 from __future__ import annotations
 
+import heapq
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple, TypeVar
@@ -112,9 +113,13 @@ class PartitionState:
     def _process(
         self, predictions: Sequence[PredictionEvent], labels: Sequence[LabelEvent]
     ) -> list[AlertEvent]:
-        observations: list[Observation] = []
+        # Per model: the observations of its predictions, and of its labels.
+        seen: dict[str, list[Observation]] = {}
+        labelled_obs: dict[str, list[Observation]] = {}
         joined: dict[str, list[tuple[PendingPrediction, Any]]] = {}
-        joined_at: dict[str, float] = {}
+        #: When each joined pair was completed: its label's event time, or its prediction's
+        #: when the label was read first.
+        joined_at: dict[str, list[float]] = {}
         #: Predictions of this batch that met a label read in an earlier one.
         met_early: dict[str, list[PredictionEvent]] = {}
         for model_id, events in _group(predictions).items():
@@ -123,7 +128,7 @@ class PartitionState:
                 self.events_refused += len(events)
                 continue
             try:
-                observations.extend(model.update(events))
+                seen[model_id] = model.update(events)
                 self._join_predictions(
                     model_id, events, model.last_routes, joined, joined_at, met_early
                 )
@@ -149,17 +154,18 @@ class PartitionState:
                 continue
             joined.setdefault(lab.model_id, []).append((found, lab.label))
             labelled.setdefault(lab.model_id, []).append(lab)
-            joined_at[lab.model_id] = max(joined_at.get(lab.model_id, 0.0), lab.timestamp)
+            joined_at.setdefault(lab.model_id, []).append(lab.timestamp)
         for model_id, pairs in joined.items():
             model = self.models.get(model_id)
             if model is not None:
                 try:
-                    observations.extend(model.update_errors(pairs, joined_at[model_id]))
+                    labelled_obs[model_id] = model.update_errors(pairs, joined_at[model_id])
                 except Exception as exc:
                     # The labels read in this batch that joined, and the predictions of this
                     # batch that met a label read earlier (whose record is committed).
                     involved = [*labelled.get(model_id, []), *met_early.get(model_id, [])]
                     self._failures.append(Failure(involved, exc))
+        observations = _interleave(seen, labelled_obs)
         if self.observer is not None:
             for o in observations:
                 self.observer(o)
@@ -213,7 +219,7 @@ class PartitionState:
         events: Sequence[PredictionEvent],
         routes: Sequence[tuple[str, ...] | None] | None,
         joined: dict[str, list[tuple[PendingPrediction, Any]]],
-        joined_at: dict[str, float],
+        joined_at: dict[str, list[float]],
         met_early: dict[str, list[PredictionEvent]],
     ) -> None:
         """Predictions of one model into the label join, or straight to ``joined`` when their
@@ -234,7 +240,7 @@ class PartitionState:
             label_ts, true_label = hit
             self.join.count_early_match(model_id, e.timestamp, label_ts)
             joined.setdefault(model_id, []).append((pending, true_label))
-            joined_at[model_id] = e.timestamp
+            joined_at.setdefault(model_id, []).append(e.timestamp)
             met_early.setdefault(model_id, []).append(e)
         if rows:
             self.join.add_predictions(model_id, rows)
@@ -346,6 +352,33 @@ def _outputs(e: PredictionEvent) -> tuple[str | None, float | None]:
     if type(p) is int:
         return None, float(p)
     return e.prediction_label(), e.prediction_score()
+
+
+def _interleave(
+    seen: Mapping[str, list[Observation]], labelled: Mapping[str, list[Observation]]
+) -> list[Observation]:
+    """Per model and segment (in order of first appearance), the observations of its
+    predictions and of its labels merged by event time, a prediction's first on equal times:
+    as the two input files merge in a replay, so that the tracker sees each incident's
+    observations in the same sequence however the stream was cut into batches (e.g. the model
+    drift score a performance alert carries comes from the same window)."""
+    out: list[Observation] = []
+    for model_id in dict.fromkeys([*seen, *labelled]):
+        a, b = seen.get(model_id, []), labelled.get(model_id, [])
+        if not (a and b):
+            out.extend(a or b)
+            continue
+        by_segment: dict[str | None, tuple[list[Observation], list[Observation]]] = {}
+        for side, obs in enumerate((a, b)):
+            for o in obs:
+                by_segment.setdefault(o.segment, ([], []))[side].append(o)
+        for x, y in by_segment.values():
+            out.extend(heapq.merge(x, y, key=_observed_at) if x and y else x or y)
+    return out
+
+
+def _observed_at(o: Observation) -> float:
+    return o.observed_at
 
 
 def _group(events: Sequence[E]) -> dict[str, list[E]]:

@@ -10,13 +10,17 @@ The whole-model monitor of a model with ``segments.by_version`` also keeps a rin
 per model version, in the same slots, and compares the versions with each other in every
 window (``version_relative_change``): the same labelled pairs, split by the version that made
 the prediction.
+
+Every observation is stamped with the event time of the pair that completed its window (the
+time the caller gives for that pair: its label's, or its prediction's when the label was read
+first), so the same pairs give the same observations however they are cut into batches.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeAlias
 
 import numpy as np
 
@@ -36,6 +40,8 @@ HIGHER_IS_BETTER = frozenset(
 )
 
 Sketch = ClassificationSketch | RegressionSketch
+#: When each pair was completed (event time): one per pair, or one for all of them.
+Times: TypeAlias = float | Sequence[float] | np.ndarray
 
 
 class PerformanceMonitor:
@@ -118,6 +124,11 @@ class PerformanceMonitor:
         self.version_pairs: dict[str, int] = {}
         self.version_baseline: str | None = None
         self.version_changes: dict[str, float] = {}
+        #: Of the last :meth:`update_indexed` call only (not state): :attr:`last_fairness` as
+        #: it was before the call, and after each window it closed, with the index of the pair
+        #: that completed the window. Segments judge fairness against it (see ``fairness_at``).
+        self.fairness_before: dict[str, float] = {}
+        self.fairness_log: list[tuple[int, dict[str, float]]] = []
 
     @property
     def metric(self) -> str:
@@ -145,17 +156,34 @@ class PerformanceMonitor:
     def update(
         self,
         pairs: Sequence[tuple[PendingPrediction, Any]],
-        observed_at: float,
+        observed_at: Times,
         model_id: str = "",
     ) -> list[Observation]:
-        """Add joined pairs (in arrival order); return the observations of closed windows."""
+        """Add joined pairs (in arrival order); return the observations of closed windows.
+
+        ``observed_at`` is the event time each pair was completed at (one per pair, or one for
+        all): a window's observations take that of the pair that completed the window."""
+        return [o for _, o in self.update_indexed(pairs, observed_at, model_id)]
+
+    def update_indexed(
+        self,
+        pairs: Sequence[tuple[PendingPrediction, Any]],
+        observed_at: Times,
+        model_id: str = "",
+    ) -> list[tuple[int, Observation]]:
+        """:meth:`update`, each observation with the index (into ``pairs``) of the pair that
+        completed its window: for count windows the pair that filled it, for time windows the
+        pair that moved the watermark past its end (the window closes before that pair is
+        added)."""
+        self.fairness_before, self.fairness_log = self.last_fairness, []
+        at = np.broadcast_to(np.asarray(observed_at, dtype=float), (len(pairs),))
         rows = self._rows(pairs)
         if rows is None:
             return []
-        ts, y_true, y_pred, score, versions = rows
-        version = versions[-1]
+        ts, y_true, y_pred, score, versions, kept = rows
         rings = self._register(versions) if self.max_versions else None
-        out: list[Observation] = []
+        after = 1 if self.pane_clock.kind == "count" else 0  # count windows: the filling pair
+        out: list[tuple[int, Observation]] = []
         for seg in self.pane_clock.plan(ts):
             slots = seg.slots
             for slot in np.unique(slots[slots >= 0]).tolist():
@@ -166,8 +194,15 @@ class PerformanceMonitor:
                     for j in np.unique(ring[ring >= 0]).tolist():
                         sketch = self.version_panes[j][slot]
                         self._add(sketch, idx[ring == j], y_true, y_pred, score)
-            for closure in seg.closures:
-                out.extend(self._close(closure, model_id, observed_at, version))
+            if seg.closures:
+                k = seg.stop - after
+                i = kept[k]
+                for closure in seg.closures:
+                    windows = self.windows
+                    obs = self._close(closure, model_id, float(at[i]), versions[k])
+                    out.extend((i, o) for o in obs)
+                    if self.windows > windows:
+                        self.fairness_log.append((i, self.last_fairness))
         return out
 
     def _register(self, versions: list[str | None]) -> np.ndarray:
@@ -184,9 +219,12 @@ class PerformanceMonitor:
 
     def _rows(
         self, pairs: Sequence[tuple[PendingPrediction, Any]]
-    ) -> tuple[np.ndarray, list[Any], list[Any], np.ndarray, list[str | None]] | None:
+    ) -> tuple[np.ndarray, list[Any], list[Any], np.ndarray, list[str | None], list[int]] | None:
+        """The pairs that fit the task: timestamps, truths, predicted labels, scores, versions
+        and their indices in ``pairs``."""
         kept: list[tuple[PendingPrediction, Any]] = []
-        for pending, truth in pairs:
+        index: list[int] = []
+        for i, (pending, truth) in enumerate(pairs):
             if self.task is None:
                 if pending.label is not None:
                     self.task = "classification"
@@ -198,8 +236,10 @@ class PerformanceMonitor:
                 self.panes = [self._new_sketch() for _ in range(self.pane_clock.ring_size)]
             if self.task == "classification" and pending.label is not None:
                 kept.append((pending, label_str(truth)))
+                index.append(i)
             elif self.task == "regression" and pending.score is not None and _is_number(truth):
                 kept.append((pending, float(truth)))
+                index.append(i)
             else:
                 self.incompatible += 1
         if not kept:
@@ -209,7 +249,7 @@ class PerformanceMonitor:
         y_true = [t for _, t in kept]
         y_pred = [p.label for p, _ in kept]
         versions = [getattr(p, "model_version", None) for p, _ in kept]
-        return ts, y_true, y_pred, score, versions
+        return ts, y_true, y_pred, score, versions, index
 
     @staticmethod
     def _add(

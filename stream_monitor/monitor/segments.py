@@ -6,8 +6,9 @@ with the model's reference, created when the value is first seen. At most
 ``segments.max_values`` values per key get a monitor; later values share ``key=(other)``, and
 the events sent there are counted (``refused``). When a segment's performance window closes its
 fairness ratios (positive-prediction, true-positive and false-positive rates against the whole
-model, or against the key's ``fairness_reference`` segment) are judged against
-``segments.min_ratio``.
+model, or against the key's ``fairness_reference`` segment, each as it was when the pair that
+closed the window was added) are judged against ``segments.min_ratio``, stamped with that pair's
+event time: the same pairs give the same observations however they are cut into batches.
 
 The segment monitors are made by the owning model monitor (``new_monitor``), so this module
 does not import the model monitor that imports it.
@@ -19,11 +20,13 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from typing import Any, Generic, Protocol, TypeVar
 
+import numpy as np
+
 from stream_monitor.alerts.observation import Observation
 from stream_monitor.config import SegmentsConfig
 from stream_monitor.events.schema import PredictionEvent
 from stream_monitor.monitor.join import PendingPrediction
-from stream_monitor.monitor.performance import PerformanceMonitor
+from stream_monitor.monitor.performance import PerformanceMonitor, Times
 
 __all__ = ["OTHER_SEGMENT", "SegmentMonitor", "Segments"]
 
@@ -39,9 +42,9 @@ class SegmentMonitor(Protocol):
 
     def update(self, events: Sequence[PredictionEvent]) -> list[Observation]: ...
 
-    def update_errors(
-        self, pairs: Sequence[tuple[PendingPrediction, Any]], observed_at: float
-    ) -> list[Observation]: ...
+    def update_errors_indexed(
+        self, pairs: Sequence[tuple[PendingPrediction, Any]], observed_at: Times
+    ) -> list[tuple[int, Observation]]: ...
 
     def snapshot(self) -> dict[str, Any]: ...
 
@@ -115,55 +118,79 @@ class Segments(Mapping[str, M], Generic[M]):
             out.extend(replace(o, segment=sid) for o in self._monitors[sid].update(sub))
         return out
 
-    def update_errors(
+    def update_errors_indexed(
         self,
         pairs: Sequence[tuple[PendingPrediction, Any]],
-        observed_at: float,
+        observed_at: Times,
         whole: PerformanceMonitor | None,
         *,
         model_id: str,
-        version: str | None,
-    ) -> list[Observation]:
+    ) -> list[tuple[int, Observation]]:
         """Feed joined pairs to the segments their predictions were routed to, and judge the
-        fairness of each segment whose performance window closed (``whole``: the whole
-        model's performance, the default reference)."""
-        groups: dict[str, list[tuple[PendingPrediction, Any]]] = {}
-        for pair in pairs:
+        fairness of each segment at each performance window it closed (``whole``: the whole
+        model's performance, already fed these pairs, the default reference).
+
+        Returns each observation with the index (into ``pairs``) of the pair that completed
+        its evidence, in the order the pairs fed one at a time would give them: by pair, then
+        by segment key, a segment's own observations before its fairness."""
+        at = np.broadcast_to(np.asarray(observed_at, dtype=float), (len(pairs),))
+        groups: dict[str, list[int]] = {}
+        for i, pair in enumerate(pairs):
             for sid in pair[0].segments or ():
                 if sid in self._monitors:
-                    groups.setdefault(sid, []).append(pair)
-        out: list[Observation] = []
-        for sid, sub in groups.items():
+                    groups.setdefault(sid, []).append(i)
+        rank = {k: r for r, k in enumerate(self.cfg.all_keys)}
+        out: list[tuple[int, int, int, Observation]] = []  # (pair, key rank, 0/1, observation)
+        # Each segment's fairness log, in the indices of ``pairs``.
+        logs: dict[str, tuple[dict[str, float], list[tuple[int, dict[str, float]]]]] = {}
+        for sid, idx in groups.items():
             child = self._monitors[sid]
-            before = child.performance.windows if child.performance is not None else 0
-            out.extend(replace(o, segment=sid) for o in child.update_errors(sub, observed_at))
-            after = child.performance.windows if child.performance is not None else 0
-            if after > before:
-                out.extend(self._judge_fairness(sid, observed_at, whole, model_id, version))
-        return out
+            r = rank.get(sid.split("=", 1)[0], len(rank))
+            found = child.update_errors_indexed([pairs[i] for i in idx], at[idx])
+            out.extend((idx[j], r, 0, replace(o, segment=sid)) for j, o in found)
+            perf = child.performance
+            if perf is not None:
+                logs[sid] = (perf.fairness_before, [(idx[j], f) for j, f in perf.fairness_log])
+        if whole is not None:
+            logs[""] = (whole.fairness_before, whole.fairness_log)
+        for sid, (_, log) in logs.items():
+            if not sid:
+                continue
+            r = rank.get(sid.split("=", 1)[0], len(rank))
+            for i, mine in log:
+                version = getattr(pairs[i][0], "model_version", None)
+                for o in self._judge_fairness(sid, mine, i, float(at[i]), logs, model_id, version):
+                    out.append((i, r, 1, o))
+        out.sort(key=lambda t: t[:3])
+        return [(i, o) for i, _, _, o in out]
 
     def _judge_fairness(
         self,
         sid: str,
+        mine: dict[str, float],
+        index: int,
         observed_at: float,
-        whole: PerformanceMonitor | None,
+        logs: Mapping[str, tuple[dict[str, float], list[tuple[int, dict[str, float]]]]],
         model_id: str,
         version: str | None,
     ) -> list[Observation]:
-        """Ratios of a segment's positive-prediction and true-positive rates to the reference
-        (the whole model, or the configured reference segment of the same key)."""
+        """Ratios of a segment's positive-prediction and true-positive rates (``mine``: of the
+        window the pair ``index`` closed) to the reference's as of that pair (the whole model,
+        ``logs[""]``, or the configured reference segment of the same key)."""
         seg = self.cfg
-        child = self._monitors[sid].performance
         key = sid.split("=", 1)[0]
         ref_value = seg.fairness_reference.get(key)
         if ref_value:
-            ref_monitor = self._monitors.get(f"{key}={ref_value}")
-            reference = None if ref_monitor is None else ref_monitor.performance
+            ref_sid = f"{key}={ref_value}"
+            ref_monitor = self._monitors.get(ref_sid)
+            if ref_monitor is None or ref_monitor.performance is None:
+                return []
+            ref_log = logs.get(ref_sid, (ref_monitor.performance.last_fairness, []))
+        elif "" in logs:
+            ref_log = logs[""]
         else:
-            reference = whole
-        if child is None or reference is None:
             return []
-        mine, ref = child.last_fairness, reference.last_fairness
+        ref = _as_of(ref_log, index)
         ratios = {
             name: mine[rate] / ref[rate]
             for name, rate in (("disparate_impact", "positive_rate"), ("tpr_ratio", "tpr"))
@@ -215,3 +242,16 @@ class Segments(Mapping[str, M], Generic[M]):
         s.values_per_key, s.refused = (dict(x) for x in d["counts"])
         s.fairness = {sid: dict(v) for sid, v in d["fairness"].items()}
         return s
+
+
+def _as_of(
+    log: tuple[dict[str, float], list[tuple[int, dict[str, float]]]], index: int
+) -> dict[str, float]:
+    """The fairness rates of a performance monitor once the pair ``index`` was added: those
+    of the last window closed by a pair up to it, else those it had before the batch."""
+    out = log[0]
+    for i, rates in log[1]:
+        if i > index:
+            break
+        out = rates
+    return out

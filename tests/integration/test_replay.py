@@ -60,12 +60,13 @@ LABEL_RATE = 0.8  # the generator's default
 #: Records per batch, live (the config's batch_size) and replayed alike: smaller than the
 #: default 2,000 so that label-driven alert times are comparable within the stream's length.
 BATCH = 500
-#: A label-driven judgement is stamped with the newest label time of its batch (for one
-#: model), so its event time is only as precise as the event time one batch spans for one
-#: model: at most a full batch of one partition's predictions, i.e. of one model's (the live
-#: consumer reads a backlog in chunks of one partition). Which performance window (1,000
-#: labels of one model) breaches first may also differ by one, with the join order. Live and
-#: replay must agree within two batch spans and one window.
+#: A label-driven judgement is stamped with the event time of the pair that completed it,
+#: whatever the batch (docs/backtest.md), but live the join order can differ from a replay's:
+#: a label read before its prediction in the same batch joins in label order, and which labels
+#: the live consumer reads ahead of their predictions depends on fetch timing, within about a
+#: batch of one partition's predictions, i.e. of one model's. Which performance window (1,000
+#: labels of one model) breaches first may then differ by one. Live and replay must agree
+#: within two batch spans and one window.
 MODEL_BATCH_SECONDS = BATCH / (RATE / 3)
 WINDOW_SECONDS = 1000 / (RATE * LABEL_RATE / 3)
 LABEL_TOLERANCE_SECONDS = 2 * MODEL_BATCH_SECONDS + WINDOW_SECONDS

@@ -1014,10 +1014,10 @@ def test_a_pair_failing_after_its_label_was_read_first_is_dead_lettered(
     pred = {"event_id": "e", "model_id": "m", "timestamp": 99.0, "features": {"x": 1.0},
             "prediction": -1.7e308}  # fmt: skip
 
-    def broken(self: Any, errors: Any, metric: Any) -> None:
+    def broken(self: Any, errors: Any, metric: Any, *, judge: bool) -> None:
         raise RuntimeError("the error stream failed")
 
-    monkeypatch.setattr(ConceptDriftMonitor, "update", broken)
+    monkeypatch.setattr(ConceptDriftMonitor, "_feed", broken)  # update and judge alike
     app.process_batch([RawRecord(orjson.dumps(label), key=b"m", topic=LABELS, offset=0)])
     app.process_batch([RawRecord(orjson.dumps(pred), key=b"m", topic=PREDICTIONS, offset=0)])
     assert {w: [dict(r.headers or [])["x-dead-letter-reason"] for r in rs]

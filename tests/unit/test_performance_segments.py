@@ -768,42 +768,35 @@ def _fairness_sim(
     batch_pairs: Sequence[Sequence[Pair]], size: int, ref_sid: str | None = None
 ) -> dict[str, dict[str, float]]:
     """``fairness[sid]`` as documented: at each closed window of a segment, its rates and their
-    ratios to the reference's latest window (the whole model's, updated before the segments of
-    the same batch; or the reference segment's, segments taken in order of first appearance
-    in the batch)."""
+    ratios to the reference's latest window as of the pair that closed it (the whole model's,
+    which takes each pair before its segment; or the reference segment's), pair by pair in
+    join order: the batches do not matter."""
     model_pairs: list[Pair] = []
     seg_pairs: dict[str, list[Pair]] = {}
     model_last: dict[str, float] = {}
     seg_last: dict[str, dict[str, float]] = {}
     fairness: dict[str, dict[str, float]] = {}
-    for pairs in batch_pairs:
-        before = len(model_pairs) // size
-        model_pairs.extend(pairs)
-        k = len(model_pairs) // size
-        if k > before:
-            model_last = _rates(model_pairs[(k - 1) * size : k * size])
-        groups: dict[str, list[Pair]] = {}
-        for pair in pairs:
-            groups.setdefault(_region(pair[0]), []).append(pair)
-        for sid, sub in groups.items():
-            mine_pairs = seg_pairs.setdefault(sid, [])
-            before = len(mine_pairs) // size
-            mine_pairs.extend(sub)
-            k = len(mine_pairs) // size
-            if k == before:
-                continue
-            mine = seg_last[sid] = _rates(mine_pairs[(k - 1) * size : k * size])
-            ref = model_last if ref_sid is None else seg_last.get(ref_sid, {})
-            ratios = {
-                name: mine[rate] / ref[rate]
-                for name, rate in (
-                    ("disparate_impact", "positive_rate"),
-                    ("tpr_ratio", "tpr"),
-                    ("fpr_ratio", "fpr"),
-                )
-                if rate in mine and ref.get(rate)
-            }
-            fairness[sid] = {**{f"segment_{r}": v for r, v in mine.items()}, **ratios}
+    for pair in (pair for pairs in batch_pairs for pair in pairs):
+        model_pairs.append(pair)
+        if len(model_pairs) % size == 0:
+            model_last = _rates(model_pairs[-size:])
+        sid = _region(pair[0])
+        mine_pairs = seg_pairs.setdefault(sid, [])
+        mine_pairs.append(pair)
+        if len(mine_pairs) % size:
+            continue
+        mine = seg_last[sid] = _rates(mine_pairs[-size:])
+        ref = model_last if ref_sid is None else seg_last.get(ref_sid, {})
+        ratios = {
+            name: mine[rate] / ref[rate]
+            for name, rate in (
+                ("disparate_impact", "positive_rate"),
+                ("tpr_ratio", "tpr"),
+                ("fpr_ratio", "fpr"),
+            )
+            if rate in mine and ref.get(rate)
+        }
+        fairness[sid] = {**{f"segment_{r}": v for r, v in mine.items()}, **ratios}
     return fairness
 
 
@@ -904,7 +897,8 @@ def test_canary_version_is_flagged_against_the_whole_model() -> None:
     assert [(a.status, a.kind) for a in v2] == [("firing", "performance")]
     assert v2[0].signal in ("disparate_impact", "tpr_ratio") and v2[0].value < 0.8
     assert v2[0].dedup_key == "m/performance/-@model_version=v2"
-    assert v2[0].model_version == m.model_version  # the version of the latest event
+    # the version of the prediction whose label closed the window (not of the batch's last)
+    assert v2[0].model_version == "v2"
     assert not [a for a in alerts if a.segment == "model_version=v1"]
     fair = m.segments.fairness["model_version=v2"]
     assert fair["disparate_impact"] < 0.5 and fair["tpr_ratio"] < 0.8

@@ -15,11 +15,10 @@ replays files (:class:`~stream_monitor.backtest.Replay` fed by
 Two streams come from river's synthetic generators (``SEA`` and ``Agrawal`` joined by
 ``ConceptDriftStream``): a fixed model (the generator's rule before the drift) makes the
 predictions, the generator gives the labels. Streams are small (at most 16,000 predictions)
-so the suite stays fast. Batches are of 2,000 records (the live default ``batch_size``): the
-concept-drift verdict is taken once per batch, so label-driven delays come in steps of about
-1,000 predictions. Delay bounds are 1.5 windows (1,500 events) for abrupt changes of inputs or
-labels, the length of the ramp for the gradual shift, and 3 windows for SEA's small change
-(about 13 % of the labels).
+so the suite stays fast. Batches are of 2,000 records (the live default ``batch_size``); the
+alerts do not depend on it (``tests/unit/test_batch_invariance.py``). Delay bounds are 1.5
+windows (1,500 events) for abrupt changes of inputs or labels, the length of the ramp for the
+gradual shift, and 3 windows for SEA's small change (about 13 % of the labels).
 """
 
 from __future__ import annotations

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import uuid
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -536,3 +537,75 @@ def test_forgetting_a_model_resolves_its_firing_incidents_and_drops_its_state() 
     again = [ev for i in range(3) for ev in t.observe(psi_obs(0.5, 3000.0 + i))]
     assert [e.status for e in again] == ["firing"]
     assert again[0].incident_id != fired[0].incident_id
+
+
+# ------------------------------------------------- direction: away from or back to the reference
+
+
+def _moving(o: Observation, direction: str | None) -> Observation:
+    return replace(o, direction=direction)  # type: ignore[arg-type]
+
+
+def test_a_page_says_whether_its_signal_moves_away_or_back() -> None:
+    """Issue 16 item 1: the summary says which way the signal moves; a resolve that a return
+    to the reference caused says so."""
+    t = plain()
+    [fired] = t.observe(_moving(det_obs(2, 0.0), "away"))
+    assert fired.summary.endswith(
+        "2 change detectors agree; moving away from the reference. Suggested action: "
+        "check the data pipeline feeding the model."
+    ), fired.summary
+    # the detectors judge the next change a return: it reads as cleared, and the incident
+    # resolves saying why
+    [resolved] = t.observe(_moving(det_obs(0, 1.0), "back"))
+    assert resolved.status == "resolved"
+    assert resolved.summary.startswith(
+        "Resolved: back to the reference. Input feature 'age' of model 'm' drifted"
+    ), resolved.summary
+
+
+def test_without_a_judged_direction_the_summary_says_none() -> None:
+    t = plain()
+    fired = t.observe(psi_obs(0.4, 0.0))[0]
+    resolved = feed(t, [psi_obs(0.2, 1.0), psi_obs(0.01, 2.0)])[0]
+    assert "reference" not in fired.summary
+    assert resolved.summary.startswith("Resolved: Input feature 'age'"), resolved.summary
+    # a statistic falling but still breached: the page (an update of a group) says it moves
+    # back, though it still fires
+    g = AlertTracker(AlertsConfig(cooldown_seconds=0, update_interval_seconds=0))
+    g.observe(_moving(psi_obs(0.6, 0.0), "away"))
+    [up] = g.observe_many(
+        [_moving(psi_obs(0.4, 60.0), "back"), _moving(psi_obs(0.5, 60.0, feature="x"), "back")]
+    )
+    assert up.status == "updated" and up.summary.endswith(
+        "moving back to the reference. Suggested action: check the data pipeline feeding the model."
+    ), up.summary
+
+
+def test_the_lead_signal_speaks_for_the_direction_else_any_away() -> None:
+    t = AlertTracker(AlertsConfig(cooldown_seconds=0))
+    [fired] = t.observe_many(
+        [psi_obs(0.4, 0.0), _moving(det_obs(2, 0.0, feature="income"), "away")]
+    )
+    assert fired.signal == "psi"  # strongest; no direction of its own
+    assert "moving away from the reference" in fired.summary
+
+
+def test_direction_survives_a_snapshot_and_version_4_is_read() -> None:
+    t = plain()
+    t.observe(_moving(det_obs(2, 0.0), "away"))
+    snap = orjson.loads(orjson.dumps(t.snapshot()))
+    assert snap["v"] == 5
+    restored = AlertTracker.from_snapshot(snap, PLAIN)
+    assert restored.snapshot() == t.snapshot()
+    back = _moving(det_obs(0, 1.0), "back")
+    assert restored.observe(back) == t.observe(back)
+    # version 4: member rows without a direction, read as None (not judged)
+    v4 = {**snap, "v": 4}
+    v4["incidents"] = {
+        k: [*row[:11], [m[:13] for m in row[11]], *row[12:]] for k, row in snap["incidents"].items()
+    }
+    old = AlertTracker.from_snapshot(v4, PLAIN)
+    [resolved] = old.observe(det_obs(0, 1.0))
+    assert resolved.status == "resolved"
+    assert resolved.summary.startswith("Resolved: Input feature"), resolved.summary
