@@ -280,6 +280,15 @@ class LabelJoin:
         self._journal: list[tuple[str, str, _Entry | None]] | None = None
         #: The small part of the state at the settled mark (counters, watermarks, ...).
         self._settled: _Meta | None = None
+        #: What :meth:`split_snapshot` found last time, so that the next one costs what changed
+        #: since, not what is held: the live offsets of each chunk sealed then (sorted), the
+        #: sequence number those chunks end before, and the sequence numbers removed since
+        #: (any; None: not known, the next split reads every queue; also past ``capacity``
+        #: removals, so the list stays bounded when no checkpoint reads it). Two bytes per
+        #: waiting prediction of a sealed chunk.
+        self._live_chunks: dict[int, np.ndarray] = {}
+        self._live_below = 0
+        self._gone: list[int] | None = None
 
     def __len__(self) -> int:
         return self._size
@@ -373,6 +382,7 @@ class LabelJoin:
         journal = self._journal
         old = q.pop(event_id, None)
         if old is not None:
+            self._removed(old[0])
             if journal is not None:
                 journal.append((model_id, event_id, old))
             st.duplicates += 1
@@ -456,6 +466,7 @@ labels_unmatched=0))
             head_may_expire = not q
             old = q.pop(event_id, None)
             if old is not None:
+                self._removed(old[0])
                 if journal is not None:
                     journal.append((model_id, event_id, old))
                 st.duplicates += 1
@@ -531,6 +542,7 @@ labels_unmatched=0))
             if count_unmatched:
                 self.count_unmatched(model_id)
             return None
+        self._removed(entry[0])
         if self._journal is not None:
             self._journal.append((model_id, event_id, entry))
         found = entry[1]
@@ -586,6 +598,7 @@ labels_unmatched=0))
         and delay histogram. Returns how many predictions were waiting."""
         q = self._queues.pop(model_id, None)
         n = 0
+        self._gone = None  # rare: the next split_snapshot reads every queue
         if q is not None:
             n = len(q)
             if self._journal is not None:
@@ -617,12 +630,22 @@ labels_unmatched=0))
 
     # ------------------------------------------------------------------------ internals
 
+    def _removed(self, seq: int) -> None:
+        """Note that the prediction with arrival number ``seq`` left (for split_snapshot)."""
+        gone = self._gone
+        if gone is not None:
+            if len(gone) >= self.capacity:
+                self._gone = None
+            else:
+                gone.append(seq)
+
     def _fullest(self) -> str:
         """The model holding the most predictions (ties: the smallest model id)."""
         return min((-len(q), m) for m, q in self._queues.items())[1]
 
     def _evict_oldest(self, model_id: str) -> None:
         event_id, entry = self._queues[model_id].popitem(last=False)
+        self._removed(entry[0])
         if self._journal is not None:
             self._journal.append((model_id, event_id, entry))
         self.by_model[model_id].evicted += 1
@@ -638,6 +661,7 @@ labels_unmatched=0))
             if next(iter(q.values()))[1].timestamp >= horizon:
                 break
             event_id, entry = q.popitem(last=False)
+            self._removed(entry[0])
             if self._journal is not None:
                 self._journal.append((model_id, event_id, entry))
             n += 1
@@ -705,6 +729,7 @@ labels_unmatched=0))
         meta, journal = self._settled, self._journal
         if meta is None or journal is None:
             raise RuntimeError("rewind() without a settled mark")
+        self._gone = None  # removed predictions return: the next split reads every queue
         reordered: set[str] = set()
         for model_id, event_id, entry in reversed(journal):
             q = self._queues.setdefault(model_id, OrderedDict())  # a forgotten model returns
@@ -793,21 +818,55 @@ labels_unmatched=0))
         True
         """
         sealed = self._seq - self._seq % CHUNK_SIZE
+        live = self._live_chunks
+        known = self._gone is not None and written is not None and all(k in written for k in live)
+        if known:
+            # Sealed chunks only lose predictions: drop the ones removed since the last split.
+            gone = np.asarray(self._gone, dtype=np.int64)
+            gone = gone[gone < self._live_below]
+            for k in np.unique(gone // CHUNK_SIZE).tolist():
+                offs = live.get(k)
+                if offs is not None:
+                    offs = offs[~np.isin(offs, gone[gone // CHUNK_SIZE == k] % CHUNK_SIZE)]
+                    if len(offs):
+                        live[k] = offs
+                    else:
+                        del live[k]
+            below = self._live_below  # only what arrived since is read from the queues
+        else:
+            live = {}
+            below = 0
         models: dict[str, Any] = {}
         offsets: dict[int, list[np.ndarray]] = {}
         fresh: dict[int, dict[str, Any]] = {}
         for m, q in self._queues.items():
             tail: list[tuple[str, _Entry]] = []
-            for item in reversed(q.items()):
-                if item[1][0] < sealed:
-                    break
-                tail.append(item)
-            tail.reverse()
+            older: list[tuple[str, _Entry]] = []  # sealed since the last split (or ever)
+            if below:
+                for item in reversed(q.items()):
+                    seq = item[1][0]
+                    if seq < below:
+                        break
+                    (tail if seq >= sealed else older).append(item)
+                tail.reverse()
+                older.reverse()
+                items: Sequence[tuple[str, _Entry]] = older
+                n_old = len(older)
+            else:
+                for item in reversed(q.items()):
+                    if item[1][0] < sealed:
+                        break
+                    tail.append(item)
+                tail.reverse()
+                n_old = len(q) - len(tail)
+                items = ()
             models[m] = self._model_snapshot(m, tail)
-            n_old = len(q) - len(tail)
             if not n_old:
                 continue
-            seqs = np.fromiter(map(_SEQ, q.values()), dtype=np.int64, count=len(q))[:n_old]
+            if below:
+                seqs = np.fromiter(map(_SEQ, (e for _, e in items)), dtype=np.int64, count=n_old)
+            else:
+                seqs = np.fromiter(map(_SEQ, q.values()), dtype=np.int64, count=len(q))[:n_old]
             ks, starts = np.unique(seqs // CHUNK_SIZE, return_index=True)
             ends = [*starts[1:].tolist(), n_old]
             new = [(int(k), int(a), e) for k, a, e in zip(ks, starts, ends, strict=True)]
@@ -816,11 +875,18 @@ labels_unmatched=0))
             new = [(k, a, e) for k, a, e in new if k not in written]
             if new:
                 lo = new[0][1]
-                items = list(itertools.islice(reversed(q.items()), len(q) - lo))[::-1]
+                if not below:
+                    items = list(itertools.islice(reversed(q.items()), len(q) - lo))[::-1]
+                else:
+                    items = items[lo:]
                 for k, a, e in new:
                     cols = self._columns(items[a - lo : e - lo])
                     fresh.setdefault(k, {"models": {}})["models"][m] = cols
-        chunks = {str(k): _encode_offsets(np.sort(np.concatenate(v))) for k, v in offsets.items()}
+        for k, v in offsets.items():
+            live[k] = np.sort(np.concatenate(v)).astype(np.int16)  # < CHUNK_SIZE
+        self._live_chunks = live = dict(sorted(live.items()))
+        self._live_below, self._gone = sealed, []
+        chunks = {str(k): _encode_offsets(v) for k, v in live.items()}
         return self._snapshot_of(models, chunks), dict(sorted(fresh.items()))
 
     def _model_snapshot(self, m: str, items: Sequence[tuple[str, _Entry]]) -> dict[str, Any]:

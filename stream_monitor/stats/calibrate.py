@@ -471,6 +471,43 @@ def calibration_size(n: int) -> int:
     return next(g for g in (round(2 ** (j / 8)) for j in (k + 1, k, k - 1)) if g <= n)
 
 
+#: Steps per doubling of the grid on which :func:`reference_shape` rounds bin proportions
+#: (16: neighbouring points differ by 4.4 %).
+SHAPE_STEPS_PER_OCTAVE = 16
+
+
+def reference_shape(ref_counts: np.ndarray, *, ordered: bool) -> np.ndarray:
+    """The bin proportions of ``ref_counts`` rounded to a relative grid (
+    :data:`SHAPE_STEPS_PER_OCTAVE` points per doubling) and renormalised; sorted in
+    decreasing order unless the bins' ``ordered`` positions matter. Empty bins stay empty.
+
+    The no-drift distribution of a window statistic depends on the reference's shape through
+    small-sample corrections only (PSI's is about ``(1/n_ref + 1/n_win) chi2(k - 1)`` whatever
+    the proportions), and a statistic that ignores bin order is the same for any order of the
+    bins. So references that differ by a few percent per bin, or by a permutation, share one
+    calibration: quantile bins of different features give counts such as 99, 101, 100, ...,
+    each a distinct key before.
+
+    Examples
+    --------
+    >>> a = reference_shape(np.array([99, 101, 100, 100, 0]), ordered=False)
+    >>> b = reference_shape(np.array([0, 100, 100, 98, 102]), ordered=False)
+    >>> bool(np.array_equal(a, b)), a.round(3).tolist()
+    (True, [0.25, 0.25, 0.25, 0.25, 0.0])
+    >>> reference_shape(np.array([1, 3]), ordered=True).round(3).tolist()  # 0.75 is off-grid
+    [0.253, 0.747]
+    """
+    p = np.asarray(ref_counts, dtype=np.float64)
+    p = p / p.sum()
+    q = np.zeros_like(p)
+    nz = p > 0
+    steps = SHAPE_STEPS_PER_OCTAVE
+    q[nz] = np.exp2(np.round(np.log2(p[nz]) * steps) / steps)
+    if not ordered:
+        q = -np.sort(-q)
+    return q / q.sum()
+
+
 def cached_calibrate(
     ref_counts: np.ndarray,
     n_ref: int,
@@ -484,17 +521,20 @@ def cached_calibrate(
     """:func:`calibrate` for these sizes with a fixed seed, memoised process-wide (the caller
     rounds sizes that vary with :func:`calibration_size`).
 
-    The key is what determines the null: the reference counts, the sizes, the rate, the
-    statistics and the draws; bin points and scale only where a statistic that needs them
-    (``"wasserstein"``) is among them (nothing else reads them), so the features of a model
-    whose references have the same counts (quantile bins make them equal) share one
-    calibration.
+    The key is what determines the null: the reference's shape (:func:`reference_shape`:
+    proportions on a 4.4 % grid, in decreasing order where no statistic among ``names`` reads
+    the bins' order), the sizes, the rate, the statistics and the draws; bin points and scale
+    only where a statistic that needs them (``"wasserstein"``) is among them (nothing else
+    reads them). The calibration is of that shape, so every feature whose reference has it
+    gets the same thresholds, whichever asked first: the many features of many models share
+    a few calibrations instead of thrashing the memo with one each.
     """
     nr, nw = n_ref, n_win
     if not any(REGISTRY[name].needs_points for name in names):
         points = scale = None
+    shape = reference_shape(ref_counts, ordered=any(REGISTRY[name].ordered for name in names))
     key = (
-        ref_counts.tobytes(),
+        shape.tobytes(),
         nr,
         nw,
         false_alarm_rate,
@@ -508,7 +548,7 @@ def cached_calibrate(
         _CALIBRATIONS.move_to_end(key)
         return hit
     out = calibrate(
-        ref_counts,
+        shape,
         n_reference=nr,
         n_window=nw,
         false_alarm_rate=false_alarm_rate,

@@ -32,7 +32,7 @@ from stream_monitor.monitor.join import PendingPrediction
 from stream_monitor.monitor.model import ModelMonitor
 from stream_monitor.monitor.partition import PartitionState
 from stream_monitor.monitor.versions import null_shape
-from stream_monitor.stats.calibrate import calibrate, calibration_size
+from stream_monitor.stats.calibrate import calibrate, calibration_size, reference_shape
 
 REF = 1000  # drift.reference.size
 WIN = 1000  # drift.window.size
@@ -228,8 +228,8 @@ def test_version_psi_equals_brute_force_on_the_same_window(kind: str) -> None:
             # the null on its grid, computed here independently of null_shape
             pooled = (base + cand).astype(float)
             shape = np.maximum(np.rint(pooled / pooled.sum() * 200), (pooled > 0).astype(float))
-            cal = calibrate(
-                shape,
+            cal = calibrate(  # of the shape the shared calibrations are keyed by
+                reference_shape(shape, ordered=False),
                 n_reference=calibration_size(int(base.sum())),
                 n_window=calibration_size(int(cand.sum())),
                 false_alarm_rate=th.false_alarm_rate,
