@@ -1,8 +1,11 @@
-"""What the broker benchmarks share: the broker, topics, producing, the monitor subprocess,
-/metrics scraping, CPU and RSS readings from /proc, and the results block.
+"""What the load tests share: the broker, topics, producing, the monitor subprocess,
+/metrics scraping, CPU and RSS readings from /proc, the results block (RESULTS.md helpers come
+from ``_results.py`` and are re-exported), model names and, for the in-process scripts,
+decoded TrafficGenerator events fed to ``PartitionState`` in batches.
 
-Used by ``bench_throughput.py`` and ``bench_checkpoint.py``. Everything talks to 127.0.0.1
-only, and every wait is bounded.
+Used by the broker scripts (``bench_throughput.py``, ``bench_checkpoint.py``, ``soak.py``,
+``chaos.py``) and some in-process ones. Everything talks to 127.0.0.1 only, and every wait is
+bounded.
 """
 
 from __future__ import annotations
@@ -22,10 +25,11 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -34,10 +38,22 @@ ROOT = HERE.parent
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
-from _results import machine_busy_cores_s, machine_info, update_section  # noqa: E402
+from _results import (  # noqa: E402
+    add_results_args,
+    command_line,
+    machine_busy_cores_s,
+    machine_info,
+    results_head,
+    source_digest,
+    sources_changed,
+    update_section,
+)
 
 from stream_monitor.config import MonitorConfig  # noqa: E402
-from stream_monitor.simulate import ARCHETYPES, Record  # noqa: E402
+from stream_monitor.simulate import ARCHETYPES, Record, TrafficGenerator  # noqa: E402
+
+if TYPE_CHECKING:
+    from stream_monitor.events.schema import LabelEvent, PredictionEvent
 
 __all__ = [
     "BULK_PRODUCER",
@@ -48,10 +64,13 @@ __all__ = [
     "Monitor",
     "PacedProducer",
     "ProduceResult",
+    "RunRecord",
     "Sample",
     "Series",
     "add_broker_args",
     "add_results_args",
+    "add_run_args",
+    "batches",
     "broker_label",
     "broker_session",
     "buckets",
@@ -59,6 +78,7 @@ __all__ = [
     "cpu_mark",
     "cpu_shares",
     "cpu_text",
+    "decoded_events",
     "fmt",
     "high_watermarks",
     "hist_delta",
@@ -71,11 +91,13 @@ __all__ = [
     "metrics_path",
     "model_names",
     "newest",
+    "note_lines",
     "parse_metrics",
     "pct",
     "poll",
     "produce",
     "self_cpu_s",
+    "spread_models",
     "total",
     "workdir_session",
     "write_results",
@@ -215,9 +237,19 @@ def add_broker_args(ap: argparse.ArgumentParser, port: int) -> None:
     ap.add_argument("--keep-broker-dir", action="store_true")
 
 
-def add_results_args(ap: argparse.ArgumentParser) -> None:
-    ap.add_argument("--results-file", type=Path, default=HERE / "RESULTS.md")
-    ap.add_argument("--no-results", action="store_true", help="do not touch RESULTS.md")
+def add_run_args(ap: argparse.ArgumentParser, setting_help: str) -> None:
+    """``--monitor-setting KEY=VALUE`` (repeatable, described by ``setting_help``), ``--note``
+    and ``--keep-workdir``: the options of the scripts whose monitors run for long."""
+    ap.add_argument(
+        "--monitor-setting", action=KeyValue, default={}, metavar="KEY=VALUE", help=setting_help
+    )
+    ap.add_argument("--note", default="", help="a sentence for the results (e.g. load)")
+    ap.add_argument("--keep-workdir", action="store_true", help="keep the monitors' TOML and logs")
+
+
+def note_lines(args: argparse.Namespace) -> list[str]:
+    """``--note`` as a paragraph of the results, or nothing."""
+    return ["", f"Note: {args.note}"] if args.note else []
 
 
 def broker_label(args: argparse.Namespace) -> str:
@@ -674,6 +706,24 @@ def model_names(n: int) -> list[str]:
     return [f"{ARCHETYPES[i % len(ARCHETYPES)]}-{i}" for i in range(n)]
 
 
+def spread_models(n: int, partitions: int) -> list[str]:
+    """``n`` model ids (the archetypes in turn) whose keys fall evenly on the partitions under
+    librdkafka's default partitioner (CRC32 of the key modulo the partition count), so that
+    every partition carries traffic and state (``model_names(6)`` leaves one of 3 empty)."""
+    per = -(-n // partitions)
+    counts = [0] * partitions
+    out: list[str] = []
+    for i in range(100_000):
+        name = f"{ARCHETYPES[len(out) % len(ARCHETYPES)]}-{i}"
+        p = zlib.crc32(name.encode()) % partitions
+        if counts[p] < per:
+            counts[p] += 1
+            out.append(name)
+            if len(out) == n:
+                break
+    return out
+
+
 def make_topics(bootstrap: str, run_id: str, phase: str, partitions: int) -> dict[str, str]:
     """Unique co-partitioned input topics (and names for the output topics) of one phase."""
     from stream_monitor.kafka.clients import ensure_input_topics
@@ -811,7 +861,9 @@ def lead_seconds(records: int) -> float:
 
 
 class PacedProducer:
-    """A thread sending ``records`` at their event times (acks=all, lz4, ``linger_ms``)."""
+    """A thread sending ``records`` at their event times (acks=all, lz4, ``linger_ms``);
+    ``idempotent``: with an idempotent producer, so that retries across a broker restart
+    write no duplicate."""
 
     def __init__(
         self,
@@ -820,10 +872,14 @@ class PacedProducer:
         pred_topic: str,
         time_limit: float,
         linger_ms: float = 5.0,
+        *,
+        idempotent: bool = False,
     ) -> None:
         self.stop = threading.Event()
         self.result: ProduceResult | None = None
         conf = {"linger.ms": linger_ms, "acks": "all", "queue.buffering.max.messages": 500_000}
+        if idempotent:
+            conf["enable.idempotence"] = True
 
         def run() -> None:
             self.result = produce(
@@ -870,12 +926,6 @@ class KeyValue(argparse.Action):
         setattr(ns, self.dest, {**getattr(ns, self.dest), k: v})
 
 
-def command_line(script: str, argv: Sequence[str] | None) -> str:
-    """The command that ran ``script`` (for the results), as typed from the repository."""
-    args = sys.argv[1:] if argv is None else list(argv)
-    return " ".join([f".venv/bin/python load_tests/{script}", *args]).strip()
-
-
 def write_results(
     args: argparse.Namespace,
     name: str,
@@ -885,16 +935,84 @@ def write_results(
     cmd: str,
     total_s: float,
     body: Sequence[str],
+    echo: bool = False,
 ) -> None:
     """Rewrite the script's section of RESULTS.md (unless --no-results): date and machine,
-    the command line, then ``body``."""
+    the command line, then ``body``; ``echo``: print ``body`` first (without its bold
+    markers), with or without --no-results."""
+    if echo:
+        print("\n".join(line.replace("**", "") for line in body), flush=True)
     if args.no_results:
         return
-    head = [
-        f"Run {time.strftime('%Y-%m-%d %H:%M %Z')} — {machine}",
-        "",
-        f"Command: `{cmd}` (total {total_s:.0f} s)",
-        "",
-    ]
+    head = results_head(machine, cmd, total_s)
     update_section(args.results_file, name, title, "\n".join([*head, *body]))
     log(f"updated {args.results_file}")
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """What a long broker run notes at its start for its results: its id and start time, the
+    machine (and Kafka version), the command line and stream_monitor's source digest."""
+
+    run_id: str
+    t0: float
+    machine: str
+    cmd: str
+    digest: str
+
+    @classmethod
+    def begin(cls, script: str, args: argparse.Namespace, argv: Sequence[str] | None) -> RunRecord:
+        return cls(
+            t0=time.monotonic(),
+            run_id=uuid.uuid4().hex[:8],
+            machine=machine_info(kafka=broker_label(args)),
+            digest=source_digest(),
+            cmd=command_line(script, argv),
+        )
+
+    def write(self, args: argparse.Namespace, name: str, title: str, md: Sequence[str]) -> None:
+        """Print ``md`` and rewrite the section ``name`` of RESULTS.md with it (write_results),
+        with a note if stream_monitor's sources changed since the start."""
+        write_results(
+            args,
+            name,
+            title,
+            machine=self.machine,
+            cmd=self.cmd,
+            total_s=time.monotonic() - self.t0,
+            body=[*md, *sources_changed(self.digest)],
+            echo=True,
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# in-process runs: TrafficGenerator events through PartitionState
+# --------------------------------------------------------------------------------------------
+def decoded_events(
+    n: int, seed: int, drift_at: int | None = None
+) -> list[PredictionEvent | LabelEvent]:
+    """``n`` predictions of TrafficGenerator's three models and their labels, decoded."""
+    from stream_monitor.events.schema import LabelEvent, PredictionEvent
+
+    out: list[PredictionEvent | LabelEvent] = []
+    for rec in TrafficGenerator(seed=seed, drift_at=drift_at).events(n):
+        if rec.topic == "predictions":
+            out.append(PredictionEvent.model_validate_json(rec.value))
+        else:
+            out.append(LabelEvent.model_validate_json(rec.value))
+    return out
+
+
+def batches(
+    events: Sequence[object], size: int
+) -> Iterator[tuple[list[PredictionEvent], list[LabelEvent]]]:
+    """``events`` in chunks of ``size``, each as (its predictions, its labels) for
+    ``PartitionState.process``; anything else (a DeadLetter) is left out."""
+    from stream_monitor.events.schema import LabelEvent, PredictionEvent
+
+    for i in range(0, len(events), size):
+        chunk = events[i : i + size]
+        yield (
+            [e for e in chunk if isinstance(e, PredictionEvent)],
+            [e for e in chunk if isinstance(e, LabelEvent)],
+        )

@@ -2,13 +2,32 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import platform
 import re
+import shlex
+import sys
+import time
+from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
 
-__all__ = ["machine_busy_cores_s", "machine_info", "source_digest", "update_section"]
+__all__ = [
+    "RESULTS_MD",
+    "add_results_args",
+    "command_line",
+    "machine_busy_cores_s",
+    "machine_info",
+    "results_head",
+    "source_digest",
+    "sources_changed",
+    "update_section",
+    "write_section",
+]
+
+#: The results file the scripts write by default.
+RESULTS_MD = Path(__file__).resolve().parent / "RESULTS.md"
 
 _HEADER = (
     "# Load test results\n\n"
@@ -107,3 +126,49 @@ def update_section(path: Path, name: str, title: str, body: str) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(text)
     tmp.replace(path)
+
+
+def add_results_args(ap: argparse.ArgumentParser) -> None:
+    """``--results-file`` (RESULTS.md) and ``--no-results``."""
+    ap.add_argument("--results-file", type=Path, default=RESULTS_MD)
+    ap.add_argument("--no-results", action="store_true", help="do not touch RESULTS.md")
+
+
+def command_line(script: str, argv: Sequence[str] | None) -> str:
+    """The command that ran ``script`` (for the results), as typed from the repository: each
+    argument shell-quoted where it needs it (``--note`` takes a sentence), so it can be pasted."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    return " ".join([f".venv/bin/python load_tests/{script}", *map(shlex.quote, args)]).strip()
+
+
+def results_head(machine: str, cmd: str, total_s: float | None = None) -> list[str]:
+    """The first lines of a section: date and machine, then the command line (and the time it
+    took, if given)."""
+    took = "" if total_s is None else f" (total {total_s:.0f} s)"
+    return [
+        f"Run {time.strftime('%Y-%m-%d %H:%M %Z')} — {machine}",
+        "",
+        f"Command: `{cmd}`{took}",
+        "",
+    ]
+
+
+def sources_changed(digest: str) -> list[str]:
+    """A note for the results if stream_monitor's sources no longer match ``digest`` (taken
+    with source_digest() at the start of a run), else nothing."""
+    now = source_digest()
+    if now == digest:
+        return []
+    return [
+        f"Note: stream_monitor's sources changed during the run (digest {digest} at start, "
+        f"{now} at the end): monitors started after the change ran the new code."
+    ]
+
+
+def write_section(args: argparse.Namespace, name: str, title: str, md: Sequence[str]) -> None:
+    """Replace the section ``name`` of ``--results-file`` with the lines ``md`` and say so on
+    stdout, unless ``--no-results``."""
+    if args.no_results:
+        return
+    update_section(Path(args.results_file), name, title, "\n".join(md))
+    print(f"updated {args.results_file}")

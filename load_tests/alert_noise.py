@@ -28,8 +28,8 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from _results import machine_info, update_section  # noqa: E402
-from stable_false_alarms import events  # noqa: E402
+from _harness import batches, decoded_events  # noqa: E402
+from _results import add_results_args, machine_info, write_section  # noqa: E402
 
 from stream_monitor.config import MonitorConfig  # noqa: E402
 from stream_monitor.events.schema import LabelEvent, PredictionEvent  # noqa: E402
@@ -52,10 +52,7 @@ def run(
     fired: collections.Counter[str] = collections.Counter()
     before = 0
     t0 = time.process_time()
-    for i in range(0, len(evs), 2000):
-        chunk = evs[i : i + 2000]
-        preds = [e for e in chunk if isinstance(e, PredictionEvent)]
-        labels = [e for e in chunk if isinstance(e, LabelEvent)]
+    for preds, labels in batches(evs, 2000):
         for a in st.process(preds, labels):
             if a.status == "firing":
                 fired[a.severity] += 1
@@ -73,15 +70,14 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--predictions", type=int, default=200_000)
     ap.add_argument("--seed", type=int, default=11)
-    ap.add_argument("--results-file", type=Path, default=HERE / "RESULTS.md")
-    ap.add_argument("--no-results", action="store_true")
+    add_results_args(ap)
     args = ap.parse_args(argv)
     n = args.predictions
     half = n // 2
     rate = 100.0  # TrafficGenerator's default: predictions per second of event time
     streams = {
-        "stationary": (events(n, args.seed, None), {}, None),
-        "drift half-way": (events(n, args.seed, half), {}, 1_700_000_000.0 + half / rate),
+        "stationary": (decoded_events(n, args.seed, None), {}, None),
+        "drift half-way": (decoded_events(n, args.seed, half), {}, 1_700_000_000.0 + half / rate),
     }
     streams["drift half-way, windows of 100"] = (
         streams["drift half-way"][0],
@@ -114,14 +110,12 @@ def main(argv: list[str] | None = None) -> int:
         "|---|---|---:|---|---:|---:|---:|",
         *rows,
     ]
-    if not args.no_results:
-        update_section(
-            args.results_file,
-            "alert_noise",
-            "Pages per configuration: grouping and cooldown (load_tests/alert_noise.py)",
-            "\n".join(md),
-        )
-        print(f"updated {args.results_file}")
+    write_section(
+        args,
+        "alert_noise",
+        "Pages per configuration: grouping and cooldown (load_tests/alert_noise.py)",
+        md,
+    )
     return 0
 
 

@@ -38,7 +38,12 @@ import orjson
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from _results import machine_busy_cores_s, machine_info, update_section  # noqa: E402
+from _results import (  # noqa: E402
+    add_results_args,
+    machine_busy_cores_s,
+    machine_info,
+    write_section,
+)
 
 from stream_monitor.stats.multivariate import MMDDrift, mmd_cost  # noqa: E402
 
@@ -114,8 +119,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--update-rows", type=int, default=1000, help="rows per update() call")
     ap.add_argument("--update-calls", type=int, default=21, help="timed update() calls per case")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--results-file", type=Path, default=HERE / "RESULTS.md")
-    ap.add_argument("--no-results", action="store_true")
+    add_results_args(ap)
     args = ap.parse_args(argv)
     t0 = time.monotonic()
     machine = machine_info(kafka=None)
@@ -183,14 +187,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"| {r['snap_ms']:.1f} |"
         )
     print("\n".join(md[4:]))
-    if not args.no_results:
-        update_section(
-            args.results_file,
-            "multivariate",
-            "Multivariate drift test cost (load_tests/bench_multivariate.py)",
-            "\n".join(md),
-        )
-        print(f"updated {args.results_file}")
+    write_section(
+        args, "multivariate", "Multivariate drift test cost (load_tests/bench_multivariate.py)", md
+    )
     return 0
 
 

@@ -38,12 +38,13 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+from _harness import model_names  # noqa: E402
 from _results import machine_busy_cores_s, machine_info, update_section  # noqa: E402
 
 from stream_monitor.backtest import DEFAULT_BATCH_SIZE, Progress, Replay, run_replay  # noqa: E402
 from stream_monitor.config import MonitorConfig  # noqa: E402
 from stream_monitor.kafka.records import RawRecord  # noqa: E402
-from stream_monitor.simulate import ARCHETYPES, TrafficGenerator  # noqa: E402
+from stream_monitor.simulate import TrafficGenerator  # noqa: E402
 
 
 class _TimeUp(Exception):
@@ -61,11 +62,6 @@ class _LimitedProgress(Progress):
         super().update(events, fraction, alerts)
         if time.monotonic() > self.deadline:
             raise _TimeUp(events)
-
-
-def model_names(n: int) -> list[str]:
-    """``fraud-detector-0, churn-model-1, eta-regressor-2, fraud-detector-3, ...``"""
-    return [f"{ARCHETYPES[i % len(ARCHETYPES)]}-{i}" for i in range(n)]
 
 
 def own_cpu() -> float:

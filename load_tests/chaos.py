@@ -48,13 +48,10 @@ from __future__ import annotations
 
 import argparse
 import re
-import shlex
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
-import threading
 import time
 import uuid
 from collections import Counter
@@ -68,30 +65,27 @@ import orjson
 from _harness import (
     BULK_PRODUCER,
     KAFKA_SH,
-    KeyValue,
     Monitor,
-    ProduceResult,
+    PacedProducer,
+    RunRecord,
     Series,
     add_broker_args,
     add_results_args,
-    broker_label,
+    add_run_args,
     broker_session,
-    command_line,
     fmt,
     high_watermarks,
     lead_seconds,
     log,
-    machine_info,
     make_topics,
     metrics_path,
+    note_lines,
     produce,
+    spread_models,
     total,
-    write_results,
 )
-from _results import source_digest
-from soak import spread_models
 
-from stream_monitor.simulate import Record, TrafficGenerator
+from stream_monitor.simulate import TrafficGenerator
 
 CONSUMED = "stream_monitor_events_consumed_total"
 RESTORES = "stream_monitor_state_restores_total"
@@ -226,6 +220,11 @@ class Ctx:
         self.logs.append(mon.log_path)
         return mon
 
+    def topics(self, sc: str) -> tuple[dict[str, str], list[str], str]:
+        """Fresh topics for scenario ``sc``, its two input topics and its consumer group."""
+        topics = make_topics(self.bootstrap, self.run_id, sc, self.args.partitions)
+        return topics, [topics["predictions"], topics["labels"]], f"chaos-{self.run_id}-{sc}"
+
 
 def started(mon: Monitor, limit: float = 90.0) -> Monitor:
     mon.start()
@@ -294,49 +293,19 @@ def generator(args: argparse.Namespace, topics: dict[str, str], n: int, **kw: An
     )
 
 
-class IdempotentPacer:
-    """A thread sending ``records`` at their event times with an idempotent producer
-    (acks=all), so that retries across a broker restart write no duplicate."""
-
-    def __init__(self, bootstrap: str, records: list[Record], pred_topic: str, limit: float):
-        self.stop = threading.Event()
-        self.result: ProduceResult | None = None
-        conf = {
-            "linger.ms": 5,
-            "acks": "all",
-            "enable.idempotence": True,
-            "queue.buffering.max.messages": 500_000,
-        }
-
-        def run() -> None:
-            self.result = produce(
-                bootstrap,
-                records,
-                pred_topic,
-                time_limit=limit,
-                paced=True,
-                stop=self.stop,
-                conf=conf,
-            )
-
-        self.thread = threading.Thread(target=run, name="chaos-pacer", daemon=True)
-        self.thread.start()
-
-    def finish(self, limit: float) -> ProduceResult:
-        self.thread.join(limit)
-        if self.result is None:
-            self.stop.set()
-            raise RuntimeError("paced producer did not finish")
-        return self.result
-
-
-def live_records(args: argparse.Namespace, topics: dict[str, str]) -> tuple[list[Record], float]:
-    """``--rate`` x ``--live-seconds`` predictions and their labels, event time = the wall
-    time they are due, generated before the clock starts; and that start (time.time())."""
+def start_live(ctx: Ctx, topics: dict[str, str]) -> tuple[PacedProducer, float]:
+    """A paced idempotent producer (acks=all, so that retries across a broker restart write
+    no duplicate) sending ``--rate`` x ``--live-seconds`` predictions and their labels, event
+    time = the wall time they are due, generated before the clock starts; and that start
+    (time.time())."""
+    args = ctx.args
     n = int(args.rate * args.live_seconds)
     start = time.time() + lead_seconds(int(n * 1.8))
     records = list(generator(args, topics, n, start_time=start, rate=args.rate).events(n))
-    return records, start
+    pacer = PacedProducer(
+        ctx.bootstrap, records, topics["predictions"], args.live_seconds + 120, idempotent=True
+    )
+    return pacer, start
 
 
 # --------------------------------------------------------------------------------------------
@@ -377,6 +346,14 @@ class Outcome:
     @property
     def ok(self) -> bool:
         return self.alerts_ok and all(ok for _, ok, _ in self.checks)
+
+    def stopped(self, mon: Monitor, check: str) -> tuple[int | None, float]:
+        """SIGTERM ``mon`` (60 s at most): its exit code recorded, and checked (``check``) to
+        be 0; (exit code, seconds to exit)."""
+        rc, sec = mon.stop(60)
+        self.exit_codes.append(rc)
+        self.checks.append((check, rc == 0, f"code {rc}"))
+        return rc, sec
 
     def absorb(self, s: Series | None) -> None:
         """Add one process's last scrape: restores, aborted transactions, failed checkpoints."""
@@ -419,6 +396,15 @@ def reference(
     return alerts, state
 
 
+def against_reference(ctx: Ctx, out: Outcome, topics: dict[str, str], t0: float) -> Outcome:
+    """A live scenario's end: its time since ``t0``, its committed alerts, then the
+    reference's over the same topics."""
+    out.seconds = time.monotonic() - t0
+    out.alerts = read_alerts(ctx.bootstrap, topics["alerts"])
+    out.ref_alerts, out.ref_state = reference(ctx, out.name, topics, out.records)
+    return out
+
+
 # --------------------------------------------------------------------------------------------
 # kill
 # --------------------------------------------------------------------------------------------
@@ -433,8 +419,7 @@ def kill_points(total_records: int, kills: int, seed: int) -> list[int]:
 def scenario_kill(ctx: Ctx) -> Outcome:
     args, bootstrap = ctx.args, ctx.bootstrap
     out = Outcome("kill")
-    topics = make_topics(bootstrap, ctx.run_id, "kill", args.partitions)
-    inputs = [topics["predictions"], topics["labels"]]
+    topics, inputs, group = ctx.topics("kill")
     n = args.predictions
     ev_rate = 200.0
     gen = generator(args, topics, n, start_time=time.time() - n / ev_rate - 60, rate=ev_rate)
@@ -452,7 +437,6 @@ def scenario_kill(ctx: Ctx) -> Outcome:
     t0 = time.monotonic()
     out.ref_alerts, out.ref_state = reference(ctx, "kill", topics, out.records)
 
-    group = f"chaos-{ctx.run_id}-kill"
     points = kill_points(total_records, args.kills, args.seed)
     log(f"kill: {total_records:,} records; SIGKILL at {', '.join(f'{p:,}' for p in points)}")
     for i, point in enumerate([*points, None]):
@@ -491,13 +475,11 @@ def scenario_kill(ctx: Ctx) -> Outcome:
                 ok = wait_for(lambda: caught_up(bootstrap, group, inputs, args.partitions), 30)
                 last = scrape(mon) or last
                 out.state = state_figures(mon)
-                rc, _ = mon.stop(60)
-                out.exit_codes.append(rc)
+                rc, _ = out.stopped(mon, "last process exit code 0")
                 out.events.append(
                     f"last started at {start_pos:,} committed, read the rest; SIGTERM → exit "
                     f"code {rc}"
                 )
-                out.checks.append(("last process exit code 0", rc == 0, f"code {rc}"))
                 out.checks.append(
                     (
                         "committed offsets at the end of the inputs",
@@ -537,16 +519,13 @@ def scenario_broker(ctx: Ctx) -> Outcome:
             ("broker restart", False, "needs our own broker (no --bootstrap-servers)")
         )
         return out
-    topics = make_topics(bootstrap, ctx.run_id, "broker", args.partitions)
-    inputs = [topics["predictions"], topics["labels"]]
-    group = f"chaos-{ctx.run_id}-broker"
+    topics, inputs, group = ctx.topics("broker")
     t0 = time.monotonic()
     mon = started(ctx.monitor("broker", topics, group, "broker"))
-    pacer: IdempotentPacer | None = None
+    pacer: PacedProducer | None = None
     last: Series | None = None
     try:
-        records, start = live_records(args, topics)
-        pacer = IdempotentPacer(bootstrap, records, topics["predictions"], args.live_seconds + 120)
+        pacer, start = start_live(ctx, topics)
         wall_stop = start + args.live_seconds / 3
         time.sleep(max(0.0, wall_stop - time.time()))
         s = scrape(mon)
@@ -611,14 +590,9 @@ def scenario_broker(ctx: Ctx) -> Outcome:
             pacer.stop.set()
         if mon.alive():
             last = scrape(mon) or last
-        rc, _ = mon.stop(60)
-        out.exit_codes.append(rc)
-    out.checks.append(("exit code 0 after SIGTERM", rc == 0, f"code {rc}"))
+        out.stopped(mon, "exit code 0 after SIGTERM")
     out.absorb(last)
-    out.seconds = time.monotonic() - t0
-    out.alerts = read_alerts(bootstrap, topics["alerts"])
-    out.ref_alerts, out.ref_state = reference(ctx, "broker", topics, out.records)
-    return out
+    return against_reference(ctx, out, topics, t0)
 
 
 # --------------------------------------------------------------------------------------------
@@ -627,18 +601,15 @@ def scenario_broker(ctx: Ctx) -> Outcome:
 def scenario_rebalance(ctx: Ctx) -> Outcome:
     args, bootstrap = ctx.args, ctx.bootstrap
     out = Outcome("rebalance")
-    topics = make_topics(bootstrap, ctx.run_id, "rebalance", args.partitions)
-    inputs = [topics["predictions"], topics["labels"]]
-    group = f"chaos-{ctx.run_id}-rebalance"
+    topics, inputs, group = ctx.topics("rebalance")
     t0 = time.monotonic()
     a = started(ctx.monitor("rebalance-a", topics, group, "a"))
     b: Monitor | None = None
-    pacer: IdempotentPacer | None = None
+    pacer: PacedProducer | None = None
     last_a: Series | None = None
     last_b: Series | None = None
     try:
-        records, start = live_records(args, topics)
-        pacer = IdempotentPacer(bootstrap, records, topics["predictions"], args.live_seconds + 120)
+        pacer, start = start_live(ctx, topics)
         time.sleep(max(0.0, start + args.live_seconds / 3 - time.time()))
         b = bm = ctx.monitor("rebalance-b", topics, group, "b")
         bm.start()
@@ -651,13 +622,11 @@ def scenario_rebalance(ctx: Ctx) -> Outcome:
         )
         time.sleep(max(0.0, start + 2 * args.live_seconds / 3 - time.time()))
         last_b = scrape(b) or last_b
-        rc_b, sec_b = b.stop(60)
-        out.exit_codes.append(rc_b)
+        rc_b, sec_b = out.stopped(b, "b: exit code 0 after SIGTERM")
         out.events.append(
             f"b got SIGTERM at {2 * args.live_seconds / 3:.0f} s after consuming "
             f"{total(last_b or {}, CONSUMED):,.0f} records; exit code {rc_b} in {sec_b:.1f} s"
         )
-        out.checks.append(("b: exit code 0 after SIGTERM", rc_b == 0, f"code {rc_b}"))
         pr = pacer.finish(args.live_seconds + 150)
         out.events.append(f"producer sent {pr.handed:,} records in {pr.seconds:.0f} s")
         out.records = high_watermarks(bootstrap, inputs)
@@ -673,15 +642,10 @@ def scenario_rebalance(ctx: Ctx) -> Outcome:
             b.stop(30)
         if a.alive():
             last_a = scrape(a) or last_a
-        rc_a, _ = a.stop(60)
-        out.exit_codes.append(rc_a)
-    out.checks.append(("a: exit code 0 after SIGTERM", rc_a == 0, f"code {rc_a}"))
+        out.stopped(a, "a: exit code 0 after SIGTERM")
     out.absorb(last_a)
     out.absorb(last_b)
-    out.seconds = time.monotonic() - t0
-    out.alerts = read_alerts(bootstrap, topics["alerts"])
-    out.ref_alerts, out.ref_state = reference(ctx, "rebalance", topics, out.records)
-    return out
+    return against_reference(ctx, out, topics, t0)
 
 
 # --------------------------------------------------------------------------------------------
@@ -738,9 +702,8 @@ def report(args: argparse.Namespace, outcomes: list[Outcome], ctx_logs: list[Pat
         f"{args.seed}); broker and rebalance: {args.rate:,.0f} predictions/s for "
         f"{args.live_seconds:g} s from a paced idempotent producer.",
     ]
-    if args.note:
-        md += ["", f"Note: {args.note}"]
     md += [
+        *note_lines(args),
         "",
         "| scenario | records (predictions + labels) | alerts: reference / scenario | **equal** "
         "| duplicates | restores by outcome | transactions aborted | other checks | time |",
@@ -807,15 +770,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--live-seconds", type=float, default=60.0)
     ap.add_argument("--broker-down", type=float, default=6.0, help="s the broker stays down")
     ap.add_argument("--drain-timeout", type=float, default=420.0)
-    ap.add_argument(
-        "--monitor-setting",
-        action=KeyValue,
-        default={},
-        metavar="KEY=VALUE",
-        help="MonitorConfig field for every monitor (dotted for a table); repeatable",
-    )
-    ap.add_argument("--note", default="", help="a sentence for the results (e.g. load)")
-    ap.add_argument("--keep-workdir", action="store_true")
+    add_run_args(ap, "MonitorConfig field for every monitor (dotted for a table); repeatable")
     add_broker_args(ap, 39392)
     add_results_args(ap)
     args = ap.parse_args(argv)
@@ -825,21 +780,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.predictions < 1000 or args.kills < 1 or args.models < 1 or args.partitions < 1:
         ap.error("need --predictions >= 1000 and positive --kills, --models, --partitions")
 
-    t0 = time.monotonic()
-    run_id = uuid.uuid4().hex[:8]
-    machine = machine_info(kafka=broker_label(args))
-    digest = source_digest()
-    # quoted, so that the results' command line can be pasted (--note takes a sentence)
-    cmd = command_line(
-        "chaos.py", [shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv)]
-    )
+    rec = RunRecord.begin("chaos.py", args, argv)
     workdir = Path(tempfile.mkdtemp(prefix="stream-monitor-chaos-"))
     outcomes: list[Outcome] = []
     keep = args.keep_workdir
     ctx: Ctx | None = None
     try:
         with broker_session(args) as (bootstrap, broker):
-            ctx = Ctx(args, bootstrap, broker, run_id, workdir)
+            ctx = Ctx(args, bootstrap, broker, rec.run_id, workdir)
             run = {
                 "kill": scenario_kill,
                 "broker": scenario_broker,
@@ -862,23 +810,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         if keep:
             log(f"monitor configs and logs kept in {workdir}")
-    md = report(args, outcomes, ctx.logs if ctx else [])
-    if source_digest() != digest:
-        md.append(
-            f"Note: stream_monitor's sources changed during the run (digest {digest} at start, "
-            f"{source_digest()} at the end): monitors started after the change ran the new code."
-        )
     if not keep:
         shutil.rmtree(workdir, ignore_errors=True)
-    print("\n".join(line.replace("**", "") for line in md), flush=True)
-    write_results(
+    rec.write(
         args,
         "chaos",
         "Chaos: kills, a broker restart and a rebalance (load_tests/chaos.py)",
-        machine=machine,
-        cmd=cmd,
-        total_s=time.monotonic() - t0,
-        body=md,
+        report(args, outcomes, ctx.logs if ctx else []),
     )
     return 0 if all(o.ok for o in outcomes) else 1
 

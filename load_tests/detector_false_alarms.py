@@ -36,7 +36,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from _results import machine_info, update_section  # noqa: E402
+from _results import add_results_args, machine_info, write_section  # noqa: E402
 from river import drift  # noqa: E402
 
 from stream_monitor.config import DetectorConfig, DriftConfig  # noqa: E402
@@ -133,8 +133,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--post", type=int, default=5_000, help="values after the shift")
     ap.add_argument("--shift", type=float, default=0.5, help="mean shift in sd")
     ap.add_argument("--chunk", type=int, default=100, help="values per NumericFeature call")
-    ap.add_argument("--results-file", type=Path, default=HERE / "RESULTS.md")
-    ap.add_argument("--no-results", action="store_true")
+    add_results_args(ap)
     args = ap.parse_args(argv)
     t0 = time.monotonic()
     machine = machine_info(kafka=None)
@@ -230,14 +229,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{statistics.mean(r['before'] for r in feat_delay):.2f} |",
     ]
     print("\n".join(md[4:]))
-    if not args.no_results:
-        update_section(
-            args.results_file,
-            "detector_false_alarms",
-            "Detector false alarms and delay (load_tests/detector_false_alarms.py)",
-            "\n".join(md),
-        )
-        print(f"updated {args.results_file}")
+    write_section(
+        args,
+        "detector_false_alarms",
+        "Detector false alarms and delay (load_tests/detector_false_alarms.py)",
+        md,
+    )
     return 0
 
 

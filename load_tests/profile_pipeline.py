@@ -37,7 +37,15 @@ from typing import Any, Literal
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from _results import machine_busy_cores_s, machine_info, update_section  # noqa: E402
+from _harness import batches, model_names  # noqa: E402
+from _results import (  # noqa: E402
+    add_results_args,
+    command_line,
+    machine_busy_cores_s,
+    machine_info,
+    results_head,
+    write_section,
+)
 
 from stream_monitor.checkpoint import Checkpoint  # noqa: E402
 from stream_monitor.config import MonitorConfig  # noqa: E402
@@ -46,14 +54,9 @@ from stream_monitor.events.schema import LabelEvent, PredictionEvent  # noqa: E4
 from stream_monitor.kafka.records import RawRecord  # noqa: E402
 from stream_monitor.metrics.instruments import Instruments  # noqa: E402
 from stream_monitor.monitor.partition import PartitionState  # noqa: E402
-from stream_monitor.simulate import ARCHETYPES, TrafficGenerator  # noqa: E402
+from stream_monitor.simulate import TrafficGenerator  # noqa: E402
 
 PRED_TOPIC, LABEL_TOPIC = "predictions", "labels"
-
-
-def model_names(n: int) -> list[str]:
-    """``fraud-detector-0, churn-model-1, eta-regressor-2, fraud-detector-3, ...``"""
-    return [f"{ARCHETYPES[i % len(ARCHETYPES)]}-{i}" for i in range(n)]
 
 
 def decode_all(msgs: Sequence[RawRecord], max_bytes: int) -> list[Any]:
@@ -62,19 +65,6 @@ def decode_all(msgs: Sequence[RawRecord], max_bytes: int) -> list[Any]:
         kind: Literal["prediction", "label"] = "prediction" if m.topic() == PRED_TOPIC else "label"
         out.append(decode_record(m, kind=kind, max_bytes=max_bytes))
     return out
-
-
-def make_batches(events: Sequence[Any], size: int) -> list[tuple[list[Any], list[Any]]]:
-    batches = []
-    for i in range(0, len(events), size):
-        chunk = events[i : i + size]
-        batches.append(
-            (
-                [e for e in chunk if isinstance(e, PredictionEvent)],
-                [e for e in chunk if isinstance(e, LabelEvent)],
-            )
-        )
-    return batches
 
 
 def monitor_all(
@@ -215,8 +205,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=600.0,
         help="skip the remaining phases once this much time has passed",
     )
-    ap.add_argument("--results-file", default=str(HERE / "RESULTS.md"))
-    ap.add_argument("--no-results", action="store_true", help="do not update RESULTS.md")
+    add_results_args(ap)
     args = ap.parse_args(argv)
     deadline = time.monotonic() + args.max_seconds
     machine = machine_info(kafka=None)  # at start: load average and source digest
@@ -262,12 +251,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         t, events = timed(decode_all, msgs, cfg.limits.max_event_bytes)
         t_decs.append(t)
         dead = sum(isinstance(e, DeadLetter) for e in events)
-        batches = make_batches(events, args.batch)
-        n_batches = len(batches)
-        t, (alerts, state) = timed(monitor_all, cfg, batches)
+        fed = list(batches(events, args.batch))
+        n_batches = len(fed)
+        t, (alerts, state) = timed(monitor_all, cfg, fed)
         t_mons.append(t)
         n_models = len(state.models)
-        del batches
+        del fed
         if rnd == 0:
             try:
                 t_scrape, scrape_bytes, scrape_lines = scrape_cost(state)
@@ -340,12 +329,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"\n--- top {args.top} by cumulative time ---\n{by_cum}")
 
     if not args.no_results:
-        cmd = " ".join(["python", "load_tests/profile_pipeline.py", *sys.argv[1:]])
         body = [
-            f"Run {time.strftime('%Y-%m-%d %H:%M %Z')} — {machine}",
-            "",
-            f"Command: `.venv/bin/{cmd}`",
-            "",
+            *results_head(machine, command_line("profile_pipeline.py", argv)),
             f"{n_rec:,} records ({n_pred:,} predictions + {n_rec - n_pred:,} labels), "
             f"{args.models} models, drift at prediction {args.predictions // 2:,}, "
             f"batches of {args.batch} records, one PartitionState, no profiler:",
@@ -376,13 +361,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             by_tottime,
             "```",
         ]
-        update_section(
-            Path(args.results_file),
-            "profile_pipeline",
-            "In-process profile (load_tests/profile_pipeline.py)",
-            "\n".join(body),
+        print()
+        write_section(
+            args, "profile_pipeline", "In-process profile (load_tests/profile_pipeline.py)", body
         )
-        print(f"\nupdated {args.results_file}")
     return 0
 
 

@@ -46,12 +46,8 @@ import contextlib
 import heapq
 import os
 import re
-import shlex
-import sys
 import threading
 import time
-import uuid
-import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,33 +55,31 @@ from typing import Any
 
 from _harness import (
     BULK_PRODUCER,
-    KeyValue,
     Monitor,
+    RunRecord,
     Series,
     add_broker_args,
     add_results_args,
-    broker_label,
+    add_run_args,
     broker_session,
-    command_line,
     cpu_mark,
     cpu_shares,
     fmt,
     high_watermarks,
     log,
-    machine_info,
     make_topics,
     metrics_path,
     newest,
+    note_lines,
     pct,
     poll,
     produce,
+    spread_models,
     total,
     workdir_session,
-    write_results,
 )
-from _results import source_digest
 
-from stream_monitor.simulate import ARCHETYPES, Record, TrafficGenerator
+from stream_monitor.simulate import Record, TrafficGenerator
 
 CONSUMED = "stream_monitor_events_consumed_total"
 EVENT_TS = "stream_monitor_last_event_timestamp_seconds"
@@ -97,24 +91,6 @@ TABLE_ROWS = 15
 # --------------------------------------------------------------------------------------------
 # traffic
 # --------------------------------------------------------------------------------------------
-def spread_models(n: int, partitions: int) -> list[str]:
-    """``n`` model ids (the archetypes in turn) whose keys fall evenly on the partitions under
-    librdkafka's default partitioner (CRC32 of the key modulo the partition count), so that
-    every partition carries traffic and state (``model_names(6)`` leaves one of 3 empty)."""
-    per = -(-n // partitions)
-    counts = [0] * partitions
-    out: list[str] = []
-    for i in range(100_000):
-        name = f"{ARCHETYPES[len(out) % len(ARCHETYPES)]}-{i}"
-        p = zlib.crc32(name.encode()) % partitions
-        if counts[p] < per:
-            counts[p] += 1
-            out.append(name)
-            if len(out) == n:
-                break
-    return out
-
-
 def traffic(
     args: argparse.Namespace, topics: dict[str, str], start: float, rate: float, n: int
 ) -> Iterator[Record]:
@@ -637,9 +613,8 @@ def report(args: argparse.Namespace, mx: dict[str, Any] | None, r: dict[str, Any
         f"{args.every:g} s (full /metrics scrape); lag sampled every {args.poll:g} s "
         f"(scrape wall time - newest prediction event time).",
     ]
-    if args.note:
-        md += ["", f"Note: {args.note}"]
     md += [
+        *note_lines(args),
         "",
         "| min | records consumed | RSS MiB | lag s, predictions / labels "
         "| consumer lag (labels) | checkpoints (+since) "
@@ -750,29 +725,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     ap.add_argument("--linger-ms", type=float, default=5.0)
     ap.add_argument("--seed", type=int, default=31)
-    ap.add_argument(
-        "--monitor-setting",
-        action=KeyValue,
-        default={},
-        metavar="KEY=VALUE",
-        help="MonitorConfig field of both monitors (dotted for a table); repeatable",
-    )
-    ap.add_argument("--note", default="", help="a sentence for the results (e.g. load)")
-    ap.add_argument("--keep-workdir", action="store_true", help="keep the monitors' TOML and logs")
+    add_run_args(ap, "MonitorConfig field of both monitors (dotted for a table); repeatable")
     add_broker_args(ap, 39292)
     add_results_args(ap)
     args = ap.parse_args(argv)
     if args.minutes <= 0 or args.every <= 0 or args.poll <= 0 or args.models < 1:
         ap.error("need positive --minutes, --every, --poll and --models")
 
-    t0 = time.monotonic()
-    run_id = uuid.uuid4().hex[:8]
-    machine = machine_info(kafka=broker_label(args))
-    digest = source_digest()
-    # quoted, so that the results' command line can be pasted (--note takes a sentence)
-    cmd = command_line(
-        "soak.py", [shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv)]
-    )
+    rec = RunRecord.begin("soak.py", args, argv)
+    run_id = rec.run_id
     mx: dict[str, Any] | None = None
     with (
         workdir_session("stream-monitor-soak-", args.keep_workdir) as workdir,
@@ -785,21 +746,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             mx = measure_max_rate(args, bootstrap, broker_pid, run_id, workdir)
             rate = 0.5 * mx["predictions_s"]
         r = soak(args, bootstrap, broker, run_id, workdir, rate)
-    md = report(args, mx, r)
-    if source_digest() != digest:
-        md.append(
-            f"Note: stream_monitor's sources changed during the run (digest {digest} at start, "
-            f"{source_digest()} at the end): monitors started after the change ran the new code."
-        )
-    print("\n".join(line.replace("**", "") for line in md), flush=True)
-    write_results(
-        args,
-        "soak",
-        "Soak at half the maximum rate (load_tests/soak.py)",
-        machine=machine,
-        cmd=cmd,
-        total_s=time.monotonic() - t0,
-        body=md,
+    rec.write(
+        args, "soak", "Soak at half the maximum rate (load_tests/soak.py)", report(args, mx, r)
     )
     return 0 if r["kept_up"] and r["exit_code"] == 0 else 1
 

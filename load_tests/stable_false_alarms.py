@@ -26,12 +26,12 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from _results import machine_info, update_section  # noqa: E402
+from _harness import batches, decoded_events  # noqa: E402
+from _results import add_results_args, machine_info, write_section  # noqa: E402
 
 from stream_monitor.config import MonitorConfig  # noqa: E402
 from stream_monitor.events.schema import LabelEvent, PredictionEvent  # noqa: E402
 from stream_monitor.monitor.partition import PartitionState  # noqa: E402
-from stream_monitor.simulate import TrafficGenerator  # noqa: E402
 
 CONFIGS: dict[str, dict[str, Any]] = {
     "defaults (window 1,000, calibrated)": {},
@@ -47,17 +47,6 @@ CONFIGS: dict[str, dict[str, Any]] = {
 }
 
 
-def events(n: int, seed: int, drift_at: int | None = None) -> list[PredictionEvent | LabelEvent]:
-    """``n`` predictions of TrafficGenerator's three models and their labels, decoded."""
-    out: list[PredictionEvent | LabelEvent] = []
-    for rec in TrafficGenerator(seed=seed, drift_at=drift_at).events(n):
-        if rec.topic == "predictions":
-            out.append(PredictionEvent.model_validate_json(rec.value))
-        else:
-            out.append(LabelEvent.model_validate_json(rec.value))
-    return out
-
-
 #: One incident per feature, no cooldown: every false alarm of a statistic is counted.
 ALERTS: dict[str, Any] = {"group_features": False, "cooldown_seconds": 0}
 
@@ -67,10 +56,7 @@ def run(drift: dict[str, Any], evs: list[PredictionEvent | LabelEvent]) -> dict[
     st = PartitionState(0, cfg)
     opened: collections.Counter[str] = collections.Counter()
     t0 = time.process_time()
-    for i in range(0, len(evs), 2000):
-        chunk = evs[i : i + 2000]
-        preds = [e for e in chunk if isinstance(e, PredictionEvent)]
-        labels = [e for e in chunk if isinstance(e, LabelEvent)]
+    for preds, labels in batches(evs, 2000):
         for a in st.process(preds, labels):
             if a.status == "firing":
                 opened[f"{a.kind}/{a.signal}"] += 1
@@ -86,10 +72,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--predictions", type=int, default=300_000)
     ap.add_argument("--seed", type=int, default=11)
-    ap.add_argument("--results-file", type=Path, default=HERE / "RESULTS.md")
-    ap.add_argument("--no-results", action="store_true")
+    add_results_args(ap)
     args = ap.parse_args(argv)
-    evs = events(args.predictions, args.seed)
+    evs = decoded_events(args.predictions, args.seed)
     rows = []
     for name, drift in CONFIGS.items():
         r = run(drift, evs)
@@ -112,14 +97,12 @@ def main(argv: list[str] | None = None) -> int:
         "|---|---:|---:|---:|---|---:|",
         *rows,
     ]
-    if not args.no_results:
-        update_section(
-            args.results_file,
-            "stable_false_alarms",
-            "False alarms on stationary traffic (load_tests/stable_false_alarms.py)",
-            "\n".join(md),
-        )
-        print(f"updated {args.results_file}")
+    write_section(
+        args,
+        "stable_false_alarms",
+        "False alarms on stationary traffic (load_tests/stable_false_alarms.py)",
+        md,
+    )
     return 0
 
 
