@@ -169,6 +169,7 @@ _SEQ = itemgetter(0)
 _PREDICTION = itemgetter(1)
 #: The snapshot's columns of a waiting prediction, with their getters.
 _COLUMNS = {name: itemgetter(i) for i, name in enumerate(PendingPrediction._fields)}
+_TIMESTAMP = _COLUMNS["timestamp"]
 
 
 def _enc(x: float) -> float | None:
@@ -459,6 +460,8 @@ labels_unmatched=0))
         horizon = -math.inf if wm is None else wm - ttl
         seq = self._seq
         journal = self._journal
+        if wm is not None and self._bulk(model_id, q, st, rows, wm, model_cap):
+            return
         for event_id, p in rows:
             ts = p.timestamp
             # The head of the queue can change only if something leaves it or it was empty;
@@ -519,6 +522,50 @@ labels_unmatched=0))
             for m in victims or ():
                 self._expire(m)
         self._seq = seq
+
+    def _bulk(
+        self,
+        model_id: str,
+        q: OrderedDict[str, _Entry],
+        st: ModelJoinStats,
+        rows: Sequence[tuple[str, PendingPrediction]],
+        wm: float,
+        model_cap: int,
+    ) -> bool:
+        """:meth:`add_predictions` in a few calls, when the rows can change the join only as
+        the row-by-row loop would in its simplest case: no duplicate event id (among the
+        rows or with a waiting one), no timestamp beyond reach of the watermark, no bound
+        reached. Then the rows go in at the end in order, the watermark becomes the newest
+        timestamp, and the head expires once against the final horizon: the loop checks the
+        head only when the queue was empty or the watermark moved, each time against a horizon
+        no later than the final one, and pops from the head only, so it leaves the same
+        queue. False (nothing done) when the case is not that simple."""
+        n = len(rows)
+        if len(q) + n > model_cap or self._size + n > self.capacity:
+            return False
+        ids = list(map(_SEQ, rows))  # rows are (event id, prediction)
+        preds = list(map(_PREDICTION, rows))
+        newest = max(map(_TIMESTAMP, preds))
+        if newest - wm > self.max_future_seconds or not q.keys().isdisjoint(ids):
+            return False
+        if len(set(ids)) != n:
+            return False
+        was_empty = not q
+        seq = self._seq
+        q.update(zip(ids, zip(range(seq, seq + n), preds, strict=True), strict=True))
+        if self._journal is not None:
+            self._journal.extend((model_id, event_id, None) for event_id in ids)
+        self._seq = seq + n
+        st.pending += n
+        self._size += n
+        self._future_runs.pop(model_id, None)
+        moved = newest > wm
+        if moved:
+            self._watermarks[model_id] = newest
+        horizon = self._watermarks[model_id] - self.ttl_of(model_id)
+        if (was_empty or moved) and next(iter(q.values()))[1].timestamp < horizon:
+            self._expire(model_id)
+        return True
 
     def match(
         self,
