@@ -43,6 +43,7 @@ from stream_monitor.stats.calibrate import (
     Calibration,
     batch_statistics,
     cached_calibrate,
+    cached_calibrate_rolling,
     calibration_size,
 )
 from stream_monitor.stats.drift import ADWIN, PageHinkley, update_all
@@ -380,7 +381,9 @@ class FeatureMonitor:
         before = {k: v / t for k, v in self.scores.items() if (t := self.thresholds.get(k))}
         self.scores = {k: v for k, v in statistics.items() if math.isfinite(v)}
         n_win = int(win.sum())
-        calib = self._calibrate(n_ref, n_win, points, scale)
+        # _reference_for hands back the fixed reference itself, or a lagged window's counts.
+        lagged = None if ref is self.ref_counts else (ref, win)
+        calib = self._calibrate(n_ref, n_win, points, scale, lagged)
         th = cfg.thresholds
         breached = False
         z: float | None = None
@@ -437,8 +440,17 @@ class FeatureMonitor:
         return not s.needs_points or points is not None
 
     def _calibrate(
-        self, n_ref: int, n_win: int, points: np.ndarray | None, scale: float | None
+        self,
+        n_ref: int,
+        n_win: int,
+        points: np.ndarray | None,
+        scale: float | None,
+        lagged: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> dict[str, Calibration] | None:
+        """The alerting statistics' calibrations for a window of ``n_win`` events against a
+        reference of ``n_ref``; ``lagged``: the (reference, window) counts when the reference
+        is rolling (an earlier window), whose null shape is the pair's, not the fixed
+        reference's (see :func:`~stream_monitor.stats.calibrate.rolling_shape`)."""
         cfg = self.cfg
         if cfg.thresholds.mode == "fixed" and self.window_detectors is None:
             return None
@@ -453,18 +465,16 @@ class FeatureMonitor:
         # simulated exactly.
         if cfg.window.kind == "time" or n_win != int(cfg.window.size):
             n_win = calibration_size(n_win)
+        th = cfg.thresholds
+        rest = (th.false_alarm_rate, names, points, scale, th.draws())
+        if lagged is not None:
+            # The reference is an earlier window: its size on the grid as the window's.
+            if cfg.window.kind == "time" or n_ref != int(cfg.window.size):
+                n_ref = calibration_size(n_ref)
+            return cached_calibrate_rolling(lagged[0], lagged[1], n_ref, n_win, *rest)
         if n_ref != int(self.ref_counts.sum()):
             n_ref = calibration_size(n_ref)
-        return cached_calibrate(
-            self.ref_counts,
-            n_ref,
-            n_win,
-            cfg.thresholds.false_alarm_rate,
-            names,
-            points,
-            scale,
-            cfg.thresholds.draws(),
-        )
+        return cached_calibrate(self.ref_counts, n_ref, n_win, *rest)
 
     def _wasserstein_points(self) -> tuple[np.ndarray | None, float | None]:
         return None, None

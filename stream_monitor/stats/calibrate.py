@@ -529,14 +529,30 @@ def cached_calibrate(
     gets the same thresholds, whichever asked first: the many features of many models share
     a few calibrations instead of thrashing the memo with one each.
     """
-    nr, nw = n_ref, n_win
+    shape = reference_shape(ref_counts, ordered=any(REGISTRY[name].ordered for name in names))
+    return _memoised("fixed", shape, n_ref, n_win, false_alarm_rate, names, points, scale, draws)
+
+
+def _memoised(
+    tag: str,
+    shape: np.ndarray,
+    n_ref: int,
+    n_win: int,
+    false_alarm_rate: float,
+    names: tuple[str, ...],
+    points: np.ndarray | None,
+    scale: float | None,
+    draws: int | None,
+) -> dict[str, Calibration]:
+    """:func:`calibrate` of ``shape`` with seed 0, through the process-wide memo (keyed by
+    ``tag`` and every input; bin points and scale only where a statistic reads them)."""
     if not any(REGISTRY[name].needs_points for name in names):
         points = scale = None
-    shape = reference_shape(ref_counts, ordered=any(REGISTRY[name].ordered for name in names))
     key = (
+        tag,
         shape.tobytes(),
-        nr,
-        nw,
+        n_ref,
+        n_win,
         false_alarm_rate,
         names,
         None if points is None else points.tobytes(),
@@ -549,8 +565,8 @@ def cached_calibrate(
         return hit
     out = calibrate(
         shape,
-        n_reference=nr,
-        n_window=nw,
+        n_reference=n_ref,
+        n_window=n_win,
         false_alarm_rate=false_alarm_rate,
         names=names,
         draws=draws,
@@ -562,3 +578,86 @@ def cached_calibrate(
     while len(_CALIBRATIONS) > CALIBRATION_MEMO_SIZE:
         _CALIBRATIONS.popitem(last=False)
     return out
+
+
+# ------------------------------------------------------- calibrations for a rolling reference
+
+#: Steps per doubling of the grid on which :func:`rolling_shape` rounds the pooled proportions
+#: of a rolling reference and its window (2: neighbouring points differ by 41 %).
+ROLLING_SHAPE_STEPS_PER_OCTAVE = 2
+#: A bin whose pooled proportion gives at least this many expected values in the smaller of
+#: the two samples is "large": where no statistic reads the bins' order, :func:`rolling_shape`
+#: spreads the large bins' mass evenly over them (their share of a statistic's null is its
+#: asymptotic one, which does not depend on their proportions).
+ROLLING_LARGE_COUNT = 10
+
+
+def rolling_shape(
+    reference_counts: np.ndarray, window_counts: np.ndarray, *, ordered: bool
+) -> np.ndarray:
+    """The null shape of a window judged against a rolling reference: the bin proportions of
+    the *pooled* counts (reference + window, the estimate of their common distribution under
+    "no change"), rounded to a coarse relative grid (:data:`ROLLING_SHAPE_STEPS_PER_OCTAVE`
+    points per doubling) and renormalised. Unless the bins' ``ordered`` positions matter, the
+    large bins (:data:`ROLLING_LARGE_COUNT`) share their mass evenly and the proportions are
+    sorted in decreasing order. Bins empty in both stay empty (they add nothing to any
+    statistic).
+
+    A rolling reference (an earlier window) of a seasonal feature occupies a few of the fixed
+    bins, some with small expected counts, and a statistic's null there is far from its null
+    under the fixed reference's shape (PSI's eps-clipped terms from sparse bins give it a
+    heavier tail). Pooling puts weight wherever either sample has values, so the simulation
+    produces the sparse-bin terms the real pair can show; simulating from the reference's
+    counts alone never puts a value in a bin it missed. The grid is coarse, and large bins are
+    made alike, so that the shapes of a repeating season share a few calibrations: the small
+    bins' pooled proportions of two windows of a few hundred events are themselves noisy by
+    tens of percent. Simulated from this shape, stable pairs of 200-event windows of a seasonal
+    feature breach PSI's 1 % threshold at 0.75-1.1 % (as with their true proportions); from
+    the fixed reference's shape, at up to 3.3 %.
+
+    Examples
+    --------
+    >>> ref, win = np.array([0, 30, 10, 0, 25]), np.array([1, 29, 9, 0, 25])
+    >>> rolling_shape(ref, win, ordered=True).round(3)
+    array([0.008, 0.507, 0.127, 0.   , 0.358])
+    >>> rolling_shape(ref, win, ordered=False).round(3)  # the two large bins made alike
+    array([0.434, 0.434, 0.125, 0.008, 0.   ])
+    """
+    ref = np.asarray(reference_counts, dtype=np.float64)
+    win = np.asarray(window_counts, dtype=np.float64)
+    pooled = ref + win
+    p = pooled / pooled.sum()
+    q = np.zeros_like(p)
+    nz = p > 0
+    steps = ROLLING_SHAPE_STEPS_PER_OCTAVE
+    q[nz] = np.exp2(np.round(np.log2(p[nz]) * steps) / steps)
+    large = p * min(ref.sum(), win.sum()) >= ROLLING_LARGE_COUNT
+    if ROLLING_LARGE_COUNT > 0 and not ordered and large.any():
+        q[large] = max(0.0, 1.0 - q[~large].sum()) / np.count_nonzero(large)
+    if not ordered:
+        q = -np.sort(-q)
+    return q / q.sum()
+
+
+def cached_calibrate_rolling(
+    reference_counts: np.ndarray,
+    window_counts: np.ndarray,
+    n_ref: int,
+    n_win: int,
+    false_alarm_rate: float,
+    names: tuple[str, ...],
+    points: np.ndarray | None = None,
+    scale: float | None = None,
+    draws: int | None = None,
+) -> dict[str, Calibration]:
+    """:func:`calibrate` of a window against a rolling reference: simulated from
+    :func:`rolling_shape` of the pair, for these sizes, with a fixed seed, memoised in the same
+    process-wide memo as :func:`cached_calibrate` (under keys of their own).
+
+    Both counts must be non-negative with a positive total (the window's and the reference's
+    are, whenever a window is judged).
+    """
+    shape = rolling_shape(
+        reference_counts, window_counts, ordered=any(REGISTRY[name].ordered for name in names)
+    )
+    return _memoised("rolling", shape, n_ref, n_win, false_alarm_rate, names, points, scale, draws)
