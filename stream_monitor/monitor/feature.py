@@ -513,11 +513,6 @@ class FeatureMonitor:
     def _extra_baseline(self, signal: str) -> float:
         return 0.0
 
-    def detector_observation(
-        self, model_id: str, observed_at: float, model_version: str | None
-    ) -> Observation | None:
-        return None
-
     def detector_observations(
         self, model_id: str, events: Sequence[Any]
     ) -> list[tuple[int, Observation]]:
@@ -718,17 +713,10 @@ class NumericFeature(FeatureMonitor):
         #: PIT values (in [0, 1], NaN when missing) of the last ingested segment, for
         #: multivariate checks.
         self.last_u: np.ndarray | None = None
-        det = cfg.detectors
         self.detectors: dict[str, ADWIN | PageHinkley] = {}
         self.debouncers: dict[str, Debouncer] = {}
-        if det.enabled:
-            self.detectors = {
-                "adwin": ADWIN(delta=det.adwin_delta),
-                "page_hinkley": PageHinkley(
-                    threshold=det.page_hinkley_threshold, delta=det.page_hinkley_delta
-                ),
-            }
-            self.debouncers = {k: Debouncer(det.cooldown_events) for k in self.detectors}
+        if cfg.detectors.enabled:
+            self._new_detectors()
         #: Position (values seen) of each detector's last accepted firing.
         self.last_firing: dict[str, int] = {}
         self.detections: dict[str, int] = {k: 0 for k in self.detectors}
@@ -807,8 +795,8 @@ class NumericFeature(FeatureMonitor):
         if pending:
             self.pending_z, self._pending_rows = z[rows[fed:]], rows[fed:]
 
-    def _restart_detectors(self) -> None:
-        """Fresh per-value detectors, debouncers and levels (their reference changed)."""
+    def _new_detectors(self) -> None:
+        """Fresh per-value detectors and their debouncers, as configured."""
         det = self.cfg.detectors
         self.detectors = {
             "adwin": ADWIN(delta=det.adwin_delta),
@@ -817,6 +805,10 @@ class NumericFeature(FeatureMonitor):
             ),
         }
         self.debouncers = {k: Debouncer(det.cooldown_events) for k in self.detectors}
+
+    def _restart_detectors(self) -> None:
+        """Fresh per-value detectors, debouncers and levels (their reference changed)."""
+        self._new_detectors()
         self.last_firing = {}
         self.levels = [0.0, 0.0]
         self.detectors_returned = False
@@ -1122,38 +1114,6 @@ class NumericFeature(FeatureMonitor):
         """How many detectors fired within ``agreement_events`` values of the latest value."""
         horizon = self.cfg.detectors.agreement_events
         return sum(1 for at in self.last_firing.values() if self.n_values - at <= horizon)
-
-    def detector_observation(
-        self, model_id: str, observed_at: float, model_version: str | None
-    ) -> Observation | None:
-        """The detectors' verdict after the last chunk: breached at the row where they came to
-        agree (the caller stamps it with that row's event time), else cleared once none of them
-        has fired within ``agreement_events`` values."""
-        if not self.detectors:
-            return None
-        need = self.cfg.detectors.min_agreeing
-        agreed = self.agreement_row is not None
-        level = need if agreed else self.agreeing_detectors()
-        # While recent firings count, they say which way the change went.
-        direction: Direction | None = None
-        if level:
-            direction = "back" if self.detectors_returned else "away"
-        if self.detectors_returned:
-            # the detectors agreed on a change back towards the reference: not drift
-            agreed, level = False, 0
-        return Observation(
-            model_id=model_id,
-            kind=self.kind,
-            feature=self.name,
-            signal="change_detectors",
-            value=float(level),
-            threshold=float(need),
-            breached=agreed,
-            cleared=not agreed and level == 0,
-            observed_at=observed_at,
-            model_version=model_version,
-            direction=direction,
-        )
 
     def snapshot(self) -> dict[str, Any]:
         d = super().snapshot()

@@ -498,14 +498,19 @@ def reference_shape(ref_counts: np.ndarray, *, ordered: bool) -> np.ndarray:
     [0.253, 0.747]
     """
     p = np.asarray(ref_counts, dtype=np.float64)
-    p = p / p.sum()
-    q = np.zeros_like(p)
-    nz = p > 0
-    steps = SHAPE_STEPS_PER_OCTAVE
-    q[nz] = np.exp2(np.round(np.log2(p[nz]) * steps) / steps)
+    q = _on_grid(p / p.sum(), SHAPE_STEPS_PER_OCTAVE)
     if not ordered:
         q = -np.sort(-q)
     return q / q.sum()
+
+
+def _on_grid(p: np.ndarray, steps: int) -> np.ndarray:
+    """Proportions ``p`` rounded to the nearest of ``steps`` points per doubling (relative);
+    zeros stay zero. Not renormalised."""
+    q = np.zeros_like(p)
+    nz = p > 0
+    q[nz] = np.exp2(np.round(np.log2(p[nz]) * steps) / steps)
+    return q
 
 
 def cached_calibrate(
@@ -627,10 +632,7 @@ def rolling_shape(
     win = np.asarray(window_counts, dtype=np.float64)
     pooled = ref + win
     p = pooled / pooled.sum()
-    q = np.zeros_like(p)
-    nz = p > 0
-    steps = ROLLING_SHAPE_STEPS_PER_OCTAVE
-    q[nz] = np.exp2(np.round(np.log2(p[nz]) * steps) / steps)
+    q = _on_grid(p, ROLLING_SHAPE_STEPS_PER_OCTAVE)
     large = p * min(ref.sum(), win.sum()) >= ROLLING_LARGE_COUNT
     if ROLLING_LARGE_COUNT > 0 and not ordered and large.any():
         q[large] = max(0.0, 1.0 - q[~large].sum()) / np.count_nonzero(large)
