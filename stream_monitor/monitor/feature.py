@@ -58,6 +58,7 @@ __all__ = [
     "FeatureMonitor",
     "NumericFeature",
     "feature_from_snapshot",
+    "ingest_numeric",
     "pit_standardise",
     "run_detectors",
     "window_statistics",
@@ -1220,6 +1221,123 @@ def run_detectors(features: Sequence[FeatureMonitor]) -> None:
             out[kind] = at
     for f, firings in zip(waiting, fired, strict=True):
         f.take_firings(firings)
+
+
+def ingest_numeric(
+    features: Sequence[NumericFeature], matrix: np.ndarray, slots: np.ndarray
+) -> list[int]:
+    """Ingest one chunk's numeric columns for many features at once, leaving each feature as
+    :meth:`NumericFeature.ingest` of its column would, with a few array operations over the
+    whole matrix instead of some thirty per feature. ``matrix[j]`` is ``features[j]``'s
+    column: finite floats, NaN or inf (a chunk whose numeric fields are all numbers, as
+    :meth:`~stream_monitor.monitor.model.ModelMonitor._columns` converts it in one call).
+
+    Takes the features that fit (frozen on a reference with values and a PIT grid of
+    :data:`~stream_monitor.stats.pit.PIT_POINTS` points, no rolling reference, the sentinels
+    of the first) and returns their indices; the caller ingests the others one by one.
+    Float sums per pane come from one ``bincount`` over the matrix in row-major order, which
+    adds each feature's values in row order as the per-feature ``bincount`` does, so the
+    sums are equal to the last bit (tests/unit/test_numeric_block.py).
+    """
+    taken = [
+        j
+        for j, f in enumerate(features)
+        if f.frozen
+        and not f.lag_panes
+        and f.edges is not None
+        and f.pit_grid is not None
+        and len(f.pit_grid) == PIT_POINTS
+        and f.ref_min is not None
+        and f.ref_max is not None
+        and f.cfg.quality.sentinels == features[0].cfg.quality.sentinels
+    ]
+    if not taken:
+        return taken
+    feats = [features[j] for j in taken]
+    waiting = [f for f in feats if f.pending_z is not None]
+    if waiting:  # the previous chunk's scores were not fed yet
+        run_detectors(waiting)
+    k, n = len(feats), matrix.shape[1]
+    x = matrix[taken]  # a copy: NaN and clipping below stay here
+    # A float column's only missing values are NaN and inf sent as numbers.
+    missing = ~np.isfinite(x)
+    if missing.any():
+        x[missing] = np.nan
+    clip_magnitude(x)
+    present = ~missing
+    ok = slots >= 0
+    use = present & ok
+    # Bins and PIT ranks: one search per feature row (NaN sorts last, and is masked after).
+    grid = np.stack([f.pit_grid for f in feats if f.pit_grid is not None])
+    edges = [f.edges for f in feats if f.edges is not None]
+    hi = np.empty((k, n), dtype=np.int64)
+    bins = np.empty((k, n), dtype=np.int64)
+    for j in range(k):
+        hi[j] = np.searchsorted(grid[j], x[j], side="right")
+        bins[j] = np.searchsorted(edges[j], x[j], side="left")
+    # The left rank differs only for a value equal to a grid point (see pit_standardise).
+    tied = (hi > 0) & (np.take_along_axis(grid, np.maximum(hi - 1, 0), axis=1) == x)
+    lo = hi.copy()
+    if tied.any():
+        for r in np.flatnonzero(tied.any(axis=1)):
+            t = tied[r]
+            lo[r, t] = np.searchsorted(grid[r], x[r, t], side="left")
+    ranks = lo + hi  # mid-ranks times two: 2 * len(grid) * u, an integer
+    z = (ranks / (2.0 * PIT_POINTS) - 0.5) / _UNIFORM_STD
+    z[missing] = np.nan
+    u = z * _UNIFORM_STD + 0.5
+    bins[~use] = -1
+    # Comparisons with NaN are false: a missing value is neither out of range nor a sentinel.
+    lows = np.array([f.ref_min for f in feats], dtype=float)[:, None]
+    highs = np.array([f.ref_max for f in feats], dtype=float)[:, None]
+    oor = (x < lows) | (x > highs)
+    sentinels = feats[0].sentinels
+    # The panes of the chunk (usually one) and each value's (feature, pane) cell.
+    one = ok.all() and (slots == slots[0]).all()
+    panes = slots[:1] if one else np.unique(slots[ok])
+    m = len(panes)
+    at = np.searchsorted(panes, slots)  # late rows (slot -1) are masked out below
+    cell = (np.arange(k)[:, None] * m + at[None, :])[use]
+    value_sum = np.bincount(cell, weights=x[use], minlength=k * m).reshape(k, m)
+    rank_sum = np.bincount(cell, weights=ranks[use], minlength=k * m).reshape(k, m)
+    n_use = np.bincount(cell, minlength=k * m).reshape(k, m)
+    nb = max(f.counts.shape[1] for f in feats)
+    counts = np.bincount(cell * nb + bins[use], minlength=k * m * nb).reshape(k, m, nb)
+    # Quality columns per (feature, pane) as _add_quality counts them (late rows excluded):
+    # events, missing, absent (none), type errors (none), out of range, each sentinel.
+    rows = np.flatnonzero(ok)
+    onehot = np.zeros((n, m))
+    onehot[rows, at[rows]] = 1.0
+    flags = [missing, oor, *(x == s for s in sentinels)]
+    tallies = (np.stack(flags, axis=1).astype(float) @ onehot).round().astype(np.int64)
+    quality = np.zeros((k, m, SENTINEL0 + len(sentinels)), dtype=np.int64)
+    quality[:, :, EVENTS] = onehot.sum(axis=0).astype(np.int64)
+    quality[:, :, MISSING] = tallies[:, 0]
+    quality[:, :, OUT_OF_RANGE] = tallies[:, 1]
+    quality[:, :, SENTINEL0:] = tallies[:, 2:].transpose(0, 2, 1)
+    sums = np.stack([value_sum, n_use], axis=2)  # (feature, pane, 2), as value_sums
+    rank_sums = np.stack([rank_sum.astype(np.int64), n_use], axis=2)  # as pit_sums
+    # One pane (the usual case): plain indexing, a view per feature, is cheaper than fancy.
+    at_panes: Any = int(panes[0]) if m == 1 else panes
+    pane = 0 if m == 1 else slice(None)
+    every_row = np.arange(n)
+    complete = present.all(axis=1)
+    for j, f in enumerate(feats):
+        f.agreement_row = None
+        f.detector_points = []
+        f.last_u = u[j]
+        f.last_bins = bins[j]
+        if f.detectors:
+            if complete[j]:
+                f.pending_z, f._pending_rows = z[j], every_row
+            else:
+                p = present[j]
+                f.pending_z, f._pending_rows = z[j, p], np.flatnonzero(p)
+        f.counts[at_panes] += counts[j, pane, : f.counts.shape[1]]
+        f.quality[at_panes] += quality[j, pane]
+        f.value_sums[at_panes] += sums[j, pane]
+        f.pit_sums[at_panes] += rank_sums[j, pane]
+    return taken
 
 
 def bounded_category(value: str) -> str:

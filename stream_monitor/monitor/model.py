@@ -22,6 +22,7 @@ from stream_monitor.monitor.feature import (
     FeatureMonitor,
     NumericFeature,
     feature_from_snapshot,
+    ingest_numeric,
     is_numeric_value,
     run_detectors,
     window_statistics,
@@ -193,7 +194,7 @@ class ModelMonitor:
             take = min(size - self.n_reference, len(events))
             chunk = events[:take]
             self._discover(chunk)
-            for name, col in self._columns(chunk).items():
+            for name, col in self._columns(chunk)[0].items():
                 self._monitor(name).observe_reference(col)
             if self.cfg.drift.multivariate.enabled:
                 self.joint.collect([e.features for e in chunk])
@@ -230,9 +231,16 @@ class ModelMonitor:
                 self.schema.count(
                     [e.features for e in chunk], self.features.keys() | self._refused, slots
                 )
-                cols = self._columns(chunk)
+                cols, matrix = self._columns(chunk)
+                done: frozenset[str] = frozenset()
+                if matrix is not None:  # the numeric columns as one float matrix
+                    names = list(cols)[: len(matrix)]
+                    feats = [self.features[n] for n in names]
+                    taken = ingest_numeric(feats, matrix, slots)  # type: ignore[arg-type]
+                    done = frozenset(names[j] for j in taken)
                 for name, col in cols.items():
-                    self._monitor(name).ingest(col, slots)
+                    if name not in done:
+                        self._monitor(name).ingest(col, slots)
                 run_detectors(self._all())
                 if PREDICTION_SCORE in cols and PREDICTION_LABEL in cols:
                     self.confidence.add(
@@ -365,30 +373,36 @@ class ModelMonitor:
                 cls = NumericFeature if numeric else CategoricalFeature
                 known[name] = cls(name, "data_drift", self.cfg.drift)
 
-    def _columns(self, chunk: Sequence[PredictionEvent]) -> dict[str, Sequence[Any]]:
+    def _columns(
+        self, chunk: Sequence[PredictionEvent]
+    ) -> tuple[dict[str, Sequence[Any]], np.ndarray | None]:
         """The chunk as one column per feature (``ABSENT`` where an event lacks the field).
 
-        When every event carries every feature and the numeric ones hold only numbers (the
-        usual case), the numeric columns come as float arrays converted in one call.
+        When every event carries every feature and the numeric ones hold only numbers or nulls
+        (the usual case), the numeric columns come first, as the rows of one float matrix
+        converted in one call, which is returned too (else None).
         """
         cols: dict[str, Sequence[Any]] = {}
+        matrix: np.ndarray | None = None
         numeric = [n for n, f in self.features.items() if isinstance(f, NumericFeature)]
         other = [n for n, f in self.features.items() if not isinstance(f, NumericFeature)]
         try:
             num_rows = _rows(chunk, numeric)
             other_rows = _rows(chunk, other)
         except KeyError:  # an event lacks a field: the per-field path
-            return self._columns_by_field(chunk)
+            return self._columns_by_field(chunk), None
         if numeric:
-            if NUMBER_TYPES.issuperset(map(type, itertools.chain.from_iterable(num_rows))):
-                matrix = np.array(num_rows, dtype=np.float64).reshape(len(chunk), len(numeric))
-                cols.update(zip(numeric, np.ascontiguousarray(matrix.T), strict=True))
+            # numbers and nulls only (numpy reads a null as NaN: missing, as it is)
+            if _NUMBERS_OR_NULL.issuperset(map(type, itertools.chain.from_iterable(num_rows))):
+                rows = np.array(num_rows, dtype=np.float64).reshape(len(chunk), len(numeric))
+                matrix = np.ascontiguousarray(rows.T)
+                cols.update(zip(numeric, matrix, strict=True))
             else:
                 cols.update(zip(numeric, zip(*num_rows, strict=True), strict=True))
         if other:
             cols.update(zip(other, zip(*other_rows, strict=True), strict=True))
         self._add_outputs(cols, chunk)
-        return cols
+        return cols, matrix
 
     def _columns_by_field(self, chunk: Sequence[PredictionEvent]) -> dict[str, Sequence[Any]]:
         cols: dict[str, Sequence[Any]] = {
@@ -552,6 +566,10 @@ class ModelMonitor:
             lambda c: cls.from_snapshot(c, cfg, profile),
         )
         return m
+
+
+#: What a numeric column may hold to be converted in one call: numbers, and nulls (NaN).
+_NUMBERS_OR_NULL = NUMBER_TYPES | {type(None)}
 
 
 def _rows(chunk: Sequence[PredictionEvent], names: list[str]) -> list[Any]:
