@@ -836,16 +836,23 @@ class NumericFeature(FeatureMonitor):
                 self._pending_rows = np.flatnonzero(present)
         return values, missing, absent, bad, z
 
-    def take_firings(self, fired: dict[str, list[int]]) -> None:
+    def take_firings(
+        self, fired: dict[str, list[int]], levels: list[np.ndarray] | None = None
+    ) -> None:
         """Judge where the detectors fired on :attr:`pending_z` (indices into it, per
         detector): set :attr:`agreement_row` to the chunk row at which ``min_agreeing``
         detectors first agreed (fired within ``agreement_events`` values of each other), if that
         happened in this chunk, and add to :attr:`detector_points` the verdict at every value
         where it may change (see :meth:`detector_observations`). Judged per value, so the
-        answer does not depend on how the stream was cut into batches."""
+        answer does not depend on how the stream was cut into batches. ``levels``: the fast
+        and slow levels after each pending score when the caller filtered many features at
+        once (see :func:`run_detectors`)."""
         assert self.pending_z is not None and self._pending_rows is not None
         start = self.n_values
-        levels = self._levels(self.pending_z)
+        if levels is None:
+            levels = self._levels(self.pending_z)
+        else:
+            self.levels = [float(y[-1]) for y in levels]
         accepted: dict[str, list[int]] = {}
         for name in self.detectors:
             for pos in fired.get(name, ()):
@@ -1219,8 +1226,29 @@ def run_detectors(features: Sequence[FeatureMonitor]) -> None:
         dets = [f.detectors[kind] for f in waiting]
         for out, at in zip(fired, update_all(dets, batches), strict=True):
             out[kind] = at
-    for f, firings in zip(waiting, fired, strict=True):
-        f.take_firings(firings)
+    # The fast and slow levels: one filter per alpha for every feature whose batch has the
+    # same length (usually all of them: no value missing), row by row as for one feature.
+    levels: list[list[np.ndarray] | None] = [None] * len(waiting)
+    by_length: dict[int, list[int]] = {}
+    for i, b in enumerate(batches):
+        by_length.setdefault(len(b), []).append(i)
+    for length, members in by_length.items():
+        if len(members) < 2 or not length:
+            continue
+        z = np.stack([batches[i] for i in members])
+        start = [[waiting[i].levels[a] for i in members] for a in range(len(LEVEL_ALPHAS))]
+        stacked = [_filtered(a, z, np.array(s0)) for a, s0 in zip(LEVEL_ALPHAS, start, strict=True)]
+        for r, i in enumerate(members):
+            levels[i] = [y[r] for y in stacked]
+    for f, firings, lv in zip(waiting, fired, levels, strict=True):
+        f.take_firings(firings, lv)
+
+
+def _filtered(alpha: float, z: np.ndarray, level: np.ndarray) -> np.ndarray:
+    """The exponentially weighted means (weight ``alpha``) after each value of each row of
+    ``z``, starting from ``level`` (one per row): :meth:`NumericFeature._levels`' recurrence."""
+    y, _ = lfilter([alpha], [1.0, alpha - 1.0], z, axis=-1, zi=((1.0 - alpha) * level)[:, None])
+    return np.asarray(y)
 
 
 def ingest_numeric(
@@ -1363,6 +1391,9 @@ def _bounded(values: list[str]) -> list[str]:
     return values
 
 
+_STR = frozenset({str})
+
+
 def _categorical_column(
     column: Sequence[Any],
 ) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -1372,7 +1403,7 @@ def _categorical_column(
     missing = np.zeros(n, dtype=bool)
     absent = np.zeros(n, dtype=bool)
     bad = np.zeros(n, dtype=bool)
-    if all(type(v) is str for v in column):  # the usual case: no loop over flags
+    if _STR.issuperset(map(type, column)):  # the usual case: no loop over flags
         return _bounded(list(column)), np.arange(n, dtype=np.int64), missing, absent, bad
     out: list[str] = []
     rows: list[int] = []
@@ -1478,9 +1509,8 @@ class CategoricalFeature(FeatureMonitor):
         values, rows, missing, absent, bad = _categorical_column(column)
         self.type_errors += int(np.count_nonzero(bad))
         other = len(self._index)
-        idx = np.fromiter(
-            (self._index.get(v, other) for v in values), dtype=np.int64, count=len(values)
-        )
+        get = self._index.get
+        idx = np.array([get(v, other) for v in values], dtype=np.int64)
         ok_rows = slots[rows] >= 0 if len(rows) else np.zeros(0, dtype=bool)
         bins = np.full(len(column), -1, dtype=np.int64)
         bins[rows[ok_rows]] = idx[ok_rows]
@@ -1489,8 +1519,11 @@ class CategoricalFeature(FeatureMonitor):
         self.unseen_total += int(np.count_nonzero(idx[ok_rows] == other))
         new = np.zeros(len(column), dtype=bool)
         if self.known is not None and len(values):
-            known = self.known
-            new[rows] = np.fromiter((v not in known for v in values), dtype=bool, count=len(values))
+            # A reference category is known: only the values counted as "other" are looked up.
+            others = np.flatnonzero(idx == other)
+            if len(others):
+                known = self.known
+                new[rows[others]] = [values[i] not in known for i in others.tolist()]
         self._add_quality(slots, [slots >= 0, missing, absent, bad, new])
 
     def _extra_quality(self, q: np.ndarray, n: float) -> dict[str, tuple[float, float]]:

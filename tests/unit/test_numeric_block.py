@@ -119,3 +119,28 @@ def test_block_skips_features_it_cannot_take() -> None:
     assert ingest_numeric(mixed, x, np.zeros(40, dtype=np.int64)) == [0, 2, 4]
     assert cold.counts.size == 0 and empty.counts.sum() == 0
     assert fs[1].quality[0, 0] == 40
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_detectors_of_many_features_at_once_equal_one_by_one(seed: int) -> None:
+    """``run_detectors`` filters the levels of every feature with a batch of the same length
+    in one call: the result equals feeding each feature alone, levels and firings included."""
+    rng = np.random.default_rng(seed)
+    k = 6
+    together = _features(rng, k, 2)
+    alone = _copy(together)
+    for step in range(25):
+        n = int(rng.integers(1, 400))
+        x = _chunk(rng, k, n, shift=0.0 if step < 10 else 2.0)
+        if step % 2:
+            x[np.isnan(x) | np.isinf(x)] = 0.5  # every value present: one stacked filter
+        slots = np.zeros(n, dtype=np.int64)
+        ingest_numeric(together, x.copy(), slots)
+        ingest_numeric(alone, x.copy(), slots)
+        run_detectors(together)
+        for f in alone:
+            run_detectors([f])
+        for a, b in zip(together, alone, strict=True):
+            _same(a, b)
+    assert sum(f.detections["page_hinkley"] for f in together) > 0
+    assert all(f.levels[0] != 0.0 for f in together)
