@@ -206,7 +206,7 @@ class ModelMonitor:
         if self.reference_frozen and i < len(events):
             out.extend(self._windowed(events[i:]))
         last = events[-1]
-        self.last_event_time = max(self.last_event_time, max(e.timestamp for e in events))
+        self.last_event_time = max(self.last_event_time, max(map(_TIMESTAMP, events)))
         self.model_version = last.model_version
         self.last_routes = None
         if self.segment is None and self.cfg.segments.all_keys:
@@ -220,7 +220,7 @@ class ModelMonitor:
     def _windowed(self, events: Sequence[PredictionEvent]) -> list[Observation]:
         assert self.pane_clock is not None
         out: list[Observation] = []
-        ts = np.fromiter((e.timestamp for e in events), dtype=float, count=len(events))
+        ts = np.fromiter(map(_TIMESTAMP, events), dtype=float, count=len(events))
         version = self.model_version
         last_ts = self.last_event_time
         for seg in self.pane_clock.plan(ts):
@@ -229,7 +229,7 @@ class ModelMonitor:
             if chunk:
                 slots = seg.slots
                 self.schema.count(
-                    [e.features for e in chunk], self.features.keys() | self._refused, slots
+                    list(map(_FEATURES, chunk)), self.features.keys() | self._refused, slots
                 )
                 cols, matrix = self._columns(chunk)
                 done: frozenset[str] = frozenset()
@@ -415,9 +415,9 @@ class ModelMonitor:
         self, cols: dict[str, Sequence[Any]], chunk: Sequence[PredictionEvent]
     ) -> None:
         if PREDICTION_SCORE in self.outputs:
-            cols[PREDICTION_SCORE] = [e.prediction_score() for e in chunk]
+            cols[PREDICTION_SCORE] = list(map(PredictionEvent.prediction_score, chunk))
         if PREDICTION_LABEL in self.outputs:
-            cols[PREDICTION_LABEL] = [e.prediction_label() for e in chunk]
+            cols[PREDICTION_LABEL] = list(map(PredictionEvent.prediction_label, chunk))
 
     @property
     def late_events(self) -> int:
@@ -568,6 +568,8 @@ class ModelMonitor:
         return m
 
 
+_FEATURES = operator.attrgetter("features")
+_TIMESTAMP = operator.attrgetter("timestamp")
 #: What a numeric column may hold to be converted in one call: numbers, and nulls (NaN).
 _NUMBERS_OR_NULL = NUMBER_TYPES | {type(None)}
 
@@ -579,9 +581,8 @@ def _rows(chunk: Sequence[PredictionEvent], names: list[str]) -> list[Any]:
         return []
     if len(names) == 1:
         name = names[0]
-        return [(e.features[name],) for e in chunk]
-    get = operator.itemgetter(*names)
-    return [get(e.features) for e in chunk]
+        return [(f[name],) for f in map(_FEATURES, chunk)]
+    return list(map(operator.itemgetter(*names), map(_FEATURES, chunk)))
 
 
 def _version_args(cfg: MonitorConfig, segment: str | None) -> dict[str, Any]:

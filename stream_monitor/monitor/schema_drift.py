@@ -37,11 +37,11 @@ class SchemaDrift:
         self, features: Iterable[Mapping[str, Any]], known: set[str], slots: np.ndarray
     ) -> None:
         """Count a chunk's events (their ``features``, in order) into the panes of ``slots``."""
-        flags = np.zeros(len(slots), dtype=bool)
-        for i, f in enumerate(features):
-            if not known.issuperset(f.keys()):
-                self.unexpected_fields += len(f.keys() - known)
-                flags[i] = True
+        features = features if isinstance(features, list) else list(features)
+        # one C call per event; the rare events with unknown fields are looked at again
+        flags = ~np.fromiter(map(known.issuperset, features), dtype=bool, count=len(features))
+        for i in np.flatnonzero(flags).tolist():
+            self.unexpected_fields += len(features[i].keys() - known)
         ok = slots >= 0
         r = len(self.panes)
         self.panes[:, 0] += np.bincount(slots[ok], minlength=r)
