@@ -69,15 +69,14 @@ class WindowDetectors:
     def feed(self, values: dict[str, float]) -> bool:
         """Feed one window's value of each stream; True if a detector fired on a rise (or, for
         two-sided streams, on any change)."""
-        import numpy as np
-
         fired = False
         for key, det in self.detectors.items():
-            stream = key.split("/", 1)[0]
+            stream = key.partition("/")[0]
             v = values.get(stream)
             if v is None:
                 continue
-            if det.update_many(np.array([v])):
+            # One value: update_many feeds it in plain Python whatever the sequence type.
+            if det.update_many((v,)):  # type: ignore[arg-type]
                 # Page-Hinkley on an upward stream only detects rises. For ADWIN, compare the
                 # detecting value with the stream before it: a change detected during the
                 # warm-up has post-change values on both sides, so a smoothed "after" level

@@ -65,10 +65,14 @@ def _check_points_scale(
         x = x.ravel()
     if x.shape[-1] != k:
         raise ValueError(f"points has length {x.shape[-1]}, expected one per bin ({k})")
-    if not np.all(np.isfinite(x)) or np.any(np.diff(x, axis=-1) < 0):
+    # Finite (NaN fails every comparison) and non-decreasing; for finite values, a pair out of
+    # order is exactly a negative difference.
+    if x.size and not (x.min() > -math.inf and x.max() < math.inf):
+        raise ValueError("points must be finite and non-decreasing")
+    if not (x[..., 1:] >= x[..., :-1]).all():
         raise ValueError("points must be finite and non-decreasing")
     s = np.asarray(scale, dtype=np.float64)
-    if not (np.all(np.isfinite(s)) and np.all(s > 0)):
+    if s.size and not (s.min() > 0 and s.max() < math.inf):
         raise ValueError("scale must be positive and finite")
     return x, (float(s) if s.ndim == 0 else s)
 
@@ -79,6 +83,8 @@ def _as_count_matrix(a: npt.ArrayLike, what: str) -> np.ndarray:
         arr = arr[np.newaxis, :]
     if arr.ndim != 2 or arr.shape[1] < 1:
         raise ValueError(f"{what} must have shape (k,) or (m, k) with k >= 1")
+    if arr.size and arr.min() >= 0.0 and arr.max() < math.inf:  # NaN fails both
+        return arr
     if not np.all(np.isfinite(arr)):
         raise ValueError(f"{what} counts must be finite")
     if np.any(arr < 0):
@@ -172,13 +178,21 @@ def batch_statistics(
     if any(REGISTRY[name].needs_points for name in wanted):
         x, s = _check_points_scale(points, scale, k)
     m = max(ref.shape[0], cur.shape[0])
-    ref = np.broadcast_to(ref, (m, k))
-    cur = np.broadcast_to(cur, (m, k))
+    if ref.shape[0] != m:
+        ref = np.broadcast_to(ref, (m, k))
+    if cur.shape[0] != m:
+        cur = np.broadcast_to(cur, (m, k))
 
-    pairs = Pairs(ref, cur, points=x, scale=s, eps=eps)
+    return _statistics(Pairs(ref, cur, points=x, scale=s, eps=eps), wanted)
+
+
+def _statistics(pairs: Pairs, wanted: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """The statistics ``wanted`` of checked ``pairs``, NaN where a row has a zero total."""
     valid = (pairs.r_tot > 0) & (pairs.c_tot > 0)
     with np.errstate(divide="ignore", invalid="ignore"):
         out = {name: REGISTRY[name].compute(pairs) for name in wanted}
+    if valid.all():  # every row has both totals: nothing to blank (the usual case)
+        return {name: v.astype(np.float64, copy=False) for name, v in out.items()}
     return {
         name: np.where(valid, out[name], np.nan).astype(np.float64, copy=False) for name in wanted
     }
@@ -370,8 +384,10 @@ def calibrate(
     if np.any(counts < 0) or counts.sum() <= 0:
         raise ValueError("reference_counts must be non-negative with a positive sum")
     k = counts.size
+    x: np.ndarray | None = None
+    s: np.ndarray | float | None = None
     if any(REGISTRY[name].needs_points for name in wanted):
-        _check_points_scale(points, scale, k)
+        x, s = _check_points_scale(points, scale, k)
     n_draws = default_draws(far) if draws is None else int(draws)
     if draws is not None and (int(draws) != draws or n_draws < 1):
         raise ValueError("draws must be an integer >= 1")
@@ -381,11 +397,16 @@ def calibrate(
     chunk = max(1, min(_CHUNK_ROWS, _CHUNK_CELLS // k))
     parts: dict[str, list[np.ndarray]] = {name: [] for name in wanted}
     done = 0
+    # Every row of a multinomial draw sums to its size: the totals are known (the same floats
+    # the row sums give, counts being integers), and the draws are valid counts as they are.
+    r_tot = np.full(min(chunk, n_draws), float(n_ref))
+    c_tot = np.full(min(chunk, n_draws), float(n_win))
     while done < n_draws:
         size = min(chunk, n_draws - done)
         ref_star = rng.multinomial(n_ref, p, size=size)
         cur_star = rng.multinomial(n_win, p, size=size)
-        stats = batch_statistics(ref_star, cur_star, wanted, points=points, scale=scale)
+        pairs = Pairs(ref_star, cur_star, points=x, scale=s, r_tot=r_tot[:size], c_tot=c_tot[:size])
+        stats = _statistics(pairs, wanted)
         for name in wanted:
             parts[name].append(stats[name])
         done += size
@@ -513,6 +534,27 @@ def _on_grid(p: np.ndarray, steps: int) -> np.ndarray:
     return q
 
 
+#: The shapes (and their bytes) of the fixed references :func:`cached_calibrate` saw, by their
+#: counts' dtype, dimensions, bytes and whether order matters; oldest first, bounded.
+_SHAPES: dict[tuple[Any, ...], tuple[np.ndarray, bytes]] = {}
+SHAPE_MEMO_SIZE = 4096
+#: Per tuple of statistic names: whether any reads the bins' order, whether any needs points.
+_READS: dict[tuple[str, ...], tuple[bool, bool]] = {}
+
+
+def _reads(names: tuple[str, ...]) -> tuple[bool, bool]:
+    """Whether any of ``names`` reads the bins' order, and whether any needs bin points
+    (``KeyError`` on an unknown name)."""
+    hit = _READS.get(names)
+    if hit is None:
+        stats = [REGISTRY[name] for name in names]
+        hit = (any(s.ordered for s in stats), any(s.needs_points for s in stats))
+        if len(_READS) >= SHAPE_MEMO_SIZE:
+            _READS.clear()
+        _READS[names] = hit
+    return hit
+
+
 def cached_calibrate(
     ref_counts: np.ndarray,
     n_ref: int,
@@ -534,8 +576,22 @@ def cached_calibrate(
     gets the same thresholds, whichever asked first: the many features of many models share
     a few calibrations instead of thrashing the memo with one each.
     """
-    shape = reference_shape(ref_counts, ordered=any(REGISTRY[name].ordered for name in names))
-    return _memoised("fixed", shape, n_ref, n_win, false_alarm_rate, names, points, scale, draws)
+    ordered = _reads(names)[0]
+    # A feature asks with the same reference counts at every window: their shape is looked up
+    # by their bytes rather than recomputed (the memo of shapes is bounded as the calibrations').
+    arr = np.asarray(ref_counts)
+    raw = (arr.dtype.str, arr.shape, arr.tobytes(), ordered)
+    known = _SHAPES.get(raw)
+    if known is None:
+        shape = reference_shape(arr, ordered=ordered)
+        shape.flags.writeable = False  # shared by every later lookup
+        known = (shape, shape.tobytes())
+        if len(_SHAPES) >= SHAPE_MEMO_SIZE:
+            del _SHAPES[next(iter(_SHAPES))]  # the oldest entry
+        _SHAPES[raw] = known
+    return _memoised(
+        "fixed", known[0], n_ref, n_win, false_alarm_rate, names, points, scale, draws, known[1]
+    )
 
 
 def _memoised(
@@ -548,14 +604,16 @@ def _memoised(
     points: np.ndarray | None,
     scale: float | None,
     draws: int | None,
+    shape_bytes: bytes | None = None,
 ) -> dict[str, Calibration]:
     """:func:`calibrate` of ``shape`` with seed 0, through the process-wide memo (keyed by
-    ``tag`` and every input; bin points and scale only where a statistic reads them)."""
-    if not any(REGISTRY[name].needs_points for name in names):
+    ``tag`` and every input; bin points and scale only where a statistic reads them).
+    ``shape_bytes``: ``shape.tobytes()`` when the caller has it already."""
+    if not _reads(names)[1]:
         points = scale = None
     key = (
         tag,
-        shape.tobytes(),
+        shape.tobytes() if shape_bytes is None else shape_bytes,
         n_ref,
         n_win,
         false_alarm_rate,
@@ -659,7 +717,5 @@ def cached_calibrate_rolling(
     Both counts must be non-negative with a positive total (the window's and the reference's
     are, whenever a window is judged).
     """
-    shape = rolling_shape(
-        reference_counts, window_counts, ordered=any(REGISTRY[name].ordered for name in names)
-    )
+    shape = rolling_shape(reference_counts, window_counts, ordered=_reads(names)[0])
     return _memoised("rolling", shape, n_ref, n_win, false_alarm_rate, names, points, scale, draws)

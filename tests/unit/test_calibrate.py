@@ -373,6 +373,156 @@ def test_cached_calibrate_is_the_calibration_of_the_reference_shape_and_is_bound
     assert len(_CALIBRATIONS) == CALIBRATION_MEMO_SIZE
 
 
+def test_cached_calibrate_looks_shapes_up_by_the_counts_bytes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from stream_monitor.stats.calibrate import _SHAPES
+
+    monkeypatch.setattr(calibrate_module, "SHAPE_MEMO_SIZE", 3)
+    _SHAPES.clear()
+    counts = np.array([5, 300, 100, 100, 100, 100, 100, 100, 100, 95])
+    a = cached_calibrate(counts, 1000, 500, 0.01, ("psi",), draws=400)
+    # The same values in another dtype are another entry of the shape memo, the same shape.
+    assert cached_calibrate(counts.astype(np.float64), 1000, 500, 0.01, ("psi",), draws=400) is a
+    # An array changed in place is looked up by its new contents.
+    counts[1] = 100
+    b = cached_calibrate(counts, 1000, 500, 0.01, ("psi",), draws=400)
+    assert b is not a
+    assert b == calibrate(
+        calibrate_module.reference_shape(counts, ordered=False),
+        n_reference=1000,
+        n_window=500,
+        false_alarm_rate=0.01,
+        draws=400,
+    )
+    # Whether order matters is part of the key: KS reads it.
+    ks = cached_calibrate(counts, 1000, 500, 0.01, ("ks",), draws=400)
+    assert ks == calibrate(
+        calibrate_module.reference_shape(counts, ordered=True),
+        n_reference=1000,
+        n_window=500,
+        false_alarm_rate=0.01,
+        names=("ks",),
+        draws=400,
+    )
+    for i in range(10):
+        cached_calibrate(counts + i, 1000, 500, 0.01, ("psi",), draws=400)
+    assert len(_SHAPES) == 3
+    assert all(not shape.flags.writeable for shape, _ in _SHAPES.values())
+
+
+# The formulas of each statistic as plainly written (one temporary per operation): the
+# implementation's in-place, method-call forms must give the same floats to the last bit.
+def _plain_statistics(ref: np.ndarray, cur: np.ndarray, x: np.ndarray, s: np.ndarray) -> dict:
+    r_tot, c_tot = ref.sum(axis=1), cur.sum(axis=1)
+    p = ref / np.where(r_tot > 0, r_tot, 1.0)[:, None]
+    q = cur / np.where(c_tot > 0, c_tot, 1.0)[:, None]
+    pc, qc = np.clip(p, 1e-4, None), np.clip(q, 1e-4, None)
+
+    def kl(a: np.ndarray, mid: np.ndarray) -> np.ndarray:
+        return np.sum(np.where(a > 0, a * np.log(np.where(a > 0, a / mid, 1.0)), 0.0), axis=1)
+
+    mid = 0.5 * (p + q)
+    cr, cc = np.cumsum(ref, axis=1), np.cumsum(cur, axis=1)
+    cdf = np.abs(cr / cr[:, -1:] - cc / cc[:, -1:])
+    keep = (ref > 0) | (cur > 0)
+    n_tot = r_tot + c_tot
+    col = ref + cur
+    e_ref = r_tot[:, None] * col / n_tot[:, None]
+    e_cur = c_tot[:, None] * col / n_tot[:, None]
+    terms = (ref - e_ref) ** 2 / e_ref + (cur - e_cur) ** 2 / e_cur
+    chi = np.sum(np.where(keep, terms, 0.0), axis=1)
+    out = {
+        "psi": np.sum((qc - pc) * np.log(qc / pc), axis=1),
+        "jensen_shannon": np.sqrt(np.maximum(0.5 * (kl(p, mid) + kl(q, mid)), 0.0)),
+        "hellinger": np.sqrt(
+            np.clip(0.5 * np.sum((np.sqrt(p) - np.sqrt(q)) ** 2, axis=1), 0.0, 1.0)
+        ),
+        "ks": np.max(cdf, axis=1),
+        "wasserstein": np.sum(cdf[:, :-1] * np.diff(x, axis=-1), axis=1) / s,
+        "chi_squared": np.where(keep.sum(axis=1) >= 2, chi, 0.0),
+    }
+    valid = (r_tot > 0) & (c_tot > 0)
+    return {k: np.where(valid, v, np.nan) for k, v in out.items()}
+
+
+def _bits(a: np.ndarray) -> bytes:
+    return np.ascontiguousarray(a, dtype=np.float64).tobytes()
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 7, 8, 9, 10, 13, 16, 17, 40])
+def test_batch_statistics_are_the_plain_formulas_to_the_last_bit(k: int) -> None:
+    rng = np.random.default_rng(k)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for m, make in [
+            (25, lambda m: _random_matrix(rng, m, k)),
+            (25, lambda m: rng.integers(0, 3, (m, k)) * rng.integers(0, 2, (m, k))),  # 0 rows
+            (25, lambda m: rng.exponential(5.0, (m, k))),  # non-integer counts
+            (3000, lambda m: rng.multinomial(1000, np.full(k, 1 / k), size=m)),
+        ]:
+            ref, cur = make(m), make(m)
+            x = np.sort(rng.normal(0, 3, (m, k)), axis=1)
+            s = rng.uniform(0.1, 3.0, m)
+            got = batch_statistics(ref, cur, STATISTICS, points=x, scale=s)
+            want = _plain_statistics(ref.astype(float), cur.astype(float), x, s)
+            for name in STATISTICS:
+                assert _bits(got[name]) == _bits(want[name]), (name, m)
+
+
+@pytest.mark.parametrize("k", [2, 5, 10, 12])
+def test_stacked_rows_equal_each_row_alone(k: int) -> None:
+    """What window_statistics relies on: one call for the features with equal bins gives each
+    feature the statistics of its own call, to the last bit (a shared reference row too)."""
+    rng = np.random.default_rng(7 * k)
+    ref, cur = _random_matrix(rng, 40, k), _random_matrix(rng, 40, k)
+    ref[3] = 0  # a feature with an empty reference: NaN, and the others unaffected
+    x = np.sort(rng.normal(0, 2, (40, k)), axis=1)
+    s = rng.uniform(0.2, 2.0, 40)
+    stacked = batch_statistics(ref, cur, STATISTICS, points=x, scale=s)
+    shared = batch_statistics(ref[0], cur, STATISTICS, points=x[0], scale=s[0])
+    for i in range(40):
+        alone = batch_statistics(ref[i], cur[i], STATISTICS, points=x[i], scale=s[i])
+        row0 = batch_statistics(ref[0], cur[i], STATISTICS, points=x[0], scale=s[0])
+        for name in STATISTICS:
+            assert _bits(stacked[name][i]) == _bits(alone[name][0]), (name, i)
+            assert _bits(shared[name][i]) == _bits(row0[name][0]), (name, i)
+    assert all(np.isnan(stacked[name][3]) for name in STATISTICS)
+
+
+@pytest.mark.parametrize("chunk", [20_000, 7])
+def test_calibrate_is_exactly_the_statistics_of_its_draws(
+    chunk: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # calibrate passes the draws' known totals instead of summing them: the same floats.
+    monkeypatch.setattr(calibrate_module, "_CHUNK_ROWS", chunk)
+    counts = np.array([30, 0, 50, 20, 100, 7, 1, 40, 40])
+    x, scale = np.cumsum(np.arange(1.0, 10.0)), 3.5
+    got = calibrate(
+        counts,
+        n_reference=700,
+        n_window=90,
+        false_alarm_rate=0.01,
+        names=STATISTICS,
+        draws=1000,
+        seed=3,
+        points=x,
+        scale=scale,
+    )
+    rng = np.random.default_rng(3)
+    p = counts / counts.sum()
+    parts = []
+    for done in range(0, 1000, chunk):
+        size = min(chunk, 1000 - done)
+        r, c = rng.multinomial(700, p, size=size), rng.multinomial(90, p, size=size)
+        parts.append(batch_statistics(r, c, STATISTICS, points=x, scale=scale))
+    for name in STATISTICS:
+        values = np.concatenate([part[name] for part in parts])
+        c = got[name]
+        assert c.threshold == float(np.quantile(values, 0.99, method="higher"))
+        assert c.mean == float(np.mean(values))
+        assert c.std == float(np.std(values, ddof=1))
+
+
 # ---------------------------------------------------------------- a share that may rise
 
 
