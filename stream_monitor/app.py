@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from operator import attrgetter
-from typing import Any
+from typing import Any, Literal
 
 from confluent_kafka import KafkaError, TopicPartition
 from prometheus_client import CollectorRegistry
@@ -37,9 +37,8 @@ from stream_monitor.config import MonitorConfig
 from stream_monitor.errors import ConfigError, TopicsNotReady
 from stream_monitor.events.decode import (
     DeadLetter,
-    Decoded,
     dead_letter_headers,
-    decode_record,
+    decode_records,
     deserializer_for,
     processing_error,
 )
@@ -495,6 +494,8 @@ class Application:
         first: dict[tuple[str, int], int] = {}
         last: dict[tuple[str, int], int] = {}
         count: dict[tuple[str, int], int] = {}
+        pred_msgs: list[Any] = []
+        label_msgs: list[Any] = []
         for m in msgs:
             err = m.error()
             if err is not None:
@@ -514,23 +515,27 @@ class Application:
                 count[key] = n + 1
                 if offset > last[key]:
                     last[key] = offset
-            if topic == pred_topic:
-                ev: Decoded = decode_record(
-                    m, kind="prediction", max_bytes=max_bytes, deserializer=fmt
-                )
-                by_part: dict[int, list[Any]] = preds
-            else:
-                ev = decode_record(m, kind="label", max_bytes=max_bytes, deserializer=fmt)
-                by_part = labels
-            if type(ev) is DeadLetter:
-                dead.append(ev)
-            else:
-                origin[id(ev)] = m  # its record, should processing it fail
-                events = by_part.get(part)
-                if events is None:
-                    by_part[part] = [ev]
+            (pred_msgs if topic == pred_topic else label_msgs).append(m)
+        # Decoded per topic in one call each (decode_records), in consumption order.
+        kind: Literal["prediction", "label"]
+        for kind, records, into in (
+            ("prediction", pred_msgs, preds),
+            ("label", label_msgs, labels),
+        ):
+            decoded: list[Any] = decode_records(
+                records, kind=kind, max_bytes=max_bytes, deserializer=fmt
+            )
+            for m, ev in zip(records, decoded, strict=True):
+                if type(ev) is DeadLetter:
+                    dead.append(ev)
                 else:
-                    events.append(ev)
+                    origin[id(ev)] = m  # its record, should processing it fail
+                    part = m.partition()
+                    part_events = into.get(part)
+                    if part_events is None:
+                        into[part] = [ev]
+                    else:
+                        part_events.append(ev)
         consumed: dict[str, int] = {}
         for key, n in count.items():
             topic, part = key

@@ -18,7 +18,12 @@ from typing import Any, Literal
 from stream_monitor.backtest.dead_letters import DeadLetterLog
 from stream_monitor.backtest.series import DEFAULT_SERIES_CAP, IncidentLog, SeriesRecorder
 from stream_monitor.config import MonitorConfig
-from stream_monitor.events.decode import DeadLetter, decode_record, deserializer_for
+from stream_monitor.events.decode import (
+    DeadLetter,
+    decode_record,
+    decode_records,
+    deserializer_for,
+)
 from stream_monitor.events.schema import AlertEvent, LabelEvent, PredictionEvent
 from stream_monitor.kafka.records import RawRecord
 from stream_monitor.monitor.partition import PartitionState
@@ -102,9 +107,7 @@ class Replay:
         """:meth:`decode` for several records of one kind, counted once for all of them."""
         max_bytes = self.cfg.limits.max_event_bytes
         fmt = self.deserializer
-        out: list[Any] = [
-            decode_record(rec, kind=kind, max_bytes=max_bytes, deserializer=fmt) for rec in records
-        ]
+        out: list[Any] = decode_records(records, kind=kind, max_bytes=max_bytes, deserializer=fmt)
         invalid = self.invalid
         times: list[float] = []
         for i, ev in enumerate(out):

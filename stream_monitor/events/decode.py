@@ -26,7 +26,9 @@ Examples
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Literal, Protocol
 
 import orjson
@@ -40,7 +42,6 @@ from stream_monitor.events.schema import (
     LabelEvent,
     PredictionEvent,
     ScoredPrediction,
-    _to_unix_seconds,
 )
 from stream_monitor.kafka.protocols import MessageLike
 
@@ -55,6 +56,7 @@ __all__ = [
     "JsonDeserializer",
     "dead_letter_headers",
     "decode_record",
+    "decode_records",
     "deserializer_for",
     "processing_error",
 ]
@@ -153,25 +155,53 @@ def decode_record(
     deserializer: Deserializer = JSON,
 ) -> Decoded:
     """Decode (with ``deserializer``, JSON by default) and validate one record of the
-    predictions or labels topic."""
+    predictions or labels topic (:func:`decode_records` of one record)."""
+    if kind == "prediction":
+        return _predictions((msg,), max_bytes, deserializer)[0]
+    return _labels((msg,), max_bytes, deserializer)[0]
+
+
+def decode_records(
+    msgs: Iterable[MessageLike],
+    *,
+    kind: Literal["prediction", "label"],
+    max_bytes: int,
+    deserializer: Deserializer = JSON,
+) -> list[Decoded]:
+    """:func:`decode_record` of each of ``msgs`` (records of one topic), in their order.
+
+    >>> from stream_monitor.kafka.records import RawRecord
+    >>> out = decode_records(
+    ...     [RawRecord(b'{"event_id":"1","model_id":"m","timestamp":1,"label":0}', key=b"m"),
+    ...      RawRecord(b'{"event_id":"2","model_id":"m","timestamp":1,"label":0}', key=b"n"),
+    ...      RawRecord(b"")], kind="label", max_bytes=1024)
+    >>> [e.reason if isinstance(e, DeadLetter) else e.event_id for e in out]
+    ['1', 'key_mismatch', 'empty']
+    """
+    if kind == "prediction":
+        return _predictions(msgs, max_bytes, deserializer)
+    return _labels(msgs, max_bytes, deserializer)
+
+
+def _decode_by_pydantic(
+    msg: MessageLike, kind: Literal["prediction", "label"], max_bytes: int, fmt: Deserializer
+) -> Decoded:
+    """The reference decode of one record: limits, parsing, then pydantic's validation and the
+    key check. Every dead letter comes from here, and the fast path must agree with it."""
     value = msg.value()
     if not value:
         return _dead(msg, "empty", "record has no value (tombstone or empty payload)")
     if len(value) > max_bytes:
         return _dead(msg, "oversized", f"value is {len(value)} bytes, limit is {max_bytes}")
     try:
-        obj = deserializer.loads(value)
+        obj = fmt.loads(value)
     except DeserializeError as exc:
         return _dead(msg, "decode_error", str(exc))
-    fast = _fast_prediction(obj) if kind == "prediction" else _fast_label(obj)
-    if fast is not None:
-        event: PredictionEvent | LabelEvent = fast
-    else:
-        model = PredictionEvent if kind == "prediction" else LabelEvent
-        try:
-            event = model.model_validate(obj)
-        except ValidationError as exc:
-            return _dead(msg, "validation_error", _summarise(exc))
+    model = PredictionEvent if kind == "prediction" else LabelEvent
+    try:
+        event: PredictionEvent | LabelEvent = model.model_validate(obj)
+    except ValidationError as exc:
+        return _dead(msg, "validation_error", _summarise(exc))
     key = msg.key()
     if key is not None and key != event.model_id.encode():
         return _dead(
@@ -184,18 +214,30 @@ def decode_record(
 
 
 # --- the fast path ---------------------------------------------------------------------------
-# Events of the usual shape are checked by hand and built without a second validation; anything
-# these checks are not sure of goes through pydantic, which gives the dead-letter reason. So the
-# fast path may only accept what the models accept, and must build the objects they would
-# (tests/unit/test_decode.py compares both on generated valid and invalid payloads). It never
-# changes ``obj``: pydantic validates the very same dict when the fast path declines.
+# Events of the usual shape are checked by hand and built without a second validation; any
+# record these checks are not sure of is decoded again by _decode_by_pydantic, which gives the
+# dead-letter reason. So the fast path may only accept what the models accept, and must build
+# the objects they would (tests/unit/test_decode.py compares both on generated valid and
+# invalid payloads). It never changes the parsed payload.
 #
-# The checks are written out in one function per kind, without helper calls, because at this
-# size every Python call counts: checking and building a 23-feature scored prediction costs
-# about as much as orjson takes to parse it, half of what model_validate takes (measured by
-# load_tests/bench_decode.py). RFC 3339 timestamps are converted by the schema's own
-# _to_unix_seconds, the function pydantic calls. Every label field and both ScoredPrediction
-# fields are required, so their fields_set is always all of them.
+# The checks are written out in one loop per kind, with every global bound to a local before
+# it, and without helper calls on the usual path, because at this size every Python call
+# counts (measured by load_tests/bench_decode.py). Timestamps are converted as by the schema's
+# _to_unix_seconds, the function pydantic calls (_seconds).
+#
+# JSON values of features: a record parsed by orjson holds only dicts, lists, strings, numbers,
+# booleans and nulls, and each dict and list opens with a "{" or "[" byte outside any string
+# ("{" and "[" are never part of a multi-byte UTF-8 character). So when the value has no "["
+# byte and exactly as many "{" bytes as the dicts the checks already know of (the event, its
+# features, a scored prediction, segments), no feature value is a dict or a list: every one is
+# of a FeatureValue type. Two scans of the bytes in C cost less than a type lookup per feature;
+# when the counts differ (a "{" inside a string, ignored extra fields), each value is checked.
+#
+# fields_set: model_validate gives each event a new set of the fields its payload names. The
+# usual layouts share one set per layout instead: pydantic never changes the set of a frozen
+# model (model_copy changes its copy's, and assignment is refused before it is reached), and
+# nothing here changes it either (tests/unit/test_decode.py checks copies, model_copy and
+# pickling). Whoever reads an event's model_fields_set must not change it in place.
 
 _SCALARS = frozenset({float, int, bool, str})
 _FEATURE_VALUES = frozenset({float, int, bool, str, type(None)})
@@ -204,10 +246,13 @@ _PREDICTION_FIELDS = frozenset(PredictionEvent.model_fields)
 _REQUIRED_PREDICTION_FIELDS = frozenset(
     name for name, field in PredictionEvent.model_fields.items() if field.is_required()
 )
-_REQUIRED_PREDICTION_FIELDS_AND_VERSION = _REQUIRED_PREDICTION_FIELDS | {"model_version"}
-_LABEL_FIELDS = frozenset(LabelEvent.model_fields)
-_SCORED_FIELDS = frozenset(ScoredPrediction.model_fields)
+#: The shared fields_set of the usual layouts (see above): never change them.
+_SET_REQUIRED = set(_REQUIRED_PREDICTION_FIELDS)
+_SET_REQUIRED_AND_VERSION = _SET_REQUIRED | {"model_version"}
+_SET_LABEL = set(LabelEvent.model_fields)  # every label field is required: all were given
+_SET_SCORED = set(ScoredPrediction.model_fields)  # both are required
 _new = object.__new__
+_fromisoformat = datetime.fromisoformat
 # The setters of the slots every pydantic model has, called directly (a little cheaper than
 # object.__setattr__, which looks the slot up first); model_construct sets the same four.
 _set_dict = vars(BaseModel)["__dict__"].__set__
@@ -233,131 +278,231 @@ def _names_ok(names: dict[str, Any]) -> bool:
 
 
 def _seconds(ts: Any) -> float | None:
-    """The timestamp as schema._to_unix_seconds converts it (numbers inline, strings by it), or
-    None where it would refuse it."""
+    """The timestamp as schema._to_unix_seconds converts it, or None where it would refuse it.
+
+    Its steps written out for strings, without its second call (tests/unit/test_decode.py
+    compares both on valid and invalid timestamps).
+    """
     t = type(ts)
     if t is float:
         return ts if 0.0 <= ts < 1e11 else None
     if t is int:
         return float(ts) if 0 <= ts < 1e11 else None
     if t is str:
+        s = ts.strip()
+        if s.endswith(("Z", "z")):
+            s = s[:-1] + "+00:00"
         try:
-            return _to_unix_seconds(ts)
-        except Exception:
+            dt = _fromisoformat(s)
+            if dt.tzinfo is None:
+                return None
+            v = dt.timestamp()
+        except Exception:  # whatever it raises, _to_unix_seconds raises too
             return None
+        return v if 0.0 <= v < 1e11 else None
     return None
 
 
-def _fast_prediction(obj: dict[str, Any]) -> PredictionEvent | None:
-    """The event pydantic would build from ``obj``, or None when not sure it would build one."""
-    try:
-        event_id = obj["event_id"]
-        model_id = obj["model_id"]
-        ts = obj["timestamp"]
-        features = obj["features"]
-        p = obj["prediction"]
-    except KeyError:
-        return None
-    if (
-        type(event_id) is not str
-        or type(model_id) is not str
-        or not 0 < len(event_id) <= MAX_ID_LENGTH
-        or not 0 < len(model_id) <= MAX_ID_LENGTH
-    ):
-        return None
-    ts = _seconds(ts)
-    if ts is None:
-        return None
-    if (
-        type(features) is not dict
-        or len(features) > MAX_FEATURES_PER_EVENT
-        or not _FEATURE_VALUES.issuperset(map(type, features.values()))
-        or not (_CHECKED_NAMES.issuperset(features) or _names_ok(features))
-    ):
-        return None
-    t = type(p)
-    if t is dict:
+def _predictions(msgs: Iterable[MessageLike], max_bytes: int, fmt: Deserializer) -> list[Decoded]:
+    out: list[Decoded] = []
+    append = out.append
+    json = type(fmt) is JsonDeserializer  # parsed by orjson: only JSON types (see above)
+    loads = orjson.loads if json else fmt.loads
+    parse_error = orjson.JSONDecodeError if json else DeserializeError
+    max_id, max_name, max_features = MAX_ID_LENGTH, MAX_NAME_LENGTH, MAX_FEATURES_PER_EVENT
+    scalars, feature_values, strs = _SCALARS, _FEATURE_VALUES, _STR
+    checked_names, names_ok, seconds = _CHECKED_NAMES, _names_ok, _seconds
+    fields, set_required, set_version = _PREDICTION_FIELDS, _SET_REQUIRED, _SET_REQUIRED_AND_VERSION
+    set_scored = _SET_SCORED
+    new, set_dict, set_fields_set = _new, _set_dict, _set_fields_set
+    set_extra, set_private = _set_extra, _set_private
+    event_cls, scored_cls = PredictionEvent, ScoredPrediction
+    _dict, _str, _float, _int, _bytes = dict, str, float, int, bytes
+    for msg in msgs:
+        value = msg.value()
+        if not value or len(value) > max_bytes:
+            append(_decode_by_pydantic(msg, "prediction", max_bytes, fmt))
+            continue
         try:
-            label = p["label"]
-            score = p["score"]
+            obj = loads(value)
+        except parse_error:
+            append(_decode_by_pydantic(msg, "prediction", max_bytes, fmt))
+            continue
+        if type(obj) is not _dict:
+            append(_decode_by_pydantic(msg, "prediction", max_bytes, fmt))
+            continue
+        try:
+            event_id = obj["event_id"]
+            model_id = obj["model_id"]
+            ts = obj["timestamp"]
+            features = obj["features"]
+            p = obj["prediction"]
         except KeyError:
-            return None
-        t = type(score)
-        if type(label) not in _SCALARS or (t is not float and t is not int):
-            return None
-        if type(label) is str and len(label) > MAX_NAME_LENGTH:
-            return None
-        p = _new(ScoredPrediction)
-        _set_dict(p, {"label": label, "score": score})
-        _set_fields_set(p, set(_SCORED_FIELDS))
-        _set_extra(p, None)
-        _set_private(p, None)
-    elif t not in _SCALARS or (t is str and len(p) > MAX_NAME_LENGTH):
-        return None
-    version = obj.get("model_version")
-    if version is not None and (type(version) is not str or len(version) > MAX_NAME_LENGTH):
-        return None
-    segments = obj.get("segments")
-    if segments is not None and (
-        type(segments) is not dict
-        or not _STR.issuperset(map(type, segments.values()))
-        or (segments and max(map(len, [*segments, *segments.values()])) > MAX_NAME_LENGTH)
-    ):
-        return None
-    ev = _new(PredictionEvent)
-    # every field, in declaration order, as model_validate leaves them in __dict__
-    _set_dict(
-        ev,
-        {
-            "event_id": event_id,
-            "model_id": model_id,
-            "model_version": version,
-            "timestamp": ts,
-            "features": features,
-            "prediction": p,
-            "segments": segments,
-        },
-    )
-    # the fields the payload names (model_validate's fields_set), cheaply for the usual layouts
-    n = len(obj)
-    if n == 5:
-        _set_fields_set(ev, set(_REQUIRED_PREDICTION_FIELDS))
-    elif n == 6 and "model_version" in obj:
-        _set_fields_set(ev, set(_REQUIRED_PREDICTION_FIELDS_AND_VERSION))
-    else:
-        _set_fields_set(ev, obj.keys() & _PREDICTION_FIELDS)
-    _set_extra(ev, None)
-    _set_private(ev, None)
-    return ev
+            append(_decode_by_pydantic(msg, "prediction", max_bytes, fmt))
+            continue
+        if (
+            type(event_id) is not _str
+            or type(model_id) is not _str
+            or not 0 < len(event_id) <= max_id
+            or not 0 < len(model_id) <= max_id
+            or type(features) is not _dict
+            or len(features) > max_features
+            or not (json or strs.issuperset(map(type, features)))  # JSON names are strings
+            or not (checked_names.issuperset(features) or names_ok(features))
+        ):
+            append(_decode_by_pydantic(msg, "prediction", max_bytes, fmt))
+            continue
+        if type(ts) is _float:
+            if not 0.0 <= ts < 1e11:
+                append(_decode_by_pydantic(msg, "prediction", max_bytes, fmt))
+                continue
+        else:
+            ts = seconds(ts)
+            if ts is None:
+                append(_decode_by_pydantic(msg, "prediction", max_bytes, fmt))
+                continue
+        dicts = 2  # the event and its features
+        t = type(p)
+        if t is _dict:
+            try:
+                label = p["label"]
+                score = p["score"]
+            except KeyError:
+                append(_decode_by_pydantic(msg, "prediction", max_bytes, fmt))
+                continue
+            t = type(score)
+            if (
+                type(label) not in scalars
+                or (t is not _float and t is not _int)
+                or (type(label) is _str and len(label) > max_name)
+            ):
+                append(_decode_by_pydantic(msg, "prediction", max_bytes, fmt))
+                continue
+            p = new(scored_cls)
+            set_dict(p, {"label": label, "score": score})
+            set_fields_set(p, set_scored)
+            set_extra(p, None)
+            set_private(p, None)
+            dicts = 3
+        elif t not in scalars or (t is _str and len(p) > max_name):
+            append(_decode_by_pydantic(msg, "prediction", max_bytes, fmt))
+            continue
+        n = len(obj)
+        if n == 5:  # the five required fields, nothing else
+            version = segments = None
+            fields_set = set_required
+        else:
+            version = obj.get("model_version")
+            if version is not None and (type(version) is not _str or len(version) > max_name):
+                append(_decode_by_pydantic(msg, "prediction", max_bytes, fmt))
+                continue
+            if n == 6 and (version is not None or "model_version" in obj):
+                segments = None  # the five required fields and model_version
+                fields_set = set_version
+            else:
+                segments = obj.get("segments")
+                if segments is not None:
+                    if (
+                        type(segments) is not _dict
+                        or not strs.issuperset(map(type, segments))
+                        or not strs.issuperset(map(type, segments.values()))
+                        or (segments and max(map(len, [*segments, *segments.values()])) > max_name)
+                    ):
+                        append(_decode_by_pydantic(msg, "prediction", max_bytes, fmt))
+                        continue
+                    dicts += 1
+                fields_set = obj.keys() & fields  # a new set, as model_validate's
+        if not (
+            json and type(value) is _bytes and value.count(b"{") == dicts and value.find(b"[") < 0
+        ) and not feature_values.issuperset(map(type, features.values())):
+            append(_decode_by_pydantic(msg, "prediction", max_bytes, fmt))
+            continue
+        key = msg.key()
+        if key is not None and key != model_id.encode():
+            append(_decode_by_pydantic(msg, "prediction", max_bytes, fmt))  # key_mismatch
+            continue
+        ev = new(event_cls)
+        # every field, in declaration order, as model_validate leaves them in __dict__
+        set_dict(
+            ev,
+            {
+                "event_id": event_id,
+                "model_id": model_id,
+                "model_version": version,
+                "timestamp": ts,
+                "features": features,
+                "prediction": p,
+                "segments": segments,
+            },
+        )
+        set_fields_set(ev, fields_set)
+        set_extra(ev, None)
+        set_private(ev, None)
+        append(ev)
+    return out
 
 
-def _fast_label(obj: dict[str, Any]) -> LabelEvent | None:
-    """The event pydantic would build from ``obj``, or None when not sure it would build one."""
-    try:
-        event_id = obj["event_id"]
-        model_id = obj["model_id"]
-        ts = obj["timestamp"]
-        label = obj["label"]
-    except KeyError:
-        return None
-    if (
-        type(event_id) is not str
-        or type(model_id) is not str
-        or not 0 < len(event_id) <= MAX_ID_LENGTH
-        or not 0 < len(model_id) <= MAX_ID_LENGTH
-        or type(label) not in _SCALARS
-        or (type(label) is str and len(label) > MAX_NAME_LENGTH)
-    ):
-        return None
-    ts = _seconds(ts)
-    if ts is None:
-        return None
-    ev = _new(LabelEvent)
-    _set_dict(ev, {"event_id": event_id, "model_id": model_id, "timestamp": ts, "label": label})
-    _set_fields_set(ev, set(_LABEL_FIELDS))  # every field is required, so all were given
-    _set_extra(ev, None)
-    _set_private(ev, None)
-    return ev
+def _labels(msgs: Iterable[MessageLike], max_bytes: int, fmt: Deserializer) -> list[Decoded]:
+    out: list[Decoded] = []
+    append = out.append
+    json = type(fmt) is JsonDeserializer
+    loads = orjson.loads if json else fmt.loads
+    parse_error = orjson.JSONDecodeError if json else DeserializeError
+    max_id, max_name, scalars, seconds = MAX_ID_LENGTH, MAX_NAME_LENGTH, _SCALARS, _seconds
+    new, set_dict, set_fields_set = _new, _set_dict, _set_fields_set
+    set_extra, set_private, set_label, event_cls = _set_extra, _set_private, _SET_LABEL, LabelEvent
+    _dict, _str, _float = dict, str, float
+    for msg in msgs:
+        value = msg.value()
+        if not value or len(value) > max_bytes:
+            append(_decode_by_pydantic(msg, "label", max_bytes, fmt))
+            continue
+        try:
+            obj = loads(value)
+        except parse_error:
+            append(_decode_by_pydantic(msg, "label", max_bytes, fmt))
+            continue
+        if type(obj) is not _dict:
+            append(_decode_by_pydantic(msg, "label", max_bytes, fmt))
+            continue
+        try:
+            event_id = obj["event_id"]
+            model_id = obj["model_id"]
+            ts = obj["timestamp"]
+            label = obj["label"]
+        except KeyError:
+            append(_decode_by_pydantic(msg, "label", max_bytes, fmt))
+            continue
+        if (
+            type(event_id) is not _str
+            or type(model_id) is not _str
+            or not 0 < len(event_id) <= max_id
+            or not 0 < len(model_id) <= max_id
+            or type(label) not in scalars
+            or (type(label) is _str and len(label) > max_name)
+        ):
+            append(_decode_by_pydantic(msg, "label", max_bytes, fmt))
+            continue
+        if type(ts) is _float:
+            if not 0.0 <= ts < 1e11:
+                append(_decode_by_pydantic(msg, "label", max_bytes, fmt))
+                continue
+        else:
+            ts = seconds(ts)
+            if ts is None:
+                append(_decode_by_pydantic(msg, "label", max_bytes, fmt))
+                continue
+        key = msg.key()
+        if key is not None and key != model_id.encode():
+            append(_decode_by_pydantic(msg, "label", max_bytes, fmt))  # key_mismatch
+            continue
+        ev = new(event_cls)
+        set_dict(ev, {"event_id": event_id, "model_id": model_id, "timestamp": ts, "label": label})
+        set_fields_set(ev, set_label)
+        set_extra(ev, None)
+        set_private(ev, None)
+        append(ev)
+    return out
 
 
 def _summarise(exc: ValidationError) -> str:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import calendar
+import copy
+import pickle
 import random
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -12,17 +15,18 @@ from pydantic import ValidationError
 
 import stream_monitor.events.decode as decode_module
 from stream_monitor.events.decode import (
+    JSON,
     DeadLetter,
-    _fast_label,
-    _fast_prediction,
     dead_letter_headers,
     decode_record,
+    decode_records,
 )
 from stream_monitor.events.schema import (
     MAX_NAME_LENGTH,
     LabelEvent,
     PredictionEvent,
     ScoredPrediction,
+    _to_unix_seconds,
 )
 from stream_monitor.kafka.records import RawRecord
 from stream_monitor.simulate import bad_records
@@ -403,11 +407,11 @@ def test_bad_records_get_their_expected_reason(topic: str, kind: str) -> None:
 
 
 # -- the fast path decides exactly as pydantic ----------------------------------------------------
-# decode_record checks the usual shapes by hand and builds the event without pydantic; anything
-# else goes through model_validate. Generated payloads, valid and faulty, are decoded twice:
-# as shipped, and with the fast path switched off (pydantic alone, as before it existed). Both
-# must give the same event (same field values and types, same fields set) or the same dead
-# letter (reason and detail).
+# decode_records checks the usual shapes by hand and builds the events without pydantic; any
+# other record goes through model_validate. Generated payloads, valid and faulty (strings with
+# brackets in them too), are decoded twice: as shipped, and by pydantic alone (as before the
+# fast path existed). Both must give the same event (same field values and types, same fields
+# set) or the same dead letter (reason and detail).
 
 _GOOD_IDS: list[object] = ["m", "fraud-model", "x" * 256, "é" * 256, "\U0001d4b3" * 256, " "]
 _BAD_IDS: list[object] = ["", "x" * 257, "é" * 257, 42, 1.5, True, None, ["m"], {"m": 1}]
@@ -423,6 +427,7 @@ _BAD_TS: list[object] = [
 ]  # fmt: skip
 _GOOD_SCALARS: list[object] = [
     0, 1, -7, 2**62, 0.0, -0.0, 0.5, 1e300, 3.0, True, False, "", "cat", "é", "1", "c" * 128,
+    "{", "[x]", '{"a": [1]}',
 ]  # fmt: skip
 _LONG_NAME = "c" * 129  # over MAX_NAME_LENGTH
 _JUNK: list[object] = [
@@ -529,81 +534,260 @@ def _random_key(rng: random.Random, obj: dict[str, Any]) -> bytes | None:
     return model_id.encode()
 
 
-def _decode_all(records: list[RawRecord], kind: str) -> list[Any]:
-    return [decode_record(r, kind=kind, max_bytes=MAX_BYTES) for r in records]  # type: ignore[arg-type]
+def _reference(records: list[RawRecord], kind: str, fmt: Any = JSON) -> list[Any]:
+    """Each record decoded by pydantic alone, as before the fast path existed."""
+    return [decode_module._decode_by_pydantic(r, kind, MAX_BYTES, fmt) for r in records]  # type: ignore[arg-type]
+
+
+def _assert_same(records: list[RawRecord], got: list[Any], kind: str) -> dict[str, int]:
+    """``got`` equals pydantic's decode of ``records`` in every respect; counts the outcomes."""
+    model = PredictionEvent if kind == "prediction" else LabelEvent
+    expected_all = _reference(records, kind)
+    reasons: dict[str, int] = {}
+    for rec, got_one, expected in zip(records, got, expected_all, strict=True):
+        where = rec.value()
+        assert type(got_one) is type(expected), where
+        if isinstance(expected, DeadLetter):
+            assert got_one == expected, where  # same reason, detail and original record
+            reasons[expected.reason] = reasons.get(expected.reason, 0) + 1
+            continue
+        assert isinstance(got_one, model)
+        assert got_one == expected, where
+        # == treats 1 == 1.0 == True; the reprs tell the types apart
+        assert repr(got_one) == repr(expected), where
+        assert got_one.model_fields_set == expected.model_fields_set, where
+        assert type(got_one.model_fields_set) is set, where
+        assert got_one.model_dump_json() == expected.model_dump_json(), where
+        assert (got_one.__pydantic_extra__, got_one.__pydantic_private__) == (None, None)
+        if isinstance(got_one, PredictionEvent) and isinstance(
+            got_one.prediction, ScoredPrediction
+        ):
+            assert got_one.prediction.model_fields_set == {"label", "score"}, where
+            assert repr(got_one.prediction) == repr(expected.prediction), where  # type: ignore[union-attr]
+        reasons["ok"] = reasons.get("ok", 0) + 1
+    return reasons
+
+
+def _generated(kind: str, n: int, seed: int, frame: bytes = b"") -> list[RawRecord]:
+    rng = random.Random(seed)
+    records = []
+    for i in range(n):
+        obj = _random_payload(rng, kind)
+        value = frame + orjson.dumps(obj)
+        records.append(RawRecord(value, key=_random_key(rng, obj), offset=i))
+    return records
 
 
 @pytest.mark.parametrize("kind", ["prediction", "label"])
-def test_fast_path_matches_pydantic_on_generated_payloads(
-    kind: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    rng = random.Random(20261205)
-    records = []
-    for i in range(4000):
-        obj = _random_payload(rng, kind)
-        records.append(RawRecord(orjson.dumps(obj), key=_random_key(rng, obj), offset=i))
-    fast = _decode_all(records, kind)
-    # the fast path never changes the parsed payload (pydantic may validate it next)
-    quick = _fast_prediction if kind == "prediction" else _fast_label
-    for rec in records[:500]:
-        obj = orjson.loads(rec.value())  # type: ignore[arg-type]
-        quick(obj)
-        assert orjson.dumps(obj) == rec.value()
-
-    monkeypatch.setattr(decode_module, "_fast_prediction", lambda obj: None)
-    monkeypatch.setattr(decode_module, "_fast_label", lambda obj: None)
-    slow = _decode_all(records, kind)
-
-    model = PredictionEvent if kind == "prediction" else LabelEvent
-    reasons: dict[str, int] = {}
-    for rec, got, expected in zip(records, fast, slow, strict=True):
-        where = rec.value()
-        assert type(got) is type(expected), where
-        if isinstance(expected, DeadLetter):
-            assert got == expected, where  # same reason, detail and original record
-            reasons[expected.reason] = reasons.get(expected.reason, 0) + 1
-            continue
-        assert isinstance(got, model)
-        assert got == expected, where
-        # == treats 1 == 1.0 == True; the reprs tell the types apart
-        assert repr(got) == repr(expected), where
-        assert got.model_fields_set == expected.model_fields_set, where
-        assert type(got.model_fields_set) is set, where
-        assert got.model_dump_json() == expected.model_dump_json(), where
-        if isinstance(got, PredictionEvent) and isinstance(got.prediction, ScoredPrediction):
-            assert got.prediction.model_fields_set == {"label", "score"}, where
-        reasons["ok"] = reasons.get("ok", 0) + 1
+def test_fast_path_matches_pydantic_on_generated_payloads(kind: str) -> None:
+    records = _generated(kind, 4000, 20261205)
+    batch = decode_records(records, kind=kind, max_bytes=MAX_BYTES)  # type: ignore[arg-type]
+    reasons = _assert_same(records, batch, kind)
     # the generator reaches every outcome often enough to mean something
     assert reasons["ok"] > 1500, reasons
     assert reasons["validation_error"] > 500, reasons
     assert reasons["key_mismatch"] > 50, reasons
+    # one record at a time, and in batches of every size, gives the same
+    single = [decode_record(r, kind=kind, max_bytes=MAX_BYTES) for r in records[:1000]]  # type: ignore[arg-type]
+    _assert_same(records[:1000], single, kind)
+    rng = random.Random(3)
+    chunked: list[Any] = []
+    start = 0
+    while start < 1000:
+        size = rng.choice([0, 1, 2, 7, 64])
+        chunk = iter(records[start : min(start + size, 1000)])  # any iterable
+        chunked.extend(decode_records(chunk, kind=kind, max_bytes=MAX_BYTES))  # type: ignore[arg-type]
+        start += size
+    _assert_same(records[:1000], chunked, kind)
 
 
 @pytest.mark.parametrize("kind", ["prediction", "label"])
-def test_fast_path_takes_every_valid_generated_event(kind: str) -> None:
+def test_fast_path_matches_pydantic_with_another_input_format(kind: str) -> None:
+    """Another format has no raw JSON bytes to count brackets in: each value is checked."""
+    framed = _Framed()
+    records = _generated(kind, 1500, 99, frame=b"FRM1")
+    got = decode_records(records, kind=kind, max_bytes=MAX_BYTES, deserializer=framed)  # type: ignore[arg-type]
+    expected = [
+        decode_module._decode_by_pydantic(r, kind, MAX_BYTES, framed)  # type: ignore[arg-type]
+        for r in records
+    ]
+    assert [repr(g) for g in got] == [repr(e) for e in expected]
+    assert [getattr(g, "model_fields_set", None) for g in got] == [
+        getattr(e, "model_fields_set", None) for e in expected
+    ]
+    assert sum(isinstance(g, DeadLetter) for g in got) > 200
+
+
+class _Objects:
+    """A format whose values are Python objects of any type (looked up by the record value)."""
+
+    name = "objects"
+
+    def __init__(self, objects: list[Any]) -> None:
+        self.objects = objects
+
+    def loads(self, value: bytes) -> dict[str, Any]:
+        return self.objects[int(value)]  # type: ignore[no-any-return]
+
+
+class _Str(str):
+    pass
+
+
+def test_fast_path_matches_pydantic_on_python_objects_of_any_type() -> None:
+    """Names that are not strings, tuples, str subclasses, NaN, datetimes: never a crash, and
+    the same outcome as pydantic's."""
+    nan = float("nan")
+    odd: list[Any] = [
+        {1: 1.0}, {("a",): 1.0}, {"x": (1, 2)}, {"x": b"raw"}, {"x": _Str("s")}, {"x": nan},
+        {_Str("x"): 1.0}, {"x": 2**70}, {"x": frozenset()},
+    ]  # fmt: skip
+    objects: list[Any] = []
+    for features in odd:
+        objects.append(_prediction(features=features))
+    objects += [
+        _prediction(segments={1: "fr"}),
+        _prediction(segments={"c": _Str("fr")}),
+        _prediction(segments={"c": ("fr",)}),
+        _prediction(prediction={"label": _Str("a"), "score": 0.5}),
+        _prediction(prediction={"label": nan, "score": nan}),
+        _prediction(prediction=(1, 0.5)),
+        _prediction(timestamp=nan),
+        _prediction(timestamp=datetime.now(UTC)),
+        _prediction(timestamp=_Str("2026-11-22T00:00:00Z")),
+        _prediction(event_id=_Str("e")),
+        _prediction(model_version=_Str("1")),
+        [("event_id", "e")],
+        "not a mapping",
+        None,
+        _prediction(),
+    ]
+    fmt = _Objects(objects)
+    records = [RawRecord(str(i).encode(), key=b"m", offset=i) for i in range(len(objects))]
+    got = decode_records(records, kind="prediction", max_bytes=MAX_BYTES, deserializer=fmt)
+    expected = [decode_module._decode_by_pydantic(r, "prediction", MAX_BYTES, fmt) for r in records]
+    assert [repr(g) for g in got] == [repr(e) for e in expected]
+    assert isinstance(got[-1], PredictionEvent)
+    label_objects = [_label(label=_Str("a")), _label(label=(1,)), _label(timestamp=nan), _label()]
+    fmt = _Objects(label_objects)
+    records = [RawRecord(str(i).encode(), key=b"m", offset=i) for i in range(len(label_objects))]
+    got = decode_records(records, kind="label", max_bytes=MAX_BYTES, deserializer=fmt)
+    expected = [decode_module._decode_by_pydantic(r, "label", MAX_BYTES, fmt) for r in records]
+    assert [repr(g) for g in got] == [repr(e) for e in expected]
+    assert isinstance(got[-1], LabelEvent)
+
+
+@pytest.mark.parametrize("kind", ["prediction", "label"])
+def test_fast_path_takes_every_valid_generated_event(
+    kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The hand checks cover every valid shape the generator makes, RFC 3339 timestamps too:
     pydantic is left for the faulty events."""
-    quick = _fast_prediction if kind == "prediction" else _fast_label
     model = PredictionEvent if kind == "prediction" else LabelEvent
+    to_pydantic: list[int] = []
+    reference = decode_module._decode_by_pydantic
+
+    def spy(msg: Any, *args: Any) -> Any:
+        to_pydantic.append(msg.offset())
+        return reference(msg, *args)
+
+    monkeypatch.setattr(decode_module, "_decode_by_pydantic", spy)
     rng = random.Random(7)
-    valid = 0
-    for _ in range(2000):
-        obj = orjson.loads(orjson.dumps(_random_payload(rng, kind)))
+    records, valid = [], set()
+    for i in range(2000):
+        obj = _random_payload(rng, kind)
+        model_id = obj.get("model_id")
+        key = model_id.encode() if isinstance(model_id, str) and rng.random() < 0.5 else None
+        records.append(RawRecord(orjson.dumps(obj), key=key, offset=i))
         try:
-            expected = model.model_validate(obj)
+            model.model_validate(orjson.loads(orjson.dumps(obj)))
+            valid.add(i)
         except ValidationError:
-            assert quick(obj) is None, obj
-            continue
-        valid += 1
-        assert quick(obj) == expected, obj
-    assert valid > 1000
+            pass
+    out = decode_records(records, kind=kind, max_bytes=MAX_BYTES)  # type: ignore[arg-type]
+    assert len(valid) > 1000
+    assert set(to_pydantic).isdisjoint(valid)
+    assert set(to_pydantic) == set(range(len(records))) - valid
+    assert all(isinstance(e, DeadLetter) == (i not in valid) for i, e in enumerate(out))
+
+
+def test_batch_keeps_the_order_and_every_reason() -> None:
+    good = orjson.dumps(_prediction())
+    values = [
+        good,
+        b"",
+        None,
+        good + b" " * 600,  # oversized
+        b"{not json",
+        b"[1]",
+        orjson.dumps(_prediction(timestamp="yesterday")),
+        orjson.dumps(_prediction(model_id="other")),  # the key is b"m": key_mismatch
+        orjson.dumps(_prediction(event_id="e-2", segments={"country": "fr"})),
+    ]
+    records = [FakeMsg(v, offset=i) for i, v in enumerate(values)]
+    out = decode_records(records, kind="prediction", max_bytes=len(good) + 100)
+    got = [e.reason if isinstance(e, DeadLetter) else e.event_id for e in out]
+    assert got == [
+        "e-1", "empty", "empty", "oversized", "decode_error", "decode_error",
+        "validation_error", "key_mismatch", "e-2",
+    ]  # fmt: skip
+    assert [getattr(e, "offset", None) for e in out[1:-1]] == list(range(1, 8))
+    single = [decode_record(r, kind="prediction", max_bytes=len(good) + 100) for r in records]
+    assert out == single
+    assert decode_records([], kind="label", max_bytes=MAX_BYTES) == []
+
+
+def test_events_that_share_a_fields_set_stay_independent() -> None:
+    """The usual layouts share one fields_set: no copy, update, pickle or refused assignment
+    changes it."""
+    values = [orjson.dumps(_prediction(event_id=f"e{i}")) for i in range(3)]
+    a, b, c = decode_records([FakeMsg(v) for v in values], kind="prediction", max_bytes=MAX_BYTES)
+    assert isinstance(a, PredictionEvent) and isinstance(b, PredictionEvent)
+    assert isinstance(c, PredictionEvent) and isinstance(a.prediction, ScoredPrediction)
+    fields = {"event_id", "model_id", "model_version", "timestamp", "features", "prediction"}
+    assert a.model_fields_set is b.model_fields_set == fields  # shared
+    updated = a.model_copy(update={"segments": {"tier": "gold"}})
+    assert updated.model_fields_set == fields | {"segments"}
+    assert a.prediction.model_copy(update={"label": 2}).model_fields_set == {"label", "score"}
+    assert copy.deepcopy(a) == a and copy.copy(b) == b
+    unpickled = pickle.loads(pickle.dumps(c))
+    assert unpickled == c and unpickled.model_fields_set == fields
+    with pytest.raises(ValidationError):
+        a.segments = {"tier": "gold"}
+    assert a.model_fields_set == b.model_fields_set == c.model_fields_set == fields
+    assert a.prediction.model_fields_set == {"label", "score"}
+    d = decode_record(FakeMsg(values[0]), kind="prediction", max_bytes=MAX_BYTES)
+    assert isinstance(d, PredictionEvent) and d.model_fields_set == fields
+    assert d.model_fields_set == PredictionEvent.model_validate_json(values[0]).model_fields_set
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "2026-11-22T00:00:00Z", "2026-11-22T00:00:00z", " 2026-11-22T00:00:00Z\n",
+        "2026-11-22T02:30:00.123456+02:00", "2026-11-22 00:00:00-05:00", "2026-11-22T00:00Z",
+        "20261122T000000Z", "2026-W47-7T00:00:00Z", "1970-01-01T00:00:00+00:00",
+        "1969-12-31T23:59:59.999Z", "0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-23:59",
+        "5138-11-16T09:46:39Z", "5138-11-16T09:46:40Z", "2026-11-22T00:00:00", "2026-11-22",
+        "2026-11-22Z", "Z", "z", "", " ", "yesterday", "1700000000", "2026-13-01T00:00:00Z",
+        "2026-11-22T00:00:00+24:00", "2026-11-22T00:00:00ZZ", "2026-11-22T00:00:00+00:00Z",
+        "\u0662\u0660\u0662\u0666-11-22T00:00:00Z",
+    ],
+)  # fmt: skip
+def test_timestamp_strings_convert_as_the_schema_does(text: str) -> None:
+    try:
+        expected: float | None = _to_unix_seconds(text)
+    except ValueError:
+        expected = None
+    got = decode_module._seconds(text)
+    assert got == expected and type(got) is type(expected)
 
 
 def test_fast_event_behaves_like_a_validated_one() -> None:
-    obj = orjson.loads(orjson.dumps(_prediction(timestamp="2023-11-14T22:13:20.250Z")))
-    quick = _fast_prediction(obj)
-    assert quick is not None
-    expected = PredictionEvent.model_validate(obj)
+    value = orjson.dumps(_prediction(timestamp="2023-11-14T22:13:20.250Z"))
+    quick = decode_record(FakeMsg(value), kind="prediction", max_bytes=MAX_BYTES)
+    assert isinstance(quick, PredictionEvent)
+    expected = PredictionEvent.model_validate_json(value)
     assert quick.timestamp == 1_700_000_000.25
     assert quick.model_copy(update={"model_id": "n"}) == expected.model_copy(
         update={"model_id": "n"}
