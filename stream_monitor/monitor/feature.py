@@ -733,6 +733,11 @@ class NumericFeature(FeatureMonitor):
         self.levels = [0.0, 0.0]
         #: Values scored against a rolling reference (see :meth:`_score_rolling`).
         self.rolling_values = 0
+        #: The Wasserstein points and scale of the current grid and edges (computed once).
+        self._points_memo: (
+            tuple[np.ndarray | None, np.ndarray | None, tuple[np.ndarray | None, float | None]]
+            | None
+        ) = None
 
     def _window_streams(self) -> list[str]:
         return ["statistic", "mean"]
@@ -1083,6 +1088,21 @@ class NumericFeature(FeatureMonitor):
     def _wasserstein_points(self) -> tuple[np.ndarray | None, float | None]:
         grid = self.pit_grid
         edges = self.edges
+        # They depend only on the reference's grid and edges, fixed once frozen: computed
+        # again only when those arrays are replaced (freeze, a profile, a restore).
+        memo = self._points_memo
+        if memo is not None and memo[0] is grid and memo[1] is edges:
+            return memo[2]
+        found = self._points_for(grid, edges)
+        if found[0] is not None:
+            found[0].setflags(write=False)  # shared by every window from now on
+        self._points_memo = (grid, edges, found)
+        return found
+
+    @staticmethod
+    def _points_for(
+        grid: np.ndarray | None, edges: np.ndarray | None
+    ) -> tuple[np.ndarray | None, float | None]:
         if grid is None or edges is None or not len(edges):
             return None, None
         # One point per bin: interior midpoints, the reference min and max for the open ends.
