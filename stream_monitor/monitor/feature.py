@@ -204,6 +204,9 @@ class FeatureMonitor:
         self.windows_returned = False
         #: The z-score of the alerting statistic in the previous window (None: none yet).
         self.last_z: float | None = None
+        #: The closure window_inputs last summed, with its window counts and reference (what
+        #: close() of the same closure would compute again).
+        self._window_seen: tuple[Closure, np.ndarray, tuple[np.ndarray, int, bool]] | None = None
         #: Bin of each row of the last ingested segment: -1 where the row has no usable value
         #: or is late (slot -1), for per-version histograms of the model's outputs.
         self.last_bins: np.ndarray | None = None
@@ -281,7 +284,11 @@ class FeatureMonitor:
         self.drifting = False
         if closure.window_slots:
             slots = list(closure.window_slots)
-            win = self.counts[slots].sum(axis=0)
+            seen, self._window_seen = self._window_seen, None
+            if seen is not None and seen[0] is closure:  # window_inputs summed it already
+                win, reference = seen[1], seen[2]
+            else:
+                win, reference = self.counts[slots].sum(axis=0), None
             q = self.quality[slots].sum(axis=0)
             self.window_events = int(q[EVENTS])
 
@@ -311,7 +318,7 @@ class FeatureMonitor:
                 )
 
             if win.sum() > 0 and self.ref_counts is not None:
-                ref, n_ref, rolling = self._reference_for(closure)
+                ref, n_ref, rolling = reference or self._reference_for(closure)
                 if rolling and not self.rolling_windows:
                     self._rebase_window_detectors()
                 self.rolling_windows += rolling
@@ -359,7 +366,9 @@ class FeatureMonitor:
         win = self.counts[list(closure.window_slots)].sum(axis=0)
         if win.sum() <= 0:
             return None
-        ref, _, _ = self._reference_for(closure)
+        reference = self._reference_for(closure)
+        self._window_seen = (closure, win, reference)  # for close() of the same closure
+        ref = reference[0]
         points, scale = self._wasserstein_points()
         names = tuple(s for s in self.cfg.statistics if self._applies(s, points))
         return WindowInputs(ref, win, names, points, scale)
