@@ -110,6 +110,10 @@ class PredictionEvent(_Event):
     def prediction_score(self) -> float | None:
         """The numeric output (a regression value or a classifier's score), if any."""
         p = self.prediction
+        if type(p) is ScoredPrediction:
+            return float(p.score)
+        if type(p) is float:
+            return p
         if isinstance(p, ScoredPrediction):
             return float(p.score)
         if isinstance(p, int | float) and not isinstance(p, bool):
@@ -119,6 +123,9 @@ class PredictionEvent(_Event):
     def prediction_label(self) -> str | None:
         """The predicted class as a string, if the model is a classifier."""
         p = self.prediction
+        if type(p) is ScoredPrediction:
+            label = p.label
+            return label if type(label) is str else label_str(label)
         if isinstance(p, ScoredPrediction):
             return label_str(p.label)
         if isinstance(p, str | bool):
@@ -141,6 +148,11 @@ def label_str(v: object) -> str:
     >>> label_str(True), label_str(1.0), label_str(2), label_str("yes")
     ('true', '1', '2', 'yes')
     """
+    t = type(v)
+    if t is str:
+        return v  # type: ignore[return-value]
+    if t is int:
+        return str(v)
     if isinstance(v, bool):
         return "true" if v else "false"
     if isinstance(v, float) and v.is_integer():

@@ -603,6 +603,71 @@ labels_unmatched=0))
         self._expire(model_id)  # the match may have uncovered an expired entry
         return found
 
+    def match_many(
+        self, labels: Iterable[tuple[str, str, float]]
+    ) -> list[PendingPrediction | None]:
+        """:meth:`match` with ``count_unmatched=False`` for each ``(model_id, event_id,
+        label_timestamp)`` in turn: the same state, counters, journal and histograms, and the
+        predictions found (None where there was none). A match leaves every watermark as it
+        is, so each model's expiry horizon is looked up once, and a queue is expired only
+        when the match uncovered an expired head (as :meth:`_expire` would find it).
+
+        Examples
+        --------
+        >>> a, b = (LabelJoin(capacity=10, ttl_seconds=60.0) for _ in "ab")
+        >>> for j in (a, b):
+        ...     for e, t in [("x", 0.0), ("y", 10.0), ("z", 70.0)]:
+        ...         j.add_prediction("m", e, t, label="1", score=None)
+        >>> labels = [("m", "y", 75.0), ("m", "q", 75.0), ("n", "x", 1.0), ("m", "x", 80.0)]
+        >>> one = [a.match(m, e, count_unmatched=False, label_timestamp=t) for m, e, t in labels]
+        >>> b.match_many(labels) == one, a.snapshot() == b.snapshot(), b.expired
+        (True, True, 1)
+        """
+        out: list[PendingPrediction | None] = []
+        append = out.append
+        queues, by_model, delays = self._queues, self.by_model, self._delays
+        horizons: dict[str, float] = {}
+        matched = 0
+        try:
+            for model_id, event_id, label_ts in labels:
+                q = queues.get(model_id)
+                entry = None if q is None else q.pop(event_id, None)
+                if entry is None:
+                    append(None)
+                    continue
+                if self._gone is not None:
+                    self._removed(entry[0])
+                if self._journal is not None:
+                    self._journal.append((model_id, event_id, entry))
+                found = entry[1]
+                st = by_model[model_id]
+                st.matched += 1
+                st.pending -= 1
+                matched += 1
+                delay = label_ts - found.timestamp
+                if math.isfinite(delay):
+                    if delay < 0:
+                        self.negative_delays += 1
+                        delay = 0.0
+                    d = delays.get(model_id)
+                    if d is None:
+                        d = delays[model_id] = _Delays()
+                    d.counts[bisect_left(DELAY_BUCKETS, delay)] += 1
+                    d.total += delay
+                    d.count += 1
+                if q:  # the match may have uncovered an expired entry
+                    horizon = horizons.get(model_id)
+                    if horizon is None:
+                        wm = self._watermarks[model_id]
+                        horizon = horizons[model_id] = wm - self.ttl_of(model_id)
+                    if next(iter(q.values()))[1].timestamp < horizon:
+                        self._expire(model_id)
+                append(found)
+        finally:  # the totals of the matches made, whatever happened
+            self.matched += matched
+            self._size -= matched
+        return out
+
     def count_unmatched(self, model_id: str) -> None:
         """Count a label that met no waiting prediction and never will (see :meth:`match`)."""
         self.unmatched_labels += 1

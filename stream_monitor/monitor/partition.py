@@ -7,6 +7,7 @@ does no I/O, reads no clock and is snapshot-able as plain JSON-compatible data.
 
 from __future__ import annotations
 
+import functools
 import heapq
 import logging
 from collections.abc import Callable, Mapping, Sequence
@@ -15,7 +16,13 @@ from typing import Any, NamedTuple, TypeVar
 from stream_monitor.alerts.observation import Observation
 from stream_monitor.alerts.tracker import AlertTracker
 from stream_monitor.config import MonitorConfig
-from stream_monitor.events.schema import AlertEvent, LabelEvent, PredictionEvent
+from stream_monitor.events.schema import (
+    AlertEvent,
+    LabelEvent,
+    PredictionEvent,
+    ScoredPrediction,
+    label_str,
+)
 from stream_monitor.monitor.join import FUTURE_CONFIRM, EarlyLabels, LabelJoin, PendingPrediction
 from stream_monitor.monitor.model import ModelMonitor
 from stream_monitor.reference.profile import Profile
@@ -138,23 +145,29 @@ class PartitionState:
         if predictions and len(early):
             early.expire_behind(join.model_watermark)
         labelled: dict[str, list[LabelEvent]] = {}
-        for lab in labels:
-            found = join.match(
-                lab.model_id, lab.event_id, count_unmatched=False, label_timestamp=lab.timestamp
-            )
+        # Matching leaves the join's watermarks as they are and touches neither the early
+        # labels nor the unmatched counts, so the labels that found nothing are handled after
+        # all the matches, in order, with the same outcome as one at a time.
+        found_all = join.match_many([(lab.model_id, lab.event_id, lab.timestamp) for lab in labels])
+        for lab, found in zip(labels, found_all, strict=True):
+            model_id = lab.model_id
             if found is None:
-                wm = join.model_watermark(lab.model_id)
+                wm = join.model_watermark(model_id)
                 if wm is not None and lab.timestamp < wm - early.grace_seconds:
                     # Its prediction was read long ago and left the join (evicted, expired):
                     # waiting among the early labels could only fill them up.
-                    join.count_unmatched(lab.model_id)
+                    join.count_unmatched(model_id)
                     self.labels_behind += 1
                 else:
-                    early.add(lab.model_id, lab.event_id, lab.timestamp, lab.label)
+                    early.add(model_id, lab.event_id, lab.timestamp, lab.label)
                 continue
-            joined.setdefault(lab.model_id, []).append((found, lab.label))
-            labelled.setdefault(lab.model_id, []).append(lab)
-            joined_at.setdefault(lab.model_id, []).append(lab.timestamp)
+            pairs = joined.get(model_id)
+            if pairs is None:  # (joined and joined_at always have the same models)
+                pairs = joined[model_id] = []
+                joined_at[model_id] = []
+            pairs.append((found, lab.label))
+            joined_at[model_id].append(lab.timestamp)
+            labelled.setdefault(model_id, []).append(lab)
         for model_id, pairs in joined.items():
             model = self.models.get(model_id)
             if model is not None:
@@ -224,7 +237,18 @@ class PartitionState:
     ) -> None:
         """Predictions of one model into the label join, or straight to ``joined`` when their
         label was read first (in event order: runs between such events go in as one batch)."""
-        early = self.early.take_many(model_id, [e.event_id for e in events])
+        early = self.early.take_many(model_id, [e.event_id for e in events]) if self.early else {}
+        if not early:  # the usual case: every prediction waits, in one batch
+            outputs = list(map(_outputs, events))
+            segs = [None] * len(events) if routes is None else [r or None for r in routes]
+            self.join.add_predictions(
+                model_id,
+                [
+                    (e.event_id, _pending((e.timestamp, *out, e.model_version, seg)))
+                    for e, out, seg in zip(events, outputs, segs, strict=True)
+                ],
+            )
+            return
         rows: list[tuple[str, PendingPrediction]] = []
         for i, e in enumerate(events):
             label, score = _outputs(e)
@@ -345,13 +369,25 @@ def describe_windows(cfg: MonitorConfig) -> dict[str, str]:
 
 def _outputs(e: PredictionEvent) -> tuple[str | None, float | None]:
     """``(e.prediction_label(), e.prediction_score())``, without the two method calls for a
-    plain float or int prediction (a regression value or a 0/1 score)."""
+    plain float or int prediction (a regression value or a 0/1 score) or a scored one."""
     p = e.prediction
     if type(p) is float:
         return None, p
+    if type(p) is ScoredPrediction:
+        label, score = p.label, p.score
+        return (
+            label if type(label) is str else label_str(label),
+            score if type(score) is float else float(score),
+        )
     if type(p) is int:
         return None, float(p)
     return e.prediction_label(), e.prediction_score()
+
+
+#: A PendingPrediction from the tuple of all its fields, without NamedTuple's argument handling.
+_pending: Callable[[tuple[Any, ...]], PendingPrediction] = functools.partial(
+    tuple.__new__, PendingPrediction
+)
 
 
 def _interleave(

@@ -180,7 +180,11 @@ class PerformanceMonitor:
         rows = self._rows(pairs)
         if rows is None:
             return []
-        ts, y_true, y_pred, score, versions, kept = rows
+        ts, true_list, pred_list, score, versions, kept = rows
+        # As arrays, so that each pane takes its pairs by index (classes are strings).
+        regression = self.task == "regression"
+        y_true = np.asarray(true_list, dtype=float) if regression else np.asarray(true_list)
+        y_pred = np.asarray(pred_list, dtype=object) if regression else np.asarray(pred_list)
         rings = self._register(versions) if self.max_versions else None
         after = 1 if self.pane_clock.kind == "count" else 0  # count windows: the filling pair
         out: list[tuple[int, Observation]] = []
@@ -222,6 +226,13 @@ class PerformanceMonitor:
     ) -> tuple[np.ndarray, list[Any], list[Any], np.ndarray, list[str | None], list[int]] | None:
         """The pairs that fit the task: timestamps, truths, predicted labels, scores, versions
         and their indices in ``pairs``."""
+        if self.task == "classification":  # the usual case: every pair fits, columns at once
+            preds = [p for p, _ in pairs]
+            y_pred = [p.label for p in preds]
+            if None not in y_pred:
+                y_true = _label_strs([t for _, t in pairs])
+                ts, score, versions = self._columns(preds)
+                return ts, y_true, y_pred, score, versions, list(range(len(preds)))
         kept: list[tuple[PendingPrediction, Any]] = []
         index: list[int] = []
         for i, (pending, truth) in enumerate(pairs):
@@ -244,30 +255,33 @@ class PerformanceMonitor:
                 self.incompatible += 1
         if not kept:
             return None
-        ts = np.array([p.timestamp for p, _ in kept], dtype=float)
-        score = np.array([np.nan if p.score is None else p.score for p, _ in kept], dtype=float)
-        y_true = [t for _, t in kept]
-        y_pred = [p.label for p, _ in kept]
-        versions = [getattr(p, "model_version", None) for p, _ in kept]
-        return ts, y_true, y_pred, score, versions, index
+        preds = [p for p, _ in kept]
+        ts, score, versions = self._columns(preds)
+        return ts, [t for _, t in kept], [p.label for p in preds], score, versions, index
+
+    @staticmethod
+    def _columns(
+        preds: Sequence[PendingPrediction],
+    ) -> tuple[np.ndarray, np.ndarray, list[str | None]]:
+        """Timestamps, scores (NaN: none) and model versions of the predictions."""
+        ts = np.array([p.timestamp for p in preds], dtype=float)
+        score = np.array([np.nan if p.score is None else p.score for p in preds], dtype=float)
+        versions = [getattr(p, "model_version", None) for p in preds]
+        return ts, score, versions
 
     @staticmethod
     def _add(
         sketch: Sketch,
         idx: np.ndarray,
-        y_true: list[Any],
-        y_pred: list[Any],
+        y_true: np.ndarray,
+        y_pred: np.ndarray,
         score: np.ndarray,
     ) -> None:
         if isinstance(sketch, RegressionSketch):
-            sketch.update(np.asarray([y_true[i] for i in idx], dtype=float), score[idx])
+            sketch.update(y_true[idx], score[idx])
         else:
             s = score[idx]
-            sketch.update(
-                [y_true[i] for i in idx],
-                [y_pred[i] for i in idx],
-                None if np.isnan(s).all() else s,
-            )
+            sketch.update(y_true[idx], y_pred[idx], None if np.isnan(s).all() else s)
 
     def _close(
         self, closure: Closure, model_id: str, observed_at: float, version: str | None
@@ -511,6 +525,22 @@ def _merge(ring: list[Sketch], slots: tuple[int, ...]) -> Sketch:
     for s in slots[1:]:
         merged.merge(ring[s])  # type: ignore[arg-type]
     return merged
+
+
+def _label_strs(truths: list[Any]) -> list[str]:
+    """``[label_str(t) for t in truths]``, without a Python call per label when all are
+    strings or all are ints (0/1 labels), which ``label_str`` leaves as they are / writes
+    as ``str`` does.
+
+    >>> _label_strs([1, 0]), _label_strs(["a", "b"]), _label_strs([True, 1, 2.0])
+    (['1', '0'], ['a', 'b'], ['true', '1', '2'])
+    """
+    kinds = set(map(type, truths))
+    if kinds == {str}:
+        return truths
+    if kinds == {int}:
+        return list(map(str, truths))
+    return [label_str(t) for t in truths]
 
 
 def _is_number(v: Any) -> bool:

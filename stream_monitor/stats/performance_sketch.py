@@ -49,6 +49,7 @@ SNAPSHOT_VERSION = 1
 
 _PROB_EPS = 1e-15
 _LOSS_COLUMNS = 4  # per true class: sum -log p, sum -log(1-p), sum (1-p)^2, sum p^2
+_LOSS_RANGE = np.arange(_LOSS_COLUMNS)
 
 
 def _check_version(d: Mapping[str, Any], kind: str) -> None:
@@ -183,6 +184,9 @@ class ClassificationSketch:
         """Discovered class names; index ``len(classes)`` of every per-class array is
         ``"(other)"``."""
         self._index: dict[str, int] = {c: i for i, c in enumerate(self.classes)}
+        #: Derived, not state: the class list it was made for, its length, the sorted names
+        #: and their indices in ``classes`` (see :meth:`_known`).
+        self._lookup: tuple[list[str], int, np.ndarray, np.ndarray] | None = None
         m = len(self.classes) + 1
         self.confusion: np.ndarray = np.zeros((m, m), dtype=np.int64)
         """int64 ``[true, predicted]`` counts; last row/column is ``"(other)"``."""
@@ -251,7 +255,12 @@ class ClassificationSketch:
         """Class indices of the labels, discovering new classes; ``-1`` for refused ones.
 
         Vectorised over the distinct labels of the batch: only they go through the dict.
+        When every label is a known class (the usual case once the classes are found), a
+        binary search of the sorted class names gives the same indices.
         """
+        known = self._known(yt, yp)
+        if known is not None:
+            return known
         u_t, first_t, inv_t = np.unique(yt, return_index=True, return_inverse=True)
         u_p, first_p, inv_p = np.unique(yp, return_index=True, return_inverse=True)
         names_t, names_p = u_t.tolist(), u_p.tolist()
@@ -268,6 +277,30 @@ class ClassificationSketch:
         t = np.array([get(c, -1) for c in names_t], dtype=np.intp)[inv_t.ravel()]
         p = np.array([get(c, -1) for c in names_p], dtype=np.intp)[inv_p.ravel()]
         return t, p
+
+    def _known(self, yt: np.ndarray, yp: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        """The class indices of ``yt`` and ``yp`` if every label is a known class, else None.
+
+        The sorted class names are kept while the class list is the same object with the same
+        length (classes are only appended, or the list replaced)."""
+        classes = self.classes
+        lookup = self._lookup
+        if lookup is None or lookup[0] is not classes or lookup[1] != len(classes):
+            if not classes:
+                return None
+            order = np.argsort(np.asarray(classes, dtype=str), kind="stable")
+            names = np.asarray(classes, dtype=str)[order]
+            if len(set(names.tolist())) != len(classes) or names.tolist() != sorted(classes):
+                return None  # names NumPy cannot hold as they are (e.g. trailing NULs)
+            lookup = self._lookup = (classes, len(classes), names, order.astype(np.intp))
+        _, _, names, order = lookup
+        out = []
+        for y in (yt, yp):
+            pos = np.minimum(np.searchsorted(names, y), names.size - 1)
+            if not np.array_equal(names[pos], y):
+                return None
+            out.append(order[pos])
+        return out[0], out[1]
 
     def update(
         self,
@@ -328,8 +361,13 @@ class ClassificationSketch:
         nll_neg = np.where(
             s < 0.5, -np.log1p(-np.minimum(s, 0.5)), -np.log(np.maximum(q, _PROB_EPS))
         )
-        for col, w in enumerate((nll_pos, nll_neg, q * q, s * s)):
-            self.loss_sums[:, col] += np.bincount(ts, weights=w, minlength=m)
+        # One bincount for the four columns: each (class, column) bin still sums its values
+        # in pair order, as a bincount per column would.
+        w = np.column_stack((nll_pos, nll_neg, q * q, s * s))
+        cells = (ts * _LOSS_COLUMNS)[:, None] + _LOSS_RANGE
+        self.loss_sums += np.bincount(
+            cells.ravel(), weights=w.ravel(), minlength=m * _LOSS_COLUMNS
+        ).reshape(m, _LOSS_COLUMNS)
 
     def merge(self, other: ClassificationSketch) -> None:
         """Add ``other``'s counts into this sketch (in place), aligning classes by name.
