@@ -29,7 +29,7 @@ from stream_monitor.monitor.feature import (
 )
 from stream_monitor.monitor.join import PendingPrediction
 from stream_monitor.monitor.joint import JointDrift
-from stream_monitor.monitor.performance import PerformanceMonitor, Times
+from stream_monitor.monitor.performance import PerformanceMonitor, Times, label_strs
 from stream_monitor.monitor.schema_drift import SchemaDrift
 from stream_monitor.monitor.segments import Segments
 from stream_monitor.monitor.versions import VersionComparison
@@ -447,7 +447,18 @@ class ModelMonitor:
         erred: list[int] = []  # the pair of each error
         # The first labelled pair fixes the task; pairs of the other kind are incompatible.
         metric = self.concept.metric
-        for i, (pending, truth) in enumerate(pairs):
+        labels = [pending.label for pending, _ in pairs]
+        if metric in (None, "error_rate") and None not in labels:
+            # Classification pairs only (the usual case): compared as columns.
+            truths = label_strs([truth for _, truth in pairs])
+            errors = [0.0 if a == b else 1.0 for a, b in zip(labels, truths, strict=True)]
+            erred = list(range(len(pairs)))
+            if pairs:
+                metric = "error_rate"
+            pairs_left: Sequence[tuple[PendingPrediction, Any]] = ()
+        else:
+            pairs_left = pairs
+        for i, (pending, truth) in enumerate(pairs_left):
             numeric_truth = isinstance(truth, int | float) and not isinstance(truth, bool)
             if pending.label is not None and metric in (None, "error_rate"):
                 errors.append(0.0 if pending.label == label_str(truth) else 1.0)

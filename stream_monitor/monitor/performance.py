@@ -32,7 +32,7 @@ from stream_monitor.monitor.versions import assign_rows
 from stream_monitor.stats.performance_sketch import ClassificationSketch, RegressionSketch
 from stream_monitor.stats.windows import Closure, PaneClock
 
-__all__ = ["HIGHER_IS_BETTER", "PerformanceMonitor", "fairness_rates"]
+__all__ = ["HIGHER_IS_BETTER", "PerformanceMonitor", "fairness_rates", "label_strs"]
 
 SNAPSHOT_VERSION = 1
 HIGHER_IS_BETTER = frozenset(
@@ -230,7 +230,7 @@ class PerformanceMonitor:
             preds = [p for p, _ in pairs]
             y_pred = [p.label for p in preds]
             if None not in y_pred:
-                y_true = _label_strs([t for _, t in pairs])
+                y_true = label_strs([t for _, t in pairs])
                 ts, score, versions = self._columns(preds)
                 return ts, y_true, y_pred, score, versions, list(range(len(preds)))
         kept: list[tuple[PendingPrediction, Any]] = []
@@ -527,12 +527,12 @@ def _merge(ring: list[Sketch], slots: tuple[int, ...]) -> Sketch:
     return merged
 
 
-def _label_strs(truths: list[Any]) -> list[str]:
+def label_strs(truths: list[Any]) -> list[str]:
     """``[label_str(t) for t in truths]``, without a Python call per label when all are
     strings or all are ints (0/1 labels), which ``label_str`` leaves as they are / writes
     as ``str`` does.
 
-    >>> _label_strs([1, 0]), _label_strs(["a", "b"]), _label_strs([True, 1, 2.0])
+    >>> label_strs([1, 0]), label_strs(["a", "b"]), label_strs([True, 1, 2.0])
     (['1', '0'], ['a', 'b'], ['true', '1', '2'])
     """
     kinds = set(map(type, truths))

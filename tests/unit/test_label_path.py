@@ -19,7 +19,7 @@ from stream_monitor.config import MonitorConfig, PerformanceConfig
 from stream_monitor.events.schema import PredictionEvent, ScoredPrediction, label_str
 from stream_monitor.monitor.join import LabelJoin, PendingPrediction
 from stream_monitor.monitor.partition import PartitionState, _outputs
-from stream_monitor.monitor.performance import PerformanceMonitor, _label_strs
+from stream_monitor.monitor.performance import PerformanceMonitor, label_strs
 from stream_monitor.stats.performance_sketch import ClassificationSketch
 
 PREDICTIONS: list[Any] = [
@@ -204,7 +204,7 @@ def test_an_early_label_still_meets_its_prediction() -> None:
     ids=repr,
 )
 def test_label_strs_is_label_str_per_truth(truths: list[Any]) -> None:
-    got = _label_strs(truths)
+    got = label_strs(truths)
     assert got == [label_str(t) for t in truths]
     assert all(type(s) is str for s in got)
 
