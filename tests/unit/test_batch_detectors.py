@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import itertools
 import json
+from typing import Any
 
 import numpy as np
 import pytest
 from river import drift
 
-from stream_monitor.stats.drift import ADWIN, PageHinkley
+from stream_monitor.stats.drift import ADWIN, PageHinkley, adwin
 from stream_monitor.stats.drift.adwin import _bucket_sizes, _level_counts
 from stream_monitor.stats.drift.adwin import update_all as adwin_update_all
 from stream_monitor.stats.drift.page_hinkley import update_all as ph_update_all
@@ -198,3 +199,172 @@ def test_many_streams_in_one_call_fire_as_each_alone(cls, update, ref) -> None: 
         pos = [p + len(b) for p, b in zip(pos, batches, strict=True)]
     assert got == expected
     assert sum(map(len, expected)) > 10
+
+
+def _small_shifts(seed: int) -> np.ndarray:
+    """Shifts of at most 0.4 sd: ADWIN finds them thousands of values late, so the cut that
+    fires lies far before the batch (the cuts the array pass screens with a bound)."""
+    rng = np.random.default_rng(seed)
+    parts = [
+        rng.normal(rng.uniform(-0.2, 0.2), 1.0, int(rng.integers(3000, 9000))) for _ in range(5)
+    ]
+    return np.concatenate(parts)
+
+
+def _feed_together(
+    update: Any, dets: list[Any], streams: list[np.ndarray], rng: np.random.Generator, same: bool
+) -> list[list[int]]:
+    """Feed every stream in calls of ``update`` over all of them, in batches of random size
+    (equal for every stream when ``same``: they then stay in the same state until one fires)."""
+    got: list[list[int]] = [[] for _ in streams]
+    pos = [0] * len(streams)
+    while any(p < len(x) for p, x in zip(pos, streams, strict=True)):
+        n = int(rng.integers(1, 1200))
+        sizes = [n if same else int(rng.integers(0, 1200)) for _ in streams]
+        batches = [x[p : p + k] for x, p, k in zip(streams, pos, sizes, strict=True)]
+        for i, f in enumerate(update(dets, batches)):
+            got[i] += [pos[i] + j for j in f]
+        pos = [p + len(b) for p, b in zip(pos, batches, strict=True)]
+    return got
+
+
+@pytest.mark.parametrize("same", [True, False])
+def test_adwin_far_cuts_fire_where_river_fires(same: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Slow detections (the firing cut far back) through many streams in one call: the
+    screened cuts lose no firing (the screen tried on every batch, however few cuts it
+    could spare)."""
+    monkeypatch.setattr(adwin, "_SCREEN_MIN", 0)
+    streams = [_small_shifts(seed) for seed in range(4)]
+    if same:
+        streams = [x[:25_000] for x in streams]
+    expected = [_river_firings(drift.ADWIN(), x) for x in streams]
+    assert sum(map(len, expected)) >= 6
+    got = _feed_together(
+        adwin_update_all, [ADWIN() for _ in streams], streams, np.random.default_rng(1), same
+    )
+    assert got == expected
+
+
+def _paths(monkeypatch: pytest.MonkeyPatch, screen: bool, table: bool) -> None:
+    monkeypatch.undo()
+    if screen:
+        monkeypatch.setattr(adwin, "_SCREEN_MIN", 0)
+    else:
+        monkeypatch.setattr(
+            adwin._Group, "_screen", lambda self, *a: np.zeros(len(self.dets), dtype=bool)
+        )
+    if not table:
+        monkeypatch.setattr(adwin, "_NEAR_TABLE", 0)
+
+
+def test_adwin_pass_paths_agree_exactly(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With or without the screen of far cuts, with the table of columns or the search, in
+    one state or many: the same firings and bit for bit the same snapshots."""
+    streams = [_small_shifts(10 + s)[:20_000] for s in range(3)] + [
+        _piecewise(30 + s)[0][:20_000] for s in range(3)
+    ]
+    results = []
+    for screen, table in itertools.product((True, False), repeat=2):
+        _paths(monkeypatch, screen, table)
+        for same in (True, False):
+            dets = [ADWIN() for _ in streams]
+            fired = _feed_together(adwin_update_all, dets, streams, np.random.default_rng(2), same)
+            results.append((same, fired, [d.snapshot() for d in dets]))
+    monkeypatch.undo()
+    for same in (True, False):
+        runs = [(f, s) for k, f, s in results if k == same]
+        assert all(r == runs[0] for r in runs[1:]), same
+    assert sum(map(len, results[0][1])) >= 6
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("cls", [ADWIN, PageHinkley])
+def test_streams_in_one_call_match_each_alone_and_restore(
+    cls: type[ADWIN] | type[PageHinkley], seed: int
+) -> None:
+    """A seeded property: streams cut into random batches and fed in one call, some in the
+    same state (same length, same batches), some not, fire exactly where each fed alone with
+    the same batches fires (and where river fires), with bit-identical snapshots; detectors
+    restored from JSON snapshots mid-way carry on identically."""
+    rng = np.random.default_rng(seed)
+    streams = [_piecewise(500 + 10 * seed + s)[0][:12_000] for s in range(5)]
+    streams += [x.copy() for x in streams[:2]]  # identical streams: the same state throughout
+    update = adwin_update_all if cls is ADWIN else ph_update_all
+    together = [cls() for _ in streams]
+    alone = [cls() for _ in streams]
+    got_together: list[list[int]] = [[] for _ in streams]
+    got_alone: list[list[int]] = [[] for _ in streams]
+    pos = [0] * len(streams)
+    while any(p < len(x) for p, x in zip(pos, streams, strict=True)):
+        n = int(rng.integers(1, 900))
+        sizes = [n if i < 2 or i >= 5 else int(rng.integers(0, 900)) for i in range(len(streams))]
+        batches = [x[p : p + k] for x, p, k in zip(streams, pos, sizes, strict=True)]
+        for i, f in enumerate(update(together, batches)):
+            got_together[i] += [pos[i] + j for j in f]
+        for i, (det, b) in enumerate(zip(alone, batches, strict=True)):
+            got_alone[i] += [pos[i] + j for j in det.update_many(b)]
+        if rng.random() < 0.2:  # a checkpoint and restart of some of them
+            for i in rng.choice(len(streams), 3, replace=False).tolist():
+                together[i] = cls.from_snapshot(json.loads(json.dumps(together[i].snapshot())))
+        pos = [p + len(b) for p, b in zip(pos, batches, strict=True)]
+    assert got_together == got_alone
+    assert [d.snapshot() for d in together] == [d.snapshot() for d in alone]
+    ref = drift.ADWIN if cls is ADWIN else drift.PageHinkley
+    assert got_together == [_river_firings(ref(), x) for x in streams]
+    assert sum(map(len, got_together)) >= 10
+
+
+def test_adwin_stream_with_an_empty_window_first_in_the_group() -> None:
+    """A stream whose window is empty (new, or fired at its batch's last value) ahead of
+    streams holding values in one call: each fires and ends as it would alone."""
+    streams = [_piecewise(700 + s)[0][:8_000] for s in range(3)]
+    together = [ADWIN() for _ in streams]
+    alone = [ADWIN() for _ in streams]
+    got_together: list[list[int]] = [[] for _ in streams]
+    got_alone: list[list[int]] = [[] for _ in streams]
+    pos = [0] * len(streams)
+    for r in range(60):
+        # Stream 0 starts late: its first batch meets the others' stored buckets.
+        batches = [
+            x[p : p + (0 if i == 0 and r < 3 else 150)]
+            for i, (x, p) in enumerate(zip(streams, pos, strict=True))
+        ]
+        for i, f in enumerate(adwin_update_all(together, batches)):
+            got_together[i] += [pos[i] + j for j in f]
+        for i, (det, b) in enumerate(zip(alone, batches, strict=True)):
+            got_alone[i] += [pos[i] + j for j in det.update_many(b)]
+        pos = [p + len(b) for p, b in zip(pos, batches, strict=True)]
+    assert got_together == got_alone
+    assert [d.snapshot() for d in together] == [d.snapshot() for d in alone]
+    assert sum(map(len, got_together)) >= 3
+
+
+@pytest.mark.parametrize("kind", ["errors", "eighths"])
+def test_adwin_sums_of_exact_values_do_not_depend_on_the_batches(kind: str) -> None:
+    """0/1 errors (as the concept monitor feeds them) and multiples of 1/8 add up exactly: the
+    window's sum and every bucket's are the same, with no rounding dust, however the stream is
+    cut into batches (value by value included), and equal the sums of the values they hold."""
+    rng = np.random.default_rng(5)
+    n = 12_000
+    if kind == "errors":
+        x = (rng.random(n) < np.r_[np.full(n // 2, 0.1), np.full(n - n // 2, 0.35)]).astype(float)
+    else:
+        x = np.round(rng.normal(np.r_[np.zeros(n // 2), np.ones(n - n // 2)], 1.0) * 8) / 8
+    results = []
+    for batch in (1, 7, 100, 400, 5000):
+        det = ADWIN()
+        fired = []
+        for lo in range(0, n, batch):
+            fired += [lo + j for j in det.update_many(x[lo : lo + batch])]
+        results.append((fired, det.snapshot()))
+        start = fired[-1] + 1 if fired else 0
+        ends = np.cumsum(det._sizes) + start
+        assert det.snapshot()["totals"] == [
+            float(x[e - s : e].sum())
+            for e, s in zip(ends.tolist(), det._sizes.tolist(), strict=True)
+        ]
+        assert det._total == float(x[start:].sum())
+    assert results[0][0]  # it fired
+    assert all(f == results[0][0] for f, _ in results)
+    assert all(s["totals"] == results[0][1]["totals"] for _, s in results)
+    assert all(s["total"] == results[0][1]["total"] for _, s in results)
