@@ -3,7 +3,13 @@ records into validated events or dead letters (errors travel as data, never as c
 
 from __future__ import annotations
 
-from stream_monitor.events.decode import DeadLetter, Decoded, DecodeReason, decode_record
+from stream_monitor.events.decode import (
+    DeadLetter,
+    Decoded,
+    DecodeReason,
+    decode_record,
+    decode_records,
+)
 from stream_monitor.events.schema import AlertEvent, LabelEvent, PredictionEvent
 
 __all__ = [
@@ -14,4 +20,5 @@ __all__ = [
     "LabelEvent",
     "PredictionEvent",
     "decode_record",
+    "decode_records",
 ]
