@@ -16,16 +16,6 @@ sums (over the stored buckets for the old part, over the batch for the new part)
 tests of a batch are one array computation. The stored state stays river's bounded histogram:
 ``O(max_buckets * log(n))`` buckets of (size, total, variance).
 
-Streams holding as many values (the features of one model, until one fires) run the same tests
-at the same cuts: those, and every term of the bound that depends on them only, are computed
-once. Most cuts of a long window lie far before the batch; they are screened for all of the
-batch's tests at once. With ``B`` the sum before a cut at ``c`` and ``mu`` the window mean at a
-test of ``e`` values, the sub-windows' means differ by ``|B - c mu| e / (c (e - c))``: bounded
-from above over the batch's tests, and the cut's bound from below, a cut that clears (by a
-margin far above rounding) cannot fire in this batch. Only the cuts near the batch are then
-tested one by one; a stream whose far cuts do not all clear has every cut tested. Either way,
-the firings are those of testing every cut.
-
 Same parameters, defaults, cut rule and firing positions as river's ``drift.ADWIN``, which the
 tests run side by side on seeded streams; sums are added in another order, so a cut that sits
 exactly on the bound (to the last bits of a double) could go either way.
@@ -35,7 +25,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 
@@ -44,14 +34,8 @@ from stream_monitor.stats.drift.base import DetectorBase, feed_streams
 __all__ = ["ADWIN", "update_all"]
 
 SNAPSHOT_VERSION = 1
-#: Cuts (over all the streams' tests, padded) evaluated in one array operation, to bound
-#: temporary memory on huge batches.
-_CUTS_PER_PASS = 1 << 17
-#: Cuts a batch's screen (see :meth:`_Group._screen`) must be able to spare to be tried.
-_SCREEN_MIN = 2048
-#: Largest table of columns by distance before the old count in :class:`_Cuts` (entries);
-#: beyond it, or beyond 4 entries per slot, old cuts are ranked by a search instead.
-_NEAR_TABLE = 1 << 18
+#: Tests evaluated in one array operation, to bound temporary memory on huge batches.
+_TESTS_PER_PASS = 512
 #: Stream index times this plus a position: one sortable integer key per (stream, position).
 _KEY = 1 << 40
 
@@ -218,62 +202,35 @@ def _array_pass(dets: list[ADWIN], xs: list[np.ndarray]) -> list[int]:
 
 
 class _Group:
-    """Detectors with equal parameters and a batch each: stream ``s``'s stored buckets are
-    ``sizes[b_lo[s]:b_lo[s+1]]`` (oldest first, flat over the streams), its new values the row
-    ``s`` of the zero-padded ``x``, their prefix sums (minus the stream's shift) rows of ``s1``
-    and ``s2``.
-
-    A test needs, at each cut, the sum of the values before it: a stored boundary's running sum
-    for a cut in the old part of the window, the batch's for one in the new part. Row ``s`` of
-    ``prefix`` holds both: the running sums at the stream's ``B`` stored boundaries, then at
-    each of its new values (column ``B + k`` after value ``k``). Streams holding as many values
-    have the same stored layout, so a cut's column depends on that count and the cut alone.
-    """
+    """Detectors with equal parameters and a batch each, as flat arrays: stream ``s``'s stored
+    buckets are ``sizes[b_lo[s]:b_lo[s+1]]`` (oldest first), its new values the row ``s`` of the
+    zero-padded ``y`` (each value minus the stream's shift)."""
 
     def __init__(self, dets: list[ADWIN], xs: list[np.ndarray]) -> None:
         self.dets = dets
         p = dets[0]
         self.clock, self.max_buckets = p.clock, p.max_buckets
         self.mwl, self.grace, self.delta = p.min_window_length, p.grace_period, p.delta
-        s_count = len(dets)
         self.n_old = np.array([d._n for d in dets], dtype=np.int64)
         self.total = np.array([d._total for d in dets])
         self.m2 = np.array([d._variance for d in dets])
         self.lengths = np.array([len(x) for x in xs], dtype=np.int64)
-        width = int(self.lengths.max())
-        if (self.lengths == width).all():
-            self.x = np.stack(xs)
-        else:
-            self.x = np.zeros((s_count, width))
-            for r, x in enumerate(xs):
-                self.x[r, : len(x)] = x
         # Prefix sums are taken relative to the window mean (or the first value), so squared
         # deviations keep their precision whatever the offset of the stream.
-        self.shift = np.where(self.n_old > 0, self.total / np.maximum(self.n_old, 1), self.x[:, 0])
+        first_values = np.array([x[0] for x in xs])
+        self.shift = np.where(self.n_old > 0, self.total / np.maximum(self.n_old, 1), first_values)
+        self.x = np.zeros((len(dets), int(self.lengths.max())))
+        for r, x in enumerate(xs):
+            self.x[r, : len(x)] = x
         y = self.x - self.shift[:, None]
         self.s1 = np.cumsum(y, axis=1)
         self.s2 = np.cumsum(y * y, axis=1)
-        self.counts = np.array([len(d._sizes) for d in dets], dtype=np.int64)
-        self.b_lo = np.concatenate([[0], np.cumsum(self.counts)])
+        counts = np.array([len(d._sizes) for d in dets], dtype=np.int64)
+        self.b_lo = np.concatenate([[0], np.cumsum(counts)])
         self.sizes = np.concatenate([d._sizes for d in dets])
         self.totals = np.concatenate([d._totals for d in dets])
         self.m2s = np.concatenate([d._m2s for d in dets])
-        self.b_stream = np.repeat(np.arange(s_count), self.counts)
-        self.b_end = _segment_cumsum(self.sizes, self.b_lo)  # each stored bucket's end
-
-    def _prefix(self) -> np.ndarray:
-        """The running sums before every possible cut, a row per stream (see the class)."""
-        s_count, width = self.x.shape
-        b_max = int(self.counts.max())
-        stored = np.arange(b_max)[None, :] < self.counts[:, None]
-        grid = np.zeros((s_count, b_max))
-        grid[stored] = self.totals
-        prefix = np.zeros((s_count, b_max + width))
-        prefix[:, :b_max] = np.cumsum(grid, axis=1)  # sequential, as a loop would add them
-        k = np.arange(width)
-        at = (np.arange(s_count) * (b_max + width) + self.counts)[:, None] + k
-        prefix.ravel()[at] = self.total[:, None] + self.s1 + (k + 1) * self.shift[:, None]
-        return prefix
+        self.b_stream = np.repeat(np.arange(len(dets)), counts)
 
     def first_cuts(self) -> list[int]:
         """Per stream, the index of the first value whose test finds a cut (-1: none)."""
@@ -287,364 +244,114 @@ class _Group:
         t_stream = np.repeat(np.arange(len(self.dets)), n_tests)
         t_first = np.concatenate([[0], np.cumsum(n_tests)[:-1]])
         ends = first[t_stream] + clock * (np.arange(len(t_stream)) - t_first[t_stream])
+        for lo in range(0, len(ends), _TESTS_PER_PASS):
+            sl = slice(lo, lo + _TESTS_PER_PASS)
+            for s, end in self._test(ends[sl], t_stream[sl]):
+                if out[s] < 0:
+                    out[s] = end - n_old[s] - 1
+        return out.tolist()
+
+    def _test(self, ends: np.ndarray, t_stream: np.ndarray) -> list[tuple[int, int]]:
+        """Evaluate the tests at window lengths ``ends`` of streams ``t_stream``; return
+        (stream, end) of the first test of each stream that finds a cut."""
+        rows, cuts = _cut_points(ends, self.max_buckets)
+        mwl = self.mwl
+        ok = (cuts >= mwl) & (ends[rows] - cuts >= mwl)  # both sub-windows long enough
+        rows, cuts = rows[ok], cuts[ok]
+        if not len(cuts):
+            return []
+        stream = t_stream[rows]
+        n_old = self.n_old[stream]
+        # Sum of the values before each cut: stored buckets for the old part (every old cut
+        # is a stored boundary), the batch's prefix sums for the new part.
+        before = np.empty(len(cuts))
+        old = cuts <= n_old
+        if old.any():
+            key = stream[old] * _KEY + cuts[old]
+            b_key = self.b_stream * _KEY + _segment_cumsum(self.sizes, self.b_lo)
+            where = np.searchsorted(b_key, key)
+            before[old] = _segment_cumsum(self.totals, self.b_lo)[where]
+        new = ~old
+        k = cuts[new] - n_old[new] - 1
+        sn = stream[new]
+        before[new] = self.total[sn] + self.s1[sn, k] + (k + 1) * self.shift[sn]
         # Window sum and squared deviations at each test: the old window merged with a prefix
         # of the batch (Chan et al.'s pairwise update; the old mean is the shift when n > 0).
-        t_n_old = n_old[t_stream]
+        t_n_old = self.n_old[t_stream]
         t = ends - t_n_old
         s1 = self.s1[t_stream, t - 1]
         s2 = self.s2[t_stream, t - 1]
         new_mean = s1 / t
         new_m2 = np.maximum(s2 - t * new_mean * new_mean, 0.0)
         m2 = self.m2[t_stream] + new_m2 + t_n_old * t / (t_n_old + t) * new_mean**2
-        tests = _Tests(
-            t_stream, ends, self.total[t_stream] + s1 + t * self.shift[t_stream], m2 / ends
-        )
-        prefix = self._prefix()
-        # Cuts far enough before the batch cannot find a change if a bound over all the batch's
-        # tests says so (see _screen); then only the cuts after ``floor`` are tested.
-        margin = max(2 * int(self.lengths.max()), 4 * self.mwl)
-        # (Levels of stored buckets beyond the margin, times the tests: the cuts it may spare.)
-        far_levels = np.frexp(np.maximum(n_old, 1))[1] - int(margin).bit_length()
-        if (n_tests * np.maximum(far_levels, 0)).sum() * self.max_buckets < _SCREEN_MIN:
-            self._run(tests, np.zeros_like(n_old), prefix, out)
-            return out.tolist()
-        floor = np.where(self._screen(tests, t_first, n_tests, margin, prefix), n_old - margin, 0)
-        near = floor[t_stream] > 0
-        if near.all() or not near.any():
-            self._run(tests, floor, prefix, out)
-            return out.tolist()
-        for part in (near, ~near):
-            self._run(tests.take(np.flatnonzero(part)), floor, prefix, out)
-        return out.tolist()
-
-    def _screen(
-        self,
-        tests: _Tests,
-        t_first: np.ndarray,
-        n_tests: np.ndarray,
-        margin: int,
-        prefix: np.ndarray,
-    ) -> np.ndarray:
-        """Per stream: whether no stored boundary more than ``margin`` values before its old
-        count can be a cut in any test of the batch.
-
-        With ``B`` the sum before a cut at ``c`` and ``mu`` the window mean at a test of ``e``
-        values, the difference of the two sub-window means is ``|B - c mu| e / (c (e - c))``,
-        at most ``max(|B - c mu|)`` over the batch's extreme means times ``e0 / (c (e0 - c))``
-        at its first test ``e0``; the bound grows with ``m`` (falling with ``e``), the variance
-        and ``delta'`` (rising with ``e``), so it is at least its value with the smallest of
-        each. A boundary clears when that largest difference stays below that smallest bound
-        by a margin (1e-9, relative) far above the rounding of either side."""
-        s_count = len(self.dets)
-        if not (self.n_old - margin >= self.mwl).any():  # no stream has a far boundary
-            return np.zeros(s_count, dtype=bool)
-        has = n_tests > 0
-        lo = t_first[has]
-        mu = tests.total / tests.ends
-        mu_min = np.zeros(s_count)
-        mu_max = np.zeros(s_count)
-        var_min = np.zeros(s_count)
-        t_abs = np.zeros(s_count)
-        mu_min[has] = np.minimum.reduceat(mu, lo)
-        mu_max[has] = np.maximum.reduceat(mu, lo)
-        var_min[has] = np.minimum.reduceat(tests.var, lo)
-        t_abs[has] = np.maximum.reduceat(np.abs(tests.total), lo)
-        e_lo = np.zeros(s_count, dtype=np.int64)
-        e_hi = np.zeros(s_count, dtype=np.int64)
-        e_lo[has] = tests.ends[lo]
-        e_hi[has] = tests.ends[lo + n_tests[has] - 1]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            dp_lo = np.log(2.0 * np.log(e_lo.astype(np.float64)) / self.delta)
-        usable = has & (dp_lo > 0) & np.isfinite(dp_lo) & (self.n_old - margin >= self.mwl)
-        # Stored boundaries (a bucket's end, oldest first) at or before n_old - margin.
-        b_end = self.b_end
-        s = self.b_stream
-        far = usable[s] & (b_end <= self.n_old[s] - margin) & (b_end >= self.mwl)
-        if not far.any():
-            return usable
-        s = s[far]
-        c = b_end[far].astype(np.float64)
-        rank = (np.arange(len(b_end)) - self.b_lo[self.b_stream])[far]
-        b = prefix[s, rank]
-        e0 = e_lo[s].astype(np.float64)
-        spread = np.maximum(np.abs(b - c * mu_min[s]), np.abs(b - c * mu_max[s]))
-        diff = spread * e0 / (c * (e0 - c))
-        mwl = self.mwl
-        m_recip = 1.0 / (c - mwl + 1.0) + 1.0 / (e_hi[s] - c - mwl + 1.0)
-        dp = dp_lo[s]
-        eps = np.sqrt(2.0 * m_recip * var_min[s] * dp) + 2.0 / 3.0 * dp * m_recip
-        scale = (np.abs(b) + c * np.maximum(np.abs(mu_min), np.abs(mu_max))[s]) / c * e0 / (
-            e0 - c
-        ) + (t_abs[s] + np.abs(b)) / (e0 - c)
-        fails = ~(diff + 1e-9 * scale < eps * (1.0 - 1e-9))
-        return usable & (np.bincount(s, weights=fails, minlength=s_count) == 0)
-
-    def _run(self, tests: _Tests, floor: np.ndarray, prefix: np.ndarray, out: np.ndarray) -> None:
-        """Evaluate ``tests`` (at the cuts after their stream's ``floor``); record in ``out``
-        the first value of each stream whose test finds a cut."""
-        n_old = self.n_old
-        # Streams in the same state run the same tests: the cuts, and every term that depends
-        # on the cut, the length and the stored layout only, are computed once per test shape
-        # (old count, length). Tests are taken in shape order (a stream's stay in order).
-        if len(self.dets) == 1:  # one stream: every test its own shape, already in order
-            new_shape = np.ones(len(tests.ends), dtype=bool)
-        else:
-            t = tests.ends - n_old[tests.stream]  # 1 .. the batch's length
-            key = n_old[tests.stream] * (int(t.max()) + 1) + t
-            order = np.argsort(key, kind="stable")
-            tests, key = tests.take(order), key[order]
-            new_shape = np.concatenate([[True], key[1:] != key[:-1]])
-            if new_shape.mean() > 0.8:  # few shared shapes: not worth gathering them per test
-                new_shape[:] = True
-        starts = np.flatnonzero(new_shape)
-        bounds = np.append(starts, len(new_shape))  # the tests of shape u: bounds[u] .. bounds[u+1]
-        k = len(new_shape) // len(starts)
-        # Every shape with k > 1 tests (k streams in one state): shapes broadcast over them.
-        shared = k > 1 and np.array_equal(starts, np.arange(0, len(new_shape), k))
-        if not shared:
-            k = 1
-        # Shapes a pass at a time, as many as keep its tests times cuts bounded.
-        slots = (int(tests.ends.max()).bit_length() + 1) * self.max_buckets
-        per_pass = max(1, _CUTS_PER_PASS // slots)
-        u = 0
-        while u < len(starts):
-            stop = int(np.searchsorted(bounds, bounds[u] + per_pass, side="right")) - 1
-            stop = min(max(stop, u + 1), len(starts))
-            row = tests.stream[starts[u:stop]]
-            cuts = _Cuts(tests.ends[starts[u:stop]], row, floor[row], self)
-            lo, hi = int(bounds[u]), int(bounds[stop])
-            rows: np.ndarray | slice = slice(None)
-            if not shared and stop - u < hi - lo:
-                rows = np.cumsum(new_shape[lo:hi]) - 1
-            for s, end in self._test(tests.take(slice(lo, hi)), rows, k, cuts, prefix):
-                if out[s] < 0:
-                    out[s] = end - n_old[s] - 1
-            u = stop
-
-    def _test(
-        self, tests: _Tests, rows: np.ndarray | slice, k: int, cuts: _Cuts, prefix: np.ndarray
-    ) -> list[tuple[int, int]]:
-        """Evaluate ``tests``; return (stream, end) of the first test of each stream that finds
-        a cut. Their cuts are the rows ``rows`` of ``cuts``: one per test (``k == 1``), or one
-        per ``k`` successive tests (an array ``(shapes, k, cuts)``)."""
-        if k > 1:
-            shape: tuple[int, ...] = (-1, k, 1)
-            column, cut, n_after = (
-                a[rows][:, None, :] for a in (cuts.column, cuts.before, cuts.after)
-            )
-            two_m, linear = cuts.two_m[rows][:, None, :], cuts.linear[rows][:, None, :]
-            delta_prime = cuts.delta_prime[rows][:, None, None]
-        else:
-            shape = (-1, 1)
-            column, cut, n_after = cuts.column[rows], cuts.before[rows], cuts.after[rows]
-            two_m, linear = cuts.two_m[rows], cuts.linear[rows]
-            delta_prime = cuts.delta_prime[rows][:, None]
-        before = prefix.ravel()[(tests.stream * prefix.shape[1]).reshape(shape) + column]
-        with np.errstate(divide="ignore", invalid="ignore"):  # only where there is no cut
-            eps = np.sqrt(two_m * tests.var.reshape(shape) * delta_prime)
-            eps += linear
-            diff = np.abs(before / cut - (tests.total.reshape(shape) - before) / n_after)
-        # Tests with a cut, in order.
-        hit_rows = np.flatnonzero((diff > eps).any(axis=-1).ravel())
+        total = self.total[t_stream] + s1 + t * self.shift[t_stream]
+        cut = cuts.astype(np.float64)
+        n_after = (ends[rows] - cuts).astype(np.float64)
+        # Per test, then per cut: the bound's confidence term and the window variance.
+        delta_prime = np.log(2.0 * np.log(ends.astype(np.float64)) / self.delta)[rows]
+        m_recip = 1.0 / (cut - mwl + 1.0) + 1.0 / (n_after - mwl + 1.0)
+        var = (m2 / ends)[rows]
+        eps = np.sqrt(2.0 * m_recip * var * delta_prime) + 2.0 / 3.0 * delta_prime * m_recip
+        diff = np.abs(before / cut - (total[rows] - before) / n_after)
+        hit_rows = np.unique(rows[diff > eps])  # tests with a cut, in order
         if not len(hit_rows):
             return []
-        s_hit = tests.stream[hit_rows]
+        s_hit = t_stream[hit_rows]
         _, first = np.unique(s_hit, return_index=True)
-        return list(zip(s_hit[first].tolist(), tests.ends[hit_rows[first]].tolist(), strict=True))
+        return list(zip(s_hit[first].tolist(), ends[hit_rows[first]].tolist(), strict=True))
 
     def absorb(self, hits: list[int]) -> None:
-        """Merge each stream's values (up to its firing, if it fired) into its histogram.
-
-        The new layout follows from the new count. Each new bucket is a run of parts, stored
-        buckets then new values: its sum is theirs and its squared deviations theirs plus
-        each part's size times its mean's squared distance to the bucket's (Chan et al.), both
-        added by ``np.add.reduceat`` over the run (a bucket kept as it was is copied). The
-        parts are summed themselves, never as differences of prefix sums: a run's result
-        depends on its parts alone, so the histogram does not depend on where the stream was
-        cut into batches beyond the rounding of those sums, and sums of small integers (0/1
-        errors) or of values that cancel stay exact."""
+        """Merge each stream's values (up to its firing, if it fired) into its histogram."""
         take = self.lengths.copy()
         for s, at in enumerate(hits):
             if at >= 0:
                 take[s] = at + 1  # the window as it was at the firing (reset after)
-        s_count = len(self.dets)
         n_new = self.n_old + take
-        counts = _level_counts(n_new, self.max_buckets)[:, ::-1]  # oldest level first
+        s_count = len(self.dets)
+        # Atoms: each stream's stored buckets, then its new values, placed stream after stream
+        # (every new bucket is a run of atoms of its own stream).
+        n_buckets = np.diff(self.b_lo)
+        a_count = n_buckets + take
+        a_lo = np.concatenate([[0], np.cumsum(a_count)])
+        to_old = np.arange(len(self.sizes)) - self.b_lo[self.b_stream] + a_lo[self.b_stream]
+        v_stream = np.repeat(np.arange(s_count), take)
+        v_rank = np.arange(len(v_stream)) - np.repeat(np.cumsum(take) - take, take)
+        to_new = a_lo[v_stream] + n_buckets[v_stream] + v_rank
+        valid = np.arange(self.x.shape[1])[None, :] < take[:, None]
+        a_size = np.ones(int(a_lo[-1]), dtype=np.int64)
+        a_size[to_old] = self.sizes
+        a_total = np.empty(int(a_lo[-1]))
+        a_total[to_old] = self.totals
+        a_total[to_new] = self.x[valid]  # row-major: stream after stream, in order
+        a_m2 = np.zeros(int(a_lo[-1]))
+        a_m2[to_old] = self.m2s
+        a_stream = np.repeat(np.arange(s_count), a_count)
+        a_key = a_stream * _KEY + _segment_cumsum(a_size, a_lo) - a_size  # atom starts
+        counts = _level_counts(n_new, self.max_buckets)[:, ::-1]
         levels = counts.shape[1]
+        sizes_by_level = np.left_shift(1, np.arange(levels - 1, -1, -1)).astype(np.int64)
         per_stream = counts.sum(axis=1)
-        level_sizes = np.left_shift(1, np.arange(levels - 1, -1, -1)).astype(np.int64)
-        sizes = np.repeat(np.tile(level_sizes, s_count), counts.ravel())
+        sizes = np.repeat(np.tile(sizes_by_level, s_count), counts.ravel())
         b_stream = np.repeat(np.arange(s_count), per_stream)
         b_lo = np.concatenate([[0], np.cumsum(per_stream)])
-        end = _segment_cumsum(sizes, b_lo)
-        start = end - sizes
-        n_old = self.n_old[b_stream]
-        totals = np.zeros(len(sizes))
-        m2s = np.zeros(len(sizes))
-        has_old = start < n_old
-        if has_old.any():
-            # Runs of stored buckets (their aligned starts tile them); a bucket that also
-            # holds new values (at most one per stream) is redone whole below.
-            stored_start = self.b_stream * _KEY + (self.b_end - self.sizes)
-            key = b_stream[has_old] * _KEY + start[has_old]
-            idx = np.searchsorted(stored_start, key)
-            if not np.array_equal(stored_start[np.minimum(idx, len(stored_start) - 1)], key):
-                raise AssertionError("ADWIN buckets do not align with the stored ones")
-            old_total = np.add.reduceat(self.totals, idx)
-            owner = np.repeat(np.arange(len(idx)), np.diff(np.append(idx, len(self.sizes))))
-            spread = self.totals / self.sizes - (old_total / sizes[has_old])[owner]
-            totals[has_old] = old_total
-            m2s[has_old] = np.add.reduceat(self.m2s + self.sizes * spread**2, idx)
-            mixed = has_old & (end > n_old)
-            if mixed.any():
-                j = np.flatnonzero(mixed)
-                first_part, n_part = idx[mixed[has_old]], (end - n_old)[j]
-                self._absorb_mixed(j, b_stream[j], first_part, n_part, sizes[j], totals, m2s)
-        fresh = np.flatnonzero(start >= n_old)
-        if len(fresh):
-            # Runs of new values only, in the flat (zero-padded) batch: each row's start and
-            # the end of its taken values also close a run.
-            width = self.x.shape[1]
-            flat = self.x.ravel()
-            at = b_stream[fresh] * width + (start - n_old)[fresh]
-            row_lo = np.arange(s_count) * width
-            bounds = np.sort(np.concatenate([at, row_lo, (row_lo + take)[take < width]]))
-            bounds = bounds[np.append(True, bounds[1:] != bounds[:-1])]
-            where = np.searchsorted(bounds, at)
-            fresh_total = np.add.reduceat(flat, bounds)[where]
-            run_mean = np.zeros(len(bounds))
-            run_mean[where] = fresh_total / sizes[fresh]
-            dev = flat - np.repeat(run_mean, np.diff(np.append(bounds, len(flat))))
-            totals[fresh] = fresh_total
-            m2s[fresh] = np.add.reduceat(dev * dev, bounds)[where]
+        key = b_stream * _KEY + _segment_cumsum(sizes, b_lo) - sizes  # bucket starts
+        idx = np.searchsorted(a_key, key)
+        if not np.array_equal(a_key[np.minimum(idx, len(a_key) - 1)], key):
+            raise AssertionError("ADWIN buckets do not align with the stored ones")
+        totals = np.add.reduceat(a_total, idx)
         means = totals / sizes
+        owner = np.repeat(np.arange(len(idx)), np.diff(np.append(idx, len(a_size))))
+        a_mean = a_total / a_size
+        m2s = np.add.reduceat(a_m2 + a_size * (a_mean - means[owner]) ** 2, idx)
         s_total = np.bincount(b_stream, weights=totals, minlength=s_count)
         s_mean = s_total / n_new
         s_m2 = np.bincount(
             b_stream, weights=m2s + sizes * (means - s_mean[b_stream]) ** 2, minlength=s_count
         )
-        for det, lo, hi, n, total, m2 in zip(
-            self.dets,
-            b_lo[:-1].tolist(),
-            b_lo[1:].tolist(),
-            n_new.tolist(),
-            s_total.tolist(),
-            s_m2.tolist(),
-            strict=True,
-        ):
-            det._n, det._total, det._variance = n, total, m2
+        for s, det in enumerate(self.dets):
+            lo, hi = int(b_lo[s]), int(b_lo[s + 1])
+            det._n, det._total, det._variance = int(n_new[s]), float(s_total[s]), float(s_m2[s])
             det._sizes, det._totals, det._m2s = sizes[lo:hi], totals[lo:hi], m2s[lo:hi]
-
-    def _absorb_mixed(
-        self,
-        buckets: np.ndarray,
-        stream: np.ndarray,
-        first_part: np.ndarray,
-        n_new: np.ndarray,
-        size: np.ndarray,
-        totals: np.ndarray,
-        m2s: np.ndarray,
-    ) -> None:
-        """Set ``totals`` and ``m2s`` of the new ``buckets`` (of ``stream``) that hold stored
-        buckets (from the stored index ``first_part`` to the stream's last) and the first
-        ``n_new`` new values, ``size`` in all: their parts laid out run after run, summed as
-        in :meth:`absorb`."""
-        n_stored = self.b_lo[stream + 1] - first_part
-        run_len = n_stored + n_new
-        run_lo = np.concatenate([[0], np.cumsum(run_len)[:-1]])
-        part_total = np.empty(int(run_len.sum()))
-        part_size = np.ones(len(part_total), dtype=np.int64)
-        part_m2 = np.zeros(len(part_total))
-        rank = np.arange(int(n_stored.sum())) - np.repeat(np.cumsum(n_stored) - n_stored, n_stored)
-        to = np.repeat(run_lo, n_stored) + rank
-        src = np.repeat(first_part, n_stored) + rank
-        part_total[to] = self.totals[src]
-        part_size[to] = self.sizes[src]
-        part_m2[to] = self.m2s[src]
-        rank = np.arange(int(n_new.sum())) - np.repeat(np.cumsum(n_new) - n_new, n_new)
-        to = np.repeat(run_lo + n_stored, n_new) + rank
-        part_total[to] = self.x.ravel()[np.repeat(stream * self.x.shape[1], n_new) + rank]
-        total = np.add.reduceat(part_total, run_lo)
-        mean = np.repeat(total / size, run_len)
-        totals[buckets] = total
-        m2s[buckets] = np.add.reduceat(
-            part_m2 + part_size * (part_total / part_size - mean) ** 2, run_lo
-        )
-
-
-class _Tests(NamedTuple):
-    """Tests as parallel arrays: stream, window length, window sum, window variance."""
-
-    stream: np.ndarray
-    ends: np.ndarray
-    total: np.ndarray
-    var: np.ndarray
-
-    def take(self, which: np.ndarray | slice) -> _Tests:
-        """The tests ``which``."""
-        return _Tests(self.stream[which], self.ends[which], self.total[which], self.var[which])
-
-
-class _Cuts:
-    """The cuts after ``floor[u]`` of a test of window length ``ends[u]`` of stream
-    ``stream[u]`` of ``group``, a row per ``u``, a column per slot of the
-    histogram (``max_buckets`` per level, newest level first, as far back as some row has a
-    cut). An empty slot, the oldest bucket's start and a cut leaving a sub-window shorter than
-    ``min_window_length`` are no cut. Per slot: the values before it (``before``, a float)
-    and after it (``after``), its column in the ``prefix`` rows of :class:`_Group` (in range
-    for every slot), and the terms of the bound that depend on the cut and the length only,
-    ``two_m = 2 m`` and ``linear = 2/3 delta' m``; ``linear`` is infinite where there is no
-    cut (no difference exceeds it; the other terms there may be anything, even infinite)."""
-
-    def __init__(
-        self, ends: np.ndarray, stream: np.ndarray, floor: np.ndarray, group: _Group
-    ) -> None:
-        max_buckets, mwl = group.max_buckets, group.mwl
-        n_old = group.n_old[stream]
-        # Newest level first, up to the oldest that can hold a bucket after ``floor``.
-        counts = _level_counts(ends, max_buckets, max(1, int((ends - floor).max()).bit_length()))
-        size = np.repeat(np.left_shift(1, np.arange(counts.shape[1])), max_buckets)
-        filled = np.arange(max_buckets)[None, None, :] < counts[:, :, None]
-        filled = filled.reshape(len(ends), -1)
-        # Each bucket's older end, newest bucket first (0 once past the oldest).
-        at = ends[:, None] - np.cumsum(np.where(filled, size, 0), axis=1)
-        lo = np.maximum(floor, mwl - 1)[:, None]
-        cut = filled & (at > lo) & (at <= (ends - mwl)[:, None])
-        width = max(1, int(np.flatnonzero(cut.any(axis=0)).max(initial=0)) + 1)
-        at, cut = at[:, :width], cut[:, :width]
-        # Column of each slot: for an old cut (every one is a stored boundary: the end of the
-        # stream's stored bucket r, oldest first) r; for a new one the stored count plus the
-        # index of the new value it follows. (Streams with as many values share the layout.)
-        n_old_col = n_old[:, None]
-        old = at <= n_old_col
-        new_column = at + (group.counts[stream] - n_old - 1)[:, None]
-        b_stream, b_end = group.b_stream, group.b_end
-        back_end = group.n_old[b_stream] - b_end  # how far each stored end lies before n_old
-        reach = int((n_old - floor).max()) + 1  # every cut lies less than this before n_old
-        s_count = len(group.dets)
-        if reach * s_count <= min(_NEAR_TABLE, 4 * at.size):
-            # A table of columns by distance before n_old (no larger than the cuts it serves).
-            near = back_end < reach
-            table = np.zeros((s_count, reach), dtype=np.int64)
-            rank = np.arange(len(b_end)) - group.b_lo[b_stream]
-            table[b_stream[near], back_end[near]] = rank[near]
-            back = (stream * reach + n_old)[:, None] - at  # in the stream's row when old
-            self.column = np.where(old, table.ravel().take(back, mode="clip"), new_column)
-        else:
-            # Any cut: rank each old one among its stream's stored ends (ascending keys).
-            self.column = np.where(old, 0, new_column)
-            old &= cut
-            if old.any():
-                g = np.broadcast_to(stream[:, None], at.shape)[old]
-                key = g * _KEY + at[old]
-                self.column[old] = np.searchsorted(b_stream * _KEY + b_end, key) - group.b_lo[g]
-        self.before = at.astype(np.float64)
-        self.after = ends.astype(np.float64)[:, None] - self.before
-        self.delta_prime = np.log(2.0 * np.log(ends.astype(np.float64)) / group.delta)
-        with np.errstate(divide="ignore"):  # (no cut there)
-            m_recip = 1.0 / (self.before - (mwl - 1)) + 1.0 / (self.after - (mwl - 1))
-        self.two_m = 2.0 * m_recip
-        self.linear = np.where(cut, (2.0 / 3.0 * self.delta_prime)[:, None] * m_recip, np.inf)
 
 
 def _carry(sizes: list[int], totals: list[float], m2s: list[float], max_buckets: int) -> None:
@@ -669,19 +376,13 @@ def _carry(sizes: list[int], totals: list[float], m2s: list[float], max_buckets:
 def _segment_cumsum(values: np.ndarray, lo: np.ndarray) -> np.ndarray:
     """Inclusive cumulative sums restarting at every segment start ``lo[:-1]``."""
     c = np.cumsum(values)
-    if len(lo) <= 2 or not len(c):  # one segment (or none)
-        return c
-    base = np.zeros(len(lo) - 1, dtype=c.dtype)
-    inner = lo[1:-1]
-    # (A segment starting at 0, after empty ones, has nothing before it.)
-    base[1:] = np.where(inner > 0, c[np.maximum(inner - 1, 0)], 0)
+    base = np.concatenate([[0], c])[lo[:-1]]
     return c - np.repeat(base, np.diff(lo))
 
 
-def _level_counts(n: np.ndarray, max_buckets: int, levels: int = 0) -> np.ndarray:
+def _level_counts(n: np.ndarray, max_buckets: int) -> np.ndarray:
     """Buckets per level after ``n`` values, one row per ``n``: level 0 takes every value, and a
     level that reaches ``max_buckets + 1`` merges its two oldest into one of the next level.
-    Only the ``levels`` lowest levels if given (> 0); else every level that can hold one.
 
     With ``c = max_buckets - 1``, a level receiving ``a > max_buckets`` buckets passes
     ``(a - c) // 2`` on, so ``a + c`` halves from level to level: level ``i`` receives
@@ -692,10 +393,7 @@ def _level_counts(n: np.ndarray, max_buckets: int, levels: int = 0) -> np.ndarra
     """
     n = np.atleast_1d(np.asarray(n, dtype=np.int64))
     c = max_buckets - 1
-    wanted = levels
     levels = max(1, int(n.max()).bit_length() + 1)
-    if wanted > 0:
-        levels = wanted + 1  # a level's count needs what the next one received
     arriving = ((n[:, None] + c) >> np.arange(levels)[None, :]) - c
     overflow = arriving > max_buckets
     reached = np.ones_like(overflow)
@@ -703,8 +401,7 @@ def _level_counts(n: np.ndarray, max_buckets: int, levels: int = 0) -> np.ndarra
     arriving = np.where(reached, arriving, 0)
     passed = np.zeros_like(arriving)
     passed[:, :-1] = arriving[:, 1:]
-    counts = np.where(overflow & reached, arriving - 2 * passed, arriving)
-    return counts[:, :wanted] if wanted > 0 else counts
+    return np.where(overflow & reached, arriving - 2 * passed, arriving)
 
 
 def _bucket_sizes(n: int, max_buckets: int) -> np.ndarray:
@@ -714,3 +411,20 @@ def _bucket_sizes(n: int, max_buckets: int) -> np.ndarray:
     counts = _level_counts(np.array([n]), max_buckets)[0]
     levels = np.arange(len(counts) - 1, -1, -1)
     return np.repeat(np.left_shift(1, levels), counts[::-1]).astype(np.int64)
+
+
+def _cut_points(ends: np.ndarray, max_buckets: int) -> tuple[np.ndarray, np.ndarray]:
+    """Every cut each test evaluates: (row into ``ends``, values before the cut), in scan
+    order (oldest first within a row). A test at ``n`` values cuts after every bucket but the
+    newest."""
+    counts = _level_counts(ends, max_buckets)[:, ::-1]  # oldest level first
+    levels = counts.shape[1]
+    sizes = np.left_shift(1, np.arange(levels - 1, -1, -1)).astype(np.int64)
+    per_row = counts.sum(axis=1)
+    rows = np.repeat(np.arange(len(ends)), per_row)
+    bucket_sizes = np.repeat(np.tile(sizes, len(ends)), counts.ravel())
+    cum = np.cumsum(bucket_sizes)
+    row_start = np.concatenate([[0], np.cumsum(ends)[:-1]])
+    cuts = cum - row_start[rows]
+    keep = cuts < ends[rows]  # not after the newest bucket
+    return rows[keep], cuts[keep]
