@@ -7,7 +7,7 @@ import copy
 import pickle
 import random
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 import pytest
@@ -662,19 +662,20 @@ def test_fast_path_matches_pydantic_on_python_objects_of_any_type() -> None:
         None,
         _prediction(),
     ]
+    assert isinstance(_as_pydantic_decodes(objects, "prediction")[-1], PredictionEvent)
+    label_objects = [_label(label=_Str("a")), _label(label=(1,)), _label(timestamp=nan), _label()]
+    assert isinstance(_as_pydantic_decodes(label_objects, "label")[-1], LabelEvent)
+
+
+def _as_pydantic_decodes(objects: list[Any], kind: Literal["prediction", "label"]) -> list[Any]:
+    """decode_records over a format returning ``objects``, checked equal (by repr) to the
+    pydantic path on each record; returns what it decoded."""
     fmt = _Objects(objects)
     records = [RawRecord(str(i).encode(), key=b"m", offset=i) for i in range(len(objects))]
-    got = decode_records(records, kind="prediction", max_bytes=MAX_BYTES, deserializer=fmt)
-    expected = [decode_module._decode_by_pydantic(r, "prediction", MAX_BYTES, fmt) for r in records]
+    got = decode_records(records, kind=kind, max_bytes=MAX_BYTES, deserializer=fmt)
+    expected = [decode_module._decode_by_pydantic(r, kind, MAX_BYTES, fmt) for r in records]
     assert [repr(g) for g in got] == [repr(e) for e in expected]
-    assert isinstance(got[-1], PredictionEvent)
-    label_objects = [_label(label=_Str("a")), _label(label=(1,)), _label(timestamp=nan), _label()]
-    fmt = _Objects(label_objects)
-    records = [RawRecord(str(i).encode(), key=b"m", offset=i) for i in range(len(label_objects))]
-    got = decode_records(records, kind="label", max_bytes=MAX_BYTES, deserializer=fmt)
-    expected = [decode_module._decode_by_pydantic(r, "label", MAX_BYTES, fmt) for r in records]
-    assert [repr(g) for g in got] == [repr(e) for e in expected]
-    assert isinstance(got[-1], LabelEvent)
+    return got
 
 
 @pytest.mark.parametrize("kind", ["prediction", "label"])
