@@ -865,7 +865,7 @@ class NumericFeature(FeatureMonitor):
         start = self.n_values
         if levels is None:
             levels = self._levels(self.pending_z)
-        else:
+        if len(self.pending_z):
             self.levels = [float(y[-1]) for y in levels]
         accepted: dict[str, list[int]] = {}
         for name in self.detectors:
@@ -937,15 +937,13 @@ class NumericFeature(FeatureMonitor):
             self.last_firing[name] = ats[-1]
 
     def _levels(self, z: np.ndarray) -> list[np.ndarray]:
-        """The fast and slow levels after each of ``z`` (exact recurrences, carried across
-        chunks, so they do not depend on how the stream was cut)."""
-        out = []
-        for i, a in enumerate(LEVEL_ALPHAS):
-            y, _ = lfilter([a], [1.0, a - 1.0], z, zi=[(1.0 - a) * self.levels[i]])
-            out.append(y)
-            if len(y):
-                self.levels[i] = float(y[-1])
-        return out
+        """The fast and slow levels after each of ``z``, from the current :attr:`levels`
+        (exact recurrences, carried across chunks, so they do not depend on how the stream
+        was cut; :func:`run_detectors` filters many features' in one call)."""
+        return [
+            _filtered(a, z[None, :], np.array([level]))[0]
+            for a, level in zip(LEVEL_ALPHAS, self.levels, strict=True)
+        ]
 
     def observe_reference(self, column: Sequence[Any]) -> None:
         values, missing, absent, bad, _ = self._feed(column)
@@ -1275,7 +1273,7 @@ def run_detectors(features: Sequence[FeatureMonitor]) -> None:
 
 def _filtered(alpha: float, z: np.ndarray, level: np.ndarray) -> np.ndarray:
     """The exponentially weighted means (weight ``alpha``) after each value of each row of
-    ``z``, starting from ``level`` (one per row): :meth:`NumericFeature._levels`' recurrence."""
+    ``z``, starting from ``level`` (one per row)."""
     y, _ = lfilter([alpha], [1.0, alpha - 1.0], z, axis=-1, zi=((1.0 - alpha) * level)[:, None])
     return np.asarray(y)
 

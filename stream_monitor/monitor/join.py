@@ -625,7 +625,7 @@ labels_unmatched=0))
         """
         out: list[PendingPrediction | None] = []
         append = out.append
-        queues, by_model, delays = self._queues, self.by_model, self._delays
+        queues, by_model = self._queues, self.by_model
         horizons: dict[str, float] = {}
         matched = 0
         try:
@@ -635,8 +635,7 @@ labels_unmatched=0))
                 if entry is None:
                     append(None)
                     continue
-                if self._gone is not None:
-                    self._removed(entry[0])
+                self._removed(entry[0])
                 if self._journal is not None:
                     self._journal.append((model_id, event_id, entry))
                 found = entry[1]
@@ -644,17 +643,7 @@ labels_unmatched=0))
                 st.matched += 1
                 st.pending -= 1
                 matched += 1
-                delay = label_ts - found.timestamp
-                if math.isfinite(delay):
-                    if delay < 0:
-                        self.negative_delays += 1
-                        delay = 0.0
-                    d = delays.get(model_id)
-                    if d is None:
-                        d = delays[model_id] = _Delays()
-                    d.counts[bisect_left(DELAY_BUCKETS, delay)] += 1
-                    d.total += delay
-                    d.count += 1
+                self._observe_delay(model_id, label_ts - found.timestamp)
                 if q:  # the match may have uncovered an expired entry
                     horizon = horizons.get(model_id)
                     if horizon is None:

@@ -231,10 +231,10 @@ class ModelMonitor:
                 self.schema.count(
                     list(map(_FEATURES, chunk)), self.features.keys() | self._refused, slots
                 )
-                cols, matrix = self._columns(chunk)
+                cols, numeric = self._columns(chunk)
                 done: frozenset[str] = frozenset()
-                if matrix is not None:  # the numeric columns as one float matrix
-                    names = list(cols)[: len(matrix)]
+                if numeric is not None:  # the numeric columns as one float matrix
+                    names, matrix = numeric
                     feats = [self.features[n] for n in names]
                     taken = ingest_numeric(feats, matrix, slots)  # type: ignore[arg-type]
                     done = frozenset(names[j] for j in taken)
@@ -375,15 +375,15 @@ class ModelMonitor:
 
     def _columns(
         self, chunk: Sequence[PredictionEvent]
-    ) -> tuple[dict[str, Sequence[Any]], np.ndarray | None]:
+    ) -> tuple[dict[str, Sequence[Any]], tuple[list[str], np.ndarray] | None]:
         """The chunk as one column per feature (``ABSENT`` where an event lacks the field).
 
         When every event carries every feature and the numeric ones hold only numbers or nulls
-        (the usual case), the numeric columns come first, as the rows of one float matrix
-        converted in one call, which is returned too (else None).
+        (the usual case), the numeric columns are the rows of one float matrix converted in
+        one call, returned too with their names (else None).
         """
         cols: dict[str, Sequence[Any]] = {}
-        matrix: np.ndarray | None = None
+        matrix: tuple[list[str], np.ndarray] | None = None
         numeric = [n for n, f in self.features.items() if isinstance(f, NumericFeature)]
         other = [n for n, f in self.features.items() if not isinstance(f, NumericFeature)]
         try:
@@ -395,8 +395,8 @@ class ModelMonitor:
             # numbers and nulls only (numpy reads a null as NaN: missing, as it is)
             if _NUMBERS_OR_NULL.issuperset(map(type, itertools.chain.from_iterable(num_rows))):
                 rows = np.array(num_rows, dtype=np.float64).reshape(len(chunk), len(numeric))
-                matrix = np.ascontiguousarray(rows.T)
-                cols.update(zip(numeric, matrix, strict=True))
+                matrix = (numeric, np.ascontiguousarray(rows.T))
+                cols.update(zip(numeric, matrix[1], strict=True))
             else:
                 cols.update(zip(numeric, zip(*num_rows, strict=True), strict=True))
         if other:
