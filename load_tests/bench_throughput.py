@@ -67,6 +67,7 @@ from _harness import (
     pct,
     poll,
     produce,
+    spread_models,
     total,
     workdir_session,
     write_results,
@@ -272,7 +273,11 @@ def _label(topic: str, item: tuple[str, bytes, str, int], ts: float) -> Record:
 def workload(args: argparse.Namespace, scenario: str, n: int, seed_offset: int = 0) -> Workload:
     return Workload(
         predictions=n,
-        models=tuple(f"model-{i}" for i in range(args.models)),
+        models=tuple(
+            spread_models(args.models, args.partitions)
+            if getattr(args, "spread", False)
+            else (f"model-{i}" for i in range(args.models))
+        ),
         numeric=args.numeric,
         categorical=args.categorical,
         labels=scenario == "B",
@@ -784,7 +789,9 @@ def report(args: argparse.Namespace, results: dict[str, dict[str, Any]]) -> list
         f"{args.predictions:,} predictions of {args.models} models with {args.numeric} numeric "
         f"+ {args.categorical} categorical features, "
         + ("no drift" if args.drift_at < 0 else f"drift at {args.drift_at:.0%}")
-        + f", {args.partitions} partitions; scenario B adds a label for every prediction, "
+        + f", {args.partitions} partitions"
+        + (" (model ids spread evenly over them)" if args.spread else "")
+        + "; scenario B adds a label for every prediction, "
         f"sent {args.label_after:,} predictions later. Floor: one bare consumer "
         "(`consume` + `orjson.loads`). Monitor: `stream-monitor run`, defaults except "
         "topics/group/ports"
@@ -820,6 +827,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--label-after", type=int, default=1000, help="B: predictions between one and its label"
     )
     ap.add_argument("--partitions", type=int, default=6)
+    ap.add_argument(
+        "--spread",
+        action="store_true",
+        help="model ids whose keys fall evenly on the partitions (default: model-0, model-1, "
+        "..., which leave some partitions empty and others doubled): for --processes N, so "
+        "that every member gets an equal share",
+    )
     ap.add_argument("--seed", type=int, default=11)
     ap.add_argument(
         "--drift-at", type=float, default=0.5, help="fraction of the predictions; negative: none"

@@ -45,6 +45,7 @@ __all__ = [
     "Severity",
     "SuggestedAction",
     "label_str",
+    "label_strs",
 ]
 
 MAX_ID_LENGTH = 256
@@ -306,3 +307,19 @@ class RetrainTrigger(_Output):
             features=list(a.top_features),
             observed_at=a.observed_at,
         )
+
+
+def label_strs(labels: list[Any]) -> list[str]:
+    """``[label_str(v) for v in labels]``, without a Python call per label when all are
+    strings or all are ints (0/1 labels), which ``label_str`` leaves as they are / writes
+    as ``str`` does.
+
+    >>> label_strs([1, 0]), label_strs(["a", "b"]), label_strs([True, 1, 2.0])
+    (['1', '0'], ['a', 'b'], ['true', '1', '2'])
+    """
+    kinds = set(map(type, labels))
+    if kinds == {str}:
+        return labels
+    if kinds == {int}:
+        return list(map(str, labels))
+    return [label_str(v) for v in labels]

@@ -11,7 +11,7 @@ import numpy as np
 
 from stream_monitor.alerts.observation import Observation
 from stream_monitor.config import MonitorConfig
-from stream_monitor.events.outputs import PREDICTION_LABEL, PREDICTION_SCORE
+from stream_monitor.events.outputs import PREDICTION_LABEL, PREDICTION_SCORE, output_columns
 from stream_monitor.events.schema import AlertKind, PredictionEvent, label_str
 from stream_monitor.monitor.concept import ConceptDriftMonitor
 from stream_monitor.monitor.confidence import ConfidenceProxy
@@ -392,10 +392,12 @@ class ModelMonitor:
         except KeyError:  # an event lacks a field: the per-field path
             return self._columns_by_field(chunk), None
         if numeric:
-            # numbers and nulls only (numpy reads a null as NaN: missing, as it is)
-            if _NUMBERS_OR_NULL.issuperset(map(type, itertools.chain.from_iterable(num_rows))):
-                rows = np.array(num_rows, dtype=np.float64).reshape(len(chunk), len(numeric))
-                matrix = (numeric, np.ascontiguousarray(rows.T))
+            values = list(itertools.chain.from_iterable(num_rows))
+            # numbers and nulls only (numpy reads a null as NaN: missing, as it is); fromiter
+            # converts each as np.array does, without its search for a common type
+            if _NUMBERS_OR_NULL.issuperset(map(type, values)):
+                rows = np.fromiter(values, dtype=np.float64, count=len(values))
+                matrix = (numeric, np.ascontiguousarray(rows.reshape(len(chunk), -1).T))
                 cols.update(zip(numeric, matrix[1], strict=True))
             else:
                 cols.update(zip(numeric, zip(*num_rows, strict=True), strict=True))
@@ -414,10 +416,12 @@ class ModelMonitor:
     def _add_outputs(
         self, cols: dict[str, Sequence[Any]], chunk: Sequence[PredictionEvent]
     ) -> None:
-        if PREDICTION_SCORE in self.outputs:
-            cols[PREDICTION_SCORE] = list(map(PredictionEvent.prediction_score, chunk))
-        if PREDICTION_LABEL in self.outputs:
-            cols[PREDICTION_LABEL] = list(map(PredictionEvent.prediction_label, chunk))
+        if self.outputs:
+            labels, scores = output_columns(chunk)
+            if PREDICTION_SCORE in self.outputs:
+                cols[PREDICTION_SCORE] = scores
+            if PREDICTION_LABEL in self.outputs:
+                cols[PREDICTION_LABEL] = labels
 
     @property
     def late_events(self) -> int:

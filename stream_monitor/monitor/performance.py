@@ -26,7 +26,7 @@ import numpy as np
 
 from stream_monitor.alerts.observation import Observation
 from stream_monitor.config import PerformanceConfig
-from stream_monitor.events.schema import label_str
+from stream_monitor.events.schema import label_str, label_strs
 from stream_monitor.monitor.join import PendingPrediction
 from stream_monitor.monitor.versions import assign_rows
 from stream_monitor.stats.performance_sketch import ClassificationSketch, RegressionSketch
@@ -525,22 +525,6 @@ def _merge(ring: list[Sketch], slots: tuple[int, ...]) -> Sketch:
     for s in slots[1:]:
         merged.merge(ring[s])  # type: ignore[arg-type]
     return merged
-
-
-def label_strs(truths: list[Any]) -> list[str]:
-    """``[label_str(t) for t in truths]``, without a Python call per label when all are
-    strings or all are ints (0/1 labels), which ``label_str`` leaves as they are / writes
-    as ``str`` does.
-
-    >>> label_strs([1, 0]), label_strs(["a", "b"]), label_strs([True, 1, 2.0])
-    (['1', '0'], ['a', 'b'], ['true', '1', '2'])
-    """
-    kinds = set(map(type, truths))
-    if kinds == {str}:
-        return truths
-    if kinds == {int}:
-        return list(map(str, truths))
-    return [label_str(t) for t in truths]
 
 
 def _is_number(v: Any) -> bool:
