@@ -29,8 +29,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal, Protocol
+from typing import Annotated, Any, Literal, Protocol
 
+import msgspec
 import orjson
 from pydantic import BaseModel, ValidationError
 
@@ -214,41 +215,117 @@ def _decode_by_pydantic(
 
 
 # --- the fast path ---------------------------------------------------------------------------
-# Events of the usual shape are checked by hand and built without a second validation; any
-# record these checks are not sure of is decoded again by _decode_by_pydantic, which gives the
-# dead-letter reason. So the fast path may only accept what the models accept, and must build
-# the objects they would (tests/unit/test_decode.py compares both on generated valid and
-# invalid payloads). It never changes the parsed payload.
+# A JSON record is parsed and checked in one pass, in C, by a msgspec Decoder of a Struct that
+# mirrors the pydantic model (_Prediction, _Label); what it cannot say (feature names' length,
+# the timestamp's conversion and range, the key) is checked by hand, and the pydantic objects
+# are built without a second validation. A record of another input format, or one msgspec
+# refuses, takes the second way: its parsed fields are checked by hand (_checked_predictions,
+# _checked_labels). Any record either way doubts is decoded again by _decode_by_pydantic, which
+# gives the dead-letter reason. So the fast path may only accept what the models accept, and
+# must build the objects they would (tests/unit/test_decode.py compares both on generated valid
+# and invalid payloads, on Python objects of any type and on JSON edge cases). It never changes
+# the decoded values.
+#
+# msgspec.convert could check the parsed fields of the second way too, but it costs more than
+# the hand checks (1.3 us for the benchmark's prediction, and its result would need a type check
+# of every value: it keeps a str subclass, which pydantic's strict str turns into a str).
+#
+# msgspec and orjson + pydantic were found to differ in two ways; such records are kept from
+# msgspec:
+#
+# * unknown fields: pydantic ignores them (extra="ignore"), but msgspec skips an unknown field's
+#   value without orjson's checks (a number out of the double range, invalid UTF-8 pass; deep
+#   nesting raises RecursionError). So the Structs forbid unknown fields, and a record with one
+#   (an extra field of the event or of a scored prediction) takes the second way, parsed by
+#   orjson;
+# * integers: orjson makes an integer beyond 64 bits a float, msgspec keeps it an int. Every int
+#   the Structs take is bounded to int64 (_Int: msgspec takes no wider bound), and a bigger one
+#   (rare) takes the second way. A timestamp's int needs no bound: its range refuses them.
+#
+# Everything else agrees (tests/unit/test_decode.py pins each case): NaN and Infinity literals,
+# numbers out of the double range, lone surrogate escapes, invalid UTF-8, a BOM, control
+# characters and trailing bytes are refused by both; surrounding whitespace is allowed by both;
+# a duplicate key keeps its last value in both; length bounds count code points in a string and
+# distinct keys in a dict; an int stays an int where a float is allowed; a bool is no number.
 #
 # The checks are written out in one loop per kind, with every global bound to a local before
 # it, and without helper calls on the usual path, because at this size every Python call
 # counts (measured by load_tests/bench_decode.py). Timestamps are converted as by the schema's
 # _to_unix_seconds, the function pydantic calls (_seconds).
 #
-# JSON values of features: a record parsed by orjson holds only dicts, lists, strings, numbers,
-# booleans and nulls, and each dict and list opens with a "{" or "[" byte outside any string
-# ("{" and "[" are never part of a multi-byte UTF-8 character). So when the value has no "["
-# byte and exactly as many "{" bytes as the dicts the checks already know of (the event, its
-# features, a scored prediction, segments), no feature value is a dict or a list: every one is
-# of a FeatureValue type. Two scans of the bytes in C cost less than a type lookup per feature;
-# when the counts differ (a "{" inside a string, ignored extra fields), each value is checked.
+# JSON values of features, in the second way: a record parsed by orjson holds only dicts,
+# lists, strings, numbers, booleans and nulls, and each dict and list opens with a "{" or "["
+# byte outside any string ("{" and "[" are never part of a multi-byte UTF-8 character). So when
+# the value has no "[" byte and exactly as many "{" bytes as the dicts the checks already know
+# of (the event, its features, a scored prediction, segments), no feature value is a dict or a
+# list: every one is of a FeatureValue type. Two scans of the bytes in C cost less than a type
+# lookup per feature; when the counts differ (a "{" inside a string, ignored extra fields), each
+# value is checked.
 #
 # fields_set: model_validate gives each event a new set of the fields its payload names. The
-# usual layouts share one set per layout instead: pydantic never changes the set of a frozen
-# model (model_copy changes its copy's, and assignment is refused before it is reached), and
-# nothing here changes it either (tests/unit/test_decode.py checks copies, model_copy and
+# usual layouts share one set per layout instead (msgspec.UNSET, the default of the optional
+# fields, tells a field left out from one given as null): pydantic never changes the set of a
+# frozen model (model_copy changes its copy's, and assignment is refused before it is reached),
+# and nothing here changes it either (tests/unit/test_decode.py checks copies, model_copy and
 # pickling). Whoever reads an event's model_fields_set must not change it in place.
+
+#: An int as orjson parses it (it makes a wider one a float).
+_Int = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]
+_Id = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ID_LENGTH)]
+_Name = Annotated[str, msgspec.Meta(max_length=MAX_NAME_LENGTH)]
+_Scalar = bool | _Int | float | _Name
+#: Feature names are measured by hand (_names_ok): with a length bound on its keys, msgspec
+#: no longer reuses the strings of names it has already seen, and costs more than that.
+_Features = Annotated[
+    dict[str, bool | _Int | float | str | None], msgspec.Meta(max_length=MAX_FEATURES_PER_EVENT)
+]
+
+
+class _Scored(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+    """schema.ScoredPrediction, for msgspec (no unknown field: see above)."""
+
+    label: _Scalar
+    score: _Int | float
+
+
+class _Prediction(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+    """schema.PredictionEvent, for msgspec; the timestamp as given, names not measured."""
+
+    event_id: _Id
+    model_id: _Id
+    timestamp: int | float | str
+    features: _Features
+    prediction: _Scalar | _Scored
+    model_version: _Name | msgspec.UnsetType | None = msgspec.UNSET
+    segments: dict[_Name, _Name] | msgspec.UnsetType | None = msgspec.UNSET
+
+
+class _Label(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+    """schema.LabelEvent, for msgspec; the timestamp as given."""
+
+    event_id: _Id
+    model_id: _Id
+    timestamp: int | float | str
+    label: _Scalar
+
+
+_decode_prediction = msgspec.json.Decoder(_Prediction).decode
+_decode_label = msgspec.json.Decoder(_Label).decode
+#: What msgspec raises on data (a ValidationError is a DecodeError). RecursionError was only
+#: seen on unknown fields, which the Structs refuse first; caught all the same.
+_MSGSPEC_ERRORS = (msgspec.DecodeError, RecursionError)
 
 _SCALARS = frozenset({float, int, bool, str})
 _FEATURE_VALUES = frozenset({float, int, bool, str, type(None)})
 _STR = frozenset({str})
 _PREDICTION_FIELDS = frozenset(PredictionEvent.model_fields)
-_REQUIRED_PREDICTION_FIELDS = frozenset(
-    name for name, field in PredictionEvent.model_fields.items() if field.is_required()
-)
 #: The shared fields_set of the usual layouts (see above): never change them.
-_SET_REQUIRED = set(_REQUIRED_PREDICTION_FIELDS)
-_SET_REQUIRED_AND_VERSION = _SET_REQUIRED | {"model_version"}
+_SET_REQUIRED = {
+    name for name, field in PredictionEvent.model_fields.items() if field.is_required()
+}
+_SET_VERSION = _SET_REQUIRED | {"model_version"}
+_SET_SEGMENTS = _SET_REQUIRED | {"segments"}
+_SET_VERSION_SEGMENTS = _SET_REQUIRED | {"model_version", "segments"}
 _SET_LABEL = set(LabelEvent.model_fields)  # every label field is required: all were given
 _SET_SCORED = set(ScoredPrediction.model_fields)  # both are required
 _new = object.__new__
@@ -304,6 +381,142 @@ def _seconds(ts: Any) -> float | None:
 
 
 def _predictions(msgs: Iterable[MessageLike], max_bytes: int, fmt: Deserializer) -> list[Decoded]:
+    if type(fmt) is not JsonDeserializer:
+        return _checked_predictions(msgs, max_bytes, fmt)
+    out: list[Decoded] = []
+    append = out.append
+    decode, errors, second_way = _decode_prediction, _MSGSPEC_ERRORS, _checked_predictions
+    checked_names, names_ok, seconds = _CHECKED_NAMES, _names_ok, _seconds
+    unset, scored_struct = msgspec.UNSET, _Scored
+    set_required, set_version, set_segments = _SET_REQUIRED, _SET_VERSION, _SET_SEGMENTS
+    set_both, set_scored = _SET_VERSION_SEGMENTS, _SET_SCORED
+    new, set_dict, set_fields_set = _new, _set_dict, _set_fields_set
+    set_extra, set_private = _set_extra, _set_private
+    event_cls, scored_cls = PredictionEvent, ScoredPrediction
+    _float = float
+    for msg in msgs:
+        value = msg.value()
+        if not value or len(value) > max_bytes:
+            append(_decode_by_pydantic(msg, "prediction", max_bytes, fmt))
+            continue
+        try:
+            s = decode(value)
+        except errors:
+            append(second_way((msg,), max_bytes, fmt)[0])
+            continue
+        features = s.features
+        if not (checked_names.issuperset(features) or names_ok(features)):
+            append(_decode_by_pydantic(msg, "prediction", max_bytes, fmt))
+            continue
+        ts: Any = s.timestamp
+        if type(ts) is _float:
+            if not 0.0 <= ts < 1e11:
+                append(_decode_by_pydantic(msg, "prediction", max_bytes, fmt))
+                continue
+        else:
+            ts = seconds(ts)
+            if ts is None:
+                append(_decode_by_pydantic(msg, "prediction", max_bytes, fmt))
+                continue
+        model_id = s.model_id
+        key = msg.key()
+        if key is not None and key != model_id.encode():
+            append(_decode_by_pydantic(msg, "prediction", max_bytes, fmt))  # key_mismatch
+            continue
+        p: Any = s.prediction
+        if type(p) is scored_struct:
+            label, score = p.label, p.score
+            p = new(scored_cls)
+            set_dict(p, {"label": label, "score": score})
+            set_fields_set(p, set_scored)
+            set_extra(p, None)
+            set_private(p, None)
+        version = s.model_version
+        segments = s.segments
+        if version is unset:
+            version = None
+            if segments is unset:
+                segments = None
+                fields_set = set_required
+            else:
+                fields_set = set_segments
+        elif segments is unset:
+            segments = None
+            fields_set = set_version
+        else:
+            fields_set = set_both
+        ev = new(event_cls)
+        # every field, in declaration order, as model_validate leaves them in __dict__
+        set_dict(
+            ev,
+            {
+                "event_id": s.event_id,
+                "model_id": model_id,
+                "model_version": version,
+                "timestamp": ts,
+                "features": features,
+                "prediction": p,
+                "segments": segments,
+            },
+        )
+        set_fields_set(ev, fields_set)
+        set_extra(ev, None)
+        set_private(ev, None)
+        append(ev)
+    return out
+
+
+def _labels(msgs: Iterable[MessageLike], max_bytes: int, fmt: Deserializer) -> list[Decoded]:
+    if type(fmt) is not JsonDeserializer:
+        return _checked_labels(msgs, max_bytes, fmt)
+    out: list[Decoded] = []
+    append = out.append
+    decode, errors, second_way, seconds = _decode_label, _MSGSPEC_ERRORS, _checked_labels, _seconds
+    new, set_dict, set_fields_set = _new, _set_dict, _set_fields_set
+    set_extra, set_private, set_label, event_cls = _set_extra, _set_private, _SET_LABEL, LabelEvent
+    _float = float
+    for msg in msgs:
+        value = msg.value()
+        if not value or len(value) > max_bytes:
+            append(_decode_by_pydantic(msg, "label", max_bytes, fmt))
+            continue
+        try:
+            s = decode(value)
+        except errors:
+            append(second_way((msg,), max_bytes, fmt)[0])
+            continue
+        ts: Any = s.timestamp
+        if type(ts) is _float:
+            if not 0.0 <= ts < 1e11:
+                append(_decode_by_pydantic(msg, "label", max_bytes, fmt))
+                continue
+        else:
+            ts = seconds(ts)
+            if ts is None:
+                append(_decode_by_pydantic(msg, "label", max_bytes, fmt))
+                continue
+        model_id = s.model_id
+        key = msg.key()
+        if key is not None and key != model_id.encode():
+            append(_decode_by_pydantic(msg, "label", max_bytes, fmt))  # key_mismatch
+            continue
+        ev = new(event_cls)
+        set_dict(
+            ev, {"event_id": s.event_id, "model_id": model_id, "timestamp": ts, "label": s.label}
+        )
+        set_fields_set(ev, set_label)
+        set_extra(ev, None)
+        set_private(ev, None)
+        append(ev)
+    return out
+
+
+# The second way: the fields of a record parsed by ``fmt`` (any input format), checked by hand.
+
+
+def _checked_predictions(
+    msgs: Iterable[MessageLike], max_bytes: int, fmt: Deserializer
+) -> list[Decoded]:
     out: list[Decoded] = []
     append = out.append
     json = type(fmt) is JsonDeserializer  # parsed by orjson: only JSON types (see above)
@@ -312,7 +525,7 @@ def _predictions(msgs: Iterable[MessageLike], max_bytes: int, fmt: Deserializer)
     max_id, max_name, max_features = MAX_ID_LENGTH, MAX_NAME_LENGTH, MAX_FEATURES_PER_EVENT
     scalars, feature_values, strs = _SCALARS, _FEATURE_VALUES, _STR
     checked_names, names_ok, seconds = _CHECKED_NAMES, _names_ok, _seconds
-    fields, set_required, set_version = _PREDICTION_FIELDS, _SET_REQUIRED, _SET_REQUIRED_AND_VERSION
+    fields, set_required, set_version = _PREDICTION_FIELDS, _SET_REQUIRED, _SET_VERSION
     set_scored = _SET_SCORED
     new, set_dict, set_fields_set = _new, _set_dict, _set_fields_set
     set_extra, set_private = _set_extra, _set_private
@@ -442,7 +655,9 @@ def _predictions(msgs: Iterable[MessageLike], max_bytes: int, fmt: Deserializer)
     return out
 
 
-def _labels(msgs: Iterable[MessageLike], max_bytes: int, fmt: Deserializer) -> list[Decoded]:
+def _checked_labels(
+    msgs: Iterable[MessageLike], max_bytes: int, fmt: Deserializer
+) -> list[Decoded]:
     out: list[Decoded] = []
     append = out.append
     json = type(fmt) is JsonDeserializer

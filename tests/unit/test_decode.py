@@ -887,3 +887,380 @@ def test_class_labels_of_label_events_are_bounded() -> None:
     assert isinstance(_decode_label(_label(label="y" * MAX_NAME_LENGTH)), LabelEvent)
     out = _decode_label(_label(label="y" * (MAX_NAME_LENGTH + 1)))
     assert isinstance(out, DeadLetter) and out.reason == "validation_error"
+
+
+# -- JSON edge cases: msgspec on the fast path, orjson + pydantic on the reference path ------
+# The fast path parses JSON with msgspec, the reference with orjson; wherever the two could
+# differ (numbers, strings, duplicate keys, unknown fields, whitespace...) both must still give
+# the same outcome. Each raw payload below is decoded both ways and compared in every respect.
+
+_HEAD = b'"event_id":"e","model_id":"m","timestamp":1700000000,'
+
+
+def _pred_json(fields: bytes, head: bytes = _HEAD) -> bytes:
+    return b"{" + head + fields + b"}"
+
+
+def _label_json(label: bytes, head: bytes = _HEAD) -> bytes:
+    return b"{" + head + b'"label":' + label + b"}"
+
+
+_ESC_SURROGATES = b'"\\ud83d\\ude00"'  # one character, U+1F600, escaped as a surrogate pair
+_DEEP = b"[" * 2000 + b"]" * 2000  # deeper than orjson's limit
+_JSON_EDGE_PREDICTIONS: dict[str, bytes] = {
+    # numbers out of the double range, and NaN / Infinity literals
+    "feature-1e400": _pred_json(b'"features":{"x":1e400},"prediction":1'),
+    "feature-minus-1e400": _pred_json(b'"features":{"x":-1e400},"prediction":1'),
+    "feature-1e-400": _pred_json(b'"features":{"x":1e-400},"prediction":1'),
+    "prediction-1e400": _pred_json(b'"features":{},"prediction":1e400'),
+    "score-1e400": _pred_json(b'"features":{},"prediction":{"label":1,"score":1e400}'),
+    "timestamp-1e400": _pred_json(b'"features":{},"prediction":1', head=_HEAD[:-11] + b"1e400,"),
+    "feature-nan": _pred_json(b'"features":{"x":NaN},"prediction":1'),
+    "prediction-infinity": _pred_json(b'"features":{},"prediction":Infinity'),
+    # integers: orjson makes one beyond 64 bits a float
+    "feature-int64-max": _pred_json(b'"features":{"x":9223372036854775807},"prediction":1'),
+    "feature-int64-min": _pred_json(b'"features":{"x":-9223372036854775808},"prediction":1'),
+    "feature-2**63": _pred_json(b'"features":{"x":9223372036854775808},"prediction":1'),
+    "feature-uint64-max": _pred_json(b'"features":{"x":18446744073709551615},"prediction":1'),
+    "feature-2**64": _pred_json(b'"features":{"x":18446744073709551616},"prediction":1'),
+    "feature-below-int64": _pred_json(b'"features":{"x":-9223372036854775809},"prediction":1'),
+    "feature-30-digits": _pred_json(
+        b'"features":{"x":123456789012345678901234567890},"prediction":1'
+    ),
+    "feature-400-digits": _pred_json(b'"features":{"x":' + b"9" * 400 + b'},"prediction":1'),
+    "prediction-2**64": _pred_json(b'"features":{},"prediction":18446744073709551616'),
+    "label-2**64": _pred_json(
+        b'"features":{},"prediction":{"label":18446744073709551616,"score":1}'
+    ),
+    "score-2**64": _pred_json(
+        b'"features":{},"prediction":{"label":1,"score":18446744073709551616}'
+    ),
+    "timestamp-2**64": _pred_json(
+        b'"features":{},"prediction":1', head=_HEAD[:-11] + b"18446744073709551616,"
+    ),
+    "timestamp-negative-zero": _pred_json(
+        b'"features":{},"prediction":1', head=_HEAD[:-11] + b"-0,"
+    ),
+    "feature-negative-zero-int": _pred_json(b'"features":{"x":-0,"y":-0.0,"z":1E2},"prediction":1'),
+    "leading-zero": _pred_json(b'"features":{"x":01},"prediction":1'),
+    # bools, ints and floats keep their types; a bool is never a number
+    "int-and-float": _pred_json(b'"features":{"i":1,"f":1.0,"b":true,"n":null},"prediction":1.0'),
+    "int-score": _pred_json(b'"features":{},"prediction":{"label":1.0,"score":1}'),
+    "bool-score": _pred_json(b'"features":{},"prediction":{"label":1,"score":true}'),
+    "bool-label": _pred_json(b'"features":{},"prediction":{"label":false,"score":0.5}'),
+    "bool-timestamp": _pred_json(b'"features":{},"prediction":1', head=_HEAD[:-11] + b"true,"),
+    "string-score": _pred_json(b'"features":{},"prediction":{"label":1,"score":"0.5"}'),
+    # strings
+    "lone-high-surrogate": _pred_json(b'"features":{"x":"\\ud800"},"prediction":1'),
+    "lone-low-surrogate": _pred_json(b'"features":{"x":"\\udc00x"},"prediction":1'),
+    "swapped-surrogates": _pred_json(b'"features":{"x":"\\ude00\\ud83d"},"prediction":1'),
+    "escaped-surrogate-pair": _pred_json(
+        b'"features":{"x":' + _ESC_SURROGATES + b'},"prediction":1'
+    ),
+    "escaped-pair-in-name": _pred_json(b'"features":{' + _ESC_SURROGATES + b':1},"prediction":1'),
+    "raw-surrogate-bytes": _pred_json(b'"features":{"x":"\xed\xa0\x80"},"prediction":1'),
+    "invalid-utf8": _pred_json(b'"features":{"x":"\xc3\x28"},"prediction":1'),
+    "invalid-utf8-name": _pred_json(b'"features":{"\xff":1},"prediction":1'),
+    "overlong-utf8": _pred_json(b'"features":{"x":"\xc0\xaf"},"prediction":1'),
+    "raw-tab-in-string": _pred_json(b'"features":{"x":"a\tb"},"prediction":1'),
+    "raw-del-in-string": _pred_json(b'"features":{"x":"a\x7fb"},"prediction":1'),
+    "escaped-nul": _pred_json(b'"features":{"x":"\\u0000"},"prediction":"\\u0000"'),
+    "bad-escape": _pred_json(b'"features":{"x":"\\q"},"prediction":1'),
+    "short-unicode-escape": _pred_json(b'"features":{"x":"\\u00"},"prediction":1'),
+    # lengths count code points, whatever their UTF-8 size
+    "name-128-two-byte": _pred_json(b'"features":{"' + "é".encode() * 128 + b'":1},"prediction":1'),
+    "name-129-two-byte": _pred_json(b'"features":{"' + "é".encode() * 129 + b'":1},"prediction":1'),
+    "version-128-four-byte": _pred_json(
+        b'"features":{},"prediction":1,"model_version":"' + "\U0001d4b3".encode() * 128 + b'"'
+    ),
+    "version-129-four-byte": _pred_json(
+        b'"features":{},"prediction":1,"model_version":"' + "\U0001d4b3".encode() * 129 + b'"'
+    ),
+    "version-128-escaped": _pred_json(
+        b'"features":{},"prediction":1,"model_version":"' + b"\\u00e9" * 128 + b'"'
+    ),
+    "version-129-escaped": _pred_json(
+        b'"features":{},"prediction":1,"model_version":"' + b"\\u00e9" * 129 + b'"'
+    ),
+    "segment-value-129-escaped-pairs": _pred_json(
+        b'"features":{},"prediction":1,"segments":{"c":"' + b"\\ud83d\\ude00" * 129 + b'"}'
+    ),
+    "event-id-256-escaped-pairs": b'{"event_id":"'
+    + b"\\ud83d\\ude00" * 256
+    + b'","model_id":"m","timestamp":1,"features":{},"prediction":1}',
+    "event-id-257-escaped-pairs": b'{"event_id":"'
+    + b"\\ud83d\\ude00" * 257
+    + b'","model_id":"m","timestamp":1,"features":{},"prediction":1}',
+    # duplicate keys: the last one counts
+    "duplicate-feature": _pred_json(b'"features":{"x":1,"x":"a"},"prediction":1'),
+    "duplicate-feature-bad-first": _pred_json(b'"features":{"x":[1],"x":2},"prediction":1'),
+    "duplicate-feature-bad-last": _pred_json(b'"features":{"x":2,"x":[1]},"prediction":1'),
+    "duplicate-prediction": _pred_json(b'"features":{},"prediction":"a","prediction":2'),
+    "duplicate-prediction-bad-first": _pred_json(b'"features":{},"prediction":null,"prediction":2'),
+    "duplicate-prediction-bad-last": _pred_json(b'"features":{},"prediction":2,"prediction":null'),
+    "duplicate-features": _pred_json(b'"features":{"a":1},"prediction":1,"features":{"b":2}'),
+    "duplicate-event-id": _pred_json(b'"features":{},"prediction":1,"event_id":"f"'),
+    "duplicate-event-id-empty-last": _pred_json(b'"features":{},"prediction":1,"event_id":""'),
+    "duplicate-model-id": _pred_json(b'"features":{},"prediction":1,"model_id":"n"'),
+    "duplicate-timestamp": _pred_json(
+        b'"features":{},"prediction":1,"timestamp":"1970-01-01T00:00:01Z"'
+    ),
+    "duplicate-version-null-last": _pred_json(
+        b'"features":{},"prediction":1,"model_version":"v","model_version":null'
+    ),
+    "duplicate-segment": _pred_json(b'"features":{},"prediction":1,"segments":{"a":"b","a":"c"}'),
+    "duplicate-segment-bad-first": _pred_json(
+        b'"features":{},"prediction":1,"segments":{"a":1,"a":"c"}'
+    ),
+    "duplicate-label": _pred_json(
+        b'"features":{},"prediction":{"label":1,"score":0.5,"label":"b"}'
+    ),
+    "duplicate-score": _pred_json(
+        b'"features":{},"prediction":{"score":"x","label":1,"score":0.5}'
+    ),
+    # optional fields present but null, or left out
+    "segments-null": _pred_json(b'"features":{},"prediction":1,"segments":null'),
+    "version-null": _pred_json(b'"features":{},"prediction":1,"model_version":null'),
+    "both-null": _pred_json(b'"features":{},"prediction":1,"segments":null,"model_version":null'),
+    "segments-empty": _pred_json(b'"features":{},"prediction":1,"segments":{}'),
+    "segments-only": _pred_json(b'"features":{},"prediction":1,"segments":{"c":"fr"}'),
+    "version-and-segments": _pred_json(
+        b'"features":{},"prediction":1,"model_version":"v","segments":{"c":"fr"}'
+    ),
+    "segments-list": _pred_json(b'"features":{},"prediction":1,"segments":["fr"]'),
+    # unknown fields are ignored by pydantic, whatever their value, if orjson parses them
+    "extra-in-scored": _pred_json(b'"features":{},"prediction":{"label":1,"score":0.5,"extra":1}'),
+    "extra-object-in-scored": _pred_json(
+        b'"features":{},"prediction":{"label":1,"score":0.5,"why":{"a":[1]}}'
+    ),
+    "extra-field": _pred_json(b'"features":{},"prediction":1,"note":{"a":[1,{"b":null}]}'),
+    "extra-field-1e400": _pred_json(b'"features":{},"prediction":1,"note":1e400'),
+    "extra-field-big-int": _pred_json(b'"features":{},"prediction":1,"note":' + b"9" * 400),
+    "extra-field-invalid-utf8": _pred_json(b'"features":{},"prediction":1,"note":"\xff"'),
+    "extra-field-lone-surrogate": _pred_json(b'"features":{},"prediction":1,"note":"\\ud800"'),
+    "extra-field-raw-tab": _pred_json(b'"features":{},"prediction":1,"note":"a\tb"'),
+    "extra-field-deep": _pred_json(b'"features":{},"prediction":1,"note":' + _DEEP),
+    "extra-field-deep-in-scored": _pred_json(
+        b'"features":{},"prediction":{"label":1,"score":0.5,"why":' + _DEEP + b"}"
+    ),
+    "extra-field-nan": _pred_json(b'"features":{},"prediction":1,"note":NaN'),
+    "extra-field-first": b'{"zz":[1],' + _HEAD + b'"features":{},"prediction":1}',
+    # wrong types
+    "feature-list": _pred_json(b'"features":{"x":[1]},"prediction":1'),
+    "feature-dict": _pred_json(b'"features":{"x":{"a":1}},"prediction":1'),
+    "feature-deep": _pred_json(b'"features":{"x":' + _DEEP + b'},"prediction":1'),
+    "features-list": _pred_json(b'"features":[],"prediction":1'),
+    "prediction-list": _pred_json(b'"features":{},"prediction":[1]'),
+    "prediction-null": _pred_json(b'"features":{},"prediction":null'),
+    "prediction-empty-object": _pred_json(b'"features":{},"prediction":{}'),
+    "event-id-number": b'{"event_id":1,"model_id":"m","timestamp":1,"features":{},"prediction":1}',
+    # the document
+    "bom": b"\xef\xbb\xbf" + _pred_json(b'"features":{},"prediction":1'),
+    "whitespace-around": b" \n\t\r" + _pred_json(b'"features":{},"prediction":1') + b" \n\t\r",
+    "whitespace-inside": b'{ "event_id" : "e" , "model_id":"m","timestamp" :1, "features" : '
+    b'{ "x" : 1 } , "prediction" : { "label" : 1 , "score" : 0.5 } }',
+    "form-feed-before": b"\x0c" + _pred_json(b'"features":{},"prediction":1'),
+    "nul-after": _pred_json(b'"features":{},"prediction":1') + b"\x00",
+    "second-document": _pred_json(b'"features":{},"prediction":1') + b"{}",
+    "empty-object": b"{}",
+    "top-level-array": b"[]",
+    "top-level-array-of-event": b"[" + _pred_json(b'"features":{},"prediction":1') + b"]",
+    "top-level-string": b'"e"',
+    "whitespace-only": b"   ",
+    "truncated": _pred_json(b'"features":{},"prediction":1')[:-1],
+}
+
+
+def _many_features(n: int, duplicate: bool = False) -> bytes:
+    names = [f'"f{i}":{i}'.encode() for i in range(n)]
+    if duplicate:
+        names.append(b'"f0":0.5')  # one more entry, no more distinct names
+    return _pred_json(b'"features":{' + b",".join(names) + b'},"prediction":1')
+
+
+_JSON_EDGE_PREDICTIONS.update(
+    {
+        "2048-features": _many_features(2048),
+        "2049-features": _many_features(2049),
+        "2048-features-and-a-duplicate": _many_features(2048, duplicate=True),
+    }
+)
+_JSON_EDGE_LABELS: dict[str, bytes] = {
+    "label-2**64": _label_json(b"18446744073709551616"),
+    "label-int64-min": _label_json(b"-9223372036854775808"),
+    "label-1e400": _label_json(b"1e400"),
+    "label-int": _label_json(b"1"),
+    "label-float": _label_json(b"1.0"),
+    "label-bool": _label_json(b"true"),
+    "label-null": _label_json(b"null"),
+    "label-object": _label_json(b'{"a":1}'),
+    "label-129-escaped": _label_json(b'"' + b"\\u00e9" * 129 + b'"'),
+    "label-128-escaped": _label_json(b'"' + b"\\u00e9" * 128 + b'"'),
+    "label-lone-surrogate": _label_json(b'"\\udfff"'),
+    "label-duplicate": _label_json(b'1,"label":"b"'),
+    "label-duplicate-bad-last": _label_json(b'1,"label":[1]'),
+    "label-extra": _label_json(b'1,"note":{"a":1}'),
+    "label-extra-1e400": _label_json(b'1,"note":1e400'),
+    "label-extra-invalid-utf8": _label_json(b'1,"note":"\xfe"'),
+    "label-extra-deep": _label_json(b'1,"note":' + _DEEP),
+    "label-timestamp-string": _label_json(b"1", head=_HEAD[:-11] + b'"2026-11-22T00:00:00Z",'),
+    "label-timestamp-big-int": _label_json(b"1", head=_HEAD[:-11] + b"9" * 30 + b","),
+    "label-bom": b"\xef\xbb\xbf" + _label_json(b"1"),
+    "label-empty-object": b"{}",
+    "label-top-level-array": b"[]",
+}
+
+
+@pytest.mark.parametrize("kind", ["prediction", "label"])
+def test_json_edge_cases_decode_as_pydantic_does(kind: str) -> None:
+    cases = _JSON_EDGE_PREDICTIONS if kind == "prediction" else _JSON_EDGE_LABELS
+    records = [RawRecord(v, key=b"m", offset=i) for i, v in enumerate(cases.values())]
+    batch = decode_records(records, kind=kind, max_bytes=MAX_BYTES)  # type: ignore[arg-type]
+    reasons = _assert_same(records, batch, kind)
+    single = [decode_record(r, kind=kind, max_bytes=MAX_BYTES) for r in records]  # type: ignore[arg-type]
+    _assert_same(records, single, kind)
+    assert reasons.get("ok", 0) >= 8 and reasons.get("decode_error", 0) >= 5, reasons
+    assert reasons.get("validation_error", 0) >= 5, reasons
+
+
+def _one(name: str) -> Any:
+    return decode_record(
+        RawRecord(_JSON_EDGE_PREDICTIONS[name], key=b"m"), kind="prediction", max_bytes=MAX_BYTES
+    )
+
+
+def test_json_edge_cases_give_what_the_wire_contract_says() -> None:
+    """The outcomes of the comparisons above that a reader would guess wrong, written out."""
+    # orjson makes an integer beyond 64 bits a float, and so does the fast path
+    wide = _one("feature-2**64")
+    assert isinstance(wide, PredictionEvent)
+    assert type(wide.features["x"]) is float and wide.features["x"] == 2.0**64
+    uint = _one("feature-uint64-max")
+    assert isinstance(uint, PredictionEvent) and uint.features["x"] == 2**64 - 1
+    assert type(uint.features["x"]) is int
+    assert type(_one("score-2**64").prediction.score) is float
+    # numbers out of the double range, NaN, lone surrogates, a BOM: not JSON
+    for name in ("feature-1e400", "feature-nan", "lone-high-surrogate", "bom", "invalid-utf8"):
+        assert _one(name).reason == "decode_error", name
+    # ... and not even in an ignored field
+    for name in (
+        "extra-field-1e400",
+        "extra-field-invalid-utf8",
+        "extra-field-deep",
+        "extra-field-deep-in-scored",
+    ):
+        assert _one(name).reason == "decode_error", name
+    # an ignored field that orjson parses is ignored, in the event or in a scored prediction
+    for name in ("extra-field", "extra-in-scored", "extra-object-in-scored", "extra-field-first"):
+        assert isinstance(_one(name), PredictionEvent), name
+    # duplicate keys: the last one counts
+    assert _one("duplicate-feature").features == {"x": "a"}
+    assert _one("duplicate-prediction-bad-first").prediction == 2
+    assert _one("duplicate-prediction-bad-last").reason == "validation_error"
+    assert isinstance(_one("2048-features-and-a-duplicate"), PredictionEvent)
+    assert _one("2049-features").reason == "validation_error"
+    # a field given as null is in fields_set; one left out is not
+    required = {"event_id", "model_id", "timestamp", "features", "prediction"}
+    assert _one("version-null").model_fields_set == required | {"model_version"}
+    assert _one("segments-null").model_fields_set == required | {"segments"}
+    assert _one("both-null").model_fields_set == required | {"segments", "model_version"}
+    assert _one("segments-only").model_fields_set == required | {"segments"}
+    assert _one("int-and-float").model_fields_set == required
+    # lengths are counted in characters, not bytes nor UTF-16 units
+    assert isinstance(_one("name-128-two-byte"), PredictionEvent)
+    assert isinstance(_one("version-128-four-byte"), PredictionEvent)
+    assert isinstance(_one("event-id-256-escaped-pairs"), PredictionEvent)
+    assert _one("event-id-257-escaped-pairs").reason == "validation_error"
+    assert _one("segment-value-129-escaped-pairs").reason == "validation_error"
+    assert _one("bool-score").reason == "validation_error"
+    ev = _one("int-and-float")
+    assert [type(v) for v in ev.features.values()] == [int, float, bool, type(None)]
+    assert type(ev.prediction) is float and type(_one("int-score").prediction.score) is int
+
+
+def _json_fragment(rng: random.Random) -> bytes:
+    """A JSON value, often one of the texts where parsers disagree."""
+    return rng.choice(
+        [
+            b"1", b"-0", b"0.5", b"1e400", b"-1e400", b"1e-400", b"9223372036854775807",
+            b"9223372036854775808", b"18446744073709551616", b"-9223372036854775809", b"true",
+            b"null", b'"a"', b'""', b'"\\ud800"', _ESC_SURROGATES, b'"\xc3\xa9"', b'"\xff"',
+            b'"' + b"\\u00e9" * 129 + b'"', b"[1]", b"{}", b'{"a":1}', b"NaN", b"1700000000",
+            b'"2026-11-22T00:00:00Z"', b'{"label":1,"score":0.5}',
+            b'{"label":1,"score":0.5,"x":1e400}', b'{"label":"\\ud83d\\ude00","score":1}',
+        ]
+    )  # fmt: skip
+
+
+def _hostile_json(rng: random.Random, kind: str) -> bytes:
+    """A mostly valid event whose text is edited where msgspec and orjson could differ."""
+    base = _prediction() if kind == "prediction" else _label()
+    if kind == "prediction" and rng.random() < 0.5:
+        base["features"] = {f"n{i}": rng.choice([1, 0.5, "x", None]) for i in range(20)}
+    fields = [(k.encode(), orjson.dumps(v)) for k, v in base.items()]
+    for _ in range(rng.choice([0, 1, 1, 2, 3])):
+        r = rng.random()
+        if r < 0.3 and kind == "prediction":  # a feature's value
+            name = rng.choice([b"x", b"age", b"\\u00e9", _ESC_SURROGATES[1:-1]])
+            fields.append((b"features", b'{"' + name + b'":' + _json_fragment(rng) + b"}"))
+        elif r < 0.55:  # a field's value, maybe again (a duplicate key)
+            fields.append((rng.choice([k for k, _ in fields]), _json_fragment(rng)))
+        elif r < 0.75:  # an unknown field
+            fields.append((rng.choice([b"note", b"x", b"\\u0065vent_id"]), _json_fragment(rng)))
+        else:  # replace a field
+            i = rng.randrange(len(fields))
+            fields[i] = (fields[i][0], _json_fragment(rng))
+    rng.shuffle(fields)
+    body = b",".join(b'"' + k + b'":' + v for k, v in fields)
+    return rng.choice([b"", b" ", b"\n"]) + b"{" + body + b"}" + rng.choice([b"", b" ", b"\t"])
+
+
+@pytest.mark.parametrize("kind", ["prediction", "label"])
+def test_fast_path_matches_pydantic_on_hostile_json(kind: str) -> None:
+    rng = random.Random(20261206)
+    records = [
+        RawRecord(_hostile_json(rng, kind), key=rng.choice([b"m", None]), offset=i)
+        for i in range(3000)
+    ]
+    batch = decode_records(records, kind=kind, max_bytes=MAX_BYTES)  # type: ignore[arg-type]
+    reasons = _assert_same(records, batch, kind)
+    assert reasons["ok"] > 600 and reasons["decode_error"] > 150, reasons
+    assert reasons["validation_error"] > 150, reasons
+
+
+@pytest.mark.parametrize("kind", ["prediction", "label"])
+def test_json_takes_the_one_pass_decode_unless_a_field_is_unknown(
+    kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """msgspec decodes every valid generated event without an unknown field; the hand checks
+    of orjson's parse (the second way) see only the others."""
+    model = PredictionEvent if kind == "prediction" else LabelEvent
+    second_way: list[int] = []
+    name = "_checked_predictions" if kind == "prediction" else "_checked_labels"
+    checked = getattr(decode_module, name)
+
+    def spy(msgs: Any, *args: Any) -> Any:
+        msgs = list(msgs)
+        second_way.extend(m.offset() for m in msgs)
+        return checked(msgs, *args)
+
+    monkeypatch.setattr(decode_module, name, spy)
+    rng = random.Random(11)
+    records, plain, with_extra = [], set(), set()
+    for i in range(1500):
+        obj = _random_payload(rng, kind)
+        records.append(RawRecord(orjson.dumps(obj), key=None, offset=i))
+        try:
+            model.model_validate(obj)
+        except ValidationError:
+            continue
+        p = obj.get("prediction")
+        if set(obj) <= set(model.model_fields) and not (isinstance(p, dict) and len(p) > 2):
+            plain.add(i)
+        else:
+            with_extra.add(i)
+    out = decode_records(records, kind=kind, max_bytes=MAX_BYTES)  # type: ignore[arg-type]
+    assert len(plain) > 700 and len(with_extra) > 30
+    assert set(second_way).isdisjoint(plain)
+    assert with_extra <= set(second_way)
+    assert not any(isinstance(out[i], DeadLetter) for i in plain | with_extra)
