@@ -12,8 +12,8 @@ from other processes hits every stage alike:
 * ``loads + model_validate``: the pydantic validation decode_record used to run on every event;
 * ``pydantic only``: the decode without its fast path (as before the fast path existed: size
   checks, parsing, model_validate, key check), record by record;
-* ``decode_record``: as shipped, one call per record (hand checks of the usual shapes,
-  pydantic for the rest);
+* ``decode_record``: as shipped, one call per record (msgspec's typed decode of the usual
+  shapes, hand checks where it refuses, pydantic for the rest);
 * ``decode_records``: as shipped, one call for all the records (as the Application and the
   replay decode a batch);
 
