@@ -539,10 +539,9 @@ labels_unmatched=0))
         timestamp, and the head expires once against the final horizon: the loop checks the
         head only when the queue was empty or the watermark moved, each time against a horizon
         no later than the final one, and pops from the head only, so it leaves the same
-        queue. False (nothing done) when the case is not that simple."""
+        queue. When a bound is reached, :meth:`_bulk_full` takes over. False (nothing done)
+        when the case is not that simple."""
         n = len(rows)
-        if len(q) + n > model_cap or self._size + n > self.capacity:
-            return False
         ids = list(map(_SEQ, rows))  # rows are (event id, prediction)
         preds = list(map(_PREDICTION, rows))
         newest = max(map(_TIMESTAMP, preds))
@@ -550,6 +549,8 @@ labels_unmatched=0))
             return False
         if len(set(ids)) != n:
             return False
+        if len(q) + n > model_cap or self._size + n > self.capacity:
+            return self._bulk_full(model_id, q, st, ids, preds, wm, newest, model_cap)
         was_empty = not q
         seq = self._seq
         q.update(zip(ids, zip(range(seq, seq + n), preds, strict=True), strict=True))
@@ -566,6 +567,153 @@ labels_unmatched=0))
         if (was_empty or moved) and next(iter(q.values()))[1].timestamp < horizon:
             self._expire(model_id)
         return True
+
+    def _eviction_plan(self, model_id: str, n: int, model_cap: int) -> tuple[int, list[str], int]:
+        """Which model the row-by-row loop evicts the oldest prediction of, row by row, when
+        ``n`` new predictions of ``model_id`` come in and nothing expires meanwhile (see
+        :meth:`_bulk_full`): ``(a, others, r)``, i.e. the first ``a`` rows evict nothing, the
+        next ``len(others)`` rows evict one of ``others[i]`` each (models other than
+        ``model_id``), the last ``r`` rows one of ``model_id`` each.
+
+        From counts alone: a row of a model at its capacity evicts that model's oldest (and
+        leaves the total as it was); otherwise a row that takes the partition over
+        ``capacity`` evicts from the fullest model (ties: the smallest id), the new row
+        counted. Once that is the row's own model, the counts are back to what they were
+        before the row, so every later row evicts from it too.
+
+        >>> j = LabelJoin(capacity=7, ttl_seconds=1e9)
+        >>> for m, k in [("a", 3), ("b", 3), ("c", 1)]:
+        ...     for i in range(k):
+        ...         j.add_prediction(m, f"{m}{i}", 0.0, label=None, score=None)
+        >>> j._eviction_plan("c", 4, 7)  # a and b (ties: smallest id), then c is the fullest
+        (0, ['a', 'b'], 2)
+        """
+        queues = self._queues
+        mine = len(queues[model_id])
+        a = min(n, self.capacity - self._size, model_cap - mine)
+        mine += a
+        others: list[str] = []
+        if a < n and mine < model_cap:  # the partition is full: each row evicts the fullest
+            heap = [(-len(q), m) for m, q in queues.items() if m != model_id and q]
+            heapq.heapify(heap)
+            for _ in range(n - a):
+                if mine == model_cap:
+                    break
+                mine += 1
+                if not heap:
+                    break
+                top = heap[0]
+                if (-mine, model_id) < top:  # the row's own model is the fullest
+                    break
+                others.append(top[1])
+                if top[0] == -1:
+                    heapq.heappop(heap)
+                else:
+                    heapq.heapreplace(heap, (top[0] + 1, top[1]))
+        return a, others, n - a - len(others)
+
+    def _bulk_full(
+        self,
+        model_id: str,
+        q: OrderedDict[str, _Entry],
+        st: ModelJoinStats,
+        ids: list[str],
+        preds: list[PendingPrediction],
+        wm: float,
+        newest: float,
+        model_cap: int,
+    ) -> bool:
+        """:meth:`_bulk` when the rows take their model past its capacity or the partition
+        past ``capacity``: the evictions the row-by-row loop would make, planned from counts
+        (:meth:`_eviction_plan`) and applied per victim model in one pass (its oldest ``k``),
+        with the same queues, counters, journal (same records, same order) and ``_gone``.
+
+        Only when no prediction expires during the batch (False otherwise, nothing done):
+        every prediction that becomes the head of a queue on the way (each evicted one after
+        the first, and the final head) is within its model's final horizon. Otherwise
+        expiry, interleaved with the evictions, would change the counts the plan rests on
+        (e.g. the watermark moves past old predictions within the batch)."""
+        queues, n = self._queues, len(ids)
+        if self._size > self.capacity or len(q) > model_cap:
+            return False  # not a state the loop leaves: let it sort that out
+        a, others, r = self._eviction_plan(model_id, n, model_cap)
+        ks: dict[str, int] = {}
+        for m in others:
+            ks[m] = ks.get(m, 0) + 1
+        final_wm = newest if newest > wm else wm
+        horizon = final_wm - self.ttl_of(model_id)
+        old = len(q)
+        # the model's own heads: its first r + 1 predictions, waiting ones then the rows
+        heads = list(itertools.islice(q.values(), r + 1))
+        if any(p.timestamp < horizon for _, p in heads):
+            return False
+        if len(heads) <= r and any(p.timestamp < horizon for p in preds[: r + 1 - old]):
+            return False
+        for m, k in ks.items():
+            h = self._watermarks[m] - self.ttl_of(m)
+            if any(p.timestamp < h for _, p in itertools.islice(queues[m].values(), k + 1)):
+                return False
+        # the plan holds: apply it
+        seq, journal, gone = self._seq, self._journal, self._gone
+        popped: dict[str, list[tuple[str, _Entry]]] = {}
+        by_model = self.by_model
+        for m, k in ks.items():
+            pop = queues[m].popitem
+            popped[m] = [pop(last=False) for _ in range(k)]
+            vs = by_model[m]
+            vs.evicted += k
+            vs.pending -= k
+        own_old = min(r, old)
+        popitem = q.popitem
+        mine = [popitem(last=False) for _ in range(own_old)]
+        dropped = r - own_old  # rows evicted on the way
+        entries = list(zip(range(seq, seq + n), preds, strict=True))
+        q.update(zip(ids[dropped:], entries[dropped:], strict=True))
+        if journal is not None or gone is not None:
+            removals = self._removal_order(model_id, ids, entries, a, others, mine, popped)
+            if journal is not None:
+                journal.extend(removals)
+            if gone is not None:
+                if len(gone) + r + len(others) > self.capacity:
+                    self._gone = None  # as _removed, one removal at a time, would leave it
+                else:
+                    gone.extend(entry[0] for _, _, entry in removals if entry is not None)
+        evicted = r + len(others)
+        self._seq = seq + n
+        st.pending += n - r
+        st.evicted += r
+        self.evicted += evicted
+        self._size += n - evicted
+        self._future_runs.pop(model_id, None)
+        if newest > wm:
+            self._watermarks[model_id] = newest
+        return True
+
+    @staticmethod
+    def _removal_order(
+        model_id: str,
+        ids: list[str],
+        entries: list[_Entry],
+        a: int,
+        others: list[str],
+        mine: list[tuple[str, _Entry]],
+        popped: dict[str, list[tuple[str, _Entry]]],
+    ) -> list[tuple[str, str, _Entry | None]]:
+        """The journal records of :meth:`_bulk_full`'s plan in the loop's order: each row
+        stored, then what it evicted (the victims' oldest in turn; the model's own waiting
+        ones first, then its rows)."""
+        out: list[tuple[str, str, _Entry | None]] = [(model_id, e, None) for e in ids[:a]]
+        its = {m: iter(v) for m, v in popped.items()}
+        for i, m in enumerate(others, a):
+            event_id, entry = next(its[m])
+            out.append((model_id, ids[i], None))
+            out.append((m, event_id, entry))
+        own = itertools.chain(mine, zip(ids, entries, strict=True))
+        for i in range(a + len(others), len(ids)):
+            event_id, entry = next(own)
+            out.append((model_id, ids[i], None))
+            out.append((model_id, event_id, entry))
+        return out
 
     def match(
         self,

@@ -16,6 +16,7 @@ from typing import Any, NamedTuple, TypeVar
 from stream_monitor.alerts.observation import Observation
 from stream_monitor.alerts.tracker import AlertTracker
 from stream_monitor.config import MonitorConfig
+from stream_monitor.events.outputs import output_columns
 from stream_monitor.events.schema import (
     AlertEvent,
     LabelEvent,
@@ -239,14 +240,16 @@ class PartitionState:
         label was read first (in event order: runs between such events go in as one batch)."""
         early = self.early.take_many(model_id, [e.event_id for e in events]) if self.early else {}
         if not early:  # the usual case: every prediction waits, in one batch
-            outputs = list(map(_outputs, events))
-            segs = [None] * len(events) if routes is None else [r or None for r in routes]
+            labels, scores = output_columns(events)
+            n = len(events)
+            segs = [None] * n if routes is None else [r or None for r in routes]
+            versions = [e.model_version for e in events]
+            waiting = map(
+                _pending,
+                zip([e.timestamp for e in events], labels, scores, versions, segs, strict=True),
+            )
             self.join.add_predictions(
-                model_id,
-                [
-                    (e.event_id, _pending((e.timestamp, *out, e.model_version, seg)))
-                    for e, out, seg in zip(events, outputs, segs, strict=True)
-                ],
+                model_id, list(zip([e.event_id for e in events], waiting, strict=True))
             )
             return
         rows: list[tuple[str, PendingPrediction]] = []
