@@ -282,15 +282,15 @@ class FeatureMonitor:
         many features at once (see :func:`window_statistics`)."""
         obs: list[Observation] = []
         self.drifting = False
-        if closure.window_slots:
-            slots = list(closure.window_slots)
+        slots = closure.window_slots
+        if slots:
             seen, self._window_seen = self._window_seen, None
             if seen is not None and seen[0] is closure:  # window_inputs summed it already
                 win, reference = seen[1], seen[2]
             else:
-                win, reference = self.counts[slots].sum(axis=0), None
-            q = self.quality[slots].sum(axis=0)
-            self.window_events = int(q[EVENTS])
+                win, reference = _window_sum(self.counts, slots), None
+            q = _window_sum(self.quality, slots).tolist()
+            events = self.window_events = q[EVENTS]
 
             def o(
                 kind: AlertKind,
@@ -311,19 +311,20 @@ class FeatureMonitor:
                         breached=value > thr,
                         cleared=value <= clear,
                         observed_at=observed_at,
-                        window_events=int(q[EVENTS]),
+                        window_events=events,
                         model_version=model_version,
                         direction=direction,
                     )
                 )
 
-            if win.sum() > 0 and self.ref_counts is not None:
+            n_win = int(win.sum())
+            if n_win > 0 and self.ref_counts is not None:
                 ref, n_ref, rolling = reference or self._reference_for(closure)
                 if rolling and not self.rolling_windows:
                     self._rebase_window_detectors()
                 self.rolling_windows += rolling
-                self._judge_statistics(ref, n_ref, win, o, slots, statistics)
-            if q[EVENTS] > 0:
+                self._judge_statistics(ref, n_ref, win, n_win, o, slots, statistics)
+            if events > 0:
                 self._judge_quality(q, o)
             self.windows_closed += 1
         for s in closure.release_slots:
@@ -354,43 +355,48 @@ class FeatureMonitor:
         rolling reference (an earlier window) rather than the fixed one."""
         assert self.ref_counts is not None
         if closure.reference_slots:
-            rc = self.counts[list(closure.reference_slots)].sum(axis=0)
-            if rc.sum() >= self.cfg.reference.min_events:
-                return rc, int(rc.sum()), True
+            rc = _window_sum(self.counts, closure.reference_slots)
+            n = int(rc.sum())
+            if n >= self.cfg.reference.min_events:
+                return rc, n, True
         return self.ref_counts, int(self.ref_counts.sum()), False
 
     def window_inputs(self, closure: Closure) -> WindowInputs | None:
         """What the window's statistics are computed from, or None when there are none."""
-        if not closure.window_slots or self.ref_counts is None:
+        slots = closure.window_slots
+        if not slots or self.ref_counts is None:
             return None
-        win = self.counts[list(closure.window_slots)].sum(axis=0)
+        win = _window_sum(self.counts, slots)
         if win.sum() <= 0:
             return None
         reference = self._reference_for(closure)
         self._window_seen = (closure, win, reference)  # for close() of the same closure
-        ref = reference[0]
         points, scale = self._wasserstein_points()
         names = tuple(s for s in self.cfg.statistics if self._applies(s, points))
-        return WindowInputs(ref, win, names, points, scale)
+        return WindowInputs(reference[0], win, names, points, scale)
 
     def _judge_statistics(
         self,
         ref: np.ndarray,
         n_ref: int,
         win: np.ndarray,
+        n_win: int,
         o: Any,
-        slots: list[int],
+        slots: Sequence[int],
         statistics: Mapping[str, float] | None = None,
     ) -> None:
+        """Judge the window's statistics (``n_win``: its events, ``win.sum()``) and feed the
+        window detectors."""
         cfg = self.cfg
         points, scale = self._wasserstein_points()
         if statistics is None:
             names = [s for s in cfg.statistics if self._applies(s, points)]
             values = batch_statistics(ref, win[None, :], names, points=points, scale=scale)
             statistics = {k: float(v[0]) for k, v in values.items()}
-        before = {k: v / t for k, v in self.scores.items() if (t := self.thresholds.get(k))}
+        # The previous window's alerting statistics, each divided by its threshold then.
+        old, old_thr = self.scores, self.thresholds
+        before = {k: old[k] / t for k in cfg.alert_statistics if k in old and (t := old_thr.get(k))}
         self.scores = {k: v for k, v in statistics.items() if math.isfinite(v)}
-        n_win = int(win.sum())
         # _reference_for hands back the fixed reference itself, or a lagged window's counts.
         lagged = None if ref is self.ref_counts else (ref, win)
         calib = self._calibrate(n_ref, n_win, points, scale, lagged)
@@ -426,18 +432,19 @@ class FeatureMonitor:
                 )
             elif fired:
                 self.windows_returned = False
-            if wd.windows > self.cfg.window_detectors.min_windows or fired or self._rebased:
+            if wd.windows > cfg.window_detectors.min_windows or fired or self._rebased:
                 self._rebased = False
-                level = 1.0 if wd.active and not self.windows_returned else 0.0
+                active = wd.active
+                level = 1.0 if active and not self.windows_returned else 0.0
                 direction: Direction | None = None
-                if wd.active:
+                if active:
                     direction = "back" if self.windows_returned else "away"
                 o(self.kind, "window_detectors", level, 0.5, 0.0, direction)
                 breached |= fired and not self.windows_returned
         self.last_z = z
         self.drifting = breached
 
-    def _window_values(self, slots: list[int]) -> dict[str, float]:
+    def _window_values(self, slots: Sequence[int]) -> dict[str, float]:
         return {}
 
     #: Bins have an order (numeric): statistics that need one apply (stats/statistics.py).
@@ -489,39 +496,37 @@ class FeatureMonitor:
     def _wasserstein_points(self) -> tuple[np.ndarray | None, float | None]:
         return None, None
 
-    def _judge_quality(self, q: np.ndarray, o: Any) -> None:
+    def _judge_quality(self, q: list[int], o: Any) -> None:
+        """Judge each data-quality signal of a window (``q``: its quality counts by column,
+        ``q[EVENTS] > 0``): the signal's share of the window's events against the reference
+        rate plus the signal's margin, resolving halfway back to the reference rate."""
         qc = self.cfg.quality
+        r = self.ref_rates.tolist()
         n = float(q[EVENTS])
-        r = self.ref_rates
-        ratios = {
-            "missing_ratio": (q[MISSING] / n, r[MISSING] + qc.missing_increase),
-            "absent_ratio": (q[ABSENT_COL] / n, r[ABSENT_COL] + qc.absent_increase),
-            "type_error_ratio": (q[TYPE_ERRORS] / n, r[TYPE_ERRORS] + qc.type_error_increase),
-        }
-        ratios.update(self._extra_quality(q, n))
-        self.quality_ratios = {k: float(v) for k, (v, _) in ratios.items()}
-        for signal, (value, limit) in ratios.items():
-            margin = limit - self._baseline(signal)
+        ratios: dict[str, float] = {}
+        kind = self.kind
+        for signal, j, increase in (
+            ("missing_ratio", MISSING, qc.missing_increase),
+            ("absent_ratio", ABSENT_COL, qc.absent_increase),
+            ("type_error_ratio", TYPE_ERRORS, qc.type_error_increase),
+            *self._extra_quality(q, r, n),
+        ):
+            value = q[j] / n
+            base = r[j]
+            limit = base + increase
+            ratios[signal] = value
             # Values outside the reference's support are part of the feature's drift incident:
             # a large shift moves values out of range, and that is one problem, not two.
-            kind = self.kind if signal in SUPPORT_SIGNALS else "data_quality"
-            o(kind, signal, float(value), float(limit), float(limit - margin / 2))
+            judged = kind if signal in SUPPORT_SIGNALS else "data_quality"
+            o(judged, signal, value, limit, limit - (limit - base) / 2)
+        self.quality_ratios = ratios
 
-    def _baseline(self, signal: str) -> float:
-        """The reference rate a quality signal's limit was built on (for its resolve level)."""
-        col = {
-            "missing_ratio": MISSING,
-            "absent_ratio": ABSENT_COL,
-            "type_error_ratio": TYPE_ERRORS,
-        }
-        j = col.get(signal)
-        return float(self.ref_rates[j]) if j is not None else self._extra_baseline(signal)
-
-    def _extra_quality(self, q: np.ndarray, n: float) -> dict[str, tuple[float, float]]:
-        return {}
-
-    def _extra_baseline(self, signal: str) -> float:
-        return 0.0
+    def _extra_quality(
+        self, q: list[int], r: list[float], n: float
+    ) -> list[tuple[str, int, float]]:
+        """A subclass's own quality signals of a window as ``(signal, column, margin)``
+        (``q``: the window's quality counts, ``r``: the reference rates, ``n``: the events)."""
+        return []
 
     def detector_observations(
         self, model_id: str, events: Sequence[Any]
@@ -732,7 +737,6 @@ class NumericFeature(FeatureMonitor):
         self.detections: dict[str, int] = {k: 0 for k in self.detectors}
         self.raw_firings: dict[str, int] = {k: 0 for k in self.detectors}
         self.n_values = 0
-        self._sentinel_base = 0.0  # reference rate of the sentinel judged in the last window
         #: PIT scores of the last ingested chunk's present values, and their rows, waiting for
         #: :func:`run_detectors` (which feeds every feature of a model in one pass).
         self.pending_z: np.ndarray | None = None
@@ -1060,7 +1064,7 @@ class NumericFeature(FeatureMonitor):
         mean: judged by no monitor threshold, only by the rules that name it."""
         mean: float | None = None
         if closure.window_slots and self.ref_mean is not None:
-            total, n = self.value_sums[list(closure.window_slots)].sum(axis=0)
+            total, n = _window_sum(self.value_sums, closure.window_slots).tolist()
             if n > 0:
                 # 12 significant digits: the sum's last bits depend on how batches were cut.
                 mean = float(f"{total / n:.12g}")
@@ -1084,8 +1088,8 @@ class NumericFeature(FeatureMonitor):
             )
         return obs
 
-    def _window_values(self, slots: list[int]) -> dict[str, float]:
-        total, n = (int(x) for x in self.pit_sums[slots].sum(axis=0))
+    def _window_values(self, slots: Sequence[int]) -> dict[str, float]:
+        total, n = _window_sum(self.pit_sums, slots).tolist()  # int64: Python ints
         if n <= 0 or self.pit_grid is None:
             return {}
         mean_u = total / (2 * len(self.pit_grid) * n)
@@ -1121,29 +1125,17 @@ class NumericFeature(FeatureMonitor):
             return points, spread
         return None, None
 
-    def _extra_quality(self, q: np.ndarray, n: float) -> dict[str, tuple[float, float]]:
+    def _extra_quality(
+        self, q: list[int], r: list[float], n: float
+    ) -> list[tuple[str, int, float]]:
         qc = self.cfg.quality
-        r = self.ref_rates
-        out = {
-            "out_of_range_ratio": (q[OUT_OF_RANGE] / n, r[OUT_OF_RANGE] + qc.out_of_range_increase)
-        }
+        out = [("out_of_range_ratio", OUT_OF_RANGE, qc.out_of_range_increase)]
         if len(self.sentinels):
             # The sentinel whose share rose most speaks for all of them.
-            rise = q[SENTINEL0:] / n - r[SENTINEL0:]
-            j = int(np.argmax(rise))
-            out["sentinel_ratio"] = (
-                q[SENTINEL0 + j] / n,
-                r[SENTINEL0 + j] + qc.sentinel_increase,
-            )
-            self._sentinel_base = float(r[SENTINEL0 + j])
+            rise = [q[k] / n - r[k] for k in range(SENTINEL0, len(q))]
+            j = SENTINEL0 + int(np.argmax(rise))
+            out.append(("sentinel_ratio", j, qc.sentinel_increase))
         return out
-
-    def _extra_baseline(self, signal: str) -> float:
-        if signal == "out_of_range_ratio":
-            return float(self.ref_rates[OUT_OF_RANGE])
-        if signal == "sentinel_ratio":
-            return self._sentinel_base
-        return 0.0
 
     def agreeing_detectors(self) -> int:
         """How many detectors fired within ``agreement_events`` values of the latest value."""
@@ -1212,6 +1204,15 @@ class WindowInputs(NamedTuple):
     names: tuple[str, ...]
     points: np.ndarray | None
     scale: float | None
+
+
+def _window_sum(a: np.ndarray, slots: Sequence[int]) -> np.ndarray:
+    """``a[slots].sum(axis=0)``, the window's total of a per-slot array. A tumbling window
+    has one slot: its row plus 0, as the sum gives it (a float row's -0.0 sums to 0.0),
+    without the fancy indexing."""
+    if len(slots) == 1:
+        return a[slots[0]] + 0
+    return a[list(slots)].sum(axis=0)
 
 
 def window_statistics(
@@ -1553,15 +1554,12 @@ class CategoricalFeature(FeatureMonitor):
                 new[rows[others]] = [values[i] not in known for i in others.tolist()]
         self._add_quality(slots, [slots >= 0, missing, absent, bad, new])
 
-    def _extra_quality(self, q: np.ndarray, n: float) -> dict[str, tuple[float, float]]:
+    def _extra_quality(
+        self, q: list[int], r: list[float], n: float
+    ) -> list[tuple[str, int, float]]:
         if self.known is None:
-            return {}  # the reference saw too many categories to tell a new one
-        qc = self.cfg.quality
-        limit = self.ref_rates[NEW_CATEGORY] + qc.new_category_increase
-        return {"new_category_ratio": (q[NEW_CATEGORY] / n, limit)}
-
-    def _extra_baseline(self, signal: str) -> float:
-        return float(self.ref_rates[NEW_CATEGORY]) if signal == "new_category_ratio" else 0.0
+            return []  # the reference saw too many categories to tell a new one
+        return [("new_category_ratio", NEW_CATEGORY, self.cfg.quality.new_category_increase)]
 
     def snapshot(self) -> dict[str, Any]:
         d = super().snapshot()

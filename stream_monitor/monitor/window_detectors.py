@@ -75,8 +75,7 @@ class WindowDetectors:
             v = values.get(stream)
             if v is None:
                 continue
-            # One value: update_many feeds it in plain Python whatever the sequence type.
-            if det.update_many((v,)):  # type: ignore[arg-type]
+            if det.update_one(v):
                 # Page-Hinkley on an upward stream only detects rises. For ADWIN, compare the
                 # detecting value with the stream before it: a change detected during the
                 # warm-up has post-change values on both sides, so a smoothed "after" level

@@ -33,7 +33,8 @@ IEEE TKDE 27(3), 2014) rest on Hoeffding's and McDiarmid's bounds for variables 
 [0, 1]: river documents them for bits, but the bounds (and MOA's and scikit-multiflow's
 implementations) hold for any real values in [0, 1], e.g. a loss divided by a cap and clipped
 (:data:`UNIT_INTERVAL_KINDS`). :meth:`StreamDetector.update_many` rejects values outside what
-the kind accepts.
+the kind accepts; so does :meth:`StreamDetector.update_one`, the same for a single value
+without the batch set-up (the per-window detectors see one value per window).
 """
 
 from __future__ import annotations
@@ -177,6 +178,58 @@ class StreamDetector:
         if len(x) == len(v):
             return fired
         return np.flatnonzero(present)[fired].tolist()
+
+    def update_one(self, x: float) -> bool:
+        """Feed one value: what ``update_many((x,))`` does, without its generality (the
+        per-window detectors see one value per window of every feature).
+
+        Returns
+        -------
+        bool
+            Whether the detector fired on ``x`` (False for NaN, which is skipped).
+
+        Raises
+        ------
+        ValueError
+            If ``x`` is outside what the kind accepts (see :meth:`update_many`); the detector
+            is unchanged then.
+
+        Examples
+        --------
+        >>> det = StreamDetector("page_hinkley", min_instances=5, threshold=3.0, mode="up")
+        >>> [i for i, x in enumerate([0.0] * 10 + [4.0] * 5) if det.update_one(x)]
+        [10]
+        >>> det.update_one(float("nan")), det.n_seen, det.mean_before_last_detection
+        (False, 15, 0.0)
+        """
+        if x != x:  # NaN is not equal to itself
+            return False
+        x = float(x)
+        kind = self.kind
+        if kind in BINARY_KINDS:
+            if x != 0.0 and x != 1.0:
+                raise ValueError(f"{kind} detectors take 0/1 values only")
+        elif kind in UNIT_INTERVAL_KINDS and not 0.0 <= x <= 1.0:
+            raise ValueError(f"{kind} detectors take values in [0, 1] only")
+        det = self._detector
+        # As feed_by_value: a detector that fired on the previous value starts afresh.
+        if det.drift_detected:
+            det._reset()
+            det.drift_detected = False
+        fired = det._first_firing_by_value((x,)) >= 0
+        ewma = self._ewma
+        self._ewma = ewma = x if ewma is None else ewma + EWMA_ALPHA * (x - ewma)
+        self.n_seen += 1
+        if fired:
+            det.drift_detected = True
+            self.mean_before_last_detection = self._seg_sum / self._seg_n if self._seg_n else None
+            self.mean_after_last_detection = ewma
+            self._seg_sum, self._seg_n = 0.0, 0
+            self.n_detections += 1
+        else:
+            self._seg_sum += x
+            self._seg_n += 1
+        return fired
 
     def _update_few(self, values: Any) -> list[int]:
         """:meth:`update_many` for a few values, in plain Python (one value per window)."""
