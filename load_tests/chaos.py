@@ -102,17 +102,19 @@ AlertKey = tuple[str, str]
 # --------------------------------------------------------------------------------------------
 def committed(bootstrap: str, group: str, topics: Sequence[str], partitions: int) -> list[int]:
     """The group's committed offsets of every partition of ``topics`` (-1: none); the
-    coordinator can be slow to answer while the group rebalances: up to 4 tries of 15 s."""
+    coordinator can be slow to answer while the group rebalances, and a member killed between
+    ``send_offsets_to_transaction`` and the commit leaves offsets pending that no one may read
+    until its transaction times out (``transaction.timeout.ms``, 60 s): up to 6 tries of 15 s."""
     from confluent_kafka import Consumer, KafkaException, TopicPartition
 
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
     try:
         tps = [TopicPartition(t, p) for t in topics for p in range(partitions)]
-        for attempt in range(4):
+        for attempt in range(6):
             try:
                 return [tp.offset for tp in c.committed(tps, timeout=15)]
             except KafkaException as exc:
-                if attempt == 3:
+                if attempt == 5:
                     raise
                 log(f"committed offsets of {group}: {exc}; asking again")
         raise AssertionError("unreachable")

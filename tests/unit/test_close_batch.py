@@ -32,7 +32,7 @@ from stream_monitor.monitor.feature import (
     NumericFeature,
 )
 from stream_monitor.monitor.model import ModelMonitor
-from stream_monitor.monitor.window_detectors import UPWARD_STREAMS, WindowDetectors
+from stream_monitor.monitor.window_detectors import WindowDetectors
 from stream_monitor.stats.detectors import StreamDetector
 from stream_monitor.stats.windows import Closure
 
@@ -115,24 +115,11 @@ def test_update_one_refuses_what_update_many_refuses(kind: str, bad: float) -> N
 
 
 def _general_feed(wd: WindowDetectors, values: dict[str, float]) -> bool:
-    """``WindowDetectors.feed`` in its general form: ``update_many`` of one value per
-    detector, each key split into its stream at every call."""
-    fired = False
-    for key, det in wd.detectors.items():
-        stream = key.partition("/")[0]
-        v = values.get(stream)
-        if v is None:
-            continue
-        if det.update_many((v,)):  # type: ignore[arg-type]
-            before = det.mean_before_last_detection
-            rising = det.kind == "page_hinkley" or before is None or v > before
-            if stream not in UPWARD_STREAMS or rising:
-                wd.detections[key] += 1
-                fired = True
-    wd.windows += 1
-    if fired:
-        wd.last_firing = wd.windows
-    return fired
+    """``WindowDetectors.feed`` with every value through ``update_many`` of one value, the
+    general path ``update_one`` stands for."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(StreamDetector, "update_one", lambda self, x: bool(self.update_many((x,))))
+        return wd.feed(values)
 
 
 @pytest.mark.parametrize("kinds", [("page_hinkley", "adwin"), ("adwin", "kswin", "page_hinkley")])
