@@ -173,6 +173,12 @@ def consumer_config(cfg: MonitorConfig) -> dict[str, Any]:
             "fetch.max.bytes": 8 * 1024 * 1024,
             "max.partition.fetch.bytes": 1024 * 1024,
             "queued.max.messages.kbytes": 16384,
+            # With that bound, librdkafka's default (postpone a partition's next fetch by 1 s
+            # once its queue is over the bound) starves the loop: a monitor reading 17 MB/s
+            # empties 16 MB in about a second and then waits. A backlog of predictions and
+            # labels drained 36,000-37,000 records/s with it and 45,700-47,700 with 50 ms, on
+            # one core instead of 0.74-0.79 (load_tests/RESULTS.md, issue 13).
+            "fetch.queue.backoff.ms": 50,
         },
         cfg.consumer_overrides,
     )
