@@ -238,19 +238,17 @@ class PartitionState:
     ) -> None:
         """Predictions of one model into the label join, or straight to ``joined`` when their
         label was read first (in event order: runs between such events go in as one batch)."""
-        early = self.early.take_many(model_id, [e.event_id for e in events]) if self.early else {}
+        ids = [e.event_id for e in events]
+        early = self.early.take_many(model_id, ids) if self.early else {}
         if not early:  # the usual case: every prediction waits, in one batch
             labels, scores = output_columns(events)
-            n = len(events)
-            segs = [None] * n if routes is None else [r or None for r in routes]
+            segs = [None] * len(events) if routes is None else [r or None for r in routes]
             versions = [e.model_version for e in events]
             waiting = map(
                 _pending,
                 zip([e.timestamp for e in events], labels, scores, versions, segs, strict=True),
             )
-            self.join.add_predictions(
-                model_id, list(zip([e.event_id for e in events], waiting, strict=True))
-            )
+            self.join.add_predictions(model_id, list(zip(ids, waiting, strict=True)))
             return
         rows: list[tuple[str, PendingPrediction]] = []
         for i, e in enumerate(events):
