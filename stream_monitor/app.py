@@ -45,6 +45,7 @@ from stream_monitor.events.decode import (
 from stream_monitor.events.schema import AlertEvent, LabelEvent, PredictionEvent
 from stream_monitor.gc_tuning import fewer_collections
 from stream_monitor.kafka import clients
+from stream_monitor.kafka.batches import next_batch
 from stream_monitor.metrics.collector import StateCollector
 from stream_monitor.metrics.instruments import Instruments
 from stream_monitor.metrics.reads import OwnerReads
@@ -160,6 +161,8 @@ class Application:
         self.alignment = LabelAlignment(cfg, self.metrics.label_pauses.inc)
         #: Effects that count only once committed (metrics, callbacks).
         self._on_commit: list[Callable[[], None]] = []
+        #: Rebalance callbacks run so far (a batch must not span an assignment change).
+        self._rebalances = 0
 
     @property
     def exactly_once(self) -> bool:
@@ -247,7 +250,7 @@ class Application:
             self.reads.started()
             while not self.stop_event.is_set():
                 self.reads.serve()
-                msgs = consumer.consume(cfg.batch_size, cfg.batch_timeout_seconds)
+                msgs = self._consume(consumer)
                 if msgs:
                     self.process_batch(msgs)
                 if msgs or self.alignment.paused:
@@ -261,6 +264,19 @@ class Application:
             self.reads.stopped()
             self.health.reason = "stopping"
             self._shut_down(consumer)
+
+    def _consume(self, consumer: Any) -> list[Any]:
+        """One batch (:func:`stream_monitor.kafka.batches.next_batch`): what a consume call
+        returns within ``batch_timeout_seconds``, and while draining a backlog, the records
+        already fetched, up to ``batch_max_records``."""
+        cfg = self.cfg
+        return next_batch(
+            consumer.consume,
+            batch_size=cfg.batch_size,
+            max_records=cfg.batch_max_records,
+            timeout=cfg.batch_timeout_seconds,
+            rebalances=lambda: self._rebalances,
+        )
 
     def _shut_down(self, consumer: Any) -> None:
         """The final checkpoint, leaving the group and the last flush, within
@@ -421,6 +437,7 @@ class Application:
 
     # --- rebalances ---------------------------------------------------------------------------
     def _on_assign(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        self._rebalances += 1
         timeout = self.cfg.checkpoint.restore_timeout_seconds
         self.health.allow(timeout * (1 + len(partitions)))  # committed offsets, restores
         self.assignment.assign(partitions, lambda tps: consumer.committed(tps, timeout=timeout))
@@ -432,11 +449,13 @@ class Application:
         log.info("assigned partitions=%s", _fmt(partitions))
 
     def _on_revoke(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        self._rebalances += 1
         self.checkpoint()
         self._drop(partitions)
         log.info("revoked partitions=%s", _fmt(partitions))
 
     def _on_lost(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        self._rebalances += 1
         if self._ckpt is not None:
             try:
                 self._ckpt.abort()

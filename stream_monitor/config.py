@@ -822,8 +822,14 @@ class MonitorConfig(_Frozen):
     #: librdkafka properties for every client (security, timeouts, client.id, ...).
     kafka: KafkaConfig = KafkaConfig()
     security: KafkaSecurity = KafkaSecurity()
+    #: Records one consume call waits for (at most ``batch_timeout_seconds``).
     batch_size: int = Field(default=2000, ge=1)
     batch_timeout_seconds: float = Field(default=0.5, gt=0)
+    #: When a consume call returns a full ``batch_size`` (a backlog), the records the client
+    #: has already fetched join the same batch, without waiting, up to this many: the
+    #: per-batch work is shared by more records while draining, and live input (small
+    #: batches) waits no longer. At most ``batch_size`` makes every batch one consume call.
+    batch_max_records: int = Field(default=10_000, ge=1)
     metrics_host: str = "0.0.0.0"
     metrics_port: int = Field(default=9108, ge=0, le=65535)
     #: Extra librdkafka settings for consumers / producers only, over ``[kafka]`` and the

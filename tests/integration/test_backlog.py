@@ -4,8 +4,12 @@ consumer would read them far ahead of their predictions unless the labels partit
 
 from __future__ import annotations
 
-import pytest
+import time
 
+import pytest
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+from stream_monitor.kafka.batches import next_batch
 from stream_monitor.kafka.clients import ensure_input_topics
 from stream_monitor.simulate import TrafficGenerator
 
@@ -48,3 +52,38 @@ def test_labels_join_when_draining_a_backlog(kafka_bootstrap, topic_names):
         pauses = app.metrics.label_pauses._value.get()
     assert (joined, lost, evicted) == (n_labels, 0, 0)
     assert pauses >= 1, "the labels never ran ahead: the test did not exercise the alignment"
+
+
+def test_a_backlog_is_taken_in_batches_of_what_was_fetched(kafka_bootstrap, topic_names):
+    """next_batch on a real consumer: after the first batch, the rest of a 3,000-record
+    backlog is in the client's prefetch queue, so one batch takes max_records of it without
+    waiting; every record comes once, in order."""
+    topic = topic_names["predictions"]
+    ensure_input_topics(
+        kafka_bootstrap, partitions=1, predictions=topic, labels=topic_names["labels"]
+    )
+    produce_all(kafka_bootstrap, [(topic, b"k", str(i).encode()) for i in range(3000)])
+    c = Consumer(
+        {
+            "bootstrap.servers": kafka_bootstrap,
+            "group.id": topic_names["group"],
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
+    try:
+        c.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
+        batches = [next_batch(c.consume, batch_size=500, max_records=2000, timeout=10.0)]
+        time.sleep(1.0)  # the client fetches the rest meanwhile
+        deadline = time.monotonic() + 60
+        while sum(map(len, batches)) < 3000 and time.monotonic() < deadline:
+            batch = next_batch(c.consume, batch_size=500, max_records=2000, timeout=1.0)
+            if batch:
+                batches.append(batch)
+    finally:
+        c.close()
+    values = [int(m.value()) for b in batches for m in b if m.error() is None]
+    assert values == list(range(3000))
+    assert len(batches[0]) >= 500  # the first call waited for a full batch_size
+    assert len(batches[1]) == min(2000, 3000 - len(batches[0]))
+    assert all(len(b) <= 2000 for b in batches)
