@@ -333,3 +333,79 @@ def test_adwin_sums_of_exact_values_do_not_depend_on_the_batches(kind: str) -> N
     assert all(f == results[0][0] for f, _ in results)
     assert all(s["totals"] == results[0][1]["totals"] for _, s in results)
     assert all(s["total"] == results[0][1]["total"] for _, s in results)
+
+
+def test_grouping_key_is_kept_from_the_constructor_and_the_snapshot() -> None:
+    """``feed_streams`` groups detectors by a key computed once: the class and the parameters,
+    the same for a fresh detector and one restored from its snapshot."""
+    for det in (ADWIN(delta=0.01, clock=8), PageHinkley(threshold=9.0, mode="up")):
+        key = (type(det), *det.params.values())
+        assert det._params_key == key
+        det.update_many(np.arange(50.0))
+        assert type(det).from_snapshot(json.loads(json.dumps(det.snapshot())))._params_key == key
+    assert ADWIN()._params_key != ADWIN(delta=0.01)._params_key
+    assert ADWIN()._params_key != PageHinkley()._params_key
+
+
+@pytest.mark.parametrize("seed", range(2))
+@pytest.mark.parametrize("kinds", [slice(0, 6), slice(0, 3), slice(3, 6)])
+def test_mixed_parameters_and_short_batches_in_one_call_match_each_alone(
+    kinds: slice, seed: int
+) -> None:
+    """Detectors of one or both kinds and of several parameter sets, restored ones among them,
+    fed in one call of ``drift.update_all`` (short batches go value by value, long ones through
+    the array pass of their parameter group, several firings a batch) fire and end exactly as
+    each fed alone, firing for firing and snapshot for snapshot."""
+    from stream_monitor.stats.drift import update_all
+
+    rng = np.random.default_rng(seed)
+    makers = [
+        ADWIN,
+        lambda: ADWIN(delta=0.05, clock=4, grace_period=3),
+        lambda: ADWIN(max_buckets=2, clock=1, min_window_length=2),
+        PageHinkley,
+        lambda: PageHinkley(threshold=4.0, min_instances=5, mode="up"),
+        lambda: PageHinkley(alpha=0.9, threshold=2.0, min_instances=5),
+    ][kinds]
+    # Steps every few hundred values, scaled far from 1: several firings per batch.
+    steps = [np.repeat(rng.normal(0, 4, 60), rng.integers(40, 300, 60)) for _ in range(12)]
+    scales = 10.0 ** rng.integers(-6, 7, 12)
+    streams = [
+        (s + rng.normal(0, 1, len(s))) * k + 1e3 * k for s, k in zip(steps, scales, strict=True)
+    ]
+    choice = rng.integers(0, len(makers), len(streams)).tolist()
+    together = [makers[c]() for c in choice]
+    alone = [makers[c]() for c in choice]
+    got_together: list[list[int]] = [[] for _ in streams]
+    got_alone: list[list[int]] = [[] for _ in streams]
+    pos = [0] * len(streams)
+    while any(p < len(x) for p, x in zip(pos, streams, strict=True)):
+        hi = 10 if rng.random() < 0.4 else 600
+        sizes = [int(rng.integers(0, hi)) for _ in streams]
+        batches = [x[p : p + k] for x, p, k in zip(streams, pos, sizes, strict=True)]
+        for i, f in enumerate(update_all(together, batches)):
+            got_together[i] += [pos[i] + j for j in f]
+        for i, (det, b) in enumerate(zip(alone, batches, strict=True)):
+            got_alone[i] += [pos[i] + j for j in det.update_many(b)]
+        for i in rng.choice(len(streams), 3, replace=False).tolist():
+            together[i] = type(together[i]).from_snapshot(
+                json.loads(json.dumps(together[i].snapshot()))
+            )
+        pos = [p + len(b) for p, b in zip(pos, batches, strict=True)]
+    assert got_together == got_alone
+    assert [d.snapshot() for d in together] == [d.snapshot() for d in alone]
+    assert sum(len(f) > 1 for f in got_together) >= 4
+
+
+def test_level_counts_hold_every_value_for_large_counts() -> None:
+    """Far beyond the carry loop's reach: the buckets hold exactly ``n`` values, no level holds
+    more than ``max_buckets`` (the top one at least one), and a level is never skipped."""
+    rng = np.random.default_rng(4)
+    n = np.concatenate([rng.integers(1, 2**50, 2000), 2 ** np.arange(1, 50), [2**50 - 1]])
+    for m in (2, 3, 5, 9):
+        counts = _level_counts(n, m)
+        assert (counts >= 0).all() and (counts <= m).all()
+        assert (counts @ (1 << np.arange(counts.shape[1], dtype=np.int64)) == n).all()
+        filled = counts > 0
+        top = filled.shape[1] - 1 - np.argmax(filled[:, ::-1], axis=1)
+        assert (filled | (np.arange(filled.shape[1])[None, :] > top[:, None])).all(), m

@@ -45,6 +45,8 @@ def update_all(
     fired: list[list[int]] = [[] for _ in detectors]
     for module, cls in ((adwin, ADWIN), (page_hinkley, PageHinkley)):
         idx = [i for i, d in enumerate(detectors) if isinstance(d, cls)]
+        if len(idx) == len(detectors):  # one kind (the usual call)
+            return module.update_all(detectors, batches)  # type: ignore[arg-type]
         if idx:
             out = module.update_all([detectors[i] for i in idx], [batches[i] for i in idx])  # type: ignore[arg-type]
             for i, f in zip(idx, out, strict=True):

@@ -36,8 +36,6 @@ __all__ = ["ADWIN", "update_all"]
 SNAPSHOT_VERSION = 1
 #: Tests evaluated in one array operation, to bound temporary memory on huge batches.
 _TESTS_PER_PASS = 512
-#: Stream index times this plus a position: one sortable integer key per (stream, position).
-_KEY = 1 << 40
 
 
 class ADWIN(DetectorBase):
@@ -87,6 +85,7 @@ class ADWIN(DetectorBase):
         self.max_buckets = int(max_buckets)
         self.min_window_length = int(min_window_length)
         self.grace_period = int(grace_period)
+        self._keep_params_key()
         self.drift_detected = False
         self._reset()
 
@@ -204,33 +203,35 @@ def _array_pass(dets: list[ADWIN], xs: list[np.ndarray]) -> list[int]:
 class _Group:
     """Detectors with equal parameters and a batch each, as flat arrays: stream ``s``'s stored
     buckets are ``sizes[b_lo[s]:b_lo[s+1]]`` (oldest first), its new values the row ``s`` of the
-    zero-padded ``y`` (each value minus the stream's shift)."""
+    zero-padded ``y`` (each value minus the stream's shift).
+
+    Positions are global: the streams' windows laid end to end, stream after stream, so that
+    stream ``s``'s window starts at ``pos_lo[s]`` and a stored boundary is found by one search
+    over the running sum of every stored bucket size."""
 
     def __init__(self, dets: list[ADWIN], xs: list[np.ndarray]) -> None:
-        self.dets = dets
+        self.dets, self.xs = dets, xs
         p = dets[0]
         self.clock, self.max_buckets = p.clock, p.max_buckets
         self.mwl, self.grace, self.delta = p.min_window_length, p.grace_period, p.delta
-        self.n_old = np.array([d._n for d in dets], dtype=np.int64)
-        self.total = np.array([d._total for d in dets])
-        self.m2 = np.array([d._variance for d in dets])
+        state = np.array([(d._n, d._total, d._variance) for d in dets])
+        self.n_old = state[:, 0].astype(np.int64)
+        self.total, self.m2 = state[:, 1], state[:, 2]
         self.lengths = np.array([len(x) for x in xs], dtype=np.int64)
-        # Prefix sums are taken relative to the window mean (or the first value), so squared
-        # deviations keep their precision whatever the offset of the stream.
-        first_values = np.array([x[0] for x in xs])
-        self.shift = np.where(self.n_old > 0, self.total / np.maximum(self.n_old, 1), first_values)
         self.x = np.zeros((len(dets), int(self.lengths.max())))
         for r, x in enumerate(xs):
             self.x[r, : len(x)] = x
+        # Prefix sums are taken relative to the window mean (or the first value), so squared
+        # deviations keep their precision whatever the offset of the stream.
+        self.shift = np.where(self.n_old > 0, self.total / np.maximum(self.n_old, 1), self.x[:, 0])
         y = self.x - self.shift[:, None]
         self.s1 = np.cumsum(y, axis=1)
         self.s2 = np.cumsum(y * y, axis=1)
-        counts = np.array([len(d._sizes) for d in dets], dtype=np.int64)
-        self.b_lo = np.concatenate([[0], np.cumsum(counts)])
+        self.b_lo = np.zeros(len(dets) + 1, dtype=np.int64)
+        np.cumsum([len(d._sizes) for d in dets], out=self.b_lo[1:])
         self.sizes = np.concatenate([d._sizes for d in dets])
         self.totals = np.concatenate([d._totals for d in dets])
         self.m2s = np.concatenate([d._m2s for d in dets])
-        self.b_stream = np.repeat(np.arange(len(dets)), counts)
 
     def first_cuts(self) -> list[int]:
         """Per stream, the index of the first value whose test finds a cut (-1: none)."""
@@ -238,26 +239,28 @@ class _Group:
         first = np.maximum(n_old + 1, self.grace + 1)
         first += (-first) % clock  # the next multiple of the clock
         n_tests = np.maximum(0, (n_old + self.lengths - first) // clock + 1)
-        out = np.full(len(self.dets), -1, dtype=np.int64)
+        out = [-1] * len(self.dets)
         if not n_tests.any():
-            return out.tolist()
+            return out
+        # Stored boundaries as global positions, and the running sum of the stored totals.
+        self.b_ends = np.cumsum(self.sizes)
+        self.pos_lo = np.cumsum(self.n_old) - self.n_old
+        self.cum_totals = np.concatenate([[0], np.cumsum(self.totals)])
         t_stream = np.repeat(np.arange(len(self.dets)), n_tests)
-        t_first = np.concatenate([[0], np.cumsum(n_tests)[:-1]])
+        t_first = np.cumsum(n_tests) - n_tests
         ends = first[t_stream] + clock * (np.arange(len(t_stream)) - t_first[t_stream])
         for lo in range(0, len(ends), _TESTS_PER_PASS):
             sl = slice(lo, lo + _TESTS_PER_PASS)
             for s, end in self._test(ends[sl], t_stream[sl]):
                 if out[s] < 0:
-                    out[s] = end - n_old[s] - 1
-        return out.tolist()
+                    out[s] = end - int(n_old[s]) - 1
+        return out
 
     def _test(self, ends: np.ndarray, t_stream: np.ndarray) -> list[tuple[int, int]]:
         """Evaluate the tests at window lengths ``ends`` of streams ``t_stream``; return
         (stream, end) of the first test of each stream that finds a cut."""
-        rows, cuts = _cut_points(ends, self.max_buckets)
         mwl = self.mwl
-        ok = (cuts >= mwl) & (ends[rows] - cuts >= mwl)  # both sub-windows long enough
-        rows, cuts = rows[ok], cuts[ok]
+        rows, cuts = _cut_points(ends, self.max_buckets, mwl)
         if not len(cuts):
             return []
         stream = t_stream[rows]
@@ -267,10 +270,9 @@ class _Group:
         before = np.empty(len(cuts))
         old = cuts <= n_old
         if old.any():
-            key = stream[old] * _KEY + cuts[old]
-            b_key = self.b_stream * _KEY + _segment_cumsum(self.sizes, self.b_lo)
-            where = np.searchsorted(b_key, key)
-            before[old] = _segment_cumsum(self.totals, self.b_lo)[where]
+            so = stream[old]
+            where = np.searchsorted(self.b_ends, self.pos_lo[so] + cuts[old])
+            before[old] = self.cum_totals[where + 1] - self.cum_totals[self.b_lo[so]]
         new = ~old
         k = cuts[new] - n_old[new] - 1
         sn = stream[new]
@@ -293,50 +295,45 @@ class _Group:
         var = (m2 / ends)[rows]
         eps = np.sqrt(2.0 * m_recip * var * delta_prime) + 2.0 / 3.0 * delta_prime * m_recip
         diff = np.abs(before / cut - (total[rows] - before) / n_after)
-        hit_rows = np.unique(rows[diff > eps])  # tests with a cut, in order
-        if not len(hit_rows):
+        hit = diff > eps
+        if not hit.any():
             return []
+        hit_rows = np.unique(rows[hit])  # tests with a cut, in order
         s_hit = t_stream[hit_rows]
         _, first = np.unique(s_hit, return_index=True)
         return list(zip(s_hit[first].tolist(), ends[hit_rows[first]].tolist(), strict=True))
 
     def absorb(self, hits: list[int]) -> None:
         """Merge each stream's values (up to its firing, if it fired) into its histogram."""
-        take = self.lengths.copy()
-        for s, at in enumerate(hits):
-            if at >= 0:
-                take[s] = at + 1  # the window as it was at the firing (reset after)
-        n_new = self.n_old + take
+        take = [len(x) if at < 0 else at + 1 for x, at in zip(self.xs, hits, strict=True)]
+        n_new = self.n_old + take  # a firing keeps the window as it was then (reset after)
         s_count = len(self.dets)
-        # Atoms: each stream's stored buckets, then its new values, placed stream after stream
-        # (every new bucket is a run of atoms of its own stream).
-        n_buckets = np.diff(self.b_lo)
-        a_count = n_buckets + take
-        a_lo = np.concatenate([[0], np.cumsum(a_count)])
-        to_old = np.arange(len(self.sizes)) - self.b_lo[self.b_stream] + a_lo[self.b_stream]
-        v_stream = np.repeat(np.arange(s_count), take)
-        v_rank = np.arange(len(v_stream)) - np.repeat(np.cumsum(take) - take, take)
-        to_new = a_lo[v_stream] + n_buckets[v_stream] + v_rank
-        valid = np.arange(self.x.shape[1])[None, :] < take[:, None]
-        a_size = np.ones(int(a_lo[-1]), dtype=np.int64)
-        a_size[to_old] = self.sizes
-        a_total = np.empty(int(a_lo[-1]))
-        a_total[to_old] = self.totals
-        a_total[to_new] = self.x[valid]  # row-major: stream after stream, in order
-        a_m2 = np.zeros(int(a_lo[-1]))
-        a_m2[to_old] = self.m2s
-        a_stream = np.repeat(np.arange(s_count), a_count)
-        a_key = a_stream * _KEY + _segment_cumsum(a_size, a_lo) - a_size  # atom starts
+        # Atoms: each stream's stored buckets, then its new values, stream after stream (every
+        # new bucket is a run of atoms of its own stream).
+        ones = np.ones(max(take), dtype=np.int64)
+        zeros = np.zeros(max(take))
+        size_parts: list[np.ndarray] = []
+        total_parts: list[np.ndarray] = []
+        m2_parts: list[np.ndarray] = []
+        for d, x, k in zip(self.dets, self.xs, take, strict=True):
+            size_parts += (d._sizes, ones[:k])
+            total_parts += (d._totals, x[:k])
+            m2_parts += (d._m2s, zeros[:k])
+        a_size = np.concatenate(size_parts)
+        a_total = np.concatenate(total_parts)
+        a_m2 = np.concatenate(m2_parts)
+        # The new buckets, oldest level first in each stream; every one starts at an atom's
+        # start (global positions: the windows end to end).
         counts = _level_counts(n_new, self.max_buckets)[:, ::-1]
         levels = counts.shape[1]
         sizes_by_level = np.left_shift(1, np.arange(levels - 1, -1, -1)).astype(np.int64)
         per_stream = counts.sum(axis=1)
         sizes = np.repeat(np.tile(sizes_by_level, s_count), counts.ravel())
         b_stream = np.repeat(np.arange(s_count), per_stream)
-        b_lo = np.concatenate([[0], np.cumsum(per_stream)])
-        key = b_stream * _KEY + _segment_cumsum(sizes, b_lo) - sizes  # bucket starts
-        idx = np.searchsorted(a_key, key)
-        if not np.array_equal(a_key[np.minimum(idx, len(a_key) - 1)], key):
+        a_start = np.cumsum(a_size) - a_size
+        b_start = np.cumsum(sizes) - sizes
+        idx = np.searchsorted(a_start, b_start)
+        if not np.array_equal(a_start[np.minimum(idx, len(a_start) - 1)], b_start):
             raise AssertionError("ADWIN buckets do not align with the stored ones")
         totals = np.add.reduceat(a_total, idx)
         means = totals / sizes
@@ -348,9 +345,12 @@ class _Group:
         s_m2 = np.bincount(
             b_stream, weights=m2s + sizes * (means - s_mean[b_stream]) ** 2, minlength=s_count
         )
-        for s, det in enumerate(self.dets):
-            lo, hi = int(b_lo[s]), int(b_lo[s + 1])
-            det._n, det._total, det._variance = int(n_new[s]), float(s_total[s]), float(s_m2[s])
+        b_lo = [0, *np.cumsum(per_stream).tolist()]
+        for s, (det, n, total, m2) in enumerate(
+            zip(self.dets, n_new.tolist(), s_total.tolist(), s_m2.tolist(), strict=True)
+        ):
+            lo, hi = b_lo[s], b_lo[s + 1]
+            det._n, det._total, det._variance = n, total, m2
             det._sizes, det._totals, det._m2s = sizes[lo:hi], totals[lo:hi], m2s[lo:hi]
 
 
@@ -373,13 +373,6 @@ def _carry(sizes: list[int], totals: list[float], m2s: list[float], max_buckets:
         size *= 2
 
 
-def _segment_cumsum(values: np.ndarray, lo: np.ndarray) -> np.ndarray:
-    """Inclusive cumulative sums restarting at every segment start ``lo[:-1]``."""
-    c = np.cumsum(values)
-    base = np.concatenate([[0], c])[lo[:-1]]
-    return c - np.repeat(base, np.diff(lo))
-
-
 def _level_counts(n: np.ndarray, max_buckets: int) -> np.ndarray:
     """Buckets per level after ``n`` values, one row per ``n``: level 0 takes every value, and a
     level that reaches ``max_buckets + 1`` merges its two oldest into one of the next level.
@@ -387,6 +380,7 @@ def _level_counts(n: np.ndarray, max_buckets: int) -> np.ndarray:
     With ``c = max_buckets - 1``, a level receiving ``a > max_buckets`` buckets passes
     ``(a - c) // 2`` on, so ``a + c`` halves from level to level: level ``i`` receives
     ``((n + c) >> i) - c`` while every level below it overflowed, and none after one did not.
+    That number falls from level to level, so the levels that overflow are the lowest ones.
 
     >>> _level_counts(np.array([1, 6, 7, 20]), 5).tolist()
     [[1, 0, 0, 0, 0, 0], [4, 1, 0, 0, 0, 0], [5, 1, 0, 0, 0, 0], [4, 4, 2, 0, 0, 0]]
@@ -395,13 +389,11 @@ def _level_counts(n: np.ndarray, max_buckets: int) -> np.ndarray:
     c = max_buckets - 1
     levels = max(1, int(n.max()).bit_length() + 1)
     arriving = ((n[:, None] + c) >> np.arange(levels)[None, :]) - c
-    overflow = arriving > max_buckets
-    reached = np.ones_like(overflow)
-    reached[:, 1:] = np.logical_and.accumulate(overflow[:, :-1], axis=1)
-    arriving = np.where(reached, arriving, 0)
-    passed = np.zeros_like(arriving)
-    passed[:, :-1] = arriving[:, 1:]
-    return np.where(overflow & reached, arriving - 2 * passed, arriving)
+    overflow = arriving[:, :-1] > max_buckets  # the last level never overflows
+    counts = arriving.copy()
+    counts[:, :-1] -= 2 * arriving[:, 1:] * overflow  # what an overflowing level passes on
+    counts[:, 1:] *= overflow  # a level above one that did not overflow receives nothing
+    return counts
 
 
 def _bucket_sizes(n: int, max_buckets: int) -> np.ndarray:
@@ -413,10 +405,12 @@ def _bucket_sizes(n: int, max_buckets: int) -> np.ndarray:
     return np.repeat(np.left_shift(1, levels), counts[::-1]).astype(np.int64)
 
 
-def _cut_points(ends: np.ndarray, max_buckets: int) -> tuple[np.ndarray, np.ndarray]:
+def _cut_points(
+    ends: np.ndarray, max_buckets: int, min_window_length: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Every cut each test evaluates: (row into ``ends``, values before the cut), in scan
     order (oldest first within a row). A test at ``n`` values cuts after every bucket but the
-    newest."""
+    newest, where both sides hold at least ``min_window_length`` values."""
     counts = _level_counts(ends, max_buckets)[:, ::-1]  # oldest level first
     levels = counts.shape[1]
     sizes = np.left_shift(1, np.arange(levels - 1, -1, -1)).astype(np.int64)
@@ -424,7 +418,7 @@ def _cut_points(ends: np.ndarray, max_buckets: int) -> tuple[np.ndarray, np.ndar
     rows = np.repeat(np.arange(len(ends)), per_row)
     bucket_sizes = np.repeat(np.tile(sizes, len(ends)), counts.ravel())
     cum = np.cumsum(bucket_sizes)
-    row_start = np.concatenate([[0], np.cumsum(ends)[:-1]])
+    row_start = np.cumsum(ends) - ends
     cuts = cum - row_start[rows]
-    keep = cuts < ends[rows]  # not after the newest bucket
+    keep = (cuts >= min_window_length) & (ends[rows] - cuts >= min_window_length)
     return rows[keep], cuts[keep]

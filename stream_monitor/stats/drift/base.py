@@ -52,10 +52,18 @@ class DetectorBase:
     #: Names of the constructor's arguments, kept as attributes of the same names.
     PARAMS: ClassVar[tuple[str, ...]] = ()
 
+    #: The class and the parameters' values, set once by :meth:`_keep_params_key` (they never
+    #: change after the constructor): :func:`feed_streams` groups detectors by it.
+    _params_key: tuple[Any, ...]
+
     @property
     def params(self) -> dict[str, Any]:
         """The constructor's arguments."""
         return {k: getattr(self, k) for k in self.PARAMS}
+
+    def _keep_params_key(self) -> None:
+        """Record the grouping key; the constructor calls it once its parameters are set."""
+        self._params_key = (type(self), *self.params.values())
 
     @staticmethod
     def _array_pass(dets: list[Any], xs: list[np.ndarray]) -> list[int]:
@@ -101,7 +109,8 @@ def feed_streams(
     fired: list[list[int]] = [[] for _ in detectors]
     groups: dict[tuple[Any, ...], list[int]] = {}
     for i, det in enumerate(detectors):
-        groups.setdefault((type(det), *det.params.values()), []).append(i)
+        key = getattr(det, "_params_key", None) or (type(det), *det.params.values())
+        groups.setdefault(key, []).append(i)
     for members in groups.values():
         dets = [detectors[i] for i in members]
         xs = [np.asarray(batches[i], dtype=np.float64).ravel() for i in members]

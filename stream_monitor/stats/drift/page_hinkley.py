@@ -86,6 +86,7 @@ class PageHinkley(DetectorBase):
         self.threshold = float(threshold)
         self.alpha = float(alpha)
         self.mode = mode
+        self._keep_params_key()
         #: Whether the last value fed fired (the next value then starts afresh).
         self.drift_detected = False
         self._reset()
@@ -162,16 +163,16 @@ def _scan(dets: list[PageHinkley], xs: list[np.ndarray]) -> list[int]:
     if first.alpha < 1.0:
         step = max(1, min(_MAX_CHUNK, int(_MAX_EXPONENT / -math.log(first.alpha))))
     lengths = np.array([len(x) for x in xs], dtype=np.int64)
+    longest = int(lengths.max())
+    if longest <= step:  # one chunk (the usual case)
+        return _scan_block(dets, _padded(xs, longest), lengths).tolist()
     hit = np.full(len(xs), -1, dtype=np.int64)
-    for lo in range(0, int(lengths.max()), step):
+    for lo in range(0, longest, step):
         rows = np.flatnonzero((hit < 0) & (lengths > lo))
         if not len(rows):
             break
         width = int(min(step, lengths[rows].max() - lo))
-        block = np.zeros((len(rows), width))
-        for r, i in enumerate(rows):
-            part = xs[i][lo : lo + width]
-            block[r, : len(part)] = part
+        block = _padded([xs[i][lo : lo + width] for i in rows], width)
         at = _scan_block([dets[i] for i in rows], block, np.minimum(lengths[rows] - lo, width))
         fired = at >= 0
         hit[rows[fired]] = lo + at[fired]
@@ -184,10 +185,14 @@ def _scan_block(dets: list[PageHinkley], x: np.ndarray, lengths: np.ndarray) -> 
     per row (-1: none)."""
     p = dets[0]
     m = x.shape[1]
-    n0 = np.array([d._n for d in dets], dtype=np.float64)[:, None]
-    mean0 = np.array([d._mean for d in dets])[:, None]
-    inc0 = np.array([d._sum_increase for d in dets])[:, None]
-    dec0 = np.array([d._sum_decrease for d in dets])[:, None]
+    # The state of every row, as columns: n, mean, both sums, their extremes.
+    state = np.array(
+        [
+            (d._n, d._mean, d._sum_increase, d._sum_decrease, d._min_increase, d._max_decrease)
+            for d in dets
+        ]
+    )
+    n0, mean0, inc0, dec0 = state[:, 0:1], state[:, 1:2], state[:, 2:3], state[:, 3:4]
     n = n0 + np.arange(1, m + 1, dtype=np.float64)[None, :]
     mean = (n0 * mean0 + np.cumsum(x, axis=1)) / n
     dev = x - mean
@@ -198,28 +203,42 @@ def _scan_block(dets: list[PageHinkley], x: np.ndarray, lengths: np.ndarray) -> 
         powers = p.alpha ** np.arange(1, m + 1, dtype=np.float64)
         inc = powers * (inc0 + np.cumsum((dev - p.delta) / powers, axis=1))
         dec = powers * (dec0 + np.cumsum((dev + p.delta) / powers, axis=1))
-    min_inc = np.minimum(
-        np.minimum.accumulate(inc, axis=1),
-        np.array([d._min_increase for d in dets])[:, None],
-    )
-    max_dec = np.maximum(
-        np.maximum.accumulate(dec, axis=1),
-        np.array([d._max_decrease for d in dets])[:, None],
-    )
-    fire = np.zeros(x.shape, dtype=bool)
-    if p.mode != "down":
-        fire |= inc - min_inc > p.threshold
-    if p.mode != "up":
-        fire |= max_dec - dec > p.threshold
-    fire &= n >= p.min_instances
-    fire &= np.arange(m)[None, :] < lengths[:, None]
+    min_inc = np.minimum(np.minimum.accumulate(inc, axis=1), state[:, 4:5])
+    max_dec = np.maximum(np.maximum.accumulate(dec, axis=1), state[:, 5:6])
+    if p.mode == "up":
+        fire = inc - min_inc > p.threshold
+    elif p.mode == "down":
+        fire = max_dec - dec > p.threshold
+    else:
+        fire = (inc - min_inc > p.threshold) | (max_dec - dec > p.threshold)
+    if n0.min() + 1 < p.min_instances:  # a row still warming up
+        fire &= n >= p.min_instances
+    if lengths.min() < m:  # a row shorter than the block
+        fire &= np.arange(m)[None, :] < lengths[:, None]
     any_fire = fire.any(axis=1)
     at = np.where(any_fire, np.argmax(fire, axis=1), -1)
-    last = np.where(any_fire, at, lengths - 1)
-    rows = np.arange(len(dets))
-    for d, r, k in zip(dets, rows.tolist(), last.tolist(), strict=True):
+    # Each row's state at its firing, or at its last value.
+    last = (np.arange(len(dets)), np.where(any_fire, at, lengths - 1))
+    ends = zip(
+        dets,
+        last[1].tolist(),
+        mean[last].tolist(),
+        inc[last].tolist(),
+        dec[last].tolist(),
+        min_inc[last].tolist(),
+        max_dec[last].tolist(),
+        strict=True,
+    )
+    for d, k, mean_k, inc_k, dec_k, min_inc_k, max_dec_k in ends:
         d._n += k + 1
-        d._mean = float(mean[r, k])
-        d._sum_increase, d._sum_decrease = float(inc[r, k]), float(dec[r, k])
-        d._min_increase, d._max_decrease = float(min_inc[r, k]), float(max_dec[r, k])
+        d._mean, d._sum_increase, d._sum_decrease = mean_k, inc_k, dec_k
+        d._min_increase, d._max_decrease = min_inc_k, max_dec_k
     return at
+
+
+def _padded(parts: list[np.ndarray], width: int) -> np.ndarray:
+    """The rows ``parts``, each zero-padded to ``width``."""
+    block = np.zeros((len(parts), width))
+    for r, part in enumerate(parts):
+        block[r, : len(part)] = part
+    return block
