@@ -204,9 +204,12 @@ class FeatureMonitor:
         self.windows_returned = False
         #: The z-score of the alerting statistic in the previous window (None: none yet).
         self.last_z: float | None = None
-        #: The closure window_inputs last summed, with its window counts and reference (what
-        #: close() of the same closure would compute again).
-        self._window_seen: tuple[Closure, np.ndarray, tuple[np.ndarray, int, bool]] | None = None
+        #: The closure window_inputs last summed, with its window counts, their total and the
+        #: reference (what close() of the same closure would compute again).
+        self._window_seen: _WindowSeen | None = None
+        #: What every window close reads of the configuration and the reference (see
+        #: :meth:`_close_plan`).
+        self._plan: _ClosePlan | None = None
         #: Bin of each row of the last ingested segment: -1 where the row has no usable value
         #: or is late (slot -1), for per-version histograms of the model's outputs.
         self.last_bins: np.ndarray | None = None
@@ -286,11 +289,14 @@ class FeatureMonitor:
         if slots:
             seen, self._window_seen = self._window_seen, None
             if seen is not None and seen[0] is closure:  # window_inputs summed it already
-                win, reference = seen[1], seen[2]
+                _, win, n_win, reference = seen
             else:
                 win, reference = _window_sum(self.counts, slots), None
-            q = _window_sum(self.quality, slots).tolist()
+                n_win = sum(win.tolist())
+            q = _window_list(self.quality, slots)
             events = self.window_events = q[EVENTS]
+            name = self.name
+            plan = self._close_plan()
 
             def o(
                 kind: AlertKind,
@@ -300,32 +306,36 @@ class FeatureMonitor:
                 clear: float,
                 direction: Direction | None = None,
             ) -> None:
+                # Every field by position (keywords cost a third more, some 200 times a close):
+                # model_id, kind, feature, signal, value, threshold, breached, cleared,
+                # observed_at, window_events, model_version, segment, baseline, direction.
                 obs.append(
                     Observation(
-                        model_id=model_id,
-                        kind=kind,
-                        feature=self.name,
-                        signal=signal,
-                        value=value,
-                        threshold=thr,
-                        breached=value > thr,
-                        cleared=value <= clear,
-                        observed_at=observed_at,
-                        window_events=events,
-                        model_version=model_version,
-                        direction=direction,
+                        model_id,
+                        kind,
+                        name,
+                        signal,
+                        value,
+                        thr,
+                        value > thr,
+                        value <= clear,
+                        observed_at,
+                        events,
+                        model_version,
+                        None,
+                        None,
+                        direction,
                     )
                 )
 
-            n_win = int(win.sum())
             if n_win > 0 and self.ref_counts is not None:
-                ref, n_ref, rolling = reference or self._reference_for(closure)
+                ref, n_ref, rolling = reference or self._reference_for(closure, plan)
                 if rolling and not self.rolling_windows:
                     self._rebase_window_detectors()
                 self.rolling_windows += rolling
-                self._judge_statistics(ref, n_ref, win, n_win, o, slots, statistics)
+                self._judge_statistics(ref, n_ref, win, n_win, o, slots, plan, statistics)
             if events > 0:
-                self._judge_quality(q, o)
+                self._judge_quality(q, o, plan)
             self.windows_closed += 1
         for s in closure.release_slots:
             self.counts[s] = 0
@@ -350,16 +360,16 @@ class FeatureMonitor:
     def _release(self, slot: int) -> None:
         """Zero a subclass's own per-slot state."""
 
-    def _reference_for(self, closure: Closure) -> tuple[np.ndarray, int, bool]:
+    def _reference_for(self, closure: Closure, plan: _ClosePlan) -> tuple[np.ndarray, int, bool]:
         """The counts a window is compared with, their total, and whether they are the
         rolling reference (an earlier window) rather than the fixed one."""
         assert self.ref_counts is not None
         if closure.reference_slots:
             rc = _window_sum(self.counts, closure.reference_slots)
-            n = int(rc.sum())
+            n = sum(rc.tolist())
             if n >= self.cfg.reference.min_events:
                 return rc, n, True
-        return self.ref_counts, int(self.ref_counts.sum()), False
+        return self.ref_counts, plan.ref_total, False
 
     def window_inputs(self, closure: Closure) -> WindowInputs | None:
         """What the window's statistics are computed from, or None when there are none."""
@@ -367,13 +377,13 @@ class FeatureMonitor:
         if not slots or self.ref_counts is None:
             return None
         win = _window_sum(self.counts, slots)
-        if win.sum() <= 0:
+        n_win: int = sum(win.tolist())  # a few Python ints add up faster than an array sums
+        if n_win <= 0:
             return None
-        reference = self._reference_for(closure)
-        self._window_seen = (closure, win, reference)  # for close() of the same closure
-        points, scale = self._wasserstein_points()
-        names = tuple(s for s in self.cfg.statistics if self._applies(s, points))
-        return WindowInputs(reference[0], win, names, points, scale)
+        plan = self._close_plan()
+        reference = self._reference_for(closure, plan)
+        self._window_seen = (closure, win, n_win, reference)  # for close() of the same closure
+        return WindowInputs(reference[0], win, plan.statistics, plan.points, plan.scale)
 
     def _judge_statistics(
         self,
@@ -383,15 +393,16 @@ class FeatureMonitor:
         n_win: int,
         o: Any,
         slots: Sequence[int],
+        plan: _ClosePlan,
         statistics: Mapping[str, float] | None = None,
     ) -> None:
         """Judge the window's statistics (``n_win``: its events, ``win.sum()``) and feed the
         window detectors."""
         cfg = self.cfg
-        points, scale = self._wasserstein_points()
         if statistics is None:
-            names = [s for s in cfg.statistics if self._applies(s, points)]
-            values = batch_statistics(ref, win[None, :], names, points=points, scale=scale)
+            values = batch_statistics(
+                ref, win[None, :], plan.statistics, points=plan.points, scale=plan.scale
+            )
             statistics = {k: float(v[0]) for k, v in values.items()}
         # The previous window's alerting statistics, each divided by its threshold then.
         old, old_thr = self.scores, self.thresholds
@@ -399,7 +410,7 @@ class FeatureMonitor:
         self.scores = {k: v for k, v in statistics.items() if math.isfinite(v)}
         # _reference_for hands back the fixed reference itself, or a lagged window's counts.
         lagged = None if ref is self.ref_counts else (ref, win)
-        calib = self._calibrate(n_ref, n_win, points, scale, lagged)
+        calib = self._calibrate(n_ref, n_win, plan, lagged)
         th = cfg.thresholds
         breached = False
         z: float | None = None
@@ -460,8 +471,7 @@ class FeatureMonitor:
         self,
         n_ref: int,
         n_win: int,
-        points: np.ndarray | None,
-        scale: float | None,
+        plan: _ClosePlan,
         lagged: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> dict[str, Calibration] | None:
         """The alerting statistics' calibrations for a window of ``n_win`` events against a
@@ -472,7 +482,7 @@ class FeatureMonitor:
         if cfg.thresholds.mode == "fixed" and self.window_detectors is None:
             return None
         assert self.ref_counts is not None
-        names = tuple(s for s in cfg.alert_statistics if self._applies(s, points))
+        names = plan.alerting
         if not names:
             return None
         # Sizes that vary from window to window share calibrations on a grid: time windows, and
@@ -483,41 +493,76 @@ class FeatureMonitor:
         if cfg.window.kind == "time" or n_win != int(cfg.window.size):
             n_win = calibration_size(n_win)
         th = cfg.thresholds
-        rest = (th.false_alarm_rate, names, points, scale, th.draws())
+        rest = (th.false_alarm_rate, names, plan.points, plan.scale, plan.draws)
         if lagged is not None:
             # The reference is an earlier window: its size on the grid as the window's.
             if cfg.window.kind == "time" or n_ref != int(cfg.window.size):
                 n_ref = calibration_size(n_ref)
             return cached_calibrate_rolling(lagged[0], lagged[1], n_ref, n_win, *rest)
-        if n_ref != int(self.ref_counts.sum()):
+        if n_ref != plan.ref_total:
             n_ref = calibration_size(n_ref)
         return cached_calibrate(self.ref_counts, n_ref, n_win, *rest)
+
+    def _close_plan(self) -> _ClosePlan:
+        """What a window close reads of the configuration and the reference, worked out once
+        rather than at every window of every feature: again only when the reference arrays
+        (``ref_counts``, ``ref_rates``) or the Wasserstein points are replaced (at a freeze,
+        a profile, a restore; none is changed in place)."""
+        points, scale = self._wasserstein_points()
+        plan = self._plan
+        if (
+            plan is not None
+            and plan.ref_counts is self.ref_counts
+            and plan.ref_rates is self.ref_rates
+            and plan.points is points
+        ):
+            return plan
+        cfg = self.cfg
+        qc = cfg.quality
+        kind = self.kind
+        plan = self._plan = _ClosePlan(
+            ref_counts=self.ref_counts,
+            ref_rates=self.ref_rates,
+            points=points,
+            scale=scale,
+            statistics=tuple(s for s in cfg.statistics if self._applies(s, points)),
+            alerting=tuple(s for s in cfg.alert_statistics if self._applies(s, points)),
+            ref_total=0 if self.ref_counts is None else int(self.ref_counts.sum()),
+            draws=cfg.thresholds.draws(),
+            rates=self.ref_rates.tolist(),
+            quality=tuple(
+                (signal, j, increase, kind if signal in SUPPORT_SIGNALS else "data_quality")
+                for signal, j, increase in (  # as _judge_quality judges the extra ones
+                    ("missing_ratio", MISSING, qc.missing_increase),
+                    ("absent_ratio", ABSENT_COL, qc.absent_increase),
+                    ("type_error_ratio", TYPE_ERRORS, qc.type_error_increase),
+                )
+            ),
+        )
+        return plan
 
     def _wasserstein_points(self) -> tuple[np.ndarray | None, float | None]:
         return None, None
 
-    def _judge_quality(self, q: list[int], o: Any) -> None:
+    def _judge_quality(self, q: list[int], o: Any, plan: _ClosePlan) -> None:
         """Judge each data-quality signal of a window (``q``: its quality counts by column,
         ``q[EVENTS] > 0``): the signal's share of the window's events against the reference
         rate plus the signal's margin, resolving halfway back to the reference rate."""
-        qc = self.cfg.quality
-        r = self.ref_rates.tolist()
+        r = plan.rates
         n = float(q[EVENTS])
         ratios: dict[str, float] = {}
         kind = self.kind
-        for signal, j, increase in (
-            ("missing_ratio", MISSING, qc.missing_increase),
-            ("absent_ratio", ABSENT_COL, qc.absent_increase),
-            ("type_error_ratio", TYPE_ERRORS, qc.type_error_increase),
-            *self._extra_quality(q, r, n),
-        ):
+        # Values outside the reference's support are part of the feature's drift incident: a
+        # large shift moves values out of range, and that is one problem, not two.
+        extra = [
+            (signal, j, increase, kind if signal in SUPPORT_SIGNALS else "data_quality")
+            for signal, j, increase in self._extra_quality(q, r, n)
+        ]
+        for signal, j, increase, judged in (*plan.quality, *extra):
             value = q[j] / n
             base = r[j]
             limit = base + increase
             ratios[signal] = value
-            # Values outside the reference's support are part of the feature's drift incident:
-            # a large shift moves values out of range, and that is one problem, not two.
-            judged = kind if signal in SUPPORT_SIGNALS else "data_quality"
             o(judged, signal, value, limit, limit - (limit - base) / 2)
         self.quality_ratios = ratios
 
@@ -1089,7 +1134,7 @@ class NumericFeature(FeatureMonitor):
         return obs
 
     def _window_values(self, slots: Sequence[int]) -> dict[str, float]:
-        total, n = _window_sum(self.pit_sums, slots).tolist()  # int64: Python ints
+        total, n = _window_list(self.pit_sums, slots)  # int64: Python ints
         if n <= 0 or self.pit_grid is None:
             return {}
         mean_u = total / (2 * len(self.pit_grid) * n)
@@ -1133,7 +1178,7 @@ class NumericFeature(FeatureMonitor):
         if len(self.sentinels):
             # The sentinel whose share rose most speaks for all of them.
             rise = [q[k] / n - r[k] for k in range(SENTINEL0, len(q))]
-            j = SENTINEL0 + int(np.argmax(rise))
+            j = SENTINEL0 + _argmax(rise)
             out.append(("sentinel_ratio", j, qc.sentinel_increase))
         return out
 
@@ -1204,6 +1249,58 @@ class WindowInputs(NamedTuple):
     names: tuple[str, ...]
     points: np.ndarray | None
     scale: float | None
+
+
+#: What :meth:`FeatureMonitor.window_inputs` leaves for ``close()``: the closure, the window
+#: counts, their total and the reference (:meth:`FeatureMonitor._reference_for`).
+_WindowSeen = tuple[Closure, np.ndarray, int, tuple[np.ndarray, int, bool]]
+
+
+class _ClosePlan(NamedTuple):
+    """What every window close of a feature reads of its configuration and reference (see
+    :meth:`FeatureMonitor._close_plan`)."""
+
+    #: The arrays it was worked out from: a plan holds while they are the feature's.
+    ref_counts: np.ndarray | None
+    ref_rates: np.ndarray
+    #: The Wasserstein points and scale (see ``NumericFeature._wasserstein_points``).
+    points: np.ndarray | None
+    scale: float | None
+    #: The configured statistics that apply to the feature, and the alerting ones.
+    statistics: tuple[str, ...]
+    alerting: tuple[str, ...]
+    #: ``ref_counts.sum()`` (0 without a reference).
+    ref_total: int
+    #: Simulations per calibration (``thresholds.draws()``).
+    draws: int
+    #: ``ref_rates`` as Python floats.
+    rates: list[float]
+    #: The quality signals every feature judges: ``(signal, column, margin, alert kind)``.
+    quality: tuple[tuple[str, int, float, AlertKind], ...]
+
+
+def _argmax(values: Sequence[float]) -> int:
+    """``np.argmax`` of a few Python floats without making them an array: the first largest,
+    or the first NaN.
+
+    >>> _argmax([0.5, 2.0, 2.0, -1.0]), _argmax([0.1, float("nan"), 3.0])
+    (1, 1)
+    """
+    best = 0
+    for i, v in enumerate(values):
+        if v != v:  # NaN is not equal to itself
+            return i
+        if v > values[best]:
+            best = i
+    return best
+
+
+def _window_list(a: np.ndarray, slots: Sequence[int]) -> list[Any]:
+    """The window's total of a per-slot *integer* array as Python ints, as
+    ``_window_sum(a, slots).tolist()`` gives it; a tumbling window's row as it is."""
+    row = a[slots[0]] if len(slots) == 1 else a[list(slots)].sum(axis=0)
+    out: list[Any] = row.tolist()
+    return out
 
 
 def _window_sum(a: np.ndarray, slots: Sequence[int]) -> np.ndarray:

@@ -12,7 +12,7 @@ so one configuration fits every feature and window size.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 from stream_monitor.config import WindowDetectorConfig
 from stream_monitor.stats.detectors import StreamDetector
@@ -40,6 +40,18 @@ def _make(kind: str, stream: str, cfg: WindowDetectorConfig) -> StreamDetector:
     return StreamDetector("kswin", alpha=0.0001, window_size=100, stat_size=30, seed=1)
 
 
+class _Route(NamedTuple):
+    """One detector as :meth:`WindowDetectors.feed` feeds it."""
+
+    key: str
+    stream: str
+    detector: StreamDetector
+    #: Only a rise counts (an upward stream, see :data:`UPWARD_STREAMS`) and the detector may
+    #: fire on a fall too (not Page-Hinkley, which watches rises only there): a firing's
+    #: direction is read from the detector's levels.
+    rises: bool
+
+
 class WindowDetectors:
     """Detectors per (stream, kind) for one feature, fed once per closed window.
 
@@ -65,26 +77,43 @@ class WindowDetectors:
         self.windows = 0
         #: Window index of the last firing of any detector.
         self.last_firing: int | None = None
+        #: :attr:`detectors` as :meth:`feed` walks them (see :meth:`_routes`).
+        self._routed: tuple[dict[str, StreamDetector], list[_Route]] | None = None
+
+    def _routes(self) -> list[_Route]:
+        """Each detector with its key, its stream and whether only its rises count (an
+        upward stream's detector other than Page-Hinkley), worked out again only when
+        :attr:`detectors` is replaced (a restore), not at every window."""
+        routed = self._routed
+        if routed is not None and routed[0] is self.detectors:
+            return routed[1]
+        routes = []
+        for key, det in self.detectors.items():
+            stream = key.partition("/")[0]
+            rises = stream in UPWARD_STREAMS and det.kind != "page_hinkley"
+            routes.append(_Route(key, stream, det, rises))
+        self._routed = (self.detectors, routes)
+        return routes
 
     def feed(self, values: dict[str, float]) -> bool:
         """Feed one window's value of each stream; True if a detector fired on a rise (or, for
         two-sided streams, on any change)."""
         fired = False
-        for key, det in self.detectors.items():
-            stream = key.partition("/")[0]
-            v = values.get(stream)
-            if v is None:
+        get = values.get
+        for key, stream, det, rises in self._routes():
+            v = get(stream)
+            if v is None or not det.update_one(v):
                 continue
-            if det.update_one(v):
+            if rises:
                 # Page-Hinkley on an upward stream only detects rises. For ADWIN, compare the
                 # detecting value with the stream before it: a change detected during the
                 # warm-up has post-change values on both sides, so a smoothed "after" level
                 # would lag below the "before" mean and read a jump as a fall.
                 before = det.mean_before_last_detection
-                rising = det.kind == "page_hinkley" or before is None or v > before
-                if stream not in UPWARD_STREAMS or rising:
-                    self.detections[key] += 1
-                    fired = True
+                if not (before is None or v > before):
+                    continue  # an upward stream fell: no drift
+            self.detections[key] += 1
+            fired = True
         self.windows += 1
         if fired:
             self.last_firing = self.windows

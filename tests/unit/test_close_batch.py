@@ -7,6 +7,8 @@ general one gives, state for state.
   through ``update_many``, each key split into its stream at every feed).
 - The window totals of a tumbling window (one ring slot) against the sum over the slots.
 - The data-quality observations against the formulas on numpy arrays they replace.
+- The per-feature close plan (statistic names, reference totals and rates worked out once)
+  against working them out at every close, also when the reference is replaced.
 - A whole model fed seeded traffic with drift, once as it runs and once forced through the
   general paths: the same observations and the same snapshot.
 """
@@ -32,7 +34,7 @@ from stream_monitor.monitor.feature import (
     NumericFeature,
 )
 from stream_monitor.monitor.model import ModelMonitor
-from stream_monitor.monitor.window_detectors import WindowDetectors
+from stream_monitor.monitor.window_detectors import UPWARD_STREAMS, WindowDetectors
 from stream_monitor.stats.detectors import StreamDetector
 from stream_monitor.stats.windows import Closure
 
@@ -115,14 +117,30 @@ def test_update_one_refuses_what_update_many_refuses(kind: str, bad: float) -> N
 
 
 def _general_feed(wd: WindowDetectors, values: dict[str, float]) -> bool:
-    """``WindowDetectors.feed`` with every value through ``update_many`` of one value, the
-    general path ``update_one`` stands for."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(StreamDetector, "update_one", lambda self, x: bool(self.update_many((x,))))
-        return wd.feed(values)
+    """``WindowDetectors.feed`` as it was written first: each key split into its stream at
+    every feed, every value through ``update_many`` of one value (the general path
+    ``update_one`` stands for)."""
+    fired = False
+    for key, det in wd.detectors.items():
+        stream = key.partition("/")[0]
+        v = values.get(stream)
+        if v is None:
+            continue
+        if det.update_many((v,)):  # type: ignore[arg-type]
+            before = det.mean_before_last_detection
+            rising = det.kind == "page_hinkley" or before is None or v > before
+            if stream not in UPWARD_STREAMS or rising:
+                wd.detections[key] += 1
+                fired = True
+    wd.windows += 1
+    if fired:
+        wd.last_firing = wd.windows
+    return fired
 
 
-@pytest.mark.parametrize("kinds", [("page_hinkley", "adwin"), ("adwin", "kswin", "page_hinkley")])
+@pytest.mark.parametrize(
+    "kinds", [("page_hinkley", "adwin"), ("adwin", "kswin", "page_hinkley"), ("kswin",)]
+)
 @pytest.mark.parametrize("seed", range(3))
 def test_feed_equals_the_general_feed(kinds: tuple[Any, ...], seed: int) -> None:
     rng = np.random.default_rng(seed)
@@ -154,7 +172,16 @@ def test_feed_equals_the_general_feed(kinds: tuple[Any, ...], seed: int) -> None
             fast = WindowDetectors.from_snapshot(fast.snapshot(), cfg)
             slow = WindowDetectors.from_snapshot(slow.snapshot(), cfg)
     assert any(outcomes) and not all(outcomes)
-    assert fast.detections["statistic/page_hinkley"] > 0 and fast.detections["mean/adwin"] > 0
+    if "page_hinkley" in kinds:
+        assert fast.detections["statistic/page_hinkley"] > 0
+    if "adwin" in kinds:
+        assert fast.detections["mean/adwin"] > 0
+    # A two-sided detector on the upward stream fired on a fall too: not counted as drift.
+    statistic_firings = sum(
+        d.n_detections for k, d in fast.detectors.items() if k.startswith("statistic/")
+    )
+    counted = sum(n for k, n in fast.detections.items() if k.startswith("statistic/"))
+    assert statistic_firings > counted > 0
 
 
 def _general_sum(a: np.ndarray, slots: Any) -> np.ndarray:
@@ -175,6 +202,37 @@ def test_window_sum_of_one_slot_is_the_sum() -> None:
             assert repr(got.tolist()) == repr(want.tolist())  # -0.0 is not 0.0 in a repr
             got[...] = 7  # a new array, not a view of the ring
             assert repr(_general_sum(a, slots).tolist()) == repr(want.tolist())
+
+
+def test_window_list_is_the_window_sum_as_python_ints() -> None:
+    rng = np.random.default_rng(1)
+    a = rng.integers(0, 10**12, (6, 9))
+    for slots in [(0,), (5,), (1, 2), (4, 0, 3)]:
+        got = feature_module._window_list(a, slots)
+        want = feature_module._window_sum(a, slots).tolist()
+        assert got == want and all(type(x) is int for x in got)
+        got[0] = -1  # a new list: the ring is unchanged
+        assert feature_module._window_sum(a, slots).tolist() == want
+
+
+def test_argmax_is_numpys() -> None:
+    rng = np.random.default_rng(2)
+    cases: list[list[float]] = [
+        [0.0],
+        [-0.0, 0.0],
+        [0.0, -0.0, 0.0],
+        [1.0, 3.0, 3.0, 2.0],
+        [math.nan, 1.0],
+        [1.0, math.nan, 5.0, math.nan],
+        [-math.inf, -1e300],
+        [math.inf, math.inf],
+    ]
+    for _ in range(300):
+        x = rng.integers(-3, 4, int(rng.integers(1, 9))).astype(float) / 7.0
+        x[rng.random(len(x)) < 0.1] = math.nan
+        cases.append(x.tolist())
+    for values in cases:
+        assert feature_module._argmax(values) == int(np.argmax(values)), values
 
 
 def _old_quality(f: FeatureMonitor, q: np.ndarray) -> dict[str, tuple[float, float, float]]:
@@ -249,6 +307,70 @@ def test_quality_observations_equal_the_numpy_formulas() -> None:
             _check_quality(f, q, obs)
             breached |= {o.signal for o in obs if o.breached}
     assert {"sentinel_ratio", "out_of_range_ratio", "new_category_ratio"} <= breached
+
+
+def _unplanned(f: FeatureMonitor) -> Any:
+    """``FeatureMonitor._close_plan`` worked out afresh at every call (no memo)."""
+    plan = _PLAN(f)
+    f._plan = None
+    return plan
+
+
+_PLAN = FeatureMonitor._close_plan
+
+
+@pytest.mark.parametrize("replace", ["counts", "rates", "restore"])
+def test_close_plan_follows_a_replaced_reference(
+    replace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The plan a feature keeps is worked out again when its reference arrays are replaced:
+    closes give what they give with no plan kept, window after window."""
+    cfg = DriftConfig(quality={"sentinels": [-1.0]})
+
+    def run(planned: bool) -> list[str]:
+        rng = np.random.default_rng(7)
+        num = NumericFeature("x", "data_drift", cfg)
+        cat = CategoricalFeature("c", "data_drift", cfg)
+        num.observe_reference(rng.normal(0, 1, 1500).tolist())
+        cat.observe_reference(rng.choice(list("abcd"), 1500, p=(0.4, 0.3, 0.2, 0.1)).tolist())
+        num.freeze(ring_size=2)
+        cat.freeze(ring_size=2)
+        feats: list[FeatureMonitor] = [num, cat]
+        out: list[str] = []
+        with monkeypatch.context() as mp:
+            if not planned:
+                mp.setattr(FeatureMonitor, "_close_plan", _unplanned)
+            for w in range(24):
+                slot = w % 2
+                x: list[Any] = rng.normal(0.05 * w, 1, 500).tolist()
+                x[:20] = [None] * 10 + [-1.0] * 10
+                num.ingest(x, np.full(500, slot))
+                cat.ingest(rng.choice(list("abcde"), 500).tolist(), np.full(500, slot))
+                closure = Closure(w, (slot,), None, (slot,), 0, 500, 500)
+                if w % 3 == 0:  # statistics computed by the feature itself
+                    stats: list[Any] = [None, None]
+                else:
+                    stats = feature_module.window_statistics(feats, closure)
+                for f, st in zip(feats, stats, strict=True):
+                    out.extend(repr(o) for o in f.close(closure, "m", float(w), "1", st))
+                    out.append(repr(f.snapshot()))
+                if w == 11:  # a new reference for both, as freeze, a profile or a restore gives
+                    if replace == "counts":
+                        assert num.ref_counts is not None and cat.ref_counts is not None
+                        num.ref_counts = num.ref_counts * 2 + np.arange(len(num.ref_counts))
+                        cat.ref_counts = cat.ref_counts[::-1].copy()
+                    elif replace == "rates":
+                        num.ref_rates = num.ref_rates * 3.0
+                        cat.ref_rates = num.ref_rates[: len(cat.ref_rates)] / 2.0
+                    else:
+                        snap = cat.snapshot()
+                        snap["ref_counts"] = snap["ref_counts"][::-1]
+                        snap["ref_rates"] = [r / 2.0 for r in snap["ref_rates"]]
+                        cat = CategoricalFeature.from_snapshot(snap, cfg)
+                        feats = [num, cat]
+        return out
+
+    assert run(planned=True) == run(planned=False)
 
 
 # --- a whole model ----------------------------------------------------------------------------
@@ -344,6 +466,9 @@ def test_a_model_closes_windows_as_the_general_paths_do(
             lambda self, x: bool(self.update_many((x,))),
         )
         mp.setattr(feature_module, "_window_sum", _general_sum)
+        mp.setattr(feature_module, "_window_list", lambda a, s: _general_sum(a, s).tolist())
+        mp.setattr(feature_module, "_argmax", lambda v: int(np.argmax(v)))
+        mp.setattr(FeatureMonitor, "_close_plan", _unplanned)
         slow_obs, slow_snap = _run(cfg, events)
     assert fast_obs == slow_obs
     assert fast_snap == slow_snap
