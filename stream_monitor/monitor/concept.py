@@ -26,7 +26,7 @@ fed. Page-Hinkley watches increases only (``mode="up"``); ADWIN is two-sided.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
 
@@ -87,6 +87,16 @@ class _Moments:
         d = x - self.mean
         self.mean += d / self.n
         self.m2 += d * (x - self.mean)
+
+    def add_many(self, xs: Iterable[float]) -> None:
+        """:meth:`add` for each value in turn (the same operations, without a call each)."""
+        n, mean, m2 = self.n, self.mean, self.m2
+        for x in xs:
+            n += 1
+            d = x - mean
+            mean += d / n
+            m2 += d * (x - mean)
+        self.n, self.mean, self.m2 = n, mean, m2
 
     @property
     def var(self) -> float:
@@ -363,8 +373,20 @@ class ConceptDriftMonitor:
         judged: list[Judgement] = []
         pushed = 0  # errors of x already in the ring
         first_judged = self.baseline_size - 1  # the baseline is complete from this error on
-        for i, e in enumerate(x.tolist()):
-            g = start_global + i
+        xs = x.tolist()
+        stops = self._stops(start_global, len(xs), firings, judge)
+        i = 0
+        while i < len(xs):
+            if not self._pending:
+                # Up to the next firing or judge point, each error only joins the segment.
+                stop = next(stops)
+                while stop < i:
+                    stop = next(stops)
+                self._segment.add_many(xs[i:stop])
+                i = stop
+                if i == len(xs):
+                    break
+            e, g = xs[i], start_global + i
             change = self._step(e, g, fire=i in firings)
             if change > 0:
                 confirmed.append(int(keep[i]))
@@ -374,9 +396,23 @@ class ConceptDriftMonitor:
                 verdict = self._verdict()
                 if verdict is not None:
                     judged.append(Judgement(int(keep[i]), *verdict))
+            i += 1
         self._push_ring(x[pushed:], start_global + pushed)
         self.n += x.size
         return confirmed, judged
+
+    def _stops(self, start: int, n: int, firings: Collection[int], judge: bool) -> Iterator[int]:
+        """The positions among ``n`` errors (global indices from ``start``) where :meth:`_feed`
+        must take a full step even without pending firings, ascending, then ``n`` forever:
+        the firings, and with ``judge`` the judge points from the baseline's last error on."""
+        points = {i for i in firings if 0 <= i < n}
+        if judge:
+            first = max(start, self.baseline_size - 1)
+            first += -(first + 1) % JUDGE_EVERY  # up to the next g with (g + 1) % JUDGE_EVERY == 0
+            points.update(range(first - start, n, JUDGE_EVERY))
+        yield from sorted(points)
+        while True:
+            yield n
 
     def _take_baseline(self, x: np.ndarray) -> int:
         """Add the head of ``x`` to the baseline; return where scaled detectors start in ``x``."""

@@ -102,6 +102,10 @@ class ModelJoinStats:
     labels_unmatched: int = 0
 
 
+#: :data:`DELAY_BUCKETS` as an array, for :meth:`_Delays.observe_many`.
+_BOUNDS = np.array(DELAY_BUCKETS)
+
+
 class _Delays:
     """Non-cumulative counts per bucket of :data:`DELAY_BUCKETS` (+Inf last), sum and count."""
 
@@ -116,6 +120,16 @@ class _Delays:
         self.counts[bisect_left(DELAY_BUCKETS, delay)] += 1
         self.total += delay
         self.count += 1
+
+    def observe_many(self, delays: np.ndarray) -> None:
+        """:meth:`observe` for each delay in turn (finite floats): the bucket of each by one
+        binary search, and the sum added one delay at a time in order (``add.accumulate`` is
+        sequential), so counts and sum are those of the loop, bit for bit."""
+        buckets = np.searchsorted(_BOUNDS, delays, side="left")  # bisect_left
+        for i, n in enumerate(np.bincount(buckets, minlength=len(self.counts)).tolist()):
+            self.counts[i] += n
+        self.total = float(np.add.accumulate(np.concatenate(([self.total], delays)))[-1])
+        self.count += len(delays)
 
 
 #: A waiting prediction and its global arrival sequence number.
@@ -758,7 +772,9 @@ labels_unmatched=0))
         label_timestamp)`` in turn: the same state, counters, journal and histograms, and the
         predictions found (None where there was none). A match leaves every watermark as it
         is, so each model's expiry horizon is looked up once, and a queue is expired only
-        when the match uncovered an expired head (as :meth:`_expire` would find it).
+        when the match uncovered an expired head (as :meth:`_expire` would find it). Nothing
+        else reads the match counters or the delay histograms meanwhile, so they are updated
+        once per model at the end (the delays by column, :meth:`_Delays.observe_many`).
 
         Examples
         --------
@@ -773,9 +789,10 @@ labels_unmatched=0))
         """
         out: list[PendingPrediction | None] = []
         append = out.append
-        queues, by_model = self._queues, self.by_model
+        queues, journal = self._queues, self._journal
         horizons: dict[str, float] = {}
-        matched = 0
+        delays: dict[str, list[float]] = {}  # per model, the delays of its matches in order
+        removed: list[int] = []  # sequence numbers of the matches not yet noted (_removed)
         try:
             for model_id, event_id, label_ts in labels:
                 q = queues.get(model_id)
@@ -783,27 +800,59 @@ labels_unmatched=0))
                 if entry is None:
                     append(None)
                     continue
-                self._removed(entry[0])
-                if self._journal is not None:
-                    self._journal.append((model_id, event_id, entry))
+                removed.append(entry[0])
+                if journal is not None:
+                    journal.append((model_id, event_id, entry))
                 found = entry[1]
-                st = by_model[model_id]
-                st.matched += 1
-                st.pending -= 1
-                matched += 1
-                self._observe_delay(model_id, label_ts - found.timestamp)
+                mine = delays.get(model_id)
+                if mine is None:
+                    mine = delays[model_id] = []
+                try:
+                    mine.append(label_ts - found.timestamp)
+                except Exception:  # matched all the same (as match counts it), no delay
+                    mine.append(math.nan)
+                    raise
                 if q:  # the match may have uncovered an expired entry
                     horizon = horizons.get(model_id)
                     if horizon is None:
                         wm = self._watermarks[model_id]
                         horizon = horizons[model_id] = wm - self.ttl_of(model_id)
                     if next(iter(q.values()))[1].timestamp < horizon:
+                        self._removed_many(removed)  # in order, before the expired ones
+                        removed = []
                         self._expire(model_id)
                 append(found)
-        finally:  # the totals of the matches made, whatever happened
-            self.matched += matched
-            self._size -= matched
+        finally:  # the matches made, whatever happened
+            self._removed_many(removed)
+            self._matched_many(delays)
         return out
+
+    def _matched_many(self, delays: Mapping[str, Sequence[float]]) -> None:
+        """Count the matches of :meth:`match_many` (``delays[model]``: one delay per match of
+        that model, in order) and record their delays as :meth:`_observe_delay` would, one at
+        a time."""
+        for model_id, ds in delays.items():
+            st = self.by_model[model_id]
+            st.matched += len(ds)
+            st.pending -= len(ds)
+            self.matched += len(ds)
+            self._size -= len(ds)
+            self.negative_delays += self._observe_delays(model_id, ds)
+
+    def _observe_delays(self, model_id: str, delays: Sequence[float]) -> int:
+        """:meth:`_observe_delay` for each delay in turn, by column; returns how many were
+        negative (recorded as 0)."""
+        d = np.asarray(delays, dtype=np.float64)
+        d = d[np.isfinite(d)]
+        if not d.size:
+            return 0
+        negative = d < 0
+        d[negative] = 0.0
+        h = self._delays.get(model_id)
+        if h is None:
+            h = self._delays[model_id] = _Delays()
+        h.observe_many(d)
+        return int(negative.sum())
 
     def count_unmatched(self, model_id: str) -> None:
         """Count a label that met no waiting prediction and never will (see :meth:`match`)."""
@@ -878,6 +927,15 @@ labels_unmatched=0))
         return done
 
     # ------------------------------------------------------------------------ internals
+
+    def _removed_many(self, seqs: Sequence[int]) -> None:
+        """:meth:`_removed` for each sequence number in turn."""
+        gone = self._gone
+        if gone is not None and seqs:
+            if len(gone) + len(seqs) > self.capacity:
+                self._gone = None  # as _removed would leave it at the first one past the bound
+            else:
+                gone.extend(seqs)
 
     def _removed(self, seq: int) -> None:
         """Note that the prediction with arrival number ``seq`` left (for split_snapshot)."""

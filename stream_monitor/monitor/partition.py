@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import heapq
 import logging
+import operator
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple, TypeVar
 
@@ -145,14 +146,15 @@ class PartitionState:
         early, join = self.early, self.join
         if predictions and len(early):
             early.expire_behind(join.model_watermark)
-        labelled: dict[str, list[LabelEvent]] = {}
         # Matching leaves the join's watermarks as they are and touches neither the early
         # labels nor the unmatched counts, so the labels that found nothing are handled after
         # all the matches, in order, with the same outcome as one at a time.
-        found_all = join.match_many([(lab.model_id, lab.event_id, lab.timestamp) for lab in labels])
+        found_all = join.match_many(map(_LABEL_KEY, labels))
+        # Per model, in order: the labels read in this batch that joined, and their predictions.
+        labelled: dict[str, tuple[list[LabelEvent], list[PendingPrediction]]] = {}
         for lab, found in zip(labels, found_all, strict=True):
-            model_id = lab.model_id
             if found is None:
+                model_id = lab.model_id
                 wm = join.model_watermark(model_id)
                 if wm is not None and lab.timestamp < wm - early.grace_seconds:
                     # Its prediction was read long ago and left the join (evicted, expired):
@@ -162,13 +164,14 @@ class PartitionState:
                 else:
                     early.add(model_id, lab.event_id, lab.timestamp, lab.label)
                 continue
-            pairs = joined.get(model_id)
-            if pairs is None:  # (joined and joined_at always have the same models)
-                pairs = joined[model_id] = []
-                joined_at[model_id] = []
-            pairs.append((found, lab.label))
-            joined_at[model_id].append(lab.timestamp)
-            labelled.setdefault(model_id, []).append(lab)
+            hits = labelled.get(lab.model_id)
+            if hits is None:
+                hits = labelled[lab.model_id] = ([], [])
+            hits[0].append(lab)
+            hits[1].append(found)
+        for model_id, (labs, founds) in labelled.items():  # after any pairs met early
+            joined.setdefault(model_id, []).extend(zip(founds, map(_LABEL, labs), strict=True))
+            joined_at.setdefault(model_id, []).extend(map(_TIMESTAMP, labs))
         for model_id, pairs in joined.items():
             model = self.models.get(model_id)
             if model is not None:
@@ -177,7 +180,8 @@ class PartitionState:
                 except Exception as exc:
                     # The labels read in this batch that joined, and the predictions of this
                     # batch that met a label read earlier (whose record is committed).
-                    involved = [*labelled.get(model_id, []), *met_early.get(model_id, [])]
+                    labs = labelled[model_id][0] if model_id in labelled else []
+                    involved = [*labs, *met_early.get(model_id, [])]
                     self._failures.append(Failure(involved, exc))
         observations = _interleave(seen, labelled_obs)
         if self.observer is not None:
@@ -384,6 +388,13 @@ def _outputs(e: PredictionEvent) -> tuple[str | None, float | None]:
         return None, float(p)
     return e.prediction_label(), e.prediction_score()
 
+
+#: What the label join matches a label by, its label, and its event time.
+_LABEL_KEY: Callable[[LabelEvent], tuple[str, str, float]] = operator.attrgetter(
+    "model_id", "event_id", "timestamp"
+)
+_LABEL: Callable[[LabelEvent], Any] = operator.attrgetter("label")
+_TIMESTAMP: Callable[[LabelEvent], float] = operator.attrgetter("timestamp")
 
 #: A PendingPrediction from the tuple of all its fields, without NamedTuple's argument handling.
 _pending: Callable[[tuple[Any, ...]], PendingPrediction] = functools.partial(

@@ -227,11 +227,10 @@ class PerformanceMonitor:
         """The pairs that fit the task: timestamps, truths, predicted labels, scores, versions
         and their indices in ``pairs``."""
         if self.task == "classification":  # the usual case: every pair fits, columns at once
-            preds = [p for p, _ in pairs]
-            y_pred = [p.label for p in preds]
+            preds, truths = zip(*pairs, strict=True) if pairs else ((), ())
+            ts, y_pred, score, versions = self._columns(preds)
             if None not in y_pred:
-                y_true = label_strs([t for _, t in pairs])
-                ts, score, versions = self._columns(preds)
+                y_true = label_strs(list(truths))
                 return ts, y_true, y_pred, score, versions, list(range(len(preds)))
         kept: list[tuple[PendingPrediction, Any]] = []
         index: list[int] = []
@@ -255,19 +254,31 @@ class PerformanceMonitor:
                 self.incompatible += 1
         if not kept:
             return None
-        preds = [p for p, _ in kept]
-        ts, score, versions = self._columns(preds)
-        return ts, [t for _, t in kept], [p.label for p in preds], score, versions, index
+        ts, y_pred, score, versions = self._columns([p for p, _ in kept])
+        return ts, [t for _, t in kept], y_pred, score, versions, index
 
     @staticmethod
     def _columns(
         preds: Sequence[PendingPrediction],
-    ) -> tuple[np.ndarray, np.ndarray, list[str | None]]:
-        """Timestamps, scores (NaN: none) and model versions of the predictions."""
-        ts = np.array([p.timestamp for p in preds], dtype=float)
-        score = np.array([np.nan if p.score is None else p.score for p in preds], dtype=float)
-        versions = [getattr(p, "model_version", None) for p in preds]
-        return ts, score, versions
+    ) -> tuple[np.ndarray, list[str | None], np.ndarray, list[str | None]]:
+        """Timestamps, predicted labels, scores (NaN: none) and model versions of the
+        predictions (one transposition of the tuples; ``None`` becomes NaN in a float array).
+
+        >>> ts, labels, score, versions = PerformanceMonitor._columns(
+        ...     [PendingPrediction(1.0, "a", None, "v1"), PendingPrediction(2.0, "b", 0.5)]
+        ... )
+        >>> ts.tolist(), labels, score.tolist(), versions
+        ([1.0, 2.0], ['a', 'b'], [nan, 0.5], ['v1', None])
+        """
+        if not preds:
+            return np.zeros(0), [], np.zeros(0), []
+        ts, labels, scores, versions, _ = zip(*preds, strict=True)
+        return (
+            np.array(ts, dtype=float),
+            list(labels),
+            np.array(scores, dtype=float),
+            list(versions),
+        )
 
     @staticmethod
     def _add(
