@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 import math
 import random
-from collections.abc import Sequence
+from collections.abc import Collection, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -20,17 +20,13 @@ import pytest
 from stream_monitor.config import MonitorConfig, PerformanceConfig
 from stream_monitor.events.schema import AlertEvent, LabelEvent, PredictionEvent
 from stream_monitor.monitor.concept import (
-    _SCALED_KINDS,
-    JUDGE_EVERY,
     ConceptDriftMonitor,
-    Judgement,
     Metric,
 )
 from stream_monitor.monitor.join import DELAY_BUCKETS, LabelJoin, PendingPrediction, _Delays
 from stream_monitor.monitor.partition import Failure, PartitionState, _interleave
 from stream_monitor.monitor.performance import PerformanceMonitor
 from stream_monitor.simulate import TrafficGenerator
-from stream_monitor.stats.detectors import BINARY_KINDS
 
 # ------------------------------------------------------------------------- join: delays
 
@@ -162,67 +158,13 @@ def test_match_many_counts_the_match_of_a_bad_timestamp_as_match_does() -> None:
 
 
 class _PerError(ConceptDriftMonitor):
-    """The monitor with ``_feed`` as it was: one ``_step`` per error."""
+    """The monitor with every error through the full ``_step``, as ``_feed`` took them one by
+    one before: every position is a stop, so no error only joins the segment in bulk."""
 
-    def _feed(
-        self, errors: np.ndarray, metric: Metric, *, judge: bool
-    ) -> tuple[list[int], list[Judgement]]:
-        if metric not in ("error_rate", "absolute_error"):
-            raise ValueError(f"unknown error metric {metric!r}")
-        if self.metric is not None and metric != self.metric:
-            raise ValueError(f"metric changed from {self.metric!r} to {metric!r}")
-        v = np.asarray(errors, dtype=np.float64).ravel()
-        keep = np.flatnonzero(~np.isnan(v))
-        x = v[keep]
-        if metric == "error_rate":
-            if not np.all((x == 0.0) | (x == 1.0)):
-                raise ValueError("error_rate errors must be 0 or 1")
-        elif not np.all(np.isfinite(x) & (x >= 0.0)):
-            raise ValueError("absolute_error errors must be finite and >= 0")
-        if self.metric is None:
-            if metric == "absolute_error" and not any(k not in BINARY_KINDS for k in self.kinds):
-                raise ValueError(f"none of {self.kinds} can watch absolute errors")
-            self.metric = metric
-        if x.size == 0:
-            return [], []
-
-        start_global = self.n
-        scaled_from = self._take_baseline(x)
-        firings: set[int] = set()
-        for kind, det in self._detectors.items():
-            if metric == "error_rate":
-                fired = det.update_many(x)
-            elif kind in BINARY_KINDS:
-                continue
-            elif kind in _SCALED_KINDS:
-                if self.loss_scale is None:
-                    continue
-                fired = [
-                    scaled_from + p
-                    for p in det.update_many(np.minimum(x[scaled_from:] / self.loss_scale, 1.0))
-                ]
-            else:
-                fired = det.update_many(x)
-            firings.update(fired)
-
-        confirmed: list[int] = []
-        judged: list[Judgement] = []
-        pushed = 0  # errors of x already in the ring
-        first_judged = self.baseline_size - 1  # the baseline is complete from this error on
-        for i, e in enumerate(x.tolist()):
-            g = start_global + i
-            change = self._step(e, g, fire=i in firings)  # for every error
-            if change > 0:
-                confirmed.append(int(keep[i]))
-            if judge and (change or (g + 1) % JUDGE_EVERY == 0) and g >= first_judged:
-                self._push_ring(x[pushed : i + 1], start_global + pushed)
-                pushed = i + 1
-                verdict = self._verdict()
-                if verdict is not None:
-                    judged.append(Judgement(int(keep[i]), *verdict))
-        self._push_ring(x[pushed:], start_global + pushed)
-        self.n += x.size
-        return confirmed, judged
+    def _stops(self, start: int, n: int, firings: Collection[int], judge: bool) -> Iterator[int]:
+        yield from range(n)
+        while True:
+            yield n
 
 
 def _error_stream(rng: np.random.Generator, metric: Metric) -> np.ndarray:
