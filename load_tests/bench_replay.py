@@ -1,7 +1,7 @@
 """Speed of ``stream-monitor replay`` (the backtest) on generated JSON Lines files.
 
     .venv/bin/python load_tests/bench_replay.py [--predictions 200000] [--models 20]
-        [--batch-size 5000] [--partitions N] [--workdir DIR] [--keep] [--no-results]
+        [--batch-size 10000] [--partitions N] [--workdir DIR] [--keep] [--no-results]
 
 Phases (each bounded by a count and a time limit):
 

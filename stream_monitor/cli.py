@@ -675,8 +675,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--batch-size",
         type=_positive_int,
         default=None,
-        help="records per batch (default: 5000 from files; from Kafka the config's batch_size, "
-        "as the live monitor consumes)",
+        help="records per batch (default: 10000 from files; from Kafka the config's batch_size, "
+        "what the live monitor waits for)",
     )
     rp.add_argument(
         "--partitions",

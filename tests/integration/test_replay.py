@@ -57,8 +57,9 @@ T_CHANGE = START + DRIFT_AT / RATE
 PREDICTION_KINDS = {"data_drift", "prediction_drift", "data_quality"}
 LABEL_KINDS = {"concept_drift", "performance"}
 LABEL_RATE = 0.8  # the generator's default
-#: Records per batch, live (the config's batch_size) and replayed alike: smaller than the
-#: default 2,000 so that label-driven alert times are comparable within the stream's length.
+#: Records per batch, live (the config's batch_size, and batch_max_records so that a live
+#: drain does not take bigger ones) and replayed alike: smaller than the default 2,000 so that
+#: label-driven alert times are comparable within the stream's length.
 BATCH = 500
 #: A label-driven judgement is stamped with the event time of the pair that completed it,
 #: whatever the batch (docs/backtest.md), but live the join order can differ from a replay's:
@@ -160,7 +161,7 @@ def test_replay_equals_live_processing(
     produced = len(records) + len(_bad())
 
     # --- live ------------------------------------------------------------------------------
-    cfg = monitor_config(kafka_bootstrap, t, batch_size=BATCH)
+    cfg = monitor_config(kafka_bootstrap, t, batch_size=BATCH, batch_max_records=BATCH)
     with running_app(cfg) as app:
         assert app.server is not None
         port = app.server.port
