@@ -83,13 +83,10 @@ class _Moments:
     m2: float = 0.0
 
     def add(self, x: float) -> None:
-        self.n += 1
-        d = x - self.mean
-        self.mean += d / self.n
-        self.m2 += d * (x - self.mean)
+        self.add_many((x,))
 
     def add_many(self, xs: Iterable[float]) -> None:
-        """:meth:`add` for each value in turn (the same operations, without a call each)."""
+        """Add each value in turn (one Welford step each, without a call per value)."""
         n, mean, m2 = self.n, self.mean, self.m2
         for x in xs:
             n += 1

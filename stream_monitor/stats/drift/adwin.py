@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from stream_monitor.stats.drift.base import DetectorBase, feed_streams
+from stream_monitor.stats.drift.base import DetectorBase, feed_streams, padded
 
 __all__ = ["ADWIN", "update_all"]
 
@@ -218,9 +218,7 @@ class _Group:
         self.n_old = state[:, 0].astype(np.int64)
         self.total, self.m2 = state[:, 1], state[:, 2]
         self.lengths = np.array([len(x) for x in xs], dtype=np.int64)
-        self.x = np.zeros((len(dets), int(self.lengths.max())))
-        for r, x in enumerate(xs):
-            self.x[r, : len(x)] = x
+        self.x = padded(xs, int(self.lengths.max()))
         # Prefix sums are taken relative to the window mean (or the first value), so squared
         # deviations keep their precision whatever the offset of the stream.
         self.shift = np.where(self.n_old > 0, self.total / np.maximum(self.n_old, 1), self.x[:, 0])

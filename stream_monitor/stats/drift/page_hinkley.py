@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from stream_monitor.stats.drift.base import DetectorBase, feed_streams
+from stream_monitor.stats.drift.base import DetectorBase, feed_streams, padded
 
 __all__ = ["PageHinkley", "update_all"]
 
@@ -165,14 +165,14 @@ def _scan(dets: list[PageHinkley], xs: list[np.ndarray]) -> list[int]:
     lengths = np.array([len(x) for x in xs], dtype=np.int64)
     longest = int(lengths.max())
     if longest <= step:  # one chunk (the usual case)
-        return _scan_block(dets, _padded(xs, longest), lengths).tolist()
+        return _scan_block(dets, padded(xs, longest), lengths).tolist()
     hit = np.full(len(xs), -1, dtype=np.int64)
     for lo in range(0, longest, step):
         rows = np.flatnonzero((hit < 0) & (lengths > lo))
         if not len(rows):
             break
         width = int(min(step, lengths[rows].max() - lo))
-        block = _padded([xs[i][lo : lo + width] for i in rows], width)
+        block = padded([xs[i][lo : lo + width] for i in rows], width)
         at = _scan_block([dets[i] for i in rows], block, np.minimum(lengths[rows] - lo, width))
         fired = at >= 0
         hit[rows[fired]] = lo + at[fired]
@@ -234,11 +234,3 @@ def _scan_block(dets: list[PageHinkley], x: np.ndarray, lengths: np.ndarray) -> 
         d._mean, d._sum_increase, d._sum_decrease = mean_k, inc_k, dec_k
         d._min_increase, d._max_decrease = min_inc_k, max_dec_k
     return at
-
-
-def _padded(parts: list[np.ndarray], width: int) -> np.ndarray:
-    """The rows ``parts``, each zero-padded to ``width``."""
-    block = np.zeros((len(parts), width))
-    for r, part in enumerate(parts):
-        block[r, : len(part)] = part
-    return block
