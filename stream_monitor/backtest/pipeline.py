@@ -16,7 +16,7 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import IO, Any, TypeVar, cast
 
 from stream_monitor.alerts.sinks import AlertSink, JsonLinesAlertSink
 from stream_monitor.alignment import LabelAlignment
@@ -34,11 +34,12 @@ from stream_monitor.backtest.sources import (
     _resolve,
     partition_for,
 )
-from stream_monitor.backtest.state import Replay
+from stream_monitor.backtest.state import Kind, Replay
 from stream_monitor.config import MonitorConfig
 from stream_monitor.errors import ConfigError, StreamMonitorError, TopicsNotReady
 from stream_monitor.events.schema import AlertEvent, LabelEvent, PredictionEvent
 from stream_monitor.gc_tuning import fewer_collections
+from stream_monitor.kafka.batches import next_batch
 from stream_monitor.reference import load_profiles
 
 __all__ = [
@@ -216,7 +217,8 @@ def replay_topics(
 ) -> dict[str, dict[int, tuple[int, int]]]:
     """Replay ``[start, end)`` of both input topics (default: everything there at the start).
 
-    ``batch_size`` (default: the config's ``batch_size``, as the live monitor consumes) is the
+    ``batch_size`` (default: the config's ``batch_size`` and ``batch_max_records``, as the live
+    monitor consumes a backlog: see :func:`~stream_monitor.kafka.batches.next_batch`) is the
     most records taken per ``consume`` call and processed as one batch. Returns the
     ``(start, end)`` offsets read, by topic and partition.
     """
@@ -230,6 +232,9 @@ def replay_topics(
     batch = cfg.batch_size if batch_size is None else batch_size
     if batch < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch}")
+    # As the live monitor drains a backlog: after a full consume call, the records already
+    # fetched join the batch, up to batch_max_records (an explicit batch_size is exact).
+    most = max(batch, cfg.batch_max_records) if batch_size is None else batch
     # Client logs off for this first look: an unreachable broker is one error, not a log flood.
     admin = AdminClient({**clients.client_config(cfg), "log_level": 0})
     try:
@@ -263,9 +268,8 @@ def replay_topics(
                 consumer.pause([TopicPartition(*tp)])
 
         while todo:
-            msgs = consumer.consume(batch, 0.5)
-            preds: dict[int, list[PredictionEvent]] = {}
-            labs: dict[int, list[LabelEvent]] = {}
+            msgs = next_batch(consumer.consume, batch_size=batch, max_records=most, timeout=0.5)
+            raw: dict[tuple[str, int], list[Any]] = {}
             for m in msgs:
                 err = m.error()
                 tp = (m.topic(), m.partition())
@@ -287,16 +291,20 @@ def replay_topics(
                 position[tp] = offset + 1
                 if offset + 1 >= ends[tp]:
                     finished(tp)
-                if tp[0] == t.predictions:
-                    ev = replay.decode(m, "prediction")
-                    if isinstance(ev, PredictionEvent):
-                        preds.setdefault(tp[1], []).append(ev)
+                raw.setdefault(tp, []).append(m)
+            # Decoded a topic partition at a time, as the live monitor decodes its batches.
+            preds: dict[int, list[PredictionEvent]] = {}
+            labs: dict[int, list[LabelEvent]] = {}
+            for (topic, p), records in raw.items():
+                kind: Kind = "prediction" if topic == t.predictions else "label"
+                events = [ev for ev in replay.decode_many(records, kind) if ev is not None]
+                if not events:
+                    continue
+                alignment.observe(topic, p, max(ev.timestamp for ev in events))
+                if kind == "prediction":
+                    preds[p] = cast(list[PredictionEvent], events)
                 else:
-                    ev = replay.decode(m, "label")
-                    if isinstance(ev, LabelEvent):
-                        labs.setdefault(tp[1], []).append(ev)
-                if ev is not None:
-                    alignment.observe(tp[0], tp[1], ev.timestamp)
+                    labs[p] = cast(list[LabelEvent], events)
             if msgs:
                 last_record = time.monotonic()
             elif time.monotonic() - last_record > idle_timeout:
