@@ -675,8 +675,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--batch-size",
         type=_positive_int,
         default=None,
-        help="records per batch (default: 10000 from files; from Kafka the config's batch_size, "
-        "what the live monitor waits for)",
+        help="records per batch (default: 10000 from files; from Kafka as the live monitor "
+        "drains a backlog: the config's batch_size, topped up to batch_max_records)",
     )
     rp.add_argument(
         "--partitions",
