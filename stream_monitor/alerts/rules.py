@@ -77,7 +77,11 @@ class RuleBook:
     def judge(self, o: Observation) -> Verdict | None:
         """The verdict of the rule matching ``o``; None when the rule is disabled or cannot
         judge it (a relative rule on a signal without a baseline)."""
-        r = self.rule_for(o)
+        return self.verdict(self.rule_for(o), o)
+
+    def verdict(self, r: AlertRule, o: Observation) -> Verdict | None:
+        """:meth:`judge` by rule ``r`` (the one :meth:`rule_for` chose for ``o``, looked up
+        by the caller)."""
         if not r.enabled or math.isnan(o.value):
             return None  # a value that is not a number judges nothing
         # An overflow (an MAE of inf) breaches like the largest number, never vanishes.

@@ -55,11 +55,11 @@ import uuid
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, NamedTuple
 
 from stream_monitor.alerts.observation import Observation
 from stream_monitor.alerts.rules import DEFAULT_RULE, RuleBook, Verdict
-from stream_monitor.config import AlertsConfig
+from stream_monitor.config import AlertRule, AlertsConfig
 from stream_monitor.events.schema import (
     PRIORITY,
     AlertEvent,
@@ -224,6 +224,21 @@ class _Incident:
         return self.state == "firing"
 
 
+#: Bound of :attr:`AlertTracker._routes` (cleared when full).
+_ROUTES_SIZE = 4096
+
+
+class _Route(NamedTuple):
+    """A signal's rule and the incident its observations speak about (the dedup key and kind
+    of the incident, see :meth:`AlertTracker._route`)."""
+
+    rule: AlertRule
+    key: str
+    kind: str
+    #: The key of the incident of the signal's own kind, when :data:`CAUSE` moves it.
+    own: str | None
+
+
 class AlertTracker:
     """Turns a stream of observations into firing, updated and resolved alert events.
 
@@ -251,6 +266,10 @@ class AlertTracker:
         self._open: dict[tuple[str, str], set[str]] = {}
         #: The random key incident ids are drawn from (see the module doc).
         self._secret = uuid.uuid4().bytes
+        #: Per signal (model, kind, feature, signal, segment): its rule, its incident's key and
+        #: kind, and the key of its own kind's incident when a :data:`CAUSE` moves it (see
+        #: :meth:`_route`). Derived from the configuration only; bounded like the rule book's.
+        self._routes: dict[tuple[str, str, str | None, str, str | None], _Route] = {}
 
     # --- observing ----------------------------------------------------------------------------
     def observe(self, o: Observation) -> list[AlertEvent]:
@@ -262,28 +281,51 @@ class AlertTracker:
 
         Consecutive observations of one model at one event time (a window's signals) update
         their incidents together before any transition is decided.
+
+        Most observations change nothing: one that does not breach, of a signal judged by
+        the monitor's own thresholds (a ``calibrated`` rule, whose verdict, if any, breaches
+        exactly when the observation does) and of an incident without members (none yet, or
+        inactive), is passed over before it is judged, since its verdict would be dropped.
         """
         events: list[AlertEvent] = []
+        incidents, routes, scores = self._incidents, self._routes, self._scores
         for run in _runs(observations):
             touched: dict[str, tuple[_Incident, Observation]] = {}
             kinds: dict[str, Observation] = {}
             for o in run:
-                cause = CAUSE.get(o.kind, o.kind)
+                own_kind: str = o.kind
+                cause = CAUSE.get(own_kind, own_kind)
                 kinds.setdefault(cause, o)
-                if cause != o.kind:
-                    kinds.setdefault(o.kind, o)  # incidents opened before CAUSE grouped it
+                if cause != own_kind:
+                    kinds.setdefault(own_kind, o)  # incidents opened before CAUSE grouped it
                 if o.signal == MODEL_SCORE and o.feature is None and math.isfinite(o.value):
-                    self._scores[(o.model_id, o.segment)] = float(o.value)
-                verdict = self.rules.judge(o)
+                    scores[(o.model_id, o.segment)] = float(o.value)
+                route = routes.get((o.model_id, own_kind, o.feature, o.signal, o.segment))
+                if route is None:
+                    route = self._route(o)
+                rule, key, inc_kind, own = route
+                if own is not None:
+                    # An incident of the signal's own kind still open from before the
+                    # grouping (a restored snapshot of version 3) keeps its signals until it
+                    # resolves.
+                    was = incidents.get(own)
+                    if was is not None and was.state != "inactive":
+                        key, inc_kind = own, own_kind
+                inc = incidents.get(key)
+                if (
+                    not o.breached
+                    and rule.mode == "calibrated"
+                    and (inc is None or not inc.members)
+                ):
+                    continue  # its verdict, if any, would not breach: nothing to update
+                verdict = self.rules.verdict(rule, o)
                 if verdict is None:
                     continue
-                key, kind = self._key(o, verdict.rule)
-                inc = self._incidents.get(key)
                 if inc is None:
                     if not verdict.breached:
                         continue  # state only for incidents that ever happened: bounded
                     feature = None if self.cfg.group_features else o.feature
-                    inc = self._incidents[key] = _Incident(o.model_id, kind, feature, o.segment)
+                    inc = incidents[key] = _Incident(o.model_id, inc_kind, feature, o.segment)
                 if not inc.members and not verdict.breached:
                     continue
                 self._update_member(inc, o, verdict)
@@ -297,6 +339,24 @@ class AlertTracker:
             for kind, o in kinds.items():
                 events.extend(self._expire(o.model_id, kind, o, touched))
         return events
+
+    def _route(self, o: Observation) -> _Route:
+        """The rule of ``o``'s signal and the incident it speaks about (remembered): the
+        incident of its kind's :data:`CAUSE`, unless one of its own kind is still open (looked
+        up by :meth:`observe_many` at each observation, from ``own``)."""
+        if len(self._routes) >= _ROUTES_SIZE:
+            self._routes.clear()
+        rule = self.rules.rule_for(o)
+        feature = None if self.cfg.group_features else o.feature
+        kind = CAUSE.get(o.kind, o.kind)
+        own = None
+        if kind != o.kind:
+            own = dedup_key(o.model_id, o.kind, feature, o.segment, rule.name)
+        key = dedup_key(o.model_id, kind, feature, o.segment, rule.name)
+        route = self._routes[(o.model_id, o.kind, o.feature, o.signal, o.segment)] = _Route(
+            rule, key, kind, own
+        )
+        return route
 
     def _expire(
         self, model_id: str, kind: str, o: Observation, touched: dict[str, Any]
@@ -358,19 +418,6 @@ class AlertTracker:
         return inc.members.get(inc.lead) or min(
             inc.members.values(), key=lambda m: (-m.strength, m.feature or "", m.signal)
         )
-
-    def _key(self, o: Observation, rule: str) -> tuple[str, str]:
-        """The dedup key and kind of the incident ``o`` speaks about."""
-        feature = None if self.cfg.group_features else o.feature
-        kind = CAUSE.get(o.kind, o.kind)
-        if kind != o.kind:
-            # An incident of the signal's own kind still open from before the grouping (a
-            # restored snapshot of version 3) keeps its signals until it resolves.
-            own = dedup_key(o.model_id, o.kind, feature, o.segment, rule)
-            inc = self._incidents.get(own)
-            if inc is not None and inc.state != "inactive":
-                return own, o.kind
-        return dedup_key(o.model_id, kind, feature, o.segment, rule), kind
 
     @staticmethod
     def _mid(inc: _Incident, kind: str, feature: str | None, signal: str) -> str:

@@ -460,7 +460,33 @@ class LabelJoin:
         (True, ModelJoinStats(pending=2, matched=0, expired=1, evicted=1, duplicates=1, \
 labels_unmatched=0))
         """
-        if not rows:
+        if rows:
+            self.add_columns(model_id, list(map(_SEQ, rows)), list(map(_PREDICTION, rows)))
+
+    def add_columns(
+        self,
+        model_id: str,
+        event_ids: Sequence[str],
+        predictions: Sequence[PendingPrediction],
+        newest: float | None = None,
+    ) -> None:
+        """:meth:`add_predictions` of the rows ``zip(event_ids, predictions)`` (of equal
+        lengths), given as the two columns: what a batch of events is read as, without a row
+        tuple per prediction. ``newest``, if given, is the latest of the predictions'
+        timestamps (``max(p.timestamp for p in predictions)``), when the caller has it.
+
+        >>> a, b = (LabelJoin(capacity=3, ttl_seconds=60.0) for _ in "ab")
+        >>> ids, ts = ["a", "b", "a", "c", "d"], [0.0, 10.0, 20.0, 30.0, 90.0]
+        >>> preds = [PendingPrediction(t, None, 0.5) for t in ts]
+        >>> a.add_predictions("m", list(zip(ids, preds)))
+        >>> b.add_columns("m", ids[:2], preds[:2], newest=10.0)
+        >>> b.add_columns("m", ids[2:], preds[2:])
+        >>> a.snapshot() == b.snapshot()
+        True
+        """
+        if len(event_ids) != len(predictions):
+            raise ValueError("add_columns: event ids and predictions differ in length")
+        if not event_ids:
             return
         q = self._queues.get(model_id)
         if q is None:
@@ -474,9 +500,12 @@ labels_unmatched=0))
         horizon = -math.inf if wm is None else wm - ttl
         seq = self._seq
         journal = self._journal
-        if wm is not None and self._bulk(model_id, q, st, rows, wm, model_cap):
-            return
-        for event_id, p in rows:
+        if wm is not None:
+            if newest is None:
+                newest = max(map(_TIMESTAMP, predictions))
+            if self._bulk(model_id, q, st, event_ids, predictions, newest, wm, model_cap):
+                return
+        for event_id, p in zip(event_ids, predictions, strict=True):
             ts = p.timestamp
             # The head of the queue can change only if something leaves it or it was empty;
             # otherwise it is known not to be expired, and stays so unless the watermark moves.
@@ -542,7 +571,9 @@ labels_unmatched=0))
         model_id: str,
         q: OrderedDict[str, _Entry],
         st: ModelJoinStats,
-        rows: Sequence[tuple[str, PendingPrediction]],
+        ids: Sequence[str],
+        preds: Sequence[PendingPrediction],
+        newest: float,
         wm: float,
         model_cap: int,
     ) -> bool:
@@ -554,11 +585,9 @@ labels_unmatched=0))
         head only when the queue was empty or the watermark moved, each time against a horizon
         no later than the final one, and pops from the head only, so it leaves the same
         queue. When a bound is reached, :meth:`_bulk_full` takes over. False (nothing done)
-        when the case is not that simple."""
-        n = len(rows)
-        ids = list(map(_SEQ, rows))  # rows are (event id, prediction)
-        preds = list(map(_PREDICTION, rows))
-        newest = max(map(_TIMESTAMP, preds))
+        when the case is not that simple. The rows are ``zip(ids, preds)``; ``newest`` is the
+        latest of their timestamps."""
+        n = len(ids)
         if newest - wm > self.max_future_seconds or not q.keys().isdisjoint(ids):
             return False
         if len(set(ids)) != n:
@@ -569,7 +598,7 @@ labels_unmatched=0))
         seq = self._seq
         q.update(zip(ids, zip(range(seq, seq + n), preds, strict=True), strict=True))
         if self._journal is not None:
-            self._journal.extend((model_id, event_id, None) for event_id in ids)
+            self._journal.extend(zip(itertools.repeat(model_id), ids, itertools.repeat(None)))
         self._seq = seq + n
         st.pending += n
         self._size += n
@@ -631,8 +660,8 @@ labels_unmatched=0))
         model_id: str,
         q: OrderedDict[str, _Entry],
         st: ModelJoinStats,
-        ids: list[str],
-        preds: list[PendingPrediction],
+        ids: Sequence[str],
+        preds: Sequence[PendingPrediction],
         wm: float,
         newest: float,
         model_cap: int,
@@ -706,7 +735,7 @@ labels_unmatched=0))
     @staticmethod
     def _removal_order(
         model_id: str,
-        ids: list[str],
+        ids: Sequence[str],
         entries: list[_Entry],
         a: int,
         others: list[str],

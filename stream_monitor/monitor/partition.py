@@ -11,7 +11,9 @@ import functools
 import heapq
 import logging
 import operator
+from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
+from itertools import repeat
 from typing import Any, NamedTuple, TypeVar
 
 from stream_monitor.alerts.observation import Observation
@@ -242,17 +244,16 @@ class PartitionState:
     ) -> None:
         """Predictions of one model into the label join, or straight to ``joined`` when their
         label was read first (in event order: runs between such events go in as one batch)."""
-        ids = [e.event_id for e in events]
+        ids = list(map(_EVENT_ID, events))
         early = self.early.take_many(model_id, ids) if self.early else {}
-        if not early:  # the usual case: every prediction waits, in one batch
+        if not early:  # the usual case: every prediction waits, in one batch, by columns
             labels, scores = output_columns(events)
-            segs = [None] * len(events) if routes is None else [r or None for r in routes]
-            versions = [e.model_version for e in events]
-            waiting = map(
-                _pending,
-                zip([e.timestamp for e in events], labels, scores, versions, segs, strict=True),
-            )
-            self.join.add_predictions(model_id, list(zip(ids, waiting, strict=True)))
+            n = len(events)
+            segs = repeat(None, n) if routes is None else [r or None for r in routes]
+            times = list(map(_TIMESTAMP, events))
+            columns = zip(times, labels, scores, map(_VERSION, events), segs, strict=True)
+            waiting = list(map(_pending, columns))
+            self.join.add_columns(model_id, ids, waiting, newest=max(times) if n else None)
             return
         rows: list[tuple[str, PendingPrediction]] = []
         for i, e in enumerate(events):
@@ -394,7 +395,10 @@ _LABEL_KEY: Callable[[LabelEvent], tuple[str, str, float]] = operator.attrgetter
     "model_id", "event_id", "timestamp"
 )
 _LABEL: Callable[[LabelEvent], Any] = operator.attrgetter("label")
-_TIMESTAMP: Callable[[LabelEvent], float] = operator.attrgetter("timestamp")
+#: An event's time (a label's or a prediction's), a prediction's event id and model version.
+_TIMESTAMP: Callable[[LabelEvent | PredictionEvent], float] = operator.attrgetter("timestamp")
+_EVENT_ID: Callable[[PredictionEvent], str] = operator.attrgetter("event_id")
+_VERSION: Callable[[PredictionEvent], str | None] = operator.attrgetter("model_version")
 
 #: A PendingPrediction from the tuple of all its fields, without NamedTuple's argument handling.
 _pending: Callable[[tuple[Any, ...]], PendingPrediction] = functools.partial(
@@ -430,7 +434,8 @@ def _observed_at(o: Observation) -> float:
 
 
 def _group(events: Sequence[E]) -> dict[str, list[E]]:
-    out: dict[str, list[E]] = {}
+    """The events of each model, in order; models in order of first appearance."""
+    out: defaultdict[str, list[E]] = defaultdict(list)
     for e in events:
-        out.setdefault(e.model_id, []).append(e)
-    return out
+        out[e.model_id].append(e)
+    return dict(out)

@@ -276,3 +276,98 @@ def test_sketch_copy_and_reset_keep_the_encoding_right() -> None:
     restored = ClassificationSketch.from_snapshot(twin.snapshot())
     restored.update(["c"], ["a"])
     assert restored.confusion[2, 0] == 1
+
+
+@pytest.mark.parametrize(
+    ("capacity", "ttl"), [(10_000, 1e9), (12, 1e9), (10_000, 15.0), (12, 15.0)]
+)
+@pytest.mark.parametrize("with_routes", [False, True])
+def test_predictions_go_into_the_join_by_columns_as_added_one_by_one(
+    capacity: int, ttl: float, with_routes: bool
+) -> None:
+    """Batches that take the join's bulk paths (no duplicate: by columns; past capacity:
+    planned evictions) and one that does not (a duplicate), with the undo journal on."""
+    events = [
+        _event(i, PREDICTIONS[i % len(PREDICTIONS)], version=("v1", None)[i % 3 == 0])
+        for i in range(60)
+    ]
+    events[10:40] = events[39:9:-1]  # a batch whose newest prediction is its first
+    events.append(_event(58, 0.5))  # a duplicate event id of its batch
+    routes = (
+        [(f"k=v{i % 3}",) if i % 4 else () for i in range(len(events))] if with_routes else None
+    )
+    st = PartitionState(0, MonitorConfig(bootstrap_servers="unused:9092"))
+    st.join = LabelJoin(capacity=capacity, ttl_seconds=ttl)
+    ref = LabelJoin(capacity=capacity, ttl_seconds=ttl)
+    for j in (st.join, ref):
+        j.settle(j.mark())
+    joined: dict[str, Any] = {}
+    for lo, hi in [(0, 10), (10, 40), (40, len(events))]:
+        st._join_predictions(
+            "m", events[lo:hi], None if routes is None else routes[lo:hi], joined, {}, {}
+        )
+        for i in range(lo, hi):
+            e = events[i]
+            ref.add_prediction(
+                "m",
+                e.event_id,
+                e.timestamp,
+                label=e.prediction_label(),
+                score=e.prediction_score(),
+                model_version=e.model_version,
+                segments=(routes[i] or None) if routes is not None else None,
+            )
+        assert st.join.snapshot() == ref.snapshot()
+        assert st.join.waiting() == ref.waiting()
+        # the same undo records (a bulk batch records its expiries after its rows)
+        assert sorted(map(repr, st.join._journal)) == sorted(map(repr, ref._journal))
+    assert joined == {}
+    assert st.join.duplicate_predictions == 1
+    assert all(type(p) is PendingPrediction for _, _, p in st.join.waiting())
+    if capacity == 12:  # every bound reached, not only by the last batch
+        assert st.join.evicted > 12
+    elif ttl == 15.0:
+        assert st.join.expired > 12
+    st.join.rewind()
+    ref.rewind()
+    assert st.join.snapshot() == ref.snapshot()
+    assert len(st.join) == 0
+
+
+def test_add_columns_refuses_columns_of_unequal_lengths() -> None:
+    j = LabelJoin(capacity=10, ttl_seconds=60.0)
+    j.add_columns("m", ["a"], [PendingPrediction(1.0, None, 0.5)])
+    before = j.snapshot()
+    with pytest.raises(ValueError, match="differ in length"):
+        j.add_columns("m", ["b", "c"], [PendingPrediction(2.0, None, 0.5)])
+    assert j.snapshot() == before
+    j.add_columns("m", [], [])
+    assert j.snapshot() == before
+
+
+def test_add_columns_with_or_without_the_newest_time_given() -> None:
+    rows = [("a", 5.0), ("b", 3.0), ("c", 9.0), ("d", 200.0)]
+    a, b = (LabelJoin(capacity=10, ttl_seconds=60.0) for _ in "ab")
+    for j in (a, b):
+        j.add_prediction("m", "first", 4.0, label=None, score=None)
+    ids = [e for e, _ in rows]
+    preds = [PendingPrediction(t, None, 0.5) for _, t in rows]
+    a.add_columns("m", ids, preds)
+    b.add_columns("m", ids, preds, newest=200.0)
+    assert a.snapshot() == b.snapshot()
+    assert a.model_watermark("m") == 200.0 and a.expired == 4  # first, a, b and c
+
+
+def test_group_keeps_each_models_events_in_order_and_models_by_first_appearance() -> None:
+    from stream_monitor.monitor.partition import _group
+
+    models = ["b", "a", "b", "c", "a", "a", "b"]
+    events = [_event(i, 0.5, model=m) for i, m in enumerate(models)]
+    groups = _group(events)
+    assert list(groups) == ["b", "a", "c"]
+    assert {m: [e.event_id for e in es] for m, es in groups.items()} == {
+        "b": ["e0", "e2", "e6"],
+        "a": ["e1", "e4", "e5"],
+        "c": ["e3"],
+    }
+    assert type(groups) is dict and _group([]) == {}

@@ -609,3 +609,89 @@ def test_direction_survives_a_snapshot_and_version_4_is_read() -> None:
     [resolved] = old.observe(det_obs(0, 1.0))
     assert resolved.status == "resolved"
     assert resolved.summary.startswith("Resolved: Input feature"), resolved.summary
+
+
+# --------------------------------------------- observations passed over before they are judged
+# observe_many passes over an observation that does not breach, of a signal whose rule is a
+# calibrated one (the monitor's verdict stands), when its incident has no members: these pin
+# the edges of that shortcut.
+
+
+def _informational(v: float, t: float, *, signal: str = "mean") -> Observation:
+    """A signal the monitor does not judge (an infinite threshold: never breached)."""
+    return Observation("m", "data_drift", "age", signal, v, float("inf"), False, False, t)
+
+
+@pytest.mark.parametrize(
+    "rule",
+    [
+        {"name": "hi", "signal": "mean", "mode": "absolute", "threshold": 50.0},
+        {"name": "hi", "signal": "mean", "mode": "relative", "threshold": 0.5},
+    ],
+    ids=["absolute", "relative"],
+)
+def test_a_rule_of_its_own_judges_what_the_monitor_did_not_breach(rule: dict[str, Any]) -> None:
+    t = AlertTracker(AlertsConfig(rules=[rule], cooldown_seconds=0))
+    quiet = replace(_informational(40.0, 0.0), baseline=40.0)
+    high = replace(_informational(90.0, 60.0), baseline=40.0)
+    back = replace(_informational(40.0, 120.0), baseline=40.0)
+    assert t.observe(quiet) == []
+    [fired] = t.observe(high)
+    assert (fired.status, fired.rule, fired.dedup_key) == ("firing", "hi", "m/data_drift/-#hi")
+    [resolved] = t.observe(back)
+    assert resolved.status == "resolved"
+
+
+def test_a_calm_observation_of_a_pending_incident_resets_its_streak() -> None:
+    slow = {"name": "slow", "signal": "psi", "for_windows": 2}
+    t = AlertTracker(AlertsConfig(rules=[slow], cooldown_seconds=0, group_features=False))
+    # breach, calm (the incident has a member: judged, its streak resets), breach: no fire
+    assert feed(t, [psi_obs(0.4, 0.0), psi_obs(0.2, 60.0), psi_obs(0.4, 120.0)]) == []
+    [fired] = t.observe(psi_obs(0.4, 180.0))  # the second breach in a row
+    assert (fired.status, fired.started_at) == ("firing", 120.0)
+
+
+def test_a_calm_observation_of_a_firing_group_joins_it_and_holds_its_resolution() -> None:
+    t = AlertTracker(AlertsConfig(cooldown_seconds=0))  # features grouped: one incident
+    [fired] = t.observe(psi_obs(0.4, 0.0))
+    # income, first seen between its thresholds (calm, not cleared), joins the incident
+    assert t.observe(psi_obs(0.2, 60.0, feature="income")) == []
+    assert t.observe(psi_obs(0.01, 120.0)) == []  # age cleared, income not: still firing
+    [resolved] = t.observe(psi_obs(0.01, 180.0, feature="income"))
+    assert resolved.status == "resolved" and resolved.incident_id == fired.incident_id
+    assert [s.feature for s in resolved.signals] == ["age", "income"]
+
+
+def test_calm_observations_without_an_incident_leave_the_same_state_as_before() -> None:
+    t = plain()
+    t.observe(psi_obs(0.4, 0.0))
+    t.observe(psi_obs(0.01, 60.0))  # resolved: the incident stays, inactive, without members
+    before = t.snapshot()
+    assert t.observe_many([psi_obs(0.2, 120.0), psi_obs(0.2, 120.0, feature="income")]) == []
+    after = t.snapshot()
+    assert after["now"] == [["m", "data_drift", 120.0]]
+    assert {**after, "now": before["now"]} == before
+
+
+def test_the_route_cache_is_bounded_and_clearing_it_changes_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import stream_monitor.alerts.tracker as tracker_module
+
+    def stream() -> list[Observation]:
+        rng = np.random.default_rng(5)
+        return [
+            psi_obs(float(rng.uniform(0, 0.5)), float(i // 3), feature=f"f{rng.integers(6)}")
+            for i in range(300)
+        ]
+
+    big = plain()
+    big._secret = b"k" * 16
+    want = big.observe_many(stream())
+    monkeypatch.setattr(tracker_module, "_ROUTES_SIZE", 2)
+    small = plain()
+    small._secret = b"k" * 16
+    got = small.observe_many(stream())
+    assert len(small._routes) <= 2 < len(big._routes)
+    assert got == want and small.snapshot() == big.snapshot()
+    assert statuses(want).count("firing") > 3
