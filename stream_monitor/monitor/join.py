@@ -1121,7 +1121,9 @@ labels_unmatched=0))
         Columns, not one row per prediction: a partition can hold hundreds of thousands of
         waiting predictions, so its cost is a few C-level passes over each queue.
         """
-        models = {m: self._model_snapshot(m, list(q.items())) for m, q in self._queues.items()}
+        models = {
+            m: self._model_snapshot(m, list(q), list(q.values())) for m, q in self._queues.items()
+        }
         return self._snapshot_of(models, {})
 
     def split_snapshot(
@@ -1176,33 +1178,18 @@ labels_unmatched=0))
         offsets: dict[int, list[np.ndarray]] = {}
         fresh: dict[int, dict[str, Any]] = {}
         for m, q in self._queues.items():
-            tail: list[tuple[str, _Entry]] = []
-            older: list[tuple[str, _Entry]] = []  # sealed since the last split (or ever)
+            # The queue's entries from ``below`` on (all of it when 0), in arrival order:
+            # those sealed since the last split (or ever), then the open chunk's.
             if below:
-                for item in reversed(q.items()):
-                    seq = item[1][0]
-                    if seq < below:
-                        break
-                    (tail if seq >= sealed else older).append(item)
-                tail.reverse()
-                older.reverse()
-                items: Sequence[tuple[str, _Entry]] = older
-                n_old = len(older)
+                ids, entries = _suffix(q, below)
             else:
-                for item in reversed(q.items()):
-                    if item[1][0] < sealed:
-                        break
-                    tail.append(item)
-                tail.reverse()
-                n_old = len(q) - len(tail)
-                items = ()
-            models[m] = self._model_snapshot(m, tail)
+                ids, entries = list(q), list(q.values())
+            seqs_list = list(map(_SEQ, entries))
+            n_old = bisect_left(seqs_list, sealed)
+            models[m] = self._model_snapshot(m, ids[n_old:], entries[n_old:])
             if not n_old:
                 continue
-            if below:
-                seqs = np.fromiter(map(_SEQ, (e for _, e in items)), dtype=np.int64, count=n_old)
-            else:
-                seqs = np.fromiter(map(_SEQ, q.values()), dtype=np.int64, count=len(q))[:n_old]
+            seqs = np.array(seqs_list[:n_old], dtype=np.int64)
             ks, starts = np.unique(seqs // CHUNK_SIZE, return_index=True)
             ends = [*starts[1:].tolist(), n_old]
             new = [(int(k), int(a), e) for k, a, e in zip(ks, starts, ends, strict=True)]
@@ -1211,13 +1198,10 @@ labels_unmatched=0))
             new = [(k, a, e) for k, a, e in new if k not in written]
             if new:
                 lo = new[0][1]
-                if not below:
-                    items = list(itertools.islice(reversed(q.items()), len(q) - lo))[::-1]
-                else:
-                    items = items[lo:]
+                cols = _columns_of(ids[lo:n_old], entries[lo:n_old])
                 for k, a, e in new:
-                    cols = self._columns(items[a - lo : e - lo])
-                    fresh.setdefault(k, {"models": {}})["models"][m] = cols
+                    part = {name: col[a - lo : e - lo] for name, col in cols.items()}
+                    fresh.setdefault(k, {"models": {}})["models"][m] = part
         for k, v in offsets.items():
             live[k] = np.sort(np.concatenate(v)).astype(np.int16)  # < CHUNK_SIZE
         self._live_chunks = live = dict(sorted(live.items()))
@@ -1225,24 +1209,14 @@ labels_unmatched=0))
         chunks = {str(k): _encode_offsets(v) for k, v in live.items()}
         return self._snapshot_of(models, chunks), dict(sorted(fresh.items()))
 
-    def _model_snapshot(self, m: str, items: Sequence[tuple[str, _Entry]]) -> dict[str, Any]:
+    def _model_snapshot(self, m: str, ids: list[str], entries: list[_Entry]) -> dict[str, Any]:
         d = self._delays.get(m)
         return {
             "watermark": self._watermarks[m],
             "future_run": list(self._future_runs.get(m, (0, 0.0))),
             "stats": list(astuple(self.by_model[m])),
             "delays": None if d is None else [list(d.counts), d.total, d.count],
-            "pending": self._columns(items),
-        }
-
-    @staticmethod
-    def _columns(items: Sequence[tuple[str, _Entry]]) -> dict[str, list[Any]]:
-        entries = [entry for _, entry in items]
-        preds = list(map(_PREDICTION, entries))
-        return {
-            "event_id": [event_id for event_id, _ in items],
-            "seq": list(map(_SEQ, entries)),
-            **{name: list(map(get, preds)) for name, get in _COLUMNS.items()},
+            "pending": _columns_of(ids, entries),
         }
 
     def _snapshot_of(self, models: dict[str, Any], chunks: dict[str, Any]) -> dict[str, Any]:
@@ -1319,6 +1293,48 @@ labels_unmatched=0))
                 st.pending, st.evicted = len(q), st.evicted + gone
                 j.evicted += gone
         return j
+
+
+def _columns_of(ids: list[str], entries: Sequence[_Entry]) -> dict[str, list[Any]]:
+    """The snapshot's columns of waiting predictions: ``event_id`` (``ids``, not copied),
+    ``seq``, then those of :class:`PendingPrediction` (one transposition of the tuples).
+
+    >>> p, r = PendingPrediction(1.0, "x", None), PendingPrediction(2.0, None, 0.5, "v")
+    >>> cols = _columns_of(["a", "b"], [(7, p), (9, r)])
+    >>> list(cols.items())[:4]
+    [('event_id', ['a', 'b']), ('seq', [7, 9]), ('timestamp', [1.0, 2.0]), ('label', ['x', None])]
+    >>> cols["score"], cols["model_version"], cols["segments"], _columns_of([], [])["score"]
+    ([None, 0.5], [None, 'v'], [None, None], [])
+    """
+    preds = list(map(_PREDICTION, entries))
+    columns = list(map(list, zip(*preds, strict=True))) if preds else [[] for _ in _COLUMNS]
+    return {
+        "event_id": ids,
+        "seq": list(map(_SEQ, entries)),
+        **dict(zip(_COLUMNS, columns, strict=True)),
+    }
+
+
+def _suffix(q: OrderedDict[str, _Entry], floor: int) -> tuple[list[str], list[_Entry]]:
+    """The event ids and entries of ``q`` (in arrival order, so by sequence number) with a
+    sequence number of at least ``floor``, read from the end: the cost follows their number,
+    not the queue's length. (Windows read in C cost more here: reading an ``OrderedDict``
+    from the end is bound by its lookups, and a window reads more than it keeps.)
+
+    >>> q = OrderedDict((e, (s, None)) for e, s in zip("abcde", [1, 4, 6, 9, 12]))
+    >>> _suffix(q, 6)[0], _suffix(q, 0)[0], _suffix(q, 13)
+    (['c', 'd', 'e'], ['a', 'b', 'c', 'd', 'e'], ([], []))
+    """
+    ids: list[str] = []
+    entries: list[_Entry] = []
+    for event_id, entry in reversed(q.items()):
+        if entry[0] < floor:
+            break
+        ids.append(event_id)
+        entries.append(entry)
+    ids.reverse()
+    entries.reverse()
+    return ids, entries
 
 
 def _checked_columns(model_id: str, cols: dict[str, Any]) -> tuple[list[Any], list[list[Any]]]:
