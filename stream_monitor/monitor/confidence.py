@@ -19,11 +19,31 @@ from stream_monitor.alerts.observation import Observation
 from stream_monitor.config import MonitorConfig
 from stream_monitor.stats.calibrate import share_increase_limit
 
-__all__ = ["CONFIDENCE", "ConfidenceProxy"]
+__all__ = ["CONFIDENCE", "ConfidenceProxy", "units"]
 
 #: The ``feature`` of the confidence proxy signals of a scored classifier.
 CONFIDENCE = "prediction.confidence"
 _UNIT = 1_000_000
+
+
+def units(scores: Sequence[Any], *, low_confidence: float) -> np.ndarray:
+    """Per score (None where unscored) what a pane sums, in micro-units: one, its confidence,
+    its entropy and whether it is a low-confidence one; a row of zeros where unscored.
+
+    >>> units([0.9, None], low_confidence=0.95).tolist()
+    [[1000000, 900000, 468996, 1000000], [0, 0, 0, 0]]
+    """
+    p = np.array([np.nan if v is None else v for v in scores], dtype=float)
+    ok = np.isfinite(p)
+    out = np.zeros((len(p), 4), dtype=np.int64)
+    p = np.clip(p[ok], 0.0, 1.0)
+    conf = np.maximum(p, 1.0 - p)  # the score is the positive class's probability
+    q = np.clip(p, 1e-12, 1 - 1e-12)
+    entropy = -(q * np.log2(q) + (1 - q) * np.log2(1 - q))
+    low = conf < low_confidence
+    for j, w in enumerate((np.ones(len(p)), conf, entropy, low.astype(float))):
+        out[ok, j] = np.rint(w * _UNIT).astype(np.int64)
+    return out
 
 
 class ConfidenceProxy:
@@ -48,20 +68,19 @@ class ConfidenceProxy:
 
     def add(self, scores: Sequence[Any], slots: np.ndarray, *, low_confidence: float) -> None:
         """Add a chunk's scores (None where unscored) to the panes of their ``slots``."""
-        p = np.array([np.nan if v is None else v for v in scores], dtype=float)
-        ok = (slots >= 0) & np.isfinite(p)
+        self.add_units(units(scores, low_confidence=low_confidence), slots)
+
+    def add_units(self, per_score: np.ndarray, slots: np.ndarray) -> None:
+        """Add a chunk's :func:`units` to the panes of their ``slots``."""
+        ok = (slots >= 0) & (per_score[:, 0] > 0)
         if not ok.any():
             return
-        p = np.clip(p[ok], 0.0, 1.0)
-        conf = np.maximum(p, 1.0 - p)  # the score is the positive class's probability
-        q = np.clip(p, 1e-12, 1 - 1e-12)
-        entropy = -(q * np.log2(q) + (1 - q) * np.log2(1 - q))
-        low = conf < low_confidence
         r = len(self.panes)
         s = slots[ok]
-        for j, w in enumerate((np.ones(len(p)), conf, entropy, low.astype(float))):
-            units = np.rint(w * _UNIT).astype(np.int64)
-            self.panes[:, j] += np.bincount(s, weights=units, minlength=r).astype(np.int64)
+        for j in range(per_score.shape[1]):
+            self.panes[:, j] += np.bincount(s, weights=per_score[ok, j], minlength=r).astype(
+                np.int64
+            )
 
     def window(self, window_slots: Sequence[int]) -> tuple[int, int, int, int]:
         """The four pane sums over a window's slots."""

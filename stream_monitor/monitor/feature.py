@@ -21,7 +21,7 @@ import bisect
 import hashlib
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 from scipy.signal import lfilter
@@ -57,10 +57,12 @@ __all__ = [
     "CategoricalFeature",
     "FeatureMonitor",
     "NumericFeature",
+    "Staged",
     "feature_from_snapshot",
     "ingest_numeric",
     "pit_standardise",
     "run_detectors",
+    "stage_numeric",
     "window_statistics",
 ]
 
@@ -234,6 +236,16 @@ class FeatureMonitor:
     def ingest(self, column: Sequence[Any], slots: np.ndarray) -> None:
         """Bin one segment of values into the ring slots the clock assigned (-1: late), and
         leave each row's bin in :attr:`last_bins`."""
+        self.stage(column, slots).add(0)
+
+    def stage(
+        self, column: Sequence[Any], slots: np.ndarray, cuts: Sequence[int] | None = None
+    ) -> Staged:
+        """Work out what a batch's values give without the ring (parsed values, bins, quality
+        flags, PIT scores waiting for the detectors) once; the returned object's ``add(i)``
+        then adds segment ``i``, rows ``cuts[i]:cuts[i + 1]`` (default: one segment of all
+        rows), to the ring slots ``slots`` assigns. Add the segments in order, each after the
+        closures of the one before (they release slots a later segment may take)."""
         raise NotImplementedError
 
     def _alloc(self, ring_size: int, n_bins: int, n_quality: int) -> None:
@@ -1059,39 +1071,37 @@ class NumericFeature(FeatureMonitor):
         f._alloc_numeric(ring_size)
         return f
 
-    def ingest(self, column: Sequence[Any], slots: np.ndarray) -> None:
+    def stage(
+        self, column: Sequence[Any], slots: np.ndarray, cuts: Sequence[int] | None = None
+    ) -> Staged:
+        """As :meth:`FeatureMonitor.stage`. With a rolling reference a value's score reads
+        the ring as its segment finds it (see :meth:`_score_rolling`): stage one segment."""
         values, missing, absent, bad, z = self._feed(column)
-        self.last_u = z * _UNIFORM_STD + 0.5
+        u = z * _UNIFORM_STD + 0.5
         ok = slots >= 0
         present = ~(missing | bad)
         use = present & ok
         assert self.edges is not None
         bins = np.full(len(values), -1, dtype=np.int64)
         bins[use] = np.searchsorted(self.edges, values[use], side="left")
-        self.last_bins = bins
         if self.lag_panes:
+            assert cuts is None or len(cuts) <= 2, "a rolling reference stages one segment"
             self._score_rolling(slots, use, bins, z)
-        self._add_bins(slots[use], bins[use])
         oor = np.zeros(len(values), dtype=bool)
         if self.ref_min is not None and self.ref_max is not None:
             oor[present] = (values[present] < self.ref_min) | (values[present] > self.ref_max)
         flags = [ok, missing, absent, bad, oor]
         flags.extend(values == s for s in self.sentinels)
-        self._add_quality(slots, flags)
-        if use.any():
-            r = self.ring_size
-            s = slots[use]
-            self.value_sums[:, 0] += np.bincount(s, weights=values[use], minlength=r)
-            self.value_sums[:, 1] += np.bincount(s, minlength=r)
-        if self.pit_grid is not None and use.any():
-            s = slots[use]
-            r = self.ring_size
-            # Mid-ranks are integers: (lo + hi) = 2 * len(grid) * u. Summing them keeps window
-            # means exact, so they do not depend on how the stream was cut into batches.
+        # Mid-ranks are integers: (lo + hi) = 2 * len(grid) * u. Summing them keeps window
+        # means exact, so they do not depend on how the stream was cut into batches.
+        ranks = None
+        if self.pit_grid is not None:
+            ranks = np.zeros(len(values), dtype=np.int64)
             g2 = 2 * len(self.pit_grid)
-            ranks = np.rint((z[use] * _UNIFORM_STD + 0.5) * g2).astype(np.int64)
-            self.pit_sums[:, 0] += np.bincount(s, weights=ranks, minlength=r).astype(np.int64)
-            self.pit_sums[:, 1] += np.bincount(s, minlength=r)
+            ranks[use] = np.rint((z[use] * _UNIFORM_STD + 0.5) * g2).astype(np.int64)
+        return _NumericRows(
+            self, _cuts(cuts, len(values)), slots, values, use, bins, u, ranks, flags
+        )
 
     def _release(self, slot: int) -> None:
         self.pit_sums[slot] = 0
@@ -1241,6 +1251,84 @@ class NumericFeature(FeatureMonitor):
         return f
 
 
+class Staged(Protocol):
+    """A batch's values worked out once, added to the ring segment by segment (see
+    :meth:`FeatureMonitor.stage`)."""
+
+    def add(self, segment: int) -> None:
+        """Add segment ``segment``'s rows to the ring slots they were given."""
+
+
+def _cuts(cuts: Sequence[int] | None, n: int) -> Sequence[int]:
+    """Segment bounds as row offsets, ``(0, n)`` (one segment) when None."""
+    return (0, n) if cuts is None else cuts
+
+
+class _NumericRows:
+    """A numeric feature's staged batch (see :meth:`NumericFeature.stage`): per row its
+    value, whether it is counted (``use``), bin, PIT value, mid-rank and quality flags."""
+
+    def __init__(
+        self,
+        feature: NumericFeature,
+        cuts: Sequence[int],
+        slots: np.ndarray,
+        values: np.ndarray,
+        use: np.ndarray,
+        bins: np.ndarray,
+        u: np.ndarray,
+        ranks: np.ndarray | None,
+        flags: list[np.ndarray],
+    ) -> None:
+        self.feature, self.cuts, self.slots = feature, cuts, slots
+        self.values, self.use, self.bins, self.u, self.ranks = values, use, bins, u, ranks
+        self.flags = flags
+
+    def add(self, segment: int) -> None:
+        f = self.feature
+        lo, hi = self.cuts[segment], self.cuts[segment + 1]
+        slots, use, bins = self.slots[lo:hi], self.use[lo:hi], self.bins[lo:hi]
+        f.last_u, f.last_bins = self.u[lo:hi], bins
+        f._add_bins(slots[use], bins[use])
+        f._add_quality(slots, [flag[lo:hi] for flag in self.flags])
+        if not use.any():
+            return
+        r = f.ring_size
+        s = slots[use]
+        n_use = np.bincount(s, minlength=r)
+        f.value_sums[:, 0] += np.bincount(s, weights=self.values[lo:hi][use], minlength=r)
+        f.value_sums[:, 1] += n_use
+        if self.ranks is not None:
+            ranks = self.ranks[lo:hi][use]
+            f.pit_sums[:, 0] += np.bincount(s, weights=ranks, minlength=r).astype(np.int64)
+            f.pit_sums[:, 1] += n_use
+
+
+class _CategoricalRows:
+    """A categorical feature's staged batch (see :meth:`CategoricalFeature.stage`): per row
+    its bin (-1: not counted) and quality flags."""
+
+    def __init__(
+        self,
+        feature: CategoricalFeature,
+        cuts: Sequence[int],
+        slots: np.ndarray,
+        bins: np.ndarray,
+        flags: list[np.ndarray],
+    ) -> None:
+        self.feature, self.cuts, self.slots = feature, cuts, slots
+        self.bins, self.flags = bins, flags
+
+    def add(self, segment: int) -> None:
+        f = self.feature
+        lo, hi = self.cuts[segment], self.cuts[segment + 1]
+        slots, bins = self.slots[lo:hi], self.bins[lo:hi]
+        f.last_bins = bins
+        counted = bins >= 0
+        f._add_bins(slots[counted], bins[counted])
+        f._add_quality(slots, [flag[lo:hi] for flag in self.flags])
+
+
 class WindowInputs(NamedTuple):
     """A window's counts and what its statistics need besides them."""
 
@@ -1339,21 +1427,48 @@ def window_statistics(
     return out
 
 
-def run_detectors(features: Sequence[FeatureMonitor]) -> None:
+def run_detectors(features: Sequence[FeatureMonitor], cuts: Sequence[int] | None = None) -> None:
     """Feed the pending PIT scores of every numeric feature to its per-value detectors, one
-    array pass per detector kind for all of them, and let each judge its firings."""
+    array pass per detector kind for all of them, and let each judge its firings.
+
+    ``cuts``: when the pending scores are a batch staged in segments (row offsets, see
+    :meth:`FeatureMonitor.stage`), the detectors see them segment by segment, as they would
+    were the segments staged one at a time: their array passes add values up in an order
+    that depends on where a batch ends (their state would differ in the last bits), and
+    which detector fired first in a segment orders ``last_firing`` (and the snapshot). The
+    levels are filtered once for the batch: exact recurrences, carried across segments."""
     waiting = [f for f in features if isinstance(f, NumericFeature) and f.pending_z is not None]
     if not waiting:
         return
-    fired: list[dict[str, list[int]]] = [{} for _ in waiting]
     batches = [f.pending_z for f in waiting if f.pending_z is not None]
-    for kind in waiting[0].detectors:
-        dets = [f.detectors[kind] for f in waiting]
-        for out, at in zip(fired, update_all(dets, batches), strict=True):
-            out[kind] = at
-    # The fast and slow levels: one filter per alpha for every feature whose batch has the
-    # same length (usually all of them: no value missing), row by row as for one feature.
-    levels: list[list[np.ndarray] | None] = [None] * len(waiting)
+    rows = [f._pending_rows for f in waiting if f._pending_rows is not None]
+    levels = _batch_levels(waiting, batches)
+    # Each feature's scores of each segment: its pending rows between the cuts.
+    ends = [[0, len(b)] for b in batches]
+    if cuts is not None:
+        ends = [np.searchsorted(r, cuts).tolist() for r in rows]
+    for i in range(len(ends[0]) - 1):
+        parts = [b[e[i] : e[i + 1]] for b, e in zip(batches, ends, strict=True)]
+        fired: list[dict[str, list[int]]] = [{} for _ in waiting]
+        for kind in waiting[0].detectors:
+            dets = [f.detectors[kind] for f in waiting]
+            for out, at in zip(fired, update_all(dets, parts), strict=True):
+                out[kind] = at
+        for f, part, r, e, firings, lv in zip(
+            waiting, parts, rows, ends, fired, levels, strict=True
+        ):
+            f.pending_z, f._pending_rows = part, r[e[i] : e[i + 1]]
+            f.take_firings(firings, None if lv is None else [y[e[i] : e[i + 1]] for y in lv])
+
+
+def _batch_levels(
+    features: list[NumericFeature], batches: list[np.ndarray]
+) -> list[list[np.ndarray] | None]:
+    """The fast and slow levels after each pending score: one filter per alpha for every
+    feature whose batch has the same length (usually all of them: no value missing), row by
+    row as for one feature; None for a feature alone with its length (its own
+    :meth:`NumericFeature.take_firings` filters it)."""
+    levels: list[list[np.ndarray] | None] = [None] * len(features)
     by_length: dict[int, list[int]] = {}
     for i, b in enumerate(batches):
         by_length.setdefault(len(b), []).append(i)
@@ -1361,12 +1476,11 @@ def run_detectors(features: Sequence[FeatureMonitor]) -> None:
         if len(members) < 2 or not length:
             continue
         z = np.stack([batches[i] for i in members])
-        start = [[waiting[i].levels[a] for i in members] for a in range(len(LEVEL_ALPHAS))]
+        start = [[features[i].levels[a] for i in members] for a in range(len(LEVEL_ALPHAS))]
         stacked = [_filtered(a, z, np.array(s0)) for a, s0 in zip(LEVEL_ALPHAS, start, strict=True)]
         for r, i in enumerate(members):
             levels[i] = [y[r] for y in stacked]
-    for f, firings, lv in zip(waiting, fired, levels, strict=True):
-        f.take_firings(firings, lv)
+    return levels
 
 
 def _filtered(alpha: float, z: np.ndarray, level: np.ndarray) -> np.ndarray:
@@ -1380,17 +1494,32 @@ def ingest_numeric(
     features: Sequence[NumericFeature], matrix: np.ndarray, slots: np.ndarray
 ) -> list[int]:
     """Ingest one chunk's numeric columns for many features at once, leaving each feature as
-    :meth:`NumericFeature.ingest` of its column would, with a few array operations over the
+    :meth:`NumericFeature.ingest` of its column would (see :func:`stage_numeric`); return the
+    indices of the features taken."""
+    taken, staged = stage_numeric(features, matrix, slots)
+    staged.add(0)
+    return taken
+
+
+def stage_numeric(
+    features: Sequence[NumericFeature],
+    matrix: np.ndarray,
+    slots: np.ndarray,
+    cuts: Sequence[int] | None = None,
+) -> tuple[list[int], Staged]:
+    """Stage a batch's numeric columns for many features at once (as each feature's
+    :meth:`NumericFeature.stage` of its column would), with a few array operations over the
     whole matrix instead of some thirty per feature. ``matrix[j]`` is ``features[j]``'s
-    column: finite floats, NaN or inf (a chunk whose numeric fields are all numbers, as
+    column: finite floats, NaN or inf (a batch whose numeric fields are all numbers, as
     :meth:`~stream_monitor.monitor.model.ModelMonitor._columns` converts it in one call).
 
     Takes the features that fit (frozen on a reference with values and a PIT grid of
     :data:`~stream_monitor.stats.pit.PIT_POINTS` points, no rolling reference, the sentinels
-    of the first) and returns their indices; the caller ingests the others one by one.
-    Float sums per pane come from one ``bincount`` over the matrix in row-major order, which
-    adds each feature's values in row order as the per-feature ``bincount`` does, so the
-    sums are equal to the last bit (tests/unit/test_numeric_block.py).
+    of the first) and returns their indices (the caller stages the others one by one), and
+    what adds each segment to their rings. The batch's sums are taken per cell, a segment's
+    ring slot: float sums per cell come from one ``bincount`` over the matrix in row-major
+    order, which adds each feature's values in row order as the per-feature ``bincount`` of
+    the segment does, so the sums are equal to the last bit (tests/unit/test_numeric_block.py).
     """
     taken = [
         j
@@ -1405,12 +1534,13 @@ def ingest_numeric(
         and f.cfg.quality.sentinels == features[0].cfg.quality.sentinels
     ]
     if not taken:
-        return taken
+        return taken, _NothingStaged()
     feats = [features[j] for j in taken]
     waiting = [f for f in feats if f.pending_z is not None]
     if waiting:  # the previous chunk's scores were not fed yet
         run_detectors(waiting)
     k, n = len(feats), matrix.shape[1]
+    cuts = _cuts(cuts, n)
     x = matrix[taken]  # a copy: NaN and clipping below stay here
     # A float column's only missing values are NaN and inf sent as numbers.
     missing = ~np.isfinite(x)
@@ -1445,18 +1575,22 @@ def ingest_numeric(
     highs = np.array([f.ref_max for f in feats], dtype=float)[:, None]
     oor = (x < lows) | (x > highs)
     sentinels = feats[0].sentinels
-    # The panes of the chunk (usually one) and each value's (feature, pane) cell.
-    one = ok.all() and (slots == slots[0]).all()
-    panes = slots[:1] if one else np.unique(slots[ok])
-    m = len(panes)
-    at = np.searchsorted(panes, slots)  # late rows (slot -1) are masked out below
+    # The cells of the batch, (segment, ring slot) pairs as segment * ring + slot (usually
+    # one per segment), sorted, so each segment's are a run; and each value's
+    # (feature, cell). Late rows (slot -1) are masked out below.
+    ring = feats[0].ring_size
+    key = np.repeat(np.arange(len(cuts) - 1) * ring, np.diff(cuts)) + slots
+    one = ok.all() and (key == key[0]).all()
+    cells = key[:1] if one else np.unique(key[ok])
+    m = len(cells)
+    at = np.searchsorted(cells, key)
     cell = (np.arange(k)[:, None] * m + at[None, :])[use]
     value_sum = np.bincount(cell, weights=x[use], minlength=k * m).reshape(k, m)
     rank_sum = np.bincount(cell, weights=ranks[use], minlength=k * m).reshape(k, m)
     n_use = np.bincount(cell, minlength=k * m).reshape(k, m)
     nb = max(f.counts.shape[1] for f in feats)
     counts = np.bincount(cell * nb + bins[use], minlength=k * m * nb).reshape(k, m, nb)
-    # Quality columns per (feature, pane) as _add_quality counts them (late rows excluded):
+    # Quality columns per (feature, cell) as _add_quality counts them (late rows excluded):
     # events, missing, absent (none), type errors (none), out of range, each sentinel.
     rows = np.flatnonzero(ok)
     onehot = np.zeros((n, m))
@@ -1468,29 +1602,70 @@ def ingest_numeric(
     quality[:, :, MISSING] = tallies[:, 0]
     quality[:, :, OUT_OF_RANGE] = tallies[:, 1]
     quality[:, :, SENTINEL0:] = tallies[:, 2:].transpose(0, 2, 1)
-    sums = np.stack([value_sum, n_use], axis=2)  # (feature, pane, 2), as value_sums
+    sums = np.stack([value_sum, n_use], axis=2)  # (feature, cell, 2), as value_sums
     rank_sums = np.stack([rank_sum.astype(np.int64), n_use], axis=2)  # as pit_sums
-    # One pane (the usual case): plain indexing, a view per feature, is cheaper than fancy.
-    at_panes: Any = int(panes[0]) if m == 1 else panes
-    pane = 0 if m == 1 else slice(None)
     every_row = np.arange(n)
     complete = present.all(axis=1)
     for j, f in enumerate(feats):
         f.agreement_row = None
         f.detector_points = []
-        f.last_u = u[j]
-        f.last_bins = bins[j]
         if f.detectors:
             if complete[j]:
                 f.pending_z, f._pending_rows = z[j], every_row
             else:
                 p = present[j]
                 f.pending_z, f._pending_rows = z[j, p], np.flatnonzero(p)
-        f.counts[at_panes] += counts[j, pane, : f.counts.shape[1]]
-        f.quality[at_panes] += quality[j, pane]
-        f.value_sums[at_panes] += sums[j, pane]
-        f.pit_sums[at_panes] += rank_sums[j, pane]
-    return taken
+    bounds = np.searchsorted(cells, np.arange(len(cuts)) * ring).tolist()
+    cell_slots = (cells % ring).tolist()
+    return taken, _NumericBlock(
+        feats, cuts, bounds, cell_slots, u, bins, counts, quality, sums, rank_sums
+    )
+
+
+class _NothingStaged:
+    """What :func:`stage_numeric` stages when it takes no feature."""
+
+    def add(self, segment: int) -> None:
+        pass
+
+
+class _NumericBlock:
+    """Numeric features staged together (see :func:`stage_numeric`): per feature and row its
+    PIT value and bin; per feature and cell its counts, quality counts, value sums and
+    mid-rank sums; segment ``i``'s cells are ``bounds[i]:bounds[i + 1]``, whose ring slots
+    are ``slots``."""
+
+    def __init__(
+        self,
+        features: list[NumericFeature],
+        cuts: Sequence[int],
+        bounds: list[int],
+        slots: list[int],
+        u: np.ndarray,
+        bins: np.ndarray,
+        counts: np.ndarray,
+        quality: np.ndarray,
+        sums: np.ndarray,
+        rank_sums: np.ndarray,
+    ) -> None:
+        self.features, self.cuts, self.bounds, self.slots = features, cuts, bounds, slots
+        self.u, self.bins = u, bins
+        self.counts, self.quality, self.sums, self.rank_sums = counts, quality, sums, rank_sums
+
+    def add(self, segment: int) -> None:
+        counts, quality, sums, rank_sums = self.counts, self.quality, self.sums, self.rank_sums
+        lo, hi = self.cuts[segment], self.cuts[segment + 1]
+        a, b = self.bounds[segment], self.bounds[segment + 1]
+        # One cell (the usual case): plain indexing, a view per feature, is cheaper than fancy.
+        slots: Any = self.slots[a] if b - a == 1 else self.slots[a:b]
+        cell: Any = a if b - a == 1 else slice(a, b)
+        for j, f in enumerate(self.features):
+            f.last_u = self.u[j, lo:hi]
+            f.last_bins = self.bins[j, lo:hi]
+            f.counts[slots] += counts[j, cell, : f.counts.shape[1]]
+            f.quality[slots] += quality[j, cell]
+            f.value_sums[slots] += sums[j, cell]
+            f.pit_sums[slots] += rank_sums[j, cell]
 
 
 def bounded_category(value: str) -> str:
@@ -1630,17 +1805,18 @@ class CategoricalFeature(FeatureMonitor):
         f._alloc(ring_size, len(prof.categories) + 1, NEW_CATEGORY + 1)
         return f
 
-    def ingest(self, column: Sequence[Any], slots: np.ndarray) -> None:
+    def stage(
+        self, column: Sequence[Any], slots: np.ndarray, cuts: Sequence[int] | None = None
+    ) -> Staged:
         values, rows, missing, absent, bad = _categorical_column(column)
         self.type_errors += int(np.count_nonzero(bad))
         other = len(self._index)
         get = self._index.get
         idx = np.array([get(v, other) for v in values], dtype=np.int64)
-        ok_rows = slots[rows] >= 0 if len(rows) else np.zeros(0, dtype=bool)
+        ok = slots >= 0
+        ok_rows = ok[rows] if len(rows) else np.zeros(0, dtype=bool)
         bins = np.full(len(column), -1, dtype=np.int64)
         bins[rows[ok_rows]] = idx[ok_rows]
-        self.last_bins = bins
-        self._add_bins(slots[rows][ok_rows], idx[ok_rows])
         self.unseen_total += int(np.count_nonzero(idx[ok_rows] == other))
         new = np.zeros(len(column), dtype=bool)
         if self.known is not None and len(values):
@@ -1649,7 +1825,8 @@ class CategoricalFeature(FeatureMonitor):
             if len(others):
                 known = self.known
                 new[rows[others]] = [values[i] not in known for i in others.tolist()]
-        self._add_quality(slots, [slots >= 0, missing, absent, bad, new])
+        flags = [ok, missing, absent, bad, new]
+        return _CategoricalRows(self, _cuts(cuts, len(column)), slots, bins, flags)
 
     def _extra_quality(
         self, q: list[int], r: list[float], n: float

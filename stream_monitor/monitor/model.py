@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 import operator
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -15,16 +15,18 @@ from stream_monitor.events.outputs import PREDICTION_LABEL, PREDICTION_SCORE, ou
 from stream_monitor.events.schema import AlertKind, PredictionEvent, label_str
 from stream_monitor.monitor.concept import ConceptDriftMonitor
 from stream_monitor.monitor.confidence import ConfidenceProxy
+from stream_monitor.monitor.confidence import units as confidence_units
 from stream_monitor.monitor.feature import (
     ABSENT,
     NUMBER_TYPES,
     CategoricalFeature,
     FeatureMonitor,
     NumericFeature,
+    Staged,
     feature_from_snapshot,
-    ingest_numeric,
     is_numeric_value,
     run_detectors,
+    stage_numeric,
     window_statistics,
 )
 from stream_monitor.monitor.join import PendingPrediction
@@ -218,57 +220,93 @@ class ModelMonitor:
         return ModelMonitor(self.model_id, self.cfg, self._profile, segment=sid)
 
     def _windowed(self, events: Sequence[PredictionEvent]) -> list[Observation]:
+        """Feed a batch to the frozen monitors. What the values give without the panes (their
+        columns, bins, scores, quality flags, the per-value detectors' verdicts) is worked out
+        once for the batch (:meth:`_stage`); the segments the clock cuts it into are then
+        added to the panes one at a time, each followed by the windows it closes (they
+        release slots that a later segment may take)."""
         assert self.pane_clock is not None
         out: list[Observation] = []
         ts = np.fromiter(map(_TIMESTAMP, events), dtype=float, count=len(events))
+        segments = self.pane_clock.plan(ts)
+        # A value scored against a rolling reference reads the panes as its segment finds
+        # them (NumericFeature._score_rolling): the segments are staged one at a time then.
+        rolling = any(f.lag_panes for f in self._all())
+        runs = [[s] for s in segments] if rolling else [segments] if segments else []
         version = self.model_version
         last_ts = self.last_event_time
-        for seg in self.pane_clock.plan(ts):
-            # A time segment may be empty: closures due before its batch's first event.
-            chunk = events[seg.start : seg.stop]
-            if chunk:
-                slots = seg.slots
-                self.schema.count(
-                    list(map(_FEATURES, chunk)), self.features.keys() | self._refused, slots
-                )
-                cols, numeric = self._columns(chunk)
-                done: frozenset[str] = frozenset()
-                if numeric is not None:  # the numeric columns as one float matrix
-                    names, matrix = numeric
-                    feats = [self.features[n] for n in names]
-                    taken = ingest_numeric(feats, matrix, slots)  # type: ignore[arg-type]
-                    done = frozenset(names[j] for j in taken)
-                for name, col in cols.items():
-                    if name not in done:
-                        self._monitor(name).ingest(col, slots)
-                run_detectors(self._all())
-                if PREDICTION_SCORE in cols and PREDICTION_LABEL in cols:
-                    self.confidence.add(
-                        cols[PREDICTION_SCORE],
-                        slots,
-                        low_confidence=self.cfg.performance.low_confidence,
-                    )
-                if self.versions is not None:
-                    self.versions.ingest(
-                        [e.model_version for e in chunk],
-                        slots,
-                        {name: f.last_bins for name, f in self.outputs.items()},
-                    )
-                self.n_events += len(chunk)
-                last = chunk[-1]
-                version, last_ts = last.model_version, last.timestamp
-                # The detectors' verdicts at the rows where they may change, in row order
-                # (features of one row together), stamped with the row's event time.
-                mid = self.model_id
-                points = [p for f in self._all() for p in f.detector_observations(mid, chunk)]
-                if points:
-                    points.sort(key=operator.itemgetter(0))  # stable: features keep their order
-                    out.extend(o for _, o in points)
-                self.joint.feed(self.features, slots)
-            for closure in seg.closures:
-                at = closure.end if self.pane_clock.kind == "time" else last_ts
-                out.extend(self._close(closure, at, version))
+        for run in runs:
+            base = run[0].start
+            chunk = events[base : run[-1].stop]
+            cuts = [s.start - base for s in run] + [len(chunk)]
+            batch = self._stage(chunk, np.concatenate([s.slots for s in run]), cuts)
+            next_point = 0
+            for i, seg in enumerate(run):
+                lo, hi = cuts[i], cuts[i + 1]
+                # A time segment may be empty: closures due before its batch's first event.
+                if hi > lo:
+                    slots = seg.slots
+                    self.schema.add(batch.unknown[lo:hi], slots)
+                    for s in batch.staged:
+                        s.add(i)
+                    if batch.scored is not None:
+                        self.confidence.add_units(batch.scored[lo:hi], slots)
+                    if self.versions is not None:
+                        self.versions.ingest(
+                            batch.versions[lo:hi],
+                            slots,
+                            {name: f.last_bins for name, f in self.outputs.items()},
+                        )
+                    self.n_events += hi - lo
+                    last = chunk[hi - 1]
+                    version, last_ts = last.model_version, last.timestamp
+                    points, first = batch.points, next_point
+                    while next_point < len(points) and points[next_point][0] < hi:
+                        next_point += 1
+                    out.extend(o for _, o in points[first:next_point])
+                    self.joint.feed(self.features, slots)
+                for closure in seg.closures:
+                    at = closure.end if self.pane_clock.kind == "time" else last_ts
+                    out.extend(self._close(closure, at, version))
         return out
+
+    def _stage(
+        self, chunk: Sequence[PredictionEvent], slots: np.ndarray, cuts: list[int]
+    ) -> _Batch:
+        """Work out a batch's values once: stage every monitor's (see
+        :meth:`~stream_monitor.monitor.feature.FeatureMonitor.stage`; ``slots``: each event's
+        ring slot, ``cuts``: the segments' bounds), feed the per-value detectors and take
+        their verdicts."""
+        if not chunk:
+            return _Batch([], np.zeros(0, dtype=bool), None, [], [])
+        features = list(map(_FEATURES, chunk))
+        cols, numeric = self._columns(chunk, features)
+        unknown = self.schema.unknown(features, self.features.keys() | self._refused)
+        staged: list[Staged] = []
+        done: frozenset[str] = frozenset()
+        if numeric is not None:  # the numeric columns as one float matrix
+            names, matrix = numeric
+            feats = [self.features[n] for n in names]
+            taken, block = stage_numeric(feats, matrix, slots, cuts)  # type: ignore[arg-type]
+            staged.append(block)
+            done = frozenset(names[j] for j in taken)
+        staged.extend(
+            self._monitor(name).stage(col, slots, cuts)
+            for name, col in cols.items()
+            if name not in done
+        )
+        run_detectors(self._all(), cuts)
+        scored = None
+        if PREDICTION_SCORE in cols and PREDICTION_LABEL in cols:
+            low = self.cfg.performance.low_confidence
+            scored = confidence_units(cols[PREDICTION_SCORE], low_confidence=low)
+        versions = [e.model_version for e in chunk] if self.versions is not None else []
+        # The detectors' verdicts at the rows where they may change, in row order (features
+        # of one row together), stamped with the row's event time.
+        mid = self.model_id
+        points = [p for f in self._all() for p in f.detector_observations(mid, chunk)]
+        points.sort(key=operator.itemgetter(0))  # stable: features keep their order
+        return _Batch(staged, unknown, scored, versions, points)
 
     def _close(
         self, closure: Closure, observed_at: float, version: str | None
@@ -374,54 +412,57 @@ class ModelMonitor:
                 known[name] = cls(name, "data_drift", self.cfg.drift)
 
     def _columns(
-        self, chunk: Sequence[PredictionEvent]
+        self, chunk: Sequence[PredictionEvent], features: list[dict[str, Any]] | None = None
     ) -> tuple[dict[str, Sequence[Any]], tuple[list[str], np.ndarray] | None]:
-        """The chunk as one column per feature (``ABSENT`` where an event lacks the field).
+        """The chunk as one column per feature (``ABSENT`` where an event lacks the field);
+        ``features``: the events' feature dicts, when the caller has them already.
 
         When every event carries every feature and the numeric ones hold only numbers or nulls
         (the usual case), the numeric columns are the rows of one float matrix converted in
         one call, returned too with their names (else None).
+
+        Each pass over the events' objects reads memory the one before may have evicted
+        from the cache (a batch of a few thousand events is larger than it): the outputs are
+        read first, while the events are fresh from the timestamps' pass, and every feature
+        in one pass.
         """
+        outputs = self._output_columns(chunk)
+        features = list(map(_FEATURES, chunk)) if features is None else features
         cols: dict[str, Sequence[Any]] = {}
         matrix: tuple[list[str], np.ndarray] | None = None
         numeric = [n for n, f in self.features.items() if isinstance(f, NumericFeature)]
         other = [n for n, f in self.features.items() if not isinstance(f, NumericFeature)]
         try:
-            num_rows = _rows(chunk, numeric)
-            other_rows = _rows(chunk, other)
+            rows = _rows(features, numeric + other)
         except KeyError:  # an event lacks a field: the per-field path
-            return self._columns_by_field(chunk), None
+            cols = {name: [f.get(name, ABSENT) for f in features] for name in self.features}
+            cols.update(outputs)
+            return cols, None
+        by_field = list(zip(*rows, strict=True))  # one tuple per name
         if numeric:
-            values = list(itertools.chain.from_iterable(num_rows))
+            values = list(itertools.chain.from_iterable(by_field[: len(numeric)]))
             # numbers and nulls only (numpy reads a null as NaN: missing, as it is); fromiter
             # converts each as np.array does, without its search for a common type
             if _NUMBERS_OR_NULL.issuperset(map(type, values)):
-                rows = np.fromiter(values, dtype=np.float64, count=len(values))
-                matrix = (numeric, np.ascontiguousarray(rows.reshape(len(chunk), -1).T))
+                flat = np.fromiter(values, dtype=np.float64, count=len(values))
+                matrix = (numeric, flat.reshape(len(numeric), len(chunk)))
                 cols.update(zip(numeric, matrix[1], strict=True))
             else:
-                cols.update(zip(numeric, zip(*num_rows, strict=True), strict=True))
-        if other:
-            cols.update(zip(other, zip(*other_rows, strict=True), strict=True))
-        self._add_outputs(cols, chunk)
+                cols.update(zip(numeric, by_field[: len(numeric)], strict=True))
+        cols.update(zip(other, by_field[len(numeric) :], strict=True))
+        cols.update(outputs)
         return cols, matrix
 
-    def _columns_by_field(self, chunk: Sequence[PredictionEvent]) -> dict[str, Sequence[Any]]:
-        cols: dict[str, Sequence[Any]] = {
-            name: [e.features.get(name, ABSENT) for e in chunk] for name in self.features
-        }
-        self._add_outputs(cols, chunk)
-        return cols
-
-    def _add_outputs(
-        self, cols: dict[str, Sequence[Any]], chunk: Sequence[PredictionEvent]
-    ) -> None:
+    def _output_columns(self, chunk: Sequence[PredictionEvent]) -> dict[str, Sequence[Any]]:
+        """The monitored outputs of the chunk's events, as columns."""
+        cols: dict[str, Sequence[Any]] = {}
         if self.outputs:
             labels, scores = output_columns(chunk)
             if PREDICTION_SCORE in self.outputs:
                 cols[PREDICTION_SCORE] = scores
             if PREDICTION_LABEL in self.outputs:
                 cols[PREDICTION_LABEL] = labels
+        return cols
 
     @property
     def late_events(self) -> int:
@@ -583,21 +624,36 @@ class ModelMonitor:
         return m
 
 
+class _Batch(NamedTuple):
+    """A batch of a model's events worked out once (see :meth:`ModelMonitor._stage`)."""
+
+    #: Every monitor's staged values, each added to the panes segment by segment.
+    staged: list[Staged]
+    #: Per event: whether it carries fields unknown to the reference.
+    unknown: np.ndarray
+    #: Per event: the confidence proxy's micro-units (None: not a scored classifier).
+    scored: np.ndarray | None
+    #: Per event: its model version (only with a version comparison).
+    versions: list[str | None]
+    #: The per-value detectors' verdicts, by row.
+    points: list[tuple[int, Observation]]
+
+
 _FEATURES = operator.attrgetter("features")
 _TIMESTAMP = operator.attrgetter("timestamp")
 #: What a numeric column may hold to be converted in one call: numbers, and nulls (NaN).
 _NUMBERS_OR_NULL = NUMBER_TYPES | {type(None)}
 
 
-def _rows(chunk: Sequence[PredictionEvent], names: list[str]) -> list[Any]:
-    """Per event, the tuple of the values of ``names``; raises ``KeyError`` when an event
-    lacks one."""
+def _rows(features: list[dict[str, Any]], names: list[str]) -> list[Any]:
+    """Per event (its feature dict), the tuple of the values of ``names``; raises
+    ``KeyError`` when an event lacks one."""
     if not names:
         return []
     if len(names) == 1:
         name = names[0]
-        return [(f[name],) for f in map(_FEATURES, chunk)]
-    return list(map(operator.itemgetter(*names), map(_FEATURES, chunk)))
+        return [(f[name],) for f in features]
+    return list(map(operator.itemgetter(*names), features))
 
 
 def _version_args(cfg: MonitorConfig, segment: str | None) -> dict[str, Any]:

@@ -37,15 +37,24 @@ class SchemaDrift:
         self, features: Iterable[Mapping[str, Any]], known: set[str], slots: np.ndarray
     ) -> None:
         """Count a chunk's events (their ``features``, in order) into the panes of ``slots``."""
+        self.add(self.unknown(features, known), slots)
+
+    def unknown(self, features: Iterable[Mapping[str, Any]], known: set[str]) -> np.ndarray:
+        """Which events (their ``features``, in order) carry fields unknown to the reference;
+        counts those fields. :meth:`add` then counts the events into panes."""
         features = features if isinstance(features, list) else list(features)
         # one C call per event; the rare events with unknown fields are looked at again
         flags = ~np.fromiter(map(known.issuperset, features), dtype=bool, count=len(features))
         for i in np.flatnonzero(flags).tolist():
             self.unexpected_fields += len(features[i].keys() - known)
+        return flags
+
+    def add(self, unknown: np.ndarray, slots: np.ndarray) -> None:
+        """Count events into the panes of ``slots``, and those flagged ``unknown``."""
         ok = slots >= 0
         r = len(self.panes)
         self.panes[:, 0] += np.bincount(slots[ok], minlength=r)
-        self.panes[:, 1] += np.bincount(slots[ok & flags], minlength=r)
+        self.panes[:, 1] += np.bincount(slots[ok & unknown], minlength=r)
 
     def window(self, window_slots: Sequence[int]) -> tuple[int, int]:
         """Events and events with unknown fields over a window's slots."""
