@@ -84,6 +84,10 @@ class ModelMonitor:
         #: Segments of each event of the last ``update`` (None without segment keys); the
         #: label join keeps them so labels reach the segments' performance.
         self.last_routes: list[tuple[str, ...]] | None = None
+        #: Each event's predicted label and score of the last ``update`` (as
+        #: :func:`~stream_monitor.events.outputs.output_columns` gives them), worked out once
+        #: for the model and the label join; the join takes them (and clears this).
+        self.last_outputs: Outputs | None = None
         self.features: dict[str, FeatureMonitor] = {}
         self.outputs: dict[str, FeatureMonitor] = {}
         self._refused: set[str] = set()
@@ -191,12 +195,13 @@ class ModelMonitor:
         if not events:
             return out
         i = 0
+        outputs = self.last_outputs = output_columns(events)
         if not self.reference_frozen:
             size = self.cfg.drift.reference.size
             take = min(size - self.n_reference, len(events))
             chunk = events[:take]
             self._discover(chunk)
-            for name, col in self._columns(chunk)[0].items():
+            for name, col in self._columns(chunk, _sliced(outputs, 0, take))[0].items():
                 self._monitor(name).observe_reference(col)
             if self.cfg.drift.multivariate.enabled:
                 self.joint.collect([e.features for e in chunk])
@@ -206,7 +211,7 @@ class ModelMonitor:
             if self.n_reference >= size:
                 self._freeze()
         if self.reference_frozen and i < len(events):
-            out.extend(self._windowed(events[i:]))
+            out.extend(self._windowed(events[i:], _sliced(outputs, i, len(events))))
         last = events[-1]
         self.last_event_time = max(self.last_event_time, max(map(_TIMESTAMP, events)))
         self.model_version = last.model_version
@@ -219,12 +224,13 @@ class ModelMonitor:
     def _new_segment(self, sid: str) -> ModelMonitor:
         return ModelMonitor(self.model_id, self.cfg, self._profile, segment=sid)
 
-    def _windowed(self, events: Sequence[PredictionEvent]) -> list[Observation]:
+    def _windowed(self, events: Sequence[PredictionEvent], outputs: Outputs) -> list[Observation]:
         """Feed a batch to the frozen monitors. What the values give without the panes (their
         columns, bins, scores, quality flags, the per-value detectors' verdicts) is worked out
         once for the batch (:meth:`_stage`); the segments the clock cuts it into are then
         added to the panes one at a time, each followed by the windows it closes (they
-        release slots that a later segment may take)."""
+        release slots that a later segment may take). ``outputs``: the events' predicted
+        labels and scores."""
         assert self.pane_clock is not None
         out: list[Observation] = []
         ts = np.fromiter(map(_TIMESTAMP, events), dtype=float, count=len(events))
@@ -239,7 +245,8 @@ class ModelMonitor:
             base = run[0].start
             chunk = events[base : run[-1].stop]
             cuts = [s.start - base for s in run] + [len(chunk)]
-            batch = self._stage(chunk, np.concatenate([s.slots for s in run]), cuts)
+            slots = np.concatenate([s.slots for s in run])
+            batch = self._stage(chunk, _sliced(outputs, base, run[-1].stop), slots, cuts)
             next_point = 0
             for i, seg in enumerate(run):
                 lo, hi = cuts[i], cuts[i + 1]
@@ -271,7 +278,11 @@ class ModelMonitor:
         return out
 
     def _stage(
-        self, chunk: Sequence[PredictionEvent], slots: np.ndarray, cuts: list[int]
+        self,
+        chunk: Sequence[PredictionEvent],
+        outputs: Outputs,
+        slots: np.ndarray,
+        cuts: list[int],
     ) -> _Batch:
         """Work out a batch's values once: stage every monitor's (see
         :meth:`~stream_monitor.monitor.feature.FeatureMonitor.stage`; ``slots``: each event's
@@ -280,7 +291,7 @@ class ModelMonitor:
         if not chunk:
             return _Batch([], np.zeros(0, dtype=bool), None, [], [])
         features = list(map(_FEATURES, chunk))
-        cols, numeric = self._columns(chunk, features)
+        cols, numeric = self._columns(chunk, outputs, features)
         unknown = self.schema.unknown(features, self.features.keys() | self._refused)
         staged: list[Staged] = []
         done: frozenset[str] = frozenset()
@@ -412,9 +423,13 @@ class ModelMonitor:
                 known[name] = cls(name, "data_drift", self.cfg.drift)
 
     def _columns(
-        self, chunk: Sequence[PredictionEvent], features: list[dict[str, Any]] | None = None
+        self,
+        chunk: Sequence[PredictionEvent],
+        outputs: Outputs,
+        features: list[dict[str, Any]] | None = None,
     ) -> tuple[dict[str, Sequence[Any]], tuple[list[str], np.ndarray] | None]:
-        """The chunk as one column per feature (``ABSENT`` where an event lacks the field);
+        """The chunk as one column per feature (``ABSENT`` where an event lacks the field),
+        with the monitored ones of ``outputs`` (the events' predicted labels and scores);
         ``features``: the events' feature dicts, when the caller has them already.
 
         When every event carries every feature and the numeric ones hold only numbers or nulls
@@ -422,11 +437,10 @@ class ModelMonitor:
         one call, returned too with their names (else None).
 
         Each pass over the events' objects reads memory the one before may have evicted
-        from the cache (a batch of a few thousand events is larger than it): the outputs are
-        read first, while the events are fresh from the timestamps' pass, and every feature
-        in one pass.
+        from the cache (a batch of a few thousand events is larger than it): every feature is
+        read in one pass.
         """
-        outputs = self._output_columns(chunk)
+        monitored = self._output_columns(outputs)
         features = list(map(_FEATURES, chunk)) if features is None else features
         cols: dict[str, Sequence[Any]] = {}
         matrix: tuple[list[str], np.ndarray] | None = None
@@ -436,7 +450,7 @@ class ModelMonitor:
             rows = _rows(features, numeric + other)
         except KeyError:  # an event lacks a field: the per-field path
             cols = {name: [f.get(name, ABSENT) for f in features] for name in self.features}
-            cols.update(outputs)
+            cols.update(monitored)
             return cols, None
         by_field = list(zip(*rows, strict=True))  # one tuple per name
         if numeric:
@@ -450,14 +464,14 @@ class ModelMonitor:
             else:
                 cols.update(zip(numeric, by_field[: len(numeric)], strict=True))
         cols.update(zip(other, by_field[len(numeric) :], strict=True))
-        cols.update(outputs)
+        cols.update(monitored)
         return cols, matrix
 
-    def _output_columns(self, chunk: Sequence[PredictionEvent]) -> dict[str, Sequence[Any]]:
-        """The monitored outputs of the chunk's events, as columns."""
+    def _output_columns(self, outputs: Outputs) -> dict[str, Sequence[Any]]:
+        """The monitored ones of ``outputs`` (labels, scores), as columns."""
         cols: dict[str, Sequence[Any]] = {}
         if self.outputs:
-            labels, scores = output_columns(chunk)
+            labels, scores = outputs
             if PREDICTION_SCORE in self.outputs:
                 cols[PREDICTION_SCORE] = scores
             if PREDICTION_LABEL in self.outputs:
@@ -640,9 +654,16 @@ class _Batch(NamedTuple):
 
 
 _FEATURES = operator.attrgetter("features")
+#: Events' predicted labels and scores, as two columns (see ``output_columns``).
+Outputs = tuple[list[str | None], list[float | None]]
 _TIMESTAMP = operator.attrgetter("timestamp")
 #: What a numeric column may hold to be converted in one call: numbers, and nulls (NaN).
 _NUMBERS_OR_NULL = NUMBER_TYPES | {type(None)}
+
+
+def _sliced(outputs: Outputs, lo: int, hi: int) -> Outputs:
+    """Rows ``lo:hi`` of both columns."""
+    return outputs[0][lo:hi], outputs[1][lo:hi]
 
 
 def _rows(features: list[dict[str, Any]], names: list[str]) -> list[Any]:

@@ -140,8 +140,9 @@ class PartitionState:
                 continue
             try:
                 seen[model_id] = model.update(events)
+                outputs, model.last_outputs = model.last_outputs, None
                 self._join_predictions(
-                    model_id, events, model.last_routes, joined, joined_at, met_early
+                    model_id, events, model.last_routes, joined, joined_at, met_early, outputs
                 )
             except Exception as exc:  # one model's failure must not stop the others
                 self._failures.append(Failure(list(events), exc))
@@ -241,13 +242,15 @@ class PartitionState:
         joined: dict[str, list[tuple[PendingPrediction, Any]]],
         joined_at: dict[str, list[float]],
         met_early: dict[str, list[PredictionEvent]],
+        outputs: tuple[list[str | None], list[float | None]] | None = None,
     ) -> None:
         """Predictions of one model into the label join, or straight to ``joined`` when their
-        label was read first (in event order: runs between such events go in as one batch)."""
+        label was read first (in event order: runs between such events go in as one batch).
+        ``outputs``: the events' ``output_columns``, when the model worked them out."""
         ids = list(map(_EVENT_ID, events))
         early = self.early.take_many(model_id, ids) if self.early else {}
         if not early:  # the usual case: every prediction waits, in one batch, by columns
-            labels, scores = output_columns(events)
+            labels, scores = output_columns(events) if outputs is None else outputs
             n = len(events)
             segs = repeat(None, n) if routes is None else [r or None for r in routes]
             times = list(map(_TIMESTAMP, events))
