@@ -149,18 +149,23 @@ def test_match_many_is_match_one_at_a_time(seed: int) -> None:
             a.settle(a.mark())
 
 
+def _add_one(j: LabelJoin, e: PredictionEvent, route: Any) -> None:
+    """``e`` into ``j`` alone, by the row-by-row path (``route``: its segments or None)."""
+    j.add_prediction(
+        e.model_id,
+        e.event_id,
+        e.timestamp,
+        label=e.prediction_label(),
+        score=e.prediction_score(),
+        model_version=e.model_version,
+        segments=route or None,
+    )
+
+
 def _reference_join(events: list[PredictionEvent], routes: list[Any] | None) -> LabelJoin:
     j = LabelJoin(capacity=10_000, ttl_seconds=1e9)
     for i, e in enumerate(events):
-        j.add_prediction(
-            e.model_id,
-            e.event_id,
-            e.timestamp,
-            label=e.prediction_label(),
-            score=e.prediction_score(),
-            model_version=e.model_version,
-            segments=(routes[i] or None) if routes is not None else None,
-        )
+        _add_one(j, e, None if routes is None else routes[i])
     return j
 
 
@@ -307,16 +312,7 @@ def test_predictions_go_into_the_join_by_columns_as_added_one_by_one(
             "m", events[lo:hi], None if routes is None else routes[lo:hi], joined, {}, {}
         )
         for i in range(lo, hi):
-            e = events[i]
-            ref.add_prediction(
-                "m",
-                e.event_id,
-                e.timestamp,
-                label=e.prediction_label(),
-                score=e.prediction_score(),
-                model_version=e.model_version,
-                segments=(routes[i] or None) if routes is not None else None,
-            )
+            _add_one(ref, events[i], None if routes is None else routes[i])
         assert st.join.snapshot() == ref.snapshot()
         assert st.join.waiting() == ref.waiting()
         # the same undo records (a bulk batch records its expiries after its rows)
