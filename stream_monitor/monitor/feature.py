@@ -1264,25 +1264,19 @@ def _cuts(cuts: Sequence[int] | None, n: int) -> Sequence[int]:
     return (0, n) if cuts is None else cuts
 
 
-class _NumericRows:
+class _NumericRows(NamedTuple):
     """A numeric feature's staged batch (see :meth:`NumericFeature.stage`): per row its
     value, whether it is counted (``use``), bin, PIT value, mid-rank and quality flags."""
 
-    def __init__(
-        self,
-        feature: NumericFeature,
-        cuts: Sequence[int],
-        slots: np.ndarray,
-        values: np.ndarray,
-        use: np.ndarray,
-        bins: np.ndarray,
-        u: np.ndarray,
-        ranks: np.ndarray | None,
-        flags: list[np.ndarray],
-    ) -> None:
-        self.feature, self.cuts, self.slots = feature, cuts, slots
-        self.values, self.use, self.bins, self.u, self.ranks = values, use, bins, u, ranks
-        self.flags = flags
+    feature: NumericFeature
+    cuts: Sequence[int]
+    slots: np.ndarray
+    values: np.ndarray
+    use: np.ndarray
+    bins: np.ndarray
+    u: np.ndarray
+    ranks: np.ndarray | None
+    flags: list[np.ndarray]
 
     def add(self, segment: int) -> None:
         f = self.feature
@@ -1304,20 +1298,15 @@ class _NumericRows:
             f.pit_sums[:, 1] += n_use
 
 
-class _CategoricalRows:
+class _CategoricalRows(NamedTuple):
     """A categorical feature's staged batch (see :meth:`CategoricalFeature.stage`): per row
     its bin (-1: not counted) and quality flags."""
 
-    def __init__(
-        self,
-        feature: CategoricalFeature,
-        cuts: Sequence[int],
-        slots: np.ndarray,
-        bins: np.ndarray,
-        flags: list[np.ndarray],
-    ) -> None:
-        self.feature, self.cuts, self.slots = feature, cuts, slots
-        self.bins, self.flags = bins, flags
+    feature: CategoricalFeature
+    cuts: Sequence[int]
+    slots: np.ndarray
+    bins: np.ndarray
+    flags: list[np.ndarray]
 
     def add(self, segment: int) -> None:
         f = self.feature
@@ -1629,28 +1618,22 @@ class _NothingStaged:
         pass
 
 
-class _NumericBlock:
+class _NumericBlock(NamedTuple):
     """Numeric features staged together (see :func:`stage_numeric`): per feature and row its
     PIT value and bin; per feature and cell its counts, quality counts, value sums and
     mid-rank sums; segment ``i``'s cells are ``bounds[i]:bounds[i + 1]``, whose ring slots
     are ``slots``."""
 
-    def __init__(
-        self,
-        features: list[NumericFeature],
-        cuts: Sequence[int],
-        bounds: list[int],
-        slots: list[int],
-        u: np.ndarray,
-        bins: np.ndarray,
-        counts: np.ndarray,
-        quality: np.ndarray,
-        sums: np.ndarray,
-        rank_sums: np.ndarray,
-    ) -> None:
-        self.features, self.cuts, self.bounds, self.slots = features, cuts, bounds, slots
-        self.u, self.bins = u, bins
-        self.counts, self.quality, self.sums, self.rank_sums = counts, quality, sums, rank_sums
+    features: list[NumericFeature]
+    cuts: Sequence[int]
+    bounds: list[int]
+    slots: list[int]
+    u: np.ndarray
+    bins: np.ndarray
+    counts: np.ndarray
+    quality: np.ndarray
+    sums: np.ndarray
+    rank_sums: np.ndarray
 
     def add(self, segment: int) -> None:
         counts, quality, sums, rank_sums = self.counts, self.quality, self.sums, self.rank_sums
