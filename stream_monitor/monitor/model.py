@@ -86,7 +86,8 @@ class ModelMonitor:
         self.last_routes: list[tuple[str, ...]] | None = None
         #: Each event's predicted label and score of the last ``update`` (as
         #: :func:`~stream_monitor.events.outputs.output_columns` gives them), worked out once
-        #: for the model and the label join; the join takes them (and clears this).
+        #: for the model and the label join; the join takes them (and clears this). None
+        #: for a segment's monitor.
         self.last_outputs: Outputs | None = None
         self.features: dict[str, FeatureMonitor] = {}
         self.outputs: dict[str, FeatureMonitor] = {}
@@ -195,7 +196,9 @@ class ModelMonitor:
         if not events:
             return out
         i = 0
-        outputs = self.last_outputs = output_columns(events)
+        outputs = output_columns(events)
+        # Only the whole-model monitor's are read (by the join): a segment's would stay.
+        self.last_outputs = outputs if self.segment is None else None
         if not self.reference_frozen:
             size = self.cfg.drift.reference.size
             take = min(size - self.n_reference, len(events))
