@@ -10,10 +10,17 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Sequence
+from typing import Any, NamedTuple
 
 from stream_monitor.events.schema import PredictionEvent, ScoredPrediction, label_strs
 
-__all__ = ["PREDICTION_LABEL", "PREDICTION_SCORE", "output_columns"]
+__all__ = [
+    "PREDICTION_LABEL",
+    "PREDICTION_SCORE",
+    "EventColumns",
+    "event_columns",
+    "output_columns",
+]
 
 #: Pseudo-features that carry the model's output, monitored for prediction drift.
 PREDICTION_SCORE = "prediction.score"
@@ -22,6 +29,50 @@ PREDICTION_LABEL = "prediction.label"
 
 _PREDICTION = operator.attrgetter("prediction")
 _LABEL_AND_SCORE = operator.attrgetter("label", "score")
+#: What ``event_columns`` reads of an event: its fields, and its prediction's label and score
+#: (an AttributeError when the prediction is not a scored one), or the prediction itself.
+_SCORED_ROW = operator.attrgetter(
+    "event_id", "timestamp", "model_version", "features", "prediction.label", "prediction.score"
+)
+_ROW = operator.attrgetter("event_id", "timestamp", "model_version", "features", "prediction")
+
+
+class EventColumns(NamedTuple):
+    """A batch of prediction events as columns, one value per event, in order."""
+
+    event_ids: Sequence[str]
+    timestamps: Sequence[float]
+    model_versions: Sequence[str | None]
+    features: Sequence[dict[str, Any]]
+    #: ``prediction_label()``, as ``output_columns`` gives it.
+    labels: Sequence[str | None]
+    #: ``prediction_score()``, as ``output_columns`` gives it.
+    scores: Sequence[float | None]
+
+    def rows(self, lo: int, hi: int) -> EventColumns:
+        """Rows ``lo:hi`` of every column."""
+        return EventColumns._make(col[lo:hi] for col in self)
+
+
+def event_columns(events: Sequence[PredictionEvent]) -> EventColumns:
+    """The events as columns, read in one pass over the events' objects: a batch of them is
+    larger than the CPU's cache, so each further pass would read them from memory again.
+
+    >>> from stream_monitor.events.schema import PredictionEvent
+    >>> e = [PredictionEvent(event_id=str(i), model_id="m", timestamp=i, features={"x": i},
+    ...                      prediction=p) for i, p in enumerate([0.5, {"label": 1, "score": 1}])]
+    >>> c = event_columns(e)
+    >>> c.event_ids, c.timestamps, c.labels, c.scores, event_columns(e[1:]).labels
+    (('0', '1'), (0.0, 1.0), [None, '1'], [0.5, 1.0], ['1'])
+    """
+    if not events:
+        return EventColumns((), (), (), (), [], [])
+    try:  # every prediction a scored one (the usual case): its label and score read too
+        ids, times, versions, features, labels, scores = zip(*map(_SCORED_ROW, events), strict=True)
+    except AttributeError:
+        ids, times, versions, features, preds = zip(*map(_ROW, events), strict=True)
+        return EventColumns(ids, times, versions, features, *_outputs(preds, events))
+    return EventColumns(ids, times, versions, features, label_strs(list(labels)), _floats(scores))
 
 
 def output_columns(
@@ -37,15 +88,25 @@ def output_columns(
     >>> output_columns(e)
     (['0', '1'], [1.0, 1.0])
     """
-    preds = list(map(_PREDICTION, events))
+    return _outputs(list(map(_PREDICTION, events)), events)
+
+
+def _outputs(
+    preds: Sequence[Any], events: Sequence[PredictionEvent]
+) -> tuple[list[str | None], list[float | None]]:
+    """``output_columns`` of ``events``, whose predictions are ``preds``."""
     kinds = set(map(type, preds))
     if kinds == {ScoredPrediction}:
         labels, scores = zip(*map(_LABEL_AND_SCORE, preds), strict=True)
-        score_list = list(scores) if set(map(type, scores)) == {float} else list(map(float, scores))
-        return label_strs(list(labels)), score_list  # type: ignore[return-value]
+        return label_strs(list(labels)), _floats(scores)  # type: ignore[return-value]
     if kinds == {float}:
-        return [None] * len(preds), preds
+        return [None] * len(preds), list(preds)
     return (
         list(map(PredictionEvent.prediction_label, events)),
         list(map(PredictionEvent.prediction_score, events)),
     )
+
+
+def _floats(scores: Sequence[Any]) -> list[float | None]:
+    """Scores (floats or ints) as floats."""
+    return list(scores) if set(map(type, scores)) == {float} else list(map(float, scores))

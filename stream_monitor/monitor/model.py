@@ -11,7 +11,12 @@ import numpy as np
 
 from stream_monitor.alerts.observation import Observation
 from stream_monitor.config import MonitorConfig
-from stream_monitor.events.outputs import PREDICTION_LABEL, PREDICTION_SCORE, output_columns
+from stream_monitor.events.outputs import (
+    PREDICTION_LABEL,
+    PREDICTION_SCORE,
+    EventColumns,
+    event_columns,
+)
 from stream_monitor.events.schema import AlertKind, PredictionEvent, label_str
 from stream_monitor.monitor.concept import ConceptDriftMonitor
 from stream_monitor.monitor.confidence import ConfidenceProxy
@@ -84,11 +89,11 @@ class ModelMonitor:
         #: Segments of each event of the last ``update`` (None without segment keys); the
         #: label join keeps them so labels reach the segments' performance.
         self.last_routes: list[tuple[str, ...]] | None = None
-        #: Each event's predicted label and score of the last ``update`` (as
-        #: :func:`~stream_monitor.events.outputs.output_columns` gives them), worked out once
-        #: for the model and the label join; the join takes them (and clears this). None
-        #: for a segment's monitor.
-        self.last_outputs: Outputs | None = None
+        #: The events of the last ``update`` as columns (ids, times, versions, features,
+        #: predicted labels and scores; see :func:`~stream_monitor.events.outputs.event_columns`),
+        #: read once for the model and the label join; the join takes them (and clears this).
+        #: None for a segment's monitor.
+        self.last_columns: EventColumns | None = None
         self.features: dict[str, FeatureMonitor] = {}
         self.outputs: dict[str, FeatureMonitor] = {}
         self._refused: set[str] = set()
@@ -196,28 +201,27 @@ class ModelMonitor:
         if not events:
             return out
         i = 0
-        outputs = output_columns(events)
+        columns = event_columns(events)
         # Only the whole-model monitor's are read (by the join): a segment's would stay.
-        self.last_outputs = outputs if self.segment is None else None
+        self.last_columns = columns if self.segment is None else None
         if not self.reference_frozen:
             size = self.cfg.drift.reference.size
             take = min(size - self.n_reference, len(events))
-            chunk = events[:take]
-            self._discover(chunk)
-            for name, col in self._columns(chunk, _sliced(outputs, 0, take))[0].items():
+            chunk = columns.rows(0, take)
+            self._discover(events[:take])
+            for name, col in self._columns(chunk).by_name.items():
                 self._monitor(name).observe_reference(col)
             if self.cfg.drift.multivariate.enabled:
-                self.joint.collect([e.features for e in chunk])
+                self.joint.collect(chunk.features)
             self.n_reference += take
             self.n_events += take
             i = take
             if self.n_reference >= size:
                 self._freeze()
         if self.reference_frozen and i < len(events):
-            out.extend(self._windowed(events[i:], _sliced(outputs, i, len(events))))
-        last = events[-1]
-        self.last_event_time = max(self.last_event_time, max(map(_TIMESTAMP, events)))
-        self.model_version = last.model_version
+            out.extend(self._windowed(events[i:], columns.rows(i, len(events))))
+        self.last_event_time = max(self.last_event_time, max(columns.timestamps))
+        self.model_version = columns.model_versions[-1]
         self.last_routes = None
         if self.segment is None and self.cfg.segments.all_keys:
             routes = self.last_routes = self.segments.route(events)
@@ -227,16 +231,18 @@ class ModelMonitor:
     def _new_segment(self, sid: str) -> ModelMonitor:
         return ModelMonitor(self.model_id, self.cfg, self._profile, segment=sid)
 
-    def _windowed(self, events: Sequence[PredictionEvent], outputs: Outputs) -> list[Observation]:
+    def _windowed(
+        self, events: Sequence[PredictionEvent], columns: EventColumns
+    ) -> list[Observation]:
         """Feed a batch to the frozen monitors. What the values give without the panes (their
         columns, bins, scores, quality flags, the per-value detectors' verdicts) is worked out
         once for the batch (:meth:`_stage`); the segments the clock cuts it into are then
         added to the panes one at a time, each followed by the windows it closes (they
-        release slots that a later segment may take). ``outputs``: the events' predicted
-        labels and scores."""
+        release slots that a later segment may take). ``columns``: the events' columns."""
         assert self.pane_clock is not None
         out: list[Observation] = []
-        ts = np.fromiter(map(_TIMESTAMP, events), dtype=float, count=len(events))
+        times = columns.timestamps
+        ts = np.fromiter(times, dtype=float, count=len(times))
         segments = self.pane_clock.plan(ts)
         # A value scored against a rolling reference reads the panes as its segment finds
         # them (NumericFeature._score_rolling): the segments are staged one at a time then.
@@ -249,7 +255,7 @@ class ModelMonitor:
             chunk = events[base : run[-1].stop]
             cuts = [s.start - base for s in run] + [len(chunk)]
             slots = np.concatenate([s.slots for s in run])
-            batch = self._stage(chunk, _sliced(outputs, base, run[-1].stop), slots, cuts)
+            batch = self._stage(chunk, columns.rows(base, run[-1].stop), slots, cuts)
             next_point = 0
             for i, seg in enumerate(run):
                 lo, hi = cuts[i], cuts[i + 1]
@@ -268,8 +274,8 @@ class ModelMonitor:
                             {name: f.last_bins for name, f in self.outputs.items()},
                         )
                     self.n_events += hi - lo
-                    last = chunk[hi - 1]
-                    version, last_ts = last.model_version, last.timestamp
+                    version = columns.model_versions[base + hi - 1]
+                    last_ts = times[base + hi - 1]
                     points, first = batch.points, next_point
                     while next_point < len(points) and points[next_point][0] < hi:
                         next_point += 1
@@ -283,19 +289,22 @@ class ModelMonitor:
     def _stage(
         self,
         chunk: Sequence[PredictionEvent],
-        outputs: Outputs,
+        columns: EventColumns,
         slots: np.ndarray,
         cuts: list[int],
     ) -> _Batch:
         """Work out a batch's values once: stage every monitor's (see
-        :meth:`~stream_monitor.monitor.feature.FeatureMonitor.stage`; ``slots``: each event's
-        ring slot, ``cuts``: the segments' bounds), feed the per-value detectors and take
-        their verdicts."""
+        :meth:`~stream_monitor.monitor.feature.FeatureMonitor.stage`; ``columns``: the
+        chunk's, ``slots``: each event's ring slot, ``cuts``: the segments' bounds), feed the
+        per-value detectors and take their verdicts."""
         if not chunk:
             return _Batch([], np.zeros(0, dtype=bool), None, [], [])
-        features = list(map(_FEATURES, chunk))
-        cols, numeric = self._columns(chunk, outputs, features)
-        unknown = self.schema.unknown(features, self.features.keys() | self._refused)
+        cols, numeric, complete = self._columns(columns)
+        # Every event carries every monitored feature: only those with more fields may carry
+        # unknown ones.
+        carried = len(self.features) if complete else None
+        known = self.features.keys() | self._refused
+        unknown = self.schema.unknown(columns.features, known, carried=carried)
         staged: list[Staged] = []
         done: frozenset[str] = frozenset()
         if numeric is not None:  # the numeric columns as one float matrix
@@ -314,7 +323,7 @@ class ModelMonitor:
         if PREDICTION_SCORE in cols and PREDICTION_LABEL in cols:
             low = self.cfg.performance.low_confidence
             scored = confidence_units(cols[PREDICTION_SCORE], low_confidence=low)
-        versions = [e.model_version for e in chunk] if self.versions is not None else []
+        versions = list(columns.model_versions) if self.versions is not None else []
         # The detectors' verdicts at the rows where they may change, in row order (features
         # of one row together), stamped with the row's event time.
         mid = self.model_id
@@ -425,26 +434,20 @@ class ModelMonitor:
                 cls = NumericFeature if numeric else CategoricalFeature
                 known[name] = cls(name, "data_drift", self.cfg.drift)
 
-    def _columns(
-        self,
-        chunk: Sequence[PredictionEvent],
-        outputs: Outputs,
-        features: list[dict[str, Any]] | None = None,
-    ) -> tuple[dict[str, Sequence[Any]], tuple[list[str], np.ndarray] | None]:
-        """The chunk as one column per feature (``ABSENT`` where an event lacks the field),
-        with the monitored ones of ``outputs`` (the events' predicted labels and scores);
-        ``features``: the events' feature dicts, when the caller has them already.
+    def _columns(self, columns: EventColumns) -> _FeatureColumns:
+        """The events (their ``columns``) as one column per feature (``ABSENT`` where an event
+        lacks the field), with the monitored ones of their predicted labels and scores.
 
-        When every event carries every feature and the numeric ones hold only numbers or nulls
-        (the usual case), the numeric columns are the rows of one float matrix converted in
-        one call, returned too with their names (else None).
+        When every event carries every feature (``complete``) and the numeric ones hold only
+        numbers or nulls (the usual case), the numeric columns are the rows of one float
+        matrix converted in one call, returned too with their names (else None).
 
         Each pass over the events' objects reads memory the one before may have evicted
         from the cache (a batch of a few thousand events is larger than it): every feature is
         read in one pass.
         """
-        monitored = self._output_columns(outputs)
-        features = list(map(_FEATURES, chunk)) if features is None else features
+        features = columns.features
+        monitored = self._output_columns(columns)
         cols: dict[str, Sequence[Any]] = {}
         matrix: tuple[list[str], np.ndarray] | None = None
         numeric = [n for n, f in self.features.items() if isinstance(f, NumericFeature)]
@@ -454,31 +457,30 @@ class ModelMonitor:
         except KeyError:  # an event lacks a field: the per-field path
             cols = {name: [f.get(name, ABSENT) for f in features] for name in self.features}
             cols.update(monitored)
-            return cols, None
+            return _FeatureColumns(cols, None, complete=False)
         by_field = list(zip(*rows, strict=True))  # one tuple per name
         if numeric:
-            values = list(itertools.chain.from_iterable(by_field[: len(numeric)]))
+            values = by_field[: len(numeric)]
             # numbers and nulls only (numpy reads a null as NaN: missing, as it is); fromiter
             # converts each as np.array does, without its search for a common type
-            if _NUMBERS_OR_NULL.issuperset(map(type, values)):
-                flat = np.fromiter(values, dtype=np.float64, count=len(values))
-                matrix = (numeric, flat.reshape(len(numeric), len(chunk)))
+            if _NUMBERS_OR_NULL.issuperset(map(type, _chain(values))):
+                size = len(numeric) * len(features)
+                flat = np.fromiter(_chain(values), dtype=np.float64, count=size)
+                matrix = (numeric, flat.reshape(len(numeric), len(features)))
                 cols.update(zip(numeric, matrix[1], strict=True))
             else:
-                cols.update(zip(numeric, by_field[: len(numeric)], strict=True))
+                cols.update(zip(numeric, values, strict=True))
         cols.update(zip(other, by_field[len(numeric) :], strict=True))
         cols.update(monitored)
-        return cols, matrix
+        return _FeatureColumns(cols, matrix, complete=True)
 
-    def _output_columns(self, outputs: Outputs) -> dict[str, Sequence[Any]]:
-        """The monitored ones of ``outputs`` (labels, scores), as columns."""
+    def _output_columns(self, columns: EventColumns) -> dict[str, Sequence[Any]]:
+        """The monitored ones of the events' predicted labels and scores, as columns."""
         cols: dict[str, Sequence[Any]] = {}
-        if self.outputs:
-            labels, scores = outputs
-            if PREDICTION_SCORE in self.outputs:
-                cols[PREDICTION_SCORE] = scores
-            if PREDICTION_LABEL in self.outputs:
-                cols[PREDICTION_LABEL] = labels
+        if PREDICTION_SCORE in self.outputs:
+            cols[PREDICTION_SCORE] = columns.scores
+        if PREDICTION_LABEL in self.outputs:
+            cols[PREDICTION_LABEL] = columns.labels
         return cols
 
     @property
@@ -656,20 +658,24 @@ class _Batch(NamedTuple):
     points: list[tuple[int, Observation]]
 
 
-_FEATURES = operator.attrgetter("features")
-#: Events' predicted labels and scores, as two columns (see ``output_columns``).
-Outputs = tuple[list[str | None], list[float | None]]
-_TIMESTAMP = operator.attrgetter("timestamp")
+class _FeatureColumns(NamedTuple):
+    """A batch's features and monitored outputs as columns (see
+    :meth:`ModelMonitor._columns`)."""
+
+    #: One column per feature and monitored output.
+    by_name: dict[str, Sequence[Any]]
+    #: The numeric features' names and their columns as one float matrix (None: not read so).
+    numeric: tuple[list[str], np.ndarray] | None
+    #: Whether every event carries every monitored feature.
+    complete: bool
+
+
 #: What a numeric column may hold to be converted in one call: numbers, and nulls (NaN).
 _NUMBERS_OR_NULL = NUMBER_TYPES | {type(None)}
+_chain = itertools.chain.from_iterable
 
 
-def _sliced(outputs: Outputs, lo: int, hi: int) -> Outputs:
-    """Rows ``lo:hi`` of both columns."""
-    return outputs[0][lo:hi], outputs[1][lo:hi]
-
-
-def _rows(features: list[dict[str, Any]], names: list[str]) -> list[Any]:
+def _rows(features: Sequence[dict[str, Any]], names: list[str]) -> list[Any]:
     """Per event (its feature dict), the tuple of the values of ``names``; raises
     ``KeyError`` when an event lacks one."""
     if not names:

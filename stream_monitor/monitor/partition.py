@@ -19,7 +19,7 @@ from typing import Any, NamedTuple, TypeVar
 from stream_monitor.alerts.observation import Observation
 from stream_monitor.alerts.tracker import AlertTracker
 from stream_monitor.config import MonitorConfig
-from stream_monitor.events.outputs import output_columns
+from stream_monitor.events.outputs import EventColumns, event_columns
 from stream_monitor.events.schema import (
     AlertEvent,
     LabelEvent,
@@ -140,9 +140,9 @@ class PartitionState:
                 continue
             try:
                 seen[model_id] = model.update(events)
-                outputs, model.last_outputs = model.last_outputs, None
+                columns, model.last_columns = model.last_columns, None
                 self._join_predictions(
-                    model_id, events, model.last_routes, joined, joined_at, met_early, outputs
+                    model_id, events, model.last_routes, joined, joined_at, met_early, columns
                 )
             except Exception as exc:  # one model's failure must not stop the others
                 self._failures.append(Failure(list(events), exc))
@@ -242,20 +242,23 @@ class PartitionState:
         joined: dict[str, list[tuple[PendingPrediction, Any]]],
         joined_at: dict[str, list[float]],
         met_early: dict[str, list[PredictionEvent]],
-        outputs: tuple[list[str | None], list[float | None]] | None = None,
+        columns: EventColumns | None = None,
     ) -> None:
         """Predictions of one model into the label join, or straight to ``joined`` when their
         label was read first (in event order: runs between such events go in as one batch).
-        ``outputs``: the events' ``output_columns``, when the model worked them out."""
-        ids = list(map(_EVENT_ID, events))
+        ``columns``: the events' ``event_columns``, when the model read them."""
+        if columns is None:
+            columns = event_columns(events)
+        ids = columns.event_ids
         early = self.early.take_many(model_id, ids) if self.early else {}
         if not early:  # the usual case: every prediction waits, in one batch, by columns
-            labels, scores = output_columns(events) if outputs is None else outputs
             n = len(events)
             segs = repeat(None, n) if routes is None else [r or None for r in routes]
-            times = list(map(_TIMESTAMP, events))
-            columns = zip(times, labels, scores, map(_VERSION, events), segs, strict=True)
-            waiting = list(map(_pending, columns))
+            times = columns.timestamps
+            fields = zip(
+                times, columns.labels, columns.scores, columns.model_versions, segs, strict=True
+            )
+            waiting = list(map(_pending, fields))
             self.join.add_columns(model_id, ids, waiting, newest=max(times) if n else None)
             return
         rows: list[tuple[str, PendingPrediction]] = []
@@ -398,10 +401,8 @@ _LABEL_KEY: Callable[[LabelEvent], tuple[str, str, float]] = operator.attrgetter
     "model_id", "event_id", "timestamp"
 )
 _LABEL: Callable[[LabelEvent], Any] = operator.attrgetter("label")
-#: An event's time (a label's or a prediction's), a prediction's event id and model version.
-_TIMESTAMP: Callable[[LabelEvent | PredictionEvent], float] = operator.attrgetter("timestamp")
-_EVENT_ID: Callable[[PredictionEvent], str] = operator.attrgetter("event_id")
-_VERSION: Callable[[PredictionEvent], str | None] = operator.attrgetter("model_version")
+#: A label's event time.
+_TIMESTAMP: Callable[[LabelEvent], float] = operator.attrgetter("timestamp")
 
 #: A PendingPrediction from the tuple of all its fields, without NamedTuple's argument handling.
 _pending: Callable[[tuple[Any, ...]], PendingPrediction] = functools.partial(

@@ -39,12 +39,33 @@ class SchemaDrift:
         """Count a chunk's events (their ``features``, in order) into the panes of ``slots``."""
         self.add(self.unknown(features, known), slots)
 
-    def unknown(self, features: Iterable[Mapping[str, Any]], known: set[str]) -> np.ndarray:
+    def unknown(
+        self,
+        features: Iterable[Mapping[str, Any]],
+        known: set[str],
+        carried: int | None = None,
+    ) -> np.ndarray:
         """Which events (their ``features``, in order) carry fields unknown to the reference;
-        counts those fields. :meth:`add` then counts the events into panes."""
-        features = features if isinstance(features, list) else list(features)
-        # one C call per event; the rare events with unknown fields are looked at again
-        flags = ~np.fromiter(map(known.issuperset, features), dtype=bool, count=len(features))
+        counts those fields. :meth:`add` then counts the events into panes. ``carried``, if
+        given: every event is known to carry that many distinct fields of ``known``, so only
+        the events with more fields than that can carry unknown ones.
+
+        >>> s = SchemaDrift()
+        >>> rows = [{"a": 1}, {"a": 2, "b": 3}, {"a": 4, "new": 5}]
+        >>> s.unknown(rows, {"a", "b"}), s.unknown(rows, {"a", "b"}, carried=1)
+        (array([False, False,  True]), array([False, False,  True]))
+        >>> s.unexpected_fields
+        2
+        """
+        features = features if isinstance(features, list | tuple) else list(features)
+        n = len(features)
+        if carried is None:  # one C call per event
+            flags = ~np.fromiter(map(known.issuperset, features), dtype=bool, count=n)
+        else:  # the size of each event's fields, then a look at those with more
+            flags = np.fromiter(map(len, features), dtype=np.intp, count=n) > carried
+            more = np.flatnonzero(flags).tolist()
+            flags[more] = [not known.issuperset(features[i]) for i in more]
+        # the rare events with unknown fields are looked at again
         for i in np.flatnonzero(flags).tolist():
             self.unexpected_fields += len(features[i].keys() - known)
         return flags

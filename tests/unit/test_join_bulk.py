@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from stream_monitor.config import MonitorConfig
-from stream_monitor.events.outputs import output_columns
+from stream_monitor.events.outputs import event_columns, output_columns
 from stream_monitor.events.schema import PredictionEvent, ScoredPrediction
 from stream_monitor.monitor.join import LabelJoin, PendingPrediction
 from stream_monitor.monitor.partition import PartitionState, _outputs
@@ -332,6 +332,20 @@ def test_output_columns_are_outputs_per_event(predictions: list[Any]) -> None:
     expected = [_outputs(e) for e in events]
     assert _typed(labels) == _typed(o[0] for o in expected)
     assert _typed(scores) == _typed(o[1] for o in expected)
+
+
+@pytest.mark.parametrize("predictions", OUTPUTS, ids=repr)
+def test_event_columns_outputs_are_outputs_per_event(predictions: list[Any]) -> None:
+    """Read in one pass with the other fields (scored predictions) or from the predictions
+    (the others, mixed ones included): what ``_outputs`` gives per event."""
+    events = _events(predictions)
+    cols = event_columns(events)
+    expected = [_outputs(e) for e in events]
+    assert _typed(cols.labels) == _typed(o[0] for o in expected)
+    assert _typed(cols.scores) == _typed(o[1] for o in expected)
+    assert list(cols.event_ids) == [e.event_id for e in events]
+    assert list(cols.timestamps) == [e.timestamp for e in events]
+    assert list(cols.model_versions) == [e.model_version for e in events]
 
 
 @pytest.mark.parametrize("routes", [None, "some"])
