@@ -203,6 +203,73 @@ def _scan_block(dets: list[PageHinkley], x: np.ndarray, lengths: np.ndarray) -> 
         powers = p.alpha ** np.arange(1, m + 1, dtype=np.float64)
         inc = powers * (inc0 + np.cumsum((dev - p.delta) / powers, axis=1))
         dec = powers * (dec0 + np.cumsum((dev + p.delta) / powers, axis=1))
+    # Each row's extremes of the sums at its last value (the carried ones included).
+    low_inc, high_inc = _row_extremes(inc, lengths)
+    low_dec, high_dec = _row_extremes(dec, lengths)
+    min_inc = np.minimum(low_inc, state[:, 4])
+    max_dec = np.maximum(high_dec, state[:, 5])
+    # A row fires where a sum has moved more than the threshold from its extreme so far,
+    # which no value can when the sum's whole range (the carried extreme included) is within
+    # the threshold (rounding is monotone: so are the computed differences). Only the other
+    # rows need the running extremes.
+    may_fire = np.zeros(len(dets), dtype=bool)
+    if p.mode != "down":
+        may_fire |= high_inc - min_inc > p.threshold
+    if p.mode != "up":
+        may_fire |= max_dec - low_dec > p.threshold
+    at = np.full(len(dets), -1, dtype=np.int64)
+    rows = np.flatnonzero(may_fire)
+    if len(rows):
+        at[rows], min_inc[rows], max_dec[rows] = _first_firing(
+            p, state[rows], n[rows], inc[rows], dec[rows], lengths[rows]
+        )
+    # Each row's state at its firing, or at its last value.
+    last = (np.arange(len(dets)), np.where(at >= 0, at, lengths - 1))
+    ends = zip(
+        dets,
+        last[1].tolist(),
+        mean[last].tolist(),
+        inc[last].tolist(),
+        dec[last].tolist(),
+        min_inc.tolist(),
+        max_dec.tolist(),
+        strict=True,
+    )
+    for d, k, mean_k, inc_k, dec_k, min_inc_k, max_dec_k in ends:
+        d._n += k + 1
+        d._mean, d._sum_increase, d._sum_decrease = mean_k, inc_k, dec_k
+        d._min_increase, d._max_decrease = min_inc_k, max_dec_k
+    return at
+
+
+def _row_extremes(a: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's minimum and maximum over its first ``lengths[r]`` columns.
+
+    >>> _row_extremes(np.array([[3.0, 1.0, 9.0], [2.0, 5.0, 4.0]]), np.array([2, 3]))
+    (array([1., 2.]), array([3., 5.]))
+    """
+    if lengths.min() == a.shape[1]:
+        return a.min(axis=1), a.max(axis=1)
+    # Segments of the flat array, each row's values then its padding (dropped).
+    starts = np.arange(len(a)) * a.shape[1]
+    bounds = np.stack([starts, starts + lengths], axis=1).ravel()
+    if bounds[-1] == a.size:  # the last row is full: its values run to the end
+        bounds = bounds[:-1]
+    flat = a.ravel()
+    return np.minimum.reduceat(flat, bounds)[::2], np.maximum.reduceat(flat, bounds)[::2]
+
+
+def _first_firing(
+    p: PageHinkley,
+    state: np.ndarray,
+    n: np.ndarray,
+    inc: np.ndarray,
+    dec: np.ndarray,
+    lengths: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For rows that may fire (see :func:`_scan_block`): the firing column per row (-1: none)
+    and the sums' extremes at it, or at the row's last value."""
+    m = inc.shape[1]
     min_inc = np.minimum(np.minimum.accumulate(inc, axis=1), state[:, 4:5])
     max_dec = np.maximum(np.maximum.accumulate(dec, axis=1), state[:, 5:6])
     if p.mode == "up":
@@ -211,26 +278,11 @@ def _scan_block(dets: list[PageHinkley], x: np.ndarray, lengths: np.ndarray) -> 
         fire = max_dec - dec > p.threshold
     else:
         fire = (inc - min_inc > p.threshold) | (max_dec - dec > p.threshold)
-    if n0.min() + 1 < p.min_instances:  # a row still warming up
+    if state[:, 0].min() + 1 < p.min_instances:  # a row still warming up
         fire &= n >= p.min_instances
     if lengths.min() < m:  # a row shorter than the block
         fire &= np.arange(m)[None, :] < lengths[:, None]
     any_fire = fire.any(axis=1)
     at = np.where(any_fire, np.argmax(fire, axis=1), -1)
-    # Each row's state at its firing, or at its last value.
-    last = (np.arange(len(dets)), np.where(any_fire, at, lengths - 1))
-    ends = zip(
-        dets,
-        last[1].tolist(),
-        mean[last].tolist(),
-        inc[last].tolist(),
-        dec[last].tolist(),
-        min_inc[last].tolist(),
-        max_dec[last].tolist(),
-        strict=True,
-    )
-    for d, k, mean_k, inc_k, dec_k, min_inc_k, max_dec_k in ends:
-        d._n += k + 1
-        d._mean, d._sum_increase, d._sum_decrease = mean_k, inc_k, dec_k
-        d._min_increase, d._max_decrease = min_inc_k, max_dec_k
-    return at
+    last = (np.arange(len(at)), np.where(any_fire, at, lengths - 1))
+    return at, min_inc[last], max_dec[last]
