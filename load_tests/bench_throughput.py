@@ -80,6 +80,7 @@ CONSUMED = "stream_monitor_events_consumed_total"
 EVENT_TS = "stream_monitor_last_event_timestamp_seconds"
 BATCH_TS = "stream_monitor_last_batch_timestamp_seconds"
 BATCH_S = "stream_monitor_batch_processing_seconds"
+CHECKPOINT_S = "stream_monitor_checkpoint_seconds"
 SCRAPE = metrics_path(
     (
         CONSUMED,
@@ -93,6 +94,9 @@ SCRAPE = metrics_path(
         EVENT_TS,
         BATCH_TS,
         "stream_monitor_checkpoints_total",
+        f"{CHECKPOINT_S}_bucket",
+        f"{CHECKPOINT_S}_count",
+        f"{CHECKPOINT_S}_sum",
         "stream_monitor_label_partition_pauses_total",
     )
 )
@@ -420,6 +424,20 @@ def batch_figures(a: Sample, b: Sample) -> dict[str, Any]:
         "batch_mean_s": sb / nb if nb else None,
         "batch_mean_records": ne / nb if nb else None,
         "busy_fraction": sb / (b.t - a.t) if b.t > a.t else None,
+        **checkpoint_figures(a, b),
+    }
+
+
+def checkpoint_figures(a: Sample, b: Sample) -> dict[str, Any]:
+    """Checkpoints between two samples: how many, their mean and histogram-interpolated p95
+    time (a checkpoint holds up the batches behind it)."""
+    n = increase(a.series, b.series, f"{CHECKPOINT_S}_count")
+    total = increase(a.series, b.series, f"{CHECKPOINT_S}_sum")
+    h = hist_delta(buckets(a.series, CHECKPOINT_S), buckets(b.series, CHECKPOINT_S))
+    return {
+        "checkpoints_between": n,
+        "checkpoint_mean_s": total / n if n else None,
+        "checkpoint_p95_s": hist_quantile(0.95, h) if n else None,
     }
 
 
@@ -763,6 +781,12 @@ def details_md(args: argparse.Namespace, sc: str, res: dict[str, Any]) -> list[s
                 "live batches / CPU",
                 f"mean {fmt(lv.get('batch_mean_s'), '.3f')} s, "
                 f"{fmt(lv.get('batch_mean_records'))} records/batch; {cpu_text(lv.get('cpu'))}",
+            ),
+            (
+                "live checkpoints",
+                f"{fmt(lv.get('checkpoints_between'))}, mean "
+                f"{fmt(lv.get('checkpoint_mean_s'), '.3f')} s, p95 "
+                f"{fmt(lv.get('checkpoint_p95_s'), '.3f')} s (histogram-interpolated)",
             ),
             (
                 "live end",
