@@ -19,7 +19,6 @@ __all__ = [
     "PREDICTION_SCORE",
     "EventColumns",
     "event_columns",
-    "output_columns",
 ]
 
 #: Pseudo-features that carry the model's output, monitored for prediction drift.
@@ -27,7 +26,6 @@ PREDICTION_SCORE = "prediction.score"
 PREDICTION_LABEL = "prediction.label"
 
 
-_PREDICTION = operator.attrgetter("prediction")
 _LABEL_AND_SCORE = operator.attrgetter("label", "score")
 #: What ``event_columns`` reads of an event: its fields, and its prediction's label and score
 #: (an AttributeError when the prediction is not a scored one), or the prediction itself.
@@ -44,9 +42,9 @@ class EventColumns(NamedTuple):
     timestamps: Sequence[float]
     model_versions: Sequence[str | None]
     features: Sequence[dict[str, Any]]
-    #: ``prediction_label()``, as ``output_columns`` gives it.
+    #: Each event's ``prediction_label()``.
     labels: Sequence[str | None]
-    #: ``prediction_score()``, as ``output_columns`` gives it.
+    #: Each event's ``prediction_score()``.
     scores: Sequence[float | None]
 
     def rows(self, lo: int, hi: int) -> EventColumns:
@@ -75,26 +73,12 @@ def event_columns(events: Sequence[PredictionEvent]) -> EventColumns:
     return EventColumns(ids, times, versions, features, label_strs(list(labels)), _floats(scores))
 
 
-def output_columns(
-    events: Sequence[PredictionEvent],
-) -> tuple[list[str | None], list[float | None]]:
-    """Each event's ``prediction_label()`` and ``prediction_score()``, as two columns: by
-    column when every prediction is a scored one or every one a float (the usual cases),
-    else event by event.
-
-    >>> from stream_monitor.events.schema import PredictionEvent
-    >>> e = [PredictionEvent(event_id=str(i), model_id="m", timestamp=1, features={},
-    ...                      prediction={"label": i, "score": 1}) for i in range(2)]
-    >>> output_columns(e)
-    (['0', '1'], [1.0, 1.0])
-    """
-    return _outputs(list(map(_PREDICTION, events)), events)
-
-
 def _outputs(
     preds: Sequence[Any], events: Sequence[PredictionEvent]
 ) -> tuple[list[str | None], list[float | None]]:
-    """``output_columns`` of ``events``, whose predictions are ``preds``."""
+    """Each event's ``prediction_label()`` and ``prediction_score()``, as two columns: by
+    column when every prediction is a scored one or every one a float, else event by event
+    (``preds``: the events' predictions)."""
     kinds = set(map(type, preds))
     if kinds == {ScoredPrediction}:
         labels, scores = zip(*map(_LABEL_AND_SCORE, preds), strict=True)

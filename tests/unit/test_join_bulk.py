@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from stream_monitor.config import MonitorConfig
-from stream_monitor.events.outputs import event_columns, output_columns
+from stream_monitor.events.outputs import event_columns
 from stream_monitor.events.schema import PredictionEvent, ScoredPrediction
 from stream_monitor.monitor.join import LabelJoin, PendingPrediction
 from stream_monitor.monitor.partition import PartitionState, _outputs
@@ -323,15 +323,6 @@ def _events(predictions: list[Any], model: str = "m") -> list[PredictionEvent]:
 
 def _typed(values: Any) -> list[tuple[type, Any]]:
     return [(type(v), v) for v in values]
-
-
-@pytest.mark.parametrize("predictions", OUTPUTS, ids=repr)
-def test_output_columns_are_outputs_per_event(predictions: list[Any]) -> None:
-    events = _events(predictions)
-    labels, scores = output_columns(events)
-    expected = [_outputs(e) for e in events]
-    assert _typed(labels) == _typed(o[0] for o in expected)
-    assert _typed(scores) == _typed(o[1] for o in expected)
 
 
 @pytest.mark.parametrize("predictions", OUTPUTS, ids=repr)
