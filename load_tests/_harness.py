@@ -798,7 +798,10 @@ def produce(
     stop: threading.Event | None = None,
     progress_every: int = 0,
 ) -> ProduceResult:
-    """Produce ``records``; paced: each record at its event time (wall clock)."""
+    """Produce ``records``; paced: each record at its event time (wall clock).
+
+    Stops after ``time_limit`` seconds, counted from the first record's event time when
+    paced (records generated ahead start well after the call: the limit is for sending)."""
     from confluent_kafka import Producer
 
     errors: list[str] = []
@@ -818,6 +821,8 @@ def produce(
     for rec in records:
         if paced:
             delay = rec.timestamp - now()
+            if not res.handed:
+                deadline = time.monotonic() + max(0.0, delay) + time_limit
             if delay > 0.002:
                 time.sleep(delay)
             elif delay < 0 and rec.topic == pred_topic:
