@@ -44,7 +44,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     ap.add_argument("sources", nargs="+", type=Path, help="checkouts to measure")
     ap.add_argument("--scenario", choices=("A", "B"), default="A")
-    ap.add_argument("--predictions", type=int, default=200_000)
+    ap.add_argument(
+        "--predictions",
+        type=int,
+        default=400_000,
+        help="400,000 by default: past 200,000 predictions waiting for labels (scenario A) the "
+        "label join is full, as in every long drain and live run, and its intake evicts",
+    )
     ap.add_argument("--batch", type=int, default=10_000, help="records per process() call")
     ap.add_argument("--seed", type=int, default=11)
     args = ap.parse_args(argv)
