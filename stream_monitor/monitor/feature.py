@@ -193,8 +193,6 @@ class FeatureMonitor:
         #: The window detectors were just restarted for a rolling reference: the window being
         #: judged reports their signal (cleared) even during their warm-up.
         self._rebased = False
-        #: Row of the last fed column at which change detectors agreed (numeric only).
-        self.agreement_row: int | None = None
         #: The detectors' verdicts in the last fed column, at each row where it may change:
         #: ``(row, value, breached, cleared, direction)`` (numeric only; see
         #: :meth:`take_firings`; direction: which way the recent firings went, or None).
@@ -893,7 +891,6 @@ class NumericFeature(FeatureMonitor):
         self.last_firing = {}
         self.levels = [0.0, 0.0]
         self.detectors_returned = False
-        self.agreement_row = None
 
     def _feed(
         self, column: Sequence[Any]
@@ -906,7 +903,6 @@ class NumericFeature(FeatureMonitor):
         values, missing, absent, bad = _numeric_column(column)
         self.type_errors += int(np.count_nonzero(bad))
         present = ~(missing | bad)
-        self.agreement_row = None
         self.detector_points = []
         z = np.full(len(values), np.nan)
         if self.pit_grid is not None:
@@ -920,13 +916,11 @@ class NumericFeature(FeatureMonitor):
         self, fired: dict[str, list[int]], levels: list[np.ndarray] | None = None
     ) -> None:
         """Judge where the detectors fired on :attr:`pending_z` (indices into it, per
-        detector): set :attr:`agreement_row` to the chunk row at which ``min_agreeing``
-        detectors first agreed (fired within ``agreement_events`` values of each other), if that
-        happened in this chunk, and add to :attr:`detector_points` the verdict at every value
-        where it may change (see :meth:`detector_observations`). Judged per value, so the
-        answer does not depend on how the stream was cut into batches. ``levels``: the fast
-        and slow levels after each pending score when the caller filtered many features at
-        once (see :func:`run_detectors`)."""
+        detector): add to :attr:`detector_points` the verdict at every value where it may
+        change (see :meth:`detector_observations`). Judged per value, so the answer does not
+        depend on how the stream was cut into batches. ``levels``: the fast and slow levels
+        after each pending score when the caller filtered many features at once (see
+        :func:`run_detectors`)."""
         assert self.pending_z is not None and self._pending_rows is not None
         start = self.n_values
         if levels is None:
@@ -967,8 +961,6 @@ class NumericFeature(FeatureMonitor):
             if agreeing(p, 0) >= need:
                 fast, slow = levels[0][p - start], levels[1][p - start]
                 agreements[p] = towards_reference(float(fast), float(slow))
-                if self.agreement_row is None:
-                    self.agreement_row = int(rows[p - start])
         # The value before the chunk was an agreement if a detector's last firing is that
         # value and it had the others' agreement then (the direction it took is the state's).
         if start - 1 in self.last_firing.values() and agreeing(start - 1, 0) >= need:
@@ -1610,7 +1602,6 @@ def stage_numeric(
     every_row = np.arange(n)
     complete = present.all(axis=1)
     for j, f in enumerate(feats):
-        f.agreement_row = None
         f.detector_points = []
         if f.detectors:
             if complete[j]:

@@ -79,7 +79,6 @@ def _same(a: NumericFeature, b: NumericFeature) -> None:
             assert va.dtype == vb.dtype, name
             np.testing.assert_array_equal(va, vb, err_msg=name)
     assert a.detector_points == b.detector_points
-    assert a.agreement_row == b.agreement_row
     assert a.levels == b.levels
 
 
