@@ -68,9 +68,17 @@ __all__ = [
 
 #: 3: which way the last detected changes went (see :func:`towards_reference`). 4: values
 #: scored against a rolling reference (``rolling_values``); a version-3 snapshot reads with 0.
-SNAPSHOT_VERSION = 4
+#: 5: the calibrations the feature judges its windows with (``calibrations``); older ones read
+#: with none (simulated again at the next window).
+SNAPSHOT_VERSION = 5
 #: Feature snapshot versions :meth:`FeatureMonitor._restore_common` reads.
-READABLE_VERSIONS = frozenset({3, SNAPSHOT_VERSION})
+READABLE_VERSIONS = frozenset({3, 4, SNAPSHOT_VERSION})
+#: Calibrations a feature keeps (see :meth:`FeatureMonitor._calibrate`): one per window size
+#: it was judged at recently; a count window has one size.
+KEPT_CALIBRATIONS = 4
+#: Bumped when :func:`~stream_monitor.stats.calibrate.calibrate` simulates differently:
+#: calibrations kept in a snapshot under another are simulated again.
+CALIBRATION_METHOD = 1
 #: Smoothing of the fast and the slow level of a numeric feature's PIT scores (exponentially
 #: weighted means, spans of about 200 and 2,000 values): a change the detectors agree on is a
 #: return when the fast level is back nearer the reference (0) than the slow one.
@@ -210,6 +218,11 @@ class FeatureMonitor:
         #: What every window close reads of the configuration and the reference (see
         #: :meth:`_close_plan`).
         self._plan: _ClosePlan | None = None
+        #: The calibrations of the fixed reference the last windows were judged with, by what
+        #: determines them (see :meth:`_calibrate`). In the snapshot: a restarted or
+        #: reassigned partition judges its next windows without simulating them again (a
+        #: fresh process's memo is empty, and a few dozen cost a second or more).
+        self.calibrations: dict[tuple[Any, ...], dict[str, Calibration]] = {}
         #: Bin of each row of the last ingested segment: -1 where the row has no usable value
         #: or is late (slot -1), for per-version histograms of the model's outputs.
         self.last_bins: np.ndarray | None = None
@@ -511,7 +524,16 @@ class FeatureMonitor:
             return cached_calibrate_rolling(lagged[0], lagged[1], n_ref, n_win, *rest)
         if n_ref != plan.ref_total:
             n_ref = calibration_size(n_ref)
-        return cached_calibrate(self.ref_counts, n_ref, n_win, *rest)
+        # The process-wide memo shares calibrations between features; the feature keeps its
+        # own for its snapshot. The plan's digest stands for the reference, points and scale.
+        key = (plan.digest, n_ref, n_win, th.false_alarm_rate, names, plan.draws)
+        kept = self.calibrations.get(key)
+        if kept is None:
+            kept = cached_calibrate(self.ref_counts, n_ref, n_win, *rest)
+            if len(self.calibrations) >= KEPT_CALIBRATIONS:
+                del self.calibrations[next(iter(self.calibrations))]  # the oldest
+            self.calibrations[key] = kept
+        return kept
 
     def _close_plan(self) -> _ClosePlan:
         """What a window close reads of the configuration and the reference, worked out once
@@ -539,6 +561,7 @@ class FeatureMonitor:
             alerting=tuple(s for s in cfg.alert_statistics if self._applies(s, points)),
             ref_total=0 if self.ref_counts is None else int(self.ref_counts.sum()),
             draws=cfg.thresholds.draws(),
+            digest=_reference_digest(self.ref_counts, points, scale),
             rates=self.ref_rates.tolist(),
             quality=tuple(
                 (signal, j, increase, kind if signal in SUPPORT_SIGNALS else "data_quality")
@@ -641,6 +664,10 @@ class FeatureMonitor:
             else self.window_detectors.snapshot(),
             "returned": [self.detectors_returned, self.windows_returned],
             "last_z": self.last_z,
+            "calibrations": [
+                [*key[:4], list(key[4]), key[5], {k: c.snapshot() for k, c in cal.items()}]
+                for key, cal in self.calibrations.items()
+            ],
         }
 
     def _restore_common(self, d: dict[str, Any]) -> None:
@@ -666,6 +693,12 @@ class FeatureMonitor:
         )
         self.detectors_returned, self.windows_returned = (bool(x) for x in d["returned"])
         self.last_z = None if d["last_z"] is None else float(d["last_z"])
+        self.calibrations = {
+            (str(digest), int(n_ref), int(n_win), float(far), tuple(names), int(draws)): {
+                k: Calibration.from_snapshot(c) for k, c in cal.items()
+            }
+            for digest, n_ref, n_win, far, names, draws, cal in d.get("calibrations", [])
+        }
 
 
 #: The Python types a numeric column holds when nothing is missing or mistyped (bool is not
@@ -1360,10 +1393,28 @@ class _ClosePlan(NamedTuple):
     ref_total: int
     #: Simulations per calibration (``thresholds.draws()``).
     draws: int
+    #: What else a calibration of the fixed reference depends on (see
+    #: :func:`_reference_digest`): part of the key of the feature's kept calibrations.
+    digest: str
     #: ``ref_rates`` as Python floats.
     rates: list[float]
     #: The quality signals every feature judges: ``(signal, column, margin, alert kind)``.
     quality: tuple[tuple[str, int, float, AlertKind], ...]
+
+
+def _reference_digest(
+    ref_counts: np.ndarray | None, points: np.ndarray | None, scale: float | None
+) -> str:
+    """A short digest of what a calibration of the fixed reference depends on besides its
+    sizes, rate, statistics and draws: the reference counts, the Wasserstein points and
+    scale, and :data:`CALIBRATION_METHOD`. Plain data, so kept calibrations can be keyed by
+    it in a snapshot and found again after a restore (the same arrays give the same digest).
+    """
+    h = hashlib.blake2b(digest_size=8)
+    h.update(f"{CALIBRATION_METHOD}:{scale!r}:".encode())
+    for a, dtype in ((ref_counts, np.int64), (points, np.float64)):
+        h.update(b"-" if a is None else np.ascontiguousarray(a, dtype=dtype).tobytes())
+    return h.hexdigest()
 
 
 def _argmax(values: Sequence[float]) -> int:

@@ -8,9 +8,12 @@ the first window entirely after a change at 6000 closes at event 6999.
 
 from __future__ import annotations
 
-from collections import Counter
+import importlib
+import sys
+from collections import Counter, OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -27,6 +30,10 @@ from stream_monitor.events.schema import (
 from stream_monitor.monitor.feature import CategoricalFeature
 from stream_monitor.monitor.partition import PartitionState
 from stream_monitor.simulate import TrafficGenerator
+
+#: The module (the package's ``calibrate`` is its function of that name).
+calibrate_module = importlib.import_module("stream_monitor.stats.calibrate")
+LOAD_TESTS = Path(__file__).resolve().parents[2] / "load_tests"
 
 N = 12_000
 CHANGE = 6_000
@@ -390,6 +397,51 @@ def test_snapshot_round_trip_mid_stream(x2_stream: Stream, split: int) -> None:
         fr = mr.features.get(name) or mr.outputs[name]
         assert fr.psi == fo.psi and fo.psi is not None, name
     assert orjson.dumps(restored.snapshot()) == orjson.dumps(original.snapshot())
+
+
+def test_a_restored_partition_judges_its_windows_without_simulating_them_again(
+    x2_stream: Stream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The calibrations the features judged their windows with are in the snapshot: restored
+    in a fresh process (empty memos), the partition simulates none for windows of the same
+    sizes and judges them as the original does. From a version-4 snapshot (none kept) it
+    simulates them again, with the same outcome."""
+    events = x2_stream.events[:PREFIX]
+    split = 3000  # the reference and two windows
+    original, _ = _run(CFG, events[:split], 250)
+    data = orjson.dumps(original.snapshot())
+    calls: list[int] = []
+    real = calibrate_module.calibrate
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    def fresh_process() -> None:
+        monkeypatch.setattr(calibrate_module, "_CALIBRATIONS", OrderedDict())
+        monkeypatch.setattr(calibrate_module, "_SHAPES", {})
+        monkeypatch.setattr(calibrate_module, "calibrate", counted)
+
+    fresh_process()
+    restored = PartitionState.from_snapshot(orjson.loads(data), CFG)
+    _, rest_restored = _run(CFG, events[split:], 250, state=restored)
+    assert calls == []
+    monkeypatch.undo()
+    _, rest_original = _run(CFG, events[split:], 250, state=original)
+    assert rest_restored == rest_original and rest_original
+    assert orjson.dumps(restored.snapshot()) == orjson.dumps(original.snapshot())
+
+    sys.path.insert(0, str(LOAD_TESTS))
+    try:  # the snapshot as version 4 of the features had it (none kept)
+        old = importlib.import_module("bench_restart").without_calibrations(orjson.loads(data))
+    finally:
+        sys.path.remove(str(LOAD_TESTS))
+    assert old != orjson.loads(data)
+    fresh_process()
+    again = PartitionState.from_snapshot(old, CFG)
+    _, rest_again = _run(CFG, events[split:], 250, state=again)
+    assert calls  # simulated again
+    assert _same_but_ids(rest_again) == _same_but_ids(rest_original)
 
 
 def test_snapshot_refuses_unknown_version() -> None:
