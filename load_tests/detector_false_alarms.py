@@ -16,7 +16,8 @@
    ``NumericFeature`` with the default ``DriftConfig`` (a reference of the first 1,000 values,
    the probability integral transform, both detectors, the 500-value cooldown and the
    agreement of both detectors within 1,000 values), in chunks of ``--chunk`` values. An
-   agreement is what can open a ``change_detectors`` incident.
+   agreement on a change away from the reference (the verdict turning to drift) is what can
+   open a ``change_detectors`` incident.
 
 No broker, no network. Rewrites the ``detector_false_alarms`` section of load_tests/RESULTS.md.
 """
@@ -97,8 +98,11 @@ def feature_run(values: np.ndarray, chunk: int, shift_at: int | None) -> dict[st
         col = values[i : i + chunk].tolist()
         f.ingest(col, np.zeros(len(col), dtype=np.int64))
         run_detectors([f])
-        if f.agreement_row is not None:
-            agreements.append(i + f.agreement_row)
+        # The first row of the chunk at which the detectors' verdict turned to drift (their
+        # agreement on a change away from the reference): what opens an incident.
+        first = next((row for row, _, breached, _, _ in f.detector_points if breached), None)
+        if first is not None:
+            agreements.append(i + first)
     out: dict[str, Any] = {
         "raw": dict(f.raw_firings),
         "accepted": dict(f.detections),

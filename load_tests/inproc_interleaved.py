@@ -33,7 +33,9 @@ _NAME = re.compile(r"\bstream_monitor\b")
 def _renamed_copy(source: Path, name: str, into: Path) -> None:
     """``source``'s ``stream_monitor`` package as package ``name`` in ``into``."""
     target = into / name
-    shutil.copytree(source / "stream_monitor", target)
+    # Without __pycache__: numba's cache files there name the original module, so the copy's
+    # kernels would fail to load (PartitionState then records each batch as a failure).
+    shutil.copytree(source / "stream_monitor", target, ignore=shutil.ignore_patterns("__pycache__"))
     for path in target.rglob("*.py"):
         path.write_text(_NAME.sub(name, path.read_text()))
 

@@ -57,6 +57,7 @@ from stream_monitor.state import (
     ensure_changelog_topic,
     key_from_secret,
 )
+from stream_monitor.stats.drift import warm_up
 
 __all__ = ["Application"]
 
@@ -213,6 +214,9 @@ class Application:
         if partitions is None:
             return
         self.health.allow(90.0)  # before the first cycle: the changelog topic, init_transactions
+        began = time.monotonic()
+        warm_up()  # the detectors' compiled loops, before a batch of a live stream waits for them
+        log.info("detector kernels ready in %.1f s", time.monotonic() - began)
         if self.assignment.changelog:
             ensure_changelog_topic(
                 admin, self.changelog_topic, partitions, cfg.checkpoint.replication_factor

@@ -35,6 +35,9 @@ if [[ ! -f "$stamp" ]]; then
     .venv/bin/python -m pip install -q -e ".[dev]"
     touch "$stamp"
 fi
+# numba compiles the detectors' loops once per checkout into stream_monitor's __pycache__
+# (seconds): here, rather than in the demo's first batch or inside a test's time limit.
+.venv/bin/python -c "from stream_monitor.stats.drift import warm_up; warm_up()"
 bash deploy/local/kafka.sh fetch
 bash deploy/local/tools.sh  # helm, kubeconform, docker-compose for tests/unit/test_deploy_*.py
 echo "setup: ready" >&2

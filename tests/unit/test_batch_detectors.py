@@ -11,10 +11,9 @@ import numpy as np
 import pytest
 from river import drift
 
-from stream_monitor.stats.drift import ADWIN, PageHinkley
-from stream_monitor.stats.drift.adwin import _bucket_sizes, _cut_slots, _Group, _level_counts
+from stream_monitor.stats.drift import ADWIN, PageHinkley, _kernels
+from stream_monitor.stats.drift.adwin import _bucket_sizes, _level_counts
 from stream_monitor.stats.drift.adwin import update_all as adwin_update_all
-from stream_monitor.stats.drift.base import SHORT, padded
 from stream_monitor.stats.drift.page_hinkley import update_all as ph_update_all
 
 
@@ -413,67 +412,6 @@ def test_level_counts_hold_every_value_for_large_counts() -> None:
         assert (filled | (np.arange(filled.shape[1])[None, :] > top[:, None])).all(), m
 
 
-def test_cut_slots_are_the_boundaries_of_the_histogram() -> None:
-    """The array pass's cuts, worked out from counts (level by level, bucket by bucket), are
-    every boundary of the histogram after ``n`` values but its end, with both sides at least
-    ``min_window_length`` long."""
-    rng = np.random.default_rng(3)
-    ns = np.concatenate([np.arange(1, 1500), rng.integers(1500, 2**40, 300)])
-    for m, mwl in ((2, 1), (3, 2), (5, 5), (8, 1)):
-        _, cuts, valid = _cut_slots(ns, m, mwl)
-        for i, n in enumerate(ns.tolist()):
-            bounds = np.cumsum(_bucket_sizes(n, m))[:-1]
-            expected = bounds[(bounds >= mwl) & (bounds <= n - mwl)].tolist()
-            assert sorted(cuts[:, :, i][valid[:, :, i]].tolist()) == expected, (m, mwl, n)
-
-
-def _groups_with_history(seed: int) -> list[_Group]:
-    """ADWIN groups (default and small parameters) of streams with a change, fed unevenly
-    before (one stream not at all), each about to take a batch of its own length."""
-    rng = np.random.default_rng(seed)
-    groups = []
-    for params in ({}, {"max_buckets": 2, "clock": 4, "min_window_length": 2, "grace_period": 3}):
-        streams = [_piecewise(900 + seed * 10 + s)[0] for s in range(6)]
-        dets = [ADWIN(**params) for _ in streams]
-        for det, x in zip(dets[1:], streams[1:], strict=True):
-            cut = int(rng.integers(50, 5000))
-            for lo in range(0, cut, 700):
-                det.update_many(x[lo : min(lo + 700, cut)])
-            det.drift_detected = False  # as feed_streams leaves a detector it restarts
-        batches = [x[-int(rng.integers(SHORT + 1, 1500)) :] for x in streams]
-        groups.append(_Group(dets, batches))
-    return groups
-
-
-@pytest.mark.parametrize("seed", range(3))
-def test_adwin_sums_before_the_cuts_are_the_stored_and_batch_sums(seed: int) -> None:
-    """The table the array pass reads the sum before a cut from gives, for every cut of every
-    test, to the bit what is added up directly: the stored totals up to the stored boundary
-    the cut is (a cut in the old window), or the old total plus the batch's prefix sum."""
-    for g in _groups_with_history(seed):
-        ends, t_stream = g._tests()
-        arrived, cuts, valid = _cut_slots(ends, g.max_buckets, g.mwl)
-        got = g._sums(t_stream, arrived, cuts)[valid]
-        stream = np.broadcast_to(t_stream, cuts.shape)[valid]
-        cut = cuts[valid]
-        n_old = g.n_old[stream]
-        # Directly: a search over every stored boundary, or the batch's prefix sums.
-        ends_stored = np.cumsum(g.sizes)
-        pos = (np.cumsum(g.n_old) - g.n_old)[stream] + cut
-        at = np.searchsorted(ends_stored, pos)
-        old = cut <= n_old
-        assert (ends_stored[at[old]] == pos[old]).all()  # an old cut is a stored boundary
-        cum = np.concatenate([[0.0], np.cumsum(g.totals)])
-        k = np.where(old, 0, cut - n_old - 1)
-        expected = np.where(
-            old,
-            cum[np.minimum(at + 1, len(cum) - 1)] - cum[g.b_lo[stream]],
-            g.total[stream] + g.s1[stream, k] + (k + 1) * g.shift[stream],
-        )
-        assert np.array_equal(got, expected)
-        assert old.sum() > 100 and (~old).sum() > 100
-
-
 def _plain_cut(det: ADWIN, sizes: list[int], totals: list[float]) -> bool:
     """ADWIN's test value by value as river writes it: every cut's bound in full."""
     n, total, mwl = det._n, det._total, det.min_window_length
@@ -493,6 +431,22 @@ def _plain_cut(det: ADWIN, sizes: list[int], totals: list[float]) -> bool:
     return False
 
 
+def _compiled_cut(det: ADWIN, sizes: list[int], totals: list[float]) -> bool:
+    """The kernels' cut test on ``det``'s window with these buckets."""
+    return bool(
+        _kernels._cut(
+            np.array(sizes, dtype=np.int64),
+            np.array(totals),
+            len(sizes),
+            det._n,
+            det._total,
+            det._variance,
+            det.delta,
+            det.min_window_length,
+        )
+    )
+
+
 def _plain_carry(sizes: list[int], totals: list[float], m2s: list[float], m: int) -> None:
     """The carry chain by scanning the whole histogram for each level's buckets."""
     size = 1
@@ -502,8 +456,8 @@ def _plain_carry(sizes: list[int], totals: list[float], m2s: list[float], m: int
             return
         j = run[-1]
         n = float(size)
-        mean_a, mean_b = totals[j] / n, totals[j + 1] / n
-        m2 = m2s[j] + m2s[j + 1] + n * 0.5 * (mean_a - mean_b) ** 2
+        d = totals[j] / n - totals[j + 1] / n
+        m2 = m2s[j] + m2s[j + 1] + n * 0.5 * (d * d)  # not d ** 2: pow() is not exact
         sizes[j : j + 2] = [2 * size]
         totals[j : j + 2] = [totals[j] + totals[j + 1]]
         m2s[j : j + 2] = [m2]
@@ -514,10 +468,10 @@ def _plain_carry(sizes: list[int], totals: list[float], m2s: list[float], m: int
     "params", [{"clock": 1}, {"clock": 1, "max_buckets": 2, "min_window_length": 2}, {}]
 )
 def test_adwin_value_by_value_matches_the_plain_test_and_carry(params: dict[str, int]) -> None:
-    """Value by value (as the per-window detectors feed it), the test that skips the bound of
-    the cuts whose means differ by less than its linear term, and the carry that walks each
-    level's run from the newest end, decide and store exactly what the plain ones do, on a
-    stream with changes (firings included)."""
+    """Value by value (as the per-window detectors feed it), the compiled test that skips the
+    bound of the cuts whose means differ by less than its linear term, and the compiled carry
+    that walks each level's run from the newest end, decide and store exactly what the plain
+    ones do, on a stream with changes (firings included)."""
     x, _ = _piecewise(41)
     det = ADWIN(**params)
     sizes: list[int] = []
@@ -541,90 +495,15 @@ def test_adwin_value_by_value_matches_the_plain_test_and_carry(params: dict[str,
         if det._n < 2:
             continue
         plain = _plain_cut(det, sizes, totals)
-        assert det._cut(sizes, totals) == plain
+        assert _compiled_cut(det, sizes, totals) == plain
         decisions.append(plain)
         # With less variance, the bound is mostly its linear term: cuts near it decide.
         variance = det._variance
         for scale in (0.1, 1e-3, 1e-6):
             det._variance = variance * scale
             plain = _plain_cut(det, sizes, totals)
-            assert det._cut(sizes, totals) == plain
+            assert _compiled_cut(det, sizes, totals) == plain
             close += plain
         det._variance = variance
     assert sum(decisions) >= 3  # it fired
     assert close > sum(decisions)
-
-
-def _plain_scan_block(dets: list[PageHinkley], x: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    """Page-Hinkley's chunk with the running extremes of every row (no row skipped)."""
-    p = dets[0]
-    m = x.shape[1]
-    state = np.array(
-        [
-            (d._n, d._mean, d._sum_increase, d._sum_decrease, d._min_increase, d._max_decrease)
-            for d in dets
-        ]
-    )
-    n0, mean0, inc0, dec0 = state[:, 0:1], state[:, 1:2], state[:, 2:3], state[:, 3:4]
-    n = n0 + np.arange(1, m + 1, dtype=np.float64)[None, :]
-    mean = (n0 * mean0 + np.cumsum(x, axis=1)) / n
-    dev = x - mean
-    if p.alpha == 1.0:
-        inc = inc0 + np.cumsum(dev - p.delta, axis=1)
-        dec = dec0 + np.cumsum(dev + p.delta, axis=1)
-    else:
-        powers = p.alpha ** np.arange(1, m + 1, dtype=np.float64)
-        inc = powers * (inc0 + np.cumsum((dev - p.delta) / powers, axis=1))
-        dec = powers * (dec0 + np.cumsum((dev + p.delta) / powers, axis=1))
-    min_inc = np.minimum(np.minimum.accumulate(inc, axis=1), state[:, 4:5])
-    max_dec = np.maximum(np.maximum.accumulate(dec, axis=1), state[:, 5:6])
-    up = inc - min_inc > p.threshold
-    down = max_dec - dec > p.threshold
-    fire = up if p.mode == "up" else down if p.mode == "down" else up | down
-    fire &= n >= p.min_instances
-    fire &= np.arange(m)[None, :] < lengths[:, None]
-    any_fire = fire.any(axis=1)
-    at = np.where(any_fire, np.argmax(fire, axis=1), -1)
-    last = (np.arange(len(dets)), np.where(any_fire, at, lengths - 1))
-    for r, d in enumerate(dets):
-        k = int(last[1][r])
-        d._n += k + 1
-        d._mean, d._sum_increase, d._sum_decrease = (float(a[r, k]) for a in (mean, inc, dec))
-        d._min_increase, d._max_decrease = float(min_inc[r, k]), float(max_dec[r, k])
-    return at
-
-
-@pytest.mark.parametrize(
-    "params",
-    [
-        {},
-        {"threshold": 6.0, "delta": 0.5, "min_instances": 20, "mode": "up"},
-        {"threshold": 6.0, "delta": 0.5, "mode": "down", "alpha": 1.0},
-        {"threshold": 30.0, "alpha": 0.99, "delta": 0.0},
-    ],
-)
-def test_page_hinkley_rows_that_cannot_fire_skip_nothing(params: dict[str, Any]) -> None:
-    """A chunk skips the running extremes of the rows whose sums stay within the threshold of
-    their extremes: it fires and ends exactly (to the bit) as the chunk that runs every row,
-    on rows fresh and warmed up, of uneven lengths, quiet and with a change."""
-    from stream_monitor.stats.drift.page_hinkley import _scan_block
-
-    rng = np.random.default_rng(17)
-    fired = quiet = 0
-    for _ in range(8):
-        streams = [_piecewise(int(rng.integers(0, 10_000)))[0] for _ in range(5)]
-        streams += [rng.normal(0.0, 1.0, 4000) for _ in range(4)]
-        dets = [PageHinkley(**params) for _ in streams]
-        for det, x in zip(dets, streams, strict=True):
-            det.update_many(x[: int(rng.integers(0, 3000))])
-            det.drift_detected = False
-        plain = [PageHinkley.from_snapshot(d.snapshot()) for d in dets]
-        lengths = rng.integers(SHORT + 1, 700, len(dets))
-        lengths[0] = 700
-        x = padded([s[-k:] for s, k in zip(streams, lengths.tolist(), strict=True)], 700)
-        at = _scan_block(dets, x, lengths)
-        assert np.array_equal(at, _plain_scan_block(plain, x, lengths))
-        assert [d.snapshot() for d in dets] == [d.snapshot() for d in plain]
-        fired += int((at >= 0).sum())
-        quiet += int((at < 0).sum())
-    assert fired >= 5 and quiet >= 10

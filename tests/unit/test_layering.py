@@ -183,7 +183,7 @@ ROOMS: dict[str, set[str]] = {
     },
     "app": {
         "alerts", "alignment", "assignment", "checkpoint", "config", "errors", "events",
-        "gc_tuning", "kafka", "metrics", "monitor", "reference", "state",
+        "gc_tuning", "kafka", "metrics", "monitor", "reference", "state", "stats",
     },
     "backtest": {
         "alerts", "alignment", "config", "errors", "events", "gc_tuning", "kafka", "monitor",

@@ -17,7 +17,6 @@ __all__ = [
     "VersionedState",
     "feed_by_value",
     "feed_streams",
-    "padded",
     "validated",
 ]
 
@@ -201,16 +200,3 @@ def validated(model: type[S], d: Mapping[str, Any], what: str) -> S:
         return model.model_validate(dict(d) if isinstance(d, Mapping) else d)
     except ValidationError as e:
         raise ValueError(f"invalid {what} snapshot: {e}") from e
-
-
-def padded(rows: Sequence[np.ndarray], width: int) -> np.ndarray:
-    """``rows`` as one float matrix, each zero-padded to ``width`` (the batch passes' layout:
-    one stream a row).
-
-    >>> padded([np.array([1.0, 2.0]), np.array([3.0])], 3).tolist()
-    [[1.0, 2.0, 0.0], [3.0, 0.0, 0.0]]
-    """
-    block = np.zeros((len(rows), width))
-    for r, row in enumerate(rows):
-        block[r, : len(row)] = row
-    return block
