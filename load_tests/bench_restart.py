@@ -5,7 +5,8 @@ whose calibration memo is empty.
 In process, no broker: one partition of ``bench_throughput.py``'s scenario A (5 models with 20
 numeric + 3 categorical features) takes ``--before`` predictions in batches of ``--batch``; its
 snapshot then goes through the changelog's encoding (orjson) to fresh processes, each of which
-restores it and times its next ``--after`` predictions batch by batch (CPU time). Each round
+restores it and times its next ``--after`` predictions batch by batch (CPU time; the compiled
+detectors are loaded first, as the monitor loads them before it consumes). Each round
 restores it twice, in turn: as taken (the features keep the calibrations they judged their
 windows with) and without them (as a snapshot of version 4 of the features had it, so the
 windows are simulated again).
@@ -78,10 +79,12 @@ def _restored(path: Path, kept: bool, before: int, after: int, batch: int) -> di
     """In this (fresh) process: restore the snapshot at ``path`` and time the next batches."""
     from stream_monitor.config import MonitorConfig
     from stream_monitor.monitor.partition import PartitionState
+    from stream_monitor.stats.drift import warm_up
 
     calibrate = importlib.import_module("stream_monitor.stats.calibrate")
     cfg = MonitorConfig(bootstrap_servers="unused:9092")
     msgs = _records(before + after)[before:]
+    warm_up()  # as the monitor does before it consumes: the compiled detectors loaded
     snap = orjson.loads(path.read_bytes())
     if not kept:
         snap = without_calibrations(snap)

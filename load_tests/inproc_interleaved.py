@@ -15,8 +15,10 @@ them alike. It prints, per checkout, the alert events and the CPU time per recor
 from __future__ import annotations
 
 import argparse
+import cProfile
 import gc
 import importlib
+import pstats
 import re
 import shutil
 import sys
@@ -55,6 +57,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     ap.add_argument("--batch", type=int, default=10_000, help="records per process() call")
     ap.add_argument("--seed", type=int, default=11)
+    ap.add_argument(
+        "--profile",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also cProfile the first checkout's steady state and print its N functions of "
+        "largest cumulative time (the profiler inflates small calls: shares, not timings)",
+    )
     args = ap.parse_args(argv)
     if args.predictions < 1000 or args.batch < 1:
         ap.error("need --predictions >= 1000 and --batch >= 1")
@@ -97,11 +107,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         old = gc.get_threshold()
         gc.set_threshold(max(old[0], 100_000), *old[1:])  # as the monitor runs (gc_tuning)
         gc.collect()
+        prof = cProfile.Profile()
         try:
             for turn, lo in enumerate(range(0, len(raw), args.batch)):
                 k = turn % len(revs)
                 for r in revs[k:] + revs[:k]:
                     chunk = r.msgs[lo : lo + args.batch]
+                    profiled = args.profile and r is revs[0] and lo >= warm
+                    if profiled:
+                        prof.enable()
                     t0 = time.process_time()
                     preds = [m for m in chunk if m.topic() == "predictions"]
                     labels = [m for m in chunk if m.topic() != "predictions"]
@@ -110,8 +124,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                     r.alerts += len(r.state.process(pe, le))
                     if lo >= warm:
                         r.cpu += time.process_time() - t0
+                    if profiled:
+                        prof.disable()
         finally:
             gc.set_threshold(*old)
+    if args.profile:
+        print(f"cProfile of {args.sources[0]} after the first 20 %:")
+        pstats.Stats(prof).sort_stats("cumulative").print_stats(args.profile)
     steady = len(raw) - -(-warm // args.batch) * args.batch  # records in batches from warm on
     for r in revs:
         print(
