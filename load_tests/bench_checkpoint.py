@@ -340,7 +340,7 @@ def part_a(args: argparse.Namespace) -> tuple[list[str], list[str]]:
         md.append(f"| {name} | {len(vals)} | {stats_text(vals)} |")
         if name.startswith("numeric"):
             md.append(
-                f"| … of which its two river detectors (pickled, base64) "
+                f"| … of which its two change detectors (ADWIN, Page-Hinkley; plain data) "
                 f"| {len(p_big['detectors'])} | {stats_text(p_big['detectors'])} |"
             )
     md += [
