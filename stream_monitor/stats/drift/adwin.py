@@ -161,10 +161,8 @@ def update_all(detectors: Sequence[ADWIN], batches: Sequence[np.ndarray]) -> lis
 def _array_pass(dets: list[ADWIN], xs: list[np.ndarray]) -> list[int]:
     """Advance every stream (equal parameters) up to its first firing in one compiled call;
     return that index per stream (-1: none)."""
-    x_lo = np.zeros(len(xs) + 1, dtype=np.int64)
-    np.cumsum([len(x) for x in xs], out=x_lo[1:])
-    b_lo = np.zeros(len(dets) + 1, dtype=np.int64)
-    np.cumsum([len(d._sizes) for d in dets], out=b_lo[1:])
+    x_lo = _kernels.offsets([len(x) for x in xs])
+    b_lo = _kernels.offsets([len(d._sizes) for d in dets])
     n = np.array([d._n for d in dets], dtype=np.int64)
     sums = np.array([(d._total, d._variance) for d in dets])
     hits, sizes, totals, m2s, out_lo = _kernels.adwin_pass(

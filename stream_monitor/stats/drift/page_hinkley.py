@@ -157,8 +157,7 @@ def _scan(dets: list[PageHinkley], xs: list[np.ndarray]) -> list[int]:
     """Advance every stream (equal parameters) up to its first firing in one compiled call;
     return that index per stream (-1: none)."""
     p = dets[0]
-    x_lo = np.zeros(len(xs) + 1, dtype=np.int64)
-    np.cumsum([len(x) for x in xs], out=x_lo[1:])
+    x_lo = _kernels.offsets([len(x) for x in xs])
     n = np.array([d._n for d in dets], dtype=np.int64)
     state = np.array(
         [
