@@ -20,9 +20,11 @@ Go toolchain to build them (a skip, with that reason).
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
+import sys
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,6 +39,7 @@ CHART = ROOT / "deploy" / "helm" / "stream-monitor"
 TOOLS = ROOT / ".tools" / "bin"
 RULES = ROOT / "deploy" / "prometheus" / "stream-monitor.rules.yml"
 DASHBOARD = ROOT / "deploy" / "grafana" / "stream-monitor.json"
+DOCKERFILE = ROOT / "deploy" / "docker" / "Dockerfile"
 #: Kinds of the Prometheus Operator, whose CRD schemas are not available offline here.
 OPERATOR_KINDS = ("ServiceMonitor", "PrometheusRule")
 RELEASE = "drift"
@@ -462,6 +465,61 @@ def test_the_metrics_server_answers_the_probe_path() -> None:
             assert r.status == 200
     finally:
         server.stop()
+
+
+_WARM_UP = "from stream_monitor.stats.drift import warm_up; warm_up()"
+
+
+def test_the_init_container_hands_the_images_numba_cache_to_the_monitor(
+    default_docs: list[dict[str, Any]], tmp_path: Path
+) -> None:
+    """The image compiles the detectors' loops into its NUMBA_CACHE_DIR when it is built.
+    numba caches only where it can write, so under the pods' read-only root file system each
+    pod would compile them again (5-10 s of CPU); the init container copies them into the
+    /tmp volume instead. Its command runs here with the image's and the volume's paths moved
+    under ``tmp_path``, on a cache that warm_up filled as the image build does; the monitor's
+    environment then loads every kernel from the copy and compiles none."""
+    found = re.search(r"\bNUMBA_CACHE_DIR=(\S+)", DOCKERFILE.read_text())
+    assert found, "the Dockerfile sets no NUMBA_CACHE_DIR"
+    image_cache = found.group(1)
+    (init,) = _one(default_docs, "StatefulSet")["spec"]["template"]["spec"]["initContainers"]
+    main = _container(default_docs)
+    assert init["image"] == main["image"]
+    assert init["securityContext"] == main["securityContext"]
+    assert init["securityContext"]["readOnlyRootFilesystem"] is True
+    assert init["volumeMounts"] == [{"name": "tmp", "mountPath": "/tmp"}]
+    assert {"name": "tmp", "mountPath": "/tmp"} in main["volumeMounts"]
+    monitor_cache = {e["name"]: e.get("value") for e in main["env"]}["NUMBA_CACHE_DIR"]
+
+    places = {image_cache: tmp_path / "image", "/tmp": tmp_path / "volume"}
+
+    def here(path: str) -> str:
+        for prefix, local in places.items():
+            if path == prefix or path.startswith(prefix + "/"):
+                return str(local) + path[len(prefix) :]
+        return path
+
+    (tmp_path / "volume").mkdir()
+    run = {"check": True, "capture_output": True, "text": True, "timeout": 300}
+    subprocess.run(  # the image build (deploy/docker/Dockerfile)
+        [sys.executable, "-c", _WARM_UP],
+        env={**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "image")},
+        **run,
+    )
+    built = {p.name.split("-")[0] for p in (tmp_path / "image").rglob("*.nbi")}
+    assert built, "warm_up cached no kernel"
+    subprocess.run([here(a) for a in init["command"]], **run)
+    monitor = subprocess.run(
+        [sys.executable, "-c", _WARM_UP],
+        env={**os.environ, "NUMBA_CACHE_DIR": here(monitor_cache), "NUMBA_DEBUG_CACHE": "1"},
+        **run,
+    )
+    log = monitor.stdout + monitor.stderr
+    loaded = re.findall(r"data loaded from '([^']+)'", log)
+    assert all(p.startswith(here(monitor_cache) + "/") for p in loaded), loaded
+    # (the kernels that others call are cached too, but load within their callers)
+    assert loaded and {Path(p).name.split("-")[0] for p in loaded} <= built
+    assert "saved" not in log, log  # a kernel compiled would be saved to the writable copy
 
 
 def test_services_and_the_statefulset_fit_together(full_docs: list[dict[str, Any]]) -> None:
