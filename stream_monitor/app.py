@@ -27,6 +27,7 @@ from prometheus_client import CollectorRegistry
 from stream_monitor.alerts.sinks import AlertSink, KafkaAlertSink
 from stream_monitor.alignment import LabelAlignment
 from stream_monitor.assignment import Assignment
+from stream_monitor.blas_threads import one_blas_thread
 from stream_monitor.checkpoint import (
     Checkpoint,
     OutputRecord,
@@ -197,7 +198,7 @@ class Application:
             log.info("metrics on http://%s:%d/metrics", cfg.metrics_host, self.server.port)
         self.health.cycle()  # the start-up counts as a cycle: /healthz watches it too
         try:
-            with fewer_collections():
+            with fewer_collections(), one_blas_thread():
                 self._run()
         finally:
             self.health.alive = False

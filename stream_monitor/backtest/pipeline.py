@@ -35,6 +35,7 @@ from stream_monitor.backtest.sources import (
     partition_for,
 )
 from stream_monitor.backtest.state import Kind, Replay
+from stream_monitor.blas_threads import one_blas_thread
 from stream_monitor.config import MonitorConfig
 from stream_monitor.errors import ConfigError, StreamMonitorError, TopicsNotReady
 from stream_monitor.events.schema import AlertEvent, LabelEvent, PredictionEvent
@@ -374,6 +375,7 @@ def run_replay(
     offsets = None
     with (
         fewer_collections(),
+        one_blas_thread(),
         open(out / "alerts.jsonl", "wb") as timeline,
         open(out / DEAD_LETTERS_FILE, "wb") as dead,
     ):

@@ -178,16 +178,17 @@ ROOMS: dict[str, set[str]] = {
     "metrics": {"monitor", "alerts", "stats"},
     "alignment": {"config", "monitor"},
     "gc_tuning": set(),
+    "blas_threads": set(),
     "assignment": {
         "checkpoint", "config", "kafka", "metrics", "monitor", "reference", "state",
     },
     "app": {
-        "alerts", "alignment", "assignment", "checkpoint", "config", "errors", "events",
-        "gc_tuning", "kafka", "metrics", "monitor", "reference", "state", "stats",
+        "alerts", "alignment", "assignment", "blas_threads", "checkpoint", "config", "errors",
+        "events", "gc_tuning", "kafka", "metrics", "monitor", "reference", "state", "stats",
     },
     "backtest": {
-        "alerts", "alignment", "config", "errors", "events", "gc_tuning", "kafka", "monitor",
-        "reference",
+        "alerts", "alignment", "blas_threads", "config", "errors", "events", "gc_tuning",
+        "kafka", "monitor", "reference",
     },
     "simulate": {"kafka"},
     "client": {"events", "kafka", "errors"},
