@@ -22,13 +22,20 @@ __all__ = ["one_blas_thread"]
 @contextlib.contextmanager
 def one_blas_thread() -> Iterator[None]:
     """Run the BLAS libraries that are loaded (numpy's and scipy's OpenBLAS, MKL) with one
-    thread inside the block; their previous settings are restored after.
+    thread inside the block; their previous settings are restored after. A library loaded
+    inside the block keeps its own setting (the monitor imports numpy and scipy before).
 
     Examples
     --------
+    >>> import numpy  # loads its OpenBLAS
     >>> from threadpoolctl import threadpool_info
+    >>> def blas_threads():
+    ...     return {p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"}
+    >>> before = blas_threads()
     >>> with one_blas_thread():
-    ...     {p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"} <= {1}
+    ...     blas_threads()
+    {1}
+    >>> blas_threads() == before
     True
     """
     with threadpool_limits(limits=1, user_api="blas"):
