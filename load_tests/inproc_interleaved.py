@@ -91,6 +91,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 SimpleNamespace(
                     source=source,
                     decode=importlib.import_module(f"{name}.events.decode").decode_records,
+                    # decode_by_model where the checkout has it (from 2026-12-07)
+                    by_model=getattr(
+                        importlib.import_module(f"{name}.events.decode"), "decode_by_model", None
+                    ),
                     state=importlib.import_module(f"{name}.monitor.partition").PartitionState(
                         0, cfg
                     ),
@@ -119,9 +123,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                     t0 = time.process_time()
                     preds = [m for m in chunk if m.topic() == "predictions"]
                     labels = [m for m in chunk if m.topic() != "predictions"]
-                    pe = r.decode(preds, kind="prediction", max_bytes=r.max_bytes)
                     le = r.decode(labels, kind="label", max_bytes=r.max_bytes)
-                    r.alerts += len(r.state.process(pe, le))
+                    if r.by_model is None:
+                        pe = r.decode(preds, kind="prediction", max_bytes=r.max_bytes)
+                        r.alerts += len(r.state.process(pe, le))
+                    else:  # as the Application decodes a partition's predictions
+                        grouped = r.by_model(preds, max_bytes=r.max_bytes)
+                        pe = [e for evs in grouped.by_model.values() for e in evs]
+                        r.alerts += len(r.state.process(pe, le, grouped))
                     if lo >= warm:
                         r.cpu += time.process_time() - t0
                     if profiled:

@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from operator import attrgetter
-from typing import Any, Literal
+from typing import Any
 
 from confluent_kafka import KafkaError, TopicPartition
 from prometheus_client import CollectorRegistry
@@ -38,7 +38,9 @@ from stream_monitor.config import MonitorConfig
 from stream_monitor.errors import ConfigError, TopicsNotReady
 from stream_monitor.events.decode import (
     DeadLetter,
+    ModelBatches,
     dead_letter_headers,
+    decode_by_model,
     decode_records,
     deserializer_for,
     processing_error,
@@ -518,7 +520,7 @@ class Application:
         first: dict[tuple[str, int], int] = {}
         last: dict[tuple[str, int], int] = {}
         count: dict[tuple[str, int], int] = {}
-        pred_msgs: list[Any] = []
+        pred_msgs: dict[int, list[Any]] = {}  # per partition
         label_msgs: list[Any] = []
         for m in msgs:
             err = m.error()
@@ -539,27 +541,39 @@ class Application:
                 count[key] = n + 1
                 if offset > last[key]:
                     last[key] = offset
-            (pred_msgs if topic == pred_topic else label_msgs).append(m)
-        # Decoded per topic in one call each (decode_records), in consumption order.
-        kind: Literal["prediction", "label"]
-        for kind, records, into in (
-            ("prediction", pred_msgs, preds),
-            ("label", label_msgs, labels),
-        ):
-            decoded: list[Any] = decode_records(
-                records, kind=kind, max_bytes=max_bytes, deserializer=fmt
-            )
-            for m, ev in zip(records, decoded, strict=True):
-                if type(ev) is DeadLetter:
-                    dead.append(ev)
+            if topic == pred_topic:
+                part_msgs = pred_msgs.get(part)
+                if part_msgs is None:
+                    pred_msgs[part] = [m]
                 else:
-                    origin[id(ev)] = m  # its record, should processing it fail
-                    part = m.partition()
-                    part_events = into.get(part)
-                    if part_events is None:
-                        into[part] = [ev]
-                    else:
-                        part_events.append(ev)
+                    part_msgs.append(m)
+            else:
+                label_msgs.append(m)
+        # Predictions decoded per partition model by model (their columns read while the
+        # decoder builds them); labels in one call. Dead letters: a partition's in the order
+        # they were consumed.
+        by_model: dict[int, ModelBatches] = {}
+        for part, records in pred_msgs.items():
+            grouped = by_model[part] = decode_by_model(
+                records, max_bytes=max_bytes, deserializer=fmt
+            )
+            dead.extend(grouped.dead)
+            if grouped.by_model:
+                preds[part] = [e for evs in grouped.by_model.values() for e in evs]
+        decoded: list[Any] = decode_records(
+            label_msgs, kind="label", max_bytes=max_bytes, deserializer=fmt
+        )
+        for m, ev in zip(label_msgs, decoded, strict=True):
+            if type(ev) is DeadLetter:
+                dead.append(ev)
+            else:
+                origin[id(ev)] = m  # its record, should processing it fail
+                part = m.partition()
+                part_events = labels.get(part)
+                if part_events is None:
+                    labels[part] = [ev]
+                else:
+                    part_events.append(ev)
         consumed: dict[str, int] = {}
         for key, n in count.items():
             topic, part = key
@@ -576,8 +590,15 @@ class Application:
         with self.lock:
             for part in sorted(preds.keys() | labels.keys()):
                 state = self.states[part]
-                alerts.extend(state.process(preds.get(part, []), labels.get(part, [])))
-                for failure in state.take_failures():
+                alerts.extend(
+                    state.process(preds.get(part, []), labels.get(part, []), by_model.get(part))
+                )
+                failures = state.take_failures()
+                if failures and part in by_model:  # the predictions' records too
+                    for model_id, events in by_model[part].by_model.items():
+                        records = by_model[part].records[model_id]
+                        origin.update(zip(map(id, events), records, strict=True))
+                for failure in failures:
                     # The traceback at debug level; a burst-limited warning names the error.
                     log.debug("processing failed partition=%d", part, exc_info=failure.error)
                     self._failure_log(

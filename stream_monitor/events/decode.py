@@ -26,16 +26,17 @@ Examples
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Annotated, Any, Literal, Protocol
+from typing import Annotated, Any, Literal, NamedTuple, Protocol
 
 import msgspec
 import orjson
 from pydantic import BaseModel, ValidationError
 
 from stream_monitor.errors import ConfigError
+from stream_monitor.events.outputs import EventColumns, event_columns, scored_columns
 from stream_monitor.events.schema import (
     MAX_FEATURES_PER_EVENT,
     MAX_ID_LENGTH,
@@ -55,7 +56,9 @@ __all__ = [
     "DeserializeError",
     "Deserializer",
     "JsonDeserializer",
+    "ModelBatches",
     "dead_letter_headers",
+    "decode_by_model",
     "decode_record",
     "decode_records",
     "deserializer_for",
@@ -182,6 +185,131 @@ def decode_records(
     if kind == "prediction":
         return _predictions(msgs, max_bytes, deserializer)
     return _labels(msgs, max_bytes, deserializer)
+
+
+class ModelBatches(NamedTuple):
+    """One partition's prediction records decoded model by model (:func:`decode_by_model`)."""
+
+    #: The events of each model, in consumption order; models in order of first appearance.
+    by_model: dict[str, list[PredictionEvent]]
+    #: Each model's events as :class:`~stream_monitor.events.outputs.EventColumns`.
+    columns: dict[str, EventColumns]
+    #: The records that could not be used, in consumption order.
+    dead: list[DeadLetter]
+    #: Each model's records, one per event of ``by_model`` (for a dead letter should
+    #: processing an event fail).
+    records: dict[str, list[MessageLike]]
+
+
+class _Rows:
+    """The columns of the events the fast path accepts, filled as it builds them."""
+
+    __slots__ = ("features", "ids", "labels", "scored", "scores", "times", "versions")
+
+    def __init__(self) -> None:
+        self.ids: list[str] = []
+        self.times: list[float] = []
+        self.versions: list[str | None] = []
+        self.features: list[dict[str, Any]] = []
+        self.labels: list[Any] = []
+        self.scores: list[Any] = []
+        #: Whether every prediction added was a scored one (else labels and scores are short).
+        self.scored = True
+
+
+def decode_by_model(
+    msgs: Sequence[MessageLike],
+    *,
+    max_bytes: int,
+    deserializer: Deserializer = JSON,
+) -> ModelBatches:
+    """Decode one partition's prediction records (in consumption order) model by model.
+
+    Every record's key must be its event's model id (else it is a dead letter), so when
+    every record has a key, the records of one key are those of one model: each key's
+    records are decoded together, and the fast path writes the events' columns while it
+    builds them, rather than a later pass reading every event again from memory
+    (:func:`~stream_monitor.events.outputs.event_columns`). Models come in order of their
+    first record, as grouping the decoded events by model would give them. Records without
+    a key are decoded all together and grouped after.
+
+    >>> from stream_monitor.kafka.records import RawRecord
+    >>> def rec(i, m, key=None):
+    ...     v = (f'{{"event_id":"{i}","model_id":"{m}","timestamp":{i},"features":{{"x":{i}}},'
+    ...          f'"prediction":{{"label":1,"score":0.5}}}}').encode()
+    ...     return RawRecord(v, key=m.encode() if key is None else key, offset=i)
+    >>> got = decode_by_model([rec(0, "b"), rec(1, "a"), rec(2, "b", key=b"a"), rec(3, "b")],
+    ...                       max_bytes=1024)
+    >>> {m: [e.event_id for e in evs] for m, evs in got.by_model.items()}
+    {'b': ['0', '3'], 'a': ['1']}
+    >>> got.columns["b"] == event_columns(got.by_model["b"]), [d.reason for d in got.dead]
+    (True, ['key_mismatch'])
+    """
+    groups: dict[bytes | None, list[MessageLike]] = {}
+    for m in msgs:
+        key = m.key()
+        group = groups.get(key)
+        if group is None:
+            groups[key] = [m]
+        else:
+            group.append(m)
+    if None in groups:  # which model a keyless record belongs to shows only once decoded
+        return _grouped(msgs, _predictions(msgs, max_bytes, deserializer))
+    by_model: dict[str, list[PredictionEvent]] = {}
+    columns: dict[str, EventColumns] = {}
+    records: dict[str, list[MessageLike]] = {}
+    dead: list[tuple[MessageLike, DeadLetter]] = []
+    for group in groups.values():
+        rows = _Rows()
+        decoded = _predictions(group, max_bytes, deserializer, rows)
+        events: list[PredictionEvent] = decoded  # type: ignore[assignment]
+        used = group
+        if len(rows.ids) != len(decoded):  # not all by the fast path: maybe dead letters
+            events, used = [], []
+            for m, ev in zip(group, decoded, strict=True):
+                if type(ev) is DeadLetter:
+                    dead.append((m, ev))
+                else:
+                    events.append(ev)  # type: ignore[arg-type]
+                    used.append(m)
+        if not events:
+            continue
+        model_id = events[0].model_id  # the key's, for every one of them
+        by_model[model_id] = events
+        records[model_id] = used
+        if len(rows.ids) != len(events):  # some took another path
+            columns[model_id] = event_columns(events)
+        elif rows.scored:
+            columns[model_id] = scored_columns(
+                rows.ids, rows.times, rows.versions, rows.features, rows.labels, rows.scores
+            )
+    if dead and len(groups) > 1:
+        # Back in consumption order: the dead letters, and the models, which come in order
+        # of their first event (a key's first record may have been a dead letter).
+        at = {id(m): i for i, m in enumerate(msgs)}
+        dead.sort(key=lambda pair: at[id(pair[0])])
+        order = sorted(by_model, key=lambda model_id: at[id(records[model_id][0])])
+        by_model = {model_id: by_model[model_id] for model_id in order}
+    return ModelBatches(by_model, columns, [d for _, d in dead], records)
+
+
+def _grouped(msgs: Sequence[MessageLike], decoded: list[Decoded]) -> ModelBatches:
+    """``decoded`` (of ``msgs``) as :class:`ModelBatches`, columns left to the caller."""
+    by_model: dict[str, list[PredictionEvent]] = {}
+    records: dict[str, list[MessageLike]] = {}
+    dead: list[DeadLetter] = []
+    for m, ev in zip(msgs, decoded, strict=True):
+        if type(ev) is DeadLetter:
+            dead.append(ev)
+            continue
+        model_id = ev.model_id  # type: ignore[union-attr]
+        if model_id in by_model:
+            by_model[model_id].append(ev)  # type: ignore[arg-type]
+            records[model_id].append(m)
+        else:
+            by_model[model_id] = [ev]  # type: ignore[list-item]
+            records[model_id] = [m]
+    return ModelBatches(by_model, {}, dead, records)
 
 
 def _decode_by_pydantic(
@@ -380,10 +508,21 @@ def _seconds(ts: Any) -> float | None:
     return None
 
 
-def _predictions(msgs: Iterable[MessageLike], max_bytes: int, fmt: Deserializer) -> list[Decoded]:
+def _predictions(
+    msgs: Iterable[MessageLike],
+    max_bytes: int,
+    fmt: Deserializer,
+    rows: _Rows | None = None,
+) -> list[Decoded]:
+    """The records decoded; ``rows``, if given, also receives the columns of what the fast
+    path accepted (see :func:`decode_by_model`)."""
     if type(fmt) is not JsonDeserializer:
         return _checked_predictions(msgs, max_bytes, fmt)
     out: list[Decoded] = []
+    if rows is not None:
+        add_id, add_time, add_version = rows.ids.append, rows.times.append, rows.versions.append
+        add_features, add_label = rows.features.append, rows.labels.append
+        add_score = rows.scores.append
     append = out.append
     decode, errors, second_way = _decode_prediction, _MSGSPEC_ERRORS, _checked_predictions
     checked_names, names_ok, seconds = _CHECKED_NAMES, _names_ok, _seconds
@@ -463,6 +602,16 @@ def _predictions(msgs: Iterable[MessageLike], max_bytes: int, fmt: Deserializer)
         set_extra(ev, None)
         set_private(ev, None)
         append(ev)
+        if rows is not None:
+            add_id(s.event_id)
+            add_time(ts)
+            add_version(version)
+            add_features(features)
+            if type(p) is scored_cls:
+                add_label(label)
+                add_score(score)
+            else:
+                rows.scored = False
     return out
 
 

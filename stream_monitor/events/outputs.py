@@ -19,6 +19,7 @@ __all__ = [
     "PREDICTION_SCORE",
     "EventColumns",
     "event_columns",
+    "scored_columns",
 ]
 
 #: Pseudo-features that carry the model's output, monitored for prediction drift.
@@ -71,6 +72,34 @@ def event_columns(events: Sequence[PredictionEvent]) -> EventColumns:
         ids, times, versions, features, preds = zip(*map(_ROW, events), strict=True)
         return EventColumns(ids, times, versions, features, *_outputs(preds, events))
     return EventColumns(ids, times, versions, features, label_strs(list(labels)), _floats(scores))
+
+
+def scored_columns(
+    ids: Sequence[str],
+    times: Sequence[float],
+    versions: Sequence[str | None],
+    features: Sequence[dict[str, Any]],
+    labels: list[Any],
+    scores: Sequence[Any],
+) -> EventColumns:
+    """:func:`event_columns` of events whose predictions are all scored ones, from their
+    fields as columns (``labels`` and ``scores``: each prediction's ``label`` and ``score``
+    as decoded), for a decoder that has them at hand.
+
+    >>> from stream_monitor.events.schema import PredictionEvent
+    >>> e = [PredictionEvent(event_id="1", model_id="m", timestamp=1, features={},
+    ...                      prediction={"label": 1, "score": 1})]
+    >>> scored_columns(["1"], [1.0], [None], [{}], [1], [1]) == event_columns(e)
+    True
+    """
+    return EventColumns(
+        tuple(ids),
+        tuple(times),
+        tuple(versions),
+        tuple(features),
+        label_strs(labels),
+        _floats(scores),
+    )
 
 
 def _outputs(

@@ -195,13 +195,17 @@ class ModelMonitor:
             )
 
     # --- predictions --------------------------------------------------------------------------
-    def update(self, events: Sequence[PredictionEvent]) -> list[Observation]:
-        """Feed a batch of this model's predictions (in order); return the observations."""
+    def update(
+        self, events: Sequence[PredictionEvent], columns: EventColumns | None = None
+    ) -> list[Observation]:
+        """Feed a batch of this model's predictions (in order); return the observations.
+        ``columns``: their ``event_columns``, when the caller has them."""
         out: list[Observation] = []
         if not events:
             return out
         i = 0
-        columns = event_columns(events)
+        if columns is None:
+            columns = event_columns(events)
         # Only the whole-model monitor's are read (by the join): a segment's would stay.
         self.last_columns = columns if self.segment is None else None
         if not self.reference_frozen:

@@ -19,6 +19,7 @@ from typing import Any, NamedTuple, TypeVar
 from stream_monitor.alerts.observation import Observation
 from stream_monitor.alerts.tracker import AlertTracker
 from stream_monitor.config import MonitorConfig
+from stream_monitor.events.decode import ModelBatches
 from stream_monitor.events.outputs import EventColumns, event_columns
 from stream_monitor.events.schema import (
     AlertEvent,
@@ -107,22 +108,32 @@ class PartitionState:
         self._failures: list[Failure] = []
 
     def process(
-        self, predictions: Sequence[PredictionEvent], labels: Sequence[LabelEvent]
+        self,
+        predictions: Sequence[PredictionEvent],
+        labels: Sequence[LabelEvent],
+        decoded: ModelBatches | None = None,
     ) -> list[AlertEvent]:
         """Feed one batch (predictions first, then labels); return the alert events it causes.
+
+        ``decoded``: the predictions as :func:`~stream_monitor.events.decode.decode_by_model`
+        gave them (grouped by model, with the columns of some), when the caller decoded them
+        so; ``predictions`` holds the same events then.
 
         Never raises on data: what failed is kept for :meth:`take_failures` (one model's
         events, or the whole batch if the failure was outside any one model)."""
         n = len(self._failures)
         try:
-            return self._process(predictions, labels)
+            return self._process(predictions, labels, decoded)
         except Exception as exc:
             del self._failures[n:]  # the whole batch covers a model's failure of it too
             self._failures.append(Failure([*predictions, *labels], exc))
             return []
 
     def _process(
-        self, predictions: Sequence[PredictionEvent], labels: Sequence[LabelEvent]
+        self,
+        predictions: Sequence[PredictionEvent],
+        labels: Sequence[LabelEvent],
+        decoded: ModelBatches | None = None,
     ) -> list[AlertEvent]:
         # Per model: the observations of its predictions, and of its labels.
         seen: dict[str, list[Observation]] = {}
@@ -133,13 +144,17 @@ class PartitionState:
         joined_at: dict[str, list[float]] = {}
         #: Predictions of this batch that met a label read in an earlier one.
         met_early: dict[str, list[PredictionEvent]] = {}
-        for model_id, events in _group(predictions).items():
+        if decoded is None:
+            by_model, given = _group(predictions), {}
+        else:
+            by_model, given = decoded.by_model, decoded.columns
+        for model_id, events in by_model.items():
             model = self._model(model_id, events[0].model_version)
             if model is None:
                 self.events_refused += len(events)
                 continue
             try:
-                seen[model_id] = model.update(events)
+                seen[model_id] = model.update(events, given.get(model_id))
                 columns, model.last_columns = model.last_columns, None
                 self._join_predictions(
                     model_id, events, model.last_routes, joined, joined_at, met_early, columns

@@ -259,8 +259,12 @@ class _PerLabel(PartitionState):
     label, the join's keys built as a list)."""
 
     def _process(
-        self, predictions: Sequence[PredictionEvent], labels: Sequence[LabelEvent]
+        self,
+        predictions: Sequence[PredictionEvent],
+        labels: Sequence[LabelEvent],
+        decoded: Any = None,  # not given by these tests
     ) -> list[AlertEvent]:
+        assert decoded is None
         seen: dict[str, list[Any]] = {}
         labelled_obs: dict[str, list[Any]] = {}
         joined: dict[str, list[tuple[PendingPrediction, Any]]] = {}

@@ -1,0 +1,183 @@
+"""decode_by_model: one partition's predictions decoded model by model, with their columns.
+
+Checked against the plain path it replaces in the Application: ``decode_records`` of the same
+records, the accepted events grouped by model (as ``PartitionState`` groups them) and
+``event_columns`` of each group; and a ``PartitionState`` fed either way must end in the same
+state with the same alert events.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from typing import Any
+
+import orjson
+import pytest
+
+from stream_monitor.config import MonitorConfig
+from stream_monitor.events.decode import DeadLetter, decode_by_model, decode_records
+from stream_monitor.events.outputs import event_columns
+from stream_monitor.kafka.records import RawRecord
+from stream_monitor.monitor.partition import PartitionState
+from tests.unit.test_decode import _generated
+
+MAX_BYTES = 1 << 20
+_UUID = re.compile(r'"[0-9a-f]{32}"|"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"')
+MODELS = ["churn", "fraud", "eta"]
+
+
+def _record(rng: random.Random, i: int, t: float) -> RawRecord:
+    """A prediction of one of MODELS keyed by its model id: scored (usually), a bare score
+    or a class, now and then with a version, a segment or a missing feature."""
+    model = rng.choice(MODELS)
+    features: dict[str, Any] = {f"x{j}": rng.gauss(j, 1.0) for j in range(6)}
+    features["plan"] = rng.choice(["free", "pro", "team"])
+    if rng.random() < 0.05:
+        del features[f"x{rng.randrange(6)}"]
+    if rng.random() < 0.03:
+        features["x0"] = None
+    obj: dict[str, Any] = {
+        "event_id": f"{model}-{i}",
+        "model_id": model,
+        "timestamp": t,
+        "features": features,
+        "prediction": {"label": rng.choice([0, 1]), "score": rng.random()},
+    }
+    if model == "eta" and rng.random() < 0.5:
+        obj["prediction"] = rng.choice([rng.random() * 30, 12, "late"])  # not scored
+    if rng.random() < 0.3:
+        obj["model_version"] = rng.choice(["v1", "v2", None])
+    if rng.random() < 0.1:
+        obj["segments"] = {"country": rng.choice(["fr", "de"])}
+    return RawRecord(orjson.dumps(obj), key=model.encode(), topic="predictions", offset=i)
+
+
+def _plain(records: list[RawRecord]) -> tuple[dict[str, list[Any]], list[DeadLetter]]:
+    """What the Application did before: decode in one call, group the accepted events."""
+    by_model: dict[str, list[Any]] = {}
+    dead = []
+    for ev in decode_records(records, kind="prediction", max_bytes=MAX_BYTES):
+        if isinstance(ev, DeadLetter):
+            dead.append(ev)
+        else:
+            by_model.setdefault(ev.model_id, []).append(ev)
+    return by_model, dead
+
+
+def _assert_as_plain(records: list[RawRecord]) -> Any:
+    got = decode_by_model(records, max_bytes=MAX_BYTES)
+    by_model, dead = _plain(records)
+    assert list(got.by_model) == list(by_model)  # models in order of their first record
+    for model_id, events in by_model.items():
+        mine = got.by_model[model_id]
+        assert [repr(e) for e in mine] == [repr(e) for e in events]
+        # each event's own record, for a dead letter should processing it fail
+        assert [orjson.loads(r.value())["event_id"] for r in got.records[model_id]] == [
+            e.event_id for e in events
+        ]
+        if model_id in got.columns:
+            assert got.columns[model_id] == event_columns(events)
+            assert [type(c) for c in got.columns[model_id]] == [
+                type(c) for c in event_columns(events)
+            ]
+    assert got.dead == dead  # same reasons and records, in consumption order
+    return got
+
+
+def test_models_of_a_keyed_partition_come_with_their_columns() -> None:
+    rng = random.Random(7)
+    records = [_record(rng, i, 1.7e9 + i) for i in range(3000)]
+    got = _assert_as_plain(records)
+    # every model whose predictions were all scored came with its columns
+    assert set(got.columns) == {"churn", "fraud"}
+    assert sum(map(len, got.by_model.values())) == 3000
+
+
+def test_dead_letters_and_other_paths_keep_groups_and_order() -> None:
+    rng = random.Random(11)
+    records = [_record(rng, i, 1.7e9 + i) for i in range(2000)]
+    bad = [
+        RawRecord(b"{not json", key=b"fraud"),
+        RawRecord(b"", key=b"churn"),
+        # valid, but for another model than its key
+        RawRecord(
+            records[5].value(), key=b"fraud" if b'"churn"' in records[5].value() else b"churn"
+        ),
+        # an unknown field takes the second way, and is accepted
+        RawRecord(records[9].value()[:-1] + b',"note":"x"}', key=records[9].key()),
+        # a timestamp string takes the pydantic path
+        RawRecord(
+            records[11]
+            .value()
+            .replace(b'"timestamp":', b'"timestamp":"2024-01-01T00:00:00Z","t0":'),
+            key=records[11].key(),
+        ),
+    ]
+    mixed = list(records)
+    for k, b in enumerate(bad):
+        mixed.insert(100 + 300 * k, RawRecord(b.value(), key=b.key(), offset=5000 + k))
+    got = _assert_as_plain(mixed)
+    assert [d.reason for d in got.dead] == ["decode_error", "empty", "key_mismatch"]
+    # the two accepted by other paths are among their model's events (ids repeated)
+    ids = [e.event_id for evs in got.by_model.values() for e in evs]
+    for r in (records[9], records[11]):
+        assert ids.count(orjson.loads(r.value())["event_id"]) == 2
+
+
+def test_keyless_records_are_grouped_after_decoding() -> None:
+    rng = random.Random(5)
+    records = [_record(rng, i, 1.7e9 + i) for i in range(500)]
+    records[17] = RawRecord(records[17].value(), key=None, offset=17)
+    got = _assert_as_plain(records)
+    assert got.columns == {}  # left to the monitor
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_generated_payloads_of_every_kind(seed: int) -> None:
+    """test_decode's generated payloads, valid and invalid, keyed and not; then the same with
+    every record keyed by what it claims to be (so the groups are decoded one by one)."""
+    records = _generated("prediction", 1500, seed)
+    _assert_as_plain(records)
+    keyed = []
+    for r in records:
+        try:
+            model_id = orjson.loads(r.value()).get("model_id")
+        except (orjson.JSONDecodeError, AttributeError):
+            model_id = None
+        key = model_id.encode() if isinstance(model_id, str) else b"junk"
+        keyed.append(RawRecord(r.value(), key=key, offset=r.offset()))
+    got = _assert_as_plain(keyed)
+    assert len(got.by_model) > 3 and got.dead
+
+
+def test_a_partition_fed_either_way_ends_in_the_same_state() -> None:
+    rng = random.Random(3)
+    cfg = MonitorConfig(bootstrap_servers="unused:9092")
+    plain, grouped = PartitionState(0, cfg), PartitionState(0, cfg)
+    alerts: tuple[list[Any], list[Any]] = ([], [])
+    t = 1.7e9
+    for batch in range(12):
+        records = []
+        for i in range(1500):
+            r = _record(rng, batch * 1500 + i, t)
+            if batch >= 6 and b'"fraud"' in r.value():  # a drift of fraud's x1 halfway
+                obj = orjson.loads(r.value())
+                obj["features"]["x1"] = obj["features"].get("x1", 0.0) + 4.0
+                r = RawRecord(orjson.dumps(obj), key=r.key(), offset=r.offset())
+            records.append(r)
+            t += 1.0
+        by_model, _ = _plain(records)
+        alerts[0].extend(plain.process([e for evs in by_model.values() for e in evs], []))
+        got = decode_by_model(records, max_bytes=MAX_BYTES)
+        flat = [e for evs in got.by_model.values() for e in evs]
+        alerts[1].extend(grouped.process(flat, [], got))
+    assert [(a.kind, a.feature, a.signal, a.status) for a in alerts[1]] == [
+        (a.kind, a.feature, a.signal, a.status) for a in alerts[0]
+    ]
+    assert any(a.model_id == "fraud" and a.feature == "x1" for a in alerts[1])
+    # the same but for what each tracker draws at random: its secret and the alert ids
+    mine, theirs = (
+        _UUID.sub("<id>", orjson.dumps(s.snapshot()).decode()) for s in (grouped, plain)
+    )
+    assert mine == theirs
