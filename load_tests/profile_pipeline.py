@@ -3,10 +3,11 @@
 Generates TrafficGenerator records, then measures, each on its own and without a profiler:
 
 * ``generate``: TrafficGenerator.events() alone (records/s);
-* ``decode``:   stream_monitor.events.decode.decode_records on each topic's RawRecords;
-* ``monitor``:  PartitionState.process over the already decoded events, fed in batches of
-                ``--batch`` records (the Application's default batch size, 2000) split into
-                predictions and labels the way Application.process_batch does;
+* ``decode``:   each batch of ``--batch`` records (the Application's default batch size,
+                2000) decoded as Application.process_batch decodes it: the predictions model
+                by model with their columns (``decode_by_model``), the labels in one
+                ``decode_records`` call;
+* ``monitor``:  PartitionState.process over the already decoded batches;
 * ``bookkeeping``: the work the Application loop adds around those two: per record the
                 checks, ``Checkpoint.add_offset``, the checkpoint positions and the event-time
                 maxima of the label alignment; per batch the counters and gauges;
@@ -37,7 +38,7 @@ from typing import Any, Literal
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from _harness import batches, model_names  # noqa: E402
+from _harness import model_names  # noqa: E402
 from _results import (  # noqa: E402
     add_results_args,
     command_line,
@@ -49,7 +50,12 @@ from _results import (  # noqa: E402
 
 from stream_monitor.checkpoint import Checkpoint  # noqa: E402
 from stream_monitor.config import MonitorConfig  # noqa: E402
-from stream_monitor.events.decode import DeadLetter, decode_records  # noqa: E402
+from stream_monitor.events.decode import (  # noqa: E402
+    DeadLetter,
+    ModelBatches,
+    decode_by_model,
+    decode_records,
+)
 from stream_monitor.events.schema import LabelEvent, PredictionEvent  # noqa: E402
 from stream_monitor.kafka.records import RawRecord  # noqa: E402
 from stream_monitor.metrics.instruments import Instruments  # noqa: E402
@@ -77,13 +83,40 @@ def decode_all(msgs: Sequence[RawRecord], max_bytes: int) -> list[Any]:
     return out
 
 
-def monitor_all(
-    cfg: MonitorConfig, batches: Sequence[tuple[list[Any], list[Any]]]
-) -> tuple[int, PartitionState]:
+#: A decoded batch: its predictions, its labels, and the predictions grouped by model.
+Decoded = tuple[list[PredictionEvent], list[LabelEvent], ModelBatches]
+
+
+def decode_batch(msgs: Sequence[RawRecord], max_bytes: int) -> tuple[Decoded, int]:
+    """One batch of one partition decoded as Application.process_batch decodes it; and its
+    dead letters."""
+    grouped = decode_by_model([m for m in msgs if m.topic() == PRED_TOPIC], max_bytes=max_bytes)
+    labels = decode_records(
+        [m for m in msgs if m.topic() != PRED_TOPIC], kind="label", max_bytes=max_bytes
+    )
+    ok = [e for e in labels if not isinstance(e, DeadLetter)]
+    preds = [e for evs in grouped.by_model.values() for e in evs]
+    return (preds, ok, grouped), len(grouped.dead) + len(labels) - len(ok)  # type: ignore[return-value]
+
+
+def decode_batches(
+    msgs: Sequence[RawRecord], max_bytes: int, size: int
+) -> tuple[list[Decoded], int]:
+    """Every batch of ``size`` records decoded (:func:`decode_batch`); the dead letters."""
+    out: list[Decoded] = []
+    dead = 0
+    for i in range(0, len(msgs), size):
+        batch, n = decode_batch(msgs[i : i + size], max_bytes)
+        out.append(batch)
+        dead += n
+    return out, dead
+
+
+def monitor_all(cfg: MonitorConfig, batches: Sequence[Decoded]) -> tuple[int, PartitionState]:
     state = PartitionState(0, cfg)
     alerts = 0
-    for preds, labels in batches:
-        alerts += len(state.process(preds, labels))
+    for preds, labels, grouped in batches:
+        alerts += len(state.process(preds, labels, grouped))
     return alerts, state
 
 
@@ -109,10 +142,8 @@ def decode_and_monitor(cfg: MonitorConfig, msgs: Sequence[RawRecord], size: int)
     state = PartitionState(0, cfg)
     alerts = 0
     for i in range(0, len(msgs), size):
-        events = decode_all(msgs[i : i + size], cfg.limits.max_event_bytes)
-        preds = [e for e in events if isinstance(e, PredictionEvent)]
-        labels = [e for e in events if isinstance(e, LabelEvent)]
-        alerts += len(state.process(preds, labels))
+        (preds, labels, grouped), _ = decode_batch(msgs[i : i + size], cfg.limits.max_event_bytes)
+        alerts += len(state.process(preds, labels, grouped))
     return alerts
 
 
@@ -258,10 +289,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if rnd and time.monotonic() > deadline:
             print("time limit reached; no more rounds", file=sys.stderr)
             break
-        t, events = timed(decode_all, msgs, cfg.limits.max_event_bytes)
+        t, (fed, dead) = timed(decode_batches, msgs, cfg.limits.max_event_bytes, args.batch)
         t_decs.append(t)
-        dead = sum(isinstance(e, DeadLetter) for e in events)
-        fed = list(batches(events, args.batch))
         n_batches = len(fed)
         t, (alerts, state) = timed(monitor_all, cfg, fed)
         t_mons.append(t)
@@ -274,6 +303,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"/metrics rendering failed: {exc!r}", file=sys.stderr)
                 t_scrape = float("nan")
         del state
+        events = decode_all(msgs, cfg.limits.max_event_bytes)  # each record's, for bookkeeping
         t, _ = timed(bookkeeping, msgs, events, args.batch)
         t_books.append(t)
         del events
@@ -350,7 +380,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"| stage | records/s (median of {len(t_decs)} rounds) | range | seconds |",
             "|---|---:|---:|---:|",
             f"| generate (TrafficGenerator, 1 round) | {n_rec / t_gen:,.0f} | | {t_gen:.2f} |",
-            f"| decode (decode_records: orjson + checks + event objects) | {n_rec / t_dec:,.0f} "
+            f"| decode (decode_by_model + decode_records: msgspec + checks + event objects "
+            f"+ columns) | {n_rec / t_dec:,.0f} "
             f"| {spread(t_decs)} | {t_dec:.2f} |",
             f"| monitor (PartitionState.process) | {n_rec / t_mon:,.0f} | {spread(t_mons)} "
             f"| {t_mon:.2f} |",
