@@ -230,7 +230,7 @@ def decode_by_model(
     records are decoded together, and the fast path writes the events' columns while it
     builds them, rather than a later pass reading every event again from memory
     (:func:`~stream_monitor.events.outputs.event_columns`). Models come in order of their
-    first record, as grouping the decoded events by model would give them. Records without
+    first event, as grouping the decoded events by model would give them. Records without
     a key are decoded all together and grouped after.
 
     >>> from stream_monitor.kafka.records import RawRecord
