@@ -129,7 +129,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         r.alerts += len(r.state.process(pe, le))
                     else:  # as the Application decodes a partition's predictions
                         grouped = r.by_model(preds, max_bytes=r.max_bytes)
-                        pe = [e for evs in grouped.by_model.values() for e in evs]
+                        pe = grouped.events()
                         r.alerts += len(r.state.process(pe, le, grouped))
                     if lo >= warm:
                         r.cpu += time.process_time() - t0

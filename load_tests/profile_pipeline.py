@@ -95,7 +95,7 @@ def decode_batch(msgs: Sequence[RawRecord], max_bytes: int) -> tuple[Decoded, in
         [m for m in msgs if m.topic() != PRED_TOPIC], kind="label", max_bytes=max_bytes
     )
     ok = [e for e in labels if not isinstance(e, DeadLetter)]
-    preds = [e for evs in grouped.by_model.values() for e in evs]
+    preds = grouped.events()
     return (preds, ok, grouped), len(grouped.dead) + len(labels) - len(ok)  # type: ignore[return-value]
 
 

@@ -559,7 +559,7 @@ class Application:
             )
             dead.extend(grouped.dead)
             if grouped.by_model:
-                preds[part] = [e for evs in grouped.by_model.values() for e in evs]
+                preds[part] = grouped.events()
         decoded: list[Any] = decode_records(
             label_msgs, kind="label", max_bytes=max_bytes, deserializer=fmt
         )

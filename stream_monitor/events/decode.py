@@ -36,7 +36,7 @@ import orjson
 from pydantic import BaseModel, ValidationError
 
 from stream_monitor.errors import ConfigError
-from stream_monitor.events.outputs import EventColumns, event_columns, scored_columns
+from stream_monitor.events.outputs import EventColumns, scored_columns
 from stream_monitor.events.schema import (
     MAX_FEATURES_PER_EVENT,
     MAX_ID_LENGTH,
@@ -192,13 +192,18 @@ class ModelBatches(NamedTuple):
 
     #: The events of each model, in consumption order; models in order of first appearance.
     by_model: dict[str, list[PredictionEvent]]
-    #: Each model's events as :class:`~stream_monitor.events.outputs.EventColumns`.
+    #: The columns (:class:`~stream_monitor.events.outputs.EventColumns`) of each model whose
+    #: events the fast path took, all scored (the others' are left to the monitor).
     columns: dict[str, EventColumns]
     #: The records that could not be used, in consumption order.
     dead: list[DeadLetter]
     #: Each model's records, one per event of ``by_model`` (for a dead letter should
     #: processing an event fail).
     records: dict[str, list[MessageLike]]
+
+    def events(self) -> list[PredictionEvent]:
+        """Every model's events, model after model."""
+        return [e for events in self.by_model.values() for e in events]
 
 
 class _Rows:
@@ -233,6 +238,7 @@ def decode_by_model(
     first event, as grouping the decoded events by model would give them. Records without
     a key are decoded all together and grouped after.
 
+    >>> from stream_monitor.events.outputs import event_columns
     >>> from stream_monitor.kafka.records import RawRecord
     >>> def rec(i, m, key=None):
     ...     v = (f'{{"event_id":"{i}","model_id":"{m}","timestamp":{i},"features":{{"x":{i}}},'
@@ -277,9 +283,7 @@ def decode_by_model(
         model_id = events[0].model_id  # the key's, for every one of them
         by_model[model_id] = events
         records[model_id] = used
-        if len(rows.ids) != len(events):  # some took another path
-            columns[model_id] = event_columns(events)
-        elif rows.scored:
+        if len(rows.ids) == len(events) and rows.scored:  # all by the fast path
             columns[model_id] = scored_columns(
                 rows.ids, rows.times, rows.versions, rows.features, rows.labels, rows.scores
             )

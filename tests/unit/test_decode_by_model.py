@@ -170,7 +170,7 @@ def test_a_partition_fed_either_way_ends_in_the_same_state() -> None:
         by_model, _ = _plain(records)
         alerts[0].extend(plain.process([e for evs in by_model.values() for e in evs], []))
         got = decode_by_model(records, max_bytes=MAX_BYTES)
-        flat = [e for evs in got.by_model.values() for e in evs]
+        flat = got.events()
         alerts[1].extend(grouped.process(flat, [], got))
     assert [(a.kind, a.feature, a.signal, a.status) for a in alerts[1]] == [
         (a.kind, a.feature, a.signal, a.status) for a in alerts[0]
