@@ -36,6 +36,7 @@ import orjson
 from pydantic import BaseModel, ValidationError
 
 from stream_monitor.errors import ConfigError
+from stream_monitor.events.feature_rows import row_type
 from stream_monitor.events.outputs import EventColumns, scored_columns
 from stream_monitor.events.schema import (
     MAX_FEATURES_PER_EVENT,
@@ -406,11 +407,11 @@ _Int = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]
 _Id = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ID_LENGTH)]
 _Name = Annotated[str, msgspec.Meta(max_length=MAX_NAME_LENGTH)]
 _Scalar = bool | _Int | float | _Name
+#: A feature's value, in a dict of features or in a FeatureRow alike.
+_FeatureValue = bool | _Int | float | str | None
 #: Feature names are measured by hand (_names_ok): with a length bound on its keys, msgspec
 #: no longer reuses the strings of names it has already seen, and costs more than that.
-_Features = Annotated[
-    dict[str, bool | _Int | float | str | None], msgspec.Meta(max_length=MAX_FEATURES_PER_EVENT)
-]
+_Features = Annotated[dict[str, _FeatureValue], msgspec.Meta(max_length=MAX_FEATURES_PER_EVENT)]
 
 
 class _Scored(msgspec.Struct, forbid_unknown_fields=True, gc=False):
@@ -443,6 +444,37 @@ class _Label(msgspec.Struct, forbid_unknown_fields=True, gc=False):
 
 _decode_prediction = msgspec.json.Decoder(_Prediction).decode
 _decode_label = msgspec.json.Decoder(_Label).decode
+
+
+# Feature layouts (events/feature_rows.py): the names of a key's first accepted event, whose
+# later events decode their features into a FeatureRow of those names, every other field as
+# by _Prediction (a subclass that only retypes ``features``). An event whose features do not
+# fit (a name missing or unknown) fails that decode and takes the usual one, so the layout
+# only changes what ``features`` is (a FeatureRow instead of the equal dict), never what is
+# accepted: a row has a value for each of its names, of the dict's value types, and its names
+# were measured when the layout was made (one that fails _names_ok makes none).
+
+#: The decoders of the known layouts (bounded: past MAX_LAYOUTS, none is made and events of
+#: new layouts keep their dicts).
+_LAYOUTS: dict[tuple[str, ...], Any] = {}
+MAX_LAYOUTS = 1024
+#: A key's batch gives up its layout after this many events that did not fit it, when they
+#: are also more than an eighth of its events so far (each costs a second parse); it learns
+#: the next event's layout once, and gives up for good the second time.
+_LAYOUT_MISSES = 8
+
+
+def _layout_decoder(names: tuple[str, ...]) -> Any:
+    """The decode function of predictions whose features have exactly ``names`` (already
+    measured: at most MAX_FEATURES_PER_EVENT, each at most MAX_NAME_LENGTH), or None."""
+    found = _LAYOUTS.get(names)
+    if found is None and len(_LAYOUTS) < MAX_LAYOUTS and names:
+        row = row_type(names, _FeatureValue)
+        struct = msgspec.defstruct("_PredictionRow", [("features", row)], bases=(_Prediction,))
+        found = _LAYOUTS[names] = msgspec.json.Decoder(struct).decode
+    return found
+
+
 #: What msgspec raises on data (a ValidationError is a DecodeError). RecursionError was only
 #: seen on unknown fields, which the Structs refuse first; caught all the same.
 _MSGSPEC_ERRORS = (msgspec.DecodeError, RecursionError)
@@ -518,11 +550,17 @@ def _predictions(
     fmt: Deserializer,
     rows: _Rows | None = None,
 ) -> list[Decoded]:
-    """The records decoded; ``rows``, if given, also receives the columns of what the fast
-    path accepted (see :func:`decode_by_model`)."""
+    """The records decoded; ``rows``, if given (``msgs`` are then the records of one key),
+    also receives the columns of what the fast path accepted (see :func:`decode_by_model`),
+    and the features of the key's events after its first decode into FeatureRows of that
+    event's layout (see above)."""
     if type(fmt) is not JsonDeserializer:
         return _checked_predictions(msgs, max_bytes, fmt)
     out: list[Decoded] = []
+    # This key's layout decoder, once learnt; whether one may still be learnt; misfits.
+    layout: Any = None
+    learn = relearn = rows is not None
+    misses = 0
     if rows is not None:
         add_id, add_time, add_version = rows.ids.append, rows.times.append, rows.versions.append
         add_features, add_label = rows.features.append, rows.labels.append
@@ -530,7 +568,7 @@ def _predictions(
     append = out.append
     decode, errors, second_way = _decode_prediction, _MSGSPEC_ERRORS, _checked_predictions
     checked_names, names_ok, seconds = _CHECKED_NAMES, _names_ok, _seconds
-    unset, scored_struct = msgspec.UNSET, _Scored
+    unset, scored_struct, layout_decoder = msgspec.UNSET, _Scored, _layout_decoder
     set_required, set_version, set_segments = _SET_REQUIRED, _SET_VERSION, _SET_SEGMENTS
     set_both, set_scored = _SET_VERSION_SEGMENTS, _SET_SCORED
     new, set_dict, set_fields_set = _new, _set_dict, _set_fields_set
@@ -542,15 +580,34 @@ def _predictions(
         if not value or len(value) > max_bytes:
             append(_decode_by_pydantic(msg, "prediction", max_bytes, fmt))
             continue
-        try:
-            s = decode(value)
-        except errors:
-            append(second_way((msg,), max_bytes, fmt)[0])
-            continue
-        features = s.features
-        if not (checked_names.issuperset(features) or names_ok(features)):
-            append(_decode_by_pydantic(msg, "prediction", max_bytes, fmt))
-            continue
+        s: Any = None
+        if layout is not None:
+            try:
+                s = layout(value)
+            except errors:  # not of the layout, or not valid: the usual decode says which
+                misses += 1
+                if misses > _LAYOUT_MISSES and 8 * misses > len(out):
+                    # the first event's names were not the usual ones: learn the next
+                    # event's, once, or give up for this batch
+                    layout, learn, relearn, misses = None, relearn, False, 0
+        if s is None:
+            try:
+                s = decode(value)
+            except errors:
+                append(second_way((msg,), max_bytes, fmt)[0])
+                continue
+            features = s.features
+            if not (checked_names.issuperset(features) or names_ok(features)):
+                append(_decode_by_pydantic(msg, "prediction", max_bytes, fmt))
+                continue
+            if learn:  # this key's first event with valid names: its layout
+                learn = False
+                layout = layout_decoder(tuple(features))
+                if layout is not None:  # this event too, so that every row is of it
+                    s = layout(value)
+                    features = s.features
+        else:
+            features = s.features
         ts: Any = s.timestamp
         if type(ts) is _float:
             if not 0.0 <= ts < 1e11:

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import itertools
 import operator
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
+import msgspec
 import numpy as np
 
 from stream_monitor.alerts.observation import Observation
 from stream_monitor.config import MonitorConfig
+from stream_monitor.events.feature_rows import FeatureRow
 from stream_monitor.events.outputs import (
     PREDICTION_LABEL,
     PREDICTION_SCORE,
@@ -457,12 +459,11 @@ class ModelMonitor:
         numeric = [n for n, f in self.features.items() if isinstance(f, NumericFeature)]
         other = [n for n, f in self.features.items() if not isinstance(f, NumericFeature)]
         try:
-            rows = _rows(features, numeric + other)
+            by_field = _fields(features, numeric + other)  # one tuple per name
         except KeyError:  # an event lacks a field: the per-field path
             cols = {name: [f.get(name, ABSENT) for f in features] for name in self.features}
             cols.update(monitored)
             return _FeatureColumns(cols, None, complete=False)
-        by_field = list(zip(*rows, strict=True))  # one tuple per name
         if numeric:
             values = by_field[: len(numeric)]
             # numbers and nulls only (numpy reads a null as NaN: missing, as it is); fromiter
@@ -677,17 +678,51 @@ class _FeatureColumns(NamedTuple):
 #: What a numeric column may hold to be converted in one call: numbers, and nulls (NaN).
 _NUMBERS_OR_NULL = NUMBER_TYPES | {type(None)}
 _chain = itertools.chain.from_iterable
+_astuple = msgspec.structs.astuple
 
 
-def _rows(features: Sequence[dict[str, Any]], names: list[str]) -> list[Any]:
-    """Per event (its feature dict), the tuple of the values of ``names``; raises
-    ``KeyError`` when an event lacks one."""
+def _fields(features: Sequence[Mapping[str, Any]], names: list[str]) -> list[tuple[Any, ...]]:
+    """Per name of ``names``, the tuple of its values in the events (their ``features``);
+    raises ``KeyError`` when an event lacks one.
+
+    FeatureRows (:mod:`~stream_monitor.events.feature_rows`) are read by ``astuple``, their
+    values in layout order, without a lookup per value; dicts by name.
+
+    >>> _fields([{"a": 1, "b": 2}, {"b": 4, "a": 3}], ["b", "a"])
+    [(2, 4), (1, 3)]
+    """
     if not names:
         return []
-    if len(names) == 1:
-        name = names[0]
-        return [(f[name],) for f in features]
-    return list(map(operator.itemgetter(*names), features))
+    kinds = set(map(type, features))
+    layouts = [k for k in kinds if issubclass(k, FeatureRow)]
+    if not layouts:
+        return list(zip(*map(_getter(names), features), strict=True))
+    if len(kinds) == 1:  # one layout (the usual case): transposed, then picked
+        at = _positions(layouts[0], names)
+        by_layout = list(zip(*map(_astuple, features), strict=True))  # type: ignore[arg-type]
+        return [by_layout[i] for i in at]
+    # Mixed: each row's values picked from its tuple by position, each dict's by name.
+    pick = {k: _getter(_positions(k, names)) for k in layouts}
+    by_name = _getter(names)
+    rows = [
+        pick[t](_astuple(f)) if (t := type(f)) in pick else by_name(f)  # type: ignore[index,arg-type]
+        for f in features
+    ]
+    return list(zip(*rows, strict=True))
+
+
+def _positions(layout: type[FeatureRow], names: list[str]) -> list[int]:
+    """Where each of ``names`` is in a row of ``layout``; a KeyError when one is not."""
+    at = {name: i for i, name in enumerate(layout.NAMES)}
+    return [at[name] for name in names]
+
+
+def _getter(keys: Sequence[Any]) -> Callable[[Any], tuple[Any, ...]]:
+    """``itemgetter`` of ``keys`` that gives a tuple for one key too."""
+    if len(keys) == 1:
+        key = keys[0]
+        return lambda x: (x[key],)
+    return operator.itemgetter(*keys)
 
 
 def _version_args(cfg: MonitorConfig, segment: str | None) -> dict[str, Any]:

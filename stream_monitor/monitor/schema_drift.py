@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from stream_monitor.alerts.observation import Observation
+from stream_monitor.events.feature_rows import FeatureRow
 
 __all__ = ["SchemaDrift"]
 
@@ -59,7 +60,18 @@ class SchemaDrift:
         """
         features = features if isinstance(features, list | tuple) else list(features)
         n = len(features)
-        if carried is None:  # one C call per event
+        kinds = set(map(type, features))
+        # FeatureRows (events/feature_rows.py): whether a layout has unknown names, once
+        rows = {k: bool(k.FIELDS.keys() - known) for k in kinds if issubclass(k, FeatureRow)}
+        if rows and len(kinds) == 1:  # every event of one layout
+            flags = np.full(n, rows.popitem()[1])
+        elif rows:
+            flags = np.fromiter(
+                (rows[t] if (t := type(f)) in rows else not known.issuperset(f) for f in features),
+                dtype=bool,
+                count=n,
+            )
+        elif carried is None:  # one C call per event
             flags = ~np.fromiter(map(known.issuperset, features), dtype=bool, count=n)
         else:  # the size of each event's fields, then a look at those with more
             flags = np.fromiter(map(len, features), dtype=np.intp, count=n) > carried

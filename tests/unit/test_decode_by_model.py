@@ -17,6 +17,7 @@ import pytest
 
 from stream_monitor.config import MonitorConfig
 from stream_monitor.events.decode import DeadLetter, decode_by_model, decode_records
+from stream_monitor.events.feature_rows import FeatureRow
 from stream_monitor.events.outputs import event_columns
 from stream_monitor.kafka.records import RawRecord
 from stream_monitor.monitor.partition import PartitionState
@@ -65,13 +66,23 @@ def _plain(records: list[RawRecord]) -> tuple[dict[str, list[Any]], list[DeadLet
     return by_model, dead
 
 
+def _canonical(e: Any) -> str:
+    """An event's repr, its features in name order: a FeatureRow lists them in its layout's
+    order, a dict in the JSON object's (the same names and values)."""
+    return repr(e.model_copy(update={"features": dict(sorted(e.features.items()))}))
+
+
 def _assert_as_plain(records: list[RawRecord]) -> Any:
     got = decode_by_model(records, max_bytes=MAX_BYTES)
     by_model, dead = _plain(records)
     assert list(got.by_model) == list(by_model)  # models in order of their first record
     for model_id, events in by_model.items():
         mine = got.by_model[model_id]
-        assert [repr(e) for e in mine] == [repr(e) for e in events]
+        assert [_canonical(e) for e in mine] == [_canonical(e) for e in events]
+        assert [e.features for e in mine] == [e.features for e in events]
+        for e in mine:  # a row has the dict's names, in its layout's order
+            if isinstance(e.features, FeatureRow):
+                assert sorted(e.features) == sorted(orjson.loads(_value_of(got, e))["features"])
         # each event's own record, for a dead letter should processing it fail
         assert [orjson.loads(r.value())["event_id"] for r in got.records[model_id]] == [
             e.event_id for e in events
@@ -85,6 +96,12 @@ def _assert_as_plain(records: list[RawRecord]) -> Any:
     return got
 
 
+def _value_of(got: Any, event: Any) -> bytes:
+    """The record value of one of ``got``'s events."""
+    events = got.by_model[event.model_id]
+    return got.records[event.model_id][next(i for i, e in enumerate(events) if e is event)].value()
+
+
 def test_models_of_a_keyed_partition_come_with_their_columns() -> None:
     rng = random.Random(7)
     records = [_record(rng, i, 1.7e9 + i) for i in range(3000)]
@@ -92,6 +109,57 @@ def test_models_of_a_keyed_partition_come_with_their_columns() -> None:
     # every model whose predictions were all scored came with its columns
     assert set(got.columns) == {"churn", "fraud"}
     assert sum(map(len, got.by_model.values())) == 3000
+    # Each key's events of the layout of its first one (the usual names, none missing) came
+    # as FeatureRows, that first one too; the others (a feature missing) as dicts.
+    for events in got.by_model.values():
+        first_names = list(events[0].features)
+        for e in events:
+            fits = sorted(e.features) == sorted(first_names)
+            assert isinstance(e.features, FeatureRow) == fits
+            if fits:
+                assert list(e.features) == first_names  # the layout's order
+    rows = sum(isinstance(e.features, FeatureRow) for e in got.events())
+    assert rows > 0.8 * 3000
+
+
+def test_a_key_whose_events_rarely_fit_its_layout_gives_it_up() -> None:
+    """Past 8 misfits that are more than an eighth of a key's events, its batch learns the
+    next event's layout; past as many again, it decodes the rest into dicts (each misfit
+    cost a second parse)."""
+    rng = random.Random(5)
+    records = []
+    for i in range(400):
+        features = {f"x{j}": float(j) for j in range(rng.randrange(1, 4))}  # 3 layouts
+        obj = {
+            "event_id": str(i),
+            "model_id": "m",
+            "timestamp": 1.7e9 + i,
+            "features": features,
+            "prediction": 0.5,
+        }
+        records.append(RawRecord(orjson.dumps(obj), key=b"m", offset=i))
+    got = _assert_as_plain(records)
+    events = got.by_model["m"]
+    rows = [i for i, e in enumerate(events) if isinstance(e.features, FeatureRow)]
+    assert rows and max(rows) < 100  # rows only before it gave up
+    assert len({type(events[i].features) for i in rows}) == 2  # the first layout, then one more
+
+
+def test_a_first_event_of_unusual_names_does_not_cost_the_batch_its_layout() -> None:
+    usual = {f"x{j}": float(j) for j in range(5)}
+    records = []
+    for i in range(300):
+        features = {"x0": 1.0} if i == 0 else usual
+        obj = {
+            "event_id": str(i),
+            "model_id": "m",
+            "timestamp": 1.7e9 + i,
+            "features": features,
+            "prediction": 0.5,
+        }
+        records.append(RawRecord(orjson.dumps(obj), key=b"m", offset=i))
+    events = _assert_as_plain(records).by_model["m"]
+    assert sum(isinstance(e.features, FeatureRow) for e in events) > 250
 
 
 def test_dead_letters_and_other_paths_keep_groups_and_order() -> None:

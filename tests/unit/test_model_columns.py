@@ -5,7 +5,9 @@ reads every feature of each event in one pass and converts the numeric ones to o
 when they hold only numbers and nulls; ``SchemaDrift.unknown`` looks only at the events with
 more fields than the monitored ones when every event carries those. Each must give what the
 general path (field by field, event by event) gives, bit for bit, on batches mixing what
-events may carry: nulls, ints, bools, strings and absent fields among numbers.
+events may carry: nulls, ints, bools, strings and absent fields among numbers; and the same
+whether the events' features are dicts or FeatureRows (events/feature_rows.py, as the
+Application's decoder gives them), of one layout or several, or mixed with dicts.
 """
 
 from __future__ import annotations
@@ -13,11 +15,14 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
+import msgspec
 import numpy as np
+import orjson
 import pytest
 
 from stream_monitor.alerts.observation import Observation
 from stream_monitor.config import MonitorConfig
+from stream_monitor.events.feature_rows import FeatureRow, row_type
 from stream_monitor.events.outputs import PREDICTION_LABEL, PREDICTION_SCORE, event_columns
 from stream_monitor.events.schema import PredictionEvent, ScoredPrediction
 from stream_monitor.monitor import model as model_module
@@ -107,12 +112,18 @@ def test_event_columns_are_each_events_fields(seed: int, kinds: tuple[float, ...
 
 @pytest.mark.parametrize("seed", range(8))
 @pytest.mark.parametrize("kinds", BATCHES, ids=repr)
-def test_columns_are_the_per_field_columns(seed: int, kinds: tuple[float, ...]) -> None:
+@pytest.mark.parametrize("rows", [0.0, 0.7, 1.0])
+def test_columns_are_the_per_field_columns(
+    seed: int, kinds: tuple[float, ...], rows: float
+) -> None:
     """The columns and the float matrix against the general path's columns (per field,
     ``ABSENT`` where an event lacks it): equal values of equal types, the matrix bit for bit
     as each column converted alone (a null as NaN). The matrix is taken exactly when every
-    event carries every feature and the numeric ones hold only floats, ints and nulls."""
-    events = _events(seed, 300, *kinds)
+    event carries every feature and the numeric ones hold only floats, ints and nulls.
+    ``rows``: the share of events whose features are FeatureRows."""
+    events = _as_rows(_events(seed, 300, *kinds), rows, seed)
+    if rows == 1.0:
+        assert all(isinstance(e.features, FeatureRow) for e in events)
     m = _monitor()
     cols, matrix, complete = m._columns(event_columns(events))
     general = {k: [e.features.get(k, ABSENT) for e in events] for k in m.features}
@@ -136,6 +147,26 @@ def test_columns_are_the_per_field_columns(seed: int, kinds: tuple[float, ...]) 
     if matrix is not None:
         names, values = matrix
         assert names == NUMERIC and values.shape == (len(NUMERIC), len(events))
+
+
+_LAYOUTS: dict[tuple[str, ...], Any] = {}
+
+
+def _as_rows(events: list[PredictionEvent], share: float, seed: int) -> list[PredictionEvent]:
+    """The events, a ``share`` of them (at random) with their features as a FeatureRow of
+    their own names."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for e in events:
+        if rng.random() < share:
+            names = tuple(e.features)
+            kind = _LAYOUTS.get(names)
+            if kind is None:
+                kind = _LAYOUTS[names] = row_type(names, bool | int | float | str | None)
+            row = msgspec.json.decode(orjson.dumps(e.features), type=kind)
+            e = e.model_copy(update={"features": row})
+        out.append(e)
+    return out
 
 
 def _stream(seed: int) -> list[PredictionEvent]:
@@ -179,12 +210,15 @@ def test_one_pass_paths_give_what_the_general_paths_give(
     monkeypatch.setattr(ModelMonitor, "_columns", spy)
     fast = _run(events, cuts)
     assert taken == {(True, True), (False, True), (False, False)}  # every path taken
+    # the same with the features as FeatureRows: all of them, or most of them among dicts
+    assert _run(_as_rows(events, 1.0, seed), cuts) == fast
+    assert _run(_as_rows(events, 0.8, seed), cuts) == fast
     monkeypatch.setattr(ModelMonitor, "_columns", columns)
 
     def lacking(features: Any, names: list[str]) -> list[Any]:
         raise KeyError(names[0] if names else "")
 
-    monkeypatch.setattr(model_module, "_rows", lacking)
+    monkeypatch.setattr(model_module, "_fields", lacking)
     unknown = SchemaDrift.unknown
     monkeypatch.setattr(
         SchemaDrift, "unknown", lambda self, f, known, carried=None: unknown(self, f, known)
@@ -211,3 +245,18 @@ def test_unknown_fields_looked_up_only_beyond_the_carried_ones(seed: int) -> Non
     assert np.array_equal(other.unknown(rows, known, carried=3), flags)
     assert one.unexpected_fields == other.unexpected_fields > 0
     assert 0 < flags.sum() < len(rows)
+    # FeatureRows (each of its own layout; all, or some among dicts) count the same
+    for share in (1.0, 0.5):
+        events = [
+            PredictionEvent(event_id=str(i), model_id="m", timestamp=0, features=r, prediction=0)
+            for i, r in enumerate(rows)
+        ]
+        features = [e.features for e in _as_rows(events, share, seed)]
+        assert any(isinstance(f, FeatureRow) for f in features)
+        third = SchemaDrift()
+        assert np.array_equal(third.unknown(features, known, carried=3), flags)
+        assert third.unexpected_fields == one.unexpected_fields
+    uniform = [e.features for e in _as_rows(events[:50], 1.0, seed) if len(e.features) == 3]
+    assert len({type(f) for f in uniform}) == 1  # one layout: flagged at once
+    assert not SchemaDrift().unknown(uniform, known).any()
+    assert SchemaDrift().unknown(uniform, {"a", "b"}).all()

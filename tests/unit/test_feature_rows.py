@@ -1,0 +1,102 @@
+"""FeatureRow: a prediction's features decoded into a struct of a known layout must behave as
+the dict it stands for, wherever the monitor, a user or pydantic reads it."""
+
+from __future__ import annotations
+
+import copy
+import pickle
+from collections.abc import Mapping
+from typing import Any
+
+import msgspec
+import orjson
+import pytest
+
+from stream_monitor.events.decode import decode_by_model, decode_records
+from stream_monitor.events.feature_rows import FeatureRow, row_type
+from stream_monitor.events.schema import PredictionEvent
+from stream_monitor.kafka.records import RawRecord
+
+NAMES = ("amount", "country", "vip", "note", "count", "prediction.label", "a b")
+VALUE = bool | int | float | str | None
+FEATURES: dict[str, Any] = {
+    "country": "fr",
+    "amount": 12.5,
+    "vip": True,
+    "note": None,
+    "count": 3,
+    "prediction.label": "x",
+    "a b": -0.0,
+}
+
+
+def _row(features: dict[str, Any]) -> Any:
+    return msgspec.json.decode(orjson.dumps(features), type=row_type(NAMES, VALUE))
+
+
+def test_a_row_reads_as_its_dict() -> None:
+    row, plain = _row(FEATURES), dict(FEATURES)
+    assert isinstance(row, Mapping) and isinstance(row, FeatureRow)
+    assert row == plain and plain == row and (row != plain) is False
+    assert row != {**plain, "count": 4} and row != {k: plain[k] for k in NAMES[:-1]}
+    assert row != [1, 2] and row == _row(FEATURES)
+    for name in plain:
+        assert row[name] == plain[name] and row.get(name) == plain.get(name) and name in row
+    assert row.get("missing") is None and row.get("missing", 7) == 7 and "missing" not in row
+    with pytest.raises(KeyError):
+        row["missing"]
+    assert len(row) == len(plain)
+    assert list(row) == list(NAMES)  # the layout's order, not the JSON object's
+    assert list(row.keys()) == list(NAMES) and row.keys() - {"amount"} == set(NAMES) - {"amount"}
+    assert dict(row.items()) == plain and list(row.values()) == [plain[n] for n in NAMES]
+    assert dict(row) == plain and {**row} == plain
+    assert repr(row) == repr({n: plain[n] for n in NAMES})
+    with pytest.raises(TypeError):
+        hash(row)
+
+
+def test_deep_copies_and_pickles_of_a_row_are_its_dict() -> None:
+    row = _row(FEATURES)
+    for twin in (copy.deepcopy(row), pickle.loads(pickle.dumps(row))):
+        assert type(twin) is dict and twin == FEATURES
+    assert copy.copy(row) == FEATURES  # a shallow copy of an immutable row: a row
+
+
+def test_a_row_refuses_what_its_layout_does_not_have() -> None:
+    decode = msgspec.json.Decoder(row_type(NAMES, VALUE)).decode
+    for bad in (
+        {k: v for k, v in FEATURES.items() if k != "vip"},  # a name missing
+        {**FEATURES, "new": 1},  # an unknown one
+        {**FEATURES, "amount": [1]},  # not a scalar
+    ):
+        with pytest.raises(msgspec.ValidationError):
+            decode(orjson.dumps(bad))
+
+
+def test_an_event_with_a_row_dumps_validates_and_compares_as_with_its_dict() -> None:
+    records = [
+        RawRecord(
+            orjson.dumps(
+                {
+                    "event_id": str(i),
+                    "model_id": "m",
+                    "timestamp": 1.7e9 + i,
+                    "features": FEATURES,
+                    "prediction": {"label": 1, "score": 0.5},
+                }
+            ),
+            key=b"m",
+        )
+        for i in range(3)
+    ]
+    fast = decode_by_model(records, max_bytes=1 << 20).by_model["m"]
+    plain = decode_records(records, kind="prediction", max_bytes=1 << 20)
+    assert all(isinstance(e.features, FeatureRow) for e in fast)
+    assert fast == plain
+    for e, p in zip(fast, plain, strict=True):
+        assert isinstance(e, PredictionEvent)
+        assert e.model_dump() == p.model_dump()
+        assert type(e.model_dump()["features"]) is dict
+        assert orjson.loads(e.model_dump_json()) == orjson.loads(p.model_dump_json())
+        assert PredictionEvent.model_validate_json(e.model_dump_json()) == p
+        assert pickle.loads(pickle.dumps(e)) == p
