@@ -466,12 +466,21 @@ _LAYOUT_MISSES = 8
 
 def _layout_decoder(names: tuple[str, ...]) -> Any:
     """The decode function of predictions whose features have exactly ``names`` (already
-    measured: at most MAX_FEATURES_PER_EVENT, each at most MAX_NAME_LENGTH), or None."""
-    found = _LAYOUTS.get(names)
-    if found is None and len(_LAYOUTS) < MAX_LAYOUTS and names:
+    measured: at most MAX_FEATURES_PER_EVENT, each at most MAX_NAME_LENGTH), or None (also
+    for names msgspec cannot take as a struct's: a '"', a backslash or a control character
+    in one, remembered as None)."""
+    if names in _LAYOUTS:
+        return _LAYOUTS[names]
+    if len(_LAYOUTS) >= MAX_LAYOUTS or not names:
+        return None
+    try:
         row = row_type(names, _FeatureValue)
+    except Exception:  # names msgspec refuses (a ValueError today): no layout, never an error
+        found = None
+    else:
         struct = msgspec.defstruct("_PredictionRow", [("features", row)], bases=(_Prediction,))
-        found = _LAYOUTS[names] = msgspec.json.Decoder(struct).decode
+        found = msgspec.json.Decoder(struct).decode
+    _LAYOUTS[names] = found
     return found
 
 

@@ -249,3 +249,53 @@ def test_a_partition_fed_either_way_ends_in_the_same_state() -> None:
         _UUID.sub("<id>", orjson.dumps(s.snapshot()).decode()) for s in (grouped, plain)
     )
     assert mine == theirs
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        # names msgspec cannot take as a struct's fields: no layout, dicts, no error
+        [{'a"b': 1, "\\": 2}] * 3,
+        [{"a\x01": 1, "b": None}] * 3,
+        # names that are methods of a row, or look like its fields, or are empty
+        [{"": 1.0, "f0": 2, "get": None, "keys": "k", "__class__": True, "é\u2028": "x"}] * 3,
+    ],
+)
+def test_any_feature_names_decode_as_their_dicts(values: list[dict[str, Any]]) -> None:
+    records = [
+        RawRecord(
+            orjson.dumps(
+                {
+                    "event_id": str(i),
+                    "model_id": "m",
+                    "timestamp": 1.7e9 + i,
+                    "features": f,
+                    "prediction": 0.5,
+                }
+            ),
+            key=b"m",
+            offset=i,
+        )
+        for i, f in enumerate(values)
+    ]
+    events = _assert_as_plain(records).by_model["m"]
+    assert [e.features for e in events] == values
+
+
+def test_escaped_and_repeated_names_decode_into_the_layout_as_into_dicts() -> None:
+    head = b'{"event_id":"%d","model_id":"m","timestamp":1,"prediction":0.5,"features":'
+    features = [
+        '{"\u00e9":1,"b":2}'.encode(),
+        b'{"\\u00e9":3,"\\u0062":4}',  # the same names, escaped
+        b'{"\\u00e9":3,"b":4,"\\u00e9":5}',  # a repeated name: its last value, as in a dict
+        b'{"b":6,"\\u00e9":7}',  # another order
+    ]
+    records = [RawRecord(head % i + f + b"}", key=b"m", offset=i) for i, f in enumerate(features)]
+    events = _assert_as_plain(records).by_model["m"]
+    assert all(isinstance(e.features, FeatureRow) for e in events)
+    assert [dict(e.features) for e in events] == [
+        {"é": 1, "b": 2},
+        {"é": 3, "b": 4},
+        {"é": 5, "b": 4},
+        {"é": 7, "b": 6},
+    ]
