@@ -299,3 +299,40 @@ def test_escaped_and_repeated_names_decode_into_the_layout_as_into_dicts() -> No
         {"é": 5, "b": 4},
         {"é": 7, "b": 6},
     ]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_random_names_and_values_decode_as_by_decode_records(seed: int) -> None:
+    """Keys of a few layouts, each event now and then with a name missing, added, renamed to
+    an odd one (quotes, backslashes, control characters, non-ASCII, too long) or a value of
+    any JSON type (lists, objects, ints past 64 bits): decode_by_model must accept, refuse
+    and build exactly what decode_records does."""
+    rng = random.Random(seed)
+    odd = ['a"b', "c\\d", "e\x01", "\u00e9t\u00e9", "\U0001f600", "", " ", "x" * 129, "f0"]
+    values: list[Any] = [1.5, -2, 0, True, None, "s", "", "<big>", [1], {"k": 1}, 1e300]
+    layouts = [[f"n{j}" for j in range(rng.randrange(1, 6))] for _ in range(3)]
+    records = []
+    for i in range(600):
+        model = rng.randrange(3)
+        names = list(layouts[model])
+        if rng.random() < 0.1:
+            names.pop(rng.randrange(len(names)))
+        if rng.random() < 0.1:
+            names.append(rng.choice(odd))
+        if rng.random() < 0.05 and names:
+            names[rng.randrange(len(names))] = rng.choice(odd)
+        features = {
+            n: rng.choice(values) if rng.random() < 0.05 else rng.gauss(0, 1) for n in names
+        }
+        obj = {
+            "event_id": str(i),
+            "model_id": f"m{model}",
+            "timestamp": 1.7e9 + i,
+            "features": features,
+            "prediction": 0.5,
+        }
+        value = orjson.dumps(obj).replace(b'"<big>"', str(2**70).encode())  # past 64 bits
+        records.append(RawRecord(value, key=f"m{model}".encode(), offset=i))
+    got = _assert_as_plain(records)
+    assert any(isinstance(e.features, FeatureRow) for e in got.events())
+    assert any(type(e.features) is dict for e in got.events())
