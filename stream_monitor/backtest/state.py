@@ -107,7 +107,11 @@ class Replay:
         """:meth:`decode` for several records of one kind, counted once for all of them."""
         max_bytes = self.cfg.limits.max_event_bytes
         fmt = self.deserializer
-        out: list[Any] = decode_records(records, kind=kind, max_bytes=max_bytes, deserializer=fmt)
+        # Predictions with their features as FeatureRows where they have the usual names, as
+        # the Application decodes them (the monitor reads those as columns without lookups).
+        out: list[Any] = decode_records(
+            records, kind=kind, max_bytes=max_bytes, deserializer=fmt, layouts=True
+        )
         invalid = self.invalid
         times: list[float] = []
         for i, ev in enumerate(out):

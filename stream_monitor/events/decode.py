@@ -172,8 +172,15 @@ def decode_records(
     kind: Literal["prediction", "label"],
     max_bytes: int,
     deserializer: Deserializer = JSON,
+    layouts: bool = False,
 ) -> list[Decoded]:
     """:func:`decode_record` of each of ``msgs`` (records of one topic), in their order.
+
+    ``layouts``: predictions whose features have the usual names of their model get them as
+    a FeatureRow (events/feature_rows.py), as :func:`decode_by_model` gives them, for a
+    caller (the replay) whose records may have no key: the records are decoded in groups of
+    one key, or of one ``"model_id"`` field as written (a record whose field reads otherwise
+    only misses its layout), and come back in their order.
 
     >>> from stream_monitor.kafka.records import RawRecord
     >>> out = decode_records(
@@ -184,8 +191,38 @@ def decode_records(
     ['1', 'key_mismatch', 'empty']
     """
     if kind == "prediction":
+        if layouts and type(deserializer) is JsonDeserializer:
+            return _by_layout_hint(msgs, max_bytes, deserializer)
         return _predictions(msgs, max_bytes, deserializer)
     return _labels(msgs, max_bytes, deserializer)
+
+
+def _by_layout_hint(
+    msgs: Iterable[MessageLike], max_bytes: int, fmt: Deserializer
+) -> list[Decoded]:
+    """:func:`_predictions` of ``msgs`` with layouts, group by group (see decode_records)."""
+    msgs = msgs if isinstance(msgs, list) else list(msgs)
+    groups: dict[Any, list[int]] = {}
+    find = bytes.find
+    for i, m in enumerate(msgs):
+        hint: Any = m.key()
+        if hint is None:
+            value = m.value()
+            if type(value) is bytes and (at := find(value, b'"model_id"')) >= 0:
+                hint = value[at : find(value, b",", at)]
+        group = groups.get(hint)
+        if group is None:
+            groups[hint] = [i]
+        else:
+            group.append(i)
+    if len(groups) == 1:
+        return _predictions(msgs, max_bytes, fmt, layouts=True)
+    out: list[Any] = [None] * len(msgs)
+    for members in groups.values():
+        decoded = _predictions([msgs[i] for i in members], max_bytes, fmt, layouts=True)
+        for i, ev in zip(members, decoded, strict=True):
+            out[i] = ev
+    return out
 
 
 class ModelBatches(NamedTuple):
@@ -558,17 +595,19 @@ def _predictions(
     max_bytes: int,
     fmt: Deserializer,
     rows: _Rows | None = None,
+    *,
+    layouts: bool = False,
 ) -> list[Decoded]:
     """The records decoded; ``rows``, if given (``msgs`` are then the records of one key),
-    also receives the columns of what the fast path accepted (see :func:`decode_by_model`),
-    and the features of the key's events after its first decode into FeatureRows of that
-    event's layout (see above)."""
+    also receives the columns of what the fast path accepted (see :func:`decode_by_model`).
+    With ``rows`` or ``layouts`` (``msgs`` mostly of one model), the features of the events
+    of the first one's layout are decoded into FeatureRows of it (see above)."""
     if type(fmt) is not JsonDeserializer:
         return _checked_predictions(msgs, max_bytes, fmt)
     out: list[Decoded] = []
     # This key's layout decoder, once learnt; whether one may still be learnt; misfits.
     layout: Any = None
-    learn = relearn = rows is not None
+    learn = relearn = rows is not None or layouts
     misses = 0
     if rows is not None:
         add_id, add_time, add_version = rows.ids.append, rows.times.append, rows.versions.append

@@ -336,3 +336,25 @@ def test_random_names_and_values_decode_as_by_decode_records(seed: int) -> None:
     got = _assert_as_plain(records)
     assert any(isinstance(e.features, FeatureRow) for e in got.events())
     assert any(type(e.features) is dict for e in got.events())
+
+
+@pytest.mark.parametrize("keyed", [True, False])
+def test_decode_records_with_layouts_is_decode_records(keyed: bool) -> None:
+    """The replay's decode (``layouts=True``): records of several models, keyed or not (a
+    file's lines have no key), come back in their order as decode_records gives them, most
+    with FeatureRows."""
+    rng = random.Random(3)
+    records = [_record(rng, i, 1.7e9 + i) for i in range(2000)]
+    if not keyed:
+        records = [
+            RawRecord(r.value(), topic="predictions", offset=i) for i, r in enumerate(records)
+        ]
+    records.insert(10, RawRecord(b'{"model_id":"churn"}', offset=9999))  # the field last
+    records.insert(20, RawRecord(b"[1]", offset=9998))
+    got = decode_records(records, kind="prediction", max_bytes=MAX_BYTES, layouts=True)
+    plain = decode_records(records, kind="prediction", max_bytes=MAX_BYTES)
+    assert [_canonical(e) if not isinstance(e, DeadLetter) else e for e in got] == [
+        _canonical(e) if not isinstance(e, DeadLetter) else e for e in plain
+    ]
+    rows = sum(isinstance(getattr(e, "features", None), FeatureRow) for e in got)
+    assert rows > 0.8 * len(records)
