@@ -54,6 +54,26 @@ def _record(rng: random.Random, i: int, t: float) -> RawRecord:
     return RawRecord(orjson.dumps(obj), key=model.encode(), topic="predictions", offset=i)
 
 
+def keyed_records(features: list[dict[str, Any]], prediction: Any = 0.5) -> list[RawRecord]:
+    """Predictions of model "m", keyed by it, one per ``features``, in order."""
+    return [
+        RawRecord(
+            orjson.dumps(
+                {
+                    "event_id": str(i),
+                    "model_id": "m",
+                    "timestamp": 1.7e9 + i,
+                    "features": f,
+                    "prediction": prediction,
+                }
+            ),
+            key=b"m",
+            offset=i,
+        )
+        for i, f in enumerate(features)
+    ]
+
+
 def _plain(records: list[RawRecord]) -> tuple[dict[str, list[Any]], list[DeadLetter]]:
     """What the Application did before: decode in one call, group the accepted events."""
     by_model: dict[str, list[Any]] = {}
@@ -127,18 +147,9 @@ def test_a_key_whose_events_rarely_fit_its_layout_gives_it_up() -> None:
     next event's layout; past as many again, it decodes the rest into dicts (each misfit
     cost a second parse)."""
     rng = random.Random(5)
-    records = []
-    for i in range(400):
-        features = {f"x{j}": float(j) for j in range(rng.randrange(1, 4))}  # 3 layouts
-        obj = {
-            "event_id": str(i),
-            "model_id": "m",
-            "timestamp": 1.7e9 + i,
-            "features": features,
-            "prediction": 0.5,
-        }
-        records.append(RawRecord(orjson.dumps(obj), key=b"m", offset=i))
-    got = _assert_as_plain(records)
+    # 3 layouts at random
+    features = [{f"x{j}": float(j) for j in range(rng.randrange(1, 4))} for _ in range(400)]
+    got = _assert_as_plain(keyed_records(features))
     events = got.by_model["m"]
     rows = [i for i, e in enumerate(events) if isinstance(e.features, FeatureRow)]
     assert rows and max(rows) < 100  # rows only before it gave up
@@ -147,18 +158,8 @@ def test_a_key_whose_events_rarely_fit_its_layout_gives_it_up() -> None:
 
 def test_a_first_event_of_unusual_names_does_not_cost_the_batch_its_layout() -> None:
     usual = {f"x{j}": float(j) for j in range(5)}
-    records = []
-    for i in range(300):
-        features = {"x0": 1.0} if i == 0 else usual
-        obj = {
-            "event_id": str(i),
-            "model_id": "m",
-            "timestamp": 1.7e9 + i,
-            "features": features,
-            "prediction": 0.5,
-        }
-        records.append(RawRecord(orjson.dumps(obj), key=b"m", offset=i))
-    events = _assert_as_plain(records).by_model["m"]
+    features = [{"x0": 1.0}] + [usual] * 299
+    events = _assert_as_plain(keyed_records(features)).by_model["m"]
     assert sum(isinstance(e.features, FeatureRow) for e in events) > 250
 
 
@@ -262,23 +263,7 @@ def test_a_partition_fed_either_way_ends_in_the_same_state() -> None:
     ],
 )
 def test_any_feature_names_decode_as_their_dicts(values: list[dict[str, Any]]) -> None:
-    records = [
-        RawRecord(
-            orjson.dumps(
-                {
-                    "event_id": str(i),
-                    "model_id": "m",
-                    "timestamp": 1.7e9 + i,
-                    "features": f,
-                    "prediction": 0.5,
-                }
-            ),
-            key=b"m",
-            offset=i,
-        )
-        for i, f in enumerate(values)
-    ]
-    events = _assert_as_plain(records).by_model["m"]
+    events = _assert_as_plain(keyed_records(values)).by_model["m"]
     assert [e.features for e in events] == values
 
 

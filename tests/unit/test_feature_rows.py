@@ -15,7 +15,7 @@ import pytest
 from stream_monitor.events.decode import decode_by_model, decode_records
 from stream_monitor.events.feature_rows import FeatureRow, row_type
 from stream_monitor.events.schema import PredictionEvent
-from stream_monitor.kafka.records import RawRecord
+from tests.unit.test_decode_by_model import keyed_records
 
 NAMES = ("amount", "country", "vip", "note", "count", "prediction.label", "a b")
 VALUE = bool | int | float | str | None
@@ -74,21 +74,7 @@ def test_a_row_refuses_what_its_layout_does_not_have() -> None:
 
 
 def test_an_event_with_a_row_dumps_validates_and_compares_as_with_its_dict() -> None:
-    records = [
-        RawRecord(
-            orjson.dumps(
-                {
-                    "event_id": str(i),
-                    "model_id": "m",
-                    "timestamp": 1.7e9 + i,
-                    "features": FEATURES,
-                    "prediction": {"label": 1, "score": 0.5},
-                }
-            ),
-            key=b"m",
-        )
-        for i in range(3)
-    ]
+    records = keyed_records([FEATURES] * 3, prediction={"label": 1, "score": 0.5})
     fast = decode_by_model(records, max_bytes=1 << 20).by_model["m"]
     plain = decode_records(records, kind="prediction", max_bytes=1 << 20)
     assert all(isinstance(e.features, FeatureRow) for e in fast)
