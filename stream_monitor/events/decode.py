@@ -491,10 +491,13 @@ _decode_label = msgspec.json.Decoder(_Label).decode
 # accepted: a row has a value for each of its names, of the dict's value types, and its names
 # were measured when the layout was made (one that fails _names_ok makes none).
 
-#: The decoders of the known layouts (bounded: past MAX_LAYOUTS, none is made and events of
-#: new layouts keep their dicts).
+#: The decoders of the known layouts by their names (None: names msgspec refuses).
 _LAYOUTS: dict[tuple[str, ...], Any] = {}
-MAX_LAYOUTS = 1024
+#: How many names _LAYOUTS may hold in all, made or refused: a struct and its decoder take
+#: about 0.45 KB per name (a layout may have MAX_FEATURES_PER_EVENT names), so at most about
+#: 30 MB. Past it, no layout is made and events of new layouts keep their dicts.
+LAYOUT_NAMES_CAP = 65_536
+_layout_names = [0]  # how many names _LAYOUTS holds
 #: A key's batch gives up its layout after this many events that did not fit it, when they
 #: are also more than an eighth of its events so far (each costs a second parse); it learns
 #: the next event's layout once, and gives up for good the second time.
@@ -508,7 +511,7 @@ def _layout_decoder(names: tuple[str, ...]) -> Any:
     in one, remembered as None)."""
     if names in _LAYOUTS:
         return _LAYOUTS[names]
-    if len(_LAYOUTS) >= MAX_LAYOUTS or not names:
+    if not names or _layout_names[0] + len(names) > LAYOUT_NAMES_CAP:
         return None
     try:
         row = row_type(names, _FeatureValue)
@@ -518,6 +521,7 @@ def _layout_decoder(names: tuple[str, ...]) -> Any:
         struct = msgspec.defstruct("_PredictionRow", [("features", row)], bases=(_Prediction,))
         found = msgspec.json.Decoder(struct).decode
     _LAYOUTS[names] = found
+    _layout_names[0] += len(names)
     return found
 
 

@@ -2,12 +2,12 @@
 
 A model's events almost always carry the same feature names. Once the decoder has seen them,
 msgspec decodes each later event's ``features`` object straight into a struct of that layout
-(:func:`row_type`; ``events/decode.py`` keeps one per layout), a :class:`FeatureRow`: one
-slot per name, the values as msgspec gives them in a dict (the same types and checks), in
-about half the time of building the dict; and ``msgspec.structs.astuple`` reads a row's
-values in layout order in C, which is how the monitor turns a batch into columns
-(``monitor/model.py``). An event whose features do not fit the layout (a name missing, an
-unknown one) is decoded into a dict as before.
+(:func:`row_type`; ``events/decode.py`` keeps one per layout, up to 65,536 names in all), a
+:class:`FeatureRow`: one slot per name, the values as msgspec gives them in a dict (the same
+types and checks), in about half the time of building the dict; and
+``msgspec.structs.astuple`` reads a row's values in layout order in C, which is how the
+monitor turns a batch into columns (``monitor/model.py``). An event whose features do not
+fit the layout (a name missing, an unknown one) is decoded into a dict as before.
 
 A ``FeatureRow`` is a read-only mapping of name -> value, equal to the dict it stands for.
 Unlike that dict, it iterates in the layout's order, not in the order of the event's JSON

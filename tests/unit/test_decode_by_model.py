@@ -16,6 +16,7 @@ import orjson
 import pytest
 
 from stream_monitor.config import MonitorConfig
+from stream_monitor.events import decode as decode_module
 from stream_monitor.events.decode import DeadLetter, decode_by_model, decode_records
 from stream_monitor.events.feature_rows import FeatureRow
 from stream_monitor.events.outputs import event_columns
@@ -343,3 +344,18 @@ def test_decode_records_with_layouts_is_decode_records(keyed: bool) -> None:
     ]
     rows = sum(isinstance(getattr(e, "features", None), FeatureRow) for e in got)
     assert rows > 0.8 * len(records)
+
+
+def test_past_the_cap_on_layout_names_events_keep_their_dicts(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The layouts' names are bounded in all (each costs its struct and decoder): past the
+    cap, a new layout is not made, and its events decode into dicts, as decode_records'."""
+    monkeypatch.setattr(decode_module, "_LAYOUTS", {})
+    monkeypatch.setattr(decode_module, "_layout_names", [0])
+    monkeypatch.setattr(decode_module, "LAYOUT_NAMES_CAP", 7)
+    first = _assert_as_plain(keyed_records([{f"a{j}": j for j in range(4)}] * 5))
+    second = _assert_as_plain(keyed_records([{f"b{j}": j for j in range(4)}] * 5))
+    assert all(isinstance(e.features, FeatureRow) for e in first.events())  # 4 names of 7
+    assert all(type(e.features) is dict for e in second.events())  # 8 would be past 7
+    assert decode_module._layout_names == [4]
