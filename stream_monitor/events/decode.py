@@ -656,8 +656,11 @@ def _predictions(
                 learn = False
                 layout = layout_decoder(tuple(features))
                 if layout is not None:  # this event too, so that every row is of it
-                    s = layout(value)
-                    features = s.features
+                    try:
+                        s = layout(value)
+                        features = s.features
+                    except errors:  # not seen: the dict's names make the struct's fields
+                        layout = None
         else:
             features = s.features
         ts: Any = s.timestamp

@@ -12,6 +12,7 @@ import random
 import re
 from typing import Any
 
+import msgspec
 import orjson
 import pytest
 
@@ -359,3 +360,17 @@ def test_past_the_cap_on_layout_names_events_keep_their_dicts(
     assert all(isinstance(e.features, FeatureRow) for e in first.events())  # 4 names of 7
     assert all(type(e.features) is dict for e in second.events())  # 8 would be past 7
     assert decode_module._layout_names == [4]
+
+
+def test_a_layout_that_refuses_its_own_first_event_is_dropped(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Should a layout's decode ever refuse the event its names came from, the batch goes on
+    with dicts (never an error out of the decoder)."""
+
+    def refusing(value: bytes) -> Any:
+        raise msgspec.ValidationError("refused")
+
+    monkeypatch.setattr(decode_module, "_layout_decoder", lambda names: refusing)
+    events = _assert_as_plain(keyed_records([{"a": 1.0, "b": "x"}] * 20)).by_model["m"]
+    assert all(type(e.features) is dict for e in events)
