@@ -305,7 +305,7 @@ def decode_by_model(
     dead: list[tuple[MessageLike, DeadLetter]] = []
     for group in groups.values():
         rows = _Rows()
-        decoded = _predictions(group, max_bytes, deserializer, rows)
+        decoded = _predictions(group, max_bytes, deserializer, rows, layouts=True)
         events: list[PredictionEvent] = decoded  # type: ignore[assignment]
         used = group
         if len(rows.ids) != len(decoded):  # not all by the fast path: maybe dead letters
@@ -602,16 +602,16 @@ def _predictions(
     *,
     layouts: bool = False,
 ) -> list[Decoded]:
-    """The records decoded; ``rows``, if given (``msgs`` are then the records of one key),
-    also receives the columns of what the fast path accepted (see :func:`decode_by_model`).
-    With ``rows`` or ``layouts`` (``msgs`` mostly of one model), the features of the events
-    of the first one's layout are decoded into FeatureRows of it (see above)."""
+    """The records decoded; ``rows``, if given, also receives the columns of what the fast
+    path accepted (see :func:`decode_by_model`). With ``layouts`` (``msgs`` mostly of one
+    model), the features of the events of the first one's layout are decoded into
+    FeatureRows of it (see above)."""
     if type(fmt) is not JsonDeserializer:
         return _checked_predictions(msgs, max_bytes, fmt)
     out: list[Decoded] = []
     # This key's layout decoder, once learnt; whether one may still be learnt; misfits.
     layout: Any = None
-    learn = relearn = rows is not None or layouts
+    learn = relearn = layouts
     misses = 0
     if rows is not None:
         add_id, add_time, add_version = rows.ids.append, rows.times.append, rows.versions.append
@@ -648,21 +648,19 @@ def _predictions(
             except errors:
                 append(second_way((msg,), max_bytes, fmt)[0])
                 continue
-            features = s.features
-            if not (checked_names.issuperset(features) or names_ok(features)):
+            names = s.features
+            if not (checked_names.issuperset(names) or names_ok(names)):
                 append(_decode_by_pydantic(msg, "prediction", max_bytes, fmt))
                 continue
             if learn:  # this key's first event with valid names: its layout
                 learn = False
-                layout = layout_decoder(tuple(features))
+                layout = layout_decoder(tuple(names))
                 if layout is not None:  # this event too, so that every row is of it
                     try:
                         s = layout(value)
-                        features = s.features
                     except errors:  # not seen: the dict's names make the struct's fields
                         layout = None
-        else:
-            features = s.features
+        features = s.features
         ts: Any = s.timestamp
         if type(ts) is _float:
             if not 0.0 <= ts < 1e11:
