@@ -84,6 +84,7 @@ class FeatureRow(msgspec.Struct, frozen=True, gc=False, eq=False):
         return NotImplemented
 
     def __ne__(self, other: object) -> bool:
+        # needed: without it, msgspec's Struct answers != by identity, not from __eq__
         eq = self.__eq__(other)
         return eq if eq is NotImplemented else not eq
 
