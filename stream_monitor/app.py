@@ -45,7 +45,8 @@ from stream_monitor.events.decode import (
     deserializer_for,
     processing_error,
 )
-from stream_monitor.events.schema import AlertEvent, LabelEvent, PredictionEvent
+from stream_monitor.events.predictions import AnyPrediction
+from stream_monitor.events.schema import AlertEvent, LabelEvent
 from stream_monitor.gc_tuning import fewer_collections
 from stream_monitor.kafka import clients
 from stream_monitor.kafka.batches import next_batch
@@ -508,7 +509,7 @@ class Application:
         cfg = self.cfg
         assert self._ckpt is not None
         ckpt = self._ckpt
-        preds: dict[int, list[PredictionEvent]] = {}
+        preds: dict[int, list[AnyPrediction]] = {}
         labels: dict[int, list[LabelEvent]] = {}
         dead: list[DeadLetter] = []
         origin: dict[int, Any] = {}

@@ -29,7 +29,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Annotated, Any, Literal, NamedTuple, Protocol
+from typing import Any, Literal, NamedTuple, Protocol
 
 import msgspec
 import orjson
@@ -37,7 +37,17 @@ from pydantic import BaseModel, ValidationError
 
 from stream_monitor.errors import ConfigError
 from stream_monitor.events.feature_rows import row_type
-from stream_monitor.events.outputs import EventColumns, scored_columns
+from stream_monitor.events.outputs import EventColumns, event_columns
+from stream_monitor.events.predictions import (
+    AnyPrediction,
+    Features,
+    FeatureValue,
+    Id,
+    Name,
+    Prediction,
+    Scalar,
+    Scored,
+)
 from stream_monitor.events.schema import (
     MAX_FEATURES_PER_EVENT,
     MAX_ID_LENGTH,
@@ -229,9 +239,9 @@ class ModelBatches(NamedTuple):
     """One partition's prediction records decoded model by model (:func:`decode_by_model`)."""
 
     #: The events of each model, in consumption order; models in order of first appearance.
-    by_model: dict[str, list[PredictionEvent]]
-    #: The columns (:class:`~stream_monitor.events.outputs.EventColumns`) of each model whose
-    #: events the fast path took, all scored (the others' are left to the monitor).
+    by_model: dict[str, list[AnyPrediction]]
+    #: The columns (:class:`~stream_monitor.events.outputs.EventColumns`) of each model's
+    #: events.
     columns: dict[str, EventColumns]
     #: The records that could not be used, in consumption order.
     dead: list[DeadLetter]
@@ -239,25 +249,9 @@ class ModelBatches(NamedTuple):
     #: processing an event fail).
     records: dict[str, list[MessageLike]]
 
-    def events(self) -> list[PredictionEvent]:
+    def events(self) -> list[AnyPrediction]:
         """Every model's events, model after model."""
         return [e for events in self.by_model.values() for e in events]
-
-
-class _Rows:
-    """The columns of the events the fast path accepts, filled as it builds them."""
-
-    __slots__ = ("features", "ids", "labels", "scored", "scores", "times", "versions")
-
-    def __init__(self) -> None:
-        self.ids: list[str] = []
-        self.times: list[float] = []
-        self.versions: list[str | None] = []
-        self.features: list[dict[str, Any]] = []
-        self.labels: list[Any] = []
-        self.scores: list[Any] = []
-        #: Whether every prediction added was a scored one (else labels and scores are short).
-        self.scored = True
 
 
 def decode_by_model(
@@ -268,15 +262,18 @@ def decode_by_model(
 ) -> ModelBatches:
     """Decode one partition's prediction records (in consumption order) model by model.
 
+    The monitor's decoder: the events msgspec takes are the
+    :class:`~stream_monitor.events.predictions.Prediction`\\ s it decoded (the others are
+    ``PredictionEvent``\\ s, as :func:`decode_records` gives them), with the same dead
+    letters as :func:`decode_records`.
+
     Every record's key must be its event's model id (else it is a dead letter), so when
     every record has a key, the records of one key are those of one model: each key's
-    records are decoded together, and the fast path writes the events' columns while it
-    builds them, rather than a later pass reading every event again from memory
-    (:func:`~stream_monitor.events.outputs.event_columns`). Models come in order of their
-    first event, as grouping the decoded events by model would give them. Records without
-    a key are decoded all together and grouped after.
+    records are decoded together, their features into a FeatureRow of the key's usual names
+    (see ``_layout_decoder``). Models come in order of their first event, as grouping the
+    decoded events by model would give them. Records without a key are decoded all together
+    and grouped after.
 
-    >>> from stream_monitor.events.outputs import event_columns
     >>> from stream_monitor.kafka.records import RawRecord
     >>> def rec(i, m, key=None):
     ...     v = (f'{{"event_id":"{i}","model_id":"{m}","timestamp":{i},"features":{{"x":{i}}},'
@@ -298,17 +295,16 @@ def decode_by_model(
         else:
             group.append(m)
     if None in groups:  # which model a keyless record belongs to shows only once decoded
-        return _grouped(msgs, _predictions(msgs, max_bytes, deserializer))
-    by_model: dict[str, list[PredictionEvent]] = {}
+        return _grouped(msgs, _light_predictions(msgs, max_bytes, deserializer))
+    by_model: dict[str, list[AnyPrediction]] = {}
     columns: dict[str, EventColumns] = {}
     records: dict[str, list[MessageLike]] = {}
     dead: list[tuple[MessageLike, DeadLetter]] = []
     for group in groups.values():
-        rows = _Rows()
-        decoded = _predictions(group, max_bytes, deserializer, rows, layouts=True)
-        events: list[PredictionEvent] = decoded  # type: ignore[assignment]
+        decoded = _light_predictions(group, max_bytes, deserializer, layouts=True)
+        events: list[AnyPrediction] = decoded  # type: ignore[assignment]
         used = group
-        if len(rows.ids) != len(decoded):  # not all by the fast path: maybe dead letters
+        if DeadLetter in set(map(type, decoded)):
             events, used = [], []
             for m, ev in zip(group, decoded, strict=True):
                 if type(ev) is DeadLetter:
@@ -321,10 +317,7 @@ def decode_by_model(
         model_id = events[0].model_id  # the key's, for every one of them
         by_model[model_id] = events
         records[model_id] = used
-        if len(rows.ids) == len(events) and rows.scored:  # all by the fast path
-            columns[model_id] = scored_columns(
-                rows.ids, rows.times, rows.versions, rows.features, rows.labels, rows.scores
-            )
+        columns[model_id] = event_columns(events)
     if dead and len(groups) > 1:
         # Back in consumption order: the dead letters, and the models, which come in order
         # of their first event (a key's first record may have been a dead letter).
@@ -335,9 +328,11 @@ def decode_by_model(
     return ModelBatches(by_model, columns, [d for _, d in dead], records)
 
 
-def _grouped(msgs: Sequence[MessageLike], decoded: list[Decoded]) -> ModelBatches:
+def _grouped(
+    msgs: Sequence[MessageLike], decoded: Sequence[AnyPrediction | DeadLetter]
+) -> ModelBatches:
     """``decoded`` (of ``msgs``) as :class:`ModelBatches`, columns left to the caller."""
-    by_model: dict[str, list[PredictionEvent]] = {}
+    by_model: dict[str, list[AnyPrediction]] = {}
     records: dict[str, list[MessageLike]] = {}
     dead: list[DeadLetter] = []
     for m, ev in zip(msgs, decoded, strict=True):
@@ -409,7 +404,7 @@ def _decode_by_pydantic(
 #   (an extra field of the event or of a scored prediction) takes the second way, parsed by
 #   orjson;
 # * integers: orjson makes an integer beyond 64 bits a float, msgspec keeps it an int. Every int
-#   the Structs take is bounded to int64 (_Int: msgspec takes no wider bound), and a bigger one
+#   the Structs take is bounded to int64 (Int: msgspec takes no wider bound), and a bigger one
 #   (rare) takes the second way. A timestamp's int needs no bound: its range refuses them.
 #
 # Everything else agrees (tests/unit/test_decode.py pins each case): NaN and Infinity literals,
@@ -438,48 +433,36 @@ def _decode_by_pydantic(
 # frozen model (model_copy changes its copy's, and assignment is refused before it is reached),
 # and nothing here changes it either (tests/unit/test_decode.py checks copies, model_copy and
 # pickling). Whoever reads an event's model_fields_set must not change it in place.
-
-#: An int as orjson parses it (it makes a wider one a float).
-_Int = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]
-_Id = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ID_LENGTH)]
-_Name = Annotated[str, msgspec.Meta(max_length=MAX_NAME_LENGTH)]
-_Scalar = bool | _Int | float | _Name
-#: A feature's value, in a dict of features or in a FeatureRow alike.
-_FeatureValue = bool | _Int | float | str | None
-#: Feature names are measured by hand (_names_ok): with a length bound on its keys, msgspec
-#: no longer reuses the strings of names it has already seen, and costs more than that.
-_Features = Annotated[dict[str, _FeatureValue], msgspec.Meta(max_length=MAX_FEATURES_PER_EVENT)]
-
-
-class _Scored(msgspec.Struct, forbid_unknown_fields=True, gc=False):
-    """schema.ScoredPrediction, for msgspec (no unknown field: see above)."""
-
-    label: _Scalar
-    score: _Int | float
+#
+# The monitor's decoder (decode_by_model, _light_predictions) builds no pydantic object: an
+# event msgspec takes is the Prediction struct it decoded (events/predictions.py), whose
+# fields check what _predictions checks by hand but the names, the key and an RFC 3339
+# timestamp's conversion.
 
 
 class _Prediction(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     """schema.PredictionEvent, for msgspec; the timestamp as given, names not measured."""
 
-    event_id: _Id
-    model_id: _Id
+    event_id: Id
+    model_id: Id
     timestamp: int | float | str
-    features: _Features
-    prediction: _Scalar | _Scored
-    model_version: _Name | msgspec.UnsetType | None = msgspec.UNSET
-    segments: dict[_Name, _Name] | msgspec.UnsetType | None = msgspec.UNSET
+    features: Features
+    prediction: Scalar | Scored
+    model_version: Name | msgspec.UnsetType | None = msgspec.UNSET
+    segments: dict[Name, Name] | msgspec.UnsetType | None = msgspec.UNSET
 
 
 class _Label(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     """schema.LabelEvent, for msgspec; the timestamp as given."""
 
-    event_id: _Id
-    model_id: _Id
+    event_id: Id
+    model_id: Id
     timestamp: int | float | str
-    label: _Scalar
+    label: Scalar
 
 
 _decode_prediction = msgspec.json.Decoder(_Prediction).decode
+_decode_light = msgspec.json.Decoder(Prediction).decode
 _decode_label = msgspec.json.Decoder(_Label).decode
 
 
@@ -491,8 +474,8 @@ _decode_label = msgspec.json.Decoder(_Label).decode
 # accepted: a row has a value for each of its names, of the dict's value types, and its names
 # were measured when the layout was made (one that fails _names_ok makes none).
 
-#: The decoders of the known layouts by their names (None: names msgspec refuses).
-_LAYOUTS: dict[tuple[str, ...], Any] = {}
+#: The decoders of the known layouts by their names and base (None: names msgspec refuses).
+_LAYOUTS: dict[tuple[tuple[str, ...], type[msgspec.Struct]], Any] = {}
 #: How many names _LAYOUTS may hold in all, made or refused: a struct and its decoder take
 #: about 0.45 KB per name (a layout may have MAX_FEATURES_PER_EVENT names), so at most about
 #: 30 MB. Past it, no layout is made and events of new layouts keep their dicts.
@@ -504,23 +487,25 @@ _layout_names = [0]  # how many names _LAYOUTS holds
 _LAYOUT_MISSES = 8
 
 
-def _layout_decoder(names: tuple[str, ...]) -> Any:
+def _layout_decoder(names: tuple[str, ...], base: type[msgspec.Struct] = Prediction) -> Any:
     """The decode function of predictions whose features have exactly ``names`` (already
-    measured: at most MAX_FEATURES_PER_EVENT, each at most MAX_NAME_LENGTH), or None (also
-    for names msgspec cannot take as a struct's: a '"', a backslash or a control character
-    in one, remembered as None)."""
-    if names in _LAYOUTS:
-        return _LAYOUTS[names]
+    measured: at most MAX_FEATURES_PER_EVENT, each at most MAX_NAME_LENGTH) into a subclass
+    of ``base`` (Prediction, or _Prediction for the pydantic events), or None (also for names
+    msgspec cannot take as a struct's: a '"', a backslash or a control character in one,
+    remembered as None)."""
+    known = _LAYOUTS.get((names, base), _LAYOUTS)
+    if known is not _LAYOUTS:
+        return known
     if not names or _layout_names[0] + len(names) > LAYOUT_NAMES_CAP:
         return None
     try:
-        row = row_type(names, _FeatureValue)
+        row = row_type(names, FeatureValue)
     except Exception:  # names msgspec refuses (a ValueError today): no layout, never an error
         found = None
     else:
-        struct = msgspec.defstruct("_PredictionRow", [("features", row)], bases=(_Prediction,))
+        struct = msgspec.defstruct(base.__name__ + "Row", [("features", row)], bases=(base,))
         found = msgspec.json.Decoder(struct).decode
-    _LAYOUTS[names] = found
+    _LAYOUTS[names, base] = found
     _layout_names[0] += len(names)
     return found
 
@@ -598,14 +583,12 @@ def _predictions(
     msgs: Iterable[MessageLike],
     max_bytes: int,
     fmt: Deserializer,
-    rows: _Rows | None = None,
     *,
     layouts: bool = False,
 ) -> list[Decoded]:
-    """The records decoded; ``rows``, if given, also receives the columns of what the fast
-    path accepted (see :func:`decode_by_model`). With ``layouts`` (``msgs`` mostly of one
-    model), the features of the events of the first one's layout are decoded into
-    FeatureRows of it (see above)."""
+    """The records decoded into pydantic events (or dead letters). With ``layouts`` (``msgs``
+    mostly of one model), the features of the events of the first one's layout are decoded
+    into FeatureRows of it (see above)."""
     if type(fmt) is not JsonDeserializer:
         return _checked_predictions(msgs, max_bytes, fmt)
     out: list[Decoded] = []
@@ -613,14 +596,10 @@ def _predictions(
     layout: Any = None
     learn = relearn = layouts
     misses = 0
-    if rows is not None:
-        add_id, add_time, add_version = rows.ids.append, rows.times.append, rows.versions.append
-        add_features, add_label = rows.features.append, rows.labels.append
-        add_score = rows.scores.append
     append = out.append
     decode, errors, second_way = _decode_prediction, _MSGSPEC_ERRORS, _checked_predictions
     checked_names, names_ok, seconds = _CHECKED_NAMES, _names_ok, _seconds
-    unset, scored_struct, layout_decoder = msgspec.UNSET, _Scored, _layout_decoder
+    unset, scored_struct, layout_decoder = msgspec.UNSET, Scored, _layout_decoder
     set_required, set_version, set_segments = _SET_REQUIRED, _SET_VERSION, _SET_SEGMENTS
     set_both, set_scored = _SET_VERSION_SEGMENTS, _SET_SCORED
     new, set_dict, set_fields_set = _new, _set_dict, _set_fields_set
@@ -654,7 +633,7 @@ def _predictions(
                 continue
             if learn:  # this key's first event with valid names: its layout
                 learn = False
-                layout = layout_decoder(tuple(names))
+                layout = layout_decoder(tuple(names), _Prediction)
                 if layout is not None:  # this event too, so that every row is of it
                     try:
                         s = layout(value)
@@ -716,16 +695,83 @@ def _predictions(
         set_extra(ev, None)
         set_private(ev, None)
         append(ev)
-        if rows is not None:
-            add_id(s.event_id)
-            add_time(ts)
-            add_version(version)
-            add_features(features)
-            if type(p) is scored_cls:
-                add_label(label)
-                add_score(score)
-            else:
-                rows.scored = False
+    return out
+
+
+def _light_predictions(
+    msgs: Iterable[MessageLike],
+    max_bytes: int,
+    fmt: Deserializer,
+    *,
+    layouts: bool = False,
+) -> list[AnyPrediction | DeadLetter]:
+    """:func:`_predictions` for the monitor: each event msgspec takes, once checked, is the
+    :class:`~stream_monitor.events.predictions.Prediction` it decoded (the others the same
+    ``PredictionEvent`` or dead letter). The same layouts, misfits and checks; a struct's
+    field does what a check of :func:`_predictions` does by hand (the timestamp's range, None
+    for an optional field left out), except for the feature names' length (the layout's were
+    measured when it was made), an RFC 3339 timestamp's conversion and the key."""
+    if type(fmt) is not JsonDeserializer:
+        return _checked_predictions(msgs, max_bytes, fmt)  # type: ignore[return-value]
+    out: list[Any] = []  # the reference decode's type names labels too
+    layout: Any = None
+    learn = relearn = layouts
+    misses = 0
+    append = out.append
+    decode, errors, second_way = _decode_light, _MSGSPEC_ERRORS, _checked_predictions
+    checked_names, names_ok, seconds = _CHECKED_NAMES, _names_ok, _seconds
+    layout_decoder, by_pydantic = _layout_decoder, _decode_by_pydantic
+    replace = msgspec.structs.replace
+    # the last key read, and its model id (a key that is no UTF-8 text decodes to lone
+    # surrogates, which no model id decoded from JSON has: a mismatch, as it should be)
+    last_key: bytes | None = None
+    key_id = ""
+    for msg in msgs:
+        value = msg.value()
+        if not value or len(value) > max_bytes:
+            append(by_pydantic(msg, "prediction", max_bytes, fmt))
+            continue
+        s: Any = None
+        if layout is not None:
+            try:
+                s = layout(value)
+            except errors:  # not of the layout, or not valid: the usual decode says which
+                misses += 1
+                if misses > _LAYOUT_MISSES and 8 * misses > len(out):
+                    layout, learn, relearn, misses = None, relearn, False, 0
+        if s is None:
+            try:
+                s = decode(value)
+            except errors:
+                append(second_way((msg,), max_bytes, fmt)[0])
+                continue
+            names = s.features
+            if not (checked_names.issuperset(names) or names_ok(names)):
+                append(by_pydantic(msg, "prediction", max_bytes, fmt))
+                continue
+            if learn:  # this key's first event with valid names: its layout
+                learn = False
+                layout = layout_decoder(tuple(names))
+                if layout is not None:  # this event too, so that every row is of it
+                    try:
+                        s = layout(value)
+                    except errors:  # not seen: the dict's names make the struct's fields
+                        layout = None
+        key = msg.key()
+        if key is not None:
+            if key != last_key:
+                last_key, key_id = key, key.decode("utf-8", "surrogateescape")
+            if s.model_id != key_id:
+                append(by_pydantic(msg, "prediction", max_bytes, fmt))  # key_mismatch
+                continue
+        ts = s.timestamp
+        if type(ts) is str:  # RFC 3339: to Unix seconds, or the reference decode refuses it
+            ts = seconds(ts)
+            if ts is None:
+                append(by_pydantic(msg, "prediction", max_bytes, fmt))
+                continue
+            s = replace(s, timestamp=ts)
+        append(s)
     return out
 
 

@@ -12,14 +12,14 @@ import operator
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
-from stream_monitor.events.schema import PredictionEvent, ScoredPrediction, label_strs
+from stream_monitor.events.predictions import AnyPrediction, Scored
+from stream_monitor.events.schema import ScoredPrediction, label_strs
 
 __all__ = [
     "PREDICTION_LABEL",
     "PREDICTION_SCORE",
     "EventColumns",
     "event_columns",
-    "scored_columns",
 ]
 
 #: Pseudo-features that carry the model's output, monitored for prediction drift.
@@ -28,6 +28,8 @@ PREDICTION_LABEL = "prediction.label"
 
 
 _LABEL_AND_SCORE = operator.attrgetter("label", "score")
+#: The types of a scored prediction: the pydantic events' and the live decoder's.
+_SCORED = frozenset({ScoredPrediction, Scored})
 #: What ``event_columns`` reads of an event: its fields, and its prediction's label and score
 #: (an AttributeError when the prediction is not a scored one), or the prediction itself.
 _SCORED_ROW = operator.attrgetter(
@@ -53,7 +55,7 @@ class EventColumns(NamedTuple):
         return EventColumns._make(col[lo:hi] for col in self)
 
 
-def event_columns(events: Sequence[PredictionEvent]) -> EventColumns:
+def event_columns(events: Sequence[AnyPrediction]) -> EventColumns:
     """The events as columns, read in one pass over the events' objects: a batch of them is
     larger than the CPU's cache, so each further pass would read them from memory again.
 
@@ -74,50 +76,19 @@ def event_columns(events: Sequence[PredictionEvent]) -> EventColumns:
     return EventColumns(ids, times, versions, features, label_strs(list(labels)), _floats(scores))
 
 
-def scored_columns(
-    ids: Sequence[str],
-    times: Sequence[float],
-    versions: Sequence[str | None],
-    features: Sequence[dict[str, Any]],
-    labels: list[Any],
-    scores: Sequence[Any],
-) -> EventColumns:
-    """:func:`event_columns` of events whose predictions are all scored ones, from their
-    fields as columns (``labels`` and ``scores``: each prediction's ``label`` and ``score``
-    as decoded), for a decoder that has them at hand.
-
-    >>> from stream_monitor.events.schema import PredictionEvent
-    >>> e = [PredictionEvent(event_id="1", model_id="m", timestamp=1, features={},
-    ...                      prediction={"label": 1, "score": 1})]
-    >>> scored_columns(["1"], [1.0], [None], [{}], [1], [1]) == event_columns(e)
-    True
-    """
-    return EventColumns(
-        tuple(ids),
-        tuple(times),
-        tuple(versions),
-        tuple(features),
-        label_strs(labels),
-        _floats(scores),
-    )
-
-
 def _outputs(
-    preds: Sequence[Any], events: Sequence[PredictionEvent]
+    preds: Sequence[Any], events: Sequence[AnyPrediction]
 ) -> tuple[list[str | None], list[float | None]]:
     """Each event's ``prediction_label()`` and ``prediction_score()``, as two columns: by
     column when every prediction is a scored one or every one a float, else event by event
     (``preds``: the events' predictions)."""
     kinds = set(map(type, preds))
-    if kinds == {ScoredPrediction}:
+    if kinds <= _SCORED:
         labels, scores = zip(*map(_LABEL_AND_SCORE, preds), strict=True)
         return label_strs(list(labels)), _floats(scores)  # type: ignore[return-value]
     if kinds == {float}:
         return [None] * len(preds), list(preds)
-    return (
-        list(map(PredictionEvent.prediction_label, events)),
-        list(map(PredictionEvent.prediction_score, events)),
-    )
+    return [e.prediction_label() for e in events], [e.prediction_score() for e in events]
 
 
 def _floats(scores: Sequence[Any]) -> list[float | None]:

@@ -19,7 +19,8 @@ from stream_monitor.events.outputs import (
     EventColumns,
     event_columns,
 )
-from stream_monitor.events.schema import AlertKind, PredictionEvent, label_str
+from stream_monitor.events.predictions import AnyPrediction
+from stream_monitor.events.schema import AlertKind, label_str
 from stream_monitor.monitor.concept import ConceptDriftMonitor
 from stream_monitor.monitor.confidence import ConfidenceProxy
 from stream_monitor.monitor.confidence import units as confidence_units
@@ -198,7 +199,7 @@ class ModelMonitor:
 
     # --- predictions --------------------------------------------------------------------------
     def update(
-        self, events: Sequence[PredictionEvent], columns: EventColumns | None = None
+        self, events: Sequence[AnyPrediction], columns: EventColumns | None = None
     ) -> list[Observation]:
         """Feed a batch of this model's predictions (in order); return the observations.
         ``columns``: their ``event_columns``, when the caller has them."""
@@ -238,7 +239,7 @@ class ModelMonitor:
         return ModelMonitor(self.model_id, self.cfg, self._profile, segment=sid)
 
     def _windowed(
-        self, events: Sequence[PredictionEvent], columns: EventColumns
+        self, events: Sequence[AnyPrediction], columns: EventColumns
     ) -> list[Observation]:
         """Feed a batch to the frozen monitors. What the values give without the panes (their
         columns, bins, scores, quality flags, the per-value detectors' verdicts) is worked out
@@ -294,7 +295,7 @@ class ModelMonitor:
 
     def _stage(
         self,
-        chunk: Sequence[PredictionEvent],
+        chunk: Sequence[AnyPrediction],
         columns: EventColumns,
         slots: np.ndarray,
         cuts: list[int],
@@ -413,7 +414,7 @@ class ModelMonitor:
     def _monitor(self, name: str) -> FeatureMonitor:
         return self.outputs.get(name) or self.features[name]
 
-    def _discover(self, chunk: Sequence[PredictionEvent]) -> None:
+    def _discover(self, chunk: Sequence[AnyPrediction]) -> None:
         if not self.outputs:
             first = chunk[0]
             if first.prediction_score() is not None:

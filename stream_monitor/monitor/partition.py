@@ -14,17 +14,17 @@ import operator
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from itertools import repeat
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, NamedTuple
 
 from stream_monitor.alerts.observation import Observation
 from stream_monitor.alerts.tracker import AlertTracker
 from stream_monitor.config import MonitorConfig
 from stream_monitor.events.decode import ModelBatches
 from stream_monitor.events.outputs import EventColumns, event_columns
+from stream_monitor.events.predictions import AnyPrediction, Scored
 from stream_monitor.events.schema import (
     AlertEvent,
     LabelEvent,
-    PredictionEvent,
     ScoredPrediction,
     label_str,
 )
@@ -39,7 +39,6 @@ log = logging.getLogger(__name__)
 #: 2: ``labels_behind``; 3: ``models_forgotten``.
 SNAPSHOT_VERSION = 3
 REFUSED_MEMORY = 1000
-E = TypeVar("E", PredictionEvent, LabelEvent)
 
 
 class Failure(NamedTuple):
@@ -60,6 +59,7 @@ class PartitionState:
     Examples
     --------
     >>> from stream_monitor.config import MonitorConfig
+    >>> from stream_monitor.events.schema import PredictionEvent
     >>> st = PartitionState(0, MonitorConfig(bootstrap_servers="unused:9092"))
     >>> ev = PredictionEvent(event_id="1", model_id="m", timestamp=1.0,
     ...                      features={"x": 0.5}, prediction=0.1)
@@ -109,7 +109,7 @@ class PartitionState:
 
     def process(
         self,
-        predictions: Sequence[PredictionEvent],
+        predictions: Sequence[AnyPrediction],
         labels: Sequence[LabelEvent],
         decoded: ModelBatches | None = None,
     ) -> list[AlertEvent]:
@@ -131,7 +131,7 @@ class PartitionState:
 
     def _process(
         self,
-        predictions: Sequence[PredictionEvent],
+        predictions: Sequence[AnyPrediction],
         labels: Sequence[LabelEvent],
         decoded: ModelBatches | None = None,
     ) -> list[AlertEvent]:
@@ -143,7 +143,7 @@ class PartitionState:
         #: when the label was read first.
         joined_at: dict[str, list[float]] = {}
         #: Predictions of this batch that met a label read in an earlier one.
-        met_early: dict[str, list[PredictionEvent]] = {}
+        met_early: dict[str, list[AnyPrediction]] = {}
         if decoded is None:
             by_model, given = _group(predictions), {}
         else:
@@ -252,11 +252,11 @@ class PartitionState:
     def _join_predictions(
         self,
         model_id: str,
-        events: Sequence[PredictionEvent],
+        events: Sequence[AnyPrediction],
         routes: Sequence[tuple[str, ...] | None] | None,
         joined: dict[str, list[tuple[PendingPrediction, Any]]],
         joined_at: dict[str, list[float]],
-        met_early: dict[str, list[PredictionEvent]],
+        met_early: dict[str, list[AnyPrediction]],
         columns: EventColumns | None = None,
     ) -> None:
         """Predictions of one model into the label join, or straight to ``joined`` when their
@@ -394,13 +394,13 @@ def describe_windows(cfg: MonitorConfig) -> dict[str, str]:
     }
 
 
-def _outputs(e: PredictionEvent) -> tuple[str | None, float | None]:
+def _outputs(e: AnyPrediction) -> tuple[str | None, float | None]:
     """``(e.prediction_label(), e.prediction_score())``, without the two method calls for a
     plain float or int prediction (a regression value or a 0/1 score) or a scored one."""
     p = e.prediction
     if type(p) is float:
         return None, p
-    if type(p) is ScoredPrediction:
+    if type(p) is ScoredPrediction or type(p) is Scored:
         label, score = p.label, p.score
         return (
             label if type(label) is str else label_str(label),
@@ -452,9 +452,9 @@ def _observed_at(o: Observation) -> float:
     return o.observed_at
 
 
-def _group(events: Sequence[E]) -> dict[str, list[E]]:
+def _group(events: Sequence[AnyPrediction]) -> dict[str, list[AnyPrediction]]:
     """The events of each model, in order; models in order of first appearance."""
-    out: defaultdict[str, list[E]] = defaultdict(list)
+    out: defaultdict[str, list[AnyPrediction]] = defaultdict(list)
     for e in events:
         out[e.model_id].append(e)
     return dict(out)

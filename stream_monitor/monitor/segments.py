@@ -24,7 +24,7 @@ import numpy as np
 
 from stream_monitor.alerts.observation import Observation
 from stream_monitor.config import SegmentsConfig
-from stream_monitor.events.schema import PredictionEvent
+from stream_monitor.events.predictions import AnyPrediction
 from stream_monitor.monitor.join import PendingPrediction
 from stream_monitor.monitor.performance import PerformanceMonitor, Times
 
@@ -40,7 +40,7 @@ class SegmentMonitor(Protocol):
     @property
     def performance(self) -> PerformanceMonitor | None: ...
 
-    def update(self, events: Sequence[PredictionEvent]) -> list[Observation]: ...
+    def update(self, events: Sequence[AnyPrediction]) -> list[Observation]: ...
 
     def update_errors_indexed(
         self, pairs: Sequence[tuple[PendingPrediction, Any]], observed_at: Times
@@ -79,7 +79,7 @@ class Segments(Mapping[str, M], Generic[M]):
     def __len__(self) -> int:
         return len(self._monitors)
 
-    def route(self, events: Sequence[PredictionEvent]) -> list[tuple[str, ...]]:
+    def route(self, events: Sequence[AnyPrediction]) -> list[tuple[str, ...]]:
         """The ``key=value`` segments of each event, creating segment monitors as needed (at
         most ``max_values`` per key; later values share ``key=(other)``, counted)."""
         seg = self.cfg
@@ -106,10 +106,10 @@ class Segments(Mapping[str, M], Generic[M]):
         return out
 
     def update(
-        self, events: Sequence[PredictionEvent], routes: Sequence[tuple[str, ...]]
+        self, events: Sequence[AnyPrediction], routes: Sequence[tuple[str, ...]]
     ) -> list[Observation]:
         """Feed each segment monitor its events (``routes``: :meth:`route` of ``events``)."""
-        groups: dict[str, list[PredictionEvent]] = {}
+        groups: dict[str, list[AnyPrediction]] = {}
         for e, sids in zip(events, routes, strict=True):
             for sid in sids:
                 groups.setdefault(sid, []).append(e)

@@ -21,6 +21,8 @@ from stream_monitor.events import decode as decode_module
 from stream_monitor.events.decode import DeadLetter, decode_by_model, decode_records
 from stream_monitor.events.feature_rows import FeatureRow
 from stream_monitor.events.outputs import event_columns
+from stream_monitor.events.predictions import Prediction
+from stream_monitor.events.schema import PredictionEvent
 from stream_monitor.kafka.records import RawRecord
 from stream_monitor.monitor.partition import PartitionState
 from tests.unit.test_decode import _generated
@@ -89,9 +91,26 @@ def _plain(records: list[RawRecord]) -> tuple[dict[str, list[Any]], list[DeadLet
 
 
 def _canonical(e: Any) -> str:
-    """An event's repr, its features in name order: a FeatureRow lists them in its layout's
-    order, a dict in the JSON object's (the same names and values)."""
-    return repr(e.model_copy(update={"features": dict(sorted(e.features.items()))}))
+    """An event's fields and reads, each value with its type, its features in name order: a
+    FeatureRow lists them in its layout's order, a dict in the JSON object's (the same names
+    and values). The same for a pydantic PredictionEvent and a Prediction of the live
+    decoder (its scored prediction a ScoredPrediction or a Scored)."""
+    p = e.prediction
+    typed = lambda v: (v, type(v).__name__)  # noqa: E731
+    pred = (typed(p.label), typed(p.score)) if hasattr(p, "score") else typed(p)
+    return repr(
+        (
+            typed(e.event_id),
+            typed(e.model_id),
+            typed(e.model_version),
+            typed(e.timestamp),
+            sorted((name, *typed(v)) for name, v in e.features.items()),
+            pred,
+            e.segments,
+            typed(e.prediction_label()),
+            typed(e.prediction_score()),
+        )
+    )
 
 
 def _assert_as_plain(records: list[RawRecord]) -> Any:
@@ -128,8 +147,9 @@ def test_models_of_a_keyed_partition_come_with_their_columns() -> None:
     rng = random.Random(7)
     records = [_record(rng, i, 1.7e9 + i) for i in range(3000)]
     got = _assert_as_plain(records)
-    # every model whose predictions were all scored came with its columns
-    assert set(got.columns) == {"churn", "fraud"}
+    # every model came with its columns, and every event as the Prediction msgspec decoded
+    assert list(got.columns) == list(got.by_model)
+    assert all(isinstance(e, Prediction) for e in got.events())
     assert sum(map(len, got.by_model.values())) == 3000
     # Each key's events of the layout of its first one (the usual names, none missing) came
     # as FeatureRows, that first one too; the others (a feature missing) as dicts.
@@ -374,3 +394,34 @@ def test_a_layout_that_refuses_its_own_first_event_is_dropped(
     monkeypatch.setattr(decode_module, "_layout_decoder", lambda names: refusing)
     events = _assert_as_plain(keyed_records([{"a": 1.0, "b": "x"}] * 20)).by_model["m"]
     assert all(type(e.features) is dict for e in events)
+
+
+@pytest.mark.parametrize("seed", [20261207, 5])
+def test_live_events_read_as_the_reference_decode_gives_them(seed: int) -> None:
+    """On generated payloads (valid and invalid, RFC 3339 and numeric timestamps, keys right,
+    wrong and absent): each record decode_by_model takes is an event that reads as the
+    reference decode's PredictionEvent (every field with its type, and both reads), a
+    Prediction whenever msgspec took it; the others the same dead letters."""
+    records = _generated("prediction", 3000, seed)
+    by_key: dict[Any, list[RawRecord]] = {}
+    for r in records:  # keyless records decode together; keyed ones key by key
+        by_key.setdefault(r.key() is None, []).append(r)
+    kinds: dict[str, int] = {}
+    for group in by_key.values():
+        got = decode_by_model(group, max_bytes=MAX_BYTES)
+        mine = {id(r): e for m, evs in got.by_model.items() for r, e in zip(got.records[m], evs)}
+        dead = iter(got.dead)
+        for r in group:
+            want = decode_module._decode_by_pydantic(r, "prediction", MAX_BYTES, decode_module.JSON)
+            if isinstance(want, DeadLetter):
+                assert next(dead) == want
+                kinds["dead"] = kinds.get("dead", 0) + 1
+                continue
+            e = mine[id(r)]
+            assert _canonical(e) == _canonical(want), r.value()
+            kind = "Prediction" if isinstance(e, Prediction) else type(e).__name__
+            kinds[kind] = kinds.get(kind, 0) + 1
+        assert next(dead, None) is None
+    # the generator reaches both kinds of event and dead letters often enough to mean something
+    assert kinds.get("Prediction", 0) > 800 and kinds.get("dead", 0) > 800, kinds
+    assert kinds.get("PredictionEvent", 0) > 0, kinds  # the second way's (extra fields)

@@ -75,10 +75,15 @@ def test_a_row_refuses_what_its_layout_does_not_have() -> None:
 
 def test_an_event_with_a_row_dumps_validates_and_compares_as_with_its_dict() -> None:
     records = keyed_records([FEATURES] * 3, prediction={"label": 1, "score": 0.5})
-    fast = decode_by_model(records, max_bytes=1 << 20).by_model["m"]
+    # the replay's decode: pydantic events, with rows
+    fast = decode_records(records, kind="prediction", max_bytes=1 << 20, layouts=True)
     plain = decode_records(records, kind="prediction", max_bytes=1 << 20)
-    assert all(isinstance(e.features, FeatureRow) for e in fast)
+    assert all(isinstance(e.features, FeatureRow) for e in fast)  # type: ignore[union-attr]
     assert fast == plain
+    # the monitor's: Predictions with rows, the same events once made pydantic ones
+    live = decode_by_model(records, max_bytes=1 << 20).by_model["m"]
+    assert all(isinstance(e.features, FeatureRow) for e in live)
+    assert [e.to_event() for e in live] == plain  # type: ignore[union-attr]
     for e, p in zip(fast, plain, strict=True):
         assert isinstance(e, PredictionEvent)
         assert e.model_dump() == p.model_dump()
