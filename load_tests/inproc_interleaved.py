@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import cProfile
 import gc
+import hashlib
 import importlib
 import pstats
 import re
@@ -104,7 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         for i, r in enumerate(raw)
                     ],
                     cpu=0.0,
-                    alerts=0,
+                    alerts=[],
                 )
             )
         warm = len(raw) // 5
@@ -126,11 +127,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                     le = r.decode(labels, kind="label", max_bytes=r.max_bytes)
                     if r.by_model is None:
                         pe = r.decode(preds, kind="prediction", max_bytes=r.max_bytes)
-                        r.alerts += len(r.state.process(pe, le))
+                        r.alerts.extend(r.state.process(pe, le))
                     else:  # as the Application decodes a partition's predictions
                         grouped = r.by_model(preds, max_bytes=r.max_bytes)
                         pe = grouped.events()
-                        r.alerts += len(r.state.process(pe, le, grouped))
+                        r.alerts.extend(r.state.process(pe, le, grouped))
                     if lo >= warm:
                         r.cpu += time.process_time() - t0
                     if profiled:
@@ -142,9 +143,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         pstats.Stats(prof).sort_stats("cumulative").print_stats(args.profile)
     steady = len(raw) - -(-warm // args.batch) * args.batch  # records in batches from warm on
     for r in revs:
+        # the alert events' fields, to tell at a glance whether the checkouts agree
+        # (but their ids: an incident's is random, and the alert's is derived from it)
+        digest = hashlib.sha256()
+        for a in r.alerts:
+            digest.update(a.model_dump_json(exclude={"alert_id", "incident_id"}).encode())
         print(
-            f"{args.scenario} {r.source}: {r.alerts} alert events; CPU per record after the "
-            f"first 20 % {r.cpu / steady * 1e6:.2f} us"
+            f"{args.scenario} {r.source}: {len(r.alerts)} alert events (digest "
+            f"{digest.hexdigest()[:12]}); CPU per record after the first 20 % "
+            f"{r.cpu / steady * 1e6:.2f} us"
         )
     return 0
 
