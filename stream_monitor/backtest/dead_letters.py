@@ -27,6 +27,7 @@ import base64
 from collections import Counter
 from typing import IO, Any
 
+import msgspec
 import orjson
 
 from stream_monitor.events.decode import DeadLetter
@@ -146,14 +147,13 @@ class DeadLetterLog:
         detail = f"{type(error).__name__}: {error}"[:1000]
         self._count(kind, "processing_error", detail)
         dump = getattr(event, "model_dump", None)
-        self._write(
-            {
-                "kind": kind,
-                "reason": "processing_error",
-                "detail": detail,
-                "event": dump(mode="json") if callable(dump) else repr(event)[:1000],
-            }
-        )
+        if callable(dump):  # a pydantic event
+            fields = dump(mode="json")
+        elif isinstance(event, msgspec.Struct):  # the live decoder's Prediction
+            fields = msgspec.to_builtins(event)
+        else:
+            fields = repr(event)[:1000]
+        self._write({"kind": kind, "reason": "processing_error", "detail": detail, "event": fields})
 
     def common(self, kind: str, reason: str) -> tuple[str, int] | None:
         """The most common detail of (kind, reason) and its count."""

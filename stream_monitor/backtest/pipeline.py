@@ -38,6 +38,7 @@ from stream_monitor.backtest.state import Kind, Replay
 from stream_monitor.blas_threads import one_blas_thread
 from stream_monitor.config import MonitorConfig
 from stream_monitor.errors import ConfigError, StreamMonitorError, TopicsNotReady
+from stream_monitor.events.predictions import AnyPrediction
 from stream_monitor.events.schema import AlertEvent, LabelEvent, PredictionEvent
 from stream_monitor.gc_tuning import fewer_collections
 from stream_monitor.kafka.batches import next_batch
@@ -294,7 +295,7 @@ def replay_topics(
                     finished(tp)
                 raw.setdefault(tp, []).append(m)
             # Decoded a topic partition at a time, as the live monitor decodes its batches.
-            preds: dict[int, list[PredictionEvent]] = {}
+            preds: dict[int, list[AnyPrediction]] = {}
             labs: dict[int, list[LabelEvent]] = {}
             for (topic, p), records in raw.items():
                 kind: Kind = "prediction" if topic == t.predictions else "label"
@@ -303,7 +304,7 @@ def replay_topics(
                     continue
                 alignment.observe(topic, p, max(ev.timestamp for ev in events))
                 if kind == "prediction":
-                    preds[p] = cast(list[PredictionEvent], events)
+                    preds[p] = cast(list[AnyPrediction], events)
                 else:
                     labs[p] = cast(list[LabelEvent], events)
             if msgs:

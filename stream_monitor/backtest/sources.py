@@ -27,7 +27,8 @@ from typing import IO, Any, Literal
 from stream_monitor.backtest.state import Kind, Replay
 from stream_monitor.config import MonitorConfig
 from stream_monitor.errors import ConfigError
-from stream_monitor.events.schema import LabelEvent, PredictionEvent
+from stream_monitor.events.predictions import AnyPrediction
+from stream_monitor.events.schema import LabelEvent
 
 __all__ = ["Partitioner", "Position", "murmur2", "parse_position", "partition_for"]
 
@@ -190,7 +191,7 @@ class _JsonLines:
         except (OSError, ValueError):
             return self.size
 
-    def read(self, n: int) -> tuple[list[PredictionEvent | LabelEvent | None], list[float]]:
+    def read(self, n: int) -> tuple[list[AnyPrediction | LabelEvent | None], list[float]]:
         """Decode up to ``n`` more lines: their events and merge keys."""
         lines = list(itertools.islice(self.fh, n))
         if len(lines) < n:

@@ -20,10 +20,12 @@ from stream_monitor.backtest.series import DEFAULT_SERIES_CAP, IncidentLog, Seri
 from stream_monitor.config import MonitorConfig
 from stream_monitor.events.decode import (
     DeadLetter,
+    decode_predictions,
     decode_record,
     decode_records,
     deserializer_for,
 )
+from stream_monitor.events.predictions import AnyPrediction
 from stream_monitor.events.schema import AlertEvent, LabelEvent, PredictionEvent
 from stream_monitor.kafka.records import RawRecord
 from stream_monitor.monitor.partition import PartitionState
@@ -103,14 +105,16 @@ class Replay:
 
     def decode_many(
         self, records: Sequence[RawRecord | Any], kind: Kind
-    ) -> list[PredictionEvent | LabelEvent | None]:
+    ) -> list[AnyPrediction | LabelEvent | None]:
         """:meth:`decode` for several records of one kind, counted once for all of them."""
         max_bytes = self.cfg.limits.max_event_bytes
         fmt = self.deserializer
-        # Predictions with their features as FeatureRows where they have the usual names, as
-        # the Application decodes them (the monitor reads those as columns without lookups).
-        out: list[Any] = decode_records(
-            records, kind=kind, max_bytes=max_bytes, deserializer=fmt, layouts=True
+        # Predictions as the Application decodes them: Predictions of msgspec, not pydantic
+        # objects, with their features as FeatureRows where they have the usual names.
+        out: list[Any] = (
+            decode_predictions(records, max_bytes=max_bytes, deserializer=fmt)
+            if kind == "prediction"
+            else decode_records(records, kind=kind, max_bytes=max_bytes, deserializer=fmt)
         )
         invalid = self.invalid
         times: list[float] = []
@@ -132,7 +136,7 @@ class Replay:
 
     def process(
         self,
-        predictions: Mapping[int, Sequence[PredictionEvent]],
+        predictions: Mapping[int, Sequence[AnyPrediction]],
         labels: Mapping[int, Sequence[LabelEvent]],
     ) -> list[AlertEvent]:
         out: list[AlertEvent] = []
@@ -147,7 +151,7 @@ class Replay:
                     f"{type(failure.error).__name__}: {failure.error}",
                 )
                 for e in failure.events:
-                    kind = "prediction" if isinstance(e, PredictionEvent) else "label"
+                    kind = "label" if isinstance(e, LabelEvent) else "prediction"
                     self.invalid[(kind, "processing_error")] += 1
                     self.dead_letters.add_processing_error(kind, e, failure.error)
                     # counted once as invalid, no longer as a monitored event

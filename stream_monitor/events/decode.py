@@ -43,6 +43,7 @@ from stream_monitor.events.predictions import (
     Features,
     FeatureValue,
     Id,
+    Int,
     Name,
     Prediction,
     Scalar,
@@ -182,15 +183,8 @@ def decode_records(
     kind: Literal["prediction", "label"],
     max_bytes: int,
     deserializer: Deserializer = JSON,
-    layouts: bool = False,
 ) -> list[Decoded]:
     """:func:`decode_record` of each of ``msgs`` (records of one topic), in their order.
-
-    ``layouts``: predictions whose features have the usual names of their model get them as
-    a FeatureRow (events/feature_rows.py), as :func:`decode_by_model` gives them, for a
-    caller (the replay) whose records may have no key: the records are decoded in groups of
-    one key, or of one ``"model_id"`` field as written (a record whose field reads otherwise
-    only misses its layout), and come back in their order.
 
     >>> from stream_monitor.kafka.records import RawRecord
     >>> out = decode_records(
@@ -201,16 +195,33 @@ def decode_records(
     ['1', 'key_mismatch', 'empty']
     """
     if kind == "prediction":
-        if layouts and type(deserializer) is JsonDeserializer:
-            return _by_layout_hint(msgs, max_bytes, deserializer)
         return _predictions(msgs, max_bytes, deserializer)
     return _labels(msgs, max_bytes, deserializer)
 
 
-def _by_layout_hint(
-    msgs: Iterable[MessageLike], max_bytes: int, fmt: Deserializer
-) -> list[Decoded]:
-    """:func:`_predictions` of ``msgs`` with layouts, group by group (see decode_records)."""
+def decode_predictions(
+    msgs: Iterable[MessageLike],
+    *,
+    max_bytes: int,
+    deserializer: Deserializer = JSON,
+) -> list[AnyPrediction | DeadLetter]:
+    """Prediction records decoded as :func:`decode_by_model` decodes them (a
+    :class:`~stream_monitor.events.predictions.Prediction` for each event msgspec takes, its
+    features a FeatureRow where they have the usual names of their model), in their order,
+    for a caller whose records may have no key (the replay: a file's lines have none). The
+    records are decoded in groups of one key, or of one ``"model_id"`` field as written (a
+    record whose field reads otherwise only misses its layout); the outcomes are those of
+    :func:`decode_records`.
+
+    >>> from stream_monitor.kafka.records import RawRecord
+    >>> out = decode_predictions(
+    ...     [RawRecord(b'{"event_id":"1","model_id":"m","timestamp":1,"features":{"x":2},'
+    ...                b'"prediction":0.5}'), RawRecord(b"")], max_bytes=1024)
+    >>> [type(e).__name__ for e in out], out[0].prediction_score(), out[0].features
+    (['PredictionRow', 'DeadLetter'], 0.5, {'x': 2})
+    """
+    if type(deserializer) is not JsonDeserializer:
+        return _light_predictions(msgs, max_bytes, deserializer)
     msgs = msgs if isinstance(msgs, list) else list(msgs)
     groups: dict[Any, list[int]] = {}
     find = bytes.find
@@ -226,10 +237,12 @@ def _by_layout_hint(
         else:
             group.append(i)
     if len(groups) == 1:
-        return _predictions(msgs, max_bytes, fmt, layouts=True)
+        return _light_predictions(msgs, max_bytes, deserializer, layouts=True)
     out: list[Any] = [None] * len(msgs)
     for members in groups.values():
-        decoded = _predictions([msgs[i] for i in members], max_bytes, fmt, layouts=True)
+        decoded = _light_predictions(
+            [msgs[i] for i in members], max_bytes, deserializer, layouts=True
+        )
         for i, ev in zip(members, decoded, strict=True):
             out[i] = ev
     return out
@@ -468,14 +481,20 @@ _decode_label = msgspec.json.Decoder(_Label).decode
 
 # Feature layouts (events/feature_rows.py): the names of a key's first accepted event, whose
 # later events decode their features into a FeatureRow of those names, every other field as
-# by _Prediction (a subclass that only retypes ``features``). An event whose features do not
+# by Prediction (a subclass that only retypes ``features``). An event whose features do not
 # fit (a name missing or unknown) fails that decode and takes the usual one, so the layout
 # only changes what ``features`` is (a FeatureRow instead of the equal dict), never what is
 # accepted: a row has a value for each of its names, of the dict's value types, and its names
-# were measured when the layout was made (one that fails _names_ok makes none).
+# were measured when the layout was made (one that fails _names_ok makes none). The names that
+# hold a number in the first event are typed as numbers or null (FeatureRow.NUMERIC), so the
+# monitor reads those columns without a type check per value; an event with another type
+# there misfits like one of other names, and a layout learnt again after misfits is untyped.
 
-#: The decoders of the known layouts by their names and base (None: names msgspec refuses).
-_LAYOUTS: dict[tuple[tuple[str, ...], type[msgspec.Struct]], Any] = {}
+#: The decoders of the known layouts by their names and numeric names (None: names msgspec
+#: refuses).
+_LAYOUTS: dict[tuple[tuple[str, ...], frozenset[str]], Any] = {}
+#: A numeric feature's value in a layout: FeatureValue's numbers and null (no bool, no str).
+_NumberOrNull = Int | float | None
 #: How many names _LAYOUTS may hold in all, made or refused: a struct and its decoder take
 #: about 0.45 KB per name (a layout may have MAX_FEATURES_PER_EVENT names), so at most about
 #: 30 MB. Past it, no layout is made and events of new layouts keep their dicts.
@@ -487,25 +506,24 @@ _layout_names = [0]  # how many names _LAYOUTS holds
 _LAYOUT_MISSES = 8
 
 
-def _layout_decoder(names: tuple[str, ...], base: type[msgspec.Struct] = Prediction) -> Any:
+def _layout_decoder(names: tuple[str, ...], numeric: frozenset[str] = frozenset()) -> Any:
     """The decode function of predictions whose features have exactly ``names`` (already
-    measured: at most MAX_FEATURES_PER_EVENT, each at most MAX_NAME_LENGTH) into a subclass
-    of ``base`` (Prediction, or _Prediction for the pydantic events), or None (also for names
-    msgspec cannot take as a struct's: a '"', a backslash or a control character in one,
-    remembered as None)."""
-    known = _LAYOUTS.get((names, base), _LAYOUTS)
-    if known is not _LAYOUTS:
-        return known
+    measured: at most MAX_FEATURES_PER_EVENT, each at most MAX_NAME_LENGTH), those of
+    ``numeric`` numbers or nulls, or None (also for names msgspec cannot take as a struct's:
+    a '"', a backslash or a control character in one, remembered as None)."""
+    key = (names, numeric)
+    if key in _LAYOUTS:
+        return _LAYOUTS[key]
     if not names or _layout_names[0] + len(names) > LAYOUT_NAMES_CAP:
         return None
     try:
-        row = row_type(names, FeatureValue)
+        row = row_type(names, FeatureValue, numeric, _NumberOrNull)
     except Exception:  # names msgspec refuses (a ValueError today): no layout, never an error
         found = None
     else:
-        struct = msgspec.defstruct(base.__name__ + "Row", [("features", row)], bases=(base,))
+        struct = msgspec.defstruct("PredictionRow", [("features", row)], bases=(Prediction,))
         found = msgspec.json.Decoder(struct).decode
-    _LAYOUTS[names, base] = found
+    _LAYOUTS[key] = found
     _layout_names[0] += len(names)
     return found
 
@@ -583,23 +601,15 @@ def _predictions(
     msgs: Iterable[MessageLike],
     max_bytes: int,
     fmt: Deserializer,
-    *,
-    layouts: bool = False,
 ) -> list[Decoded]:
-    """The records decoded into pydantic events (or dead letters). With ``layouts`` (``msgs``
-    mostly of one model), the features of the events of the first one's layout are decoded
-    into FeatureRows of it (see above)."""
+    """The records decoded into pydantic events (or dead letters)."""
     if type(fmt) is not JsonDeserializer:
         return _checked_predictions(msgs, max_bytes, fmt)
     out: list[Decoded] = []
-    # This key's layout decoder, once learnt; whether one may still be learnt; misfits.
-    layout: Any = None
-    learn = relearn = layouts
-    misses = 0
     append = out.append
     decode, errors, second_way = _decode_prediction, _MSGSPEC_ERRORS, _checked_predictions
     checked_names, names_ok, seconds = _CHECKED_NAMES, _names_ok, _seconds
-    unset, scored_struct, layout_decoder = msgspec.UNSET, Scored, _layout_decoder
+    unset, scored_struct = msgspec.UNSET, Scored
     set_required, set_version, set_segments = _SET_REQUIRED, _SET_VERSION, _SET_SEGMENTS
     set_both, set_scored = _SET_VERSION_SEGMENTS, _SET_SCORED
     new, set_dict, set_fields_set = _new, _set_dict, _set_fields_set
@@ -611,35 +621,15 @@ def _predictions(
         if not value or len(value) > max_bytes:
             append(_decode_by_pydantic(msg, "prediction", max_bytes, fmt))
             continue
-        s: Any = None
-        if layout is not None:
-            try:
-                s = layout(value)
-            except errors:  # not of the layout, or not valid: the usual decode says which
-                misses += 1
-                if misses > _LAYOUT_MISSES and 8 * misses > len(out):
-                    # the first event's names were not the usual ones: learn the next
-                    # event's, once, or give up for this batch
-                    layout, learn, relearn, misses = None, relearn, False, 0
-        if s is None:
-            try:
-                s = decode(value)
-            except errors:
-                append(second_way((msg,), max_bytes, fmt)[0])
-                continue
-            names = s.features
-            if not (checked_names.issuperset(names) or names_ok(names)):
-                append(_decode_by_pydantic(msg, "prediction", max_bytes, fmt))
-                continue
-            if learn:  # this key's first event with valid names: its layout
-                learn = False
-                layout = layout_decoder(tuple(names), _Prediction)
-                if layout is not None:  # this event too, so that every row is of it
-                    try:
-                        s = layout(value)
-                    except errors:  # not seen: the dict's names make the struct's fields
-                        layout = None
+        try:
+            s = decode(value)
+        except errors:
+            append(second_way((msg,), max_bytes, fmt)[0])
+            continue
         features = s.features
+        if not (checked_names.issuperset(features) or names_ok(features)):
+            append(_decode_by_pydantic(msg, "prediction", max_bytes, fmt))
+            continue
         ts: Any = s.timestamp
         if type(ts) is _float:
             if not 0.0 <= ts < 1e11:
@@ -714,8 +704,9 @@ def _light_predictions(
     if type(fmt) is not JsonDeserializer:
         return _checked_predictions(msgs, max_bytes, fmt)  # type: ignore[return-value]
     out: list[Any] = []  # the reference decode's type names labels too
+    # This key's layout decoder, once learnt; whether one may still be learnt (typed); misfits.
     layout: Any = None
-    learn = relearn = layouts
+    learn = relearn = typed = layouts
     misses = 0
     append = out.append
     decode, errors, second_way = _decode_light, _MSGSPEC_ERRORS, _checked_predictions
@@ -738,6 +729,8 @@ def _light_predictions(
             except errors:  # not of the layout, or not valid: the usual decode says which
                 misses += 1
                 if misses > _LAYOUT_MISSES and 8 * misses > len(out):
+                    # the first event's names were not the usual ones: learn the next
+                    # event's, once, or give up for this batch
                     layout, learn, relearn, misses = None, relearn, False, 0
         if s is None:
             try:
@@ -751,7 +744,16 @@ def _light_predictions(
                 continue
             if learn:  # this key's first event with valid names: its layout
                 learn = False
-                layout = layout_decoder(tuple(names))
+                # The names that hold a number here are typed as numbers (the monitor then
+                # reads them without a type check per value), the first time; a layout
+                # learnt again, after misfits, is not.
+                numeric = frozenset(
+                    [n for n, v in names.items() if type(v) is float or type(v) is int]
+                    if typed
+                    else ()
+                )
+                typed = False
+                layout = layout_decoder(tuple(names), numeric)
                 if layout is not None:  # this event too, so that every row is of it
                     try:
                         s = layout(value)

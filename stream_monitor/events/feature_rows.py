@@ -46,6 +46,9 @@ class FeatureRow(msgspec.Struct, frozen=True, gc=False, eq=False):
     NAMES: ClassVar[tuple[str, ...]] = ()
     #: Name -> the struct's field (``f0``, ``f1``, ...), in the layout's order.
     FIELDS: ClassVar[dict[str, str]] = {}
+    #: The names whose values are numbers or nulls in every row (typed so: a row with
+    #: anything else there is refused).
+    NUMERIC: ClassVar[frozenset[str]] = frozenset()
 
     def __getitem__(self, name: str) -> Any:
         return getattr(self, self.FIELDS[name])
@@ -101,14 +104,34 @@ class FeatureRow(msgspec.Struct, frozen=True, gc=False, eq=False):
 Mapping.register(FeatureRow)
 
 
-def row_type(names: tuple[str, ...], value_type: Any) -> type[FeatureRow]:
+def row_type(
+    names: tuple[str, ...],
+    value_type: Any,
+    numeric: frozenset[str] = frozenset(),
+    numeric_type: Any = None,
+) -> type[FeatureRow]:
     """A new :class:`FeatureRow` struct of the layout ``names`` (distinct names, in order),
-    its values of ``value_type``: an event's ``features`` object with exactly these names
-    decodes into it (one with another name, or without one of them, is refused)."""
+    its values of ``value_type``, those of the names in ``numeric`` of ``numeric_type`` (a
+    type of numbers or null): an event's ``features`` object with exactly these names, and
+    values of these types, decodes into it (one with another name, without one of them, or a
+    value of another type is refused).
+
+    >>> Row = row_type(("a", "b"), int | str | None, frozenset({"a"}), int | None)
+    >>> Row.NUMERIC, msgspec.json.decode(b'{"a": 1, "b": "x"}', type=Row)
+    (frozenset({'a'}), {'a': 1, 'b': 'x'})
+    >>> msgspec.json.decode(b'{"a": "1", "b": "x"}', type=Row)
+    Traceback (most recent call last):
+    ...
+    msgspec.ValidationError: Expected `int | null`, got `str` - at `$.a`
+    """
     fields = [f"f{i}" for i in range(len(names))]
+    numeric = numeric.intersection(names)
     return msgspec.defstruct(  # type: ignore[return-value]
         "FeatureRow",
-        [(f, value_type) for f in fields],
+        [
+            (f, numeric_type if n in numeric else value_type)
+            for f, n in zip(fields, names, strict=True)
+        ],
         bases=(FeatureRow,),
         module=__name__,
         rename=dict(zip(fields, names, strict=True)),
@@ -116,5 +139,9 @@ def row_type(names: tuple[str, ...], value_type: Any) -> type[FeatureRow]:
         frozen=True,
         eq=False,
         gc=False,
-        namespace={"NAMES": names, "FIELDS": dict(zip(names, fields, strict=True))},
+        namespace={
+            "NAMES": names,
+            "FIELDS": dict(zip(names, fields, strict=True)),
+            "NUMERIC": numeric,
+        },
     )

@@ -108,6 +108,20 @@ class Prediction(msgspec.Struct, forbid_unknown_fields=True, frozen=True, gc=Fal
             return label_str(p)
         return None
 
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        # A copy or a pickle is a Prediction with the features as a dict: the struct of a
+        # FeatureRow layout is made at run time, and another process has not made it.
+        features = self.features
+        return Prediction, (
+            self.event_id,
+            self.model_id,
+            self.timestamp,
+            features if type(features) is dict else dict(features.items()),
+            self.prediction,
+            self.model_version,
+            self.segments,
+        )
+
     def to_event(self) -> PredictionEvent:
         """This event as the ``PredictionEvent`` that ``PredictionEvent.model_validate``
         gives for it (an optional field left at None is taken as not given)."""

@@ -22,12 +22,10 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
-    SerializerFunctionWrapHandler,
     StrictBool,
     StrictFloat,
     StrictInt,
     StrictStr,
-    field_serializer,
     model_validator,
 )
 
@@ -109,12 +107,6 @@ class PredictionEvent(_Event):
     features: Annotated[dict[Name, FeatureValue], Field(max_length=MAX_FEATURES_PER_EVENT)]
     prediction: StrictFloat | StrictInt | StrictBool | Name | ScoredPrediction
     segments: dict[Name, Name] | None = None
-
-    @field_serializer("features", mode="wrap")
-    def _features_as_dict(self, v: Any, handler: SerializerFunctionWrapHandler) -> Any:
-        # The live decoder's events may carry a FeatureRow (events/feature_rows.py), a
-        # read-only mapping equal to this dict.
-        return handler(v if type(v) is dict else dict(v.items()))
 
     def prediction_score(self) -> float | None:
         """The numeric output (a regression value or a classifier's score), if any."""

@@ -21,6 +21,7 @@ import bisect
 import hashlib
 import math
 from collections.abc import Mapping, Sequence
+from itertools import repeat
 from typing import Any, NamedTuple, Protocol
 
 import numpy as np
@@ -1930,8 +1931,9 @@ class CategoricalFeature(FeatureMonitor):
         values, rows, missing, absent, bad = _categorical_column(column)
         self.type_errors += int(np.count_nonzero(bad))
         other = len(self._index)
-        get = self._index.get
-        idx = np.array([get(v, other) for v in values], dtype=np.int64)
+        # each value's bin, ``other`` for one not in the index, looked up in C
+        n = len(values)
+        idx = np.fromiter(map(self._index.get, values, repeat(other, n)), np.int64, count=n)
         ok = slots >= 0
         ok_rows = ok[rows] if len(rows) else np.zeros(0, dtype=bool)
         bins = np.full(len(column), -1, dtype=np.int64)

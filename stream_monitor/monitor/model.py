@@ -459,8 +459,9 @@ class ModelMonitor:
         matrix: tuple[list[str], np.ndarray] | None = None
         numeric = [n for n, f in self.features.items() if isinstance(f, NumericFeature)]
         other = [n for n, f in self.features.items() if not isinstance(f, NumericFeature)]
+        kinds = set(map(type, features))
         try:
-            by_field = _fields(features, numeric + other)  # one tuple per name
+            by_field = _fields(features, numeric + other, kinds)  # one tuple per name
         except KeyError:  # an event lacks a field: the per-field path
             cols = {name: [f.get(name, ABSENT) for f in features] for name in self.features}
             cols.update(monitored)
@@ -469,7 +470,9 @@ class ModelMonitor:
             values = by_field[: len(numeric)]
             # numbers and nulls only (numpy reads a null as NaN: missing, as it is); fromiter
             # converts each as np.array does, without its search for a common type
-            if _NUMBERS_OR_NULL.issuperset(map(type, _chain(values))):
+            if _typed_numeric(kinds, numeric) or _NUMBERS_OR_NULL.issuperset(
+                map(type, _chain(values))
+            ):
                 size = len(numeric) * len(features)
                 flat = np.fromiter(_chain(values), dtype=np.float64, count=size)
                 matrix = (numeric, flat.reshape(len(numeric), len(features)))
@@ -682,19 +685,20 @@ _chain = itertools.chain.from_iterable
 _astuple = msgspec.structs.astuple
 
 
-def _fields(features: Sequence[Mapping[str, Any]], names: list[str]) -> list[tuple[Any, ...]]:
-    """Per name of ``names``, the tuple of its values in the events (their ``features``);
-    raises ``KeyError`` when an event lacks one.
+def _fields(
+    features: Sequence[Mapping[str, Any]], names: list[str], kinds: set[type]
+) -> list[tuple[Any, ...]]:
+    """Per name of ``names``, the tuple of its values in the events (their ``features``, of
+    the types ``kinds``); raises ``KeyError`` when an event lacks one.
 
     FeatureRows (:mod:`~stream_monitor.events.feature_rows`) are read by ``astuple``, their
     values in layout order, without a lookup per value; dicts by name.
 
-    >>> _fields([{"a": 1, "b": 2}, {"b": 4, "a": 3}], ["b", "a"])
+    >>> _fields([{"a": 1, "b": 2}, {"b": 4, "a": 3}], ["b", "a"], {dict})
     [(2, 4), (1, 3)]
     """
     if not names:
         return []
-    kinds = set(map(type, features))
     layouts = [k for k in kinds if issubclass(k, FeatureRow)]
     if not layouts:
         return list(zip(*map(_getter(names), features), strict=True))
@@ -710,6 +714,16 @@ def _fields(features: Sequence[Mapping[str, Any]], names: list[str]) -> list[tup
         for f in features
     ]
     return list(zip(*rows, strict=True))
+
+
+def _typed_numeric(kinds: set[type], names: list[str]) -> bool:
+    """Whether the rows (of the types ``kinds``) are all of one layout whose values of
+    ``names`` are typed as numbers or nulls (``FeatureRow.NUMERIC``): then no value needs a
+    type check."""
+    if len(kinds) != 1:
+        return False
+    (kind,) = kinds
+    return issubclass(kind, FeatureRow) and kind.NUMERIC.issuperset(names)
 
 
 def _positions(layout: type[FeatureRow], names: list[str]) -> list[int]:

@@ -18,11 +18,15 @@ import pytest
 
 from stream_monitor.config import MonitorConfig
 from stream_monitor.events import decode as decode_module
-from stream_monitor.events.decode import DeadLetter, decode_by_model, decode_records
+from stream_monitor.events.decode import (
+    DeadLetter,
+    decode_by_model,
+    decode_predictions,
+    decode_records,
+)
 from stream_monitor.events.feature_rows import FeatureRow
 from stream_monitor.events.outputs import event_columns
 from stream_monitor.events.predictions import Prediction
-from stream_monitor.events.schema import PredictionEvent
 from stream_monitor.kafka.records import RawRecord
 from stream_monitor.monitor.partition import PartitionState
 from tests.unit.test_decode import _generated
@@ -183,6 +187,25 @@ def test_a_first_event_of_unusual_names_does_not_cost_the_batch_its_layout() -> 
     features = [{"x0": 1.0}] + [usual] * 299
     events = _assert_as_plain(keyed_records(features)).by_model["m"]
     assert sum(isinstance(e.features, FeatureRow) for e in events) > 250
+
+
+def test_a_layout_types_the_numbers_of_its_first_event_and_is_relearnt_untyped() -> None:
+    """The names holding a number in a key's first event are typed as numbers (the monitor
+    reads them without a type check); an event with another type there misfits and decodes
+    into a dict, and when such events are many, the layout learnt again is not typed."""
+    usual = {"a": 1.5, "b": 2, "c": "x", "d": None, "e": True}
+    odd = {**usual, "b": "two"}  # a string where the first event had a number
+    few = _assert_as_plain(keyed_records([usual] * 200 + [odd] * 3)).by_model["m"]
+    first = type(few[0].features)
+    typed: frozenset[str] = first.NUMERIC  # type: ignore[union-attr]
+    assert typed == {"a", "b"}
+    assert [type(e.features) for e in few] == [first] * 200 + [dict] * 3
+    many = _assert_as_plain(keyed_records([usual, odd] * 100)).by_model["m"]
+    kinds = [type(e.features) for e in many]
+    relearnt = kinds[-1]
+    untyped: frozenset[str] = relearnt.NUMERIC  # type: ignore[union-attr]
+    assert relearnt is not dict and untyped == frozenset()
+    assert kinds[:2] == [first, dict] and kinds[-20:] == [relearnt] * 20
 
 
 def test_dead_letters_and_other_paths_keep_groups_and_order() -> None:
@@ -346,10 +369,10 @@ def test_random_names_and_values_decode_as_by_decode_records(seed: int) -> None:
 
 
 @pytest.mark.parametrize("keyed", [True, False])
-def test_decode_records_with_layouts_is_decode_records(keyed: bool) -> None:
-    """The replay's decode (``layouts=True``): records of several models, keyed or not (a
-    file's lines have no key), come back in their order as decode_records gives them, most
-    with FeatureRows."""
+def test_decode_predictions_is_decode_records_as_the_monitor_reads_it(keyed: bool) -> None:
+    """The replay's decode: records of several models, keyed or not (a file's lines have no
+    key), come back in their order as decode_records gives them, most as Predictions with
+    FeatureRows."""
     rng = random.Random(3)
     records = [_record(rng, i, 1.7e9 + i) for i in range(2000)]
     if not keyed:
@@ -358,13 +381,14 @@ def test_decode_records_with_layouts_is_decode_records(keyed: bool) -> None:
         ]
     records.insert(10, RawRecord(b'{"model_id":"churn"}', offset=9999))  # the field last
     records.insert(20, RawRecord(b"[1]", offset=9998))
-    got = decode_records(records, kind="prediction", max_bytes=MAX_BYTES, layouts=True)
+    got = decode_predictions(records, max_bytes=MAX_BYTES)
     plain = decode_records(records, kind="prediction", max_bytes=MAX_BYTES)
     assert [_canonical(e) if not isinstance(e, DeadLetter) else e for e in got] == [
         _canonical(e) if not isinstance(e, DeadLetter) else e for e in plain
     ]
     rows = sum(isinstance(getattr(e, "features", None), FeatureRow) for e in got)
     assert rows > 0.8 * len(records)
+    assert sum(isinstance(e, Prediction) for e in got) == len(records) - 2
 
 
 def test_past_the_cap_on_layout_names_events_keep_their_dicts(
@@ -391,7 +415,7 @@ def test_a_layout_that_refuses_its_own_first_event_is_dropped(
     def refusing(value: bytes) -> Any:
         raise msgspec.ValidationError("refused")
 
-    monkeypatch.setattr(decode_module, "_layout_decoder", lambda names: refusing)
+    monkeypatch.setattr(decode_module, "_layout_decoder", lambda names, numeric: refusing)
     events = _assert_as_plain(keyed_records([{"a": 1.0, "b": "x"}] * 20)).by_model["m"]
     assert all(type(e.features) is dict for e in events)
 
@@ -409,7 +433,11 @@ def test_live_events_read_as_the_reference_decode_gives_them(seed: int) -> None:
     kinds: dict[str, int] = {}
     for group in by_key.values():
         got = decode_by_model(group, max_bytes=MAX_BYTES)
-        mine = {id(r): e for m, evs in got.by_model.items() for r, e in zip(got.records[m], evs)}
+        mine = {
+            id(r): e
+            for m, evs in got.by_model.items()
+            for r, e in zip(got.records[m], evs, strict=True)
+        }
         dead = iter(got.dead)
         for r in group:
             want = decode_module._decode_by_pydantic(r, "prediction", MAX_BYTES, decode_module.JSON)

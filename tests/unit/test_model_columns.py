@@ -149,20 +149,28 @@ def test_columns_are_the_per_field_columns(
         assert names == NUMERIC and values.shape == (len(NUMERIC), len(events))
 
 
-_LAYOUTS: dict[tuple[str, ...], Any] = {}
+_LAYOUTS: dict[tuple[tuple[str, ...], frozenset[str]], Any] = {}
 
 
-def _as_rows(events: list[PredictionEvent], share: float, seed: int) -> list[PredictionEvent]:
+def _as_rows(
+    events: list[PredictionEvent], share: float, seed: int, typed: bool = False
+) -> list[PredictionEvent]:
     """The events, a ``share`` of them (at random) with their features as a FeatureRow of
-    their own names."""
+    their own names; ``typed``: its names holding a number typed as numbers (as the live
+    decoder types a layout's)."""
     rng = np.random.default_rng(seed)
     out = []
     for e in events:
         if rng.random() < share:
             names = tuple(e.features)
-            kind = _LAYOUTS.get(names)
+            numeric = frozenset(
+                n for n, v in e.features.items() if typed and type(v) in (int, float)
+            )
+            kind = _LAYOUTS.get((names, numeric))
             if kind is None:
-                kind = _LAYOUTS[names] = row_type(names, bool | int | float | str | None)
+                kind = _LAYOUTS[names, numeric] = row_type(
+                    names, bool | int | float | str | None, numeric, int | float | None
+                )
             row = msgspec.json.decode(orjson.dumps(e.features), type=kind)
             e = e.model_copy(update={"features": row})
         out.append(e)
@@ -213,9 +221,22 @@ def test_one_pass_paths_give_what_the_general_paths_give(
     # the same with the features as FeatureRows: all of them, or most of them among dicts
     assert _run(_as_rows(events, 1.0, seed), cuts) == fast
     assert _run(_as_rows(events, 0.8, seed), cuts) == fast
+    # and as rows typed numeric where their values are numbers: batches of one such layout
+    # skip the type check of each value
+    typed = model_module._typed_numeric
+    shortcuts = []
+
+    def count(kinds: Any, names: Any) -> bool:
+        shortcuts.append(typed(kinds, names))
+        return shortcuts[-1]
+
+    monkeypatch.setattr(model_module, "_typed_numeric", count)
+    assert _run(_as_rows(events, 1.0, seed, typed=True), cuts) == fast
+    assert any(shortcuts) and not all(shortcuts)
+    monkeypatch.setattr(model_module, "_typed_numeric", typed)
     monkeypatch.setattr(ModelMonitor, "_columns", columns)
 
-    def lacking(features: Any, names: list[str]) -> list[Any]:
+    def lacking(features: Any, names: list[str], kinds: Any) -> list[Any]:
         raise KeyError(names[0] if names else "")
 
     monkeypatch.setattr(model_module, "_fields", lacking)
