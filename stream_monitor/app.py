@@ -41,12 +41,12 @@ from stream_monitor.events.decode import (
     ModelBatches,
     dead_letter_headers,
     decode_by_model,
-    decode_records,
+    decode_labels,
     deserializer_for,
     processing_error,
 )
-from stream_monitor.events.predictions import AnyPrediction
-from stream_monitor.events.schema import AlertEvent, LabelEvent
+from stream_monitor.events.live import AnyLabel, AnyPrediction
+from stream_monitor.events.schema import AlertEvent
 from stream_monitor.gc_tuning import fewer_collections
 from stream_monitor.kafka import clients
 from stream_monitor.kafka.batches import next_batch
@@ -510,7 +510,7 @@ class Application:
         assert self._ckpt is not None
         ckpt = self._ckpt
         preds: dict[int, list[AnyPrediction]] = {}
-        labels: dict[int, list[LabelEvent]] = {}
+        labels: dict[int, list[AnyLabel]] = {}
         dead: list[DeadLetter] = []
         origin: dict[int, Any] = {}
         pred_topic, max_bytes = cfg.topics.predictions, cfg.limits.max_event_bytes
@@ -561,9 +561,7 @@ class Application:
             dead.extend(grouped.dead)
             if grouped.by_model:
                 preds[part] = grouped.events()
-        decoded: list[Any] = decode_records(
-            label_msgs, kind="label", max_bytes=max_bytes, deserializer=fmt
-        )
+        decoded: list[Any] = decode_labels(label_msgs, max_bytes=max_bytes, deserializer=fmt)
         for m, ev in zip(label_msgs, decoded, strict=True):
             if type(ev) is DeadLetter:
                 dead.append(ev)

@@ -38,7 +38,7 @@ from stream_monitor.backtest.state import Kind, Replay
 from stream_monitor.blas_threads import one_blas_thread
 from stream_monitor.config import MonitorConfig
 from stream_monitor.errors import ConfigError, StreamMonitorError, TopicsNotReady
-from stream_monitor.events.predictions import AnyPrediction
+from stream_monitor.events.live import AnyLabel, AnyPrediction
 from stream_monitor.events.schema import AlertEvent, LabelEvent, PredictionEvent
 from stream_monitor.gc_tuning import fewer_collections
 from stream_monitor.kafka.batches import next_batch
@@ -296,7 +296,7 @@ def replay_topics(
                 raw.setdefault(tp, []).append(m)
             # Decoded a topic partition at a time, as the live monitor decodes its batches.
             preds: dict[int, list[AnyPrediction]] = {}
-            labs: dict[int, list[LabelEvent]] = {}
+            labs: dict[int, list[AnyLabel]] = {}
             for (topic, p), records in raw.items():
                 kind: Kind = "prediction" if topic == t.predictions else "label"
                 events = [ev for ev in replay.decode_many(records, kind) if ev is not None]
@@ -306,7 +306,7 @@ def replay_topics(
                 if kind == "prediction":
                     preds[p] = cast(list[AnyPrediction], events)
                 else:
-                    labs[p] = cast(list[LabelEvent], events)
+                    labs[p] = cast(list[AnyLabel], events)
             if msgs:
                 last_record = time.monotonic()
             elif time.monotonic() - last_record > idle_timeout:

@@ -27,8 +27,7 @@ from typing import IO, Any, Literal
 from stream_monitor.backtest.state import Kind, Replay
 from stream_monitor.config import MonitorConfig
 from stream_monitor.errors import ConfigError
-from stream_monitor.events.predictions import AnyPrediction
-from stream_monitor.events.schema import LabelEvent
+from stream_monitor.events.live import AnyLabel, AnyPrediction
 
 __all__ = ["Partitioner", "Position", "murmur2", "parse_position", "partition_for"]
 
@@ -191,7 +190,7 @@ class _JsonLines:
         except (OSError, ValueError):
             return self.size
 
-    def read(self, n: int) -> tuple[list[AnyPrediction | LabelEvent | None], list[float]]:
+    def read(self, n: int) -> tuple[list[AnyPrediction | AnyLabel | None], list[float]]:
         """Decode up to ``n`` more lines: their events and merge keys."""
         lines = list(itertools.islice(self.fh, n))
         if len(lines) < n:

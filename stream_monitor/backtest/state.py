@@ -20,12 +20,12 @@ from stream_monitor.backtest.series import DEFAULT_SERIES_CAP, IncidentLog, Seri
 from stream_monitor.config import MonitorConfig
 from stream_monitor.events.decode import (
     DeadLetter,
+    decode_labels,
     decode_predictions,
     decode_record,
-    decode_records,
     deserializer_for,
 )
-from stream_monitor.events.predictions import AnyPrediction
+from stream_monitor.events.live import AnyLabel, AnyPrediction, Label
 from stream_monitor.events.schema import AlertEvent, LabelEvent, PredictionEvent
 from stream_monitor.kafka.records import RawRecord
 from stream_monitor.monitor.partition import PartitionState
@@ -105,16 +105,16 @@ class Replay:
 
     def decode_many(
         self, records: Sequence[RawRecord | Any], kind: Kind
-    ) -> list[AnyPrediction | LabelEvent | None]:
+    ) -> list[AnyPrediction | AnyLabel | None]:
         """:meth:`decode` for several records of one kind, counted once for all of them."""
         max_bytes = self.cfg.limits.max_event_bytes
         fmt = self.deserializer
-        # Predictions as the Application decodes them: Predictions of msgspec, not pydantic
-        # objects, with their features as FeatureRows where they have the usual names.
+        # As the Application decodes them: msgspec's Predictions and Labels, not pydantic
+        # objects, the predictions' features as FeatureRows where they have the usual names.
         out: list[Any] = (
             decode_predictions(records, max_bytes=max_bytes, deserializer=fmt)
             if kind == "prediction"
-            else decode_records(records, kind=kind, max_bytes=max_bytes, deserializer=fmt)
+            else decode_labels(records, max_bytes=max_bytes, deserializer=fmt)
         )
         invalid = self.invalid
         times: list[float] = []
@@ -137,7 +137,7 @@ class Replay:
     def process(
         self,
         predictions: Mapping[int, Sequence[AnyPrediction]],
-        labels: Mapping[int, Sequence[LabelEvent]],
+        labels: Mapping[int, Sequence[AnyLabel]],
     ) -> list[AlertEvent]:
         out: list[AlertEvent] = []
         for part in sorted(predictions.keys() | labels.keys()):
@@ -151,7 +151,7 @@ class Replay:
                     f"{type(failure.error).__name__}: {failure.error}",
                 )
                 for e in failure.events:
-                    kind = "label" if isinstance(e, LabelEvent) else "prediction"
+                    kind = "label" if isinstance(e, LabelEvent | Label) else "prediction"
                     self.invalid[(kind, "processing_error")] += 1
                     self.dead_letters.add_processing_error(kind, e, failure.error)
                     # counted once as invalid, no longer as a monitored event

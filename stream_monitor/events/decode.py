@@ -37,18 +37,20 @@ from pydantic import BaseModel, ValidationError
 
 from stream_monitor.errors import ConfigError
 from stream_monitor.events.feature_rows import row_type
-from stream_monitor.events.outputs import EventColumns, event_columns
-from stream_monitor.events.predictions import (
+from stream_monitor.events.live import (
+    AnyLabel,
     AnyPrediction,
     Features,
     FeatureValue,
     Id,
     Int,
+    Label,
     Name,
     Prediction,
     Scalar,
     Scored,
 )
+from stream_monitor.events.outputs import EventColumns, event_columns
 from stream_monitor.events.schema import (
     MAX_FEATURES_PER_EVENT,
     MAX_ID_LENGTH,
@@ -71,6 +73,8 @@ __all__ = [
     "ModelBatches",
     "dead_letter_headers",
     "decode_by_model",
+    "decode_labels",
+    "decode_predictions",
     "decode_record",
     "decode_records",
     "deserializer_for",
@@ -206,7 +210,7 @@ def decode_predictions(
     deserializer: Deserializer = JSON,
 ) -> list[AnyPrediction | DeadLetter]:
     """Prediction records decoded as :func:`decode_by_model` decodes them (a
-    :class:`~stream_monitor.events.predictions.Prediction` for each event msgspec takes, its
+    :class:`~stream_monitor.events.live.Prediction` for each event msgspec takes, its
     features a FeatureRow where they have the usual names of their model), in their order,
     for a caller whose records may have no key (the replay: a file's lines have none). The
     records are decoded in groups of one key, or of one ``"model_id"`` field as written (a
@@ -248,6 +252,57 @@ def decode_predictions(
     return out
 
 
+def decode_labels(
+    msgs: Iterable[MessageLike],
+    *,
+    max_bytes: int,
+    deserializer: Deserializer = JSON,
+) -> list[AnyLabel | DeadLetter]:
+    """Label records decoded for the monitor, in their order: a
+    :class:`~stream_monitor.events.live.Label` for each event msgspec takes (the others
+    the ``LabelEvent`` or dead letter of :func:`decode_records`).
+
+    >>> from stream_monitor.kafka.records import RawRecord
+    >>> decode_labels([RawRecord(b'{"event_id":"1","model_id":"m","timestamp":1,"label":0}',
+    ...                          key=b"n")], max_bytes=1024)[0].reason
+    'key_mismatch'
+    """
+    if type(deserializer) is not JsonDeserializer:
+        return _checked_labels(msgs, max_bytes, deserializer)  # type: ignore[return-value]
+    out: list[Any] = []  # the reference decode's type names predictions too
+    append = out.append
+    decode, errors, second_way = _decode_light_label, _MSGSPEC_ERRORS, _checked_labels
+    seconds, replace, by_pydantic = _seconds, msgspec.structs.replace, _decode_by_pydantic
+    last_key: bytes | None = None  # the last key read, and its model id (see _light_predictions)
+    key_id = ""
+    for msg in msgs:
+        value = msg.value()
+        if not value or len(value) > max_bytes:
+            append(by_pydantic(msg, "label", max_bytes, deserializer))
+            continue
+        try:
+            s = decode(value)
+        except errors:
+            append(second_way((msg,), max_bytes, deserializer)[0])
+            continue
+        key = msg.key()
+        if key is not None:
+            if key != last_key:
+                last_key, key_id = key, key.decode("utf-8", "surrogateescape")
+            if s.model_id != key_id:
+                append(by_pydantic(msg, "label", max_bytes, deserializer))  # key_mismatch
+                continue
+        ts: Any = s.timestamp
+        if type(ts) is str:  # RFC 3339: to Unix seconds, or the reference decode refuses it
+            ts = seconds(ts)
+            if ts is None:
+                append(by_pydantic(msg, "label", max_bytes, deserializer))
+                continue
+            s = replace(s, timestamp=ts)
+        append(s)
+    return out
+
+
 class ModelBatches(NamedTuple):
     """One partition's prediction records decoded model by model (:func:`decode_by_model`)."""
 
@@ -276,7 +331,7 @@ def decode_by_model(
     """Decode one partition's prediction records (in consumption order) model by model.
 
     The monitor's decoder: the events msgspec takes are the
-    :class:`~stream_monitor.events.predictions.Prediction`\\ s it decoded (the others are
+    :class:`~stream_monitor.events.live.Prediction`\\ s it decoded (the others are
     ``PredictionEvent``\\ s, as :func:`decode_records` gives them), with the same dead
     letters as :func:`decode_records`.
 
@@ -448,7 +503,7 @@ def _decode_by_pydantic(
 # pickling). Whoever reads an event's model_fields_set must not change it in place.
 #
 # The monitor's decoder (decode_by_model, _light_predictions) builds no pydantic object: an
-# event msgspec takes is the Prediction struct it decoded (events/predictions.py), whose
+# event msgspec takes is the Prediction struct it decoded (events/live.py), whose
 # fields check what _predictions checks by hand but the names, the key and an RFC 3339
 # timestamp's conversion.
 
@@ -476,6 +531,7 @@ class _Label(msgspec.Struct, forbid_unknown_fields=True, gc=False):
 
 _decode_prediction = msgspec.json.Decoder(_Prediction).decode
 _decode_light = msgspec.json.Decoder(Prediction).decode
+_decode_light_label = msgspec.json.Decoder(Label).decode
 _decode_label = msgspec.json.Decoder(_Label).decode
 
 
@@ -696,7 +752,7 @@ def _light_predictions(
     layouts: bool = False,
 ) -> list[AnyPrediction | DeadLetter]:
     """:func:`_predictions` for the monitor: each event msgspec takes, once checked, is the
-    :class:`~stream_monitor.events.predictions.Prediction` it decoded (the others the same
+    :class:`~stream_monitor.events.live.Prediction` it decoded (the others the same
     ``PredictionEvent`` or dead letter). The same layouts, misfits and checks; a struct's
     field does what a check of :func:`_predictions` does by hand (the timestamp's range, None
     for an optional field left out), except for the feature names' length (the layout's were

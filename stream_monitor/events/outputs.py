@@ -12,7 +12,7 @@ import operator
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
-from stream_monitor.events.predictions import AnyPrediction, Scored
+from stream_monitor.events.live import AnyPrediction, Scored
 from stream_monitor.events.schema import ScoredPrediction, label_strs
 
 __all__ = [

@@ -13,13 +13,13 @@ import numpy as np
 from stream_monitor.alerts.observation import Observation
 from stream_monitor.config import MonitorConfig
 from stream_monitor.events.feature_rows import FeatureRow
+from stream_monitor.events.live import AnyPrediction
 from stream_monitor.events.outputs import (
     PREDICTION_LABEL,
     PREDICTION_SCORE,
     EventColumns,
     event_columns,
 )
-from stream_monitor.events.predictions import AnyPrediction
 from stream_monitor.events.schema import AlertKind, label_str
 from stream_monitor.monitor.concept import ConceptDriftMonitor
 from stream_monitor.monitor.confidence import ConfidenceProxy

@@ -20,11 +20,10 @@ from stream_monitor.alerts.observation import Observation
 from stream_monitor.alerts.tracker import AlertTracker
 from stream_monitor.config import MonitorConfig
 from stream_monitor.events.decode import ModelBatches
+from stream_monitor.events.live import AnyLabel, AnyPrediction, Scored
 from stream_monitor.events.outputs import EventColumns, event_columns
-from stream_monitor.events.predictions import AnyPrediction, Scored
 from stream_monitor.events.schema import (
     AlertEvent,
-    LabelEvent,
     ScoredPrediction,
     label_str,
 )
@@ -110,7 +109,7 @@ class PartitionState:
     def process(
         self,
         predictions: Sequence[AnyPrediction],
-        labels: Sequence[LabelEvent],
+        labels: Sequence[AnyLabel],
         decoded: ModelBatches | None = None,
     ) -> list[AlertEvent]:
         """Feed one batch (predictions first, then labels); return the alert events it causes.
@@ -132,7 +131,7 @@ class PartitionState:
     def _process(
         self,
         predictions: Sequence[AnyPrediction],
-        labels: Sequence[LabelEvent],
+        labels: Sequence[AnyLabel],
         decoded: ModelBatches | None = None,
     ) -> list[AlertEvent]:
         # Per model: the observations of its predictions, and of its labels.
@@ -169,7 +168,7 @@ class PartitionState:
         # all the matches, in order, with the same outcome as one at a time.
         found_all = join.match_many(map(_LABEL_KEY, labels))
         # Per model, in order: the labels read in this batch that joined, and their predictions.
-        labelled: dict[str, tuple[list[LabelEvent], list[PendingPrediction]]] = {}
+        labelled: dict[str, tuple[list[AnyLabel], list[PendingPrediction]]] = {}
         for lab, found in zip(labels, found_all, strict=True):
             if found is None:
                 model_id = lab.model_id
@@ -412,12 +411,12 @@ def _outputs(e: AnyPrediction) -> tuple[str | None, float | None]:
 
 
 #: What the label join matches a label by, its label, and its event time.
-_LABEL_KEY: Callable[[LabelEvent], tuple[str, str, float]] = operator.attrgetter(
+_LABEL_KEY: Callable[[AnyLabel], tuple[str, str, float]] = operator.attrgetter(
     "model_id", "event_id", "timestamp"
 )
-_LABEL: Callable[[LabelEvent], Any] = operator.attrgetter("label")
+_LABEL: Callable[[AnyLabel], Any] = operator.attrgetter("label")
 #: A label's event time.
-_TIMESTAMP: Callable[[LabelEvent], float] = operator.attrgetter("timestamp")
+_TIMESTAMP: Callable[[AnyLabel], float] = operator.attrgetter("timestamp")
 
 #: A PendingPrediction from the tuple of all its fields, without NamedTuple's argument handling.
 _pending: Callable[[tuple[Any, ...]], PendingPrediction] = functools.partial(

@@ -24,7 +24,7 @@ import numpy as np
 
 from stream_monitor.alerts.observation import Observation
 from stream_monitor.config import SegmentsConfig
-from stream_monitor.events.predictions import AnyPrediction
+from stream_monitor.events.live import AnyPrediction
 from stream_monitor.monitor.join import PendingPrediction
 from stream_monitor.monitor.performance import PerformanceMonitor, Times
 

@@ -21,12 +21,14 @@ from stream_monitor.events import decode as decode_module
 from stream_monitor.events.decode import (
     DeadLetter,
     decode_by_model,
+    decode_labels,
     decode_predictions,
     decode_records,
 )
 from stream_monitor.events.feature_rows import FeatureRow
+from stream_monitor.events.live import Label, Prediction
 from stream_monitor.events.outputs import event_columns
-from stream_monitor.events.predictions import Prediction
+from stream_monitor.events.schema import LabelEvent
 from stream_monitor.kafka.records import RawRecord
 from stream_monitor.monitor.partition import PartitionState
 from tests.unit.test_decode import _generated
@@ -453,3 +455,31 @@ def test_live_events_read_as_the_reference_decode_gives_them(seed: int) -> None:
     # the generator reaches both kinds of event and dead letters often enough to mean something
     assert kinds.get("Prediction", 0) > 800 and kinds.get("dead", 0) > 800, kinds
     assert kinds.get("PredictionEvent", 0) > 0, kinds  # the second way's (extra fields)
+
+
+@pytest.mark.parametrize("seed", [20261207, 5])
+def test_live_labels_read_as_the_reference_decode_gives_them(seed: int) -> None:
+    """decode_labels on generated label payloads: each record gives the reference decode's
+    dead letter, or an event of its fields with their types, a Label whenever msgspec took
+    it (as one call and record by record)."""
+    records = _generated("label", 3000, seed)
+    got = decode_labels(records, max_bytes=MAX_BYTES)
+    assert got == [x for r in records for x in decode_labels([r], max_bytes=MAX_BYTES)]
+    kinds: dict[str, int] = {}
+    for r, e in zip(records, got, strict=True):
+        want = decode_module._decode_by_pydantic(r, "label", MAX_BYTES, decode_module.JSON)
+        if isinstance(want, DeadLetter):
+            assert e == want
+            kinds["dead"] = kinds.get("dead", 0) + 1
+            continue
+        assert not isinstance(e, DeadLetter)
+        typed = [
+            (getattr(x, f), type(getattr(x, f))) for x in (e, want) for f in LabelEvent.model_fields
+        ]
+        half = len(typed) // 2
+        assert typed[:half] == typed[half:], r.value()
+        kind = "Label" if isinstance(e, Label) else type(e).__name__
+        kinds[kind] = kinds.get(kind, 0) + 1
+        if isinstance(e, Label):
+            assert e.to_event() == want
+    assert kinds.get("Label", 0) > 800 and kinds.get("dead", 0) > 800, kinds

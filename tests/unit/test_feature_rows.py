@@ -15,7 +15,7 @@ import pytest
 
 from stream_monitor.events.decode import decode_by_model, decode_records
 from stream_monitor.events.feature_rows import FeatureRow, row_type
-from stream_monitor.events.predictions import Prediction
+from stream_monitor.events.live import Prediction
 from stream_monitor.events.schema import PredictionEvent
 from tests.unit.test_decode_by_model import keyed_records
 

@@ -1,15 +1,17 @@
-"""The live decoder's prediction events: msgspec Structs, read like ``PredictionEvent``.
+"""The live decoder's events: msgspec Structs, read like the pydantic events of the schema.
 
-``decode_by_model`` (``events/decode.py``), the monitor's decoder, hands out each valid
-prediction that msgspec took as the :class:`Prediction` msgspec built while parsing it,
-instead of building a pydantic :class:`~stream_monitor.events.schema.PredictionEvent` from it:
-that object (and its prediction's ``ScoredPrediction``) cost more per event than the parse
-itself. A ``Prediction`` has the event's fields with the values and checks of
-``PredictionEvent`` (the same bounds, the timestamp in Unix seconds), and its two reads,
-:meth:`Prediction.prediction_score` and :meth:`Prediction.prediction_label`; its scored
-prediction is a :class:`Scored`. Events that only the second way of the decoder takes (an
-unknown field, a number wider than 64 bits, other input formats) stay ``PredictionEvent``\\ s,
-so the monitor reads :data:`AnyPrediction`, either kind, by those fields and reads only.
+The monitor's decoder (``events/decode.py``: ``decode_by_model`` and ``decode_predictions``
+for predictions, ``decode_labels`` for labels) hands out each valid event that msgspec took
+as the struct msgspec built while parsing it, instead of building a pydantic
+:class:`~stream_monitor.events.schema.PredictionEvent` or
+:class:`~stream_monitor.events.schema.LabelEvent` from it: those objects cost more per event
+than the parse itself. A :class:`Prediction` has the event's fields with the values and
+checks of ``PredictionEvent`` (the same bounds, the timestamp in Unix seconds), and its two
+reads, :meth:`Prediction.prediction_score` and :meth:`Prediction.prediction_label`; its scored
+prediction is a :class:`Scored`. A :class:`Label` has ``LabelEvent``'s fields. Events that
+only the second way of the decoder takes (an unknown field, a number wider than 64 bits,
+other input formats) stay pydantic events, so the monitor reads :data:`AnyPrediction` and
+:data:`AnyLabel`, either kind, by those fields and reads only.
 
 >>> import msgspec
 >>> e = msgspec.json.decode(b'{"event_id": "e1", "model_id": "m", "timestamp": 5,'
@@ -19,6 +21,9 @@ so the monitor reads :data:`AnyPrediction`, either kind, by those fields and rea
 (5.0, None, '1', 0.9)
 >>> e.to_event().prediction_label(), e.to_event().timestamp
 ('1', 5.0)
+>>> msgspec.json.decode(b'{"event_id": "e1", "model_id": "m", "timestamp": 9, "label": 1}',
+...                     type=Label)
+Label(event_id='e1', model_id='m', timestamp=9.0, label=1)
 """
 
 from __future__ import annotations
@@ -31,11 +36,12 @@ from stream_monitor.events.schema import (
     MAX_FEATURES_PER_EVENT,
     MAX_ID_LENGTH,
     MAX_NAME_LENGTH,
+    LabelEvent,
     PredictionEvent,
     label_str,
 )
 
-__all__ = ["AnyPrediction", "Prediction", "Scored"]
+__all__ = ["AnyLabel", "AnyPrediction", "Label", "Prediction", "Scored"]
 
 #: An int as orjson parses it (it makes a wider one a float): the decoder's second way takes
 #: a wider one.
@@ -140,6 +146,26 @@ class Prediction(msgspec.Struct, forbid_unknown_fields=True, frozen=True, gc=Fal
         return PredictionEvent.model_validate(fields)
 
 
+class Label(msgspec.Struct, forbid_unknown_fields=True, frozen=True, gc=False):
+    """Ground truth for one earlier prediction (``schema.LabelEvent``), as the live decoder
+    gives it: its fields bounded as the schema's, the timestamp in Unix seconds."""
+
+    event_id: Id
+    model_id: Id
+    if TYPE_CHECKING:
+        timestamp: float
+    else:
+        # An RFC 3339 string is converted by the decoder, as for a Prediction.
+        timestamp: Seconds | str
+    label: Scalar
+
+    def to_event(self) -> LabelEvent:
+        """This event as the ``LabelEvent`` that ``LabelEvent.model_validate`` gives for it."""
+        return LabelEvent.model_validate(msgspec.structs.asdict(self))
+
+
 #: A valid prediction event of either kind: what the monitor reads (by the fields and the two
 #: reads both have).
 AnyPrediction: TypeAlias = PredictionEvent | Prediction
+#: A valid label event of either kind: what the monitor reads (by the fields both have).
+AnyLabel: TypeAlias = LabelEvent | Label
