@@ -92,7 +92,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 SimpleNamespace(
                     source=source,
                     decode=importlib.import_module(f"{name}.events.decode").decode_records,
-                    # decode_by_model where the checkout has it (from 2026-12-07)
+                    # decode_labels and decode_by_model where the checkout has them (from
+                    # 2026-12-07), as the Application decodes
+                    labels=getattr(
+                        importlib.import_module(f"{name}.events.decode"), "decode_labels", None
+                    ),
                     by_model=getattr(
                         importlib.import_module(f"{name}.events.decode"), "decode_by_model", None
                     ),
@@ -124,7 +128,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                     t0 = time.process_time()
                     preds = [m for m in chunk if m.topic() == "predictions"]
                     labels = [m for m in chunk if m.topic() != "predictions"]
-                    le = r.decode(labels, kind="label", max_bytes=r.max_bytes)
+                    if r.labels is None:
+                        le = r.decode(labels, kind="label", max_bytes=r.max_bytes)
+                    else:  # as the Application decodes them
+                        le = r.labels(labels, max_bytes=r.max_bytes)
                     if r.by_model is None:
                         pe = r.decode(preds, kind="prediction", max_bytes=r.max_bytes)
                         r.alerts.extend(r.state.process(pe, le))
