@@ -6,7 +6,7 @@ Generates TrafficGenerator records, then measures, each on its own and without a
 * ``decode``:   each batch of ``--batch`` records (the Application's default batch size,
                 2000) decoded as Application.process_batch decodes it: the predictions model
                 by model with their columns (``decode_by_model``), the labels in one
-                ``decode_records`` call;
+                ``decode_labels`` call;
 * ``monitor``:  PartitionState.process over the already decoded batches;
 * ``bookkeeping``: the work the Application loop adds around those two: per record the
                 checks, ``Checkpoint.add_offset``, the checkpoint positions and the event-time
@@ -54,9 +54,10 @@ from stream_monitor.events.decode import (  # noqa: E402
     DeadLetter,
     ModelBatches,
     decode_by_model,
+    decode_labels,
     decode_records,
 )
-from stream_monitor.events.schema import LabelEvent, PredictionEvent  # noqa: E402
+from stream_monitor.events.live import AnyLabel, AnyPrediction  # noqa: E402
 from stream_monitor.kafka.records import RawRecord  # noqa: E402
 from stream_monitor.metrics.instruments import Instruments  # noqa: E402
 from stream_monitor.monitor.partition import PartitionState  # noqa: E402
@@ -84,16 +85,14 @@ def decode_all(msgs: Sequence[RawRecord], max_bytes: int) -> list[Any]:
 
 
 #: A decoded batch: its predictions, its labels, and the predictions grouped by model.
-Decoded = tuple[list[PredictionEvent], list[LabelEvent], ModelBatches]
+Decoded = tuple[list[AnyPrediction], list[AnyLabel], ModelBatches]
 
 
 def decode_batch(msgs: Sequence[RawRecord], max_bytes: int) -> tuple[Decoded, int]:
     """One batch of one partition decoded as Application.process_batch decodes it; and its
     dead letters."""
     grouped = decode_by_model([m for m in msgs if m.topic() == PRED_TOPIC], max_bytes=max_bytes)
-    labels = decode_records(
-        [m for m in msgs if m.topic() != PRED_TOPIC], kind="label", max_bytes=max_bytes
-    )
+    labels = decode_labels([m for m in msgs if m.topic() != PRED_TOPIC], max_bytes=max_bytes)
     ok = [e for e in labels if not isinstance(e, DeadLetter)]
     preds = grouped.events()
     return (preds, ok, grouped), len(grouped.dead) + len(labels) - len(ok)  # type: ignore[return-value]
@@ -380,7 +379,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"| stage | records/s (median of {len(t_decs)} rounds) | range | seconds |",
             "|---|---:|---:|---:|",
             f"| generate (TrafficGenerator, 1 round) | {n_rec / t_gen:,.0f} | | {t_gen:.2f} |",
-            f"| decode (decode_by_model + decode_records: msgspec + checks + event objects "
+            f"| decode (decode_by_model + decode_labels: msgspec + checks + event objects "
             f"+ columns) | {n_rec / t_dec:,.0f} "
             f"| {spread(t_decs)} | {t_dec:.2f} |",
             f"| monitor (PartitionState.process) | {n_rec / t_mon:,.0f} | {spread(t_mons)} "
