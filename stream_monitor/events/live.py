@@ -69,14 +69,10 @@ class Scored(msgspec.Struct, forbid_unknown_fields=True, frozen=True, gc=False):
     score: Int | float
 
 
-class Prediction(msgspec.Struct, forbid_unknown_fields=True, frozen=True, gc=False):
-    """One valid prediction event (``schema.PredictionEvent``), as the live decoder gives it.
-
-    Read-only, like ``PredictionEvent``; ``features`` is a dict or a
-    :class:`~stream_monitor.events.feature_rows.FeatureRow` (a read-only mapping equal to it).
-    Its values are JSON scalars and strings, which hold no reference cycle: the garbage
-    collector does not track events (``gc=False``).
-    """
+class _Event(msgspec.Struct, forbid_unknown_fields=True, frozen=True, gc=False):
+    """The fields of both events, first in each. Read-only, like the pydantic events; their
+    values are JSON scalars, strings and dicts of them, which hold no reference cycle: the
+    garbage collector does not track events (``gc=False``)."""
 
     event_id: Id
     model_id: Id
@@ -86,6 +82,15 @@ class Prediction(msgspec.Struct, forbid_unknown_fields=True, frozen=True, gc=Fal
         # An RFC 3339 string is converted by the decoder, which hands out only events with
         # Unix seconds (msgspec.structs.replace): it reads them as the schema does.
         timestamp: Seconds | str
+
+
+class Prediction(_Event, forbid_unknown_fields=True, frozen=True, gc=False):
+    """One valid prediction event (``schema.PredictionEvent``), as the live decoder gives it.
+
+    ``features`` is a dict or a :class:`~stream_monitor.events.feature_rows.FeatureRow` (a
+    read-only mapping equal to it).
+    """
+
     features: Features
     prediction: Scalar | Scored
     model_version: Name | None = None
@@ -146,17 +151,10 @@ class Prediction(msgspec.Struct, forbid_unknown_fields=True, frozen=True, gc=Fal
         return PredictionEvent.model_validate(fields)
 
 
-class Label(msgspec.Struct, forbid_unknown_fields=True, frozen=True, gc=False):
+class Label(_Event, forbid_unknown_fields=True, frozen=True, gc=False):
     """Ground truth for one earlier prediction (``schema.LabelEvent``), as the live decoder
     gives it: its fields bounded as the schema's, the timestamp in Unix seconds."""
 
-    event_id: Id
-    model_id: Id
-    if TYPE_CHECKING:
-        timestamp: float
-    else:
-        # An RFC 3339 string is converted by the decoder, as for a Prediction.
-        timestamp: Seconds | str
     label: Scalar
 
     def to_event(self) -> LabelEvent:
