@@ -149,7 +149,7 @@ class DeadLetterLog:
         dump = getattr(event, "model_dump", None)
         if callable(dump):  # a pydantic event
             fields = dump(mode="json")
-        elif isinstance(event, msgspec.Struct):  # the live decoder's Prediction
+        elif isinstance(event, msgspec.Struct):  # the live decoder's Prediction or Label
             fields = msgspec.to_builtins(event)
         else:
             fields = repr(event)[:1000]

@@ -117,16 +117,32 @@ def test_the_application_dead_letters_the_failed_records_and_goes_on() -> None:
 
 
 @pytest.mark.usefixtures("bad_model_raises")
-def test_a_replay_counts_the_failed_records_as_invalid_and_goes_on() -> None:
+@pytest.mark.parametrize("events", ["pydantic", "decoded"])
+def test_a_replay_counts_the_failed_records_as_invalid_and_goes_on(events: str) -> None:
+    """With pydantic events, and with the replay's own decode (msgspec's Predictions and
+    Labels): the failed labels are counted as labels."""
     from stream_monitor.backtest import Replay
 
     replay = Replay(CFG)
     for model in ("bad", "good"):
-        events = [PredictionEvent.model_validate(_prediction(model, i)) for i in range(50)]
-        replay.predictions += len(events)
-        replay.process({0: events}, {})
-    labels = [LabelEvent.model_validate(_label(m, i)) for i in range(50) for m in ("bad", "good")]
-    replay.labels += len(labels)
+        if events == "pydantic":
+            preds: list[Any] = [
+                PredictionEvent.model_validate(_prediction(model, i)) for i in range(50)
+            ]
+            replay.predictions += len(preds)
+        else:
+            raw = [RawRecord(orjson.dumps(_prediction(model, i))) for i in range(50)]
+            preds = replay.decode_many(raw, "prediction")
+        replay.process({0: preds}, {})
+    pairs = [(m, i) for i in range(50) for m in ("bad", "good")]
+    if events == "pydantic":
+        labels: list[Any] = [LabelEvent.model_validate(_label(m, i)) for m, i in pairs]
+        replay.labels += len(labels)
+    else:
+        labels = replay.decode_many(
+            [RawRecord(orjson.dumps(_label(m, i))) for m, i in pairs], "label"
+        )
+        assert type(labels[0]).__name__ == "Label"
     replay.process({}, {0: labels})  # must not raise
     assert replay.invalid[("label", "processing_error")] == 50
     assert (replay.predictions, replay.labels) == (100, 50)
