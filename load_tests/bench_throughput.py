@@ -439,6 +439,7 @@ def checkpoint_figures(a: Sample, b: Sample) -> dict[str, Any]:
         "checkpoints_between": n,
         "checkpoint_mean_s": total / n if n else None,
         "checkpoint_p95_s": hist_quantile(0.95, h) if n else None,
+        "checkpoint_fraction": total / (b.t - a.t) if b.t > a.t else None,
     }
 
 
@@ -487,7 +488,8 @@ def phase_drain(bench: Bench, scenario: str) -> dict[str, Any]:
     if args.baseline_source is not None:
         # The same records drained by another revision (a checkout of it), in this run.
         base = drain(bench, scenario, topics, produced, w.labels, source=args.baseline_source)
-        r["baseline"] = {k: base.get(k) for k in ("rate_records", "cpu_us_per_record")}
+        kept = ("rate_records", "cpu_us_per_record", "checkpoints_between", "checkpoint_fraction")
+        r["baseline"] = {k: base.get(k) for k in kept}
         r["baseline"]["revision"] = revision_of(args.baseline_source)
         log(
             f"{scenario}: baseline {args.baseline_source} {fmt(base.get('rate_records'))} records/s"
@@ -737,7 +739,9 @@ def summary_md(results: dict[str, dict[str, Any]]) -> list[str]:
                 f"(`--baseline-source`, revision {base.get('revision', 'unknown')}): "
                 f"**{fmt(base['rate_records'])} records/s** = "
                 f"{fmt(base['rate_records'] / d['floor_rate'], '.3f')} of the floor, "
-                f"{fmt(base.get('cpu_us_per_record'), '.0f', ' µs')} CPU per record; this "
+                f"{fmt(base.get('cpu_us_per_record'), '.0f', ' µs')} CPU per record, "
+                f"{fmt(base.get('checkpoints_between'))} checkpoints taking "
+                f"{fmt(base.get('checkpoint_fraction'), '.0%')} of the wall time; this "
                 f"revision / baseline = **{fmt(d['rate_records'] / base['rate_records'], '.2f')}**."
             )
     return md
@@ -780,6 +784,12 @@ def details_md(args: argparse.Namespace, sc: str, res: dict[str, Any]) -> list[s
             "; ".join(
                 f"{t:.0f} s: {c:,.0f}, {fmt(m)}, {cores}" for t, c, m, cores in d["rss_series"]
             ),
+        ),
+        (
+            "checkpoints, 10 %→90 %",
+            f"{fmt(d.get('checkpoints_between'))}, mean {fmt(d.get('checkpoint_mean_s'), '.3f')}"
+            f" s, p95 {fmt(d.get('checkpoint_p95_s'), '.3f')} s (histogram-interpolated); "
+            f"{fmt(d.get('checkpoint_fraction'), '.0%')} of wall time",
         ),
         (
             "checkpoints / alerts / dead letters",
