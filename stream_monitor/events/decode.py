@@ -368,8 +368,8 @@ def decode_by_model(
     columns: dict[str, EventColumns] = {}
     records: dict[str, list[MessageLike]] = {}
     dead: list[tuple[MessageLike, DeadLetter]] = []
-    for group in groups.values():
-        decoded = _light_predictions(group, max_bytes, deserializer, layouts=True)
+    for key, group in groups.items():
+        decoded = _light_predictions(group, max_bytes, deserializer, layouts=True, key=key)
         events: list[AnyPrediction] = decoded  # type: ignore[assignment]
         used = group
         if DeadLetter in set(map(type, decoded)):
@@ -750,13 +750,17 @@ def _light_predictions(
     fmt: Deserializer,
     *,
     layouts: bool = False,
+    key: bytes | None = None,
 ) -> list[AnyPrediction | DeadLetter]:
     """:func:`_predictions` for the monitor: each event msgspec takes, once checked, is the
     :class:`~stream_monitor.events.live.Prediction` it decoded (the others the same
     ``PredictionEvent`` or dead letter). The same layouts, misfits and checks; a struct's
     field does what a check of :func:`_predictions` does by hand (the timestamp's range, None
     for an optional field left out), except for the feature names' length (the layout's were
-    measured when it was made), an RFC 3339 timestamp's conversion and the key."""
+    measured when it was made), an RFC 3339 timestamp's conversion and the key.
+
+    ``key``: the key of every record, when the caller grouped them by it (else each
+    record's is read)."""
     if type(fmt) is not JsonDeserializer:
         return _checked_predictions(msgs, max_bytes, fmt)  # type: ignore[return-value]
     out: list[Any] = []  # the reference decode's type names labels too
@@ -771,8 +775,9 @@ def _light_predictions(
     replace = msgspec.structs.replace
     # the last key read, and its model id (a key that is no UTF-8 text decodes to lone
     # surrogates, which no model id decoded from JSON has: a mismatch, as it should be)
-    last_key: bytes | None = None
-    key_id = ""
+    last_key: bytes | None = key
+    key_id = "" if key is None else key.decode("utf-8", "surrogateescape")
+    read_keys = key is None
     for msg in msgs:
         value = msg.value()
         if not value or len(value) > max_bytes:
@@ -815,13 +820,17 @@ def _light_predictions(
                         s = layout(value)
                     except errors:  # not seen: the dict's names make the struct's fields
                         layout = None
-        key = msg.key()
-        if key is not None:
-            if key != last_key:
-                last_key, key_id = key, key.decode("utf-8", "surrogateescape")
-            if s.model_id != key_id:
-                append(by_pydantic(msg, "prediction", max_bytes, fmt))  # key_mismatch
-                continue
+        if read_keys:
+            k = msg.key()
+            if k is not None:
+                if k != last_key:
+                    last_key, key_id = k, k.decode("utf-8", "surrogateescape")
+                if s.model_id != key_id:
+                    append(by_pydantic(msg, "prediction", max_bytes, fmt))  # key_mismatch
+                    continue
+        elif s.model_id != key_id:
+            append(by_pydantic(msg, "prediction", max_bytes, fmt))  # key_mismatch
+            continue
         ts = s.timestamp
         if type(ts) is str:  # RFC 3339: to Unix seconds, or the reference decode refuses it
             ts = seconds(ts)

@@ -820,6 +820,9 @@ labels_unmatched=0))
         append = out.append
         queues, journal = self._queues, self._journal
         horizons: dict[str, float] = {}
+        # Per model, the event id at the head of its queue once looked at: within its horizon
+        # (else expired then), and so until a match pops it, since the horizon stays put.
+        heads: dict[str, str] = {}
         delays: dict[str, list[float]] = {}  # per model, the delays of its matches in order
         removed: list[int] = []  # sequence numbers of the matches not yet noted (_removed)
         try:
@@ -841,7 +844,9 @@ labels_unmatched=0))
                 except Exception:  # matched all the same (as match counts it), no delay
                     mine.append(math.nan)
                     raise
-                if q:  # the match may have uncovered an expired entry
+                if q and heads.get(model_id, event_id) == event_id:
+                    # the match popped the head (or the head is not known yet): the new one
+                    # may be expired
                     horizon = horizons.get(model_id)
                     if horizon is None:
                         wm = self._watermarks[model_id]
@@ -850,6 +855,8 @@ labels_unmatched=0))
                         self._removed_many(removed)  # in order, before the expired ones
                         removed = []
                         self._expire(model_id)
+                    if q:
+                        heads[model_id] = next(iter(q))
                 append(found)
         finally:  # the matches made, whatever happened
             self._removed_many(removed)
