@@ -24,10 +24,8 @@ more than once.
   offsets at the incarnation's start plus what the incarnation consumed reach it. Each time a
   new process starts with the same config (same instance id, hence the same transactional
   id, which fences the dead one's open transaction). The default is larger than 60,000 so
-  that some incarnations commit checkpoints between kills and others die before their first
-  one: every monitor here takes a checkpoint every 50,000 records or 5 s
-  (``checkpoint.interval_events=50000``, a fifth of the default, unless ``--monitor-setting``
-  says otherwise), so that a drain of the backlog commits several.
+  that some incarnations commit checkpoints between kills (a checkpoint every 50,000 records
+  or 5 s by default) and others die before their first one.
 * ``broker``: a paced producer (idempotent, acks=all; event time = wall time) sends
   ``--rate`` (2,000) predictions/s plus labels for ``--live-seconds`` (60) while the monitor
   reads them; at a third of that time the broker is stopped (kafka.sh stop, same data folder)
@@ -219,11 +217,7 @@ class Ctx:
             self.bootstrap,
             topics,
             group=group,
-            settings={
-                "checkpoint.interval_events": "50000",  # see the module's docstring
-                **self.args.monitor_setting,
-                "instance_id": instance,
-            },
+            settings={**self.args.monitor_setting, "instance_id": instance},
         )
         self.logs.append(mon.log_path)
         return mon
