@@ -274,7 +274,7 @@ def decode_labels(
     decode, errors, second_way = _decode_light_label, _MSGSPEC_ERRORS, _checked_labels
     seconds, replace, by_pydantic = _seconds, msgspec.structs.replace, _decode_by_pydantic
     last_key: bytes | None = None  # the last key read, and its model id (see _light_predictions)
-    key_id = ""
+    key_id: str | None = None
     for msg in msgs:
         value = msg.value()
         if not value or len(value) > max_bytes:
@@ -285,13 +285,11 @@ def decode_labels(
         except errors:
             append(second_way((msg,), max_bytes, deserializer)[0])
             continue
-        key = msg.key()
-        if key is not None:
-            if key != last_key:
-                last_key, key_id = key, key.decode("utf-8", "surrogateescape")
-            if s.model_id != key_id:
-                append(by_pydantic(msg, "label", max_bytes, deserializer))  # key_mismatch
-                continue
+        if (k := msg.key()) != last_key:
+            last_key, key_id = k, None if k is None else k.decode("utf-8", "surrogateescape")
+        if key_id is not None and s.model_id != key_id:
+            append(by_pydantic(msg, "label", max_bytes, deserializer))  # key_mismatch
+            continue
         ts: Any = s.timestamp
         if type(ts) is str:  # RFC 3339: to Unix seconds, or the reference decode refuses it
             ts = seconds(ts)
@@ -773,10 +771,11 @@ def _light_predictions(
     checked_names, names_ok, seconds = _CHECKED_NAMES, _names_ok, _seconds
     layout_decoder, by_pydantic = _layout_decoder, _decode_by_pydantic
     replace = msgspec.structs.replace
-    # the last key read, and its model id (a key that is no UTF-8 text decodes to lone
-    # surrogates, which no model id decoded from JSON has: a mismatch, as it should be)
+    # the last key read, and its model id (None: no key, nothing to check; a key that is no
+    # UTF-8 text decodes to lone surrogates, which no model id decoded from JSON has: a
+    # mismatch, as it should be)
     last_key: bytes | None = key
-    key_id = "" if key is None else key.decode("utf-8", "surrogateescape")
+    key_id = None if key is None else key.decode("utf-8", "surrogateescape")
     read_keys = key is None
     for msg in msgs:
         value = msg.value()
@@ -820,15 +819,9 @@ def _light_predictions(
                         s = layout(value)
                     except errors:  # not seen: the dict's names make the struct's fields
                         layout = None
-        if read_keys:
-            k = msg.key()
-            if k is not None:
-                if k != last_key:
-                    last_key, key_id = k, k.decode("utf-8", "surrogateescape")
-                if s.model_id != key_id:
-                    append(by_pydantic(msg, "prediction", max_bytes, fmt))  # key_mismatch
-                    continue
-        elif s.model_id != key_id:
+        if read_keys and (k := msg.key()) != last_key:
+            last_key, key_id = k, None if k is None else k.decode("utf-8", "surrogateescape")
+        if key_id is not None and s.model_id != key_id:
             append(by_pydantic(msg, "prediction", max_bytes, fmt))  # key_mismatch
             continue
         ts = s.timestamp
