@@ -18,6 +18,9 @@ On its own broker (deploy/local/kafka.sh through _harness.py, default ``--kafka-
    the rest wait in the label join until its capacity evicts them. The models are split in
    two groups of TrafficGenerator traffic; group 1 drifts at ``--drifts`` 25 % of the run and
    group 2 at 65 % (one numeric feature shifts and the accuracy drops), so alerts fire.
+   Each group's events are drawn once, ``--pool`` 50,000 before its drift and as many after
+   it, and cycled with fresh event ids and times: drawing every event as it was sent took
+   0.8 of the machine's two cores, which the soak then measured instead of the monitor.
    Every ``--poll`` s (1) a small /metrics scrape gives the event-to-metric lag (scrape wall
    time minus the newest prediction event time, as in bench_throughput's live phase); every
    ``--every`` s (30) a full scrape records a point: the monitor's RSS (VmRSS), records
@@ -53,6 +56,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import orjson
 from _harness import (
     BULK_PRODUCER,
     Monitor,
@@ -91,30 +95,140 @@ TABLE_ROWS = 15
 # --------------------------------------------------------------------------------------------
 # traffic
 # --------------------------------------------------------------------------------------------
-def traffic(
-    args: argparse.Namespace, topics: dict[str, str], start: float, rate: float, n: int
+#: One pooled event: key, model id, the prediction's JSON after its event id and time, the
+#: label's JSON after them (None: no label) and the label's delay (s).
+PoolEntry = tuple[bytes, bytes, bytes, bytes | None, float]
+
+
+def _tail(doc: dict[str, Any]) -> bytes:
+    """``doc`` as JSON without its ``event_id`` and ``timestamp``, and without the opening
+    brace: what follows them in a record this script writes."""
+    rest = {k: v for k, v in doc.items() if k not in ("event_id", "timestamp")}
+    return orjson.dumps(rest)[1:]
+
+
+def event_pool(gen: TrafficGenerator, n: int) -> list[PoolEntry]:
+    """``n`` predictions of ``gen`` (and their labels) as :data:`PoolEntry` items, in order.
+
+    >>> pool = event_pool(TrafficGenerator(seed=1, models=["m0"], label_rate=1.0), 3)
+    >>> key, model, body, label, delay = pool[0]
+    >>> key, model, body[:12], label[:14], 2.0 <= delay <= 10.0
+    (b'm0', b'm0', b'"model_id":"', b'"model_id":"m0', True)
+    """
+    preds: list[tuple[bytes, dict[str, Any], float]] = []
+    labels: dict[str, tuple[bytes, float]] = {}
+    for rec in gen.events(n):
+        doc = orjson.loads(rec.value)
+        if rec.topic == gen.prediction_topic:
+            preds.append((rec.key, doc, rec.timestamp))
+        else:
+            labels[doc["event_id"]] = (_tail(doc), rec.timestamp)
+    pool: list[PoolEntry] = []
+    for key, doc, t in preds:
+        lab = labels.get(doc["event_id"])
+        pool.append(
+            (
+                key,
+                doc["model_id"].encode(),
+                _tail(doc),
+                None if lab is None else lab[0],
+                0.0 if lab is None else lab[1] - t,
+            )
+        )
+    return pool
+
+
+def pooled_events(
+    pools: tuple[list[PoolEntry], list[PoolEntry]],
+    drift_at: int | None,
+    n: int,
+    start: float,
+    rate: float,
+    topics: dict[str, str],
 ) -> Iterator[Record]:
     """``n`` predictions at ``rate``/s from ``start`` (event time) and their labels, in
-    event-time order: the models split in two TrafficGenerator groups (their own share of the
-    rate), group k drifting at ``--drifts``[k] of the run."""
+    event-time order: prediction ``g`` is entry ``g % len(pool)`` of ``pools[0]`` before
+    ``drift_at`` and of ``pools[1]`` from then on, with event id ``<model>-<g>`` and its own
+    event time; its label (if the entry has one) follows by the entry's delay.
+
+    >>> pool = event_pool(TrafficGenerator(seed=1, models=["m0"], label_rate=1.0), 2)
+    >>> recs = list(pooled_events((pool, pool), None, 5, 100.0, 10.0,
+    ...                           {"predictions": "p", "labels": "l"}))
+    >>> [r.topic for r in recs], [orjson.loads(r.value)["event_id"] for r in recs][:3]
+    (['p', 'p', 'p', 'p', 'p', 'l', 'l', 'l', 'l', 'l'], ['m0-0', 'm0-1', 'm0-2'])
+    >>> orjson.loads(recs[2].value)["features"] == orjson.loads(b"{" + pool[0][2])["features"]
+    True
+    """
+    ptopic, ltopic = topics["predictions"], topics["labels"]
+    heap: list[tuple[float, int, Record]] = []
+    push, pop, dumps = heapq.heappush, heapq.heappop, orjson.dumps
+    for g in range(n):
+        pool = pools[1] if drift_at is not None and g >= drift_at else pools[0]
+        key, model, body, label, delay = pool[g % len(pool)]
+        t = start + g / rate
+        while heap and heap[0][0] <= t:
+            yield pop(heap)[2]
+        eid = b"%b-%d" % (model, g)
+        yield Record(ptopic, key, b'{"event_id":"%b","timestamp":%b,%b' % (eid, dumps(t), body), t)
+        if label is not None:
+            due = max(round(t + delay, 3), t)
+            value = b'{"event_id":"%b","timestamp":%b,%b' % (eid, dumps(due), label)
+            push(heap, (due, g, Record(ltopic, key, value, due)))
+    while heap:
+        yield pop(heap)[2]
+
+
+Pools = list[tuple[list[PoolEntry], list[PoolEntry]]]
+
+
+def group_pools(args: argparse.Namespace, n: int) -> tuple[list[list[str]], Pools]:
+    """The models split in two groups, and per group its pools of events before and after
+    its drift (``--pool`` predictions each, fewer if the run has fewer): drawing and encoding
+    each event as it was sent took 0.8 of this machine's two cores at 27,000 predictions/s
+    (with labels), next to a monitor that needs one, so the soak measured their contention.
+    Built before the clock starts (a few seconds)."""
     names = spread_models(args.models, args.partitions)
     groups = [names[0::2], names[1::2]] if len(names) > 1 else [names]
-    gens = []
+    pools: Pools = []
     for k, models in enumerate(groups):
-        share = len(models) / len(names)
-        frac = args.drifts[k] if k < len(args.drifts) else None
-        gen = TrafficGenerator(
-            seed=args.seed + k,
-            drift_at=None if frac is None or frac < 0 else int(frac * n * share),
-            models=models,
-            label_rate=args.label_rate,
-            start_time=start,
-            rate=rate * share,
-            prediction_topic=topics["predictions"],
-            label_topic=topics["labels"],
+        size = min(args.pool, max(1, int(n * len(models) / len(names))))
+        before, after = (
+            event_pool(
+                TrafficGenerator(
+                    seed=args.seed + 2 * k + phase,
+                    drift_at=0 if phase else None,
+                    models=models,
+                    label_rate=args.label_rate,
+                ),
+                size,
+            )
+            for phase in (0, 1)
         )
-        gens.append(gen.events(int(n * share)))
-    return heapq.merge(*gens, key=lambda r: r.timestamp)
+        pools.append((before, after))
+    return groups, pools
+
+
+def traffic(
+    args: argparse.Namespace,
+    pools: tuple[list[list[str]], Pools],
+    topics: dict[str, str],
+    start: float,
+    rate: float,
+    n: int,
+) -> Iterator[Record]:
+    """``n`` predictions at ``rate``/s from ``start`` (event time) and their labels, in
+    event-time order: each group of :func:`group_pools` its own share of the rate, cycling
+    through its pools (:func:`pooled_events`), group k drifting at ``--drifts``[k] of the
+    run."""
+    groups, group_pool = pools
+    total_models = sum(len(g) for g in groups)
+    streams = []
+    for k, (models, both) in enumerate(zip(groups, group_pool, strict=True)):
+        share = len(models) / total_models
+        frac = args.drifts[k] if k < len(args.drifts) else None
+        drift_at = None if frac is None or frac < 0 else int(frac * n * share)
+        streams.append(pooled_events(both, drift_at, int(n * share), start, rate * share, topics))
+    return heapq.merge(*streams, key=lambda r: r.timestamp)
 
 
 @dataclass
@@ -233,7 +347,7 @@ def measure_max_rate(
     log(f"max rate: pre-producing {n:,} predictions + labels")
     pr = produce(
         bootstrap,
-        traffic(args, topics, start, ev_rate, n),
+        traffic(args, group_pools(args, n), topics, start, ev_rate, n),
         topics["predictions"],
         time_limit=240,
         paced=False,
@@ -366,11 +480,12 @@ def soak(
     try:
         r["ready_s"] = mon.wait_ready(60)
         r["mode"] = mon.mode()
+        pools = group_pools(args, n)
         start = time.time() + 2.0
         t_start = time.monotonic() + 2.0
         producer = StreamProducer(
             bootstrap,
-            traffic(args, topics, start, rate, n),
+            traffic(args, pools, topics, start, rate, n),
             ptopic,
             seconds + 120,
             args.linger_ms,
@@ -604,7 +719,9 @@ def report(args: argparse.Namespace, mx: dict[str, Any] | None, r: dict[str, Any
         f"Soak: **{r['rate']:,.0f} predictions/s** (achieved {r['achieved_rate']:,.0f}/s) plus "
         f"labels for ~{args.label_rate:.0%} of them 2-10 s later, for {args.minutes:g} min, "
         f"{args.models} models (TrafficGenerator archetypes, two groups drifting at "
-        f"{', '.join(f'{d:.0%}' for d in args.drifts)} of the run), {args.partitions} "
+        f"{', '.join(f'{d:.0%}' for d in args.drifts)} of the run; {args.pool:,} events "
+        "drawn per group before and after its drift, cycled with fresh ids and times), "
+        f"{args.partitions} "
         f"partitions, event time = wall time; paced producer acks=all, lz4, "
         f"linger.ms={args.linger_ms:g}. Monitor: `stream-monitor run` with its defaults"
         + "".join(f", {k}={v}" for k, v in args.monitor_setting.items())
@@ -725,6 +842,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     ap.add_argument("--linger-ms", type=float, default=5.0)
     ap.add_argument("--seed", type=int, default=31)
+    ap.add_argument(
+        "--pool",
+        type=int,
+        default=50_000,
+        help="predictions drawn per model group and phase (before, after its drift), cycled",
+    )
     add_run_args(ap, "MonitorConfig field of both monitors (dotted for a table); repeatable")
     add_broker_args(ap, 39292)
     add_results_args(ap)
