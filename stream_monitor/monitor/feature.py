@@ -961,6 +961,16 @@ class NumericFeature(FeatureMonitor):
             levels = self._levels(self.pending_z)
         if len(self.pending_z):
             self.levels = [float(y[-1]) for y in levels]
+        horizon = self.cfg.detectors.agreement_events
+        end = start + len(self.pending_z)
+        if not any(fired.values()) and all(
+            a + 1 < start and not start <= a + horizon < end for a in self.last_firing.values()
+        ):
+            # The usual chunk: nothing fired, and no earlier firing is where the verdict may
+            # change (the value after it, or where it leaves the horizon), so no point.
+            self.n_values = end
+            self.pending_z = self._pending_rows = None
+            return
         accepted: dict[str, list[int]] = {}
         for name in self.detectors:
             for pos in fired.get(name, ()):
@@ -968,10 +978,9 @@ class NumericFeature(FeatureMonitor):
                 if self.debouncers[name].offer(start + pos):
                     self.detections[name] += 1
                     accepted.setdefault(name, []).append(start + pos)
-        end = self.n_values = start + len(self.pending_z)
+        self.n_values = end
         rows = self._pending_rows
         self.pending_z = self._pending_rows = None
-        horizon = self.cfg.detectors.agreement_events
         need = self.cfg.detectors.min_agreeing
         # Each detector's firings that matter here: its last one before, and this chunk's.
         firings = {
