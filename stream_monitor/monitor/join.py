@@ -134,6 +134,10 @@ class _Delays:
 
 #: A waiting prediction and its global arrival sequence number.
 _Entry = tuple[int, PendingPrediction]
+#: One call's stored predictions (see ``LabelJoin._log``).
+_Logged = tuple[
+    str, int, Sequence[str], Sequence[PendingPrediction], Sequence[Sequence[Any]] | None
+]
 
 
 def _arrival(item: tuple[str, _Entry]) -> int:
@@ -304,6 +308,16 @@ class LabelJoin:
         self._live_chunks: dict[int, np.ndarray] = {}
         self._live_below = 0
         self._gone: list[int] | None = None
+        #: What was stored since the last split, so that the next one need not read the
+        #: queues (an ``OrderedDict`` read from its end costs a lookup per entry): per call
+        #: that stored predictions, ``(model, first sequence number, event ids, the
+        #: predictions, their columns or None)``, each stored under consecutive numbers (what
+        #: left since is in ``_gone``); None until the first split, and past ``capacity``
+        #: predictions (no split read it: bounded).
+        self._log: list[_Logged] | None = None
+        self._logged = 0
+        #: The open chunk's columns per model at the last split (its waiting predictions then).
+        self._open: dict[str, dict[str, list[Any]]] = {}
 
     def __len__(self) -> int:
         return self._size
@@ -423,10 +437,9 @@ class LabelJoin:
             self._future_runs.pop(model_id, None)
             if timestamp > wm:
                 self._watermarks[model_id] = timestamp
-        q[event_id] = (
-            self._seq,
-            PendingPrediction(timestamp, label, score, model_version, segments),
-        )
+        p = PendingPrediction(timestamp, label, score, model_version, segments)
+        self._note_stored(model_id, [event_id], [p], None)
+        q[event_id] = (self._seq, p)
         if journal is not None:
             journal.append((model_id, event_id, None))
         self._seq += 1
@@ -469,11 +482,15 @@ labels_unmatched=0))
         event_ids: Sequence[str],
         predictions: Sequence[PendingPrediction],
         newest: float | None = None,
+        columns: Sequence[Sequence[Any]] | None = None,
     ) -> None:
         """:meth:`add_predictions` of the rows ``zip(event_ids, predictions)`` (of equal
         lengths), given as the two columns: what a batch of events is read as, without a row
         tuple per prediction. ``newest``, if given, is the latest of the predictions'
-        timestamps (``max(p.timestamp for p in predictions)``), when the caller has it.
+        timestamps (``max(p.timestamp for p in predictions)``), when the caller has it;
+        ``columns``, if given, the predictions' fields as columns (in the order of
+        :class:`PendingPrediction`'s), which the next :meth:`split_snapshot` then need not
+        read from the rows.
 
         >>> a, b = (LabelJoin(capacity=3, ttl_seconds=60.0) for _ in "ab")
         >>> ids, ts = ["a", "b", "a", "c", "d"], [0.0, 10.0, 20.0, 30.0, 90.0]
@@ -488,6 +505,7 @@ labels_unmatched=0))
             raise ValueError("add_columns: event ids and predictions differ in length")
         if not event_ids:
             return
+        self._note_stored(model_id, event_ids, predictions, columns)
         q = self._queues.get(model_id)
         if q is None:
             q = self._queues[model_id] = OrderedDict()
@@ -565,6 +583,25 @@ labels_unmatched=0))
             for m in victims or ():
                 self._expire(m)
         self._seq = seq
+
+    def _note_stored(
+        self,
+        model_id: str,
+        ids: Sequence[str],
+        predictions: Sequence[PendingPrediction],
+        columns: Sequence[Sequence[Any]] | None,
+    ) -> None:
+        """Log predictions about to be stored, under the next sequence numbers (see
+        ``_log``): every row gets one, whatever happens to it then (a duplicate, an eviction
+        or an expiry removes it, noted in ``_gone``)."""
+        log = self._log
+        if log is None:
+            return
+        self._logged += len(ids)
+        if self._logged > self.capacity:
+            self._log = None
+        else:
+            log.append((model_id, self._seq, ids, predictions, columns))
 
     def _bulk(
         self,
@@ -1186,6 +1223,16 @@ labels_unmatched=0))
         models: dict[str, Any] = {}
         offsets: dict[int, list[np.ndarray]] = {}
         fresh: dict[int, dict[str, Any]] = {}
+        if known and self._log is not None:
+            # What waits from ``below`` on is what the last split held open and what was stored
+            # since (the log), less what left since: no need to read the queues.
+            stored = self._stored_since(np.asarray(self._gone, dtype=np.int64))
+            for m in self._queues:
+                waits = stored.get(m) or _empty_columns()
+                n_old = bisect_left(waits["seq"], sealed)
+                models[m] = self._model_snapshot_of(m, {k: c[n_old:] for k, c in waits.items()})
+                self._chunk_parts(m, waits, n_old, written, offsets, fresh)
+            return self._split_end(sealed, live, models, offsets, fresh)
         for m, q in self._queues.items():
             # The queue's entries from ``below`` on (all of it when 0), in arrival order:
             # those sealed since the last split (or ever), then the open chunk's.
@@ -1211,21 +1258,87 @@ labels_unmatched=0))
                 for k, a, e in new:
                     part = {name: col[a - lo : e - lo] for name, col in cols.items()}
                     fresh.setdefault(k, {"models": {}})["models"][m] = part
+        return self._split_end(sealed, live, models, offsets, fresh)
+
+    def _split_end(
+        self,
+        sealed: int,
+        live: dict[int, np.ndarray],
+        models: dict[str, Any],
+        offsets: dict[int, list[np.ndarray]],
+        fresh: dict[int, dict[str, Any]],
+    ) -> tuple[dict[str, Any], dict[int, dict[str, Any]]]:
+        """:meth:`split_snapshot`'s end: the sealed chunks' live offsets, and what the next
+        split starts from."""
         for k, v in offsets.items():
             live[k] = np.sort(np.concatenate(v)).astype(np.int16)  # < CHUNK_SIZE
         self._live_chunks = live = dict(sorted(live.items()))
         self._live_below, self._gone = sealed, []
+        self._log, self._logged = [], 0
+        self._open = {m: s["pending"] for m, s in models.items()}
         chunks = {str(k): _encode_offsets(v) for k, v in live.items()}
         return self._snapshot_of(models, chunks), dict(sorted(fresh.items()))
 
+    def _stored_since(self, gone: np.ndarray) -> dict[str, dict[str, list[Any]]]:
+        """Per model, the columns of its predictions waiting from the last split's open
+        chunk on, in arrival order: the open chunk's then and the log's, less ``gone``
+        (the sequence numbers that left since)."""
+        parts: dict[str, list[dict[str, list[Any]]]] = {
+            m: [cols] for m, cols in self._open.items() if cols["seq"]
+        }
+        for model_id, seq, ids, preds, columns in self._log or ():
+            if columns is None:
+                columns = [list(map(get, preds)) for get in _COLUMNS.values()]
+            cols: dict[str, list[Any]] = {"event_id": list(ids)}
+            cols["seq"] = list(range(seq, seq + len(ids)))
+            cols.update(zip(_COLUMNS, map(list, columns), strict=True))
+            parts.setdefault(model_id, []).append(cols)
+        out: dict[str, dict[str, list[Any]]] = {}
+        for m, got in parts.items():
+            whole = got[0]
+            if len(got) > 1:
+                whole = {name: list(_chain(c[name] for c in got)) for name in whole}
+            if len(gone):
+                keep = ~np.isin(np.asarray(whole["seq"], dtype=np.int64), gone)
+                if not keep.all():
+                    mask = keep.tolist()
+                    whole = {n: list(itertools.compress(c, mask)) for n, c in whole.items()}
+            out[m] = whole
+        return out
+
+    def _chunk_parts(
+        self,
+        m: str,
+        cols: dict[str, list[Any]],
+        n_old: int,
+        written: Collection[int],
+        offsets: dict[int, list[np.ndarray]],
+        fresh: dict[int, dict[str, Any]],
+    ) -> None:
+        """Model ``m``'s rows ``[:n_old]`` of ``cols`` (of sealed chunks, in order) into the
+        chunks' live ``offsets``, and into ``fresh`` those of chunks not ``written``."""
+        if not n_old:
+            return
+        seqs = np.array(cols["seq"][:n_old], dtype=np.int64)
+        ks, starts = np.unique(seqs // CHUNK_SIZE, return_index=True)
+        ends = [*starts[1:].tolist(), n_old]
+        for k, a, e in zip(ks.tolist(), starts.tolist(), ends, strict=True):
+            offsets.setdefault(k, []).append(seqs[a:e] % CHUNK_SIZE)
+            if k not in written:
+                part = {name: col[a:e] for name, col in cols.items()}
+                fresh.setdefault(k, {"models": {}})["models"][m] = part
+
     def _model_snapshot(self, m: str, ids: list[str], entries: list[_Entry]) -> dict[str, Any]:
+        return self._model_snapshot_of(m, _columns_of(ids, entries))
+
+    def _model_snapshot_of(self, m: str, pending: dict[str, list[Any]]) -> dict[str, Any]:
         d = self._delays.get(m)
         return {
             "watermark": self._watermarks[m],
             "future_run": list(self._future_runs.get(m, (0, 0.0))),
             "stats": list(astuple(self.by_model[m])),
             "delays": None if d is None else [list(d.counts), d.total, d.count],
-            "pending": _columns_of(ids, entries),
+            "pending": pending,
         }
 
     def _snapshot_of(self, models: dict[str, Any], chunks: dict[str, Any]) -> dict[str, Any]:
@@ -1302,6 +1415,14 @@ labels_unmatched=0))
                 st.pending, st.evicted = len(q), st.evicted + gone
                 j.evicted += gone
         return j
+
+
+_chain = itertools.chain.from_iterable
+
+
+def _empty_columns() -> dict[str, list[Any]]:
+    """The columns of no waiting prediction, as :func:`_columns_of` gives them."""
+    return {"event_id": [], "seq": [], **{name: [] for name in _COLUMNS}}
 
 
 def _columns_of(ids: list[str], entries: Sequence[_Entry]) -> dict[str, list[Any]]:

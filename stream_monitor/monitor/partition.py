@@ -13,7 +13,6 @@ import logging
 import operator
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
-from itertools import repeat
 from typing import Any, NamedTuple
 
 from stream_monitor.alerts.observation import Observation
@@ -267,13 +266,13 @@ class PartitionState:
         early = self.early.take_many(model_id, ids) if self.early else {}
         if not early:  # the usual case: every prediction waits, in one batch, by columns
             n = len(events)
-            segs = repeat(None, n) if routes is None else [r or None for r in routes]
+            segs = [None] * n if routes is None else [r or None for r in routes]
             times = columns.timestamps
-            fields = zip(
-                times, columns.labels, columns.scores, columns.model_versions, segs, strict=True
+            fields = (times, columns.labels, columns.scores, columns.model_versions, segs)
+            waiting = list(map(_pending, zip(*fields, strict=True)))
+            self.join.add_columns(
+                model_id, ids, waiting, newest=max(times) if n else None, columns=fields
             )
-            waiting = list(map(_pending, fields))
-            self.join.add_columns(model_id, ids, waiting, newest=max(times) if n else None)
             return
         rows: list[tuple[str, PendingPrediction]] = []
         for i, e in enumerate(events):

@@ -1010,8 +1010,10 @@ def test_split_snapshots_restore_exactly(seed: int) -> None:
 
 @pytest.mark.parametrize("seed", [0, 1, 2, 3])
 def test_a_split_snapshot_costs_what_changed_and_equals_reading_every_queue(seed: int) -> None:
-    """split_snapshot reads only what arrived since the previous one (plus the removals it
-    was told of); under random adds (one by one and batched), duplicates, matches, TTL,
+    """split_snapshot reads only what arrived since the previous one (from its log of what
+    was stored, less the removals it was told of); under random adds (one by one and
+    batched, with the fields' columns or without), duplicates, matches (one by one and
+    batched), TTL,
     model and partition evictions, shedding, forgotten models and rewinds, each result equals
     what reading every queue gives (a deep copy that has no previous split)."""
     rng = np.random.default_rng(seed)
@@ -1030,14 +1032,24 @@ def test_a_split_snapshot_costs_what_changed_and_equals_reading_every_queue(seed
                     e, n = str(n), n + 1
                 t += float(rng.exponential(1.0))
                 rows.append((e, PendingPrediction(t, None, float(rng.random()))))
-            if rng.random() < 0.5:
+            way = rng.random()
+            if way < 0.33:
                 j.add_predictions(m, rows)
+            elif way < 0.67:  # as the partition adds a batch: with the fields' columns
+                ids, preds = [e for e, _ in rows], [p for _, p in rows]
+                j.add_columns(m, ids, preds, columns=list(zip(*preds, strict=True)))
             else:
                 for e, p in rows:
                     j.add_prediction(m, e, p.timestamp, label=None, score=p.score)
-        for _ in range(int(rng.integers(0, 900))):
-            m, e = f"m{rng.integers(4)}", str(int(rng.integers(max(n, 1))))
-            j.match(m, e, label_timestamp=t)
+        labels = [
+            (f"m{rng.integers(4)}", str(int(rng.integers(max(n, 1)))), t)
+            for _ in range(int(rng.integers(0, 900)))
+        ]
+        if rng.random() < 0.5:
+            j.match_many(labels)
+        else:
+            for m, e, ts in labels:
+                j.match(m, e, label_timestamp=ts)
         r = rng.random()
         if r < 0.05:
             j.forget_model(f"m{rng.integers(4)}")
@@ -1045,7 +1057,7 @@ def test_a_split_snapshot_costs_what_changed_and_equals_reading_every_queue(seed
             j.shed(int(rng.integers(1, 500)))
         elif r < 0.2:
             j.rewind()  # back to the last settled checkpoint
-        incremental += j._gone is not None
+        incremental += j._gone is not None and j._log is not None
         scratch = copy.deepcopy(j)
         scratch._gone = None
         snap, fresh = j.split_snapshot(written)
