@@ -318,6 +318,8 @@ class LabelJoin:
         self._logged = 0
         #: The open chunk's columns per model at the last split (its waiting predictions then).
         self._open: dict[str, dict[str, list[Any]]] = {}
+        #: Per sealed chunk at the last split: its live offsets and their encoding.
+        self._encoded: dict[int, tuple[np.ndarray, list[Any]]] = {}
 
     def __len__(self) -> int:
         return self._size
@@ -1184,7 +1186,10 @@ labels_unmatched=0))
         offsets when few do). The contents of each sealed chunk are written once, as its own
         record: ``written`` are the chunks already written; the second value holds the
         contents (``{"models": {model: columns}}``) of the live sealed chunks not among them.
-        :meth:`from_snapshot` puts the two back together.
+        :meth:`from_snapshot` puts the two back together. The work follows what changed too:
+        the predictions stored since the last split come from the join's log of the calls that
+        stored them, less the ones removed since; the queues are read (from their end) only
+        when that is not known (the first split, after a rewind or a forgotten model).
 
         >>> j = LabelJoin(capacity=10_000, ttl_seconds=1e9)
         >>> for i in range(CHUNK_SIZE + 3):
@@ -1276,7 +1281,14 @@ labels_unmatched=0))
         self._live_below, self._gone = sealed, []
         self._log, self._logged = [], 0
         self._open = {m: s["pending"] for m, s in models.items()}
-        chunks = {str(k): _encode_offsets(v) for k, v in live.items()}
+        # A chunk whose live offsets did not change since (the same array) keeps its encoding.
+        known, self._encoded = self._encoded, {}
+        chunks = {}
+        for k, offs in live.items():
+            hit = known.get(k)
+            enc = hit[1] if hit is not None and hit[0] is offs else _encode_offsets(offs)
+            self._encoded[k] = (offs, enc)
+            chunks[str(k)] = enc
         return self._snapshot_of(models, chunks), dict(sorted(fresh.items()))
 
     def _stored_since(self, gone: np.ndarray) -> dict[str, dict[str, list[Any]]]:
@@ -1293,13 +1305,18 @@ labels_unmatched=0))
             cols["seq"] = list(range(seq, seq + len(ids)))
             cols.update(zip(_COLUMNS, map(list, columns), strict=True))
             parts.setdefault(model_id, []).append(cols)
+        # Which sequence numbers from the last split's ``_live_below`` on left since: a flag
+        # per number (one pass over each, where ``np.isin`` sorts them).
+        lo = self._live_below
+        left = np.zeros(self._seq - lo, dtype=bool)
+        left[gone[gone >= lo] - lo] = True
         out: dict[str, dict[str, list[Any]]] = {}
         for m, got in parts.items():
             whole = got[0]
             if len(got) > 1:
                 whole = {name: list(_chain(c[name] for c in got)) for name in whole}
             if len(gone):
-                keep = ~np.isin(np.asarray(whole["seq"], dtype=np.int64), gone)
+                keep = ~left[np.asarray(whole["seq"], dtype=np.int64) - lo]
                 if not keep.all():
                     mask = keep.tolist()
                     whole = {n: list(itertools.compress(c, mask)) for n, c in whole.items()}
