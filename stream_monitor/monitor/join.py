@@ -440,8 +440,8 @@ class LabelJoin:
             if timestamp > wm:
                 self._watermarks[model_id] = timestamp
         p = PendingPrediction(timestamp, label, score, model_version, segments)
-        self._note_stored(model_id, [event_id], [p], None)
         q[event_id] = (self._seq, p)
+        self._note_stored(model_id, [event_id], [p], None)
         if journal is not None:
             journal.append((model_id, event_id, None))
         self._seq += 1
@@ -508,6 +508,20 @@ labels_unmatched=0))
         if not event_ids:
             return
         self._note_stored(model_id, event_ids, predictions, columns)
+        try:
+            self._store_columns(model_id, event_ids, predictions, newest)
+        except BaseException:
+            self._log = None  # what was stored is not known: the next split reads the queues
+            raise
+
+    def _store_columns(
+        self,
+        model_id: str,
+        event_ids: Sequence[str],
+        predictions: Sequence[PendingPrediction],
+        newest: float | None,
+    ) -> None:
+        """:meth:`add_columns` of rows of equal lengths, at least one."""
         q = self._queues.get(model_id)
         if q is None:
             q = self._queues[model_id] = OrderedDict()
@@ -593,9 +607,10 @@ labels_unmatched=0))
         predictions: Sequence[PendingPrediction],
         columns: Sequence[Sequence[Any]] | None,
     ) -> None:
-        """Log predictions about to be stored, under the next sequence numbers (see
+        """Log predictions stored (or about to be) under the next sequence numbers (see
         ``_log``): every row gets one, whatever happens to it then (a duplicate, an eviction
-        or an expiry removes it, noted in ``_gone``)."""
+        or an expiry removes it, noted in ``_gone``). A call that fails after this drops
+        the log."""
         log = self._log
         if log is None:
             return

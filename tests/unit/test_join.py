@@ -1073,6 +1073,25 @@ def test_a_split_snapshot_costs_what_changed_and_equals_reading_every_queue(seed
     assert incremental > 30  # most splits took the short way
 
 
+def test_an_add_that_fails_leaves_no_trace_in_the_next_split() -> None:
+    """A call that raises after the split's log took its rows (a timestamp that is not a
+    number) drops the log, so the next split reads the queues: no phantom prediction."""
+    j = LabelJoin(capacity=10_000, ttl_seconds=1e9)
+    for i in range(3_000):
+        j.add_prediction("m", str(i), float(i), label=None, score=None)
+    _, fresh = j.split_snapshot(())
+    rows = [PendingPrediction(3_000.0, None, None), PendingPrediction(None, None, None)]  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        j.add_columns("m", ["a", "b"], rows)
+    j.add_prediction("m", "c", 3_001.0, label=None, score=None)
+    scratch = copy.deepcopy(j)
+    scratch._gone = None
+    snap, _ = j.split_snapshot(set(fresh))
+    assert snap == scratch.split_snapshot(set(fresh))[0]
+    assert snap["models"]["m"]["pending"]["event_id"][-1] == "c"
+    assert "a" not in snap["models"]["m"]["pending"]["event_id"]
+
+
 def test_a_split_snapshot_without_a_chunk_restores_the_rest_and_counts_the_loss() -> None:
     j = LabelJoin(capacity=100_000, ttl_seconds=1e9)
     for i in range(3 * CHUNK_SIZE + 10):
