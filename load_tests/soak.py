@@ -19,8 +19,9 @@ On its own broker (deploy/local/kafka.sh through _harness.py, default ``--kafka-
    two groups of TrafficGenerator traffic; group 1 drifts at ``--drifts`` 25 % of the run and
    group 2 at 65 % (one numeric feature shifts and the accuracy drops), so alerts fire.
    Each group's events are drawn once, ``--pool`` 50,000 before its drift and as many after
-   it, and cycled with fresh event ids and times: drawing every event as it was sent took
-   0.8 of the machine's two cores, which the soak then measured instead of the monitor.
+   it, and cycled with fresh event ids and times (the script, drawing every event as it was
+   sent, took 0.8 of the machine's two cores at 27,000 predictions/s; with the pools its
+   producer thread takes 0.48 instead of 0.58 cores at 16,000/s, load_tests/RESULTS.md).
    Every ``--poll`` s (1) a small /metrics scrape gives the event-to-metric lag (scrape wall
    time minus the newest prediction event time, as in bench_throughput's live phase); every
    ``--every`` s (30) a full scrape records a point: the monitor's RSS (VmRSS), records
@@ -183,10 +184,10 @@ Pools = list[tuple[list[PoolEntry], list[PoolEntry]]]
 
 def group_pools(args: argparse.Namespace, n: int) -> tuple[list[list[str]], Pools]:
     """The models split in two groups, and per group its pools of events before and after
-    its drift (``--pool`` predictions each, fewer if the run has fewer): drawing and encoding
-    each event as it was sent took 0.8 of this machine's two cores at 27,000 predictions/s
-    (with labels), next to a monitor that needs one, so the soak measured their contention.
-    Built before the clock starts (a few seconds)."""
+    its drift (``--pool`` predictions each, fewer if the run has fewer). Drawing and encoding
+    each event as it was sent cost 14.8 µs per record against 5.1 from the pools (in
+    process), next to a monitor that needs most of the machine's two cores. Built before the
+    clock starts (a few seconds)."""
     names = spread_models(args.models, args.partitions)
     groups = [names[0::2], names[1::2]] if len(names) > 1 else [names]
     pools: Pools = []
