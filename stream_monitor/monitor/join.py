@@ -28,6 +28,7 @@ ModelJoinStats(pending=1, matched=1, expired=1, evicted=1, duplicates=0, labels_
 from __future__ import annotations
 
 import base64
+import functools
 import heapq
 import itertools
 import math
@@ -1222,10 +1223,10 @@ labels_unmatched=0))
         sealed = self._seq - self._seq % CHUNK_SIZE
         live = self._live_chunks
         known = self._gone is not None and written is not None and all(k in written for k in live)
+        removed = np.asarray(self._gone if known else (), dtype=np.int64)
         if known:
             # Sealed chunks only lose predictions: drop the ones removed since the last split.
-            gone = np.asarray(self._gone, dtype=np.int64)
-            gone = np.sort(gone[gone < self._live_below])  # each chunk's a run: one pass
+            gone = np.sort(removed[removed < self._live_below])  # each chunk's a run: one pass
             ks, starts = np.unique(gone // CHUNK_SIZE, return_index=True)
             ends = [*starts[1:].tolist(), len(gone)] if len(gone) else []
             for k, a, e in zip(ks.tolist(), starts.tolist(), ends, strict=True):
@@ -1246,12 +1247,20 @@ labels_unmatched=0))
         if known and self._log is not None:
             # What waits from ``below`` on is what the last split held open and what was stored
             # since (the log), less what left since: no need to read the queues.
-            stored = self._stored_since(np.asarray(self._gone, dtype=np.int64))
+            stored = self._stored_since(removed)
             for m in self._queues:
                 waits = stored.get(m) or _empty_columns()
                 n_old = bisect_left(waits["seq"], sealed)
                 models[m] = self._model_snapshot_of(m, {k: c[n_old:] for k, c in waits.items()})
-                self._chunk_parts(m, waits, n_old, written, offsets, fresh)
+                self._chunk_parts(
+                    m,
+                    waits["seq"],
+                    n_old,
+                    functools.partial(_rows, waits),
+                    written,
+                    offsets,
+                    fresh,
+                )
             return self._split_end(sealed, live, models, offsets, fresh)
         for m, q in self._queues.items():
             # The queue's entries from ``below`` on (all of it when 0), in arrival order:
@@ -1263,21 +1272,15 @@ labels_unmatched=0))
             seqs_list = list(map(_SEQ, entries))
             n_old = bisect_left(seqs_list, sealed)
             models[m] = self._model_snapshot(m, ids[n_old:], entries[n_old:])
-            if not n_old:
-                continue
-            seqs = np.array(seqs_list[:n_old], dtype=np.int64)
-            ks, starts = np.unique(seqs // CHUNK_SIZE, return_index=True)
-            ends = [*starts[1:].tolist(), n_old]
-            new = [(int(k), int(a), e) for k, a, e in zip(ks, starts, ends, strict=True)]
-            for k, a, e in new:
-                offsets.setdefault(k, []).append(seqs[a:e] % CHUNK_SIZE)
-            new = [(k, a, e) for k, a, e in new if k not in written]
-            if new:
-                lo = new[0][1]
-                cols = _columns_of(ids[lo:n_old], entries[lo:n_old])
-                for k, a, e in new:
-                    part = {name: col[a - lo : e - lo] for name, col in cols.items()}
-                    fresh.setdefault(k, {"models": {}})["models"][m] = part
+            self._chunk_parts(
+                m,
+                seqs_list,
+                n_old,
+                functools.partial(_entry_rows, ids, entries),
+                written,
+                offsets,
+                fresh,
+            )
         return self._split_end(sealed, live, models, offsets, fresh)
 
     def _split_end(
@@ -1297,10 +1300,10 @@ labels_unmatched=0))
         self._log, self._logged = [], 0
         self._open = {m: s["pending"] for m, s in models.items()}
         # A chunk whose live offsets did not change since (the same array) keeps its encoding.
-        known, self._encoded = self._encoded, {}
+        before, self._encoded = self._encoded, {}
         chunks = {}
         for k, offs in live.items():
-            hit = known.get(k)
+            hit = before.get(k)
             enc = hit[1] if hit is not None and hit[0] is offs else _encode_offsets(offs)
             self._encoded[k] = (offs, enc)
             chunks[str(k)] = enc
@@ -1338,26 +1341,35 @@ labels_unmatched=0))
             out[m] = whole
         return out
 
+    @staticmethod
     def _chunk_parts(
-        self,
         m: str,
-        cols: dict[str, list[Any]],
+        seqs_list: Sequence[int],
         n_old: int,
+        columns: Callable[[int, int], dict[str, list[Any]]],
         written: Collection[int],
         offsets: dict[int, list[np.ndarray]],
         fresh: dict[int, dict[str, Any]],
     ) -> None:
-        """Model ``m``'s rows ``[:n_old]`` of ``cols`` (of sealed chunks, in order) into the
-        chunks' live ``offsets``, and into ``fresh`` those of chunks not ``written``."""
+        """Model ``m``'s waiting rows ``[:n_old]`` (of sealed chunks, in arrival order;
+        ``seqs_list`` their sequence numbers) into the chunks' live ``offsets``, and into
+        ``fresh`` the rows of chunks not ``written``: ``columns(lo, hi)`` gives the columns of
+        rows ``lo:hi``, asked once, for the rows of those chunks only."""
         if not n_old:
             return
-        seqs = np.array(cols["seq"][:n_old], dtype=np.int64)
+        seqs = np.array(seqs_list[:n_old], dtype=np.int64)
         ks, starts = np.unique(seqs // CHUNK_SIZE, return_index=True)
         ends = [*starts[1:].tolist(), n_old]
+        new = []
         for k, a, e in zip(ks.tolist(), starts.tolist(), ends, strict=True):
             offsets.setdefault(k, []).append(seqs[a:e] % CHUNK_SIZE)
             if k not in written:
-                part = {name: col[a:e] for name, col in cols.items()}
+                new.append((k, a, e))
+        if new:
+            lo = new[0][1]
+            cols = columns(lo, n_old)
+            for k, a, e in new:
+                part = {name: col[a - lo : e - lo] for name, col in cols.items()}
                 fresh.setdefault(k, {"models": {}})["models"][m] = part
 
     def _model_snapshot(self, m: str, ids: list[str], entries: list[_Entry]) -> dict[str, Any]:
@@ -1450,6 +1462,18 @@ labels_unmatched=0))
 
 
 _chain = itertools.chain.from_iterable
+
+
+def _rows(cols: dict[str, list[Any]], lo: int, hi: int) -> dict[str, list[Any]]:
+    """Rows ``lo:hi`` of each column."""
+    return {name: col[lo:hi] for name, col in cols.items()}
+
+
+def _entry_rows(
+    ids: list[str], entries: Sequence[_Entry], lo: int, hi: int
+) -> dict[str, list[Any]]:
+    """:func:`_columns_of` the rows ``lo:hi``."""
+    return _columns_of(ids[lo:hi], entries[lo:hi])
 
 
 def _empty_columns() -> dict[str, list[Any]]:
