@@ -25,7 +25,6 @@ from itertools import repeat
 from typing import Any, NamedTuple, Protocol
 
 import numpy as np
-from scipy.signal import lfilter
 
 from stream_monitor.alerts.observation import Direction, Observation
 from stream_monitor.config import DriftConfig
@@ -48,6 +47,7 @@ from stream_monitor.stats.calibrate import (
     calibration_size,
 )
 from stream_monitor.stats.drift import ADWIN, PageHinkley, update_all
+from stream_monitor.stats.levels import ewma_paths
 from stream_monitor.stats.pit import PIT_POINTS
 from stream_monitor.stats.statistics import REGISTRY as STATISTIC_REGISTRY
 from stream_monitor.stats.windows import Closure
@@ -1041,10 +1041,7 @@ class NumericFeature(FeatureMonitor):
         """The fast and slow levels after each of ``z``, from the current :attr:`levels`
         (exact recurrences, carried across chunks, so they do not depend on how the stream
         was cut; :func:`run_detectors` filters many features' in one call)."""
-        return [
-            _filtered(a, z[None, :], np.array([level]))[0]
-            for a, level in zip(LEVEL_ALPHAS, self.levels, strict=True)
-        ]
+        return ewma_paths([z], LEVEL_ALPHAS, [self.levels])[0]
 
     def observe_reference(self, column: Sequence[Any]) -> None:
         values, missing, absent, bad, _ = self._feed(column)
@@ -1502,7 +1499,8 @@ def run_detectors(features: Sequence[FeatureMonitor], cuts: Sequence[int] | None
         return
     batches = [f.pending_z for f in waiting if f.pending_z is not None]
     rows = [f._pending_rows for f in waiting if f._pending_rows is not None]
-    levels = _batch_levels(waiting, batches)
+    # The fast and slow levels after each pending score: one compiled call for all features.
+    levels = ewma_paths(batches, LEVEL_ALPHAS, [f.levels for f in waiting])
     # Each feature's scores of each segment: its pending rows between the cuts.
     ends = [[0, len(b)] for b in batches]
     if cuts is not None:
@@ -1518,36 +1516,7 @@ def run_detectors(features: Sequence[FeatureMonitor], cuts: Sequence[int] | None
             waiting, parts, rows, ends, fired, levels, strict=True
         ):
             f.pending_z, f._pending_rows = part, r[e[i] : e[i + 1]]
-            f.take_firings(firings, None if lv is None else [y[e[i] : e[i + 1]] for y in lv])
-
-
-def _batch_levels(
-    features: list[NumericFeature], batches: list[np.ndarray]
-) -> list[list[np.ndarray] | None]:
-    """The fast and slow levels after each pending score: one filter per alpha for every
-    feature whose batch has the same length (usually all of them: no value missing), row by
-    row as for one feature; None for a feature alone with its length (its own
-    :meth:`NumericFeature.take_firings` filters it)."""
-    levels: list[list[np.ndarray] | None] = [None] * len(features)
-    by_length: dict[int, list[int]] = {}
-    for i, b in enumerate(batches):
-        by_length.setdefault(len(b), []).append(i)
-    for length, members in by_length.items():
-        if len(members) < 2 or not length:
-            continue
-        z = np.stack([batches[i] for i in members])
-        start = [[features[i].levels[a] for i in members] for a in range(len(LEVEL_ALPHAS))]
-        stacked = [_filtered(a, z, np.array(s0)) for a, s0 in zip(LEVEL_ALPHAS, start, strict=True)]
-        for r, i in enumerate(members):
-            levels[i] = [y[r] for y in stacked]
-    return levels
-
-
-def _filtered(alpha: float, z: np.ndarray, level: np.ndarray) -> np.ndarray:
-    """The exponentially weighted means (weight ``alpha``) after each value of each row of
-    ``z``, starting from ``level`` (one per row)."""
-    y, _ = lfilter([alpha], [1.0, alpha - 1.0], z, axis=-1, zi=((1.0 - alpha) * level)[:, None])
-    return np.asarray(y)
+            f.take_firings(firings, [y[e[i] : e[i + 1]] for y in lv])
 
 
 def ingest_numeric(

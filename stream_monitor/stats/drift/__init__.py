@@ -27,6 +27,7 @@ from stream_monitor.stats.drift.hddm_a import HDDMA
 from stream_monitor.stats.drift.hddm_w import HDDMW
 from stream_monitor.stats.drift.kswin import KSWIN
 from stream_monitor.stats.drift.page_hinkley import PageHinkley
+from stream_monitor.stats.levels import ewma_paths
 
 __all__ = [
     "ADWIN",
@@ -67,11 +68,13 @@ def update_all(
 
 def warm_up() -> None:
     """Compile the detectors' kernels, or load them from numba's cache, before a batch needs
-    them: each path runs once on a few values. The first time on a machine (an empty cache)
-    this takes seconds; after it, about a second.
+    them: each path runs once on a few values, and so does the kernel of the levels that
+    judge a firing's direction (:mod:`stream_monitor.stats.levels`). The first time on a
+    machine (an empty cache) this takes seconds; after it, about a second.
 
     >>> warm_up()
     """
     x = np.linspace(0.0, 1.0, 64)
     update_all([ADWIN(), PageHinkley()], [x, x])  # the array passes
     ADWIN().update_many(x[:2])  # the per-value path of short batches and window detectors
+    ewma_paths([x], (0.5,), [[0.0]])

@@ -14,23 +14,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
 
-import numba
 import numpy as np
 
+from stream_monitor.stats.compiled import compiled
+
 __all__ = ["MODE_CODES", "adwin_one", "adwin_pass", "offsets", "page_hinkley_pass"]
-
-
-def _compiled(fn: Any) -> Any:
-    """``fn`` compiled by numba at its first call, its machine code kept in numba's cache (the
-    package's ``__pycache__``, or ``NUMBA_CACHE_DIR``) for the next process. Where neither is
-    writable (a container's read-only file system without a cache volume) numba refuses to
-    cache: then each process compiles it again (seconds; see :func:`.warm_up`)."""
-    try:
-        return numba.njit(cache=True)(fn)
-    except RuntimeError:  # "cannot cache function ...: no locator available"
-        return numba.njit(fn)
 
 
 def offsets(lengths: Sequence[int]) -> np.ndarray:
@@ -50,7 +39,7 @@ def offsets(lengths: Sequence[int]) -> np.ndarray:
 MODE_CODES = {"up": 0, "down": 1, "both": 2}
 
 
-@_compiled
+@compiled
 def page_hinkley_pass(
     x: np.ndarray,
     x_lo: np.ndarray,
@@ -94,7 +83,7 @@ def page_hinkley_pass(
     return hits
 
 
-@_compiled
+@compiled
 def adwin_pass(
     x: np.ndarray,
     x_lo: np.ndarray,
@@ -136,7 +125,7 @@ def adwin_pass(
     return hits, out_sizes[:used].copy(), out_totals[:used].copy(), out_m2s[:used].copy(), out_lo
 
 
-@_compiled
+@compiled
 def adwin_one(
     x: np.ndarray,
     sizes: np.ndarray,
@@ -157,7 +146,7 @@ def adwin_one(
     return hit, n, total, variance, sz[:held].copy(), tt[:held].copy(), mm[:held].copy()
 
 
-@_compiled
+@compiled
 def _buffers(max_buckets: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Room for a histogram's buckets: a level holds at most ``max_buckets + 1`` (for a
     moment), and a window of fewer than ``2**63`` values fills fewer than 64 levels."""
@@ -165,7 +154,7 @@ def _buffers(max_buckets: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return np.empty(cap, dtype=np.int64), np.empty(cap), np.empty(cap)
 
 
-@_compiled
+@compiled
 def _adwin_advance(
     x: np.ndarray,
     sz: np.ndarray,
@@ -201,7 +190,7 @@ def _adwin_advance(
     return -1, held, n, total, variance
 
 
-@_compiled
+@compiled
 def _carry(sz: np.ndarray, tt: np.ndarray, mm: np.ndarray, length: int, max_buckets: int) -> int:
     """After a value was appended: while a level holds ``max_buckets + 1`` buckets, merge its
     two oldest into one of the next level (a level's buckets are a run, and the merged bucket
@@ -225,7 +214,7 @@ def _carry(sz: np.ndarray, tt: np.ndarray, mm: np.ndarray, length: int, max_buck
         size, end = 2 * size, j + 1
 
 
-@_compiled
+@compiled
 def _cut(
     sz: np.ndarray,
     tt: np.ndarray,
