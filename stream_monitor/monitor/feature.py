@@ -946,19 +946,15 @@ class NumericFeature(FeatureMonitor):
                 self._pending_rows = np.flatnonzero(present)
         return values, missing, absent, bad, z
 
-    def take_firings(
-        self, fired: dict[str, list[int]], levels: list[np.ndarray] | None = None
-    ) -> None:
+    def take_firings(self, fired: dict[str, list[int]], levels: list[np.ndarray]) -> None:
         """Judge where the detectors fired on :attr:`pending_z` (indices into it, per
         detector): add to :attr:`detector_points` the verdict at every value where it may
         change (see :meth:`detector_observations`). Judged per value, so the answer does not
         depend on how the stream was cut into batches. ``levels``: the fast and slow levels
-        after each pending score when the caller filtered many features at once (see
-        :func:`run_detectors`)."""
+        after each pending score (:func:`run_detectors` computes every feature's in one
+        call)."""
         assert self.pending_z is not None and self._pending_rows is not None
         start = self.n_values
-        if levels is None:
-            levels = self._levels(self.pending_z)
         if len(self.pending_z):
             self.levels = [float(y[-1]) for y in levels]
         horizon = self.cfg.detectors.agreement_events
@@ -1036,12 +1032,6 @@ class NumericFeature(FeatureMonitor):
         self.detectors_returned = returned
         for name, ats in accepted.items():
             self.last_firing[name] = ats[-1]
-
-    def _levels(self, z: np.ndarray) -> list[np.ndarray]:
-        """The fast and slow levels after each of ``z``, from the current :attr:`levels`
-        (exact recurrences, carried across chunks, so they do not depend on how the stream
-        was cut; :func:`run_detectors` filters many features' in one call)."""
-        return ewma_paths([z], LEVEL_ALPHAS, [self.levels])[0]
 
     def observe_reference(self, column: Sequence[Any]) -> None:
         values, missing, absent, bad, _ = self._feed(column)

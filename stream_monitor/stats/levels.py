@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from stream_monitor.stats.compiled import compiled
+from stream_monitor.stats.compiled import compiled, offsets
 
 __all__ = ["ewma_paths"]
 
@@ -52,9 +52,7 @@ def ewma_paths(
     ...                                               [0.5], [[0.0], [3.0]])]
     [[[0.5, 0.75]], [[]]]
     """
-    lengths = [len(x) for x in streams]
-    lo = np.zeros(len(streams) + 1, dtype=np.int64)
-    np.cumsum(lengths, out=lo[1:])
+    lo = offsets([len(x) for x in streams])
     x = np.concatenate(streams) if streams else np.zeros(0)
     start = np.array(levels, dtype=np.float64).reshape(len(streams), len(alphas))
     out = _ewma(x.astype(np.float64, copy=False), lo, np.array(alphas, dtype=np.float64), start)

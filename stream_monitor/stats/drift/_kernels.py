@@ -13,26 +13,12 @@ how a stream is cut into batches. ADWIN's per-value path (a few values per call)
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 
 import numpy as np
 
-from stream_monitor.stats.compiled import compiled
+from stream_monitor.stats.compiled import compiled, offsets
 
 __all__ = ["MODE_CODES", "adwin_one", "adwin_pass", "offsets", "page_hinkley_pass"]
-
-
-def offsets(lengths: Sequence[int]) -> np.ndarray:
-    """Where each of arrays of these lengths starts when they are laid end to end, and their
-    total last: array ``s`` is ``[offsets[s]:offsets[s + 1]]``, as the kernels read streams
-    and buckets.
-
-    >>> offsets([3, 0, 2]).tolist()
-    [0, 3, 3, 5]
-    """
-    out = np.zeros(len(lengths) + 1, dtype=np.int64)
-    np.cumsum(lengths, out=out[1:])
-    return out
 
 
 #: Page-Hinkley's ``mode`` as the kernel takes it.
