@@ -66,6 +66,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="also cProfile the first checkout's steady state and print its N functions of "
         "largest cumulative time (the profiler inflates small calls: shares, not timings)",
     )
+    ap.add_argument(
+        "--sort",
+        choices=("cumulative", "tottime"),
+        default="cumulative",
+        help="the profile's order: cumulative time (default) or time in the function itself",
+    )
     args = ap.parse_args(argv)
     if args.predictions < 1000 or args.batch < 1:
         ap.error("need --predictions >= 1000 and --batch >= 1")
@@ -147,7 +153,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             gc.set_threshold(*old)
     if args.profile:
         print(f"cProfile of {args.sources[0]} after the first 20 %:")
-        pstats.Stats(prof).sort_stats("cumulative").print_stats(args.profile)
+        pstats.Stats(prof).sort_stats(args.sort).print_stats(args.profile)
     steady = len(raw) - -(-warm // args.batch) * args.batch  # records in batches from warm on
     for r in revs:
         # the alert events' fields, to tell at a glance whether the checkouts agree

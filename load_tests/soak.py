@@ -6,11 +6,17 @@
 
 On its own broker (deploy/local/kafka.sh through _harness.py, default ``--kafka-port 39292``):
 
-1. max rate (skipped with ``--rate``): ``--measure-predictions`` 400,000 predictions of
+1. max rate (skipped with ``--rate``): ``--measure-predictions`` 2,000,000 predictions of
    ``--models`` 6 models (keys chosen to fall evenly on the partitions) plus their labels
    (TrafficGenerator traffic, ``--label-rate`` 0.8) are pre-produced on ``--partitions`` 3
    partitions and drained by a monitor with its defaults, as bench_throughput.py does:
-   predictions/s between 10 % and 90 % consumed (about 20 s). The soak rate is half of that.
+   predictions/s between 10 % and 90 % consumed (about 40 s). The soak rate is half of that.
+   The backlog's event times are ``--measure-event-rate`` (25,000) predictions per second
+   apart, about the soak's own density (its event time is wall time), so that the label join
+   and the early labels hold as much per second of event time in both phases: at 1,000/s, as
+   this script had it until 2026-12-07, the same monitor drained 1.3 times as fast (92,916
+   against 70,012 records/s, load_tests/RESULTS.md), and half of that rate was no longer half
+   of what the monitor could do on the soak's traffic.
 2. soak: a fresh monitor (defaults: exactly-once, state checkpointed to its changelog) on
    fresh topics while a paced producer thread (acks=all, lz4, linger ``--linger-ms`` 5) sends
    that many predictions/s for ``--minutes`` (60), event time = wall time. Each prediction
@@ -343,7 +349,7 @@ def measure_max_rate(
     the soak's traffic, between 10 % and 90 % consumed."""
     topics = make_topics(bootstrap, run_id, "max", args.partitions)
     n = args.measure_predictions
-    ev_rate = 1000.0  # a past window of event time ending about now
+    ev_rate = args.measure_event_rate  # a past window of event time ending about now
     start = time.time() - n / ev_rate - 60
     log(f"max rate: pre-producing {n:,} predictions + labels")
     pr = produce(
@@ -398,6 +404,7 @@ def measure_max_rate(
         "records_s": (total(b.series, CONSUMED) - total(a.series, CONSUMED)) / dt,
         "cpu": cpu_shares(a.cpu, b.cpu),
         "exit_code": rc,
+        "event_rate": ev_rate,
     }
     log(
         f"max rate: {r['predictions_s']:,.0f} predictions/s ({r['records_s']:,.0f} records/s) "
@@ -711,7 +718,8 @@ def report(args: argparse.Namespace, mx: dict[str, Any] | None, r: dict[str, Any
             f"records at **{mx['predictions_s']:,.0f} predictions/s** "
             f"({mx['records_s']:,.0f} records/s) between 10 % and 90 % consumed "
             f"({mx['window_s']:.1f} s; monitor {mx['cpu'].get('monitor', 0):.2f} cores, other "
-            f"processes {mx['cpu'].get('others', 0):.2f}). Soak rate: half of it."
+            f"processes {mx['cpu'].get('others', 0):.2f}); event times "
+            f"{mx['event_rate']:,.0f} predictions per second apart. Soak rate: half of it."
         )
     else:
         md.append("Rate given with `--rate` (no max-rate measurement).")
@@ -823,7 +831,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--every", type=float, default=30.0, help="seconds between points")
     ap.add_argument("--poll", type=float, default=1.0, help="seconds between lag samples")
     ap.add_argument("--rate", type=float, default=0.0, help="predictions/s (0: half the max)")
-    ap.add_argument("--measure-predictions", type=int, default=400_000)
+    ap.add_argument("--measure-predictions", type=int, default=2_000_000)
+    ap.add_argument(
+        "--measure-event-rate",
+        type=float,
+        default=25_000.0,
+        help="predictions per second of event time in the max-rate backlog (about the soak's)",
+    )
     ap.add_argument("--models", type=int, default=6)
     ap.add_argument("--partitions", type=int, default=3)
     ap.add_argument("--label-rate", type=float, default=0.8)
@@ -855,6 +869,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.minutes <= 0 or args.every <= 0 or args.poll <= 0 or args.models < 1:
         ap.error("need positive --minutes, --every, --poll and --models")
+    if args.measure_event_rate <= 0:
+        ap.error("need a positive --measure-event-rate")
 
     rec = RunRecord.begin("soak.py", args, argv)
     run_id = rec.run_id
