@@ -70,6 +70,7 @@ __all__ = [
     "DeserializeError",
     "Deserializer",
     "JsonDeserializer",
+    "LayoutStats",
     "ModelBatches",
     "dead_letter_headers",
     "decode_by_model",
@@ -78,6 +79,7 @@ __all__ = [
     "decode_record",
     "decode_records",
     "deserializer_for",
+    "layout_stats",
     "processing_error",
 ]
 
@@ -558,6 +560,34 @@ _layout_names = [0]  # how many names _LAYOUTS holds
 #: are also more than an eighth of its events so far (each costs a second parse); it learns
 #: the next event's layout once, and gives up for good the second time.
 _LAYOUT_MISSES = 8
+#: Keys' batches that went without a layout (their events then decode into dicts, about
+#: twice the CPU of a row), by why: ``names_cap`` (past LAYOUT_NAMES_CAP no layout is made)
+#: and ``misfits`` (given up for the rest of the batch, see _LAYOUT_MISSES).
+_layout_misses = {"names_cap": 0, "misfits": 0}
+
+
+class LayoutStats(NamedTuple):
+    """The decoder's feature layouts, process-wide (see :func:`layout_stats`)."""
+
+    #: Layouts made (their decoders are held for good).
+    layouts: int
+    #: Names the layouts hold, made or refused, and the cap past which no layout is made.
+    names: int
+    names_cap: int
+    #: Keys' batches that went without a layout, by why (``names_cap``, ``misfits``).
+    misses: dict[str, int]
+
+
+def layout_stats() -> LayoutStats:
+    """What the monitor's decoder learnt of feature layouts, for its metrics: a key of many
+    batches decoded without its layout decodes about half as fast.
+
+    >>> stats = layout_stats()
+    >>> stats.names <= stats.names_cap, sorted(stats.misses)
+    (True, ['misfits', 'names_cap'])
+    """
+    made = sum(found is not None for found in list(_LAYOUTS.values()))
+    return LayoutStats(made, _layout_names[0], LAYOUT_NAMES_CAP, dict(_layout_misses))
 
 
 def _layout_decoder(names: tuple[str, ...], numeric: frozenset[str] = frozenset()) -> Any:
@@ -568,7 +598,10 @@ def _layout_decoder(names: tuple[str, ...], numeric: frozenset[str] = frozenset(
     key = (names, numeric)
     if key in _LAYOUTS:
         return _LAYOUTS[key]
-    if not names or _layout_names[0] + len(names) > LAYOUT_NAMES_CAP:
+    if not names:
+        return None
+    if _layout_names[0] + len(names) > LAYOUT_NAMES_CAP:
+        _layout_misses["names_cap"] += 1
         return None
     try:
         row = row_type(names, FeatureValue, numeric, _NumberOrNull)
@@ -791,6 +824,8 @@ def _light_predictions(
                 if misses > _LAYOUT_MISSES and 8 * misses > len(out):
                     # the first event's names were not the usual ones: learn the next
                     # event's, once, or give up for this batch
+                    if not relearn:
+                        _layout_misses["misfits"] += 1
                     layout, learn, relearn, misses = None, relearn, False, 0
         if s is None:
             try:

@@ -12,11 +12,16 @@ Examples
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from stream_monitor import __version__
+from stream_monitor.events.decode import layout_stats
 
-__all__ = ["Instruments"]
+__all__ = ["DecodeLayouts", "Instruments"]
 
 
 class Instruments:
@@ -161,3 +166,51 @@ class Instruments:
             namespace=ns,
             registry=registry,
         )
+        registry.register(DecodeLayouts())
+
+
+class DecodeLayouts(Collector):
+    """The decoder's feature layouts (process-wide, read at scrape time): a key whose
+    predictions keep their usual feature names decodes them straight into rows; without its
+    layout (too many names in all, or too many events of other names) each event decodes into
+    a dict, at about twice the CPU, and these series say so.
+
+    >>> from prometheus_client import CollectorRegistry
+    >>> reg = CollectorRegistry()
+    >>> reg.register(DecodeLayouts())
+    >>> reg.get_sample_value("stream_monitor_decode_layout_names_max")
+    65536.0
+    """
+
+    def describe(self) -> list[Metric]:
+        return []  # read at scrape time
+
+    def collect(self) -> Iterator[Metric]:
+        stats = layout_stats()
+        yield GaugeMetricFamily(
+            "stream_monitor_decode_layouts",
+            "Feature layouts the decoder made: a key's usual feature names, decoded straight "
+            "into a row.",
+            value=float(stats.layouts),
+        )
+        yield GaugeMetricFamily(
+            "stream_monitor_decode_layout_names",
+            "Feature names the decoder's layouts hold; past "
+            "stream_monitor_decode_layout_names_max no new layout is made.",
+            value=float(stats.names),
+        )
+        yield GaugeMetricFamily(
+            "stream_monitor_decode_layout_names_max",
+            "The cap on the names the decoder's layouts hold.",
+            value=float(stats.names_cap),
+        )
+        misses = CounterMetricFamily(
+            "stream_monitor_decode_layout_misses",
+            "Batches of a key's predictions decoded without its layout, each event into a "
+            "dict at about twice the CPU, by reason: names_cap (the layouts' names at their "
+            "cap) or misfits (too many events of other feature names than the layout's).",
+            labels=["reason"],
+        )
+        for reason, n in sorted(stats.misses.items()):
+            misses.add_metric([reason], float(n))
+        yield misses

@@ -15,6 +15,7 @@ from typing import Any
 import msgspec
 import orjson
 import pytest
+from prometheus_client import CollectorRegistry
 
 from stream_monitor.config import MonitorConfig
 from stream_monitor.events import decode as decode_module
@@ -24,12 +25,14 @@ from stream_monitor.events.decode import (
     decode_labels,
     decode_predictions,
     decode_records,
+    layout_stats,
 )
 from stream_monitor.events.feature_rows import FeatureRow
 from stream_monitor.events.live import Label, Prediction
 from stream_monitor.events.outputs import event_columns
 from stream_monitor.events.schema import LabelEvent
 from stream_monitor.kafka.records import RawRecord
+from stream_monitor.metrics.instruments import Instruments
 from stream_monitor.monitor.partition import PartitionState
 from tests.unit.test_decode import _generated
 
@@ -170,10 +173,16 @@ def test_models_of_a_keyed_partition_come_with_their_columns() -> None:
     assert rows > 0.8 * 3000
 
 
-def test_a_key_whose_events_rarely_fit_its_layout_gives_it_up() -> None:
+def test_a_key_whose_events_rarely_fit_its_layout_gives_it_up(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """Past 8 misfits that are more than an eighth of a key's events, its batch learns the
     next event's layout; past as many again, it decodes the rest into dicts (each misfit
-    cost a second parse)."""
+    cost a second parse), and the metrics count the batch as given up."""
+    misses = {"names_cap": 0, "misfits": 0}
+    monkeypatch.setattr(decode_module, "_layout_misses", misses)
+    monkeypatch.setattr(decode_module, "_LAYOUTS", {})  # the names cap out of reach
+    monkeypatch.setattr(decode_module, "_layout_names", [0])
     rng = random.Random(5)
     # 3 layouts at random
     features = [{f"x{j}": float(j) for j in range(rng.randrange(1, 4))} for _ in range(400)]
@@ -182,6 +191,20 @@ def test_a_key_whose_events_rarely_fit_its_layout_gives_it_up() -> None:
     rows = [i for i, e in enumerate(events) if isinstance(e.features, FeatureRow)]
     assert rows and max(rows) < 100  # rows only before it gave up
     assert len({type(events[i].features) for i in rows}) == 2  # the first layout, then one more
+    assert misses == {"names_cap": 0, "misfits": 1}  # _assert_as_plain decodes it once
+    assert layout_stats().misses == misses
+
+
+def test_a_layout_learnt_again_is_no_miss(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A batch whose first event had unusual names learns the next one's layout: that batch
+    kept a layout, and no miss is counted."""
+    misses = {"names_cap": 0, "misfits": 0}
+    monkeypatch.setattr(decode_module, "_layout_misses", misses)
+    monkeypatch.setattr(decode_module, "_LAYOUTS", {})  # the names cap out of reach
+    monkeypatch.setattr(decode_module, "_layout_names", [0])
+    usual = {f"x{j}": float(j) for j in range(5)}
+    _assert_as_plain(keyed_records([{"x0": 1.0}] + [usual] * 299))
+    assert misses == {"names_cap": 0, "misfits": 0}
 
 
 def test_a_first_event_of_unusual_names_does_not_cost_the_batch_its_layout() -> None:
@@ -401,11 +424,23 @@ def test_past_the_cap_on_layout_names_events_keep_their_dicts(
     monkeypatch.setattr(decode_module, "_LAYOUTS", {})
     monkeypatch.setattr(decode_module, "_layout_names", [0])
     monkeypatch.setattr(decode_module, "LAYOUT_NAMES_CAP", 7)
+    monkeypatch.setattr(decode_module, "_layout_misses", {"names_cap": 0, "misfits": 0})
     first = _assert_as_plain(keyed_records([{f"a{j}": j for j in range(4)}] * 5))
+    assert layout_stats() == (1, 4, 7, {"names_cap": 0, "misfits": 0})
     second = _assert_as_plain(keyed_records([{f"b{j}": j for j in range(4)}] * 5))
     assert all(isinstance(e.features, FeatureRow) for e in first.events())  # 4 names of 7
     assert all(type(e.features) is dict for e in second.events())  # 8 would be past 7
     assert decode_module._layout_names == [4]
+    # the second key's batch went without a layout: counted, and shown to Prometheus
+    assert layout_stats() == (1, 4, 7, {"names_cap": 1, "misfits": 0})
+    reg = CollectorRegistry()
+    Instruments(reg)
+    assert reg.get_sample_value("stream_monitor_decode_layouts") == 1.0
+    assert reg.get_sample_value("stream_monitor_decode_layout_names") == 4.0
+    assert reg.get_sample_value("stream_monitor_decode_layout_names_max") == 7.0
+    name = "stream_monitor_decode_layout_misses_total"
+    got = {r: reg.get_sample_value(name, {"reason": r}) for r in ("names_cap", "misfits")}
+    assert got == {"names_cap": 1.0, "misfits": 0.0}
 
 
 def test_a_layout_that_refuses_its_own_first_event_is_dropped(

@@ -175,7 +175,7 @@ ROOMS: dict[str, set[str]] = {
     "reference": {"stats", "events", "config", "errors"},
     "alerts": {"events", "config", "kafka", "checkpoint", "errors"},
     "monitor": {"stats", "reference", "events", "alerts", "config"},
-    "metrics": {"monitor", "alerts", "stats"},
+    "metrics": {"monitor", "alerts", "events", "stats"},
     "alignment": {"config", "monitor"},
     "gc_tuning": set(),
     "blas_threads": set(),
