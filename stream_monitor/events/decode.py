@@ -560,8 +560,9 @@ _layout_names = [0]  # how many names _LAYOUTS holds
 #: are also more than an eighth of its events so far (each costs a second parse); it learns
 #: the next event's layout once, and gives up for good the second time.
 _LAYOUT_MISSES = 8
-#: Keys' batches that went without a layout (their events then decode into dicts, about
-#: twice the CPU of a row), by why: ``names_cap`` (past LAYOUT_NAMES_CAP no layout is made)
+#: Keys' batches that went without a layout (their events then decode into dicts: the parse
+#: takes about 1.5 times as long, and the monitor some 15 % more CPU per scenario-A record,
+#: load_tests/RESULTS.md), by why: ``names_cap`` (past LAYOUT_NAMES_CAP no layout is made)
 #: and ``misfits`` (given up for the rest of the batch, see _LAYOUT_MISSES).
 _layout_misses = {"names_cap": 0, "misfits": 0}
 
@@ -579,8 +580,8 @@ class LayoutStats(NamedTuple):
 
 
 def layout_stats() -> LayoutStats:
-    """What the monitor's decoder learnt of feature layouts, for its metrics: a key of many
-    batches decoded without its layout decodes about half as fast.
+    """What the monitor's decoder learnt of feature layouts, for its metrics: a key whose
+    batches go without its layout costs more CPU per event (see ``_layout_misses``).
 
     >>> stats = layout_stats()
     >>> stats.names <= stats.names_cap, sorted(stats.misses)

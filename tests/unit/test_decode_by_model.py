@@ -441,6 +441,9 @@ def test_past_the_cap_on_layout_names_events_keep_their_dicts(
     name = "stream_monitor_decode_layout_misses_total"
     got = {r: reg.get_sample_value(name, {"reason": r}) for r in ("names_cap", "misfits")}
     assert got == {"names_cap": 1.0, "misfits": 0.0}
+    # a scrape that asks for one series by name (prometheus_client's name[] filter) finds it
+    only = reg.restricted_registry(["stream_monitor_decode_layouts"]).collect()
+    assert [(m.name, m.samples[0].value) for m in only] == [("stream_monitor_decode_layouts", 1.0)]
 
 
 def test_a_layout_that_refuses_its_own_first_event_is_dropped(
