@@ -11,12 +11,17 @@ buffer down to a quarter or the labels no longer ahead) or ran out of records. H
 labels' clock stands still while the predictions' moves on, so a paused partition always
 resumes: the early labels that wait for predictions already read expire against the
 predictions' clock (``EarlyLabels.expire_behind``), not only against the labels'.
+
+The pause takes effect between batches, but one batch can hold thousands of a partition's
+labels (the client fetches ahead), so within a batch :meth:`LabelAlignment.hold_back` cuts each
+labels partition at the same limits before anything is processed: the labels from the cut on are
+not processed nor committed, and the partition, paused, is sought back to them.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from confluent_kafka import TopicPartition
@@ -99,6 +104,63 @@ class LabelAlignment:
             ) or not has_backlog(p):
                 consumer.resume([labels_tp])
                 self.paused.discard(p)
+
+    def hold_back(
+        self,
+        consumer: Any,
+        states: Mapping[int, PartitionState],
+        labels: Mapping[int, Sequence[tuple[int, float]]],
+        predictions_newest: Mapping[int, float],
+        has_backlog: Callable[[int], bool] | None = None,
+    ) -> dict[int, int]:
+        """Where to cut one batch's labels, before any of them is processed: per labels
+        partition whose predictions partition has a backlog, the offset of its first label
+        more than ``align_seconds`` ahead of the newest prediction (this batch's included), or
+        the first label ahead at all that would take the early labels past half their capacity.
+        That partition is paused and sought back to the offset, so the labels from there on are
+        neither processed nor committed now but read again once the predictions caught up.
+
+        :meth:`align` pauses only between batches, and a batch can hold thousands of one
+        partition's labels (what the client fetched ahead): without the cut they would overflow
+        the early labels. ``labels``: per partition, ``(offset, event time)`` of its decoded
+        labels in offset order."""
+        if has_backlog is None:
+
+            def has_backlog(p: int) -> bool:
+                return self._has_backlog(consumer, p)
+
+        cuts: dict[int, int] = {}
+        for p, items in labels.items():
+            state = states.get(p)
+            if state is None or not items or not has_backlog(p):
+                continue
+            pred_time = max(
+                self.event_time.get((self.predictions, p), float("-inf")),
+                predictions_newest.get(p, float("-inf")),
+            )
+            limit = pred_time + self.margin
+            room = self.capacity / 2 - len(state.early)
+            for offset, ts in items:
+                if ts > pred_time:
+                    room -= 1
+                    if ts > limit or room < 0:
+                        cuts[p] = offset
+                        break
+            else:
+                continue
+            if p not in self.paused:
+                consumer.pause([TopicPartition(self.labels, p)])
+                self.paused.add(p)
+                self._on_pause()
+            # After the pause: a seek before it would be forgotten by librdkafka < 1.9.
+            consumer.seek(TopicPartition(self.labels, p, cuts[p]))
+            log.debug(
+                "holding labels partition=%d back from offset %d: predictions at %.1f",
+                p,
+                cuts[p],
+                pred_time,
+            )
+        return cuts
 
     def _has_backlog(self, consumer: Any, p: int) -> bool:
         """Whether predictions partition ``p`` has records left to read. Before anything of

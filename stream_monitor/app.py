@@ -500,6 +500,26 @@ class Application:
         assert self._ckpt is not None
         self._ckpt.add_output(rec)
 
+    def _hold_back_labels(
+        self, label_msgs: list[Any], decoded: list[Any], preds: dict[int, list[AnyPrediction]]
+    ) -> dict[int, int]:
+        """Per labels partition of the batch, the offset from which its records are held back
+        (:meth:`LabelAlignment.hold_back`): none without a consumer (a batch fed by hand)."""
+        consumer = self._consumer
+        if consumer is None or not label_msgs:
+            return {}
+        per_part: dict[int, list[tuple[int, float]]] = {}
+        for m, ev in zip(label_msgs, decoded, strict=True):
+            if type(ev) is not DeadLetter:
+                part = m.partition()
+                items = per_part.get(part)
+                if items is None:
+                    per_part[part] = [(m.offset(), ev.timestamp)]
+                else:
+                    items.append((m.offset(), ev.timestamp))
+        newest = {part: max(map(_TIMESTAMP, events)) for part, events in preds.items()}
+        return self.alignment.hold_back(consumer, self.states, per_part, newest)
+
     def process_batch(self, msgs: list[Any]) -> list[AlertEvent]:
         """Decode, monitor and produce the outputs of one batch; return its alert events.
 
@@ -562,7 +582,12 @@ class Application:
             if grouped.by_model:
                 preds[part] = grouped.events()
         decoded: list[Any] = decode_labels(label_msgs, max_bytes=max_bytes, deserializer=fmt)
+        held = self._hold_back_labels(label_msgs, decoded, preds)
         for m, ev in zip(label_msgs, decoded, strict=True):
+            if held:
+                cut = held.get(m.partition())
+                if cut is not None and m.offset() >= cut:
+                    continue  # read again once the predictions caught up
             if type(ev) is DeadLetter:
                 dead.append(ev)
             else:
@@ -573,6 +598,13 @@ class Application:
                     labels[part] = [ev]
                 else:
                     part_events.append(ev)
+        for part, cut in held.items():  # only what was taken counts, and is committed
+            key = (cfg.topics.labels, part)
+            taken = [m.offset() for m in label_msgs if m.partition() == part and m.offset() < cut]
+            if taken:
+                count[key], last[key] = len(taken), max(taken)
+            else:
+                del count[key], first[key], last[key]
         consumed: dict[str, int] = {}
         for key, n in count.items():
             topic, part = key

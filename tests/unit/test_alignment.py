@@ -21,6 +21,7 @@ class _Consumer:
         self.position_of: dict[tuple[str, int], int] = {}
         self.high_of: dict[tuple[str, int], int] = {}
         self.paused: set[tuple[str, int]] = set()
+        self.sought: list[tuple[str, int, int]] = []
 
     def position(self, tps: list[TopicPartition]) -> list[TopicPartition]:
         return [TopicPartition(t.topic, t.partition, self.position_of[(t.topic, t.partition)])
@@ -34,6 +35,10 @@ class _Consumer:
 
     def resume(self, tps: list[TopicPartition]) -> None:
         self.paused.difference_update((t.topic, t.partition) for t in tps)
+
+    def seek(self, tp: TopicPartition) -> None:
+        assert (tp.topic, tp.partition) in self.paused, "seek before pause"
+        self.sought.append((tp.topic, tp.partition, tp.offset))
 
 
 def test_labels_pause_while_ahead_with_a_prediction_backlog_and_resume_when_caught_up() -> None:
@@ -148,3 +153,63 @@ def test_labels_far_behind_their_models_predictions_are_unmatched_at_once() -> N
     )  # fmt: skip
     assert state.labels_behind == 1 and state.join.unmatched_labels == 1
     assert len(state.early) == 1 and state.early.take("m", "new") == 1.0
+
+
+def _backlog(consumer: _Consumer, *partitions: int) -> None:
+    for p in partitions:
+        consumer.position_of[("predictions", p)] = 10
+        consumer.high_of[("predictions", p)] = 1000
+
+
+def test_a_batch_s_labels_are_cut_past_the_margin_and_read_again_from_there() -> None:
+    """CI's lost labels (test_backlog): one batch held thousands of one partition's labels,
+    fetched ahead; align() pauses only between batches, so the early labels overflowed."""
+    pauses: list[int] = []
+    a = LabelAlignment(CFG, lambda: pauses.append(1))  # margin 60 s
+    consumer = _Consumer()
+    _backlog(consumer, 0, 1)
+    states: dict[int, Any] = {0: PartitionState(0, CFG), 1: PartitionState(1, CFG)}
+    a.observe("predictions", 0, 1000.0)
+    a.observe("predictions", 1, 1000.0)
+    labels = {
+        0: [(100 + i, 1000.0 + 10 * i) for i in range(10)],  # 1000, 1010, ... 1090
+        1: [(7, 990.0), (8, 1059.0)],  # all within the margin
+    }
+    # partition 0's predictions reach 1020 in this very batch: the cut is past 1080
+    cuts = a.hold_back(consumer, states, labels, {0: 1020.0})
+    assert cuts == {0: 109}
+    assert consumer.paused == {("labels", 0)} and a.paused == {0} and len(pauses) == 1
+    assert consumer.sought == [("labels", 0, 109)]
+    # held back again while still paused: sought, not paused twice
+    assert a.hold_back(consumer, states, {0: [(109, 1090.0)]}, {}) == {0: 109}
+    assert len(pauses) == 1 and consumer.sought[-1] == ("labels", 0, 109)
+
+
+def test_labels_before_any_prediction_are_all_held_back_and_none_without_a_backlog() -> None:
+    a = LabelAlignment(CFG, lambda: None)
+    consumer = _Consumer()
+    states: dict[int, Any] = {0: PartitionState(0, CFG), 1: PartitionState(1, CFG)}
+    _backlog(consumer, 0)
+    consumer.position_of[("predictions", 1)] = consumer.high_of[("predictions", 1)] = 50
+    items = [(0, 5.0), (1, 6.0)]
+    assert a.hold_back(consumer, states, {0: items, 1: items}, {}) == {0: 0}
+    assert consumer.paused == {("labels", 0)} and consumer.sought == [("labels", 0, 0)]
+
+
+def test_labels_ahead_are_cut_where_they_would_fill_half_the_early_labels() -> None:
+    cfg = MonitorConfig.model_validate(
+        {
+            "bootstrap_servers": "unused:9092",
+            "labels": {"align_seconds": 60.0, "early_capacity": 10},
+        }
+    )
+    a = LabelAlignment(cfg, lambda: None)
+    consumer = _Consumer()
+    _backlog(consumer, 0)
+    state = PartitionState(0, cfg)
+    state.early.add("m", "w", 1001.0, 1)  # one waits already: room for 4 more ahead
+    a.observe("predictions", 0, 1000.0)
+    # labels at or behind the predictions do not count: their predictions were read
+    items = [(0, 999.0), (1, 1000.0), (2, 1001.0), (3, 999.5), (4, 1002.0), (5, 1003.0),
+             (6, 1004.0), (7, 1005.0)]  # fmt: skip
+    assert a.hold_back(consumer, {0: state}, {0: items}, {}) == {0: 7}
