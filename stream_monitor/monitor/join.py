@@ -36,9 +36,10 @@ from bisect import bisect_left
 from collections import OrderedDict
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import astuple, dataclass
-from operator import itemgetter
+from operator import attrgetter, itemgetter
 from typing import Any, NamedTuple
 
+import msgspec
 import numpy as np
 
 __all__ = [
@@ -78,7 +79,21 @@ DELAY_BUCKETS: tuple[float, ...] = (
 )
 
 
-class PendingPrediction(NamedTuple):
+class PendingPrediction(msgspec.Struct, frozen=True, gc=False):
+    """One prediction waiting for its label.
+
+    Hundreds of thousands wait at once and each lives for seconds to days, so none is tracked
+    by the cyclic garbage collector (``gc=False``; its fields are strings, floats and a tuple of
+    strings, which form no cycles): a NamedTuple is tracked for its whole life, and so is the
+    tuple that holds it, and every full collection walked two objects per waiting prediction
+    (0.38 s for 600,000, load_tests/RESULTS.md).
+
+    >>> import gc
+    >>> p = PendingPrediction(1.0, "a", 0.5)
+    >>> gc.is_tracked(p), p.timestamp, p.model_version
+    (False, 1.0, None)
+    """
+
     timestamp: float
     label: str | None
     score: float | None
@@ -187,7 +202,7 @@ _COUNTERS = (
 _SEQ = itemgetter(0)
 _PREDICTION = itemgetter(1)
 #: The snapshot's columns of a waiting prediction, with their getters.
-_COLUMNS = {name: itemgetter(i) for i, name in enumerate(PendingPrediction._fields)}
+_COLUMNS = {name: attrgetter(name) for name in PendingPrediction.__struct_fields__}
 _TIMESTAMP = _COLUMNS["timestamp"]
 
 
@@ -1445,7 +1460,7 @@ labels_unmatched=0))
                 columns = [a + b for a, b in zip(old_columns, columns, strict=True)]
             # JSON gives lists where the state held tuples (segments)
             columns[-1] = [g if g is None or type(g) is tuple else tuple(g) for g in columns[-1]]
-            preds = map(PendingPrediction._make, zip(*columns[1:], strict=True))
+            preds = itertools.starmap(PendingPrediction, zip(*columns[1:], strict=True))
             j._queues[m] = OrderedDict(zip(ids, zip(columns[0], preds, strict=True), strict=True))
             size += len(ids)
         j._seq, j._size = d["next_seq"], size
@@ -1483,7 +1498,7 @@ def _empty_columns() -> dict[str, list[Any]]:
 
 def _columns_of(ids: list[str], entries: Sequence[_Entry]) -> dict[str, list[Any]]:
     """The snapshot's columns of waiting predictions: ``event_id`` (``ids``, not copied),
-    ``seq``, then those of :class:`PendingPrediction` (one transposition of the tuples).
+    ``seq``, then those of :class:`PendingPrediction` (one pass over the list per column).
 
     >>> p, r = PendingPrediction(1.0, "x", None), PendingPrediction(2.0, None, 0.5, "v")
     >>> cols = _columns_of(["a", "b"], [(7, p), (9, r)])

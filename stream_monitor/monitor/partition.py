@@ -7,7 +7,6 @@ does no I/O, reads no clock and is snapshot-able as plain JSON-compatible data.
 
 from __future__ import annotations
 
-import functools
 import heapq
 import logging
 import operator
@@ -269,7 +268,7 @@ class PartitionState:
             segs = [None] * n if routes is None else [r or None for r in routes]
             times = columns.timestamps
             fields = (times, columns.labels, columns.scores, columns.model_versions, segs)
-            waiting = list(map(_pending, zip(*fields, strict=True)))
+            waiting = list(map(PendingPrediction, *fields))  # the columns are of length n
             self.join.add_columns(
                 model_id, ids, waiting, newest=max(times) if n else None, columns=fields
             )
@@ -416,11 +415,6 @@ _LABEL_KEY: Callable[[AnyLabel], tuple[str, str, float]] = operator.attrgetter(
 _LABEL: Callable[[AnyLabel], Any] = operator.attrgetter("label")
 #: A label's event time.
 _TIMESTAMP: Callable[[AnyLabel], float] = operator.attrgetter("timestamp")
-
-#: A PendingPrediction from the tuple of all its fields, without NamedTuple's argument handling.
-_pending: Callable[[tuple[Any, ...]], PendingPrediction] = functools.partial(
-    tuple.__new__, PendingPrediction
-)
 
 
 def _interleave(

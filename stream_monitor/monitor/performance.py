@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from operator import attrgetter
 from typing import Any, TypeAlias
 
 import numpy as np
@@ -33,6 +34,12 @@ from stream_monitor.stats.performance_sketch import ClassificationSketch, Regres
 from stream_monitor.stats.windows import Closure, PaneClock
 
 __all__ = ["HIGHER_IS_BETTER", "PerformanceMonitor", "fairness_rates", "label_strs"]
+
+#: A waiting prediction's fields, read column by column (:meth:`PerformanceMonitor._columns`).
+_TIMESTAMP = attrgetter("timestamp")
+_LABEL = attrgetter("label")
+_SCORE = attrgetter("score")
+_VERSION = attrgetter("model_version")
 
 SNAPSHOT_VERSION = 1
 HIGHER_IS_BETTER = frozenset(
@@ -262,7 +269,7 @@ class PerformanceMonitor:
         preds: Sequence[PendingPrediction],
     ) -> tuple[np.ndarray, list[str | None], np.ndarray, list[str | None]]:
         """Timestamps, predicted labels, scores (NaN: none) and model versions of the
-        predictions (one transposition of the tuples; ``None`` becomes NaN in a float array).
+        predictions (one pass per column; ``None`` becomes NaN in a float array).
 
         >>> ts, labels, score, versions = PerformanceMonitor._columns(
         ...     [PendingPrediction(1.0, "a", None, "v1"), PendingPrediction(2.0, "b", 0.5)]
@@ -272,12 +279,11 @@ class PerformanceMonitor:
         """
         if not preds:
             return np.zeros(0), [], np.zeros(0), []
-        ts, labels, scores, versions, _ = zip(*preds, strict=True)
         return (
-            np.array(ts, dtype=float),
-            list(labels),
-            np.array(scores, dtype=float),
-            list(versions),
+            np.array(list(map(_TIMESTAMP, preds)), dtype=float),
+            list(map(_LABEL, preds)),
+            np.array(list(map(_SCORE, preds)), dtype=float),
+            list(map(_VERSION, preds)),
         )
 
     @staticmethod

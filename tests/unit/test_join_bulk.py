@@ -9,6 +9,7 @@ import copy
 import random
 from typing import Any
 
+import msgspec
 import pytest
 
 from stream_monitor.config import MonitorConfig
@@ -353,6 +354,7 @@ def test_join_predictions_waits_what_outputs_give(predictions: list[Any], routes
         seg = routes[i] or None if routes is not None else None
         expected.append(("m", e.event_id, (e.timestamp, label, score, e.model_version, seg)))
     got = state.join.waiting()
-    assert [(m, e, tuple(p)) for m, e, p in got] == expected
+    fields = [msgspec.structs.astuple(p) for _, _, p in got]
+    assert [(m, e, f) for (m, e, _), f in zip(got, fields, strict=True)] == expected
     assert all(type(p) is PendingPrediction for _, _, p in got)
-    assert [_typed(p) for _, _, p in got] == [_typed(x[2]) for x in expected]
+    assert [_typed(f) for f in fields] == [_typed(x[2]) for x in expected]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import random
 
+import msgspec
 import pytest
 
 from stream_monitor.monitor.join import CHUNK_SIZE, LabelJoin, PendingPrediction
@@ -17,7 +18,7 @@ def _expected_split(
     """What the open chunk's columns (per model) and the sealed chunks' contents (those with
     a sequence number from ``below`` on) must hold, read row by row from the queues."""
     sealed = j._seq - j._seq % CHUNK_SIZE
-    names = ["event_id", "seq", *PendingPrediction._fields]
+    names = ["event_id", "seq", *PendingPrediction.__struct_fields__]
     pending: dict[str, dict[str, list[object]]] = {}
     chunks: dict[int, dict[str, dict[str, list[object]]]] = {}
     for m, q in j._queues.items():
@@ -30,7 +31,8 @@ def _expected_split(
                 cols = models.setdefault(m, {name: [] for name in names})
             else:
                 continue
-            for name, value in zip(names, (event_id, seq, *p), strict=True):
+            row = (event_id, seq, *msgspec.structs.astuple(p))
+            for name, value in zip(names, row, strict=True):
                 cols[name].append(value)
     return pending, chunks
 
