@@ -440,6 +440,11 @@ class Point:
     late_max_s: float
     disk_gib: float | None
     cpu: dict[str, float]
+    # the garbage collector's full collections (generation 2), cumulative: how many, their
+    # seconds, and how many held the process longer than 0.25 s
+    gc_full: float = 0.0
+    gc_full_s: float = 0.0
+    gc_full_slow: float = 0.0
 
 
 def dir_gib(path: Path) -> float | None:
@@ -627,8 +632,16 @@ def take_point(
         late_max_s=pacing.take_late_max(),
         disk_gib=dir_gib(broker.home) if broker is not None else None,
         cpu=cpu_shares(prev_mark, mark),
+        gc_full=total(s, f"{GC_PAUSE}_count", generation="2"),
+        gc_full_s=total(s, f"{GC_PAUSE}_sum", generation="2"),
+        gc_full_slow=total(s, f"{GC_PAUSE}_count", generation="2")
+        - total(s, f"{GC_PAUSE}_bucket", generation="2", le="0.25"),
     )
     return pt, mark
+
+
+#: The monitor's histogram of garbage-collection pauses (its full collections: generation 2).
+GC_PAUSE = "stream_monitor_gc_pause_seconds"
 
 
 _PROBLEM = re.compile(r"\b(WARNING|ERROR|CRITICAL|Traceback)\b")
@@ -663,6 +676,9 @@ def blocks(args: argparse.Namespace, r: dict[str, Any]) -> list[dict[str, Any]]:
         mon_cores = [p.cpu.get("monitor") for p in bp if "monitor" in p.cpu]
         others = [p.cpu.get("others") for p in bp if "others" in p.cpu]
         rss = [p.rss_mib for p in bp if p.rss_mib is not None]
+        # the full collections within the block: from the last point before it to its last
+        before = [p for p in pts if p.elapsed <= lo + 1]
+        gc0, gc1 = (before[-1] if before else None), (bp[-1] if bp else None)
         out.append(
             {
                 "from_min": lo / 60,
@@ -680,6 +696,11 @@ def blocks(args: argparse.Namespace, r: dict[str, Any]) -> list[dict[str, Any]]:
                 ),
                 "monitor_cores": sum(mon_cores) / len(mon_cores) if mon_cores else None,
                 "other_cores": sum(others) / len(others) if others else None,
+                "gc_full": None if gc1 is None else gc1.gc_full - (gc0.gc_full if gc0 else 0),
+                "gc_full_s": None if gc1 is None else gc1.gc_full_s - (gc0.gc_full_s if gc0 else 0),
+                "gc_full_slow": None
+                if gc1 is None
+                else gc1.gc_full_slow - (gc0.gc_full_slow if gc0 else 0),
             }
         )
     return out
@@ -773,8 +794,9 @@ def report(args: argparse.Namespace, mx: dict[str, Any] | None, r: dict[str, Any
         f"Per {size:g}-minute block (lag samples every {args.poll:g} s):",
         "",
         "| block, min | lag p50 / p95 / p99 / max, s | samples | RSS median / max, MiB "
-        "| consumer lag max | labels lag max, s | monitor cores | other processes, cores |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| consumer lag max | labels lag max, s | monitor cores | other processes, cores "
+        "| full GCs (over 0.25 s), seconds in all |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for b in bl:
         md.append(
@@ -783,7 +805,8 @@ def report(args: argparse.Namespace, mx: dict[str, Any] | None, r: dict[str, Any
             f"{fmt(b['lag_max'], '.2f')} | {b['lag_n']} | {fmt(b['rss_median'])} / "
             f"{fmt(b['rss_max'])} | {fmt(b['consumer_lag_max'])} "
             f"| {fmt(b['label_lag_max'], '.1f')} "
-            f"| {fmt(b['monitor_cores'], '.2f')} | {fmt(b['other_cores'], '.2f')} |"
+            f"| {fmt(b['monitor_cores'], '.2f')} | {fmt(b['other_cores'], '.2f')} "
+            f"| {fmt(b['gc_full'])} ({fmt(b['gc_full_slow'])}), {fmt(b['gc_full_s'], '.2f')} |"
         )
     caught_text = (
         f"within {r['caught_up_s']:.1f} s"

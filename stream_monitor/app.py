@@ -201,7 +201,7 @@ class Application:
             log.info("metrics on http://%s:%d/metrics", cfg.metrics_host, self.server.port)
         self.health.cycle()  # the start-up counts as a cycle: /healthz watches it too
         try:
-            with fewer_collections(), one_blas_thread():
+            with fewer_collections(on_pause=self.metrics.observe_gc), one_blas_thread():
                 self._run()
         finally:
             self.health.alive = False

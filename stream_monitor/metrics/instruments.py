@@ -84,6 +84,16 @@ class Instruments:
             registry=registry,
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
         )
+        self.gc_pause_seconds = Histogram(
+            "gc_pause_seconds",
+            "Time one cyclic garbage collection held the process, by generation (2: a full "
+            "collection, which walks every object the collector tracks; the loop stands still "
+            "meanwhile).",
+            ["generation"],
+            namespace=ns,
+            registry=registry,
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+        )
         self.batch_events = Histogram(
             "batch_events",
             "Records per consumed batch.",
@@ -167,6 +177,20 @@ class Instruments:
             registry=registry,
         )
         registry.register(DecodeLayouts())
+        self._gc_pauses = [self.gc_pause_seconds.labels(generation=str(g)) for g in range(3)]
+
+    def observe_gc(self, generation: int, seconds: float) -> None:
+        """One collection's pause (``gc_tuning.fewer_collections``'s ``on_pause``).
+
+        >>> from prometheus_client import CollectorRegistry
+        >>> reg = CollectorRegistry()
+        >>> Instruments(reg).observe_gc(2, 0.3)
+        >>> reg.get_sample_value(
+        ...     "stream_monitor_gc_pause_seconds_bucket", {"generation": "2", "le": "0.25"}
+        ... ), reg.get_sample_value("stream_monitor_gc_pause_seconds_sum", {"generation": "2"})
+        (0.0, 0.3)
+        """
+        self._gc_pauses[generation].observe(seconds)
 
 
 class DecodeLayouts(Collector):

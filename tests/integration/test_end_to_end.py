@@ -72,6 +72,10 @@ def test_sudden_shift_alerts_on_the_shifted_feature_only(kafka_bootstrap, topic_
             .status
         )
     assert ready == 200
+    # the garbage collector's pauses while the monitor ran, timed per generation
+    young = (("generation", "0"),)
+    assert metrics[("stream_monitor_gc_pause_seconds_count", young)] > 0
+    assert metrics[("stream_monitor_gc_pause_seconds_sum", young)] > 0
 
     alerts = [
         AlertEvent.model_validate(orjson.loads(m.value()))
