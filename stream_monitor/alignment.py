@@ -13,9 +13,10 @@ resumes: the early labels that wait for predictions already read expire against 
 predictions' clock (``EarlyLabels.expire_behind``), not only against the labels'.
 
 The pause takes effect between batches, but one batch can hold thousands of a partition's
-labels (the client fetches ahead), so within a batch :meth:`LabelAlignment.hold_back` cuts each
-labels partition at the same limits before anything is processed: the labels from the cut on are
-not processed nor committed, and the partition, paused, is sought back to them.
+labels (the client fetches ahead), so within a batch the application cuts each
+labels partition at the same limits before anything is processed (:meth:`LabelAlignment.cuts`):
+the labels from the cut on are neither processed nor committed, and the partition, paused, is
+sought back to them (:meth:`LabelAlignment.hold`).
 """
 
 from __future__ import annotations
@@ -105,34 +106,35 @@ class LabelAlignment:
                 consumer.resume([labels_tp])
                 self.paused.discard(p)
 
-    def hold_back(
+    def cuts(
         self,
         consumer: Any,
         states: Mapping[int, PartitionState],
-        labels: Mapping[int, Sequence[tuple[int, float]]],
+        label_times: Mapping[int, Sequence[float]],
         predictions_newest: Mapping[int, float],
         has_backlog: Callable[[int], bool] | None = None,
     ) -> dict[int, int]:
         """Where to cut one batch's labels, before any of them is processed: per labels
-        partition whose predictions partition has a backlog, the offset of its first label
-        more than ``align_seconds`` ahead of the newest prediction (this batch's included), or
-        the first label ahead at all that would take the early labels past half their capacity.
-        That partition is paused and sought back to the offset, so the labels from there on are
-        neither processed nor committed now but read again once the predictions caught up.
+        partition whose predictions partition has a backlog, the index of its first label more
+        than ``align_seconds`` ahead of the newest prediction (this batch's included), or of the
+        first label ahead at all that would take the early labels past half their capacity.
+        The labels from there on are to be held back (:meth:`hold`) and read again once the
+        predictions caught up.
 
         :meth:`align` pauses only between batches, and a batch can hold thousands of one
         partition's labels (what the client fetched ahead): without the cut they would overflow
-        the early labels. ``labels``: per partition, ``(offset, event time)`` of its decoded
-        labels in offset order."""
+        the early labels. ``label_times``: per partition, the event times of its labels in
+        offset order. One pass in C per partition when nothing is to be cut (the usual case).
+        """
         if has_backlog is None:
 
             def has_backlog(p: int) -> bool:
                 return self._has_backlog(consumer, p)
 
-        cuts: dict[int, int] = {}
-        for p, items in labels.items():
+        out: dict[int, int] = {}
+        for p, times in label_times.items():
             state = states.get(p)
-            if state is None or not items or not has_backlog(p):
+            if state is None or not times:
                 continue
             pred_time = max(
                 self.event_time.get((self.predictions, p), float("-inf")),
@@ -140,27 +142,26 @@ class LabelAlignment:
             )
             limit = pred_time + self.margin
             room = self.capacity / 2 - len(state.early)
-            for offset, ts in items:
+            if (max(times) <= limit and len(times) <= room) or not has_backlog(p):
+                continue
+            for i, ts in enumerate(times):
                 if ts > pred_time:
                     room -= 1
                     if ts > limit or room < 0:
-                        cuts[p] = offset
+                        out[p] = i
                         break
-            else:
-                continue
-            if p not in self.paused:
-                consumer.pause([TopicPartition(self.labels, p)])
-                self.paused.add(p)
-                self._on_pause()
-            # After the pause: a seek before it would be forgotten by librdkafka < 1.9.
-            consumer.seek(TopicPartition(self.labels, p, cuts[p]))
-            log.debug(
-                "holding labels partition=%d back from offset %d: predictions at %.1f",
-                p,
-                cuts[p],
-                pred_time,
-            )
-        return cuts
+        return out
+
+    def hold(self, consumer: Any, p: int, offset: int) -> None:
+        """Pause labels partition ``p`` and seek it back to ``offset``, the first of its
+        records not processed (:meth:`cuts`)."""
+        if p not in self.paused:
+            consumer.pause([TopicPartition(self.labels, p)])
+            self.paused.add(p)
+            self._on_pause()
+        # After the pause: librdkafka before 1.9 forgot a seek made before one.
+        consumer.seek(TopicPartition(self.labels, p, offset))
+        log.debug("holding labels partition=%d back from offset %d", p, offset)
 
     def _has_backlog(self, consumer: Any, p: int) -> bool:
         """Whether predictions partition ``p`` has records left to read. Before anything of

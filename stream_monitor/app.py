@@ -501,24 +501,46 @@ class Application:
         self._ckpt.add_output(rec)
 
     def _hold_back_labels(
-        self, label_msgs: list[Any], decoded: list[Any], preds: dict[int, list[AnyPrediction]]
-    ) -> dict[int, int]:
-        """Per labels partition of the batch, the offset from which its records are held back
-        (:meth:`LabelAlignment.hold_back`): none without a consumer (a batch fed by hand)."""
-        consumer = self._consumer
-        if consumer is None or not label_msgs:
-            return {}
-        per_part: dict[int, list[tuple[int, float]]] = {}
-        for m, ev in zip(label_msgs, decoded, strict=True):
-            if type(ev) is not DeadLetter:
-                part = m.partition()
-                items = per_part.get(part)
-                if items is None:
-                    per_part[part] = [(m.offset(), ev.timestamp)]
-                else:
-                    items.append((m.offset(), ev.timestamp))
+        self,
+        consumer: Any,
+        labels: dict[int, list[AnyLabel]],
+        preds: dict[int, list[AnyPrediction]],
+        origin: dict[int, Any],
+        dead: list[DeadLetter],
+        label_msgs: list[Any],
+        offsets: tuple[dict[tuple[str, int], int], ...],
+    ) -> list[DeadLetter]:
+        """Cut each labels partition of the batch where its labels run ahead of their
+        predictions (:meth:`LabelAlignment.cuts`), in place: its labels, and its offsets
+        ``(first, last, count)``, keep only what comes before the cut, and so do the dead
+        letters returned; the partition is held back from the cut (:meth:`LabelAlignment.hold`).
+        """
+        times = {part: list(map(_TIMESTAMP, events)) for part, events in labels.items()}
         newest = {part: max(map(_TIMESTAMP, events)) for part, events in preds.items()}
-        return self.alignment.hold_back(consumer, self.states, per_part, newest)
+        cuts = self.alignment.cuts(consumer, self.states, times, newest)
+        if not cuts:
+            return dead
+        topic = self.cfg.topics.labels
+        held: dict[int, int] = {}
+        for part, i in cuts.items():
+            held[part] = offset = origin[id(labels[part][i])].offset()
+            self.alignment.hold(consumer, part, offset)
+            del labels[part][i:]
+            if not labels[part]:
+                del labels[part]
+        first, last, count = offsets
+        for part, cut in held.items():  # only what was taken counts, and is committed
+            key = (topic, part)
+            taken = [m.offset() for m in label_msgs if m.partition() == part and m.offset() < cut]
+            if taken:
+                first[key], last[key], count[key] = min(taken), max(taken), len(taken)
+            else:
+                del first[key], last[key], count[key]
+        return [
+            d
+            for d in dead
+            if d.topic != topic or d.partition not in held or d.offset < held[d.partition]
+        ]
 
     def process_batch(self, msgs: list[Any]) -> list[AlertEvent]:
         """Decode, monitor and produce the outputs of one batch; return its alert events.
@@ -582,12 +604,7 @@ class Application:
             if grouped.by_model:
                 preds[part] = grouped.events()
         decoded: list[Any] = decode_labels(label_msgs, max_bytes=max_bytes, deserializer=fmt)
-        held = self._hold_back_labels(label_msgs, decoded, preds)
         for m, ev in zip(label_msgs, decoded, strict=True):
-            if held:
-                cut = held.get(m.partition())
-                if cut is not None and m.offset() >= cut:
-                    continue  # read again once the predictions caught up
             if type(ev) is DeadLetter:
                 dead.append(ev)
             else:
@@ -598,13 +615,11 @@ class Application:
                     labels[part] = [ev]
                 else:
                     part_events.append(ev)
-        for part, cut in held.items():  # only what was taken counts, and is committed
-            key = (cfg.topics.labels, part)
-            taken = [m.offset() for m in label_msgs if m.partition() == part and m.offset() < cut]
-            if taken:
-                count[key], last[key] = len(taken), max(taken)
-            else:
-                del count[key], first[key], last[key]
+        if labels and self._consumer is not None:
+            offsets = (first, last, count)
+            dead = self._hold_back_labels(
+                self._consumer, labels, preds, origin, dead, label_msgs, offsets
+            )
         consumed: dict[str, int] = {}
         for key, n in count.items():
             topic, part = key

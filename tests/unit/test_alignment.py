@@ -171,29 +171,27 @@ def test_a_batch_s_labels_are_cut_past_the_margin_and_read_again_from_there() ->
     states: dict[int, Any] = {0: PartitionState(0, CFG), 1: PartitionState(1, CFG)}
     a.observe("predictions", 0, 1000.0)
     a.observe("predictions", 1, 1000.0)
-    labels = {
-        0: [(100 + i, 1000.0 + 10 * i) for i in range(10)],  # 1000, 1010, ... 1090
-        1: [(7, 990.0), (8, 1059.0)],  # all within the margin
+    times = {
+        0: [1000.0 + 10 * i for i in range(10)],  # 1000, 1010, ... 1090
+        1: [990.0, 1059.0],  # all within the margin
     }
     # partition 0's predictions reach 1020 in this very batch: the cut is past 1080
-    cuts = a.hold_back(consumer, states, labels, {0: 1020.0})
-    assert cuts == {0: 109}
+    assert a.cuts(consumer, states, times, {0: 1020.0}) == {0: 9}
+    assert consumer.paused == set() and pauses == []  # cuts() only finds them
+    a.hold(consumer, 0, 109)
     assert consumer.paused == {("labels", 0)} and a.paused == {0} and len(pauses) == 1
     assert consumer.sought == [("labels", 0, 109)]
-    # held back again while still paused: sought, not paused twice
-    assert a.hold_back(consumer, states, {0: [(109, 1090.0)]}, {}) == {0: 109}
-    assert len(pauses) == 1 and consumer.sought[-1] == ("labels", 0, 109)
+    a.hold(consumer, 0, 109)  # held back again while still paused: sought, not paused twice
+    assert len(pauses) == 1 and consumer.sought == [("labels", 0, 109)] * 2
 
 
-def test_labels_before_any_prediction_are_all_held_back_and_none_without_a_backlog() -> None:
+def test_labels_before_any_prediction_are_all_cut_and_none_without_a_backlog() -> None:
     a = LabelAlignment(CFG, lambda: None)
     consumer = _Consumer()
     states: dict[int, Any] = {0: PartitionState(0, CFG), 1: PartitionState(1, CFG)}
     _backlog(consumer, 0)
     consumer.position_of[("predictions", 1)] = consumer.high_of[("predictions", 1)] = 50
-    items = [(0, 5.0), (1, 6.0)]
-    assert a.hold_back(consumer, states, {0: items, 1: items}, {}) == {0: 0}
-    assert consumer.paused == {("labels", 0)} and consumer.sought == [("labels", 0, 0)]
+    assert a.cuts(consumer, states, {0: [5.0, 6.0], 1: [5.0, 6.0]}, {}) == {0: 0}
 
 
 def test_labels_ahead_are_cut_where_they_would_fill_half_the_early_labels() -> None:
@@ -210,6 +208,6 @@ def test_labels_ahead_are_cut_where_they_would_fill_half_the_early_labels() -> N
     state.early.add("m", "w", 1001.0, 1)  # one waits already: room for 4 more ahead
     a.observe("predictions", 0, 1000.0)
     # labels at or behind the predictions do not count: their predictions were read
-    items = [(0, 999.0), (1, 1000.0), (2, 1001.0), (3, 999.5), (4, 1002.0), (5, 1003.0),
-             (6, 1004.0), (7, 1005.0)]  # fmt: skip
-    assert a.hold_back(consumer, {0: state}, {0: items}, {}) == {0: 7}
+    times = [999.0, 1000.0, 1001.0, 999.5, 1002.0, 1003.0, 1004.0, 1005.0]
+    assert a.cuts(consumer, {0: state}, {0: times}, {}) == {0: 7}
+    assert a.cuts(consumer, {0: state}, {0: times[:7]}, {}) == {}
