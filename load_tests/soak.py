@@ -696,11 +696,10 @@ def blocks(args: argparse.Namespace, r: dict[str, Any]) -> list[dict[str, Any]]:
                 ),
                 "monitor_cores": sum(mon_cores) / len(mon_cores) if mon_cores else None,
                 "other_cores": sum(others) / len(others) if others else None,
-                "gc_full": None if gc1 is None else gc1.gc_full - (gc0.gc_full if gc0 else 0),
-                "gc_full_s": None if gc1 is None else gc1.gc_full_s - (gc0.gc_full_s if gc0 else 0),
-                "gc_full_slow": None
-                if gc1 is None
-                else gc1.gc_full_slow - (gc0.gc_full_slow if gc0 else 0),
+                **{
+                    k: None if gc1 is None else getattr(gc1, k) - (getattr(gc0, k) if gc0 else 0)
+                    for k in ("gc_full", "gc_full_s", "gc_full_slow")
+                },
             }
         )
     return out

@@ -112,7 +112,6 @@ class LabelAlignment:
         states: Mapping[int, PartitionState],
         label_times: Mapping[int, Sequence[float]],
         predictions_newest: Mapping[int, float],
-        has_backlog: Callable[[int], bool] | None = None,
     ) -> dict[int, int]:
         """Where to cut one batch's labels, before any of them is processed: per labels
         partition whose predictions partition has a backlog, the index of its first label more
@@ -126,11 +125,6 @@ class LabelAlignment:
         the early labels. ``label_times``: per partition, the event times of its labels in
         offset order. One pass in C per partition when nothing is to be cut (the usual case).
         """
-        if has_backlog is None:
-
-            def has_backlog(p: int) -> bool:
-                return self._has_backlog(consumer, p)
-
         out: dict[int, int] = {}
         for p, times in label_times.items():
             state = states.get(p)
@@ -142,7 +136,7 @@ class LabelAlignment:
             )
             limit = pred_time + self.margin
             room = self.capacity / 2 - len(state.early)
-            if (max(times) <= limit and len(times) <= room) or not has_backlog(p):
+            if (max(times) <= limit and len(times) <= room) or not self._has_backlog(consumer, p):
                 continue
             for i, ts in enumerate(times):
                 if ts > pred_time:

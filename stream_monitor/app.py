@@ -504,7 +504,7 @@ class Application:
         self,
         consumer: Any,
         labels: dict[int, list[AnyLabel]],
-        preds: dict[int, list[AnyPrediction]],
+        preds_newest: dict[int, float],
         origin: dict[int, Any],
         dead: list[DeadLetter],
         label_msgs: list[Any],
@@ -516,8 +516,7 @@ class Application:
         letters returned; the partition is held back from the cut (:meth:`LabelAlignment.hold`).
         """
         times = {part: list(map(_TIMESTAMP, events)) for part, events in labels.items()}
-        newest = {part: max(map(_TIMESTAMP, events)) for part, events in preds.items()}
-        cuts = self.alignment.cuts(consumer, self.states, times, newest)
+        cuts = self.alignment.cuts(consumer, self.states, times, preds_newest)
         if not cuts:
             return dead
         topic = self.cfg.topics.labels
@@ -615,10 +614,12 @@ class Application:
                     labels[part] = [ev]
                 else:
                     part_events.append(ev)
+        # the newest event time of each partition's predictions (the alignment's clock)
+        preds_newest = {part: max(map(_TIMESTAMP, events)) for part, events in preds.items()}
         if labels and self._consumer is not None:
             offsets = (first, last, count)
             dead = self._hold_back_labels(
-                self._consumer, labels, preds, origin, dead, label_msgs, offsets
+                self._consumer, labels, preds_newest, origin, dead, label_msgs, offsets
             )
         consumed: dict[str, int] = {}
         for key, n in count.items():
@@ -626,10 +627,10 @@ class Application:
             consumed[topic] = consumed.get(topic, 0) + n
             ckpt.add_offsets(topic, part, last[key], n)
             advance(key, first[key], last[key])
+        labels_newest = {part: max(map(_TIMESTAMP, events)) for part, events in labels.items()}
         newest: dict[str, float] = {}
-        for topic, by_part in ((pred_topic, preds), (cfg.topics.labels, labels)):
-            for part, events in by_part.items():
-                t = max(map(_TIMESTAMP, events))
+        for topic, by_part in ((pred_topic, preds_newest), (cfg.topics.labels, labels_newest)):
+            for part, t in by_part.items():
                 newest[topic] = max(newest.get(topic, 0.0), t)
                 self.alignment.observe(topic, part, t)
         alerts: list[AlertEvent] = []
